@@ -1,0 +1,39 @@
+// Dense feed-forward block: out = gelu(inp fcw^T + fcb) fcprojw^T + fcprojb.
+#pragma once
+#include "gelu.h"
+#include "matmul.h"
+
+template <typename real>
+void ffn_forward(real* out,             // (B,T,C)
+                 real* fch,             // (B,T,dff) pre-activation
+                 real* fch_gelu,        // (B,T,dff)
+                 const real* inp,       // (B,T,C)
+                 const real* fcw,       // (dff,C)
+                 const real* fcb,       // (dff)
+                 const real* fcprojw,   // (C,dff)
+                 const real* fcprojb,   // (C)
+                 int B, int T, int C, int dff) {
+    matmul_forward(fch, inp, fcw, fcb, B, T, C, dff);
+    gelu_forward(fch_gelu, fch, (size_t)B * T * dff);
+    matmul_forward(out, fch_gelu, fcprojw, fcprojb, B, T, dff, C);
+}
+
+template <typename real>
+void ffn_backward(real* dinp,            // (B,T,C)
+                  real* dfcw,            // (dff,C)
+                  real* dfcb,            // (dff)
+                  real* dfcprojw,        // (C,dff)
+                  real* dfcprojb,        // (C)
+                  real* dfch,            // (B,T,dff) scratch, zeroed by the caller
+                  real* dfch_gelu,       // (B,T,dff) scratch, zeroed by the caller
+                  const real* dout,      // (B,T,C)
+                  const real* inp,       // (B,T,C)
+                  const real* fch,       // (B,T,dff)
+                  const real* fch_gelu,  // (B,T,dff)
+                  const real* fcw,       // (dff,C)
+                  const real* fcprojw,   // (C,dff)
+                  int B, int T, int C, int dff) {
+    matmul_backward(dfch_gelu, dfcprojw, dfcprojb, dout, fch_gelu, fcprojw, B, T, dff, C);
+    gelu_backward(dfch, fch, dfch_gelu, (size_t)B * T * dff);
+    matmul_backward(dinp, dfcw, dfcb, dfch, inp, fcw, B, T, C, dff);
+}

@@ -1,0 +1,87 @@
+// Matrix products. Everything in the model that is a product of matrices goes
+// through gemm(): the linear layers, the tied LM head, and the Mixture-of-Tokens
+// merge, experts and emit (batched with strides, DESIGN.md section 2). The GPU
+// path makes the same calls to cuBLAS, so the two files read side by side.
+#pragma once
+#include <cstddef>
+
+// C = alpha * op(A) op(B) + beta * C for `batch` independent products, all
+// row-major. op(A) is (M, K), op(B) is (K, N), C is (M, N); transA means A is
+// stored (K, M), transB means B is stored (N, K). lda/ldb/ldc are row
+// strides; strideA/B/C are the offsets between consecutive batch items.
+// beta == 0 never reads C, so C may hold garbage.
+template <typename real>
+void gemm_reference(bool transA, bool transB, int M, int N, int K, real alpha,
+                    const real* A, long long lda, long long strideA,
+                    const real* B, long long ldb, long long strideB, real beta,
+                    real* C, long long ldc, long long strideC, int batch) {
+    #pragma omp parallel for collapse(2)
+    for (int bi = 0; bi < batch; bi++) {
+        for (int i = 0; i < M; i++) {
+            const real* a = A + bi * strideA;
+            const real* b = B + bi * strideB;
+            real* c = C + bi * strideC + i * ldc;
+            for (int j = 0; j < N; j++) {
+                real acc = 0;
+                for (int k = 0; k < K; k++) {
+                    real aik = transA ? a[k * lda + i] : a[i * lda + k];
+                    real bkj = transB ? b[j * ldb + k] : b[k * ldb + j];
+                    acc += aik * bkj;
+                }
+                c[j] = alpha * acc + (beta == 0 ? real(0) : beta * c[j]);
+            }
+        }
+    }
+}
+
+template <typename real>
+void gemm(bool transA, bool transB, int M, int N, int K, real alpha,
+          const real* A, long long lda, long long strideA,
+          const real* B, long long ldb, long long strideB, real beta,
+          real* C, long long ldc, long long strideC, int batch) {
+    gemm_reference(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB,
+                   beta, C, ldc, strideC, batch);
+}
+
+// One plain product, no batch.
+template <typename real>
+void gemm(bool transA, bool transB, int M, int N, int K, real alpha, const real* A, long long lda,
+          const real* B, long long ldb, real beta, real* C, long long ldc) {
+    gemm(transA, transB, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+}
+
+// Linear layer: out = inp weight^T + bias, weight stored (out, in).
+template <typename real>
+void matmul_forward(real* out,           // (B,T,OC)
+                    const real* inp,     // (B,T,C)
+                    const real* weight,  // (OC,C)
+                    const real* bias,    // (OC) or nullptr
+                    int B, int T, int C, int OC) {
+    int BT = B * T;
+    gemm(false, true, BT, OC, C, real(1), inp, C, weight, C, real(0), out, OC);
+    if (bias == nullptr) return;
+    #pragma omp parallel for
+    for (int i = 0; i < BT; i++)
+        for (int o = 0; o < OC; o++) out[(size_t)i * OC + o] += bias[o];
+}
+
+// dinp += dout weight;  dweight += dout^T inp;  dbias += column sums of dout.
+template <typename real>
+void matmul_backward(real* dinp,          // (B,T,C)
+                     real* dweight,       // (OC,C)
+                     real* dbias,         // (OC) or nullptr
+                     const real* dout,    // (B,T,OC)
+                     const real* inp,     // (B,T,C)
+                     const real* weight,  // (OC,C)
+                     int B, int T, int C, int OC) {
+    int BT = B * T;
+    gemm(false, false, BT, C, OC, real(1), dout, OC, weight, C, real(1), dinp, C);
+    gemm(true, false, OC, C, BT, real(1), dout, OC, inp, C, real(1), dweight, C);
+    if (dbias == nullptr) return;
+    #pragma omp parallel for
+    for (int o = 0; o < OC; o++) {
+        real sum = 0;
+        for (int i = 0; i < BT; i++) sum += dout[(size_t)i * OC + o];
+        dbias[o] += sum;
+    }
+}
