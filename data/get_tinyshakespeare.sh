@@ -1,0 +1,26 @@
+#!/bin/sh
+# Downloads tinyshakespeare (Karpathy's char-rnn data set, 1115394 bytes) to
+# data/tinyshakespeare.txt, where ./prepare and ./train_mot look for it.
+# Needs curl or wget and internet access. Run from the repository root.
+set -eu
+url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+dest="data/tinyshakespeare.txt"
+expected=1115394
+tmp="$dest.tmp"
+mkdir -p data
+trap 'rm -f "$tmp"' EXIT
+if command -v curl >/dev/null 2>&1; then
+    curl -fL --retry 3 -o "$tmp" "$url"
+elif command -v wget >/dev/null 2>&1; then
+    wget -q -O "$tmp" "$url"
+else
+    echo "error: need curl or wget to download $url" >&2
+    exit 1
+fi
+size=$(wc -c < "$tmp" | tr -d ' ')
+if [ "$size" != "$expected" ]; then
+    echo "error: downloaded $size bytes from $url, expected $expected" >&2
+    exit 1
+fi
+mv "$tmp" "$dest"
+echo "wrote $dest ($size bytes)"

@@ -1,0 +1,36 @@
+// prepare: text files -> tokenizer.bin + token shards (see data/prepare.h).
+//
+//   prepare [--vocab N] [--val-fraction X] [--out DIR] [--shard-tokens N] [--name NAME] [FILES...]
+//
+// With no files it uses tinyshakespeare (data/tinyshakespeare.txt, else
+// ../shared/data/tinyshakespeare.txt). Re-running with the same inputs and
+// settings reuses the cached output.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+
+#include "data/prepare.h"
+
+int main(int argc, char** argv) {
+    PrepareConfig cfg;
+    CLI::App app{"prepare: train a BPE tokenizer on text files and write token shards"};
+    app.add_option("files", cfg.inputs, "input text files (default: tinyshakespeare)");
+    app.add_option("--vocab", cfg.vocab_size, "vocabulary size, 257..65536 (256 bytes + merges + end-of-text)")
+        ->capture_default_str();
+    app.add_option("--val-fraction", cfg.val_fraction, "fraction of the text held out for validation")
+        ->capture_default_str();
+    app.add_option("--out", cfg.out_dir, "output directory")->capture_default_str();
+    app.add_option("--shard-tokens", cfg.shard_tokens, "at most this many tokens per shard")->capture_default_str();
+    app.add_option("--name", cfg.name, "shard name prefix (default: from the input file or folder name)");
+    CLI11_PARSE(app, argc, argv);
+    try {
+        if (cfg.inputs.empty()) cfg.inputs.push_back(find_default_text());
+        PrepareResult r = prepare_data(cfg);
+        std::printf("tokenizer: %s\ntrain: %s\nval: %s\n", r.tokenizer_path.c_str(), r.train_pattern.c_str(),
+                    r.val_pattern.empty() ? "(none)" : r.val_pattern.c_str());
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
