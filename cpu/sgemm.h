@@ -25,8 +25,9 @@
 //                 B panel  b[k*NR + j]  (NR values of row k contiguous).
 // Edges (M % MR, N % NR, any K) are handled with zero-padded panels, an MR-row
 // count chosen at compile time per edge height, and masked loads/stores of C.
-// When op(B) is plain row-major and A is tiny (few MR panels), B is not packed:
-// the kernel reads rows of B in place (packing would cost as much as the math).
+// When op(B) is plain row-major and either A is tiny (few MR panels) or all of B
+// fits in L1, B is not packed: the kernel reads rows of B in place (packing
+// would cost about as much as the math it saves).
 //
 // Threads: one product is cut into a pm x pn grid of C blocks, one per thread,
 // each running the loop above with its own (thread_local) packing buffers.
@@ -97,11 +98,35 @@ static inline void sg_store_n(float* p, sg_v v, int n) { for (int l = 0; l < n; 
 #endif
 
 #define SG_NR (2 * SG_VL)  // micro-tile width: two vectors
+static_assert(SG_MR <= SG_VL, "a packed A column (SG_MR floats) is moved as one masked vector");
+// Tuning knobs (overridable with -D for experiments; defaults measured on the
+// 2-core Sapphire Rapids VM against OpenBLAS, see bench/bench_matmul.cpp):
+//   SG_PREFETCH_C  prefetch the C tile at micro-kernel entry (hides the C miss
+//                  behind the K loop; +3..20% on shapes with K <= 256)
+//   SG_DIRECT_B    read op(B) = B in place, unpacked, when K*ldb floats fit in
+//                  L1 (attention P V, controller backward); larger B is packed
+#ifndef SG_PREFETCH_C
+#define SG_PREFETCH_C 1
+#endif
+#ifndef SG_DIRECT_B
+#define SG_DIRECT_B 8192
+#endif
 // cache blocking (floats). KC x NR B micro-panel = 32 KB of the 48 KB L1d at
-// KC=256 (AVX-512); MC x KC A block = 168 KB (L2 is 2 MB); KC x NC B block = 1 MB.
+// KC=256 (AVX-512); MC x KC A block = 84 KB (L2 is 2 MB); KC x NC B block = 1 MB.
+// KC 128/192/384, NC 512/2048 and MC 56/112/168 measured no better or worse.
+#ifndef SG_KC
 #define SG_KC 256
+#endif
+#ifndef SG_MC
+#if defined(__AVX512F__)
+#define SG_MC (SG_MR * 6)   // 84: +15% on the 2048x4096 LM head vs 168, neutral elsewhere
+#else
 #define SG_MC (SG_MR * 12)
+#endif
+#endif
+#ifndef SG_NC
 #define SG_NC 1024
+#endif
 
 // ----------------------------------------------------------------------------
 // micro-kernel: C[0:MRr, 0:n] = alpha * sum_k a[k*SG_MR + i] * b[k*ldbk + j] + beta * C
@@ -112,6 +137,11 @@ static inline void sg_store_n(float* p, sg_v v, int n) { for (int l = 0; l < n; 
 template <int MRr, int NV>
 static inline void sg_kernel(int K, const float* a, const float* b, long ldbk,
                              float* C, long ldc, int n, float alpha, float beta) {
+    // start pulling the C tile in now; it is read/written only after the K loop
+    for (int i = 0; i < MRr && SG_PREFETCH_C; i++) {
+        __builtin_prefetch(C + i * ldc, 1, 3);
+        __builtin_prefetch(C + i * ldc + NV * SG_VL - 1, 1, 3);
+    }
     sg_v acc[MRr][NV];
     for (int i = 0; i < MRr; i++)
         for (int v = 0; v < NV; v++) acc[i][v] = sg_zero();
@@ -163,24 +193,97 @@ static inline void sg_kernel_mr(int mr, int K, const float* a, const float* b, l
 
 // ----------------------------------------------------------------------------
 // packing
+//
+// Two of the four packing cases are plain copies (op(A) = A^T: a k-row of A is
+// contiguous along i; op(B) = B: a k-row of B is contiguous along j). The other
+// two (op(A) = A, op(B) = B^T) are transposes: the source is contiguous along k
+// but the panel wants k-major. With AVX-512 they go through 16x16 register
+// transposes (~4 shuffles per vector) instead of one scalar store per element.
 
-// op(A)[i0:i0+mr, k0:k0+kc] -> dst[k*SG_MR + i], rows mr..SG_MR-1 zero
-static inline void sg_pack_a(bool transA, const float* A, int lda, int i0, int mr,
+#if defined(__AVX512F__)
+// GCC 12 flags its own _mm512_undefined_ps() inside the shuffle intrinsics as
+// "maybe uninitialized" once inlined here: a known false positive
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+// in-register transpose of 16 vectors r[0..15] (row i = r[i]) -> r[j] = column j
+static inline void sg_transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {  // interleave pairs of rows: 2x2 blocks
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {  // 4x4 blocks within each 128-bit lane
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    // now r[4q + c] holds, in 128-bit lane L, column (4L + c) of rows 4q..4q+3;
+    // two rounds of 128-bit lane shuffles gather the four row-quads of a column
+    for (int c = 0; c < 4; c++) {
+        t[c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);        // lanes 0,2 of each
+        t[4 + c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xDD);    // lanes 1,3
+        t[8 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+        t[12 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xDD);
+    }
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);        // column c
+        r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD);    // column 8 + c
+        r[4 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0x88); // column 4 + c
+        r[12 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0xDD); // column 12 + c
+    }
+}
+
+// rows src + r*ld (r < nrows, others read as zero), columns [0, kc) -> for each
+// column k, the nrows-or-more values go to dst + k*dstride (nstore lanes written)
+static inline void sg_pack_transpose16(const float* src, long ld, int nrows, int kc,
+                                       float* dst, int dstride, int nstore) {
+    __mmask16 smask = (__mmask16)((1u << nstore) - 1);
+    for (int k = 0; k < kc; k += 16) {
+        int kn = std::min(16, kc - k);
+        __mmask16 lmask = (__mmask16)((1u << kn) - 1);
+        __m512 r[16];
+        for (int i = 0; i < 16; i++)
+            r[i] = i < nrows ? _mm512_maskz_loadu_ps(lmask, src + i * ld + k) : _mm512_setzero_ps();
+        sg_transpose16(r);
+        for (int c = 0; c < kn; c++) _mm512_mask_storeu_ps(dst + (long)(k + c) * dstride, smask, r[c]);
+    }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+// op(A)[ic:ic+mc, k0:k0+kc] -> MR-row panels: panel p at dst + p*MR*kc holds
+// dst[k*SG_MR + i] = op(A)[ic + p*MR + i][k0 + k], rows past mc zero
+static inline void sg_pack_a(bool transA, const float* A, int lda, int ic, int mc,
                              int k0, int kc, float* dst) {
-    if (transA) {  // op(A)[i][k] = A[k*lda + i]: each k is a contiguous run of mr
+    if (transA) {  // op(A)[i][k] = A[k*lda + i]: walk k-rows of A, mc contiguous
+        // floats each, so every cache line / page of A is touched once per block
         for (int k = 0; k < kc; k++) {
-            const float* src = A + (long)(k0 + k) * lda + i0;
-            float* d = dst + k * SG_MR;
-            int i = 0;
-            for (; i < mr; i++) d[i] = src[i];
-            for (; i < SG_MR; i++) d[i] = 0.0f;
+            const float* src = A + (long)(k0 + k) * lda + ic;
+            for (int ir = 0; ir < mc; ir += SG_MR) {
+                int mr = std::min(SG_MR, mc - ir);  // SG_MR <= SG_VL: one masked vector
+                sg_store_n(dst + (long)ir * kc + k * SG_MR, sg_load_n(src + ir, mr), SG_MR);
+            }
         }
-    } else {       // op(A)[i][k] = A[i*lda + k]: mr row streams, interleaved
-        if (mr < SG_MR) std::memset(dst, 0, sizeof(float) * kc * SG_MR);
-        for (int i = 0; i < mr; i++) {
-            const float* src = A + (long)(i0 + i) * lda + k0;
-            for (int k = 0; k < kc; k++) dst[k * SG_MR + i] = src[k];
-        }
+        return;
+    }
+    // op(A)[i][k] = A[i*lda + k]: transpose MR rows at a time
+    for (int ir = 0; ir < mc; ir += SG_MR) {
+        int mr = std::min(SG_MR, mc - ir);
+        const float* src = A + (long)(ic + ir) * lda + k0;
+        float* d = dst + (long)ir * kc;
+#if defined(__AVX512F__)
+        sg_pack_transpose16(src, lda, mr, kc, d, SG_MR, SG_MR);
+#else
+        if (mr < SG_MR) std::memset(d, 0, sizeof(float) * kc * SG_MR);
+        for (int i = 0; i < mr; i++)
+            for (int k = 0; k < kc; k++) d[k * SG_MR + i] = src[(long)i * lda + k];
+#endif
     }
 }
 
@@ -191,21 +294,25 @@ static inline void sg_pack_b(bool transB, const float* B, int ldb, int k0, int k
         for (int k = 0; k < kc; k++) {
             const float* src = B + (long)(k0 + k) * ldb + j0;
             float* d = dst + k * SG_NR;
-            if (nr == SG_NR) {
-                for (int v = 0; v < SG_NR; v += SG_VL) sg_store(d + v, sg_load(src + v));
-            } else {
-                int j = 0;
-                for (; j < nr; j++) d[j] = src[j];
-                for (; j < SG_NR; j++) d[j] = 0.0f;
+            for (int v = 0; v < SG_NR; v += SG_VL) {
+                int n = std::min(SG_VL, nr - v);
+                sg_store(d + v, n >= SG_VL ? sg_load(src + v) : n > 0 ? sg_load_n(src + v, n) : sg_zero());
             }
         }
-    } else {        // op(B)[k][j] = B[j*ldb + k]: read each stored row along k
-        if (nr < SG_NR) std::memset(dst, 0, sizeof(float) * kc * SG_NR);
-        for (int j = 0; j < nr; j++) {
-            const float* src = B + (long)(j0 + j) * ldb + k0;
-            for (int k = 0; k < kc; k++) dst[k * SG_NR + j] = src[k];
-        }
+        return;
     }
+    // op(B)[k][j] = B[j*ldb + k]: transpose 16 stored rows (j) at a time
+#if defined(__AVX512F__)
+    for (int jh = 0; jh < SG_NR; jh += 16)
+        sg_pack_transpose16(B + (long)(j0 + jh) * ldb + k0, ldb, std::max(0, std::min(16, nr - jh)),
+                            kc, dst + jh, SG_NR, 16);
+#else
+    if (nr < SG_NR) std::memset(dst, 0, sizeof(float) * kc * SG_NR);
+    for (int j = 0; j < nr; j++) {
+        const float* src = B + (long)(j0 + j) * ldb + k0;
+        for (int k = 0; k < kc; k++) dst[k * SG_NR + j] = src[k];
+    }
+#endif
 }
 
 // per-thread packing scratch, grown on demand, 64-byte aligned
@@ -232,8 +339,9 @@ static inline void sg_block(bool transA, bool transB, int m0, int m1, int n0, in
     static thread_local sg_buf bufA, bufB;
     float* pa = bufA.get((size_t)SG_MC * SG_KC);
     float* pb = bufB.get((size_t)SG_KC * SG_NC);
-    // skip packing B when op(B) is row-major and only one MC block of A reuses it
-    bool direct_b = !transB && (m1 - m0) <= 2 * SG_MR;
+    // skip packing B when op(B) is row-major and either only a couple of A panels
+    // reuse it, or all of B (K rows of ldb floats) is small enough to stay in L1
+    bool direct_b = !transB && ((m1 - m0) <= 2 * SG_MR || (long)K * ldb <= SG_DIRECT_B);
     for (int jc = n0; jc < n1; jc += SG_NC) {
         int nc = std::min(SG_NC, n1 - jc);
         for (int pc = 0; pc < K; pc += SG_KC) {
@@ -246,9 +354,7 @@ static inline void sg_block(bool transA, bool transB, int m0, int m1, int n0, in
             }
             for (int ic = m0; ic < m1; ic += SG_MC) {
                 int mc = std::min(SG_MC, m1 - ic);
-                for (int ir = 0; ir < mc; ir += SG_MR)
-                    sg_pack_a(transA, A, lda, ic + ir, std::min(SG_MR, mc - ir), pc, kc,
-                              pa + (long)ir * kc);
+                sg_pack_a(transA, A, lda, ic, mc, pc, kc, pa);
                 for (int jr = 0; jr < nc; jr += SG_NR) {
                     int nr = std::min(SG_NR, nc - jr);
                     const float* b = pb + (long)jr * kc;
@@ -310,7 +416,9 @@ static inline void sg_gemm_threads(bool transA, bool transB, int M, int N, int K
     }
     int bm = ((M + pm - 1) / pm + SG_MR - 1) / SG_MR * SG_MR;
     int bn = ((N + pn - 1) / pn + SG_NR - 1) / SG_NR * SG_NR;
+#ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
     for (int t = 0; t < pm * pn; t++) {
         int m0 = (t / pn) * bm, n0 = (t % pn) * bn;
         int m1 = std::min(M, m0 + bm), n1 = std::min(N, n0 + bn);
@@ -341,7 +449,9 @@ static inline void sgemm_strided_batched(bool transA, bool transB, int M, int N,
     // is small enough that splitting it would cost more in packing/sync
     bool over_batch = nt > 1 && batch >= nt && (batch >= 4 * nt || flops < 8e6);
     if (over_batch) {
+#ifdef _OPENMP
 #pragma omp parallel for num_threads(nt) schedule(static)
+#endif
         for (int b = 0; b < batch; b++)
             sg_gemm_threads(transA, transB, M, N, K, alpha, A + b * strideA, lda,
                             B + b * strideB, ldb, beta, C + b * strideC, ldc, 1);
