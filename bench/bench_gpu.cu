@@ -1,0 +1,281 @@
+// bench/bench_gpu.cu: training throughput of the GPU path at GPT-2-small shape,
+// dense and MoT, with TF32 off and on, plus the MoT layer against the dense FFN
+// at matched FLOPs.
+//
+//   nvcc -std=c++17 -O2 -arch=native -Xcompiler -fopenmp -I. bench/bench_gpu.cu -o bench_gpu -lcublas
+//   ./bench_gpu [--steps N] [--quick]
+//
+// Model FLOPs per token, counted explicitly (not measured):
+//   6 * (matmul parameters touched per token) + attention
+//   matmul parameters per layer: qkv 3C^2, attproj C^2, then
+//     DENSE  2 C dff                 (fc and fcproj)
+//     MOT    3 C E + 2 C f E / G     (controller, merge and emit act like C*E
+//                                     weights per token; each expert sees one
+//                                     mixed token per G tokens)
+//   plus the tied head C * V (the padded logits V..Vp are not counted)
+//   attention: 12 L C T per token (QK^T and att V over the full T x T, as
+//   computed; forward 4 C T per layer, backward twice that)
+// Biases, LayerNorm, GELU, softmax and the optimizer are not counted.
+// MFU compares to the H200 peaks: fp32 (no tensor cores) 67 TFLOP/s, TF32
+// tensor cores 494 TFLOP/s dense.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/rng.h"
+#include "gpu/gpt.cuh"
+
+static const double PEAK_FP32 = 67e12, PEAK_TF32 = 494e12;
+
+// p[i] = scale * uniform(-sqrt(3), sqrt(3)) from a hash of (seed, i): std = scale.
+__global__ void fill_uniform_kernel(float* p, size_t n, float scale, unsigned long long seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        unsigned long long z = (i + 1) * 0x9E3779B97F4A7C15ull + seed;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)(z >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+        p[i] = scale * 1.7320508f * (2.0f * u - 1.0f);
+    }
+}
+
+// p[i] = value
+__global__ void fill_const_kernel(float* p, size_t n, float value) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        p[i] = value;
+}
+
+static void fill_uniform(float* p, size_t n, float scale, unsigned long long seed) {
+    fill_uniform_kernel<<<grid_for(n, 256), 256>>>(p, n, scale, seed);
+    CUDA_CHECK_LAUNCH();
+}
+
+// The DESIGN.md init (std 0.02, residual projections / sqrt(2L), LayerNorm
+// weights 1, biases 0), drawn on the device: host init of ~2e9 MoT weights
+// would take longer than the benchmark.
+static void init_on_device(gpu::GPT* model) {
+    const Config& c = model->cfg;
+    unsigned long long seed = 1;
+    for (const TensorSpec& s : param_specs(c)) {
+        float* p = model->params_memory + s.offset;
+        if (s.ndim == 1) {
+            bool lnw = ends_with(s.name, "ln1w") || ends_with(s.name, "ln2w") || s.name == "lnfw";
+            fill_const_kernel<<<grid_for(s.numel, 256), 256>>>(p, s.numel, lnw ? 1.0f : 0.0f);
+            CUDA_CHECK_LAUNCH();
+            continue;
+        }
+        float std = 0.02f;
+        if (ends_with(s.name, "attprojw") || ends_with(s.name, "fcprojw") || ends_with(s.name, ".w2"))
+            std /= std::sqrt(2.0f * c.L);
+        fill_uniform(p, s.numel, std, seed++);
+    }
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+static Config gpt2_small(bool mot) {
+    Config c;
+    c.V = 50257;
+    c.Vp = 50304;
+    c.maxT = 1024;
+    c.L = 12;
+    c.NH = 12;
+    c.C = 768;
+    c.dff = 3072;
+    c.E = 32;
+    c.G = 32;
+    c.f = c.dff * c.G / c.E;  // 3072
+    c.tau = 1.0f;
+    c.kinds.assign(c.L, mot ? MOT : DENSE);
+    return c;
+}
+
+// matmul parameters touched per token (see the header comment)
+static double matmul_params_per_token(const Config& c) {
+    double n = (double)c.C * c.V;
+    for (int l = 0; l < c.L; l++) {
+        n += 4.0 * c.C * c.C;
+        if (c.kinds[l] == DENSE) n += 2.0 * c.C * c.dff;
+        else n += 3.0 * c.C * c.E + 2.0 * c.C * c.f * c.E / c.G;
+    }
+    return n;
+}
+
+static double flops_per_token(const Config& c, int T) {
+    return 6.0 * matmul_params_per_token(c) + 12.0 * c.L * c.C * (double)T;
+}
+
+static double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct Row {
+    std::string what;
+    int B, T;
+    bool tf32;
+    double ms, tok_s, tflops, mfu;
+};
+
+static void print_row(const Row& r) {
+    std::printf("%-24s %4d %5d %5s %10.1f %12.0f %9.1f %7.1f%%\n", r.what.c_str(), r.B, r.T, r.tf32 ? "on" : "off",
+                r.ms, r.tok_s, r.tflops, 100.0 * r.mfu);
+}
+
+// Trains `steps` timed steps (after 2 warm-up steps) at (B,T), TF32 off and on.
+static void bench_model(const char* name, const Config& c, int B, int T, int steps, std::vector<Row>* rows) {
+    gpu::GPT model;
+    gpu::gpt_build(&model, c);
+    init_on_device(&model);
+    Rng rng = rng_seed(42);
+    size_t BT = (size_t)B * T;
+    std::vector<int> inputs(BT), targets(BT);
+    for (size_t i = 0; i < BT; i++) {
+        inputs[i] = (int)(rng_u64(&rng) % (uint64_t)c.V);
+        targets[i] = (int)(rng_u64(&rng) % (uint64_t)c.V);
+    }
+    for (int tf32 = 0; tf32 < 2; tf32++) {
+        gpu_set_tf32(tf32 != 0);
+        double t0 = 0, loss = 0;
+        for (int s = -2; s < steps; s++) {
+            if (s == 0) {
+                CUDA_CHECK(cudaDeviceSynchronize());
+                t0 = now_s();
+            }
+            gpu::gpt_forward(&model, inputs.data(), targets.data(), B, T);
+            gpu::gpt_zero_grad(&model);
+            gpu::gpt_backward(&model, 1.0);
+            gpu::gpt_clip_grads(&model, 1.0);
+            gpu::gpt_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, s + 2);
+            loss = model.mean_loss;
+        }
+        CUDA_CHECK(cudaDeviceSynchronize());
+        double dt = (now_s() - t0) / steps;
+        double tok_s = BT / dt, fl = flops_per_token(c, T) * tok_s;
+        Row r{name, B, T, tf32 != 0, 1e3 * dt, tok_s, fl / 1e12, fl / (tf32 ? PEAK_TF32 : PEAK_FP32)};
+        rows->push_back(r);
+        print_row(r);
+        std::printf("    (loss after the timed steps %.4f)\n", loss);
+        std::fflush(stdout);
+    }
+    gpu_set_tf32(false);
+}
+
+// Standalone FFN layer forward + backward at (B,T): dense (C, dff) against
+// MoT (C, E, G, f); both flop-matched by f = dff G / E.
+static void bench_layers(int B, int T, int iters, std::vector<Row>* rows) {
+    Config c = gpt2_small(true);
+    const int C = c.C, dff = c.dff, E = c.E, G = c.G, f = c.f;
+    const size_t BT = (size_t)B * T, ST = BT / G;
+    std::vector<float*> bufs;
+    auto alloc = [&](size_t n) {
+        float* p = nullptr;
+        CUDA_CHECK(cudaMalloc(&p, n * sizeof(float)));
+        fill_uniform(p, n, 0.02f, 1000 + bufs.size());
+        bufs.push_back(p);
+        return p;
+    };
+    float *inp = alloc(BT * C), *dout = alloc(BT * C), *out = alloc(BT * C), *dinp = alloc(BT * C);
+    // dense
+    float *fcw = alloc((size_t)dff * C), *fcb = alloc(dff), *pw = alloc((size_t)C * dff), *pb = alloc(C);
+    float *dfcw = alloc((size_t)dff * C), *dfcb = alloc(dff), *dpw = alloc((size_t)C * dff), *dpb = alloc(C);
+    float *fch = alloc(BT * dff), *fchg = alloc(BT * dff), *dfch = alloc(BT * dff), *dfchg = alloc(BT * dff);
+    // MoT
+    float *wc = alloc((size_t)E * C), *w1 = alloc((size_t)E * f * C), *w2 = alloc((size_t)E * C * f);
+    float *dwc = alloc((size_t)E * C), *dw1 = alloc((size_t)E * f * C), *dw2 = alloc((size_t)E * C * f);
+    float *z = alloc(BT * E), *m = alloc(BT * E), *u = alloc(ST * E * C), *p = alloc(ST * E * f);
+    float *a = alloc(ST * E * f), *y = alloc(ST * E * C);
+    float *dz = alloc(BT * E), *dm = alloc(BT * E), *du = alloc(ST * E * C), *dp = alloc(ST * E * f);
+    float *da = alloc(ST * E * f), *dy = alloc(ST * E * C);
+
+    auto dense_step = [&]() {
+        gpu::ffn_forward(out, fch, fchg, inp, fcw, fcb, pw, pb, B, T, C, dff);
+        CUDA_CHECK(cudaMemset(dfch, 0, BT * dff * sizeof(float)));
+        CUDA_CHECK(cudaMemset(dfchg, 0, BT * dff * sizeof(float)));
+        gpu::ffn_backward(dinp, dfcw, dfcb, dpw, dpb, dfch, dfchg, dout, inp, fch, fchg, fcw, pw, B, T, C, dff);
+    };
+    auto mot_step = [&]() {
+        gpu::mot_forward(out, z, m, u, p, a, y, inp, wc, w1, w2, B, T, C, E, G, f, c.tau);
+        gpu::mot_backward(dinp, dwc, dw1, dw2, dz, dm, du, dp, da, dy, dout, inp, m, u, p, a, y, wc, w1, w2,
+                          B, T, C, E, G, f, c.tau);
+    };
+    double dense_flops = 6.0 * BT * 2.0 * C * dff;
+    double mot_flops = 6.0 * BT * (3.0 * C * E + 2.0 * C * f * E / G);
+    cudaEvent_t start, stop;
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+    for (int tf32 = 0; tf32 < 2; tf32++) {
+        gpu_set_tf32(tf32 != 0);
+        for (int which = 0; which < 2; which++) {
+            auto step = [&]() { which == 0 ? dense_step() : mot_step(); };
+            step();  // warm-up
+            CUDA_CHECK(cudaEventRecord(start));
+            for (int i = 0; i < iters; i++) step();
+            CUDA_CHECK(cudaEventRecord(stop));
+            CUDA_CHECK(cudaEventSynchronize(stop));
+            float ms = 0;
+            CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+            double dt = ms / 1e3 / iters, fl = which == 0 ? dense_flops : mot_flops;
+            Row r{which == 0 ? "layer dense ffn f+b" : "layer mot E32 G32 f+b", B, T, tf32 != 0, 1e3 * dt,
+                  BT / dt, fl / dt / 1e12, fl / dt / (tf32 ? PEAK_TF32 : PEAK_FP32)};
+            rows->push_back(r);
+            print_row(r);
+        }
+    }
+    gpu_set_tf32(false);
+    CUDA_CHECK(cudaEventDestroy(start));
+    CUDA_CHECK(cudaEventDestroy(stop));
+    for (float* b : bufs) CUDA_CHECK(cudaFree(b));
+}
+
+int main(int argc, char** argv) {
+    int steps = 5;
+    bool quick = false;
+    for (int i = 1; i < argc; i++) {
+        if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
+        else if (!std::strcmp(argv[i], "--quick")) quick = true;
+        else {
+            std::fprintf(stderr, "usage: %s [--steps N] [--quick]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (quick) steps = 2;
+    try {
+        if (!gpu_available()) {
+            std::printf("bench_gpu: no CUDA device present, nothing to measure\n");
+            return 0;
+        }
+        size_t total = 0, free_bytes = gpu_free_memory(&total);
+        std::printf("device %s, %.1f of %.1f GiB free\n", gpu_device_name().c_str(), free_bytes / 1073741824.0,
+                    total / 1073741824.0);
+        std::printf("peaks: fp32 %.0f TFLOP/s (TF32 off), TF32 tensor %.0f TFLOP/s dense (TF32 on)\n",
+                    PEAK_FP32 / 1e12, PEAK_TF32 / 1e12);
+        Config dense = gpt2_small(false), mot = gpt2_small(true);
+        // B = 32 (MoT needs B divisible by G = 32); the longest T <= 1024 at
+        // which both models fit in 90% of free memory.
+        int B = 32, T = 1024;
+        if (quick) T = 256;
+        auto fits = [&](const Config& c, int t) { return gpu::gpt_device_bytes(c, B, t) < 0.9 * free_bytes; };
+        while (T > 64 && !(fits(dense, T) && fits(mot, T))) T /= 2;
+        std::printf("model shape: L 12, C 768, NH 12, V 50257 (Vp 50304), dff 3072; MoT E 32, G 32, f 3072\n");
+        std::printf("batch B %d, T %d (%s), %d timed steps after 2 warm-up\n", B, T,
+                    T == 1024 ? "full context" : "largest T that fits at B 32", steps);
+        std::printf("model FLOPs per token: dense %.3g, MoT %.3g\n\n", flops_per_token(dense, T), flops_per_token(mot, T));
+
+        std::vector<Row> rows;
+        std::printf("%-24s %4s %5s %5s %10s %12s %9s %8s\n", "what", "B", "T", "tf32", "ms/step", "tokens/s",
+                    "TFLOP/s", "MFU");
+        bench_layers(B, quick ? 256 : 1024, quick ? 3 : 10, &rows);
+        bench_model("gpt2-small dense", dense, B, T, steps, &rows);
+        bench_model("gpt2-small mot", mot, B, T, steps, &rows);
+
+        std::printf("\nsummary (MFU against %s):\n", "fp32 67 / TF32 494 TFLOP/s");
+        std::printf("%-24s %4s %5s %5s %10s %12s %9s %8s\n", "what", "B", "T", "tf32", "ms/step", "tokens/s",
+                    "TFLOP/s", "MFU");
+        for (const Row& r : rows) print_row(r);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

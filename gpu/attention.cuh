@@ -1,0 +1,135 @@
+// Causal multi-head self-attention on the GPU (cpu/attention.h). For head h
+// with hs = C/NH channels, q, k, v of token (b,t) sit in inp[b,t] at offsets
+// 0, C, 2C plus h*hs. No permute: for a fixed head h the (T, hs) matrices Q,
+// K, V of every batch row b are row-major with row stride 3C, one batch item
+// T*3C apart, so each product is one strided-batched GEMM over b, and the
+// host loops over the NH heads.
+//   preatt = Q K^T / sqrt(hs)                     full (T,T), upper part zeroed
+//   att    = causal softmax of each row of preatt  (0 where t2 > t)
+//   out    = att V                                 written into out[b,t,h*hs:]
+#pragma once
+#include <cmath>
+
+#include "common.cuh"
+#include "layernorm.cuh"  // warp_sum, warp_max
+#include "matmul.cuh"
+
+namespace gpu {
+
+// One warp per row (b,h,t) of the (B*NH*T, T) score matrix: softmax over
+// t2 <= t; entries t2 > t of both preatt and att are set to 0.
+__global__ void attention_softmax_kernel(float* att,     // (B,NH,T,T)
+                                         float* preatt,  // (B,NH,T,T)
+                                         int rows, int T) {
+    int lane = threadIdx.x % 32;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    int t = row % T;
+    float* pre = preatt + (size_t)row * T;
+    float* a = att + (size_t)row * T;
+    float maxv = -INFINITY;
+    for (int t2 = lane; t2 <= t; t2 += 32) maxv = fmaxf(maxv, pre[t2]);
+    maxv = warp_max(maxv);
+    float sum = 0.0f;
+    for (int t2 = lane; t2 <= t; t2 += 32) {
+        float e = expf(pre[t2] - maxv);
+        a[t2] = e;
+        sum += e;
+    }
+    sum = warp_sum(sum);
+    float inv = 1.0f / sum;
+    for (int t2 = lane; t2 < T; t2 += 32) {
+        if (t2 <= t) {
+            a[t2] *= inv;
+        } else {
+            a[t2] = 0.0f;
+            pre[t2] = 0.0f;
+        }
+    }
+}
+
+// One warp per row (b,h,t): dpreatt[t2] = att[t2] (datt[t2] - sum_t3 att[t3] datt[t3])
+// for t2 <= t, and 0 for t2 > t (every entry is written).
+__global__ void attention_softmax_backward_kernel(float* dpreatt,     // (B,NH,T,T)
+                                                  const float* datt,  // (B,NH,T,T)
+                                                  const float* att,   // (B,NH,T,T)
+                                                  int rows, int T) {
+    int lane = threadIdx.x % 32;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    int t = row % T;
+    const float* a = att + (size_t)row * T;
+    const float* da = datt + (size_t)row * T;
+    float* dpre = dpreatt + (size_t)row * T;
+    float dot = 0.0f;
+    for (int t2 = lane; t2 <= t; t2 += 32) dot += a[t2] * da[t2];
+    dot = warp_sum(dot);
+    for (int t2 = lane; t2 < T; t2 += 32) dpre[t2] = t2 <= t ? a[t2] * (da[t2] - dot) : 0.0f;
+}
+
+inline void attention_forward(float* out,        // (B,T,C)
+                              float* preatt,     // (B,NH,T,T)
+                              float* att,        // (B,NH,T,T)
+                              const float* inp,  // (B,T,3C) q, k, v
+                              int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    long long C3 = 3LL * C, sx = (long long)T * 3 * C;  // row stride, batch stride in inp
+    long long TT = (long long)T * T, sa = (long long)NH * T * T;  // per head, per batch row
+    for (int h = 0; h < NH; h++) {
+        const float* q = inp + h * hs;
+        const float* k = inp + C + h * hs;
+        // preatt[b,h] (T,T) = scale * Q (T,hs) K^T (hs,T)
+        gemm(false, true, T, T, hs, scale, q, C3, sx, k, C3, sx, 0.0f, preatt + h * TT, T, sa, B);
+    }
+    int rows = B * NH * T;
+    attention_softmax_kernel<<<ceil_div(rows, 8), 256>>>(att, preatt, rows, T);
+    CUDA_CHECK_LAUNCH();
+    for (int h = 0; h < NH; h++) {
+        const float* v = inp + 2 * C + h * hs;
+        // out[b,:,h*hs:] (T,hs) = att[b,h] (T,T) V (T,hs)
+        gemm(false, false, T, hs, T, 1.0f, att + h * TT, T, sa, v, C3, sx, 0.0f,
+             out + h * hs, C, (long long)T * C, B);
+    }
+}
+
+// Backward, per head h, each product batched over b:
+//   datt = dout_h V^T              dv += att^T dout_h
+//   dpreatt = att (datt - rowsum(att datt))   (causal softmax backward)
+//   dq += scale dpreatt K          dk += scale dpreatt^T Q
+inline void attention_backward(float* dinp,        // (B,T,3C)
+                               float* dpreatt,     // (B,NH,T,T) scratch
+                               float* datt,        // (B,NH,T,T) scratch
+                               const float* dout,  // (B,T,C)
+                               const float* inp,   // (B,T,3C)
+                               const float* att,   // (B,NH,T,T)
+                               int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    long long C3 = 3LL * C, sx = (long long)T * 3 * C;
+    long long TT = (long long)T * T, sa = (long long)NH * T * T, so = (long long)T * C;
+    for (int h = 0; h < NH; h++) {
+        const float* v = inp + 2 * C + h * hs;
+        const float* d = dout + h * hs;
+        // datt[b,h] (T,T) = dout_h (T,hs) V^T (hs,T)
+        gemm(false, true, T, T, hs, 1.0f, d, C, so, v, C3, sx, 0.0f, datt + h * TT, T, sa, B);
+        // dv (T,hs) += att^T (T,T) dout_h (T,hs)
+        gemm(true, false, T, hs, T, 1.0f, att + h * TT, T, sa, d, C, so, 1.0f,
+             dinp + 2 * C + h * hs, C3, sx, B);
+    }
+    int rows = B * NH * T;
+    attention_softmax_backward_kernel<<<ceil_div(rows, 8), 256>>>(dpreatt, datt, att, rows, T);
+    CUDA_CHECK_LAUNCH();
+    for (int h = 0; h < NH; h++) {
+        const float* q = inp + h * hs;
+        const float* k = inp + C + h * hs;
+        // dq (T,hs) += scale * dpreatt (T,T) K (T,hs)
+        gemm(false, false, T, hs, T, scale, dpreatt + h * TT, T, sa, k, C3, sx, 1.0f,
+             dinp + h * hs, C3, sx, B);
+        // dk (T,hs) += scale * dpreatt^T (T,T) Q (T,hs)
+        gemm(true, false, T, hs, T, scale, dpreatt + h * TT, T, sa, q, C3, sx, 1.0f,
+             dinp + C + h * hs, C3, sx, B);
+    }
+}
+
+}  // namespace gpu

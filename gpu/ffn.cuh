@@ -1,0 +1,42 @@
+// Dense feed-forward block on the GPU (cpu/ffn.h):
+//   out = gelu(inp fcw^T + fcb) fcprojw^T + fcprojb.
+#pragma once
+#include "gelu.cuh"
+#include "matmul.cuh"
+
+namespace gpu {
+
+inline void ffn_forward(float* out,              // (B,T,C)
+                        float* fch,              // (B,T,dff) pre-activation
+                        float* fch_gelu,         // (B,T,dff)
+                        const float* inp,        // (B,T,C)
+                        const float* fcw,        // (dff,C)
+                        const float* fcb,        // (dff)
+                        const float* fcprojw,    // (C,dff)
+                        const float* fcprojb,    // (C)
+                        int B, int T, int C, int dff) {
+    matmul_forward(fch, inp, fcw, fcb, B, T, C, dff);
+    gelu_forward(fch_gelu, fch, (size_t)B * T * dff);
+    matmul_forward(out, fch_gelu, fcprojw, fcprojb, B, T, dff, C);
+}
+
+inline void ffn_backward(float* dinp,             // (B,T,C)
+                         float* dfcw,             // (dff,C)
+                         float* dfcb,             // (dff)
+                         float* dfcprojw,         // (C,dff)
+                         float* dfcprojb,         // (C)
+                         float* dfch,             // (B,T,dff) scratch, zeroed by the caller
+                         float* dfch_gelu,        // (B,T,dff) scratch, zeroed by the caller
+                         const float* dout,       // (B,T,C)
+                         const float* inp,        // (B,T,C)
+                         const float* fch,        // (B,T,dff)
+                         const float* fch_gelu,   // (B,T,dff)
+                         const float* fcw,        // (dff,C)
+                         const float* fcprojw,    // (C,dff)
+                         int B, int T, int C, int dff) {
+    matmul_backward(dfch_gelu, dfcprojw, dfcprojb, dout, fch_gelu, fcprojw, B, T, dff, C);
+    gelu_backward(dfch, fch, dfch_gelu, (size_t)B * T * dff);
+    matmul_backward(dinp, dfcw, dfcb, dfch, inp, fcw, B, T, C, dff);
+}
+
+}  // namespace gpu

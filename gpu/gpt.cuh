@@ -1,0 +1,283 @@
+// The whole model on the GPU (cpu/gpt.h, DESIGN.md section 2), built from the
+// layer functions of this folder. Same function names and argument order as
+// the CPU model, in namespace gpu; the GPU model holds one device allocation
+// each for the parameters, their gradients, the AdamW moments (m and v in one
+// block), the activations and the activation gradients, carved with
+// carve_weights / carve_acts exactly like the CPU model.
+//
+// Weights are initialized on the host (gpt_init_weights of the CPU model) and
+// copied in with gpu_gpt_load_params; checkpoints read them back with
+// gpu_gpt_get_params / gpu_gpt_get_moments.
+#pragma once
+#include <cmath>
+#include <vector>
+
+#include "../common/activations.h"
+#include "../common/config.h"
+#include "../cpu/gpt.h"  // check_batch
+#include "adamw.cuh"
+#include "attention.cuh"
+#include "common.cuh"
+#include "crossentropy.cuh"
+#include "encoder.cuh"
+#include "ffn.cuh"
+#include "layernorm.cuh"
+#include "matmul.cuh"
+#include "mot.cuh"
+#include "residual.cuh"
+
+namespace gpu {
+
+struct GPT {
+    Config cfg;
+    size_t num_params = 0;
+    float* params_memory = nullptr;  // (num_params) device, checkpoint order
+    float* grads_memory = nullptr;   // (num_params) device, same layout
+    float* mv_memory = nullptr;      // (2, num_params) device: AdamW m, then v
+    Weights<float> params, grads;    // named device views into the blocks above
+    int B = 0, T = 0;                // the shape the activations are carved for
+    size_t num_acts = 0;
+    float* acts_memory = nullptr;       // (num_acts) device
+    float* grad_acts_memory = nullptr;  // (num_acts) device
+    Acts<float> acts, grad_acts;        // named device views
+    int* inputs = nullptr;              // (B,T) device, the batch of the last forward
+    int* targets = nullptr;             // (B,T) device
+    bool has_targets = false;
+    double mean_loss = 0;  // of the last forward with targets
+    std::vector<float> host_losses;  // (B,T) staging for mean_loss
+
+    GPT() = default;
+    GPT(const GPT&) = delete;
+    GPT& operator=(const GPT&) = delete;
+    ~GPT();
+};
+
+// Frees every device block of the model (safe to call twice).
+inline void gpt_free(GPT* model) {
+    float** blocks[] = {&model->params_memory, &model->grads_memory, &model->mv_memory,
+                        &model->acts_memory, &model->grad_acts_memory};
+    for (float** b : blocks) {
+        if (*b) cudaFree(*b);  // no throw: also runs from the destructor
+        *b = nullptr;
+    }
+    if (model->inputs) cudaFree(model->inputs);
+    if (model->targets) cudaFree(model->targets);
+    model->inputs = model->targets = nullptr;
+    model->B = model->T = 0;
+}
+
+inline GPT::~GPT() { gpt_free(this); }
+
+// Allocates the model for cfg on the current device, every parameter,
+// gradient and moment zero.
+inline void gpt_build(GPT* model, const Config& cfg) {
+    config_validate(cfg);
+    gpt_free(model);
+    model->cfg = cfg;
+    size_t n = num_params(cfg);
+    model->num_params = n;
+    CUDA_CHECK(cudaMalloc(&model->params_memory, n * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&model->grads_memory, n * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&model->mv_memory, 2 * n * sizeof(float)));
+    CUDA_CHECK(cudaMemset(model->params_memory, 0, n * sizeof(float)));
+    CUDA_CHECK(cudaMemset(model->grads_memory, 0, n * sizeof(float)));
+    CUDA_CHECK(cudaMemset(model->mv_memory, 0, 2 * n * sizeof(float)));
+    model->params = carve_weights(model->params_memory, cfg);
+    model->grads = carve_weights(model->grads_memory, cfg);
+}
+
+// Host <-> device copies of the blocks, num_params floats each (moments: m and v).
+inline void gpu_gpt_load_params(GPT* model, const float* host) {
+    CUDA_CHECK(cudaMemcpy(model->params_memory, host, model->num_params * sizeof(float), cudaMemcpyHostToDevice));
+}
+inline void gpu_gpt_get_params(GPT* model, float* host) {
+    CUDA_CHECK(cudaMemcpy(host, model->params_memory, model->num_params * sizeof(float), cudaMemcpyDeviceToHost));
+}
+inline void gpu_gpt_get_grads(GPT* model, float* host) {
+    CUDA_CHECK(cudaMemcpy(host, model->grads_memory, model->num_params * sizeof(float), cudaMemcpyDeviceToHost));
+}
+inline void gpu_gpt_load_grads(GPT* model, const float* host) {
+    CUDA_CHECK(cudaMemcpy(model->grads_memory, host, model->num_params * sizeof(float), cudaMemcpyHostToDevice));
+}
+inline void gpu_gpt_get_moments(GPT* model, float* host_m, float* host_v) {
+    size_t bytes = model->num_params * sizeof(float);
+    CUDA_CHECK(cudaMemcpy(host_m, model->mv_memory, bytes, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(host_v, model->mv_memory + model->num_params, bytes, cudaMemcpyDeviceToHost));
+}
+inline void gpu_gpt_load_moments(GPT* model, const float* host_m, const float* host_v) {
+    size_t bytes = model->num_params * sizeof(float);
+    CUDA_CHECK(cudaMemcpy(model->mv_memory, host_m, bytes, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(model->mv_memory + model->num_params, host_v, bytes, cudaMemcpyHostToDevice));
+}
+
+// Bytes of device memory the model needs for batch shape (B,T): parameters,
+// gradients, moments, activations and their gradients, token buffers.
+inline size_t gpt_device_bytes(const Config& cfg, int B, int T) {
+    return (4 * num_params(cfg) + 2 * num_acts(cfg, B, T)) * sizeof(float) + 2 * (size_t)B * T * sizeof(int);
+}
+
+// (Re)allocates and carves the activation blocks when the batch shape changes.
+inline void gpt_ensure_acts(GPT* model, int B, int T) {
+    if (model->B == B && model->T == T) return;
+    if (model->acts_memory) CUDA_CHECK(cudaFree(model->acts_memory));
+    if (model->grad_acts_memory) CUDA_CHECK(cudaFree(model->grad_acts_memory));
+    if (model->inputs) CUDA_CHECK(cudaFree(model->inputs));
+    if (model->targets) CUDA_CHECK(cudaFree(model->targets));
+    model->acts_memory = model->grad_acts_memory = nullptr;
+    model->inputs = model->targets = nullptr;
+    model->B = model->T = 0;
+    size_t n = num_acts(model->cfg, B, T);
+    CUDA_CHECK(cudaMalloc(&model->acts_memory, n * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&model->grad_acts_memory, n * sizeof(float)));
+    CUDA_CHECK(cudaMemset(model->acts_memory, 0, n * sizeof(float)));
+    CUDA_CHECK(cudaMemset(model->grad_acts_memory, 0, n * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&model->inputs, (size_t)B * T * sizeof(int)));
+    CUDA_CHECK(cudaMalloc(&model->targets, (size_t)B * T * sizeof(int)));
+    model->num_acts = n;
+    model->acts = carve_acts(model->acts_memory, model->cfg, B, T);
+    model->grad_acts = carve_acts(model->grad_acts_memory, model->cfg, B, T);
+    model->host_losses.assign((size_t)B * T, 0.0f);
+    model->B = B;
+    model->T = T;
+}
+
+// Forward pass on host token ids inputs (B,T); with host targets (B,T) also
+// the loss (model->mean_loss, copied back to the host: this call then syncs).
+inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B, int T) {
+    const Config& c = model->cfg;
+    check_batch(c, inputs, targets, B, T);
+    gpt_ensure_acts(model, B, T);
+    size_t BT = (size_t)B * T;
+    CUDA_CHECK(cudaMemcpy(model->inputs, inputs, BT * sizeof(int), cudaMemcpyHostToDevice));
+    model->has_targets = targets != nullptr;
+    if (targets) CUDA_CHECK(cudaMemcpy(model->targets, targets, BT * sizeof(int), cudaMemcpyHostToDevice));
+    const int C = c.C;
+    const size_t BTC = BT * C;
+    Weights<float>& w = model->params;
+    Acts<float>& a = model->acts;
+
+    encoder_forward(a.encoded, model->inputs, w.wte, w.wpe, B, T, C);
+    const float* residual = a.encoded;  // (B,T,C) input of the current block
+    for (int l = 0; l < c.L; l++) {
+        LayerWeights<float>& lw = w.layer[l];
+        LayerActs<float>& la = a.layer[l];
+        layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lw.ln1w, lw.ln1b, B, T, C);
+        matmul_forward(la.qkv, la.ln1, lw.qkvw, lw.qkvb, B, T, C, 3 * C);
+        attention_forward(la.atty, la.preatt, la.att, la.qkv, B, T, C, c.NH);
+        matmul_forward(la.attproj, la.atty, lw.attprojw, lw.attprojb, B, T, C, C);
+        residual_forward(la.res2, residual, la.attproj, BTC);
+        layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lw.ln2w, lw.ln2b, B, T, C);
+        if (c.kinds[l] == DENSE)
+            ffn_forward(la.ffn, la.fch, la.fch_gelu, la.ln2, lw.fcw, lw.fcb, lw.fcprojw, lw.fcprojb, B, T, C, c.dff);
+        else
+            mot_forward(la.ffn, la.z, la.m, la.u, la.p, la.a, la.y, la.ln2, lw.wc, lw.w1, lw.w2,
+                        B, T, C, c.E, c.G, c.f, c.tau);
+        residual_forward(la.res3, la.res2, la.ffn, BTC);
+        residual = la.res3;
+    }
+    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
+    matmul_forward(a.logits, a.lnf, w.wte, nullptr, B, T, C, c.Vp);
+    if (!targets) return;
+    crossentropy_forward(a.losses, a.probs, a.logits, model->targets, B, T, c.V, c.Vp);
+    CUDA_CHECK(cudaMemcpy(model->host_losses.data(), a.losses, BT * sizeof(float), cudaMemcpyDeviceToHost));
+    double sum = 0;
+    for (size_t i = 0; i < BT; i++) sum += model->host_losses[i];
+    model->mean_loss = sum / (double)BT;
+}
+
+inline void gpt_zero_grad(GPT* model) {
+    CUDA_CHECK(cudaMemset(model->grads_memory, 0, model->num_params * sizeof(float)));
+}
+
+// Zeroes the activation gradients that the backward pass accumulates into.
+// The (B,NH,T,T) attention scratch, by far the largest, is skipped: the
+// backward overwrites every element of it. Relies on the visit_acts order:
+// per layer ln1 .. qkv, then preatt, att, then atty .. res3; after the layers
+// lnf .. losses.
+inline void gpt_zero_grad_acts(GPT* model) {
+    Acts<float>& da = model->grad_acts;
+    const Config& c = model->cfg;
+    auto zero = [](float* from, float* to) {
+        if (to > from) CUDA_CHECK(cudaMemset(from, 0, (size_t)(to - from) * sizeof(float)));
+    };
+    size_t BT = (size_t)model->B * model->T, BTC = BT * c.C;
+    zero(da.encoded, da.encoded + BTC);
+    for (int l = 0; l < c.L; l++) {
+        LayerActs<float>& ld = da.layer[l];
+        zero(ld.ln1, ld.preatt);
+        zero(ld.atty, ld.res3 + BTC);
+    }
+    zero(da.lnf, da.losses + BT);
+}
+
+// Backward pass of the last forward (which must have had targets). Parameter
+// gradients accumulate (+=) into model->grads, scaled by loss_scale: the
+// gradient of loss_scale * mean loss.
+inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
+    if (!model->has_targets) fail("gpt_backward: the last forward pass had no targets");
+    const Config& c = model->cfg;
+    const int B = model->B, T = model->T, C = c.C;
+    const size_t BT = (size_t)B * T, BTC = BT * C;
+    Weights<float>& w = model->params;
+    Weights<float>& dw = model->grads;
+    Acts<float>& a = model->acts;
+    Acts<float>& da = model->grad_acts;
+
+    gpt_zero_grad_acts(model);
+    // dlosses = loss_scale / (B*T) for every token: fill on the host, copy in
+    std::vector<float> dlosses(BT, (float)(loss_scale / (double)BT));
+    CUDA_CHECK(cudaMemcpy(da.losses, dlosses.data(), BT * sizeof(float), cudaMemcpyHostToDevice));
+
+    crossentropy_backward(da.logits, da.losses, a.probs, model->targets, B, T, c.V, c.Vp);
+    matmul_backward(da.lnf, dw.wte, nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
+    const float* last = a.layer[c.L - 1].res3;
+    float* dlast = da.layer[c.L - 1].res3;
+    layernorm_backward(dlast, dw.lnfw, dw.lnfb, da.lnf, last, w.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C);
+
+    for (int l = c.L - 1; l >= 0; l--) {
+        LayerWeights<float>& lw = w.layer[l];
+        LayerWeights<float>& lg = dw.layer[l];
+        LayerActs<float>& la = a.layer[l];
+        LayerActs<float>& ld = da.layer[l];
+        const float* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
+        float* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
+
+        residual_backward(ld.res2, ld.ffn, ld.res3, BTC);
+        if (c.kinds[l] == DENSE)
+            ffn_backward(ld.ln2, lg.fcw, lg.fcb, lg.fcprojw, lg.fcprojb, ld.fch, ld.fch_gelu, ld.ffn,
+                         la.ln2, la.fch, la.fch_gelu, lw.fcw, lw.fcprojw, B, T, C, c.dff);
+        else
+            mot_backward(ld.ln2, lg.wc, lg.w1, lg.w2, ld.z, ld.m, ld.u, ld.p, ld.a, ld.y, ld.ffn,
+                         la.ln2, la.m, la.u, la.p, la.a, la.y, lw.wc, lw.w1, lw.w2,
+                         B, T, C, c.E, c.G, c.f, c.tau);
+        layernorm_backward(ld.res2, lg.ln2w, lg.ln2b, ld.ln2, la.res2, lw.ln2w, la.ln2_mean, la.ln2_rstd, B, T, C);
+        residual_backward(dresidual, ld.attproj, ld.res2, BTC);
+        matmul_backward(ld.atty, lg.attprojw, lg.attprojb, ld.attproj, la.atty, lw.attprojw, B, T, C, C);
+        attention_backward(ld.qkv, ld.preatt, ld.att, ld.atty, la.qkv, la.att, B, T, C, c.NH);
+        matmul_backward(ld.ln1, lg.qkvw, lg.qkvb, ld.qkv, la.ln1, lw.qkvw, B, T, C, 3 * C);
+        layernorm_backward(dresidual, lg.ln1w, lg.ln1b, ld.ln1, residual, lw.ln1w, la.ln1_mean, la.ln1_rstd, B, T, C);
+    }
+    encoder_backward(dw.wte, dw.wpe, da.encoded, model->inputs, B, T, C);
+}
+
+// Global gradient norm; when it exceeds clip (> 0), scales the gradients
+// down to norm clip. Returns the norm before clipping (syncs).
+inline double gpt_clip_grads(GPT* model, double clip) {
+    double norm = std::sqrt(grad_norm_squared(model->grads_memory, model->num_params));
+    grad_clip(model->grads_memory, model->num_params, norm, clip);
+    return norm;
+}
+
+// One AdamW step; weight decay only on tensors of two or more dimensions.
+// step is 0-based; bias correction uses step + 1.
+inline void gpt_update(GPT* model, float lr, float beta1, float beta2, float eps, float wd, int step) {
+    float* m = model->mv_memory;
+    float* v = model->mv_memory + model->num_params;
+    for (const TensorSpec& s : param_specs(model->cfg))
+        adamw_update(model->params_memory + s.offset, model->grads_memory + s.offset, m + s.offset,
+                     v + s.offset, s.numel, lr, beta1, beta2, eps, s.ndim >= 2 ? wd : 0.0f, step + 1);
+}
+
+}  // namespace gpu
+
+using GPTGpu = gpu::GPT;

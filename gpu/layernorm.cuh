@@ -1,0 +1,141 @@
+// LayerNorm over the channel axis on the GPU (cpu/layernorm.h):
+//   y = (x - mean) * rstd * w + b,  rstd = 1 / sqrt(var + 1e-5).
+#pragma once
+#include "common.cuh"
+
+namespace gpu {
+
+// Sum of v over the 32 lanes of a warp, returned to every lane.
+__device__ inline float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+__device__ inline float warp_max(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+// One warp per row i of N = B*T rows: two-pass mean and variance, then the
+// normalized, scaled, shifted row. Block: 8 warps = 8 rows.
+__global__ void layernorm_forward_kernel(float* out,           // (N,C)
+                                         float* mean,          // (N)
+                                         float* rstd,          // (N)
+                                         const float* inp,     // (N,C)
+                                         const float* weight,  // (C)
+                                         const float* bias,    // (C)
+                                         int N, int C) {
+    int lane = threadIdx.x % 32;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= N) return;  // whole warps leave together
+    const float* x = inp + (size_t)row * C;
+    float m = 0.0f;
+    for (int c = lane; c < C; c += 32) m += x[c];
+    m = warp_sum(m) / C;
+    float v = 0.0f;
+    for (int c = lane; c < C; c += 32) v += (x[c] - m) * (x[c] - m);
+    v = warp_sum(v) / C;
+    float s = 1.0f / sqrtf(v + 1e-5f);
+    float* o = out + (size_t)row * C;
+    for (int c = lane; c < C; c += 32) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+    if (lane == 0) {
+        mean[row] = m;
+        rstd[row] = s;
+    }
+}
+
+// dinp, one warp per row: with n = (x - mean) rstd and g = dout * w,
+//   dx += rstd * (g - mean_c(g) - n * mean_c(g n)).
+__global__ void layernorm_backward_dinp_kernel(float* dinp,          // (N,C)
+                                               const float* dout,    // (N,C)
+                                               const float* inp,     // (N,C)
+                                               const float* weight,  // (C)
+                                               const float* mean,    // (N)
+                                               const float* rstd,    // (N)
+                                               int N, int C) {
+    int lane = threadIdx.x % 32;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= N) return;
+    const float* x = inp + (size_t)row * C;
+    const float* d = dout + (size_t)row * C;
+    float mu = mean[row], s = rstd[row];
+    float g_mean = 0.0f, gn_mean = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        float n = (x[c] - mu) * s;
+        float g = d[c] * weight[c];
+        g_mean += g;
+        gn_mean += g * n;
+    }
+    g_mean = warp_sum(g_mean) / C;
+    gn_mean = warp_sum(gn_mean) / C;
+    float* dx = dinp + (size_t)row * C;
+    for (int c = lane; c < C; c += 32) {
+        float n = (x[c] - mu) * s;
+        float g = d[c] * weight[c];
+        dx[c] += s * (g - g_mean - n * gn_mean);
+    }
+}
+
+// dweight[c] += sum_i dout[i,c] n[i,c];  dbias[c] += sum_i dout[i,c].
+// Block (32, 32) over 32 adjacent channels, rows strided by threadIdx.y,
+// partial sums added in a fixed order (deterministic). Grid: ceil(C / 32).
+__global__ void layernorm_backward_params_kernel(float* dweight,      // (C)
+                                                 float* dbias,        // (C)
+                                                 const float* dout,   // (N,C)
+                                                 const float* inp,    // (N,C)
+                                                 const float* mean,   // (N)
+                                                 const float* rstd,   // (N)
+                                                 int N, int C) {
+    __shared__ float pw[32][33], pb[32][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    float dw = 0.0f, db = 0.0f;
+    if (c < C)
+        for (int i = threadIdx.y; i < N; i += 32) {
+            size_t k = (size_t)i * C + c;
+            float n = (inp[k] - mean[i]) * rstd[i];
+            dw += dout[k] * n;
+            db += dout[k];
+        }
+    pw[threadIdx.y][threadIdx.x] = dw;
+    pb[threadIdx.y][threadIdx.x] = db;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        float sw = 0.0f, sb = 0.0f;
+        for (int k = 0; k < 32; k++) {
+            sw += pw[k][threadIdx.x];
+            sb += pb[k][threadIdx.x];
+        }
+        dweight[c] += sw;
+        dbias[c] += sb;
+    }
+}
+
+inline void layernorm_forward(float* out,           // (B,T,C)
+                              float* mean,          // (B,T)
+                              float* rstd,          // (B,T) 1 / sqrt(var + eps)
+                              const float* inp,     // (B,T,C)
+                              const float* weight,  // (C)
+                              const float* bias,    // (C)
+                              int B, int T, int C) {
+    int N = B * T;
+    layernorm_forward_kernel<<<ceil_div(N, 8), 256>>>(out, mean, rstd, inp, weight, bias, N, C);
+    CUDA_CHECK_LAUNCH();
+}
+
+inline void layernorm_backward(float* dinp,          // (B,T,C)
+                               float* dweight,       // (C)
+                               float* dbias,         // (C)
+                               const float* dout,    // (B,T,C)
+                               const float* inp,     // (B,T,C)
+                               const float* weight,  // (C)
+                               const float* mean,    // (B,T)
+                               const float* rstd,    // (B,T)
+                               int B, int T, int C) {
+    int N = B * T;
+    layernorm_backward_dinp_kernel<<<ceil_div(N, 8), 256>>>(dinp, dout, inp, weight, mean, rstd, N, C);
+    CUDA_CHECK_LAUNCH();
+    layernorm_backward_params_kernel<<<ceil_div(C, 32), dim3(32, 32)>>>(dweight, dbias, dout, inp, mean, rstd, N, C);
+    CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace gpu

@@ -1,0 +1,92 @@
+// Matrix products on the GPU: the same gemm() as cpu/matmul.h, row-major, on
+// cuBLAS (column-major). A row-major (M,N) matrix with row stride ld is the
+// column-major (N,M) matrix with leading dimension ld, so
+//     row-major   C = op(A) op(B)
+//     column-major C^T = op(B)^T op(A)^T
+// and the call swaps the operands and M <-> N; the op flags stay as they are.
+#pragma once
+#include "common.cuh"
+
+namespace gpu {
+
+// C = alpha * op(A) op(B) + beta * C for `batch` independent products, all
+// row-major (see cpu/matmul.h for the argument convention). Device pointers.
+// beta == 0 never reads C.
+inline void gemm(bool transA, bool transB, int M, int N, int K, float alpha,
+                 const float* A, long long lda, long long strideA,
+                 const float* B, long long ldb, long long strideB, float beta,
+                 float* C, long long ldc, long long strideC, int batch) {
+    cublasOperation_t opA = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t opB = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasSgemmStridedBatched(gpu_cublas(), opB, opA, N, M, K, &alpha,
+                                           B, (int)ldb, strideB, A, (int)lda, strideA, &beta,
+                                           C, (int)ldc, strideC, batch));
+}
+
+// One plain product, no batch.
+inline void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, long long lda,
+                 const float* B, long long ldb, float beta, float* C, long long ldc) {
+    gemm(transA, transB, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+}
+
+// out[i, o] += bias[o] for every row i of a (rows, OC) matrix.
+__global__ void add_bias_kernel(float* out,         // (rows,OC)
+                                const float* bias,  // (OC)
+                                size_t rows, int OC) {
+    size_t n = rows * OC;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] += bias[i % OC];
+}
+
+// dbias[o] += sum over rows i of dout[i, o]. Block (32, 32): threadIdx.x picks
+// one of 32 adjacent columns (coalesced), threadIdx.y strides over the rows;
+// the 32 partial sums of a column are then added in shared memory in a fixed
+// order, so the result is deterministic. Grid: ceil(OC / 32) blocks.
+__global__ void bias_backward_kernel(float* dbias,       // (OC)
+                                     const float* dout,  // (rows,OC)
+                                     size_t rows, int OC) {
+    __shared__ float partial[32][33];
+    int o = blockIdx.x * 32 + threadIdx.x;
+    float sum = 0.0f;
+    if (o < OC)
+        for (size_t i = threadIdx.y; i < rows; i += 32) sum += dout[i * OC + o];
+    partial[threadIdx.y][threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.y == 0 && o < OC) {
+        float total = 0.0f;
+        for (int k = 0; k < 32; k++) total += partial[k][threadIdx.x];
+        dbias[o] += total;
+    }
+}
+
+// Linear layer: out = inp weight^T + bias, weight stored (out, in).
+inline void matmul_forward(float* out,           // (B,T,OC)
+                           const float* inp,     // (B,T,C)
+                           const float* weight,  // (OC,C)
+                           const float* bias,    // (OC) or nullptr
+                           int B, int T, int C, int OC) {
+    int BT = B * T;
+    gemm(false, true, BT, OC, C, 1.0f, inp, C, weight, C, 0.0f, out, OC);
+    if (bias == nullptr) return;
+    size_t n = (size_t)BT * OC;
+    add_bias_kernel<<<grid_for(n, 256), 256>>>(out, bias, (size_t)BT, OC);
+    CUDA_CHECK_LAUNCH();
+}
+
+// dinp += dout weight;  dweight += dout^T inp;  dbias += column sums of dout.
+inline void matmul_backward(float* dinp,          // (B,T,C)
+                            float* dweight,       // (OC,C)
+                            float* dbias,         // (OC) or nullptr
+                            const float* dout,    // (B,T,OC)
+                            const float* inp,     // (B,T,C)
+                            const float* weight,  // (OC,C)
+                            int B, int T, int C, int OC) {
+    int BT = B * T;
+    gemm(false, false, BT, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+    gemm(true, false, OC, C, BT, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+    if (dbias == nullptr) return;
+    bias_backward_kernel<<<ceil_div(OC, 32), dim3(32, 32)>>>(dbias, dout, (size_t)BT, OC);
+    CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace gpu

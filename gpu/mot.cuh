@@ -1,0 +1,167 @@
+// Mixture of Tokens feed-forward layer on the GPU (cpu/mot.h, DESIGN.md
+// section 2). The same strided-batched products as the CPU path, each one
+// cublasSgemmStridedBatched call: per-group products batch over the ST = S*T
+// groups (group g = k*T + t holds rows b = j*S + k, j < G, at position t; its
+// member j sits j*ST*C floats after its first row, which is g*C floats into
+// the (B,T,C) tensor), per-expert products batch over the E experts. No host
+// loop over groups or experts.
+//
+// For one group, X (G,C) its inputs:
+//   Z = X wc^T (G,E);  M = softmax over the G axis of Z / tau, per expert
+//   U = M^T X (E,C);   P[e] = U[e] w1[e]^T;  A = gelu(P);  Y[e] = A[e] w2[e]^T
+//   O = M Y (G,C)
+#pragma once
+#include <cmath>
+
+#include "gelu.cuh"
+#include "matmul.cuh"
+
+namespace gpu {
+
+// One thread per (group g, expert e), ST*E threads: softmax over the G group
+// members j of z[j*ST*E + g*E + e] / tau, written to m at the same places.
+__global__ void mot_softmax_kernel(float* m,        // (B,T,E)
+                                   const float* z,  // (B,T,E)
+                                   int ST, int E, int G, float tau) {
+    size_t n = (size_t)ST * E;
+    size_t mj = n;  // stride between group members in (B,T,E)
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        const float* zg = z + idx;  // idx = g*E + e
+        float* mg = m + idx;
+        float maxv = -INFINITY;
+        for (int j = 0; j < G; j++) maxv = fmaxf(maxv, zg[j * mj] / tau);
+        float sum = 0.0f;
+        for (int j = 0; j < G; j++) {
+            float e = expf(zg[j * mj] / tau - maxv);
+            mg[j * mj] = e;
+            sum += e;
+        }
+        for (int j = 0; j < G; j++) mg[j * mj] /= sum;
+    }
+}
+
+// Softmax backward over the group, one thread per (g, e):
+//   dz[j] = m[j] (dm[j] - sum_j' m[j'] dm[j']) / tau
+__global__ void mot_softmax_backward_kernel(float* dz,        // (B,T,E)
+                                            const float* dm,  // (B,T,E)
+                                            const float* m,   // (B,T,E)
+                                            int ST, int E, int G, float tau) {
+    size_t n = (size_t)ST * E;
+    size_t mj = n;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        float dot = 0.0f;
+        for (int j = 0; j < G; j++) dot += m[idx + j * mj] * dm[idx + j * mj];
+        for (int j = 0; j < G; j++)
+            dz[idx + j * mj] = m[idx + j * mj] * (dm[idx + j * mj] - dot) / tau;
+    }
+}
+
+// dp[i] = da[i] * gelu'(p[i])  (overwrites dp)
+__global__ void mot_gelu_backward_kernel(float* dp,        // (S,T,E,f)
+                                         const float* da,  // (S,T,E,f)
+                                         const float* p,   // (S,T,E,f)
+                                         size_t N) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < N; i += (size_t)gridDim.x * blockDim.x)
+        dp[i] = da[i] * gelu_grad_dev(p[i]);
+}
+
+inline void mot_forward(float* out,        // (B,T,C)
+                        float* z,          // (B,T,E) controller logits
+                        float* m,          // (B,T,E) mixing weights
+                        float* u,          // (S,T,E,C) mixed tokens
+                        float* p,          // (S,T,E,f)
+                        float* a,          // (S,T,E,f)
+                        float* y,          // (S,T,E,C)
+                        const float* inp,  // (B,T,C)
+                        const float* wc,   // (E,C)
+                        const float* w1,   // (E,f,C)
+                        const float* w2,   // (E,C,f)
+                        int B, int T, int C, int E, int G, int f, float tau) {
+    const int ST = B / G * T;                 // number of groups
+    const long long xj = (long long)ST * C;   // stride between group members in (B,T,C)
+    const long long mj = (long long)ST * E;   // ... and in (B,T,E)
+
+    // controller: Z = X wc^T for all B*T rows at once
+    matmul_forward(z, inp, wc, nullptr, B, T, C, E);
+    // M = softmax over the group of Z / tau
+    mot_softmax_kernel<<<grid_for((size_t)ST * E, 256), 256>>>(m, z, ST, E, G, tau);
+    CUDA_CHECK_LAUNCH();
+
+    // merge, batched over groups: U (E,C) = M^T (E,G) X (G,C)
+    gemm(true, false, E, C, G, 1.0f, m, mj, E, inp, xj, C, 0.0f, u, C, (long long)E * C, ST);
+
+    // experts, batched over e: P[:,e] (ST,f) = U[:,e] (ST,C) w1[e]^T (C,f)
+    gemm(false, true, ST, f, C, 1.0f, u, (long long)E * C, C, w1, C, (long long)f * C,
+         0.0f, p, (long long)E * f, f, E);
+    gelu_forward(a, p, (size_t)ST * E * f);
+    // Y[:,e] (ST,C) = A[:,e] (ST,f) w2[e]^T (f,C)
+    gemm(false, true, ST, C, f, 1.0f, a, (long long)E * f, f, w2, f, (long long)C * f,
+         0.0f, y, (long long)E * C, C, E);
+
+    // emit, batched over groups: O (G,C) = M (G,E) Y (E,C)
+    gemm(false, false, G, C, E, 1.0f, m, mj, E, y, C, (long long)E * C, 0.0f, out, xj, C, ST);
+}
+
+// Backward, per group, given dO (G,C) (see cpu/mot.h):
+//   dY = M^T dO;  dM = dO Y^T;  dA[e] = dY[e] w2[e];  dP = dA * gelu'(P)
+//   dw2[e] += dY[e]^T A[e];  dw1[e] += dP[e]^T U[e];  dU[e] = dP[e] w1[e]
+//   dM += X dU^T;  dX += M dU;  dZ = softmax backward over the group / tau
+//   dwc += dZ^T X;  dX += dZ wc
+inline void mot_backward(float* dinp,        // (B,T,C)
+                         float* dwc,         // (E,C)
+                         float* dw1,         // (E,f,C)
+                         float* dw2,         // (E,C,f)
+                         float* dz,          // (B,T,E) scratch
+                         float* dm,          // (B,T,E) scratch
+                         float* du,          // (S,T,E,C) scratch
+                         float* dp,          // (S,T,E,f) scratch
+                         float* da,          // (S,T,E,f) scratch
+                         float* dy,          // (S,T,E,C) scratch
+                         const float* dout,  // (B,T,C)
+                         const float* inp,   // (B,T,C)
+                         const float* m,     // (B,T,E)
+                         const float* u,     // (S,T,E,C)
+                         const float* p,     // (S,T,E,f)
+                         const float* a,     // (S,T,E,f)
+                         const float* y,     // (S,T,E,C)
+                         const float* wc,    // (E,C)
+                         const float* w1,    // (E,f,C)
+                         const float* w2,    // (E,C,f)
+                         int B, int T, int C, int E, int G, int f, float tau) {
+    const int ST = B / G * T;
+    const long long xj = (long long)ST * C, mj = (long long)ST * E;
+    const long long EC = (long long)E * C, Ef = (long long)E * f;
+
+    // emit backward, batched over groups:
+    // dY (E,C) = M^T (E,G) dO (G,C);  dM (G,E) = dO (G,C) Y^T (C,E)
+    gemm(true, false, E, C, G, 1.0f, m, mj, E, dout, xj, C, 0.0f, dy, C, EC, ST);
+    gemm(false, true, G, E, C, 1.0f, dout, xj, C, y, C, EC, 0.0f, dm, mj, E, ST);
+
+    // experts backward, batched over experts, each over all ST groups
+    // dA[:,e] (ST,f) = dY[:,e] (ST,C) w2[e] (C,f)
+    gemm(false, false, ST, f, C, 1.0f, dy, EC, C, w2, f, (long long)C * f, 0.0f, da, Ef, f, E);
+    // dw2[e] (C,f) += dY[:,e]^T (C,ST) A[:,e] (ST,f)
+    gemm(true, false, C, f, ST, 1.0f, dy, EC, C, a, Ef, f, 1.0f, dw2, f, (long long)C * f, E);
+    // dP = dA * gelu'(P)
+    size_t nf = (size_t)ST * E * f;
+    mot_gelu_backward_kernel<<<grid_for(nf, 256), 256>>>(dp, da, p, nf);
+    CUDA_CHECK_LAUNCH();
+    // dw1[e] (f,C) += dP[:,e]^T (f,ST) U[:,e] (ST,C)
+    gemm(true, false, f, C, ST, 1.0f, dp, Ef, f, u, EC, C, 1.0f, dw1, C, (long long)f * C, E);
+    // dU[:,e] (ST,C) = dP[:,e] (ST,f) w1[e] (f,C)
+    gemm(false, false, ST, C, f, 1.0f, dp, Ef, f, w1, C, (long long)f * C, 0.0f, du, EC, C, E);
+
+    // merge backward, batched over groups:
+    // dM (G,E) += X (G,C) dU^T (C,E);  dX (G,C) += M (G,E) dU (E,C)
+    gemm(false, true, G, E, C, 1.0f, inp, xj, C, du, C, EC, 1.0f, dm, mj, E, ST);
+    gemm(false, false, G, C, E, 1.0f, m, mj, E, du, C, EC, 1.0f, dinp, xj, C, ST);
+
+    // softmax over the group
+    mot_softmax_backward_kernel<<<grid_for((size_t)ST * E, 256), 256>>>(dz, dm, m, ST, E, G, tau);
+    CUDA_CHECK_LAUNCH();
+
+    // controller backward: dX += dZ wc;  dwc += dZ^T X
+    matmul_backward(dinp, dwc, nullptr, dz, inp, wc, B, T, C, E);
+}
+
+}  // namespace gpu
