@@ -6,6 +6,7 @@
 #pragma once
 #include <cmath>
 #include <cstddef>
+#include <vector>
 
 template <typename real>
 void attention_forward(real* out,        // (B,T,C)
@@ -94,4 +95,50 @@ void attention_backward(real* dinp,        // (B,T,3C)
                     }
                 }
             }
+}
+
+// Generation with a KV cache: one new position `pos` for each of B sequences.
+// The new token's k and v are appended to the caches, then its query attends
+// over positions 0..pos, so a token costs O(pos) instead of a whole forward
+// pass over the prefix. Same arithmetic as attention_forward's row t = pos.
+template <typename real>
+void attention_decode_forward(real* out,        // (B,C)
+                              real* kcache,     // (B,maxT,C) keys of positions 0..pos
+                              real* vcache,     // (B,maxT,C) values
+                              const real* qkv,  // (B,3C) this position's q, k, v
+                              int pos, int maxT, int B, int C, int NH) {
+    int hs = C / NH;
+    real scale = real(1) / std::sqrt(real(hs));
+    for (int b = 0; b < B; b++) {
+        real* kc = kcache + (size_t)b * maxT * C;
+        real* vc = vcache + (size_t)b * maxT * C;
+        for (int i = 0; i < C; i++) {
+            kc[(size_t)pos * C + i] = qkv[(size_t)b * 3 * C + C + i];
+            vc[(size_t)pos * C + i] = qkv[(size_t)b * 3 * C + 2 * C + i];
+        }
+    }
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const real* q = qkv + (size_t)b * 3 * C + h * hs;
+            const real* kc = kcache + (size_t)b * maxT * C + h * hs;
+            const real* vc = vcache + (size_t)b * maxT * C + h * hs;
+            std::vector<real> a(pos + 1);
+            real maxv = -INFINITY;
+            for (int t2 = 0; t2 <= pos; t2++) {
+                real dot = 0;
+                for (int i = 0; i < hs; i++) dot += q[i] * kc[(size_t)t2 * C + i];
+                a[t2] = dot * scale;
+                if (a[t2] > maxv) maxv = a[t2];
+            }
+            real sum = 0;
+            for (int t2 = 0; t2 <= pos; t2++) {
+                a[t2] = std::exp(a[t2] - maxv);
+                sum += a[t2];
+            }
+            real* o = out + (size_t)b * C + h * hs;
+            for (int i = 0; i < hs; i++) o[i] = 0;
+            for (int t2 = 0; t2 <= pos; t2++)
+                for (int i = 0; i < hs; i++) o[i] += a[t2] / sum * vc[(size_t)t2 * C + i];
+        }
 }

@@ -12,6 +12,7 @@
 #include "../common/activations.h"
 #include "../common/config.h"
 #include "../common/rng.h"
+#include "../common/sampler.h"
 #include "adamw.h"
 #include "attention.h"
 #include "crossentropy.h"
@@ -222,4 +223,99 @@ void gpt_update(GPT<real>* model, float lr, float beta1, float beta2, float eps,
         adamw_update(model->params_memory.data() + s.offset, model->grads_memory.data() + s.offset,
                      model->m_memory.data() + s.offset, model->v_memory.data() + s.offset, s.numel,
                      lr, beta1, beta2, eps, s.ndim >= 2 ? wd : 0.0f, step + 1);
+}
+
+// ---------------------------------------------------------------------------
+// Generation with a KV cache. B sequences advance one position per call; B
+// must be a multiple of G when the model has MoT layers, since the MoT layer
+// mixes the B tokens of the current position in groups exactly as in
+// training (rows j*S + k form group k). Each call runs the layers on (B, 1)
+// activations; attention reads earlier positions from the caches.
+template <typename real>
+struct Decoder {
+    int B = 0;
+    std::vector<real> kcache, vcache;  // (L, B, maxT, C) keys and values per layer
+    std::vector<real> acts_memory;     // activations of one position, carved for (B, 1)
+    Acts<real> acts;
+};
+
+template <typename real>
+void decoder_init(Decoder<real>* d, const Config& c, int B) {
+    bool any_mot = false;
+    for (int k : c.kinds) any_mot |= k == MOT;
+    if (B < 1 || (any_mot && B % c.G != 0))
+        fail(strf("generation decodes %d sequences, which must be a positive multiple of the group size %d", B, c.G));
+    d->B = B;
+    size_t cache = (size_t)c.L * B * c.maxT * c.C;
+    d->kcache.assign(cache, real(0));
+    d->vcache.assign(cache, real(0));
+    d->acts_memory.assign(num_acts(c, B, 1), real(0));
+    d->acts = carve_acts(d->acts_memory.data(), c, B, 1);
+}
+
+// Feeds tokens (B) at position pos (0-based, < maxT); returns the logits
+// (B, Vp) of the next token, valid until the next call.
+template <typename real>
+const real* gpt_decode_step(GPT<real>* model, Decoder<real>* d, const int* tokens, int pos) {
+    const Config& c = model->cfg;
+    const int B = d->B, C = c.C;
+    if (pos < 0 || pos >= c.maxT) fail(strf("generation position %d is beyond the model's maximum %d", pos, c.maxT));
+    for (int b = 0; b < B; b++)
+        if (tokens[b] < 0 || tokens[b] >= c.V) fail(strf("token id %d is outside the vocabulary 0..%d", tokens[b], c.V - 1));
+    Weights<real>& w = model->params;
+    Acts<real>& a = d->acts;
+    // wpe + pos*C: this position's embedding row plays the role of row 0
+    encoder_forward(a.encoded, tokens, w.wte, w.wpe + (size_t)pos * C, B, 1, C);
+    const real* residual = a.encoded;
+    for (int l = 0; l < c.L; l++) {
+        LayerWeights<real>& lw = w.layer[l];
+        LayerActs<real>& la = a.layer[l];
+        real* kc = d->kcache.data() + (size_t)l * B * c.maxT * C;
+        real* vc = d->vcache.data() + (size_t)l * B * c.maxT * C;
+        layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lw.ln1w, lw.ln1b, B, 1, C);
+        matmul_forward(la.qkv, la.ln1, lw.qkvw, lw.qkvb, B, 1, C, 3 * C);
+        attention_decode_forward(la.atty, kc, vc, la.qkv, pos, c.maxT, B, C, c.NH);
+        matmul_forward(la.attproj, la.atty, lw.attprojw, lw.attprojb, B, 1, C, C);
+        residual_forward(la.res2, residual, la.attproj, (size_t)B * C);
+        layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lw.ln2w, lw.ln2b, B, 1, C);
+        if (c.kinds[l] == DENSE)
+            ffn_forward(la.ffn, la.fch, la.fch_gelu, la.ln2, lw.fcw, lw.fcb, lw.fcprojw, lw.fcprojb, B, 1, C, c.dff);
+        else
+            mot_forward(la.ffn, la.z, la.m, la.u, la.p, la.a, la.y, la.ln2, lw.wc, lw.w1, lw.w2,
+                        B, 1, C, c.E, c.G, c.f, real(c.tau));
+        residual_forward(la.res3, la.res2, la.ffn, (size_t)B * C);
+        residual = la.res3;
+    }
+    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, 1, C);
+    matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, 1, C, c.Vp);
+    return a.logits;
+}
+
+// Generates n_seq sequences together (a multiple of G: MoT mixes them), each
+// starting with the same prompt tokens and continuing for up to len new
+// tokens, stopping at the model's maxT. Returns n_seq rows of new tokens.
+template <typename real>
+std::vector<std::vector<int>> gpt_generate(GPT<real>* model, const std::vector<int>& prompt, int n_seq, int len,
+                                           float temperature, int top_k, Rng* rng) {
+    const Config& c = model->cfg;
+    if (prompt.empty()) fail("generation needs at least one prompt token");
+    if ((int)prompt.size() >= c.maxT)
+        fail(strf("the prompt has %zu tokens; the model's maximum sequence length is %d", prompt.size(), c.maxT));
+    Decoder<real> d;
+    decoder_init(&d, c, n_seq);
+    std::vector<std::vector<int>> out(n_seq);
+    std::vector<int> tokens(n_seq, prompt[0]);
+    int end = std::min<int>(c.maxT, (int)prompt.size() + len);
+    for (int pos = 0; pos + 1 < end; pos++) {
+        const real* logits = gpt_decode_step(model, &d, tokens.data(), pos);
+        for (int b = 0; b < n_seq; b++) {
+            if (pos + 1 < (int)prompt.size()) {
+                tokens[b] = prompt[pos + 1];  // still reading the prompt
+            } else {
+                tokens[b] = sample_token(logits + (size_t)b * c.Vp, c.V, temperature, top_k, rng);
+                out[b].push_back(tokens[b]);
+            }
+        }
+    }
+    return out;
 }

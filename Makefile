@@ -1,0 +1,64 @@
+# mot: make train_mot (default), make test, make bench.
+#
+# train_mot is built by nvcc when nvcc is on the PATH (CPU and GPU paths),
+# otherwise by g++ as plain C++ with the GPU parts compiled out. Tests and
+# benchmarks of the CPU path are plain C++; the GPU test and benchmark are
+# built when nvcc is present.
+
+CXX ?= g++
+CXXFLAGS ?= -O3 -march=native
+CXXFLAGS += -std=c++17 -fopenmp -Wall -Wextra -I.
+NVCC ?= $(shell command -v nvcc 2>/dev/null)
+# GPU architectures: Ampere (sm_80) and Hopper (sm_90); override with GPU_ARCH=...
+GPU_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+NVCCFLAGS ?= -O3
+NVCCFLAGS += -std=c++17 -I. $(GPU_ARCH) -Xcompiler "-fopenmp -march=native -Wall" -diag-suppress 20012
+
+HEADERS := $(wildcard common/*.h cpu/*.h gpu/*.cuh tokenizer/*.h data/*.h tests/*.h)
+CPU_TESTS := $(patsubst tests/%.cpp,build/%,$(wildcard tests/test_*.cpp))
+GPU_TESTS := $(if $(NVCC),$(patsubst tests/%.cu,build/%,$(wildcard tests/test_*.cu)))
+
+.PHONY: all test test-cpu bench clean
+all: train_mot prepare
+
+ifneq ($(NVCC),)
+train_mot: mot.cu $(HEADERS)
+	$(NVCC) $(NVCCFLAGS) mot.cu -o $@ -lcublas
+else
+train_mot: mot.cu $(HEADERS)
+	$(CXX) $(CXXFLAGS) -x c++ mot.cu -o $@
+endif
+
+prepare: data/prepare.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) $< -o $@
+
+build/%: tests/%.cpp $(HEADERS)
+	@mkdir -p build
+	$(CXX) $(CXXFLAGS) $< -o $@
+
+build/%: tests/%.cu $(HEADERS)
+	@mkdir -p build
+	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublas
+
+# Every suite, then one summary line "N passed, N failed, N skipped".
+test: train_mot prepare $(CPU_TESTS) $(GPU_TESTS)
+	@tests/run_tests.sh $(CPU_TESTS) $(GPU_TESTS)
+
+# CPU suites only (the sanitizer build in .ci/run uses this).
+test-cpu: train_mot prepare $(CPU_TESTS)
+	@tests/run_tests.sh $(CPU_TESTS)
+
+build/bench_%: bench/bench_%.cpp $(HEADERS)
+	@mkdir -p build
+	$(CXX) $(CXXFLAGS) $< -o $@ -lopenblas
+
+build/bench_gpu: bench/bench_gpu.cu $(HEADERS)
+	@mkdir -p build
+	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublas
+
+BENCHES := $(patsubst bench/%.cpp,build/%,$(wildcard bench/bench_*.cpp))
+bench: $(BENCHES)
+	@for b in $(BENCHES); do echo "== $$b"; ./$$b || exit 1; done
+
+clean:
+	rm -rf build train_mot prepare

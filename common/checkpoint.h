@@ -1,0 +1,74 @@
+// Model checkpoint file (DESIGN.md section 3, a contract: tools outside the
+// project read it). Little-endian:
+//   int32 header[256]: [0] magic 20261128, [1] version 1,
+//     [2..11] V, Vp, maxT, L, NH, C, dff, E, G, f, [12] tau as float32 bits,
+//     [13] activation (0 = gelu tanh), [32 + l] kind of layer l
+//     (0 DENSE, 1 MOT, 2 TOKEN_CHOICE); every other slot 0
+//   float32 parameters, in the order of visit_params() (config.h)
+// A file whose size does not match its header is rejected.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "fileio.h"
+
+constexpr int CHECKPOINT_MAGIC = 20261128;
+constexpr int CHECKPOINT_VERSION = 1;
+constexpr size_t CHECKPOINT_HEADER_INTS = 256;
+
+inline std::vector<int32_t> checkpoint_header(const Config& c) {
+    std::vector<int32_t> h(CHECKPOINT_HEADER_INTS, 0);
+    h[0] = CHECKPOINT_MAGIC;
+    h[1] = CHECKPOINT_VERSION;
+    int32_t fields[10] = {c.V, c.Vp, c.maxT, c.L, c.NH, c.C, c.dff, c.E, c.G, c.f};
+    for (int i = 0; i < 10; i++) h[2 + i] = fields[i];
+    std::memcpy(&h[12], &c.tau, 4);
+    h[13] = c.activation;
+    for (int l = 0; l < c.L; l++) h[32 + l] = c.kinds[l];
+    return h;
+}
+
+// params: num_params(c) floats in checkpoint order.
+inline void checkpoint_save(const std::string& path, const Config& c, const float* params) {
+    std::vector<int32_t> h = checkpoint_header(c);
+    write_file_atomic(path, {{h.data(), h.size() * 4}, {params, num_params(c) * 4}});
+}
+
+// Reads a checkpoint, checking magic, version, every shape field and the
+// file size; fills the config and the parameters.
+inline void checkpoint_load(const std::string& path, Config* c, std::vector<float>* params) {
+    std::string bytes = read_file(path, "checkpoint");
+    const char* name = path.c_str();
+    if (bytes.size() < CHECKPOINT_HEADER_INTS * 4)
+        fail(strf("%s: truncated checkpoint: %zu bytes, shorter than the 1024-byte header", name, bytes.size()));
+    std::vector<int32_t> h(CHECKPOINT_HEADER_INTS);
+    std::memcpy(h.data(), bytes.data(), CHECKPOINT_HEADER_INTS * 4);
+    if (h[0] != CHECKPOINT_MAGIC)
+        fail(strf("%s: not a mot checkpoint (magic %d, expected %d)", name, h[0], CHECKPOINT_MAGIC));
+    if (h[1] != CHECKPOINT_VERSION)
+        fail(strf("%s: checkpoint version %d, this build reads version %d", name, h[1], CHECKPOINT_VERSION));
+    Config k;
+    k.V = h[2], k.Vp = h[3], k.maxT = h[4], k.L = h[5], k.NH = h[6];
+    k.C = h[7], k.dff = h[8], k.E = h[9], k.G = h[10], k.f = h[11];
+    std::memcpy(&k.tau, &h[12], 4);
+    k.activation = h[13];
+    if (k.activation != 0) fail(strf("%s: unknown activation %d in header", name, k.activation));
+    if (k.L < 1 || k.L > MAX_LAYERS) fail(strf("%s: header says %d layers (must be 1..%d)", name, k.L, MAX_LAYERS));
+    k.kinds.assign(h.begin() + 32, h.begin() + 32 + k.L);
+    try {
+        config_validate(k);
+    } catch (const std::exception& e) {
+        fail(strf("%s: inconsistent header: %s", name, e.what()));
+    }
+    size_t n = num_params(k);
+    size_t expected = CHECKPOINT_HEADER_INTS * 4 + n * 4;
+    if (bytes.size() != expected)
+        fail(strf("%s: size %zu bytes does not match its header (%zu parameters, %zu bytes expected)", name,
+                  bytes.size(), n, expected));
+    params->resize(n);
+    std::memcpy(params->data(), bytes.data() + CHECKPOINT_HEADER_INTS * 4, n * 4);
+    *c = k;
+}

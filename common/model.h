@@ -1,0 +1,185 @@
+// The model on whichever device trains it. train_mot calls these functions
+// and never looks inside: on the CPU they call cpu/gpt.h, on the GPU (when
+// built by nvcc and chosen by --device) gpu/gpt.cuh, with the same names.
+// Include from one translation unit only (gpu/ headers define kernels).
+#pragma once
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "../cpu/gpt.h"
+#include "config.h"
+#include "flops.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef __CUDACC__
+#include "../gpu/gpt.cuh"
+#endif
+
+struct Model {
+    Config cfg;
+    bool on_gpu = false;
+    GPT<float> cpu;  // the CPU model; on the GPU path a host copy used for generation
+#ifdef __CUDACC__
+    gpu::GPT gpu;
+#endif
+};
+
+inline bool gpu_compiled() {
+#ifdef __CUDACC__
+    return true;
+#else
+    return false;
+#endif
+}
+
+// Chooses the device for --device cpu|cuda|auto and a batch shape; says why
+// when the GPU is not used. Fails for an explicit cuda that cannot work.
+inline bool choose_gpu(const std::string& device, const Config& c, int B, int T, std::string* why) {
+    if (device == "cpu") return false;
+#ifdef __CUDACC__
+    if (!gpu_available()) {
+        *why = "no CUDA device or driver found";
+    } else {
+        size_t need = gpu::gpt_device_bytes(c, B, T), free_bytes = gpu_free_memory();
+        if (need < free_bytes) return true;
+        *why = strf("the model needs %.2f GiB of GPU memory, %.2f GiB are free", need / 1073741824.0,
+                    free_bytes / 1073741824.0);
+    }
+#else
+    (void)c, (void)B, (void)T;
+    *why = "this build has no GPU code (built without nvcc)";
+#endif
+    if (device == "cuda") fail("--device cuda: " + *why);
+    return false;  // auto falls back to the CPU
+}
+
+inline std::string device_name(const Model& m) {
+#ifdef __CUDACC__
+    if (m.on_gpu) return "cuda (" + gpu_device_name() + ")";
+#endif
+    (void)m;
+    return "cpu";
+}
+
+// Builds the model with the given parameters (num_params(c) floats).
+inline void model_build(Model* m, const Config& c, bool on_gpu, const float* params) {
+    m->cfg = c;
+    m->on_gpu = on_gpu;
+    gpt_build(&m->cpu, c);
+    std::copy(params, params + num_params(c), m->cpu.params_memory.begin());
+#ifdef __CUDACC__
+    if (on_gpu) {
+        gpu::gpt_build(&m->gpu, c);
+        gpu::gpu_gpt_load_params(&m->gpu, params);
+        // the host copy keeps only the weights; its other blocks are not needed
+        std::vector<float>().swap(m->cpu.grads_memory);
+        std::vector<float>().swap(m->cpu.m_memory);
+        std::vector<float>().swap(m->cpu.v_memory);
+    }
+#endif
+}
+
+// Host copy of the current weights (for checkpoints and generation).
+inline const float* model_params(Model* m) {
+#ifdef __CUDACC__
+    if (m->on_gpu) gpu::gpu_gpt_get_params(&m->gpu, m->cpu.params_memory.data());
+#endif
+    return m->cpu.params_memory.data();
+}
+
+inline void model_get_moments(Model* m, std::vector<float>* mom, std::vector<float>* vel) {
+#ifdef __CUDACC__
+    if (m->on_gpu) {
+        mom->resize(num_params(m->cfg));
+        vel->resize(num_params(m->cfg));
+        gpu::gpu_gpt_get_moments(&m->gpu, mom->data(), vel->data());
+        return;
+    }
+#endif
+    *mom = m->cpu.m_memory;
+    *vel = m->cpu.v_memory;
+}
+
+inline void model_set_moments(Model* m, const std::vector<float>& mom, const std::vector<float>& vel) {
+#ifdef __CUDACC__
+    if (m->on_gpu) { gpu::gpu_gpt_load_moments(&m->gpu, mom.data(), vel.data()); return; }
+#endif
+    m->cpu.m_memory = mom;
+    m->cpu.v_memory = vel;
+}
+
+// Forward pass; returns the mean loss when targets are given.
+inline double model_forward(Model* m, const int* inputs, const int* targets, int B, int T) {
+#ifdef __CUDACC__
+    if (m->on_gpu) { gpu::gpt_forward(&m->gpu, inputs, targets, B, T); return m->gpu.mean_loss; }
+#endif
+    gpt_forward(&m->cpu, inputs, targets, B, T);
+    return m->cpu.mean_loss;
+}
+
+inline void model_zero_grad(Model* m) {
+#ifdef __CUDACC__
+    if (m->on_gpu) { gpu::gpt_zero_grad(&m->gpu); return; }
+#endif
+    gpt_zero_grad(&m->cpu);
+}
+
+inline void model_backward(Model* m, double loss_scale) {
+#ifdef __CUDACC__
+    if (m->on_gpu) { gpu::gpt_backward(&m->gpu, loss_scale); return; }
+#endif
+    gpt_backward(&m->cpu, loss_scale);
+}
+
+inline double model_clip_grads(Model* m, double clip) {
+#ifdef __CUDACC__
+    if (m->on_gpu) return gpu::gpt_clip_grads(&m->gpu, clip);
+#endif
+    return gpt_clip_grads(&m->cpu, clip);
+}
+
+inline void model_update(Model* m, float lr, float wd, int step) {
+    const float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;  // DESIGN.md section 2
+#ifdef __CUDACC__
+    if (m->on_gpu) { gpu::gpt_update(&m->gpu, lr, beta1, beta2, eps, wd, step); return; }
+#endif
+    gpt_update(&m->cpu, lr, beta1, beta2, eps, wd, step);
+}
+
+// Generation runs on the host copy with a KV cache (cpu/gpt.h).
+inline std::vector<std::vector<int>> model_generate(Model* m, const std::vector<int>& prompt, int n_seq, int len,
+                                                    float temperature, int top_k, Rng* rng) {
+    model_params(m);  // refresh the host copy
+    return gpt_generate(&m->cpu, prompt, n_seq, len, temperature, top_k, rng);
+}
+
+inline bool all_finite(const float* p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!std::isfinite(p[i])) return false;
+    return true;
+}
+
+// fp32 peak of the training device, with how it was derived.
+inline double device_peak_flops(const Model& m, std::string* how) {
+#ifdef __CUDACC__
+    if (m.on_gpu) {
+        int dev = 0, sms = 0, khz = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev));
+        // 128 fp32 lanes per SM on Ampere GA10x / Hopper; 2 FLOPs per FMA
+        double peak = sms * 128.0 * 2.0 * khz * 1e3;
+        *how = strf("%d SMs x 128 fp32 lanes x 2 x %.0f MHz = %.1f TFLOP/s (CUDA cores, no tensor cores)", sms,
+                    khz / 1e3, peak / 1e12);
+        return peak;
+    }
+#endif
+    (void)m;
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    return cpu_peak_flops(threads, how);
+}

@@ -1,0 +1,112 @@
+// Training checkpoints: the model file (common/checkpoint.h, the contract)
+// plus a training-state file beside it with everything else a bit-exact
+// resume needs. Both are written atomically (temp file, then rename); the
+// state first, so a model file only exists once its state is complete.
+//
+// State file, little-endian:
+//   int64 header[32]: [0] magic 20261130, [1] version 1, [2] step (the number
+//     of optimizer steps done), [3] number of parameters, [4..7] train loader
+//     epoch, shard, position, seed, [8] sampling RNG state, [9] batch B,
+//     [10] sequence T, [11] updates skipped for non-finite values,
+//     [12] shuffle (0/1); every other slot 0
+//   float32 AdamW m (num_params), then v (num_params)
+#pragma once
+#include <dirent.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../data/dataloader.h"
+#include "checkpoint.h"
+#include "fileio.h"
+
+constexpr int64_t STATE_MAGIC = 20261130;
+constexpr int64_t STATE_VERSION = 1;
+
+struct TrainState {
+    int64_t step = 0;
+    DataLoaderState loader;
+    uint64_t rng = 0;
+    int64_t B = 0, T = 0, skipped = 0, shuffle = 0;
+    std::vector<float> m, v;  // (num_params) each
+};
+
+inline void train_state_save(const std::string& path, const TrainState& s) {
+    std::vector<int64_t> h(32, 0);
+    h[0] = STATE_MAGIC;
+    h[1] = STATE_VERSION;
+    h[2] = s.step;
+    h[3] = (int64_t)s.m.size();
+    h[4] = s.loader.epoch;
+    h[5] = s.loader.shard;
+    h[6] = s.loader.position;
+    h[7] = (int64_t)s.loader.seed;
+    h[8] = (int64_t)s.rng;
+    h[9] = s.B;
+    h[10] = s.T;
+    h[11] = s.skipped;
+    h[12] = s.shuffle;
+    write_file_atomic(path, {{h.data(), h.size() * 8}, {s.m.data(), s.m.size() * 4}, {s.v.data(), s.v.size() * 4}});
+}
+
+inline TrainState train_state_load(const std::string& path, size_t expected_params) {
+    std::string bytes = read_file(path, "training state");
+    const char* name = path.c_str();
+    if (bytes.size() < 256) fail(strf("%s: truncated training state (%zu bytes)", name, bytes.size()));
+    int64_t h[32];
+    std::memcpy(h, bytes.data(), 256);
+    if (h[0] != STATE_MAGIC) fail(strf("%s: not a mot training-state file (magic %lld)", name, (long long)h[0]));
+    if (h[1] != STATE_VERSION) fail(strf("%s: training-state version %lld, this build reads %lld", name, (long long)h[1], (long long)STATE_VERSION));
+    if (h[3] != (int64_t)expected_params)
+        fail(strf("%s: holds moments for %lld parameters, the model has %zu", name, (long long)h[3], expected_params));
+    if (bytes.size() != 256 + 8 * expected_params)
+        fail(strf("%s: size %zu does not match its header", name, bytes.size()));
+    TrainState s;
+    s.step = h[2];
+    s.loader = {h[4], h[5], h[6], (uint64_t)h[7]};
+    s.rng = (uint64_t)h[8];
+    s.B = h[9], s.T = h[10], s.skipped = h[11], s.shuffle = h[12];
+    s.m.resize(expected_params);
+    s.v.resize(expected_params);
+    std::memcpy(s.m.data(), bytes.data() + 256, 4 * expected_params);
+    std::memcpy(s.v.data(), bytes.data() + 256 + 4 * expected_params, 4 * expected_params);
+    return s;
+}
+
+// DIR/step_00000100.ckpt and DIR/step_00000100.state
+inline std::string checkpoint_name(const std::string& dir, int64_t step, const char* ext) {
+    return strf("%s/step_%08lld.%s", dir.c_str(), (long long)step, ext);
+}
+
+// Steps that have a complete checkpoint (both files) in dir, ascending.
+inline std::vector<int64_t> checkpoint_steps(const std::string& dir) {
+    std::vector<int64_t> steps;
+    DIR* d = opendir(dir.c_str());
+    if (!d) return steps;
+    while (dirent* e = readdir(d)) {
+        long long step;
+        char ext[16];
+        if (std::sscanf(e->d_name, "step_%lld.%15s", &step, ext) == 2 && std::strcmp(ext, "ckpt") == 0 &&
+            file_exists(checkpoint_name(dir, step, "state")))
+            steps.push_back(step);
+    }
+    closedir(d);
+    std::sort(steps.begin(), steps.end());
+    return steps;
+}
+
+// Writes step's checkpoint pair, then deletes all but the newest `keep`.
+inline void checkpoint_dir_save(const std::string& dir, const Config& c, const float* params, const TrainState& s,
+                                int keep) {
+    make_dirs(dir);
+    train_state_save(checkpoint_name(dir, s.step, "state"), s);
+    checkpoint_save(checkpoint_name(dir, s.step, "ckpt"), c, params);
+    std::vector<int64_t> steps = checkpoint_steps(dir);
+    for (size_t i = 0; keep > 0 && i + keep < steps.size(); i++) {
+        std::remove(checkpoint_name(dir, steps[i], "ckpt").c_str());
+        std::remove(checkpoint_name(dir, steps[i], "state").c_str());
+    }
+}

@@ -1,0 +1,165 @@
+// The program as a user meets it: ./train_mot on tiny shards, and every kind of
+// bad input (options, shards, checkpoints) giving a clear error that names the
+// option or file, a non-zero exit, no crash and no partial output.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+struct Run {
+    int rc;           // exit status; 128 + n when killed by signal n
+    std::string out;  // stdout and stderr together
+};
+
+static Run run(const std::string& args) {
+    std::string cmd = "./train_mot " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    REQUIRE(p);
+    Run r{0, ""};
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+    int status = pclose(p);
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return r;
+}
+
+static bool exists(const std::string& path) {
+    FILE* fp = std::fopen(path.c_str(), "rb");
+    if (fp) std::fclose(fp);
+    return fp != nullptr;
+}
+
+// An llm.c-format shard written by hand, independent of data/shard.h.
+static void write_shard(const std::string& path, const std::vector<uint16_t>& tokens, int magic = 20240520,
+                        int count = -1, size_t keep_bytes = SIZE_MAX) {
+    std::vector<int32_t> h(256, 0);
+    h[0] = magic;
+    h[1] = 1;
+    h[2] = count < 0 ? (int)tokens.size() : count;
+    std::string bytes((const char*)h.data(), 1024);
+    bytes.append((const char*)tokens.data(), tokens.size() * 2);
+    if (keep_bytes < bytes.size()) bytes.resize(keep_bytes);
+    FILE* fp = std::fopen(path.c_str(), "wb");
+    REQUIRE(fp);
+    std::fwrite(bytes.data(), 1, bytes.size(), fp);
+    std::fclose(fp);
+}
+
+static std::vector<uint16_t> text_tokens(int n) {
+    std::vector<uint16_t> t(n);
+    for (int i = 0; i < n; i++) t[i] = (uint16_t)("the quick brown fox jumps over the lazy dog. "[i % 45]);
+    return t;
+}
+
+static const char* TINY =
+    " --vocab 257 --layers 2 --heads 2 --d-model 16 --experts 4 --group 2 --batch 4 --seq 8"
+    " --val-batches 2 --sample-every 0";
+
+TEST_CASE("a tiny run trains, logs, saves and reloads") {
+    write_shard("build/cli_train.bin", text_tokens(2000));
+    write_shard("build/cli_val.bin", text_tokens(500));
+    std::remove("build/cli.ckpt");
+    std::remove("build/cli.jsonl");
+    Run r = run(std::string("--data build/cli_train.bin --val-data build/cli_val.bin --steps 3 --val-every 2") +
+                TINY + " --save build/cli.ckpt --log build/cli.jsonl --device cpu");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("val loss") != std::string::npos);
+    CHECK(exists("build/cli.ckpt"));
+    FILE* fp = std::fopen("build/cli.jsonl", "r");
+    REQUIRE(fp);
+    char line[1024];
+    int train_rows = 0, val_rows = 0;
+    while (std::fgets(line, sizeof line, fp)) {
+        std::string s(line);
+        if (s.find("\"val_loss\"") != std::string::npos) { val_rows++; continue; }
+        for (const char* key : {"\"step\"", "\"loss\"", "\"lr\"", "\"grad_norm\"", "\"ms\"", "\"tok_per_s\""})
+            CHECK_MESSAGE(s.find(key) != std::string::npos, s, " lacks ", key);
+        train_rows++;
+    }
+    std::fclose(fp);
+    CHECK(train_rows == 3);
+    CHECK(val_rows == 3);  // steps 0 and 2, and the end
+
+    Run again = run("--data build/cli_train.bin --val-data build/cli_val.bin --steps 0 --load build/cli.ckpt "
+                    "--batch 4 --seq 8 --val-batches 2 --sample-every 0");
+    INFO(again.out);
+    CHECK(again.rc == 0);
+    CHECK(again.out.find("loaded build/cli.ckpt") != std::string::npos);
+}
+
+// Expects a clean failure: non-zero exit (not a signal) and every needle in the output.
+static void expect_error(const std::string& args, const std::vector<std::string>& needles) {
+    Run r = run(args);
+    INFO("args: ", args);
+    INFO("output: ", r.out);
+    CHECK(r.rc != 0);
+    CHECK(r.rc < 128);  // an error exit, not a crash
+    for (const std::string& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
+}
+
+TEST_CASE("nonsense option values name the option") {
+    std::string d = "--data build/cli_train.bin --steps 1";
+    write_shard("build/cli_train.bin", text_tokens(2000));
+    expect_error(d + " --batch abc", {"--batch"});
+    expect_error(d + " --batch 0", {"--batch"});
+    expect_error(d + " --lr -1", {"--lr"});
+    expect_error(d + " --device tpu", {"--device"});
+    expect_error(d + " --ffn sparse", {"--ffn"});
+    expect_error(d + " --shuffle 2", {"--shuffle"});
+    expect_error(d + " --no-such-option 1", {"--no-such-option"});
+    expect_error(d + TINY + " --mot-layers 9", {"--mot-layers", "9"});
+    expect_error(d + TINY + " --heads 3", {"--d-model 16", "--heads 3"});
+    expect_error(d + TINY + " --experts 3 --group 2 --d-ff 16", {"--experts 3"});
+}
+
+TEST_CASE("a batch not divisible by the group size is refused") {
+    write_shard("build/cli_train.bin", text_tokens(2000));
+    expect_error(std::string("--data build/cli_train.bin --steps 1") + TINY + " --batch 5",
+                 {"--batch 5", "--group 2"});
+}
+
+TEST_CASE("bad shards name the file") {
+    std::string tail = std::string(" --steps 1") + TINY;
+    write_shard("build/cli_short.bin", text_tokens(100), 20240520, -1, 500);
+    expect_error("--data build/cli_short.bin" + tail, {"build/cli_short.bin"});
+    write_shard("build/cli_magic.bin", text_tokens(2000), 12345);
+    expect_error("--data build/cli_magic.bin" + tail, {"build/cli_magic.bin", "magic"});
+    write_shard("build/cli_count.bin", text_tokens(2000), 20240520, 3000);
+    expect_error("--data build/cli_count.bin" + tail, {"build/cli_count.bin"});
+    std::vector<uint16_t> big = text_tokens(2000);
+    big[777] = 300;  // >= vocab 257
+    write_shard("build/cli_vocab.bin", big);
+    expect_error("--data build/cli_vocab.bin" + tail, {"build/cli_vocab.bin", "300"});
+    expect_error("--data build/no_such_shard_*.bin" + tail, {"build/no_such_shard_*.bin"});
+}
+
+TEST_CASE("bad checkpoints and shapes beyond the checkpoint are refused") {
+    write_shard("build/cli_train.bin", text_tokens(2000));
+    std::string d = "--data build/cli_train.bin --steps 1 --sample-every 0 --batch 4";
+    FILE* fp = std::fopen("build/cli_garbage.ckpt", "wb");
+    REQUIRE(fp);
+    std::fputs("this is not a checkpoint", fp);
+    std::fclose(fp);
+    expect_error(d + " --load build/cli_garbage.ckpt", {"build/cli_garbage.ckpt", "truncated"});
+    expect_error(d + " --load build/no_such.ckpt", {"build/no_such.ckpt"});
+    // cli.ckpt has maxT 8 (from the first test case, or made here)
+    if (!exists("build/cli.ckpt"))
+        REQUIRE(run("--data build/cli_train.bin --steps 1" + std::string(TINY) + " --save build/cli.ckpt").rc == 0);
+    expect_error(d + " --load build/cli.ckpt --seq 16", {"--seq 16", "8"});
+}
+
+TEST_CASE("a failing run leaves no checkpoint or temp file behind") {
+    write_shard("build/cli_train.bin", text_tokens(2000));
+    std::remove("build/cli_fail.ckpt");
+    expect_error(std::string("--data build/cli_train.bin --steps 1") + TINY + " --batch 5 --save build/cli_fail.ckpt",
+                 {"--batch 5"});
+    CHECK_FALSE(exists("build/cli_fail.ckpt"));
+    CHECK_FALSE(exists("build/cli_fail.ckpt.tmp"));
+}
