@@ -122,6 +122,20 @@ static double evaluate(Model* model, DataLoader* loader, int n) {
     return sum / n;
 }
 
+// Bytes of text per token in the shards: converts a loss in nats per token
+// into bits per byte, comparable across tokenizers (and to the 4.78 bits per
+// byte of tinyshakespeare's byte unigram entropy).
+static double bytes_per_token(const Tokenizer& tok, const std::string& pattern) {
+    double bytes = 0, tokens = 0;
+    for (const std::string& f : glob_files(pattern)) {
+        std::vector<uint16_t> ids = read_shard(f);
+        for (uint16_t id : ids)
+            if (id < tok.token_bytes.size()) bytes += tok.token_bytes[id].size();
+        tokens += ids.size();
+    }
+    return tokens > 0 ? bytes / tokens : 0;
+}
+
 static std::string decode(const Tokenizer* tok, const std::vector<int>& ids) {
     if (!tok) {
         std::string s;
@@ -205,6 +219,7 @@ static int train(Options o) {
     bool have_val = !val_pattern.empty() && o.val_every > 0;
     if (have_val) dataloader_init(&val_loader, val_pattern, B, T, false, o.seed, c.V);
     Rng sample_rng = rng_seed(o.seed + 1);
+    double val_bpt = have_val && tokp ? bytes_per_token(tok, val_pattern) : 0;
 
     std::string why;
     bool on_gpu = choose_gpu(o.device, c, B, T, &why);
@@ -260,8 +275,14 @@ static int train(Options o) {
         bool last = step == o.steps;
         if (have_val && (step % o.val_every == 0 || last)) {
             double vl = evaluate(&model, &val_loader, o.val_batches);
-            std::printf("step %5d | val loss %.4f\n", step, vl);
-            jsonl_write(&log, step, {{"val_loss", vl}});
+            if (val_bpt > 0) {
+                double bpb = vl / std::log(2.0) / val_bpt;
+                std::printf("step %5d | val loss %.4f | %.3f bits per byte\n", step, vl, bpb);
+                jsonl_write(&log, step, {{"val_loss", vl}, {"val_bits_per_byte", bpb}});
+            } else {
+                std::printf("step %5d | val loss %.4f\n", step, vl);
+                jsonl_write(&log, step, {{"val_loss", vl}});
+            }
         }
         if (o.sample_len > 0 && o.sample_every > 0 && step > 0 && (step % o.sample_every == 0 || last))
             print_samples(&model, tokp, eot_prompt, "", 1, o.sample_len, 1.0f, 0, &sample_rng);
