@@ -6,13 +6,13 @@
 # built when nvcc is present.
 
 CXX ?= g++
-CXXFLAGS ?= -O3 -march=native
-CXXFLAGS += -std=c++17 -fopenmp -Wall -Wextra -I.
+# OPT: optimization and instrumentation, e.g. make OPT="-O1 -g -fsanitize=address"
+OPT ?= -O3 -march=native
+CXXFLAGS := $(OPT) -std=c++17 -fopenmp -Wall -Wextra -I.
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
 # GPU architectures: Ampere (sm_80) and Hopper (sm_90); override with GPU_ARCH=...
 GPU_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
-NVCCFLAGS ?= -O3
-NVCCFLAGS += -std=c++17 -I. $(GPU_ARCH) -Xcompiler "-fopenmp -march=native -Wall" -diag-suppress 20012
+NVCCFLAGS := -O3 -std=c++17 -I. $(GPU_ARCH) -Xcompiler "-fopenmp -march=native -Wall" -diag-suppress 20012
 
 HEADERS := $(wildcard common/*.h cpu/*.h gpu/*.cuh tokenizer/*.h data/*.h tests/*.h)
 CPU_TESTS := $(patsubst tests/%.cpp,build/%,$(wildcard tests/test_*.cpp))

@@ -43,7 +43,7 @@ struct Options {
     int experts = 8, group = 4, expert_size = 0;
     float temperature = 1.0f;
     // optimization
-    int steps = 500, warmup = 25;
+    int steps = 1500, warmup = 50;
     float lr = 3e-3f, lr_min_frac = 0.1f, wd = 0.1f, grad_clip = 1.0f;
     uint64_t seed = 1337;
     bool skip_nonfinite = false;
@@ -52,7 +52,7 @@ struct Options {
     bool tf32 = false, resume = false;
     int checkpoint_every = 0, keep_checkpoints = 3;
     // evaluation and samples
-    int val_every = 100, val_batches = 16, sample_every = 500, sample_len = 128;
+    int val_every = 250, val_batches = 16, sample_every = 500, sample_len = 128;
 };
 
 // --mot-layers: "all", "second-half" or a comma list of layer indices.
@@ -353,6 +353,8 @@ static int sample_main(const SampleOptions& s) {
     std::string tok_path = default_tokenizer(s.tokenizer);
     Tokenizer tok;
     if (!tok_path.empty()) tok = tokenizer_load(tok_path);
+    // the default data set's tokenizer only decodes a model of its vocabulary
+    if (s.tokenizer.empty() && !tok_path.empty() && tok.vocab_size != c.V) tok_path.clear();
     if (!tok_path.empty() && tok.vocab_size > c.V)
         fail(strf("%s has %d tokens, more than the model's vocabulary of %d", tok_path.c_str(), tok.vocab_size, c.V));
     std::vector<int> prompt = {tok_path.empty() ? c.V - 1 : tok.eot};

@@ -34,6 +34,7 @@ inline std::vector<int32_t> checkpoint_header(const Config& c) {
 // params: num_params(c) floats in checkpoint order.
 inline void checkpoint_save(const std::string& path, const Config& c, const float* params) {
     std::vector<int32_t> h = checkpoint_header(c);
+    make_parent_dirs(path);
     write_file_atomic(path, {{h.data(), h.size() * 4}, {params, num_params(c) * 4}});
 }
 

@@ -85,3 +85,9 @@ inline void make_dirs(const std::string& dir) {
             fail(strf("%s: cannot create directory (%s)", d.c_str(), std::strerror(errno)));
     }
 }
+
+// Creates the folder a file will be written into, if it is missing.
+inline void make_parent_dirs(const std::string& path) {
+    size_t slash = path.find_last_of('/');
+    if (slash != std::string::npos && slash > 0) make_dirs(path.substr(0, slash));
+}

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "error.h"
+#include "fileio.h"
 
 struct JsonlLog {
     FILE* fp = nullptr;
@@ -15,6 +16,7 @@ struct JsonlLog {
 
 inline void jsonl_open(JsonlLog* log, const std::string& path, bool append) {
     if (path.empty()) return;
+    make_parent_dirs(path);
     log->fp = std::fopen(path.c_str(), append ? "a" : "w");
     if (!log->fp) fail(strf("--log %s: cannot open for writing", path.c_str()));
 }

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstddef>
 
+#include "fused.h"
+
 template <typename real>
 void crossentropy_forward(real* losses,        // (B,T) -log p[target]
                           real* probs,         // (B,T,Vp)
@@ -18,11 +20,25 @@ void crossentropy_forward(real* losses,        // (B,T) -log p[target]
         real maxv = -INFINITY;
         for (int v = 0; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
         real sum = 0;
-        for (int v = 0; v < V; v++) {
-            p[v] = std::exp(z[v] - maxv);
-            sum += p[v];
+        if (use_fast<real>()) {  // float: the vectorized exp of fused.h
+            #pragma omp simd reduction(+ : sum)
+            for (int v = 0; v < V; v++) {
+                p[v] = fast_exp(float(z[v] - maxv));
+                sum += p[v];
+            }
+        } else {
+            for (int v = 0; v < V; v++) {
+                p[v] = std::exp(z[v] - maxv);
+                sum += p[v];
+            }
         }
-        for (int v = 0; v < V; v++) p[v] /= sum;
+        if (use_fast<real>()) {  // one divide, then multiplies that vectorize
+            real inv = real(1) / sum;
+            #pragma omp simd
+            for (int v = 0; v < V; v++) p[v] *= inv;
+        } else {
+            for (int v = 0; v < V; v++) p[v] /= sum;
+        }
         for (int v = V; v < Vp; v++) p[v] = 0;
         // log p[target] from the logits, exact even when p underflows
         losses[i] = std::log(sum) + maxv - z[targets[i]];

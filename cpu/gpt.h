@@ -5,6 +5,7 @@
 //   for each layer: x = x + attn(ln1(x));  x = x + ffn(ln2(x))
 //   logits = lnf(x) wte^T;  loss = mean cross-entropy over the first V logits
 #pragma once
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -17,10 +18,12 @@
 #include "attention.h"
 #include "crossentropy.h"
 #include "encoder.h"
+#include "fused.h"
 #include "ffn.h"
 #include "layernorm.h"
 #include "matmul.h"
 #include "mot.h"
+#include "profile.h"
 #include "residual.h"
 
 template <typename real>
@@ -120,29 +123,29 @@ void gpt_forward(GPT<real>* model, const int* inputs, const int* targets, int B,
     Weights<real>& w = model->params;
     Acts<real>& a = model->acts;
 
-    encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C);
+    PROF(0, PROF_ENCODER, encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C));
     const real* residual = a.encoded;  // (B,T,C) input of the current block
     for (int l = 0; l < c.L; l++) {
         LayerWeights<real>& lw = w.layer[l];
         LayerActs<real>& la = a.layer[l];
-        layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lw.ln1w, lw.ln1b, B, T, C);
-        matmul_forward(la.qkv, la.ln1, lw.qkvw, lw.qkvb, B, T, C, 3 * C);
-        attention_forward(la.atty, la.preatt, la.att, la.qkv, B, T, C, c.NH);
-        matmul_forward(la.attproj, la.atty, lw.attprojw, lw.attprojb, B, T, C, C);
-        residual_forward(la.res2, residual, la.attproj, BTC);
-        layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lw.ln2w, lw.ln2b, B, T, C);
+        PROF(0, PROF_LAYERNORM, layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lw.ln1w, lw.ln1b, B, T, C));
+        PROF(0, PROF_MATMUL, matmul_forward(la.qkv, la.ln1, lw.qkvw, lw.qkvb, B, T, C, 3 * C));
+        PROF(0, PROF_ATTENTION, attention_forward(la.atty, la.preatt, la.att, la.qkv, B, T, C, c.NH));
+        PROF(0, PROF_MATMUL, matmul_forward(la.attproj, la.atty, lw.attprojw, lw.attprojb, B, T, C, C));
+        PROF(0, PROF_RESIDUAL, residual_forward(la.res2, residual, la.attproj, BTC));
+        PROF(0, PROF_LAYERNORM, layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lw.ln2w, lw.ln2b, B, T, C));
         if (c.kinds[l] == DENSE)
-            ffn_forward(la.ffn, la.fch, la.fch_gelu, la.ln2, lw.fcw, lw.fcb, lw.fcprojw, lw.fcprojb, B, T, C, c.dff);
+            PROF(0, PROF_FFN, ffn_forward(la.ffn, la.fch, la.fch_gelu, la.ln2, lw.fcw, lw.fcb, lw.fcprojw, lw.fcprojb, B, T, C, c.dff));
         else
-            mot_forward(la.ffn, la.z, la.m, la.u, la.p, la.a, la.y, la.ln2, lw.wc, lw.w1, lw.w2,
-                        B, T, C, c.E, c.G, c.f, real(c.tau));
-        residual_forward(la.res3, la.res2, la.ffn, BTC);
+            PROF(0, PROF_MOT, mot_forward(la.ffn, la.z, la.m, la.u, la.p, la.a, la.y, la.ln2, lw.wc, lw.w1, lw.w2,
+                        B, T, C, c.E, c.G, c.f, real(c.tau)));
+        PROF(0, PROF_RESIDUAL, residual_forward(la.res3, la.res2, la.ffn, BTC));
         residual = la.res3;
     }
-    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
-    matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, T, C, c.Vp);
+    PROF(0, PROF_LAYERNORM, layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C));
+    PROF(0, PROF_LMHEAD, matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, T, C, c.Vp));
     if (!targets) return;
-    crossentropy_forward(a.losses, a.probs, a.logits, targets, B, T, c.V, c.Vp);
+    PROF(0, PROF_LOSS, crossentropy_forward(a.losses, a.probs, a.logits, targets, B, T, c.V, c.Vp));
     double sum = 0;
     for (int i = 0; i < B * T; i++) sum += a.losses[i];
     model->mean_loss = sum / (B * T);
@@ -151,6 +154,28 @@ void gpt_forward(GPT<real>* model, const int* inputs, const int* targets, int B,
 template <typename real>
 void gpt_zero_grad(GPT<real>* model) {
     std::fill(model->grads_memory.begin(), model->grads_memory.end(), real(0));
+}
+
+// Zeroes the activation gradients that the backward pass accumulates into
+// (+=). It skips scratch that the layer functions overwrite before they read
+// it (attention's dpreatt and datt; MoT's dz, dm, du, dp, da, dy) and
+// gradients nothing reads (probs): on the bench MoT model most of the block.
+template <typename real>
+void gpt_zero_grad_acts(GPT<real>* model) {
+    const Config& c = model->cfg;
+    Acts<real> da = model->grad_acts;  // a copy: visit_acts hands out its slots
+    std::vector<const real*> skip = {da.probs};
+    for (int l = 0; l < c.L; l++) {
+        const LayerActs<real>& ld = da.layer[l];
+        skip.insert(skip.end(), {ld.preatt, ld.att});
+        if (c.kinds[l] != DENSE) skip.insert(skip.end(), {ld.z, ld.m, ld.u, ld.p, ld.a, ld.y});
+    }
+    visit_acts(da, c, model->B, model->T, [&](real*& slot, size_t n) {
+        if (std::find(skip.begin(), skip.end(), slot) != skip.end()) return;
+        real* p = slot;
+        #pragma omp parallel for simd
+        for (size_t i = 0; i < n; i++) p[i] = real(0);
+    });
 }
 
 // Backward pass of the last forward (which must have had targets). Parameter
@@ -171,14 +196,14 @@ void gpt_backward(GPT<real>* model, double loss_scale = 1.0) {
     const int* targets = model->targets.data();
 
     // activation gradients are scratch: start from zero every time
-    std::fill(model->grad_acts_memory.begin(), model->grad_acts_memory.end(), real(0));
+    PROF(1, PROF_ZERO, gpt_zero_grad_acts(model));
     for (int i = 0; i < B * T; i++) da.losses[i] = real(loss_scale / (B * T));
 
-    crossentropy_backward(da.logits, da.losses, a.probs, targets, B, T, c.V, c.Vp);
-    matmul_backward(da.lnf, dw.wte, (real*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
+    PROF(1, PROF_LOSS, crossentropy_backward(da.logits, da.losses, a.probs, targets, B, T, c.V, c.Vp));
+    PROF(1, PROF_LMHEAD, matmul_backward(da.lnf, dw.wte, (real*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp));
     const real* last = c.L > 0 ? a.layer[c.L - 1].res3 : a.encoded;
     real* dlast = c.L > 0 ? da.layer[c.L - 1].res3 : da.encoded;
-    layernorm_backward(dlast, dw.lnfw, dw.lnfb, da.lnf, last, w.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C);
+    PROF(1, PROF_LAYERNORM, layernorm_backward(dlast, dw.lnfw, dw.lnfb, da.lnf, last, w.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C));
 
     for (int l = c.L - 1; l >= 0; l--) {
         LayerWeights<real>& lw = w.layer[l];
@@ -188,22 +213,22 @@ void gpt_backward(GPT<real>* model, double loss_scale = 1.0) {
         const real* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
         real* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
 
-        residual_backward(ld.res2, ld.ffn, ld.res3, BTC);
+        PROF(1, PROF_RESIDUAL, residual_backward(ld.res2, ld.ffn, ld.res3, BTC));
         if (c.kinds[l] == DENSE)
-            ffn_backward(ld.ln2, lg.fcw, lg.fcb, lg.fcprojw, lg.fcprojb, ld.fch, ld.fch_gelu, ld.ffn,
-                         la.ln2, la.fch, la.fch_gelu, lw.fcw, lw.fcprojw, B, T, C, c.dff);
+            PROF(1, PROF_FFN, ffn_backward(ld.ln2, lg.fcw, lg.fcb, lg.fcprojw, lg.fcprojb, ld.fch, ld.fch_gelu, ld.ffn,
+                         la.ln2, la.fch, la.fch_gelu, lw.fcw, lw.fcprojw, B, T, C, c.dff));
         else
-            mot_backward(ld.ln2, lg.wc, lg.w1, lg.w2, ld.z, ld.m, ld.u, ld.p, ld.a, ld.y, ld.ffn,
+            PROF(1, PROF_MOT, mot_backward(ld.ln2, lg.wc, lg.w1, lg.w2, ld.z, ld.m, ld.u, ld.p, ld.a, ld.y, ld.ffn,
                          la.ln2, la.m, la.u, la.p, la.a, la.y, lw.wc, lw.w1, lw.w2,
-                         B, T, C, c.E, c.G, c.f, real(c.tau));
-        layernorm_backward(ld.res2, lg.ln2w, lg.ln2b, ld.ln2, la.res2, lw.ln2w, la.ln2_mean, la.ln2_rstd, B, T, C);
-        residual_backward(dresidual, ld.attproj, ld.res2, BTC);
-        matmul_backward(ld.atty, lg.attprojw, lg.attprojb, ld.attproj, la.atty, lw.attprojw, B, T, C, C);
-        attention_backward(ld.qkv, ld.preatt, ld.att, ld.atty, la.qkv, la.att, B, T, C, c.NH);
-        matmul_backward(ld.ln1, lg.qkvw, lg.qkvb, ld.qkv, la.ln1, lw.qkvw, B, T, C, 3 * C);
-        layernorm_backward(dresidual, lg.ln1w, lg.ln1b, ld.ln1, residual, lw.ln1w, la.ln1_mean, la.ln1_rstd, B, T, C);
+                         B, T, C, c.E, c.G, c.f, real(c.tau)));
+        PROF(1, PROF_LAYERNORM, layernorm_backward(ld.res2, lg.ln2w, lg.ln2b, ld.ln2, la.res2, lw.ln2w, la.ln2_mean, la.ln2_rstd, B, T, C));
+        PROF(1, PROF_RESIDUAL, residual_backward(dresidual, ld.attproj, ld.res2, BTC));
+        PROF(1, PROF_MATMUL, linear_backward(ld.atty, lg.attprojw, lg.attprojb, ld.attproj, la.atty, lw.attprojw, B, T, C, C));
+        PROF(1, PROF_ATTENTION, attention_backward(ld.qkv, ld.preatt, ld.att, ld.atty, la.qkv, la.att, B, T, C, c.NH));
+        PROF(1, PROF_MATMUL, linear_backward(ld.ln1, lg.qkvw, lg.qkvb, ld.qkv, la.ln1, lw.qkvw, B, T, C, 3 * C));
+        PROF(1, PROF_LAYERNORM, layernorm_backward(dresidual, lg.ln1w, lg.ln1b, ld.ln1, residual, lw.ln1w, la.ln1_mean, la.ln1_rstd, B, T, C));
     }
-    encoder_backward(dw.wte, dw.wpe, da.encoded, inputs, B, T, C);
+    PROF(1, PROF_ENCODER, encoder_backward(dw.wte, dw.wpe, da.encoded, inputs, B, T, C));
 }
 
 // Global gradient norm; when it exceeds clip (> 0), scales the gradients

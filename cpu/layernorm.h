@@ -2,6 +2,12 @@
 #pragma once
 #include <cmath>
 #include <cstddef>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "fused.h"
 
 template <typename real>
 void layernorm_forward(real* out,           // (B,T,C)
@@ -29,6 +35,58 @@ void layernorm_forward(real* out,           // (B,T,C)
     }
 }
 
+// Float fast path of layernorm_backward: one pass over the rows computes dx
+// and, into per-thread partial sums, dw and db (the reference's second loop
+// walks the columns with a stride of C floats); the partial sums are added
+// into dweight, dbias at the end in thread order.
+static inline void layernorm_backward_fast(float* dinp, float* dweight, float* dbias, const float* dout,
+                                           const float* inp, const float* weight, const float* mean,
+                                           const float* rstd, int N, int C) {
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+#endif
+    std::vector<float> part((size_t)nt * 2 * C, 0.0f);  // per thread: dw (C), db (C)
+    #pragma omp parallel num_threads(nt)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float* pdw = part.data() + (size_t)tid * 2 * C;
+        float* pdb = pdw + C;
+        #pragma omp for schedule(static)
+        for (int i = 0; i < N; i++) {
+            const float* x = inp + (size_t)i * C;
+            const float* d = dout + (size_t)i * C;
+            float* dx = dinp + (size_t)i * C;
+            const float m = mean[i], s = rstd[i];
+            float g_mean = 0, gn_mean = 0;
+            #pragma omp simd reduction(+ : g_mean, gn_mean)
+            for (int c = 0; c < C; c++) {
+                float n = (x[c] - m) * s;
+                float g = d[c] * weight[c];
+                g_mean += g;
+                gn_mean += g * n;
+                pdw[c] += d[c] * n;
+                pdb[c] += d[c];
+            }
+            g_mean /= C;
+            gn_mean /= C;
+            #pragma omp simd
+            for (int c = 0; c < C; c++) {
+                float n = (x[c] - m) * s;
+                dx[c] += s * (d[c] * weight[c] - g_mean - n * gn_mean);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        for (int c = 0; c < C; c++) {
+            dweight[c] += part[(size_t)t * 2 * C + c];
+            dbias[c] += part[(size_t)t * 2 * C + C + c];
+        }
+}
+
 // With n = (x - mean) * rstd and g = dout * w:
 //   dx = rstd * (g - mean_c(g) - n * mean_c(g * n)),  dw += dout * n,  db += dout.
 template <typename real>
@@ -42,6 +100,12 @@ void layernorm_backward(real* dinp,          // (B,T,C)
                         const real* rstd,    // (B,T)
                         int B, int T, int C) {
     int N = B * T;
+    if constexpr (std::is_same_v<real, float>) {
+        if (use_fast<real>()) {
+            layernorm_backward_fast(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+            return;
+        }
+    }
     #pragma omp parallel for
     for (int i = 0; i < N; i++) {
         const real* x = inp + (size_t)i * C;

@@ -124,8 +124,16 @@ void mot_backward(real* dinp,        // (B,T,C)
     // dw2[e] (C,f) += dY[:,e]^T (C,ST) A[:,e] (ST,f)
     gemm(true, false, C, f, ST, real(1), dy, EC, C, a, Ef, f, real(1), dw2, f, (long long)C * f, E);
     // dP = dA * gelu'(P)
-    #pragma omp parallel for
-    for (size_t i = 0; i < (size_t)ST * E * f; i++) dp[i] = da[i] * gelu_grad(p[i]);
+    if constexpr (std::is_same_v<real, float>) {
+        if (use_fast<real>()) {  // the same with the vectorized gelu' of gelu.h
+            #pragma omp parallel for simd
+            for (size_t i = 0; i < (size_t)ST * E * f; i++) dp[i] = da[i] * gelu_grad_fast(p[i]);
+        }
+    }
+    if (!use_fast<real>()) {
+        #pragma omp parallel for
+        for (size_t i = 0; i < (size_t)ST * E * f; i++) dp[i] = da[i] * gelu_grad(p[i]);
+    }
     // dw1[e] (f,C) += dP[:,e]^T (f,ST) U[:,e] (ST,C)
     gemm(true, false, f, C, ST, real(1), dp, Ef, f, u, EC, C, real(1), dw1, C, (long long)f * C, E);
     // dU[:,e] (ST,C) = dP[:,e] (ST,f) w1[e] (f,C)

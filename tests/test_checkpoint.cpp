@@ -176,9 +176,21 @@ TEST_CASE("bad checkpoints are rejected with the file name and the problem") {
 TEST_CASE("a failed save leaves no file behind") {
     Config c = small_config();
     std::vector<float> params(num_params(c), 0.0f);
-    std::string path = "build/no_such_dir/ckpt.bin";
-    CHECK_THROWS_WITH_AS(checkpoint_save(path, c, params.data()), doctest::Contains("no_such_dir/ckpt.bin"),
+    // a plain file where the checkpoint's folder should be: the save must fail
+    write_bytes("build/ckpt_blocker", "x");
+    std::string path = "build/ckpt_blocker/ckpt.bin";
+    CHECK_THROWS_WITH_AS(checkpoint_save(path, c, params.data()), doctest::Contains("build/ckpt_blocker"),
                          std::runtime_error);
     CHECK_FALSE(file_exists(path));
     CHECK_FALSE(file_exists(path + ".tmp"));
+    std::remove("build/ckpt_blocker");
+}
+
+TEST_CASE("a save into a missing folder creates it") {
+    Config c = small_config();
+    std::vector<float> params(num_params(c), 0.0f);
+    std::string path = "build/ckpt_new_dir/sub/ckpt.bin";
+    checkpoint_save(path, c, params.data());
+    CHECK(file_exists(path));
+    std::remove(path.c_str());
 }

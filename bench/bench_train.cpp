@@ -1,0 +1,206 @@
+// bench/bench_train.cpp: full CPU training steps (forward + backward + clip +
+// AdamW) of the bench model, dense vs MoT, in fp32 on the CPU path.
+//   bench model: L 4, C 256, NH 4, T 128, B 16, V 4096 (Vp 4096);
+//   dense dff 1024; MoT E 32, G 8, f 256 (flop-matched), all layers one kind.
+// Prints tokens/s, achieved GFLOP/s from model_flops_per_token (common/flops.h),
+// the fraction of the stated fp32 peak, the MoT/dense step-time ratio, a
+// per-layer-kind time breakdown (cpu/profile.h), and resident memory.
+//   make build/bench_train && ./build/bench_train [steps]
+//   ./build/bench_train --reference   the reference (non-fast) float kernels
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <omp.h>
+
+#include "common/flops.h"
+#include "common/rng.h"
+#include "cpu/gpt.h"
+
+static double now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// kB from /proc/self/status, e.g. "VmRSS" or "VmHWM"
+static long proc_kb(const char* key) {
+    FILE* fp = std::fopen("/proc/self/status", "r");
+    if (!fp) return -1;
+    char line[256];
+    long kb = -1;
+    size_t n = std::strlen(key);
+    while (std::fgets(line, sizeof line, fp))
+        if (std::strncmp(line, key, n) == 0 && line[n] == ':') kb = std::atol(line + n + 1);
+    std::fclose(fp);
+    return kb;
+}
+// Resets VmHWM (the peak RSS) to the current RSS, so each model's peak is its own.
+static void reset_peak_rss() {
+    if (FILE* fp = std::fopen("/proc/self/clear_refs", "w")) {
+        std::fputs("5", fp);
+        std::fclose(fp);
+    }
+}
+static long maxrss_kb() {
+    rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static Config bench_config(int kind) {
+    Config c;
+    c.V = 4096;
+    c.Vp = 4096;
+    c.maxT = 128;
+    c.L = 4;
+    c.NH = 4;
+    c.C = 256;
+    c.dff = 1024;
+    c.E = 32;
+    c.G = 8;
+    c.f = 256;
+    c.kinds.assign(c.L, kind);
+    return c;
+}
+
+struct Result {
+    const char* name;
+    double step_s = 0, tok_s = 0, gflops = 0, frac = 0;
+    double fwd_s = 0, bwd_s = 0, zero_s = 0, clip_s = 0, adam_s = 0;
+    double prof[2][PROF_NKINDS] = {};
+    long rss_before = 0, rss_after = 0, hwm = 0, params = 0;
+    double loss0 = 0, loss1 = 0;
+};
+
+static Result bench_model(const char* name, int kind, int B, int T, int steps, double peak) {
+    Result r;
+    r.name = name;
+    reset_peak_rss();
+    Config c = bench_config(kind);
+    GPT<float> model;
+    gpt_build(&model, c);
+    gpt_init_weights(&model, 1234);
+    r.params = (long)num_params(c);
+    std::vector<int> inputs(B * T), targets(B * T);
+    Rng rng = rng_seed(7);
+    for (int i = 0; i < B * T; i++) {
+        inputs[i] = (int)(rng_u64(&rng) % c.V);
+        targets[i] = (int)(rng_u64(&rng) % c.V);
+    }
+    Result* rp = &r;
+    auto step = [&](int s) {
+        double t0 = now();
+        gpt_forward(&model, inputs.data(), targets.data(), B, T);
+        double t1 = now();
+        gpt_zero_grad(&model);
+        double t2 = now();
+        gpt_backward(&model);
+        double t3 = now();
+        gpt_clip_grads(&model, 1.0);
+        double t4 = now();
+        gpt_update(&model, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, s);
+        double t5 = now();
+        rp->fwd_s = t1 - t0, rp->zero_s = t2 - t1, rp->bwd_s = t3 - t2, rp->clip_s = t4 - t3, rp->adam_s = t5 - t4;
+        return t5 - t0;
+    };
+    // warm up: allocations, thread pool, packing buffers, page faults
+    for (int s = 0; s < 2; s++) step(s);
+    r.loss0 = model.mean_loss;
+    r.rss_before = proc_kb("VmRSS");
+    std::vector<double> times, fwd, bwd, zero, clip, adam;
+    for (int s = 0; s < steps; s++) {
+        times.push_back(step(2 + s));
+        fwd.push_back(r.fwd_s), bwd.push_back(r.bwd_s), zero.push_back(r.zero_s);
+        clip.push_back(r.clip_s), adam.push_back(r.adam_s);
+    }
+    r.loss1 = model.mean_loss;
+    r.rss_after = proc_kb("VmRSS");
+    r.hwm = proc_kb("VmHWM");
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
+    std::printf("%-5s step times (ms):", name);
+    for (double t : times) std::printf(" %.0f", t * 1e3);
+    std::printf("\n");
+    r.step_s = median(times);
+    r.fwd_s = median(fwd), r.bwd_s = median(bwd), r.zero_s = median(zero), r.clip_s = median(clip), r.adam_s = median(adam);
+    r.tok_s = B * T / r.step_s;
+    r.gflops = model_flops_per_token(c, T) * B * T / r.step_s / 1e9;
+    r.frac = r.gflops * 1e9 / peak;
+
+    // profile: a few more steps with the per-kind timers on (mean per step)
+    const int prof_steps = 3;
+    Profile& p = gpt_profile();
+    p = Profile();
+    p.on = true;
+    for (int s = 0; s < prof_steps; s++) step(2 + steps + s);
+    p.on = false;
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < PROF_NKINDS; i++) r.prof[k][i] = p.seconds[k][i] / prof_steps;
+    return r;
+}
+
+int main(int argc, char** argv) {
+    int steps = 10;
+    for (int i = 1; i < argc; i++) {
+        if (std::strcmp(argv[i], "--reference") == 0)
+            gemm_use_reference() = true;
+        else
+            steps = std::max(1, std::atoi(argv[i]));
+    }
+    const int B = 16, T = 128;
+    int threads = omp_get_max_threads();
+    std::string how;
+    double peak = cpu_peak_flops(threads, &how);
+    std::printf("bench_train: L 4, C 256, NH 4, T %d, B %d, V 4096; dense dff 1024; MoT E 32, G 8, f 256\n", T, B);
+    std::printf("fp32 peak: %s\n", how.c_str());
+    std::printf("median of %d steps after 2 warm-up steps; a step = forward + zero_grad + backward + clip + AdamW%s\n\n",
+                steps, gemm_use_reference() ? "  [REFERENCE gemm]" : "");
+
+    Result res[2];
+    res[0] = bench_model("dense", DENSE, B, T, steps, peak);
+    res[1] = bench_model("mot", MOT, B, T, steps, peak);
+    for (const Result& r : res) {
+        Config c = bench_config(r.name[0] == 'd' ? DENSE : MOT);
+        std::printf("%-5s  %ld params, %.3f GFLOP/token x %d tokens = %.2f GFLOP/step; loss %.4f -> %.4f\n", r.name,
+                    r.params, model_flops_per_token(c, T) / 1e9, B * T, model_flops_per_token(c, T) * B * T / 1e9,
+                    r.loss0, r.loss1);
+    }
+
+    std::printf("\nper-step time by layer kind (ms, mean of 3 profiled steps)\n");
+    std::printf("%-18s %9s %9s %9s %9s\n", "", "dense fwd", "dense bwd", "mot fwd", "mot bwd");
+    for (int k = 0; k < PROF_NKINDS; k++) {
+        if (k == PROF_ZERO) continue;
+        std::printf("%-18s %9.2f %9.2f %9.2f %9.2f\n", prof_name(k), res[0].prof[0][k] * 1e3,
+                    res[0].prof[1][k] * 1e3, res[1].prof[0][k] * 1e3, res[1].prof[1][k] * 1e3);
+    }
+    std::printf("%-18s %9s %9.2f %9s %9.2f\n", "zero dacts", "", res[0].prof[1][PROF_ZERO] * 1e3, "",
+                res[1].prof[1][PROF_ZERO] * 1e3);
+    std::printf("%-18s %9.2f %9s %9.2f %9s   (gpt_zero_grad)\n", "zero grads", res[0].zero_s * 1e3, "",
+                res[1].zero_s * 1e3, "");
+    std::printf("%-18s %9s %9.2f %9s %9.2f   (grad norm + clip)\n", "clip", "", res[0].clip_s * 1e3, "",
+                res[1].clip_s * 1e3);
+    std::printf("%-18s %9s %9.2f %9s %9.2f\n", "adamw", "", res[0].adam_s * 1e3, "", res[1].adam_s * 1e3);
+    std::printf("%-18s %9.2f %9.2f %9.2f %9.2f   (median step: forward, backward)\n", "total", res[0].fwd_s * 1e3,
+                res[0].bwd_s * 1e3, res[1].fwd_s * 1e3, res[1].bwd_s * 1e3);
+
+    std::printf("\nresident memory (kB): VmRSS after warm-up -> after %d more steps (growth), VmHWM of the model\n",
+                steps);
+    for (const Result& r : res)
+        std::printf("%-5s  VmRSS %ld -> %ld (%+ld)   peak VmHWM %ld\n", r.name, r.rss_before, r.rss_after,
+                    r.rss_after - r.rss_before, r.hwm);
+    std::printf("process ru_maxrss %ld kB (the larger of the two)\n", maxrss_kb());
+
+    std::printf("\n%-6s %10s %10s %10s %10s %10s\n", "model", "step ms", "tokens/s", "GFLOP/s", "of peak", "peak MB");
+    for (const Result& r : res)
+        std::printf("%-6s %10.1f %10.0f %10.1f %9.1f%% %10.1f\n", r.name, r.step_s * 1e3, r.tok_s, r.gflops,
+                    100 * r.frac, r.hwm / 1024.0);
+    std::printf("MoT / dense step time: %.3f\n", res[1].step_s / res[0].step_s);
+    return 0;
+}

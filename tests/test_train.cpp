@@ -1,0 +1,471 @@
+// tests/test_train.cpp: training runs of ./train_mot end to end, on tiny
+// hand-written shards and a tiny model: bit-exact resume (shuffled and
+// sequential), the checkpoint directory, gradient accumulation, non-finite
+// values, the eval / sample / plot subcommands and Ctrl-C.
+//   make NVCC= train_mot
+//   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_train.cpp -o build/test_train
+//   ./build/test_train            (from the repository root; scratch files go to build/tt_*)
+//
+// Every run is single-threaded (OMP_NUM_THREADS=1): the model is tiny, and on a
+// busy machine OpenMP threads waiting for a core make it 1000x slower.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+struct Run {
+    int rc;           // exit status; 128 + n when killed by signal n
+    std::string out;  // stdout and stderr together
+};
+
+static Run run(const std::string& args) {
+    std::string cmd = "OMP_NUM_THREADS=1 ./train_mot " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    REQUIRE(p);
+    Run r{0, ""};
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+    int status = pclose(p);
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return r;
+}
+
+static bool exists(const std::string& path) {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0;
+}
+
+static std::string slurp(const std::string& path) {
+    FILE* fp = std::fopen(path.c_str(), "rb");
+    if (!fp) return "";
+    std::string s;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, fp)) > 0) s.append(buf, n);
+    std::fclose(fp);
+    return s;
+}
+
+static std::vector<std::string> list_dir(const std::string& dir) {
+    std::vector<std::string> names;
+    DIR* d = opendir(dir.c_str());
+    if (!d) return names;
+    while (dirent* e = readdir(d))
+        if (e->d_name[0] != '.') names.push_back(e->d_name);
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+static void clear_dir(const std::string& dir) {
+    for (const std::string& n : list_dir(dir)) std::remove((dir + "/" + n).c_str());
+    rmdir(dir.c_str());
+}
+
+// An llm.c-format shard written by hand.
+static void write_shard(const std::string& path, const std::vector<uint16_t>& tokens) {
+    std::vector<int32_t> h(256, 0);
+    h[0] = 20240520;
+    h[1] = 1;
+    h[2] = (int)tokens.size();
+    FILE* fp = std::fopen(path.c_str(), "wb");
+    REQUIRE(fp);
+    std::fwrite(h.data(), 4, 256, fp);
+    std::fwrite(tokens.data(), 2, tokens.size(), fp);
+    std::fclose(fp);
+}
+
+// Words in a pseudo-random order: text with structure, every batch different.
+static std::vector<uint16_t> text_tokens(int n, uint64_t seed) {
+    const char* words[] = {"the ", "quick ", "brown ", "fox ", "jumps ", "over ", "lazy ", "dog. ", "a ", "cat "};
+    std::vector<uint16_t> t;
+    uint64_t s = seed;
+    while ((int)t.size() < n) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        for (const char* c = words[(s >> 33) % 10]; *c && (int)t.size() < n; c++) t.push_back((uint16_t)*c);
+    }
+    return t;
+}
+
+// The step rows of a JSONL log: step -> key -> the number exactly as printed.
+typedef std::map<int, std::map<std::string, std::string>> LogRows;
+static LogRows read_log(const std::string& path, bool val_rows = false) {
+    LogRows rows;
+    std::string text = slurp(path);
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t nl = text.find('\n', pos);
+        std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        pos = nl == std::string::npos ? text.size() : nl + 1;
+        if ((line.find("\"val_loss\"") != std::string::npos) != val_rows) continue;
+        std::map<std::string, std::string> fields;
+        size_t q = 0;
+        while ((q = line.find('"', q)) != std::string::npos) {
+            size_t q2 = line.find('"', q + 1);
+            std::string key = line.substr(q + 1, q2 - q - 1);
+            size_t v = line.find_first_not_of(": ", q2 + 1);
+            size_t e = line.find_first_of(",}", v);
+            fields[key] = line.substr(v, e - v);
+            q = e;
+        }
+        rows[std::stoi(fields["step"])] = fields;
+    }
+    return rows;
+}
+
+static double num(const std::string& s) { return std::strtod(s.c_str(), nullptr); }
+
+// The text after `key` in out, up to the end of its line ("" when absent).
+static std::string after(const std::string& out, const std::string& key, size_t from = 0) {
+    size_t p = out.find(key, from);
+    if (p == std::string::npos) return "";
+    p += key.size();
+    return out.substr(p, out.find('\n', p) - p);
+}
+
+static const std::string TINY =
+    " --vocab 257 --layers 2 --heads 2 --d-model 16 --experts 4 --group 2 --batch 4 --seq 8 --sample-every 0"
+    " --device cpu";
+
+static void make_data() {
+    static bool made = false;
+    if (made) return;
+    mkdir("build", 0755);
+    write_shard("build/tt_train.bin", text_tokens(2000, 1));
+    // 200 tokens = 24 rows of T = 8: an epoch every 6 (shuffled) batches of 4
+    write_shard("build/tt_small.bin", text_tokens(200, 2));
+    write_shard("build/tt_val.bin", text_tokens(400, 3));
+    made = true;
+}
+
+// ---------------------------------------------------------------------------
+
+// 20 steps in one run that checkpoints every 10 steps, against a run resumed
+// from its step-10 checkpoint (the step-20 one removed). Both runs have
+// --steps 20: the lr schedule depends on it.
+static void check_resume(int shuffle) {
+    make_data();
+    std::string tag = "build/tt_resume" + std::to_string(shuffle);
+    std::string dir = tag + "_ckpt";
+    clear_dir(dir);
+    for (const char* f : {"_full.jsonl", "_b.jsonl", "_full.ckpt", "_b.ckpt"}) std::remove((tag + f).c_str());
+    // small data: several epochs in 20 steps, the checkpoint falls mid-epoch;
+    // samples every 5 steps test the sampling RNG's state
+    std::string common = "--data build/tt_small.bin --val-data build/tt_val.bin --val-every 4 --val-batches 2"
+                         " --warmup 4 --lr 1e-2 --steps 20 --checkpoint-dir " + dir + " --shuffle " +
+                         std::to_string(shuffle) + TINY + " --sample-every 5 --sample-len 4";  // the last one counts
+    Run full = run(common + " --checkpoint-every 10 --keep-checkpoints 0 --log " + tag + "_full.jsonl --save " + tag +
+                   "_full.ckpt");
+    INFO(full.out);
+    REQUIRE(full.rc == 0);
+    REQUIRE(exists(dir + "/step_00000010.ckpt"));
+    REQUIRE(exists(dir + "/step_00000020.state"));
+    std::remove((dir + "/step_00000020.ckpt").c_str());
+    std::remove((dir + "/step_00000020.state").c_str());
+    Run b = run(common + " --resume --log " + tag + "_b.jsonl --save " + tag + "_b.ckpt");
+    INFO(b.out);
+    REQUIRE(b.rc == 0);
+    CHECK(b.out.find("resuming at step 10") != std::string::npos);
+
+    LogRows f = read_log(tag + "_full.jsonl"), rb = read_log(tag + "_b.jsonl");
+    REQUIRE(f.size() == 20);
+    REQUIRE(rb.size() == 10);
+    CHECK(rb.begin()->first == 11);
+    for (int s = 11; s <= 20; s++) {
+        INFO("step ", s);
+        CHECK(rb[s]["loss"] == f[s]["loss"]);
+        CHECK(rb[s]["grad_norm"] == f[s]["grad_norm"]);
+        CHECK(rb[s]["lr"] == f[s]["lr"]);
+    }
+    // the losses change from step to step: the comparison means something
+    CHECK(f[11]["loss"] != f[12]["loss"]);
+    // validation after the resume, and the final model, byte for byte
+    LogRows fv = read_log(tag + "_full.jsonl", true), bv = read_log(tag + "_b.jsonl", true);
+    for (int s : {12, 16, 20}) CHECK(bv[s]["val_loss"] == fv[s]["val_loss"]);
+    std::string m1 = slurp(tag + "_full.ckpt"), m2 = slurp(tag + "_b.ckpt");
+    CHECK(m1.size() > 1024);
+    CHECK(m1 == m2);
+    // samples at steps 15 and 20 draw from the restored sampling RNG
+    for (const char* at : {"step    15/20", "step    20/20"}) {
+        size_t fp = full.out.find(at), bp = b.out.find(at);
+        REQUIRE(fp != std::string::npos);
+        REQUIRE(bp != std::string::npos);
+        std::string sf = after(full.out, "---- sample 1 ----\n", fp), sb = after(b.out, "---- sample 1 ----\n", bp);
+        CHECK(!sf.empty());
+        CHECK(sf == sb);
+    }
+}
+
+TEST_CASE("resume is bit-exact with shuffling") { check_resume(1); }
+TEST_CASE("resume is bit-exact in sequential mode") { check_resume(0); }
+
+TEST_CASE("the checkpoint directory keeps the newest complete pairs") {
+    make_data();
+    std::string dir = "build/tt_keep";
+    clear_dir(dir);
+    Run r = run("--data build/tt_train.bin --steps 7 --checkpoint-dir " + dir + " --checkpoint-every 2 --keep-checkpoints 2" + TINY);
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+    std::vector<std::string> want = {"step_00000004.ckpt", "step_00000004.state", "step_00000006.ckpt",
+                                     "step_00000006.state"};
+    CHECK(list_dir(dir) == want);  // no step 2, no .tmp files, nothing else
+    // the model file is the contract format: --load reads it (and only it)
+    Run load = run("--data build/tt_train.bin --steps 1 --batch 4 --seq 8 --sample-every 0 --device cpu --load " + dir +
+                   "/step_00000006.ckpt");
+    INFO(load.out);
+    CHECK(load.rc == 0);
+    CHECK(load.out.find("loaded " + dir + "/step_00000006.ckpt") != std::string::npos);
+    std::string ck = slurp(dir + "/step_00000006.ckpt");
+    REQUIRE(ck.size() >= 1024);
+    int32_t h[3];
+    std::memcpy(h, ck.data(), sizeof h);
+    CHECK(h[0] == 20261128);
+    CHECK(h[1] == 1);
+    CHECK(h[2] == 257);
+    // --keep-checkpoints 0 keeps all
+    clear_dir(dir);
+    REQUIRE(run("--data build/tt_train.bin --steps 4 --checkpoint-dir " + dir + " --checkpoint-every 1 --keep-checkpoints 0" + TINY).rc == 0);
+    CHECK(list_dir(dir).size() == 8);
+}
+
+static void expect_error(const std::string& args, const std::vector<std::string>& needles) {
+    Run r = run(args);
+    INFO("args: ", args);
+    INFO("output: ", r.out);
+    CHECK(r.rc != 0);
+    CHECK(r.rc < 128);  // an error exit, not a crash
+    for (const std::string& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
+}
+
+TEST_CASE("--resume without a usable checkpoint fails clearly") {
+    make_data();
+    std::string d = "--data build/tt_train.bin --steps 4" + TINY;
+    clear_dir("build/tt_empty");
+    mkdir("build/tt_empty", 0755);
+    expect_error(d + " --resume --checkpoint-dir build/tt_empty", {"--resume", "no complete checkpoint", "build/tt_empty"});
+    expect_error(d + " --resume --checkpoint-dir build/tt_no_such_dir", {"--resume", "build/tt_no_such_dir"});
+    expect_error(d + " --resume", {"--resume", "--checkpoint-dir"});
+    // a model file without its state file is not a complete checkpoint
+    std::string dir = "build/tt_half";
+    clear_dir(dir);
+    REQUIRE(run(d + " --checkpoint-dir " + dir + " --checkpoint-every 2").rc == 0);
+    std::remove((dir + "/step_00000004.state").c_str());
+    Run half = run(d + " --steps 6 --resume --checkpoint-dir " + dir);
+    INFO(half.out);
+    CHECK(half.rc == 0);
+    CHECK(half.out.find("resuming at step 2") != std::string::npos);
+    // other batch shape than the checkpoint's
+    expect_error(d + " --steps 6 --resume --checkpoint-dir " + dir + " --batch 6", {"--resume", "--batch 4"});
+    expect_error(d + " --steps 6 --resume --checkpoint-dir " + dir + " --shuffle 0", {"--resume", "--shuffle"});
+}
+
+TEST_CASE("gradient accumulation equals one big batch") {
+    make_data();
+    // sequential data: two micro-batches of 4 rows read the same 64 tokens as
+    // one batch of 8 rows. A dense model is the same function of them (MoT
+    // would group rows differently).
+    std::string d = "--data build/tt_train.bin --shuffle 0 --steps 3 --warmup 0 --lr 1e-2 --ffn dense" + TINY;
+    std::remove("build/tt_acc1.jsonl");
+    std::remove("build/tt_acc2.jsonl");
+    Run one = run(d + " --batch 8 --log build/tt_acc1.jsonl");
+    Run two = run(d + " --batch 4 --total-batch 64 --log build/tt_acc2.jsonl");
+    INFO(one.out);
+    INFO(two.out);
+    REQUIRE(one.rc == 0);
+    REQUIRE(two.rc == 0);
+    CHECK(two.out.find("2 micro-batches") != std::string::npos);
+    LogRows a = read_log("build/tt_acc1.jsonl"), b = read_log("build/tt_acc2.jsonl");
+    REQUIRE(a.size() == 3);
+    REQUIRE(b.size() == 3);
+    for (int s = 1; s <= 3; s++) {
+        INFO("step ", s);
+        CHECK(num(b[s]["loss"]) == doctest::Approx(num(a[s]["loss"])).epsilon(1e-5));
+        CHECK(num(b[s]["grad_norm"]) == doctest::Approx(num(a[s]["grad_norm"])).epsilon(1e-5));
+    }
+    CHECK(num(a[1]["loss"]) != doctest::Approx(num(a[3]["loss"])).epsilon(1e-4));  // it trains
+    // a different data window (the second 32-token half only) gives another loss
+    Run half = run(d + " --batch 4 --steps 1 --log build/tt_acc1.jsonl");
+    REQUIRE(half.rc == 0);
+    CHECK(num(read_log("build/tt_acc1.jsonl")[1]["loss"]) != doctest::Approx(num(b[1]["loss"])).epsilon(1e-5));
+    // MoT with accumulation runs, and 4 micro-batches are counted
+    Run mot = run("--data build/tt_train.bin --steps 2 --total-batch 128" + TINY);
+    INFO(mot.out);
+    CHECK(mot.rc == 0);
+    CHECK(mot.out.find("4 micro-batches = 128 tokens/step") != std::string::npos);
+    expect_error("--data build/tt_train.bin --steps 2 --total-batch 40" + TINY, {"--total-batch 40", "32"});
+}
+
+TEST_CASE("a non-finite loss stops the run, or is skipped with --skip-nonfinite") {
+    make_data();
+    // decoupled weight decay with lr * wd = 100 multiplies every matrix by -99
+    // per step: the floats overflow within a few steps
+    std::string d = "--data build/tt_train.bin --steps 60 --lr 10 --wd 10 --warmup 0 --grad-clip 0" + TINY;
+    std::remove("build/tt_nan.ckpt");
+    std::remove("build/tt_nan.ckpt.tmp");
+    Run r = run(d + " --save build/tt_nan.ckpt");
+    INFO(r.out);
+    CHECK(r.rc != 0);
+    CHECK(r.rc < 128);
+    CHECK(r.out.find("not finite") != std::string::npos);
+    std::string step = after(r.out, "error: step ");
+    CHECK(!step.empty());
+    CHECK(std::atoi(step.c_str()) > 1);  // names the step where it happened
+    CHECK(std::atoi(step.c_str()) <= 60);
+    CHECK(r.out.find("--skip-nonfinite") != std::string::npos);
+    CHECK_FALSE(exists("build/tt_nan.ckpt"));
+    CHECK_FALSE(exists("build/tt_nan.ckpt.tmp"));
+    Run s = run(d + " --skip-nonfinite");
+    INFO(s.out);
+    CHECK(s.rc == 0);
+    CHECK(s.out.find("update skipped") != std::string::npos);
+    CHECK(s.out.find("step    60/60") != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// subcommands
+
+static std::string trained_checkpoint() {
+    static std::string out;
+    if (!out.empty()) return out;
+    make_data();
+    std::remove("build/tt_model.ckpt");
+    Run r = run("--data build/tt_train.bin --val-data build/tt_val.bin --val-every 1000 --val-batches 3 --steps 5"
+                " --save build/tt_model.ckpt" + TINY);
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+    out = r.out;
+    return out;
+}
+
+TEST_CASE("eval reports the validation loss training printed") {
+    std::string train_out = trained_checkpoint();
+    std::string val = after(train_out, "step     5 | val loss ");  // the final validation
+    REQUIRE(!val.empty());
+    Run e = run("eval --load build/tt_model.ckpt --data build/tt_val.bin --batch 4 --seq 8 --batches 3 --device cpu");
+    INFO(train_out);
+    INFO(e.out);
+    CHECK(e.rc == 0);
+    CHECK(after(e.out, ": loss ").substr(0, val.size()) == val);
+    // the untrained model (step 0) had another loss: the comparison means something
+    CHECK(after(train_out, "step     0 | val loss ") != val);
+    // a whole pass by default: 400 tokens make 12 batches of 32 (+1)
+    Run all = run("eval --load build/tt_model.ckpt --data build/tt_val.bin --batch 4 --seq 8 --device cpu");
+    CHECK(all.rc == 0);
+    CHECK(all.out.find("over 12 batches") != std::string::npos);
+    expect_error("eval --load build/no_such.ckpt --data build/tt_val.bin", {"build/no_such.ckpt"});
+    expect_error("eval --load build/tt_model.ckpt --data build/tt_val.bin --seq 16", {"16"});
+}
+
+TEST_CASE("sample is reproducible from its seed") {
+    trained_checkpoint();
+    std::string s = "sample --load build/tt_model.ckpt --num 2 --length 5";
+    Run a = run(s + " --seed 3"), b = run(s + " --seed 3"), c = run(s + " --seed 4");
+    INFO(a.out);
+    INFO(c.out);
+    REQUIRE(a.rc == 0);
+    REQUIRE(c.rc == 0);
+    CHECK(a.out.find("---- sample 2 ----") != std::string::npos);
+    CHECK(a.out.find("---- sample 3 ----") == std::string::npos);
+    CHECK(a.out == b.out);
+    CHECK(a.out != c.out);
+    // 5 token ids after the prompt (no tokenizer: ids are printed)
+    std::string first = after(a.out, "---- sample 1 ----\n");
+    int ids = 0;
+    for (size_t p = 0; (p = first.find(' ', p)) != std::string::npos && p < first.find('('); p++) ids++;
+    CHECK(ids == 5);
+}
+
+TEST_CASE("plot draws logs into a PNG and refuses bad logs") {
+    if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
+        MESSAGE("gnuplot is not on PATH: plot test skipped");
+        return;
+    }
+    make_data();
+    for (const char* f : {"build/tt_p1.jsonl", "build/tt_p2.jsonl", "build/tt_plot.png", "build/tt_bad.png"})
+        std::remove(f);
+    std::string d = "--data build/tt_train.bin --val-data build/tt_val.bin --val-every 2 --val-batches 1 --steps 4" + TINY;
+    REQUIRE(run(d + " --log build/tt_p1.jsonl").rc == 0);
+    REQUIRE(run(d + " --seed 5 --log build/tt_p2.jsonl").rc == 0);
+    Run p = run("plot build/tt_p1.jsonl build/tt_p2.jsonl -o build/tt_plot.png --title 'two runs'");
+    INFO(p.out);
+    CHECK(p.rc == 0);
+    std::string png = slurp("build/tt_plot.png");
+    CHECK(png.size() > 1000);
+    CHECK(png.substr(0, 8) == std::string("\x89PNG\r\n\x1a\n", 8));
+    CHECK_FALSE(exists("build/tt_plot.png.tmp"));
+
+    FILE* fp = std::fopen("build/tt_noloss.jsonl", "w");
+    REQUIRE(fp);
+    std::fputs("{\"step\": 1, \"ms\": 3}\nnot json at all\n", fp);
+    std::fclose(fp);
+    expect_error("plot build/tt_p1.jsonl build/tt_noloss.jsonl -o build/tt_bad.png", {"build/tt_noloss.jsonl", "no loss rows"});
+    CHECK_FALSE(exists("build/tt_bad.png"));
+    CHECK_FALSE(exists("build/tt_bad.png.tmp"));
+    expect_error("plot build/tt_no_such.jsonl -o build/tt_bad.png", {"build/tt_no_such.jsonl"});
+    CHECK_FALSE(exists("build/tt_bad.png"));
+    CHECK_FALSE(exists("build/tt_bad.png.tmp"));
+}
+
+// ---------------------------------------------------------------------------
+
+TEST_CASE("Ctrl-C saves a checkpoint, exits 130, and the run resumes from it") {
+    make_data();
+    std::string dir = "build/tt_sigint";
+    clear_dir(dir);
+    std::remove("build/tt_sigint.jsonl");
+    std::remove("build/tt_sigint.out");
+    std::string cmd = "exec ./train_mot --data build/tt_train.bin --steps 1000000 --checkpoint-dir " + dir +
+                      " --log build/tt_sigint.jsonl" + TINY + " > build/tt_sigint.out 2>&1";
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        setenv("OMP_NUM_THREADS", "1", 1);
+        execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+        _exit(127);
+    }
+    // wait until it trains (the log has rows), then interrupt
+    for (int i = 0; i < 100 && read_log("build/tt_sigint.jsonl").size() < 3; i++) usleep(50000);
+    usleep(200000);
+    REQUIRE(kill(pid, SIGINT) == 0);
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    std::string out = slurp("build/tt_sigint.out");
+    INFO(out);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 130);
+    CHECK(out.find("interrupted") != std::string::npos);
+    LogRows rows = read_log("build/tt_sigint.jsonl");
+    REQUIRE(!rows.empty());
+    int last = rows.rbegin()->first;
+    CHECK(last >= 3);
+    CHECK(last < 1000000);
+    // one complete pair, for the last logged step, and nothing else
+    char name[64];
+    std::snprintf(name, sizeof name, "step_%08d", last);
+    std::vector<std::string> want = {std::string(name) + ".ckpt", std::string(name) + ".state"};
+    CHECK(list_dir(dir) == want);
+    Run r = run("--data build/tt_train.bin --checkpoint-dir " + dir + " --resume --log build/tt_sigint.jsonl --steps " +
+                std::to_string(last + 2) + TINY);
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("resuming at step " + std::to_string(last)) != std::string::npos);
+    LogRows after_resume = read_log("build/tt_sigint.jsonl");  // appended
+    CHECK(after_resume.rbegin()->first == last + 2);
+    CHECK(after_resume.size() == rows.size() + 2);
+}
