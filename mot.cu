@@ -240,6 +240,10 @@ static int train(Options o) {
         dataloader_set_state(&train_loader, state.loader);
         sample_rng.state = state.rng;
         std::printf("resuming at step %lld\n", (long long)state.step);
+        if (state.total_steps != o.steps)
+            std::printf("note: the run was planned for %lld steps, now --steps %d: the learning-rate schedule "
+                        "changes from here, so the run differs from one planned for %d steps throughout\n",
+                        (long long)state.total_steps, o.steps, o.steps);
     }
 
     int n_mot = 0;
@@ -265,7 +269,7 @@ static int train(Options o) {
         state.step = step;
         state.loader = dataloader_get_state(&train_loader);
         state.rng = sample_rng.state;
-        state.B = B, state.T = T, state.shuffle = o.shuffle;
+        state.B = B, state.T = T, state.shuffle = o.shuffle, state.total_steps = o.steps;
         model_get_moments(&model, &state.m, &state.v);
         checkpoint_dir_save(dir, c, p, state, o.keep_checkpoints);
         std::printf("checkpoint: %s\n", checkpoint_name(dir, step, "ckpt").c_str());

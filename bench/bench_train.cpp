@@ -6,7 +6,11 @@
 // the fraction of the stated fp32 peak, the MoT/dense step-time ratio, a
 // per-layer-kind time breakdown (cpu/profile.h), and resident memory.
 //   make build/bench_train && ./build/bench_train [steps]
-//   ./build/bench_train --reference   the reference (non-fast) float kernels
+// Each model runs twice in the same process: with the reference layer loops
+// (layers_use_reference(), cpu/fused.h: "ref") and with the fast float
+// kernels ("fast"); the GEMM is the fast sgemm in both. Ratios between rows
+// come from one run on a noisy shared machine.
+//   ./build/bench_train --reference   the reference gemm too (slow)
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -77,9 +81,10 @@ struct Result {
     double loss0 = 0, loss1 = 0;
 };
 
-static Result bench_model(const char* name, int kind, int B, int T, int steps, double peak) {
+static Result bench_model(const char* name, int kind, bool ref_layers, int B, int T, int steps, double peak) {
     Result r;
     r.name = name;
+    layers_use_reference() = ref_layers;
     reset_peak_rss();
     Config c = bench_config(kind);
     GPT<float> model;
@@ -125,7 +130,7 @@ static Result bench_model(const char* name, int kind, int B, int T, int steps, d
         std::sort(v.begin(), v.end());
         return v[v.size() / 2];
     };
-    std::printf("%-5s step times (ms):", name);
+    std::printf("%-9s step times (ms):", name);
     for (double t : times) std::printf(" %.0f", t * 1e3);
     std::printf("\n");
     r.step_s = median(times);
@@ -163,22 +168,29 @@ int main(int argc, char** argv) {
     std::printf("median of %d steps after 2 warm-up steps; a step = forward + zero_grad + backward + clip + AdamW%s\n\n",
                 steps, gemm_use_reference() ? "  [REFERENCE gemm]" : "");
 
-    Result res[2];
-    res[0] = bench_model("dense", DENSE, B, T, steps, peak);
-    res[1] = bench_model("mot", MOT, B, T, steps, peak);
-    for (const Result& r : res) {
-        Config c = bench_config(r.name[0] == 'd' ? DENSE : MOT);
-        std::printf("%-5s  %ld params, %.3f GFLOP/token x %d tokens = %.2f GFLOP/step; loss %.4f -> %.4f\n", r.name,
+    Result all[4];
+    all[0] = bench_model("dense ref", DENSE, true, B, T, steps, peak);
+    all[1] = bench_model("mot ref", MOT, true, B, T, steps, peak);
+    all[2] = bench_model("dense", DENSE, false, B, T, steps, peak);
+    all[3] = bench_model("mot", MOT, false, B, T, steps, peak);
+    layers_use_reference() = false;
+    Result* res = all + 2;  // the details below are of the fast kernels
+    for (int i = 0; i < 2; i++) {
+        const Result& r = res[i];
+        Config c = bench_config(i == 0 ? DENSE : MOT);
+        std::printf("%-5s  %ld params, %.4f GFLOP/token x %d tokens = %.2f GFLOP/step; loss %.4f -> %.4f\n", r.name,
                     r.params, model_flops_per_token(c, T) / 1e9, B * T, model_flops_per_token(c, T) * B * T / 1e9,
                     r.loss0, r.loss1);
     }
 
-    std::printf("\nper-step time by layer kind (ms, mean of 3 profiled steps)\n");
-    std::printf("%-18s %9s %9s %9s %9s\n", "", "dense fwd", "dense bwd", "mot fwd", "mot bwd");
+    std::printf("\nper-step time by layer kind, fast kernels (ms, mean of 3 profiled steps; [ref] = reference loops)\n");
+    std::printf("%-18s %9s %9s %9s %9s   %9s %9s\n", "", "dense fwd", "dense bwd", "mot fwd", "mot bwd", "mot fwd[ref]",
+                "bwd[ref]");
     for (int k = 0; k < PROF_NKINDS; k++) {
         if (k == PROF_ZERO) continue;
-        std::printf("%-18s %9.2f %9.2f %9.2f %9.2f\n", prof_name(k), res[0].prof[0][k] * 1e3,
-                    res[0].prof[1][k] * 1e3, res[1].prof[0][k] * 1e3, res[1].prof[1][k] * 1e3);
+        std::printf("%-18s %9.2f %9.2f %9.2f %9.2f   %9.2f %9.2f\n", prof_name(k), res[0].prof[0][k] * 1e3,
+                    res[0].prof[1][k] * 1e3, res[1].prof[0][k] * 1e3, res[1].prof[1][k] * 1e3,
+                    all[1].prof[0][k] * 1e3, all[1].prof[1][k] * 1e3);
     }
     std::printf("%-18s %9s %9.2f %9s %9.2f\n", "zero dacts", "", res[0].prof[1][PROF_ZERO] * 1e3, "",
                 res[1].prof[1][PROF_ZERO] * 1e3);
@@ -189,18 +201,30 @@ int main(int argc, char** argv) {
     std::printf("%-18s %9s %9.2f %9s %9.2f\n", "adamw", "", res[0].adam_s * 1e3, "", res[1].adam_s * 1e3);
     std::printf("%-18s %9.2f %9.2f %9.2f %9.2f   (median step: forward, backward)\n", "total", res[0].fwd_s * 1e3,
                 res[0].bwd_s * 1e3, res[1].fwd_s * 1e3, res[1].bwd_s * 1e3);
+    for (int i = 0; i < 2; i++) {
+        double gemm_ms = 0, all_ms = 0;
+        for (int k = 0; k < 2; k++) {
+            gemm_ms += (res[i].prof[k][PROF_MATMUL] + res[i].prof[k][PROF_LMHEAD]) * 1e3;
+            for (int j = 0; j < PROF_NKINDS; j++) all_ms += res[i].prof[k][j] * 1e3;
+        }
+        std::printf("%-5s  linear layers + lm head (pure GEMM + bias): %.1f of %.1f ms profiled fwd+bwd\n",
+                    res[i].name, gemm_ms, all_ms);
+    }
 
     std::printf("\nresident memory (kB): VmRSS after warm-up -> after %d more steps (growth), VmHWM of the model\n",
                 steps);
-    for (const Result& r : res)
-        std::printf("%-5s  VmRSS %ld -> %ld (%+ld)   peak VmHWM %ld\n", r.name, r.rss_before, r.rss_after,
+    for (const Result& r : all)
+        std::printf("%-9s  VmRSS %ld -> %ld (%+ld)   peak VmHWM %ld\n", r.name, r.rss_before, r.rss_after,
                     r.rss_after - r.rss_before, r.hwm);
-    std::printf("process ru_maxrss %ld kB (the larger of the two)\n", maxrss_kb());
+    std::printf("process ru_maxrss %ld kB (the largest of them)\n", maxrss_kb());
 
-    std::printf("\n%-6s %10s %10s %10s %10s %10s\n", "model", "step ms", "tokens/s", "GFLOP/s", "of peak", "peak MB");
-    for (const Result& r : res)
-        std::printf("%-6s %10.1f %10.0f %10.1f %9.1f%% %10.1f\n", r.name, r.step_s * 1e3, r.tok_s, r.gflops,
+    std::printf("\n%-10s %10s %10s %10s %10s %10s\n", "model", "step ms", "tokens/s", "GFLOP/s", "of peak", "peak MB");
+    for (const Result& r : all)
+        std::printf("%-10s %10.1f %10.0f %10.1f %9.1f%% %10.1f\n", r.name, r.step_s * 1e3, r.tok_s, r.gflops,
                     100 * r.frac, r.hwm / 1024.0);
-    std::printf("MoT / dense step time: %.3f\n", res[1].step_s / res[0].step_s);
+    std::printf("MoT / dense step time: %.3f (fast), %.3f (ref)\n", res[1].step_s / res[0].step_s,
+                all[1].step_s / all[0].step_s);
+    std::printf("fast / ref step time: dense %.3f, mot %.3f\n", all[2].step_s / all[0].step_s,
+                all[3].step_s / all[1].step_s);
     return 0;
 }

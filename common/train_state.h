@@ -8,7 +8,8 @@
 //     of optimizer steps done), [3] number of parameters, [4..7] train loader
 //     epoch, shard, position, seed, [8] sampling RNG state, [9] batch B,
 //     [10] sequence T, [11] updates skipped for non-finite values,
-//     [12] shuffle (0/1); every other slot 0
+//     [12] shuffle (0/1), [13] total steps of the run (the schedule's length);
+//     every other slot 0
 //   float32 AdamW m (num_params), then v (num_params)
 #pragma once
 #include <dirent.h>
@@ -30,7 +31,7 @@ struct TrainState {
     int64_t step = 0;
     DataLoaderState loader;
     uint64_t rng = 0;
-    int64_t B = 0, T = 0, skipped = 0, shuffle = 0;
+    int64_t B = 0, T = 0, skipped = 0, shuffle = 0, total_steps = 0;
     std::vector<float> m, v;  // (num_params) each
 };
 
@@ -49,6 +50,7 @@ inline void train_state_save(const std::string& path, const TrainState& s) {
     h[10] = s.T;
     h[11] = s.skipped;
     h[12] = s.shuffle;
+    h[13] = s.total_steps;
     write_file_atomic(path, {{h.data(), h.size() * 8}, {s.m.data(), s.m.size() * 4}, {s.v.data(), s.v.size() * 4}});
 }
 
@@ -68,7 +70,7 @@ inline TrainState train_state_load(const std::string& path, size_t expected_para
     s.step = h[2];
     s.loader = {h[4], h[5], h[6], (uint64_t)h[7]};
     s.rng = (uint64_t)h[8];
-    s.B = h[9], s.T = h[10], s.skipped = h[11], s.shuffle = h[12];
+    s.B = h[9], s.T = h[10], s.skipped = h[11], s.shuffle = h[12], s.total_steps = h[13];
     s.m.resize(expected_params);
     s.v.resize(expected_params);
     std::memcpy(s.m.data(), bytes.data() + 256, 4 * expected_params);

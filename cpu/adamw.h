@@ -9,7 +9,8 @@ template <typename real>
 double grad_norm_squared(const real* grads,  // (n)
                          size_t n) {
     double sum = 0;
-    #pragma omp parallel for reduction(+ : sum)
+    // simd: the double accumulation vectorizes (partial sums per lane)
+    #pragma omp parallel for simd reduction(+ : sum)
     for (size_t i = 0; i < n; i++) sum += (double)grads[i] * (double)grads[i];
     return sum;
 }
@@ -20,7 +21,7 @@ void grad_clip(real* grads,  // (n)
                size_t n, double norm, double clip) {
     if (clip <= 0 || norm <= clip) return;
     real scale = real(clip / norm);
-    #pragma omp parallel for
+    #pragma omp parallel for simd
     for (size_t i = 0; i < n; i++) grads[i] *= scale;
 }
 
@@ -36,7 +37,7 @@ void adamw_update(real* params,       // (n)
                   size_t n, float lr, float beta1, float beta2, float eps, float wd, int t) {
     real c1 = real(1) - std::pow(real(beta1), real(t));
     real c2 = real(1) - std::pow(real(beta2), real(t));
-    #pragma omp parallel for
+    #pragma omp parallel for simd
     for (size_t i = 0; i < n; i++) {
         real g = grads[i];
         m[i] = real(beta1) * m[i] + real(1 - beta1) * g;

@@ -4,52 +4,14 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "program.h"
+
 #include <sys/wait.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
-
-struct Run {
-    int rc;           // exit status; 128 + n when killed by signal n
-    std::string out;  // stdout and stderr together
-};
-
-static Run run(const std::string& args) {
-    std::string cmd = "./train_mot " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    REQUIRE(p);
-    Run r{0, ""};
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-    int status = pclose(p);
-    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return r;
-}
-
-static bool exists(const std::string& path) {
-    FILE* fp = std::fopen(path.c_str(), "rb");
-    if (fp) std::fclose(fp);
-    return fp != nullptr;
-}
-
-// An llm.c-format shard written by hand, independent of data/shard.h.
-static void write_shard(const std::string& path, const std::vector<uint16_t>& tokens, int magic = 20240520,
-                        int count = -1, size_t keep_bytes = SIZE_MAX) {
-    std::vector<int32_t> h(256, 0);
-    h[0] = magic;
-    h[1] = 1;
-    h[2] = count < 0 ? (int)tokens.size() : count;
-    std::string bytes((const char*)h.data(), 1024);
-    bytes.append((const char*)tokens.data(), tokens.size() * 2);
-    if (keep_bytes < bytes.size()) bytes.resize(keep_bytes);
-    FILE* fp = std::fopen(path.c_str(), "wb");
-    REQUIRE(fp);
-    std::fwrite(bytes.data(), 1, bytes.size(), fp);
-    std::fclose(fp);
-}
 
 static std::vector<uint16_t> text_tokens(int n) {
     std::vector<uint16_t> t(n);

@@ -6,10 +6,11 @@
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_train.cpp -o build/test_train
 //   ./build/test_train            (from the repository root; scratch files go to build/tt_*)
 //
-// Every run is single-threaded (OMP_NUM_THREADS=1): the model is tiny, and on a
-// busy machine OpenMP threads waiting for a core make it 1000x slower.
+// Runs are single-threaded (tests/program.h).
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+
+#include "program.h"
 
 #include <dirent.h>
 #include <signal.h>
@@ -27,29 +28,6 @@
 #include <set>
 #include <string>
 #include <vector>
-
-struct Run {
-    int rc;           // exit status; 128 + n when killed by signal n
-    std::string out;  // stdout and stderr together
-};
-
-static Run run(const std::string& args) {
-    std::string cmd = "OMP_NUM_THREADS=1 ./train_mot " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    REQUIRE(p);
-    Run r{0, ""};
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-    int status = pclose(p);
-    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return r;
-}
-
-static bool exists(const std::string& path) {
-    struct stat st;
-    return stat(path.c_str(), &st) == 0;
-}
 
 static std::string slurp(const std::string& path) {
     FILE* fp = std::fopen(path.c_str(), "rb");
@@ -76,19 +54,6 @@ static std::vector<std::string> list_dir(const std::string& dir) {
 static void clear_dir(const std::string& dir) {
     for (const std::string& n : list_dir(dir)) std::remove((dir + "/" + n).c_str());
     rmdir(dir.c_str());
-}
-
-// An llm.c-format shard written by hand.
-static void write_shard(const std::string& path, const std::vector<uint16_t>& tokens) {
-    std::vector<int32_t> h(256, 0);
-    h[0] = 20240520;
-    h[1] = 1;
-    h[2] = (int)tokens.size();
-    FILE* fp = std::fopen(path.c_str(), "wb");
-    REQUIRE(fp);
-    std::fwrite(h.data(), 4, 256, fp);
-    std::fwrite(tokens.data(), 2, tokens.size(), fp);
-    std::fclose(fp);
 }
 
 // Words in a pseudo-random order: text with structure, every batch different.
