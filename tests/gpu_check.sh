@@ -34,10 +34,13 @@ stage() {
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi not found"
 
-# the two builds in parallel (time limits of all stages add up to 8 minutes)
+# the three builds in parallel (time limits of all stages add up to 8 minutes)
 BUILD_CMD="$NVCC $FLAGS tests/test_gpu.cu -o $BUILD/test_gpu -lcublas & p=\$!;
-           $NVCC $FLAGS bench/bench_gpu.cu -o $BUILD/bench_gpu -lcublas && wait \$p"
-if stage build 120 bash -c "$BUILD_CMD"; then
+           $NVCC $FLAGS mot.cu -o $BUILD/train_mot -lcublas & q=\$!;
+           $NVCC $FLAGS bench/bench_gpu.cu -o $BUILD/bench_gpu -lcublas && wait \$p && wait \$q &&
+           g++ -std=c++17 -O2 -fopenmp -I. data/prepare.cpp -o $BUILD/prepare &&
+           $BUILD/prepare --out $BUILD/data --vocab 512 README.md"
+if stage build 100 bash -c "$BUILD_CMD"; then
     NOTES+=("nvcc $ARCH")
     stage tests 90 "$BUILD/test_gpu"
     NOTES+=("$(grep -E '^\[doctest\] test cases' "$BUILD/tests.log" | sed 's/\[doctest\] //' | tail -1)")
@@ -48,15 +51,21 @@ if stage build 120 bash -c "$BUILD_CMD"; then
     fi
 
     if [ -x "$SANITIZER" ]; then
-        stage memcheck 120 "$SANITIZER" --tool memcheck --error-exitcode 1 \
+        stage memcheck 100 "$SANITIZER" --tool memcheck --error-exitcode 1 \
             "$BUILD/test_gpu" --test-case-exclude="*10 AdamW*"
         NOTES+=("$(grep -E 'ERROR SUMMARY' "$BUILD/memcheck.log" | tail -1)")
+        # a short training run of the real program: dense + MoT layers, train, validate, sample
+        stage memcheck_train 60 "$SANITIZER" --tool memcheck --error-exitcode 1 \
+            "$BUILD/train_mot" --data "$BUILD/data/*_train_*.bin" --val-data "$BUILD/data/*_val_*.bin" \
+            --tokenizer "$BUILD/data/tokenizer.bin" --device cuda --steps 3 --layers 2 --mot-layers 1 --d-model 64 --batch 8 \
+            --seq 32 --val-every 2 --val-batches 2 --sample-every 3 --sample-len 8
+        NOTES+=("$(grep -E 'ERROR SUMMARY' "$BUILD/memcheck_train.log" | tail -1)")
     else
         NAMES+=("memcheck"); STATUS+=("FAIL(missing)"); SECS+=(0); NOTES+=("compute-sanitizer not found")
         fails=$((fails + 1))
     fi
 
-    stage bench 150 "$BUILD/bench_gpu"
+    stage bench 120 "$BUILD/bench_gpu"
     NOTES+=("see summary below")
 else
     NOTES+=("nvcc $ARCH: build failed, nothing else run")
