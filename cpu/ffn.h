@@ -1,6 +1,5 @@
 // Dense feed-forward block: out = gelu(inp fcw^T + fcb) fcprojw^T + fcprojb.
 #pragma once
-#include "fused.h"
 #include "gelu.h"
 #include "matmul.h"
 
@@ -34,7 +33,7 @@ void ffn_backward(real* dinp,            // (B,T,C)
                   const real* fcw,       // (dff,C)
                   const real* fcprojw,   // (C,dff)
                   int B, int T, int C, int dff) {
-    linear_backward(dfch_gelu, dfcprojw, dfcprojb, dout, fch_gelu, fcprojw, B, T, dff, C);
+    matmul_backward(dfch_gelu, dfcprojw, dfcprojb, dout, fch_gelu, fcprojw, B, T, dff, C);
     gelu_backward(dfch, fch, dfch_gelu, (size_t)B * T * dff);
-    linear_backward(dinp, dfcw, dfcb, dfch, inp, fcw, B, T, C, dff);
+    matmul_backward(dinp, dfcw, dfcb, dfch, inp, fcw, B, T, C, dff);
 }

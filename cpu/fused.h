@@ -52,38 +52,3 @@ static inline float fast_exp(float x) {
     std::memcpy(&scale, &bits, sizeof scale);
     return p * scale;
 }
-
-// Column sums of dout (N, OC) added to dbias (OC): the bias gradient of a
-// linear layer. Threads split the columns into blocks; each walks the rows
-// in order, so every load is a contiguous run of a row (the reference in
-// matmul_backward walks one column at a time, a stride of OC floats per load).
-static inline void bias_backward_fast(float* dbias, const float* dout, int N, int OC) {
-    const int BLK = 64;
-    int nblk = (OC + BLK - 1) / BLK;
-    #pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < nblk; blk++) {
-        int o0 = blk * BLK, n = std::min(BLK, OC - o0);
-        float acc[BLK] = {};
-        for (int i = 0; i < N; i++) {
-            const float* row = dout + (size_t)i * OC + o0;
-            #pragma omp simd
-            for (int o = 0; o < n; o++) acc[o] += row[o];
-        }
-        for (int o = 0; o < n; o++) dbias[o0 + o] += acc[o];
-    }
-}
-
-// matmul_backward (matmul.h) with the bias gradient by rows for float; the
-// same arguments. The products themselves are matmul_backward's gemm calls.
-template <typename real>
-void linear_backward(real* dinp, real* dweight, real* dbias, const real* dout, const real* inp, const real* weight,
-                     int B, int T, int C, int OC) {
-    if constexpr (std::is_same_v<real, float>) {
-        if (use_fast<real>() && dbias != nullptr) {
-            matmul_backward(dinp, dweight, (real*)nullptr, dout, inp, weight, B, T, C, OC);
-            bias_backward_fast(dbias, dout, B * T, OC);
-            return;
-        }
-    }
-    matmul_backward(dinp, dweight, dbias, dout, inp, weight, B, T, C, OC);
-}

@@ -223,9 +223,9 @@ void gpt_backward(GPT<real>* model, double loss_scale = 1.0) {
                          B, T, C, c.E, c.G, c.f, real(c.tau)));
         PROF(1, PROF_LAYERNORM, layernorm_backward(ld.res2, lg.ln2w, lg.ln2b, ld.ln2, la.res2, lw.ln2w, la.ln2_mean, la.ln2_rstd, B, T, C));
         PROF(1, PROF_RESIDUAL, residual_backward(dresidual, ld.attproj, ld.res2, BTC));
-        PROF(1, PROF_MATMUL, linear_backward(ld.atty, lg.attprojw, lg.attprojb, ld.attproj, la.atty, lw.attprojw, B, T, C, C));
+        PROF(1, PROF_MATMUL, matmul_backward(ld.atty, lg.attprojw, lg.attprojb, ld.attproj, la.atty, lw.attprojw, B, T, C, C));
         PROF(1, PROF_ATTENTION, attention_backward(ld.qkv, ld.preatt, ld.att, ld.atty, la.qkv, la.att, B, T, C, c.NH));
-        PROF(1, PROF_MATMUL, linear_backward(ld.ln1, lg.qkvw, lg.qkvb, ld.qkv, la.ln1, lw.qkvw, B, T, C, 3 * C));
+        PROF(1, PROF_MATMUL, matmul_backward(ld.ln1, lg.qkvw, lg.qkvb, ld.qkv, la.ln1, lw.qkvw, B, T, C, 3 * C));
         PROF(1, PROF_LAYERNORM, layernorm_backward(dresidual, lg.ln1w, lg.ln1b, ld.ln1, residual, lw.ln1w, la.ln1_mean, la.ln1_rstd, B, T, C));
     }
     PROF(1, PROF_ENCODER, encoder_backward(dw.wte, dw.wpe, da.encoded, inputs, B, T, C));

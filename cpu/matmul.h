@@ -3,6 +3,7 @@
 // merge, experts and emit (batched with strides, DESIGN.md section 2). The GPU
 // path makes the same calls to cuBLAS, so the two files read side by side.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <type_traits>
 
@@ -97,10 +98,17 @@ void matmul_backward(real* dinp,          // (B,T,C)
     gemm(false, false, BT, C, OC, real(1), dout, OC, weight, C, real(1), dinp, C);
     gemm(true, false, OC, C, BT, real(1), dout, OC, inp, C, real(1), dweight, C);
     if (dbias == nullptr) return;
+    // column sums, walked row by row (contiguous loads) in blocks of 64
+    // columns, one block per thread; each column still sums its rows in order
     #pragma omp parallel for
-    for (int o = 0; o < OC; o++) {
-        real sum = 0;
-        for (int i = 0; i < BT; i++) sum += dout[(size_t)i * OC + o];
-        dbias[o] += sum;
+    for (int o0 = 0; o0 < OC; o0 += 64) {
+        int n = std::min(64, OC - o0);
+        real sum[64] = {};
+        for (int i = 0; i < BT; i++) {
+            const real* row = dout + (size_t)i * OC + o0;
+            #pragma omp simd
+            for (int o = 0; o < n; o++) sum[o] += row[o];
+        }
+        for (int o = 0; o < n; o++) dbias[o0 + o] += sum[o];
     }
 }
