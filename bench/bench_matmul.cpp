@@ -14,6 +14,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include "common/flops.h"
 #include "cpu/sgemm.h"
 
 extern "C" char* openblas_get_corename(void);
@@ -80,25 +81,6 @@ static double time_median(F f, int samples) {
     return ts[ts.size() / 2];
 }
 
-// core clock from a chain of dependent register adds (1 cycle latency each).
-// (add-immediate chains are folded at rename on Golden Cove, so add a register.)
-static double measure_ghz() {
-    double best = 0.0;
-    for (int r = 0; r < 5; r++) {
-        long n = 400000000, x = 0, one = 1;
-        double t = now();
-#if defined(__x86_64__)
-        for (long i = 0; i < n; i += 8)
-            __asm__ volatile("add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
-                             "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0"
-                             : "+r"(x) : "r"(one));
-#endif
-        double dt = now() - t;
-        best = std::max(best, n / dt * 1e-9);
-    }
-    return best;
-}
-
 // measured single-core fp32 FMA throughput (flops/s): 24 independent zmm FMA
 // chains (latency 4 x 2 ports needs >= 8 in flight), in asm so nothing spills
 static double measure_core_peak() {
@@ -136,7 +118,7 @@ int main() {
     const char* l2 = getenv("OPENBLAS_L2_SIZE");
     printf("env OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s\n", ct ? ct : "(unset)", l2 ? l2 : "(unset)");
 
-    double ghz = measure_ghz();
+    double ghz = measure_clock_ghz();  // common/flops.h
     double core_fma = measure_core_peak();
     int ncores = nt, fma_units = 2, vw = SG_VL;
     double peak = ncores * fma_units * vw * 2 * ghz * 1e9;

@@ -43,7 +43,8 @@ inline void plot_logs(const std::vector<std::string>& logs, const std::string& o
             else if (json_number(line, "loss", &loss)) train += strf("%g %.9g\n", step, loss);
         }
         if (train.empty() && val.empty()) fail(strf("%s: no loss rows (is it a train_mot --log file?)", logs[i].c_str()));
-        std::string name = logs[i].substr(logs[i].find_last_of('/') + 1);
+        std::string name = logs[i].substr(logs[i].find_last_of('/') + 1);  // runs/mot.jsonl -> mot
+        name = name.substr(0, name.rfind(".jsonl"));
         int color = (int)i + 1;
         if (!train.empty()) {
             script += strf("$train%zu << EOD\n", i) + train + "EOD\n";
