@@ -1,12 +1,20 @@
 #!/bin/sh
 # Downloads tinyshakespeare (Karpathy's char-rnn data set, 1115394 bytes) to
 # data/tinyshakespeare.txt, where ./prepare and ./train_mot look for it.
-# Needs curl or wget and internet access. Run from the repository root.
+# Needs curl or wget and internet access, unless the text is already there
+# (data/tinyshakespeare.txt, or ../shared/data/ beside the repository).
 set -eu
+cd "$(dirname "$0")/.."
 url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 dest="data/tinyshakespeare.txt"
 expected=1115394
 tmp="$dest.tmp"
+for have in "$dest" ../shared/data/tinyshakespeare.txt; do
+    if [ -f "$have" ] && [ "$(wc -c < "$have" | tr -d ' ')" = "$expected" ]; then
+        echo "tinyshakespeare is already at $have; nothing to fetch"
+        exit 0
+    fi
+done
 mkdir -p data
 trap 'rm -f "$tmp"' EXIT
 if command -v curl >/dev/null 2>&1; then
