@@ -34,9 +34,11 @@ inline bool use_fast() {
 // |r| <= ln2/2, exp(r) by a degree-6 polynomial, 2^n from the exponent bits.
 // Inputs are clamped to [-87.3, 88.3]: far below, about 1e-38 instead of 0
 // (harmless in a softmax or a sigmoid); far above, about 2e38 instead of inf.
-// NaN is not preserved.
-static inline float fast_exp(float x) {
-    x = x < -87.3f ? -87.3f : x > 88.3f ? 88.3f : x;  // (std::fmin does not vectorize)
+// NaN goes through the clamp as -87.3 (every comparison with NaN is false), so
+// the integer arithmetic below stays defined, and comes back out as NaN.
+static inline float fast_exp(float x_in) {
+    float x = x_in > -87.3f ? x_in : -87.3f;  // (std::fmin does not vectorize)
+    x = x < 88.3f ? x : 88.3f;
     float n = std::nearbyint(x * 1.44269504088896341f);
     float r = std::fma(n, -0.693359375f, x);       // ln2 split in two parts, so
     r = std::fma(n, 2.12194440e-4f, r);             // r = x - n ln2 stays exact
@@ -50,5 +52,5 @@ static inline float fast_exp(float x) {
     int32_t bits = ((int32_t)n + 127) << 23;  // n in -126..128 after the clamp
     float scale;
     std::memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return x_in == x_in ? p * scale : x_in;  // NaN in, NaN out
 }
