@@ -24,33 +24,12 @@
 #include "common/schedule.h"
 #include "cpu/gpt.h"
 #include "tests/gradcheck.h"
-
-// V 11 (padded to 64), maxT 8, NH 2, C 8, dff 16, E 4, G 2, f 8.
-static Config tiny_config(std::vector<int> kinds, float tau = 1.0f) {
-    Config c;
-    c.V = 11; c.Vp = 64; c.maxT = 8; c.L = (int)kinds.size(); c.NH = 2; c.C = 8;
-    c.dff = 16; c.E = 4; c.G = 2; c.f = 8; c.tau = tau;
-    c.kinds = kinds;
-    return c;
-}
-
-// Weights wider than the training init so the logits are far from uniform and
-// the sequences of a batch diverge (and MoT mixing matters).
-template <typename real>
-static void randomize_params(GPT<real>* model, uint64_t seed) {
-    TestRng r(seed);
-    for (const TensorSpec& s : param_specs(model->cfg)) {
-        real* p = model->params_memory.data() + s.offset;
-        bool lnw = ends_with(s.name, "ln1w") || ends_with(s.name, "ln2w") || s.name == "lnfw";
-        for (size_t i = 0; i < s.numel; i++)
-            p[i] = real(s.ndim >= 2 ? 0.6 * r.sym() : lnw ? 1.0 + 0.2 * r.sym() : 0.1 * r.sym());
-    }
-}
+#include "tests/tiny_model.h"
 
 template <typename real>
 static void build(GPT<real>* m, const Config& c, uint64_t seed) {
     gpt_build(m, c);
-    randomize_params(m, seed);
+    randomize_params(m, seed, 0.6);
 }
 
 struct Kinds {

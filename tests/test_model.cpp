@@ -13,16 +13,7 @@
 
 #include "cpu/gpt.h"
 #include "tests/gradcheck.h"
-
-// The tiny model of the brief: V 11 (padded to 64), maxT 8, L 2, NH 2, C 8,
-// dff 16, E 4, G 2, f 8.
-static Config tiny_config(std::vector<int> kinds, float tau = 1.0f) {
-    Config c;
-    c.V = 11; c.Vp = 64; c.maxT = 8; c.L = (int)kinds.size(); c.NH = 2; c.C = 8;
-    c.dff = 16; c.E = 4; c.G = 2; c.f = 8; c.tau = tau;
-    c.kinds = kinds;
-    return c;
-}
+#include "tests/tiny_model.h"
 
 // A fixed batch (B,T) whose rows start with distinct tokens, so every prefix is
 // distinct and a model can fit every target.
@@ -37,25 +28,11 @@ static void make_batch(int B, int T, int V, uint64_t seed, std::vector<int>& inp
         }
 }
 
-// Parameters drawn wider than the training init (N(0, 0.02)) so that every
-// gradient is well above the finite-difference noise floor: matrices
-// N-ish(0, 0.3), biases +-0.1, LayerNorm weights 1 +- 0.2.
-template <typename real>
-static void randomize_params(GPT<real>* model, uint64_t seed) {
-    TestRng r(seed);
-    for (const TensorSpec& s : param_specs(model->cfg)) {
-        real* p = model->params_memory.data() + s.offset;
-        bool lnw = ends_with(s.name, "ln1w") || ends_with(s.name, "ln2w") || s.name == "lnfw";
-        for (size_t i = 0; i < s.numel; i++)
-            p[i] = real(s.ndim >= 2 ? 0.5 * r.sym() : lnw ? 1.0 + 0.2 * r.sym() : 0.1 * r.sym());
-    }
-}
-
 static void check_model_gradients(const Config& cfg) {
     const int B = 4, T = 5;
     GPT<double> model;
     gpt_build(&model, cfg);
-    randomize_params(&model, 77);
+    randomize_params(&model, 77, 0.5);
     std::vector<int> inp, tgt;
     make_batch(B, T, cfg.V, 5, inp, tgt);
 
@@ -104,7 +81,7 @@ TEST_CASE("gpt_backward: loss_scale scales the gradients, and gradients accumula
     const int B = 4, T = 5;
     GPT<double> model;
     gpt_build(&model, cfg);
-    randomize_params(&model, 3);
+    randomize_params(&model, 3, 0.5);
     std::vector<int> inp, tgt;
     make_batch(B, T, cfg.V, 9, inp, tgt);
     gpt_forward(&model, inp.data(), tgt.data(), B, T);
