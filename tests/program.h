@@ -1,5 +1,7 @@
 // Helpers for suites that run ./train_mot as a user would (from the repository
 // root): run it, capture its output and exit status, write shards by hand.
+// The program is ./train_mot (make), or the path in MOT_TRAIN_MOT (CTest sets
+// it to the CMake build's binary).
 //
 // Runs are single-threaded (OMP_NUM_THREADS=1): the test models are tiny, and
 // on a busy machine OpenMP threads waiting for a core make them much slower.
@@ -10,6 +12,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -18,8 +21,13 @@ struct Run {
     std::string out;  // stdout and stderr together
 };
 
+inline std::string train_mot_path() {
+    const char* p = std::getenv("MOT_TRAIN_MOT");
+    return p && *p ? p : "./train_mot";
+}
+
 inline Run run(const std::string& args) {
-    std::string cmd = "OMP_NUM_THREADS=1 ./train_mot " + args + " 2>&1";
+    std::string cmd = "OMP_NUM_THREADS=1 " + train_mot_path() + " " + args + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     REQUIRE(p);
     Run r{0, ""};

@@ -395,7 +395,7 @@ TEST_CASE("Ctrl-C saves a checkpoint, exits 130, and the run resumes from it") {
     clear_dir(dir);
     std::remove("build/tt_sigint.jsonl");
     std::remove("build/tt_sigint.out");
-    std::string cmd = "exec ./train_mot --data build/tt_train.bin --steps 1000000 --checkpoint-dir " + dir +
+    std::string cmd = "exec " + train_mot_path() + " --data build/tt_train.bin --steps 1000000 --checkpoint-dir " + dir +
                       " --log build/tt_sigint.jsonl" + TINY + " > build/tt_sigint.out 2>&1";
     pid_t pid = fork();
     REQUIRE(pid >= 0);
