@@ -130,6 +130,16 @@ static Result bench_model(const char* name, int kind, bool ref_layers, int B, in
         std::sort(v.begin(), v.end());
         return v[v.size() / 2];
     };
+    // profile: a few more steps with the per-kind timers on (mean per step);
+    // the medians below are of the unprofiled steps
+    const int prof_steps = 3;
+    Profile& p = gpt_profile();
+    p = Profile();
+    p.on = true;
+    for (int s = 0; s < prof_steps; s++) step(2 + steps + s);
+    p.on = false;
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < PROF_NKINDS; i++) r.prof[k][i] = p.seconds[k][i] / prof_steps;
     std::printf("%-9s step times (ms):", name);
     for (double t : times) std::printf(" %.0f", t * 1e3);
     std::printf("\n");
@@ -139,15 +149,80 @@ static Result bench_model(const char* name, int kind, bool ref_layers, int B, in
     r.gflops = model_flops_per_token(c, T) * B * T / r.step_s / 1e9;
     r.frac = r.gflops * 1e9 / peak;
 
-    // profile: a few more steps with the per-kind timers on (mean per step)
-    const int prof_steps = 3;
-    Profile& p = gpt_profile();
-    p = Profile();
-    p.on = true;
-    for (int s = 0; s < prof_steps; s++) step(2 + steps + s);
-    p.on = false;
-    for (int k = 0; k < 2; k++)
-        for (int i = 0; i < PROF_NKINDS; i++) r.prof[k][i] = p.seconds[k][i] / prof_steps;
+    return r;
+}
+
+// One FFN layer of each kind at the bench shape (fast kernels, forward +
+// backward), timed whole and with only its big GEMMs: dense fc and fcproj,
+// MoT's six batched expert products (w1 and w2, forward and backward). The
+// two sets of GEMMs do the same FLOPs; what is left of the layer's time is
+// its other work: gelu, biases, and for MoT the controller, the softmax over
+// the group and the merge / emit products, which stream the (S,T,E,C) mixed
+// tokens (E/G = 4 times the size of the layer's input) through memory.
+struct FfnParts {
+    double dense_all = 0, dense_gemm = 0, mot_all = 0, mot_gemm = 0, gemm_flop = 0;
+};
+static FfnParts ffn_parts(int B, int T) {
+    const Config c = bench_config(MOT);
+    const int C = c.C, E = c.E, G = c.G, f = c.f, dff = c.dff, ST = B / G * T;
+    const long long EC = (long long)E * C, Ef = (long long)E * f, fC = (long long)f * C;
+    const size_t BTC = (size_t)B * T * C, BTE = (size_t)B * T * E, BTH = (size_t)B * T * dff;
+    const size_t STEC = (size_t)ST * EC, STEf = (size_t)ST * Ef;
+    Rng rng = rng_seed(3);
+    auto rnd = [&](size_t n) {
+        std::vector<float> v(n);
+        for (float& x : v) x = (float)(rng_u64(&rng) % 2001) / 1000.0f - 1.0f;
+        return v;
+    };
+    std::vector<float> inp = rnd(BTC), dout = rnd(BTC), out(BTC), dinp(BTC);
+    // dense
+    std::vector<float> fcw = rnd((size_t)dff * C), fcb = rnd(dff), pw = rnd((size_t)C * dff), pb = rnd(C);
+    std::vector<float> dfcw(fcw.size()), dfcb(dff), dpw(pw.size()), dpb(C), fch(BTH), fchg(BTH), dfch(BTH), dfchg(BTH);
+    // MoT
+    std::vector<float> wc = rnd((size_t)E * C), w1 = rnd((size_t)E * fC), w2 = rnd((size_t)E * fC);
+    std::vector<float> dwc(wc.size()), dw1(w1.size()), dw2(w2.size());
+    std::vector<float> z(BTE), m(BTE), u(STEC), p(STEf), a(STEf), y(STEC);
+    std::vector<float> dz(BTE), dm(BTE), du(STEC), dp(STEf), da(STEf), dy(STEC);
+
+    auto time = [](auto&& fn) {  // median of 9 after 2 warm-up calls
+        std::vector<double> t;
+        for (int r = 0; r < 11; r++) {
+            double t0 = now();
+            fn();
+            if (r >= 2) t.push_back(now() - t0);
+        }
+        std::sort(t.begin(), t.end());
+        return t[t.size() / 2];
+    };
+    FfnParts r;
+    r.gemm_flop = 3.0 * 2 * 2 * (double)B * T * C * dff;  // fwd + 2 bwd products, two layers
+    r.dense_all = time([&] {
+        ffn_forward(out.data(), fch.data(), fchg.data(), inp.data(), fcw.data(), fcb.data(), pw.data(), pb.data(), B,
+                    T, C, dff);
+        ffn_backward(dinp.data(), dfcw.data(), dfcb.data(), dpw.data(), dpb.data(), dfch.data(), dfchg.data(),
+                     dout.data(), inp.data(), fch.data(), fchg.data(), fcw.data(), pw.data(), B, T, C, dff);
+    });
+    r.dense_gemm = time([&] {
+        matmul_forward(fch.data(), inp.data(), fcw.data(), fcb.data(), B, T, C, dff);
+        matmul_forward(out.data(), fchg.data(), pw.data(), pb.data(), B, T, dff, C);
+        matmul_backward(dfchg.data(), dpw.data(), dpb.data(), dout.data(), fchg.data(), pw.data(), B, T, dff, C);
+        matmul_backward(dinp.data(), dfcw.data(), dfcb.data(), dfch.data(), inp.data(), fcw.data(), B, T, C, dff);
+    });
+    r.mot_all = time([&] {
+        mot_forward(out.data(), z.data(), m.data(), u.data(), p.data(), a.data(), y.data(), inp.data(), wc.data(),
+                    w1.data(), w2.data(), B, T, C, E, G, f, 1.0f);
+        mot_backward(dinp.data(), dwc.data(), dw1.data(), dw2.data(), dz.data(), dm.data(), du.data(), dp.data(),
+                     da.data(), dy.data(), dout.data(), inp.data(), m.data(), u.data(), p.data(), a.data(), y.data(),
+                     wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, 1.0f);
+    });
+    r.mot_gemm = time([&] {  // the expert products of cpu/mot.h, batched over the E experts
+        gemm(false, true, ST, f, C, 1.0f, u.data(), EC, C, w1.data(), C, fC, 0.0f, p.data(), Ef, f, E);
+        gemm(false, true, ST, C, f, 1.0f, a.data(), Ef, f, w2.data(), f, fC, 0.0f, y.data(), EC, C, E);
+        gemm(false, false, ST, f, C, 1.0f, dy.data(), EC, C, w2.data(), f, fC, 0.0f, da.data(), Ef, f, E);
+        gemm(true, false, C, f, ST, 1.0f, dy.data(), EC, C, a.data(), Ef, f, 1.0f, dw2.data(), f, fC, E);
+        gemm(true, false, f, C, ST, 1.0f, dp.data(), Ef, f, u.data(), EC, C, 1.0f, dw1.data(), C, fC, E);
+        gemm(false, false, ST, C, f, 1.0f, dp.data(), Ef, f, w1.data(), C, fC, 0.0f, du.data(), EC, C, E);
+    });
     return r;
 }
 
@@ -210,6 +285,22 @@ int main(int argc, char** argv) {
         std::printf("%-5s  linear layers + lm head (pure GEMM + bias): %.1f of %.1f ms profiled fwd+bwd\n",
                     res[i].name, gemm_ms, all_ms);
     }
+
+    FfnParts fp = ffn_parts(B, T);
+    std::printf("\none FFN layer, forward + backward, fast kernels (ms, median of 9; the GEMMs of both kinds do %.2f "
+                "GFLOP)\n", fp.gemm_flop / 1e9);
+    std::printf("%-6s %8s %22s %18s\n", "", "layer", "its GEMMs (GFLOP/s)", "rest of the layer");
+    std::printf("%-6s %8.2f %10.2f (%6.1f) %18.2f\n", "dense", fp.dense_all * 1e3, fp.dense_gemm * 1e3,
+                fp.gemm_flop / fp.dense_gemm / 1e9, (fp.dense_all - fp.dense_gemm) * 1e3);
+    std::printf("%-6s %8.2f %10.2f (%6.1f) %18.2f   (controller, group softmax, merge, emit, gelu)\n", "mot",
+                fp.mot_all * 1e3, fp.mot_gemm * 1e3, fp.gemm_flop / fp.mot_gemm / 1e9,
+                (fp.mot_all - fp.mot_gemm) * 1e3);
+    double extra_opt = (res[1].zero_s + res[1].clip_s + res[1].adam_s) - (res[0].zero_s + res[0].clip_s + res[0].adam_s);
+    std::printf("MoT - dense per step: %.1f ms, of which optimizer (zero + clip + AdamW over %.1fx the parameters) "
+                "%.1f ms, FFN layers %.1f ms\n", (res[1].step_s - res[0].step_s) * 1e3,
+                (double)res[1].params / res[0].params, extra_opt * 1e3,
+                (res[1].prof[0][PROF_MOT] + res[1].prof[1][PROF_MOT] - res[0].prof[0][PROF_FFN] -
+                 res[0].prof[1][PROF_FFN]) * 1e3);
 
     std::printf("\nresident memory (kB): VmRSS after warm-up -> after %d more steps (growth), VmHWM of the model\n",
                 steps);

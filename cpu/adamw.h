@@ -41,7 +41,11 @@ void grad_clip(real* grads,  // (n)
 // One AdamW step over a tensor, with decoupled weight decay:
 //   m = b1 m + (1-b1) g;   v = b2 v + (1-b2) g^2
 //   p -= lr (m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps) + wd p)
-// t is the 1-based step count used for bias correction.
+// t is the 1-based step count used for bias correction. The loop computes the
+// same update as
+//   p -= (lr / c1) m / (sqrt(v) / sqrt(c2) + eps) + lr wd p,   c = 1 - b^t,
+// the bias corrections folded into per-tensor constants: one division and one
+// square root per element (the update is memory-bound once it has no more).
 template <typename real>
 void adamw_update(real* params,       // (n)
                   const real* grads,  // (n)
@@ -50,12 +54,14 @@ void adamw_update(real* params,       // (n)
                   size_t n, float lr, float beta1, float beta2, float eps, float wd, int t) {
     real c1 = real(1) - std::pow(real(beta1), real(t));
     real c2 = real(1) - std::pow(real(beta2), real(t));
+    real step = real(lr) / c1, inv_sqrt_c2 = real(1) / std::sqrt(c2), decay = real(lr) * real(wd);
     #pragma omp parallel for simd
     for (size_t i = 0; i < n; i++) {
         real g = grads[i];
-        m[i] = real(beta1) * m[i] + real(1 - beta1) * g;
-        v[i] = real(beta2) * v[i] + real(1 - beta2) * g * g;
-        real mhat = m[i] / c1, vhat = v[i] / c2;
-        params[i] -= real(lr) * (mhat / (std::sqrt(vhat) + real(eps)) + real(wd) * params[i]);
+        real mi = real(beta1) * m[i] + real(1 - beta1) * g;
+        real vi = real(beta2) * v[i] + real(1 - beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        params[i] -= step * mi / (std::sqrt(vi) * inv_sqrt_c2 + real(eps)) + decay * params[i];
     }
 }

@@ -82,21 +82,22 @@ inline void grad_clip(float* grads,  // (n)
 // omb1 = 1 - beta1 and omb2 = 1 - beta2 rounded to float as the CPU does):
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
 //   p -= lr (m/c1 / (sqrt(v/c2) + eps) + wd p)
+// computed as cpu/adamw.h does, with step = lr/c1, inv_sqrt_c2 = 1/sqrt(c2),
+// decay = lr wd:  p -= step m / (sqrt(v) inv_sqrt_c2 + eps) + decay p
 __global__ void adamw_kernel(float* params,       // (n)
                              const float* grads,  // (n)
                              float* m,            // (n)
                              float* v,            // (n)
-                             size_t n, float lr, float beta1, float beta2, float omb1, float omb2,
-                             float eps, float wd, float c1, float c2) {
+                             size_t n, float beta1, float beta2, float omb1, float omb2,
+                             float eps, float step, float inv_sqrt_c2, float decay) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float g = grads[i];
         float mi = beta1 * m[i] + omb1 * g;
         float vi = beta2 * v[i] + omb2 * g * g;
         m[i] = mi;
         v[i] = vi;
-        float mhat = mi / c1, vhat = vi / c2;
         float p = params[i];
-        params[i] = p - lr * (mhat / (sqrtf(vhat) + eps) + wd * p);
+        params[i] = p - (step * mi / (sqrtf(vi) * inv_sqrt_c2 + eps) + decay * p);
     }
 }
 
@@ -108,8 +109,9 @@ inline void adamw_update(float* params,       // (n)
                          size_t n, float lr, float beta1, float beta2, float eps, float wd, int t) {
     float c1 = 1.0f - std::pow(beta1, (float)t);
     float c2 = 1.0f - std::pow(beta2, (float)t);
-    adamw_kernel<<<grid_for(n, 256), 256>>>(params, grads, m, v, n, lr, beta1, beta2, 1.0f - beta1,
-                                            1.0f - beta2, eps, wd, c1, c2);
+    float step = lr / c1, inv_sqrt_c2 = 1.0f / std::sqrt(c2), decay = lr * wd;
+    adamw_kernel<<<grid_for(n, 256), 256>>>(params, grads, m, v, n, beta1, beta2, 1.0f - beta1, 1.0f - beta2,
+                                            eps, step, inv_sqrt_c2, decay);
     CUDA_CHECK_LAUNCH();
 }
 
