@@ -39,6 +39,16 @@ inline Run run(const std::string& args) {
     return r;
 }
 
+// Expects a clean failure: non-zero exit (not a signal) and every needle in the output.
+inline void expect_error(const std::string& args, const std::vector<std::string>& needles) {
+    Run r = run(args);
+    INFO("args: ", args);
+    INFO("output: ", r.out);
+    CHECK(r.rc != 0);
+    CHECK(r.rc < 128);  // an error exit, not a crash
+    for (const std::string& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
+}
+
 inline bool exists(const std::string& path) {
     struct stat st;
     return stat(path.c_str(), &st) == 0;

@@ -56,16 +56,6 @@ TEST_CASE("a tiny run trains, logs, saves and reloads") {
     CHECK(again.out.find("loaded build/cli.ckpt") != std::string::npos);
 }
 
-// Expects a clean failure: non-zero exit (not a signal) and every needle in the output.
-static void expect_error(const std::string& args, const std::vector<std::string>& needles) {
-    Run r = run(args);
-    INFO("args: ", args);
-    INFO("output: ", r.out);
-    CHECK(r.rc != 0);
-    CHECK(r.rc < 128);  // an error exit, not a crash
-    for (const std::string& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
-}
-
 TEST_CASE("nonsense option values name the option") {
     std::string d = "--data build/cli_train.bin --steps 1";
     write_shard("build/cli_train.bin", text_tokens(2000));

@@ -209,15 +209,6 @@ TEST_CASE("the checkpoint directory keeps the newest complete pairs") {
     CHECK(list_dir(dir).size() == 8);
 }
 
-static void expect_error(const std::string& args, const std::vector<std::string>& needles) {
-    Run r = run(args);
-    INFO("args: ", args);
-    INFO("output: ", r.out);
-    CHECK(r.rc != 0);
-    CHECK(r.rc < 128);  // an error exit, not a crash
-    for (const std::string& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
-}
-
 TEST_CASE("--resume without a usable checkpoint fails clearly") {
     make_data();
     std::string d = "--data build/tt_train.bin --steps 4" + TINY;
