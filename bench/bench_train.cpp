@@ -56,6 +56,11 @@ static long maxrss_kb() {
     return ru.ru_maxrss;
 }
 
+static double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
 static Config bench_config(int kind) {
     Config c;
     c.V = 4096;
@@ -126,10 +131,6 @@ static Result bench_model(const char* name, int kind, bool ref_layers, int B, in
     r.loss1 = model.mean_loss;
     r.rss_after = proc_kb("VmRSS");
     r.hwm = proc_kb("VmHWM");
-    auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v[v.size() / 2];
-    };
     // profile: a few more steps with the per-kind timers on (mean per step);
     // the medians below are of the unprofiled steps
     const int prof_steps = 3;
@@ -171,7 +172,7 @@ static FfnParts ffn_parts(int B, int T) {
     Rng rng = rng_seed(3);
     auto rnd = [&](size_t n) {
         std::vector<float> v(n);
-        for (float& x : v) x = (float)(rng_u64(&rng) % 2001) / 1000.0f - 1.0f;
+        for (float& x : v) x = 2.0f * rng_uniform(&rng) - 1.0f;
         return v;
     };
     std::vector<float> inp = rnd(BTC), dout = rnd(BTC), out(BTC), dinp(BTC);
@@ -191,11 +192,10 @@ static FfnParts ffn_parts(int B, int T) {
             fn();
             if (r >= 2) t.push_back(now() - t0);
         }
-        std::sort(t.begin(), t.end());
-        return t[t.size() / 2];
+        return median(t);
     };
     FfnParts r;
-    r.gemm_flop = 3.0 * 2 * 2 * (double)B * T * C * dff;  // fwd + 2 bwd products, two layers
+    r.gemm_flop = 3.0 * 2 * 2 * (double)B * T * C * dff;  // fc and fcproj: forward + 2 backward products each
     r.dense_all = time([&] {
         ffn_forward(out.data(), fch.data(), fchg.data(), inp.data(), fcw.data(), fcb.data(), pw.data(), pb.data(), B,
                     T, C, dff);
@@ -296,8 +296,9 @@ int main(int argc, char** argv) {
                 fp.mot_all * 1e3, fp.mot_gemm * 1e3, fp.gemm_flop / fp.mot_gemm / 1e9,
                 (fp.mot_all - fp.mot_gemm) * 1e3);
     double extra_opt = (res[1].zero_s + res[1].clip_s + res[1].adam_s) - (res[0].zero_s + res[0].clip_s + res[0].adam_s);
-    std::printf("MoT - dense per step: %.1f ms, of which optimizer (zero + clip + AdamW over %.1fx the parameters) "
-                "%.1f ms, FFN layers %.1f ms\n", (res[1].step_s - res[0].step_s) * 1e3,
+    std::printf("MoT - dense per step: %.1f ms (median steps); optimizer (zero + clip + AdamW over %.1fx the "
+                "parameters) %.1f ms more (medians), FFN layers %.1f ms more (profiled steps)\n",
+                (res[1].step_s - res[0].step_s) * 1e3,
                 (double)res[1].params / res[0].params, extra_opt * 1e3,
                 (res[1].prof[0][PROF_MOT] + res[1].prof[1][PROF_MOT] - res[0].prof[0][PROF_FFN] -
                  res[0].prof[1][PROF_FFN]) * 1e3);
