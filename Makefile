@@ -8,17 +8,21 @@
 CXX ?= g++
 # OPT: optimization and instrumentation, e.g. make OPT="-O1 -g -fsanitize=address"
 OPT ?= -O3 -march=native
-CXXFLAGS := $(OPT) -std=c++17 -fopenmp -Wall -Wextra -I.
+# The offline kit (make offline-kit): copies of the header-only dependencies
+# (CLI11, doctest) inside the tree, for GPU nodes without Debian packages.
+KIT := build/offline-kit/include
+KIT_INC := $(if $(wildcard $(KIT)/CLI/CLI.hpp),-isystem $(KIT))
+CXXFLAGS := $(OPT) -std=c++17 -fopenmp -Wall -Wextra -I. $(KIT_INC)
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
 # GPU architectures: Ampere (sm_80) and Hopper (sm_90); override with GPU_ARCH=...
 GPU_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
-NVCCFLAGS := -O3 -std=c++17 -I. $(GPU_ARCH) -Xcompiler "-fopenmp -march=native -Wall" -diag-suppress 20012
+NVCCFLAGS := -O3 -std=c++17 -I. $(KIT_INC) $(GPU_ARCH) -Xcompiler "-fopenmp -march=native -Wall" -diag-suppress 20012
 
 HEADERS := $(wildcard common/*.h cpu/*.h gpu/*.cuh tokenizer/*.h data/*.h tests/*.h)
 CPU_TESTS := $(patsubst tests/%.cpp,build/%,$(wildcard tests/test_*.cpp))
 GPU_TESTS := $(if $(NVCC),$(patsubst tests/%.cu,build/%,$(wildcard tests/test_*.cu)))
 
-.PHONY: all test test-cpu bench clean
+.PHONY: all test test-cpu bench clean offline-kit
 all: train_mot prepare
 
 ifneq ($(NVCC),)
@@ -60,5 +64,18 @@ BENCHES := $(patsubst bench/%.cpp,build/%,$(wildcard bench/bench_*.cpp))
 bench: $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; ./$$b || exit 1; done
 
+# Copies CLI11 and doctest (from the Debian packages libcli11-dev and
+# doctest-dev; another prefix with INCLUDE_DIR=...) into $(KIT), an ignored folder that
+# travels with the working tree to a node that lacks them.
+INCLUDE_DIR ?= /usr/include
+offline-kit:
+	@test -f $(INCLUDE_DIR)/CLI/CLI.hpp || { echo "offline-kit: $(INCLUDE_DIR)/CLI/CLI.hpp not found (apt-get install libcli11-dev)" >&2; exit 1; }
+	@test -f $(INCLUDE_DIR)/doctest/doctest.h || { echo "offline-kit: $(INCLUDE_DIR)/doctest/doctest.h not found (apt-get install doctest-dev)" >&2; exit 1; }
+	rm -rf $(KIT) && mkdir -p $(KIT)
+	cp -r $(INCLUDE_DIR)/CLI $(INCLUDE_DIR)/doctest $(KIT)/
+	@echo "offline-kit: $(KIT) holds CLI11 and doctest; it travels with the tree (tests/gpu_check.sh uses it)"
+
+# keeps the offline kit (it may be the only copy on an offline node)
 clean:
-	rm -rf build train_mot prepare
+	@mkdir -p build && find build -mindepth 1 -maxdepth 1 ! -name offline-kit -exec rm -rf {} +
+	rm -f train_mot prepare

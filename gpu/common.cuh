@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdlib>
 #include <string>
 
 #include "../common/error.h"
@@ -17,17 +18,35 @@ inline void gpu_check_cuda(cudaError_t status, const char* what, const char* fil
     if (status != cudaSuccess)
         fail(strf("CUDA error at %s:%d: %s (%s)", file, line, cudaGetErrorString(status), what));
 }
+// CUDA_CHECK(cudaMalloc(...)); CUBLAS_CHECK(cublasSgemm(...)); -- throw on failure.
+#define CUDA_CHECK(call) gpu_check_cuda((call), #call, __FILE__, __LINE__)
+
+// MOT_CUDA_SYNC=1 in the environment: wait for every kernel right after its
+// launch, so a fault inside it (an illegal address, say) is reported at that
+// kernel's file and line instead of at some later, unrelated CUDA call.
+// Slow; for finding which kernel fails.
+inline bool gpu_sync_after_launch() {
+    static const bool on = [] {
+        const char* v = std::getenv("MOT_CUDA_SYNC");
+        return v != nullptr && *v != '\0' && std::string(v) != "0";
+    }();
+    return on;
+}
+
+// After every kernel launch: reports bad launch configurations at their line
+// (and, under MOT_CUDA_SYNC, faults during the kernel's run).
+inline void gpu_check_launch(const char* file, int line) {
+    gpu_check_cuda(cudaGetLastError(), "kernel launch", file, line);
+    if (gpu_sync_after_launch()) gpu_check_cuda(cudaDeviceSynchronize(), "kernel run (MOT_CUDA_SYNC)", file, line);
+}
+#define CUDA_CHECK_LAUNCH() gpu_check_launch(__FILE__, __LINE__)
 
 inline void gpu_check_cublas(cublasStatus_t status, const char* what, const char* file, int line) {
     if (status != CUBLAS_STATUS_SUCCESS)
         fail(strf("cuBLAS error at %s:%d: %s (%s)", file, line, cublasGetStatusString(status), what));
+    if (gpu_sync_after_launch()) gpu_check_cuda(cudaDeviceSynchronize(), what, file, line);
 }
-
-// CUDA_CHECK(cudaMalloc(...)); CUBLAS_CHECK(cublasSgemm(...)); -- throw on failure.
-#define CUDA_CHECK(call) gpu_check_cuda((call), #call, __FILE__, __LINE__)
 #define CUBLAS_CHECK(call) gpu_check_cublas((call), #call, __FILE__, __LINE__)
-// After every kernel launch: reports bad launch configurations at their line.
-#define CUDA_CHECK_LAUNCH() gpu_check_cuda(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
 
 // ceil(n / d) for grid sizes
 inline unsigned int ceil_div(size_t n, size_t d) { return (unsigned int)((n + d - 1) / d); }
