@@ -221,14 +221,11 @@ static int train(Options o) {
     Rng sample_rng = rng_seed(o.seed + 1);
     double val_bpt = have_val && tokp ? bytes_per_token(tok, val_pattern) : 0;
 
-    std::string why;
-    bool on_gpu = choose_gpu(o.device, c, B, T, &why);
-    if (!on_gpu && o.device == "auto" && gpu_compiled()) std::printf("device auto: using the CPU (%s)\n", why.c_str());
 #ifdef __CUDACC__
-    if (on_gpu) gpu_set_tf32(o.tf32);
+    if (o.device != "cpu" && gpu_available()) gpu_set_tf32(o.tf32);
 #endif
     Model model;
-    model_build(&model, c, on_gpu, params.data());
+    model_build(&model, c, o.device, B, T, params.data());
     std::vector<float>().swap(params);
     if (o.resume) {
         state = train_state_load(checkpoint_name(o.checkpoint_dir, checkpoint_steps(o.checkpoint_dir).back(), "state"),
@@ -368,7 +365,7 @@ static int sample_main(const SampleOptions& s) {
         prompt.insert(prompt.end(), ids.begin(), ids.end());
     }
     Model model;
-    model_build(&model, c, false, params.data());
+    model_build(&model, c, "cpu", 0, 0, params.data());
     Rng rng = rng_seed(s.seed);
     print_samples(&model, tok_path.empty() ? nullptr : &tok, prompt, s.prompt, s.num, s.length, s.temperature, s.top_k, &rng);
     return 0;
@@ -391,9 +388,8 @@ static int eval_main(const EvalOptions& e) {
     }
     DataLoader loader;
     dataloader_init(&loader, pattern, e.B, e.T, false, 0, c.V);
-    std::string why;
     Model model;
-    model_build(&model, c, choose_gpu(e.device, c, e.B, e.T, &why), params.data());
+    model_build(&model, c, e.device, e.B, e.T, params.data());
     int n = e.batches > 0 ? e.batches : (int)dataloader_batches_per_epoch(&loader);
     double loss = evaluate(&model, &loader, n);
     std::printf("%s on %s: loss %.4f over %d batches of %d x %d tokens (device %s)\n", e.load.c_str(),

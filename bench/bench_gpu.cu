@@ -16,9 +16,15 @@
 //   attention: 12 L C T per token (QK^T and att V over the full T x T, as
 //   computed; forward 4 C T per layer, backward twice that)
 // Biases, LayerNorm, GELU, softmax and the optimizer are not counted.
-// MFU compares to the H200 peaks: fp32 (no tensor cores) 67 TFLOP/s, TF32
-// tensor cores 494 TFLOP/s dense.
+// MFU compares to this device's peaks as train_mot computes them
+// (gpu_peak_flops in gpu/common.cuh: SMs, lanes and clock read from the
+// device): fp32 CUDA cores with TF32 off, TF32 tensor cores with TF32 on.
+//
+// Exits non-zero when the model's loss at step 0 is not finite or not within
+// 0.5 of ln V (the loss of a freshly initialized model, whose logits are all
+// near zero): a throughput figure of a broken model means nothing.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -27,7 +33,7 @@
 #include "common/rng.h"
 #include "gpu/gpt.cuh"
 
-static const double PEAK_FP32 = 67e12, PEAK_TF32 = 494e12;
+static double PEAK_FP32 = 0, PEAK_TF32 = 0;  // set in main from the device
 
 // p[i] = scale * uniform(-sqrt(3), sqrt(3)) from a hash of (seed, i): std = scale.
 __global__ void fill_uniform_kernel(float* p, size_t n, float scale, unsigned long long seed) {
@@ -134,6 +140,13 @@ static void bench_model(const char* name, const Config& c, int B, int T, int ste
         inputs[i] = (int)(rng_u64(&rng) % (uint64_t)c.V);
         targets[i] = (int)(rng_u64(&rng) % (uint64_t)c.V);
     }
+    // the freshly initialized model's loss must be about ln V
+    gpu::gpt_forward(&model, inputs.data(), targets.data(), B, T);
+    double loss0 = model.mean_loss;
+    std::printf("    (%s: loss at step 0 %.4f, ln V = %.4f)\n", name, loss0, std::log((double)c.V));
+    if (!std::isfinite(loss0) || std::fabs(loss0 - std::log((double)c.V)) > 0.5)
+        fail(strf("%s: the loss at step 0 is %g, not within 0.5 of ln V = %.4f: the model is broken", name, loss0,
+                  std::log((double)c.V)));
     for (int tf32 = 0; tf32 < 2; tf32++) {
         gpu_set_tf32(tf32 != 0);
         double t0 = 0, loss = 0;
@@ -248,8 +261,10 @@ int main(int argc, char** argv) {
         size_t total = 0, free_bytes = gpu_free_memory(&total);
         std::printf("device %s, %.1f of %.1f GiB free\n", gpu_device_name().c_str(), free_bytes / 1073741824.0,
                     total / 1073741824.0);
-        std::printf("peaks: fp32 %.0f TFLOP/s (TF32 off), TF32 tensor %.0f TFLOP/s dense (TF32 on)\n",
-                    PEAK_FP32 / 1e12, PEAK_TF32 / 1e12);
+        std::string how_fp32, how_tf32;
+        PEAK_FP32 = gpu_peak_flops(false, &how_fp32);
+        PEAK_TF32 = gpu_peak_flops(true, &how_tf32);
+        std::printf("peak, TF32 off: %s\npeak, TF32 on:  %s\n", how_fp32.c_str(), how_tf32.c_str());
         Config dense = gpt2_small(false), mot = gpt2_small(true);
         // B = 32 (MoT needs B divisible by G = 32); the longest T <= 1024 at
         // which both models fit in 90% of free memory.
@@ -269,7 +284,7 @@ int main(int argc, char** argv) {
         bench_model("gpt2-small dense", dense, B, T, steps, &rows);
         bench_model("gpt2-small mot", mot, B, T, steps, &rows);
 
-        std::printf("\nsummary (MFU against %s):\n", "fp32 67 / TF32 494 TFLOP/s");
+        std::printf("\nsummary (MFU against fp32 %.1f / TF32 %.1f TFLOP/s):\n", PEAK_FP32 / 1e12, PEAK_TF32 / 1e12);
         std::printf("%-24s %4s %5s %5s %10s %12s %9s %8s\n", "what", "B", "T", "tf32", "ms/step", "tokens/s",
                     "TFLOP/s", "MFU");
         for (const Row& r : rows) print_row(r);

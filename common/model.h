@@ -17,6 +17,14 @@
 #include "../gpu/gpt.cuh"
 #endif
 
+inline bool gpu_compiled() {
+#ifdef __CUDACC__
+    return true;
+#else
+    return false;
+#endif
+}
+
 struct Model {
     Config cfg;
     bool on_gpu = false;
@@ -26,26 +34,19 @@ struct Model {
 #endif
 };
 
-inline bool gpu_compiled() {
-#ifdef __CUDACC__
-    return true;
-#else
-    return false;
-#endif
-}
-
 // Chooses the device for --device cpu|cuda|auto and a batch shape; says why
 // when the GPU is not used. Fails for an explicit cuda that cannot work.
 inline bool choose_gpu(const std::string& device, const Config& c, int B, int T, std::string* why) {
     if (device == "cpu") return false;
 #ifdef __CUDACC__
     if (!gpu_available()) {
-        *why = "no CUDA device or driver found";
+        *why = gpu_unavailable_reason();
     } else {
         size_t need = gpu::gpt_device_bytes(c, B, T), free_bytes = gpu_free_memory();
         if (need < free_bytes) return true;
-        *why = strf("the model needs %.2f GiB of GPU memory, %.2f GiB are free", need / 1073741824.0,
-                    free_bytes / 1073741824.0);
+        *why = strf("the model needs %.2f GiB of GPU memory at --batch %d --seq %d (%.2f GiB of it for cuBLAS, "
+                    "scratch and margin), %.2f GiB are free",
+                    need / 1073741824.0, B, T, gpu::GPU_RESERVE_BYTES / 1073741824.0, free_bytes / 1073741824.0);
     }
 #else
     (void)c, (void)B, (void)T;
@@ -63,22 +64,38 @@ inline std::string device_name(const Model& m) {
     return "cpu";
 }
 
-// Builds the model with the given parameters (num_params(c) floats).
-inline void model_build(Model* m, const Config& c, bool on_gpu, const float* params) {
+// Builds the model with the given parameters (num_params(c) floats) on the
+// device that --device (cpu, cuda or auto) picks for batch shape (B,T). On
+// the GPU the activations for (B,T) are allocated here, so that running out
+// of memory shows now: under auto the GPU blocks are freed and the model is
+// built on the CPU, saying so; under cuda it is an error naming the sizes.
+inline void model_build(Model* m, const Config& c, const std::string& device, int B, int T, const float* params) {
     m->cfg = c;
-    m->on_gpu = on_gpu;
+    std::string why;
+    m->on_gpu = choose_gpu(device, c, B, T, &why);
     gpt_build(&m->cpu, c);
     std::copy(params, params + num_params(c), m->cpu.params_memory.begin());
 #ifdef __CUDACC__
-    if (on_gpu) {
-        gpu::gpt_build(&m->gpu, c);
-        gpu::gpu_gpt_load_params(&m->gpu, params);
+    if (m->on_gpu) {
+        try {
+            gpu::gpt_build(&m->gpu, c);
+            gpu::gpu_gpt_load_params(&m->gpu, params);
+            gpu::gpt_ensure_acts(&m->gpu, B, T);
+        } catch (const std::exception& e) {
+            if (device != "auto") throw;
+            gpu::gpt_free(&m->gpu);
+            m->on_gpu = false;
+            why = strf("the GPU build failed: %s", e.what());
+        }
+    }
+    if (m->on_gpu) {
         // the host copy keeps only the weights; its other blocks are not needed
         std::vector<float>().swap(m->cpu.grads_memory);
         std::vector<float>().swap(m->cpu.m_memory);
         std::vector<float>().swap(m->cpu.v_memory);
     }
 #endif
+    if (!m->on_gpu && device == "auto" && gpu_compiled()) std::printf("device auto: using the CPU (%s)\n", why.c_str());
 }
 
 // Host copy of the current weights (for checkpoints and generation).
@@ -161,20 +178,11 @@ inline bool all_finite(const float* p, size_t n) {
     return true;
 }
 
-// fp32 peak of the training device, with how it was derived.
+// Peak FLOP rate of the training device, with how it was derived: the GPU's
+// fp32 rate (its TF32 tensor-core rate under --tf32), or the CPU's.
 inline double device_peak_flops(const Model& m, std::string* how) {
 #ifdef __CUDACC__
-    if (m.on_gpu) {
-        int dev = 0, sms = 0, khz = 0;
-        CUDA_CHECK(cudaGetDevice(&dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev));
-        // 128 fp32 lanes per SM on Ampere GA10x / Hopper; 2 FLOPs per FMA
-        double peak = sms * 128.0 * 2.0 * khz * 1e3;
-        *how = strf("%d SMs x 128 fp32 lanes x 2 x %.0f MHz = %.1f TFLOP/s (CUDA cores, no tensor cores)", sms,
-                    khz / 1e3, peak / 1e12);
-        return peak;
-    }
+    if (m.on_gpu) return gpu_peak_flops(gpu_tf32(), how);
 #endif
     (void)m;
     int threads = 1;

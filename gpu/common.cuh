@@ -8,6 +8,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <string>
@@ -48,6 +49,21 @@ inline void gpu_check_cublas(cublasStatus_t status, const char* what, const char
 }
 #define CUBLAS_CHECK(call) gpu_check_cublas((call), #call, __FILE__, __LINE__)
 
+// cudaMalloc that names what it allocates: out of memory is an error giving
+// the size, the free memory and the option that sets the size.
+template <typename T>
+void gpu_malloc(T** ptr, size_t count, const char* what, const char* hint = "") {
+    size_t bytes = std::max<size_t>(count, 1) * sizeof(T);
+    cudaError_t status = cudaMalloc((void**)ptr, bytes);
+    if (status == cudaSuccess) return;
+    (void)cudaGetLastError();
+    *ptr = nullptr;
+    size_t free_bytes = 0, total = 0;
+    cudaMemGetInfo(&free_bytes, &total);
+    fail(strf("GPU out of memory: %s needs %.2f GiB, %.2f of %.2f GiB are free (%s)%s%s", what, bytes / 1073741824.0,
+              free_bytes / 1073741824.0, total / 1073741824.0, cudaGetErrorString(status), *hint ? "; " : "", hint));
+}
+
 // ceil(n / d) for grid sizes
 inline unsigned int ceil_div(size_t n, size_t d) { return (unsigned int)((n + d - 1) / d); }
 
@@ -57,6 +73,61 @@ inline unsigned int grid_for(size_t n, int block) {
     size_t blocks = (n + block - 1) / block;
     if (blocks > 65536) blocks = 65536;
     return (unsigned int)(blocks > 0 ? blocks : 1);
+}
+
+// Streaming multiprocessors of the current device (asked once).
+inline int gpu_sm_count() {
+    static const int sms = [] {
+        int dev = 0, n = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+        return n;
+    }();
+    return sms;
+}
+
+// ---- column sums of a (rows, C) matrix, deterministic and filling the GPU
+// Bias and LayerNorm parameter gradients sum a tall matrix over its rows. One
+// block per 32 columns gives only C/32 blocks (24 at C = 768, on 132 SMs), so
+// the rows are also cut into `chunks` stretches: pass 1 writes one partial sum
+// per (chunk, column), pass 2 adds the chunks' partials in order. Both passes
+// use a fixed summation order, so results repeat bit for bit.
+
+// Row chunks for a (rows, C) column sum: about 4 blocks per SM, each chunk at
+// least 32 rows.
+inline int column_chunks(size_t rows, int C) {
+    size_t col_blocks = ceil_div(C, 32), want = ceil_div(4 * (size_t)gpu_sm_count(), col_blocks);
+    size_t most = ceil_div(rows, 32);
+    return (int)std::max<size_t>(1, std::min(want, most));
+}
+
+// Device scratch for the partial sums, grown on demand and kept for the life
+// of the program (cudaFree waits for work in flight on the default stream).
+inline float* column_scratch(size_t n) {
+    static float* scratch = nullptr;
+    static size_t size = 0;
+    if (n > size) {
+        if (scratch) CUDA_CHECK(cudaFree(scratch));
+        gpu_malloc(&scratch, n, "column-sum scratch");
+        size = n;
+    }
+    return scratch;
+}
+
+// out[c] += sum over k < chunks of partial[k*C + c], in order of k.
+__global__ void column_sum_finish_kernel(float* out,            // (C)
+                                         const float* partial,  // (chunks, C)
+                                         int chunks, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float sum = 0.0f;
+    for (int k = 0; k < chunks; k++) sum += partial[(size_t)k * C + c];
+    out[c] += sum;
+}
+
+inline void column_sum_finish(float* out, const float* partial, int chunks, int C) {
+    column_sum_finish_kernel<<<ceil_div(C, 256), 256>>>(out, partial, chunks, C);
+    CUDA_CHECK_LAUNCH();
 }
 
 // cuBLAS state: created on first use, kept for the life of the program.
@@ -91,17 +162,34 @@ inline void gpu_set_tf32(bool on) {
 
 inline bool gpu_tf32() { return gpu_blas_state().tf32; }
 
-// True when a CUDA driver and at least one device are present. Never throws:
-// on a machine without a GPU it returns false and clears the CUDA error.
-inline bool gpu_available() {
-    int count = 0;
-    cudaError_t status = cudaGetDeviceCount(&count);
-    if (status != cudaSuccess) {
-        (void)cudaGetLastError();  // clear it so later CUDA calls do not report it
-        return false;
-    }
-    return count > 0;
+// Why this process cannot use a GPU, or "" when it can. Tells apart no
+// driver, a driver older than the CUDA runtime this program was built with,
+// no device, and any other error (with CUDA's own words). Asked once; never
+// throws, and clears the CUDA error so later calls do not report it.
+inline const std::string& gpu_unavailable_reason() {
+    static const std::string reason = [] {
+        int driver = 0, runtime = 0, count = 0;
+        cudaDriverGetVersion(&driver);  // 0 when no driver is installed
+        cudaRuntimeGetVersion(&runtime);
+        cudaError_t status = cudaGetDeviceCount(&count);
+        (void)cudaGetLastError();
+        auto ver = [](int v) { return strf("%d.%d", v / 1000, v % 1000 / 10); };
+        if (driver == 0) return std::string("no NVIDIA driver found (libcuda is not installed or not loadable)");
+        if (status == cudaErrorInsufficientDriver || driver < runtime)
+            return strf("the NVIDIA driver supports CUDA %s, older than the CUDA runtime %s this program was "
+                        "built with: update the driver (cudaGetDeviceCount: %s)",
+                        ver(driver).c_str(), ver(runtime).c_str(), cudaGetErrorString(status));
+        if (status == cudaErrorNoDevice || (status == cudaSuccess && count == 0))
+            return std::string("the NVIDIA driver found no CUDA device");
+        if (status != cudaSuccess)
+            return strf("cudaGetDeviceCount failed: %s (%s)", cudaGetErrorName(status), cudaGetErrorString(status));
+        return std::string();
+    }();
+    return reason;
 }
+
+// True when a CUDA driver and at least one device are present.
+inline bool gpu_available() { return gpu_unavailable_reason().empty(); }
 
 // Name of the current device, e.g. "NVIDIA H200".
 inline std::string gpu_device_name() {
@@ -118,4 +206,37 @@ inline size_t gpu_free_memory(size_t* total = nullptr) {
     CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
     if (total) *total = total_bytes;
     return free_bytes;
+}
+
+// Peak FLOP rate of the current device for fp32 matrix work, with how it was
+// derived: SMs x lanes x 2 (an FMA is two FLOPs) x clock, all read from the
+// device. fp32 CUDA-core lanes per SM by compute capability: 64 on sm_60,
+// sm_70, sm_75 and sm_80; 128 on sm_61, sm_86, sm_87, sm_89, sm_90 and later.
+// With tf32, the dense TF32 tensor-core rate instead: FLOPs per SM per clock
+// 1024 on sm_80 (A100: 108 SMs x 1024 x 1.41 GHz = 156 TFLOP/s), 256 on
+// sm_86/sm_89, 2048 on sm_90 (H100/H200); other chips: unknown, and the
+// fp32 peak is used (said so in how).
+inline double gpu_peak_flops(bool tf32, std::string* how) {
+    int dev = 0, sms = 0, khz = 0, major = 0, minor = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    int cc = major * 10 + minor;
+    int lanes = (cc == 60 || cc == 70 || cc == 72 || cc == 75 || cc == 80) ? 64 : 128;
+    int tf32_per_clock = cc == 80 ? 1024 : (cc == 86 || cc == 87 || cc == 89) ? 256 : cc == 90 ? 2048 : 0;
+    double mhz = khz / 1e3;
+    if (tf32 && tf32_per_clock > 0) {
+        double peak = (double)sms * tf32_per_clock * mhz * 1e6;
+        if (how)
+            *how = strf("%d SMs x %d TF32 FLOPs per clock x %.0f MHz = %.1f TFLOP/s (sm_%d, TF32 tensor cores, dense)",
+                        sms, tf32_per_clock, mhz, peak / 1e12, cc);
+        return peak;
+    }
+    double peak = (double)sms * lanes * 2.0 * mhz * 1e6;
+    if (how)
+        *how = strf("%d SMs x %d fp32 lanes x 2 x %.0f MHz = %.1f TFLOP/s (sm_%d, CUDA cores%s)", sms, lanes, mhz,
+                    peak / 1e12, cc, tf32 ? "; TF32 tensor-core rate unknown for this chip" : ", no tensor cores");
+    return peak;
 }

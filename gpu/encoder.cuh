@@ -1,5 +1,8 @@
 // Token + position embedding on the GPU: x[b,t] = wte[tok[b,t]] + wpe[t].
 #pragma once
+#include <algorithm>
+#include <vector>
+
 #include "common.cuh"
 
 namespace gpu {
@@ -19,29 +22,65 @@ __global__ void encoder_forward_kernel(float* out,        // (B,T,C)
     }
 }
 
-// dwte[inp[b,t], i] += dout[b,t,i]: rows of wte repeat across (b,t), so the
-// scatter uses atomicAdd (summation order, hence the last bits, may vary).
-__global__ void encoder_backward_wte_kernel(float* dwte,        // (Vp,C)
-                                            const float* dout,  // (B,T,C)
-                                            const int* inp,     // (B,T)
-                                            int B, int T, int C) {
-    size_t n = (size_t)B * T * C;
-    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
-        size_t bt = idx / C;
-        int i = (int)(idx % C);
-        atomicAdd(&dwte[(size_t)inp[bt] * C + i], dout[idx]);
-    }
+// The batch's token ids grouped by token, built on the host (where the ids
+// are known) so that the wte gradient can be summed without atomics, in a
+// fixed order: bucket k holds token[k], whose positions bt = b*T + t are
+// pos[start[k] .. start[k+1]) in increasing order. Packed in one int buffer:
+//   [token (n), start (n + 1), pos (B*T)]; at most 3*B*T + 1 ints.
+inline int token_buckets_build(std::vector<int>* packed, const int* inp, size_t BT) {
+    std::vector<int> order(BT);
+    for (size_t i = 0; i < BT; i++) order[i] = (int)i;
+    std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return inp[x] < inp[y]; });
+    std::vector<int> token, start;
+    for (size_t i = 0; i < BT; i++)
+        if (i == 0 || inp[order[i]] != inp[order[i - 1]]) {
+            token.push_back(inp[order[i]]);
+            start.push_back((int)i);
+        }
+    start.push_back((int)BT);
+    packed->clear();
+    packed->insert(packed->end(), token.begin(), token.end());
+    packed->insert(packed->end(), start.begin(), start.end());
+    packed->insert(packed->end(), order.begin(), order.end());
+    return (int)token.size();
 }
 
-// dwpe[t, i] += sum over b of dout[b,t,i]; one thread per (t, i), deterministic.
+// Device view of a packed bucket buffer with n buckets.
+struct TokenBuckets {
+    const int* token;  // (n) distinct token ids
+    const int* start;  // (n + 1) offsets into pos
+    const int* pos;    // (B*T) positions b*T + t, grouped by token
+    int n;
+};
+
+inline TokenBuckets token_buckets(const int* packed, int n) { return {packed, packed + n, packed + 2 * n + 1, n}; }
+
+// dwte[token, i] += dout[bt, i] over the positions bt of each token, added one
+// by one in increasing bt: the same order (hence bit for bit the same sums) as
+// cpu/encoder.h, and the same in every run. Grid (buckets, ceil(C / 128)),
+// one thread per (token, channel).
+__global__ void encoder_backward_wte_kernel(float* dwte,        // (Vp,C)
+                                            const float* dout,  // (B,T,C)
+                                            TokenBuckets buckets, int C) {
+    int k = blockIdx.x;
+    int i = blockIdx.y * blockDim.x + threadIdx.x;
+    if (i >= C) return;
+    float* row = dwte + (size_t)buckets.token[k] * C;
+    float acc = row[i];
+    for (int j = buckets.start[k]; j < buckets.start[k + 1]; j++) acc += dout[(size_t)buckets.pos[j] * C + i];
+    row[i] = acc;
+}
+
+// dwpe[t, i] += dout[b,t,i] for b = 0, 1, ..., added one by one in that order
+// (as cpu/encoder.h does); one thread per (t, i).
 __global__ void encoder_backward_wpe_kernel(float* dwpe,        // (maxT,C)
                                             const float* dout,  // (B,T,C)
                                             int B, int T, int C) {
     size_t n = (size_t)T * C;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
-        float sum = 0.0f;
-        for (int b = 0; b < B; b++) sum += dout[(size_t)b * T * C + idx];
-        dwpe[idx] += sum;  // idx = t*C + i
+        float acc = dwpe[idx];  // idx = t*C + i
+        for (int b = 0; b < B; b++) acc += dout[(size_t)b * T * C + idx];
+        dwpe[idx] = acc;
     }
 }
 
@@ -56,14 +95,16 @@ inline void encoder_forward(float* out,        // (B,T,C)
     CUDA_CHECK_LAUNCH();
 }
 
-inline void encoder_backward(float* dwte,        // (Vp,C)
-                             float* dwpe,        // (maxT,C)
-                             const float* dout,  // (B,T,C)
-                             const int* inp,     // (B,T) token ids, device
+// buckets: the token ids of the batch grouped by token (token_buckets_build).
+inline void encoder_backward(float* dwte,          // (Vp,C)
+                             float* dwpe,          // (maxT,C)
+                             const float* dout,    // (B,T,C)
+                             TokenBuckets buckets,  // the batch's (B,T) ids by token, device
                              int B, int T, int C) {
-    size_t n = (size_t)B * T * C;
-    encoder_backward_wte_kernel<<<grid_for(n, 256), 256>>>(dwte, dout, inp, B, T, C);
-    CUDA_CHECK_LAUNCH();
+    if (buckets.n > 0) {
+        encoder_backward_wte_kernel<<<dim3(buckets.n, ceil_div(C, 128)), 128>>>(dwte, dout, buckets, C);
+        CUDA_CHECK_LAUNCH();
+    }
     encoder_backward_wpe_kernel<<<grid_for((size_t)T * C, 256), 256>>>(dwpe, dout, B, T, C);
     CUDA_CHECK_LAUNCH();
 }

@@ -9,6 +9,7 @@
 // copied in with gpu_gpt_load_params; checkpoints read them back with
 // gpu_gpt_get_params / gpu_gpt_get_moments.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -42,6 +43,9 @@ struct GPT {
     Acts<float> acts, grad_acts;        // named device views
     int* inputs = nullptr;              // (B,T) device, the batch of the last forward
     int* targets = nullptr;             // (B,T) device
+    int* buckets = nullptr;             // (3*B*T + 1) device: inputs grouped by token (encoder.cuh)
+    int n_buckets = 0;                  // distinct tokens in the last forward with targets
+    std::vector<int> host_buckets;      // staging for buckets
     bool has_targets = false;
     double mean_loss = 0;  // of the last forward with targets
     std::vector<float> host_losses;  // (B,T) staging for mean_loss
@@ -60,9 +64,11 @@ inline void gpt_free(GPT* model) {
         if (*b) cudaFree(*b);  // no throw: also runs from the destructor
         *b = nullptr;
     }
-    if (model->inputs) cudaFree(model->inputs);
-    if (model->targets) cudaFree(model->targets);
-    model->inputs = model->targets = nullptr;
+    int** ints[] = {&model->inputs, &model->targets, &model->buckets};
+    for (int** b : ints) {
+        if (*b) cudaFree(*b);
+        *b = nullptr;
+    }
     model->B = model->T = 0;
 }
 
@@ -76,9 +82,10 @@ inline void gpt_build(GPT* model, const Config& cfg) {
     model->cfg = cfg;
     size_t n = num_params(cfg);
     model->num_params = n;
-    CUDA_CHECK(cudaMalloc(&model->params_memory, n * sizeof(float)));
-    CUDA_CHECK(cudaMalloc(&model->grads_memory, n * sizeof(float)));
-    CUDA_CHECK(cudaMalloc(&model->mv_memory, 2 * n * sizeof(float)));
+    const char* hint = "a smaller model (--d-model, --layers, --experts, --expert-size) or --device cpu";
+    gpu_malloc(&model->params_memory, n, "the parameters", hint);
+    gpu_malloc(&model->grads_memory, n, "the parameter gradients", hint);
+    gpu_malloc(&model->mv_memory, 2 * n, "the AdamW moments", hint);
     CUDA_CHECK(cudaMemset(model->params_memory, 0, n * sizeof(float)));
     CUDA_CHECK(cudaMemset(model->grads_memory, 0, n * sizeof(float)));
     CUDA_CHECK(cudaMemset(model->mv_memory, 0, 2 * n * sizeof(float)));
@@ -111,28 +118,39 @@ inline void gpu_gpt_load_moments(GPT* model, const float* host_m, const float* h
 }
 
 // Bytes of device memory the model needs for batch shape (B,T): parameters,
-// gradients, moments, activations and their gradients, token buffers.
+// gradients, moments, activations and their gradients, token buffers, plus
+// what cuBLAS and the reductions take beside them (GPU_RESERVE_BYTES).
+constexpr size_t GPU_RESERVE_BYTES = (size_t)256 << 20;  // cuBLAS workspace, reduction scratch, margin
 inline size_t gpt_device_bytes(const Config& cfg, int B, int T) {
-    return (4 * num_params(cfg) + 2 * num_acts(cfg, B, T)) * sizeof(float) + 2 * (size_t)B * T * sizeof(int);
+    size_t BT = (size_t)B * T;
+    size_t floats = 4 * num_params(cfg) + 2 * num_acts(cfg, B, T);
+    size_t ints = 2 * BT + 3 * BT + 1;  // inputs, targets, token buckets
+    return floats * sizeof(float) + ints * sizeof(int) + GPU_RESERVE_BYTES;
 }
 
 // (Re)allocates and carves the activation blocks when the batch shape changes.
 inline void gpt_ensure_acts(GPT* model, int B, int T) {
     if (model->B == B && model->T == T) return;
-    if (model->acts_memory) CUDA_CHECK(cudaFree(model->acts_memory));
-    if (model->grad_acts_memory) CUDA_CHECK(cudaFree(model->grad_acts_memory));
-    if (model->inputs) CUDA_CHECK(cudaFree(model->inputs));
-    if (model->targets) CUDA_CHECK(cudaFree(model->targets));
-    model->acts_memory = model->grad_acts_memory = nullptr;
-    model->inputs = model->targets = nullptr;
+    float** fblocks[] = {&model->acts_memory, &model->grad_acts_memory};
+    for (float** b : fblocks) {
+        if (*b) CUDA_CHECK(cudaFree(*b));
+        *b = nullptr;
+    }
+    int** iblocks[] = {&model->inputs, &model->targets, &model->buckets};
+    for (int** b : iblocks) {
+        if (*b) CUDA_CHECK(cudaFree(*b));
+        *b = nullptr;
+    }
     model->B = model->T = 0;
-    size_t n = num_acts(model->cfg, B, T);
-    CUDA_CHECK(cudaMalloc(&model->acts_memory, n * sizeof(float)));
-    CUDA_CHECK(cudaMalloc(&model->grad_acts_memory, n * sizeof(float)));
+    size_t n = num_acts(model->cfg, B, T), BT = (size_t)B * T;
+    const char* hint = "a smaller --batch or --seq";
+    gpu_malloc(&model->acts_memory, n, "the activations", hint);
+    gpu_malloc(&model->grad_acts_memory, n, "the activation gradients", hint);
     CUDA_CHECK(cudaMemset(model->acts_memory, 0, n * sizeof(float)));
     CUDA_CHECK(cudaMemset(model->grad_acts_memory, 0, n * sizeof(float)));
-    CUDA_CHECK(cudaMalloc(&model->inputs, (size_t)B * T * sizeof(int)));
-    CUDA_CHECK(cudaMalloc(&model->targets, (size_t)B * T * sizeof(int)));
+    gpu_malloc(&model->inputs, BT, "the input tokens", hint);
+    gpu_malloc(&model->targets, BT, "the target tokens", hint);
+    gpu_malloc(&model->buckets, 3 * BT + 1, "the token buckets", hint);
     model->num_acts = n;
     model->acts = carve_acts(model->acts_memory, model->cfg, B, T);
     model->grad_acts = carve_acts(model->grad_acts_memory, model->cfg, B, T);
@@ -150,7 +168,13 @@ inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B
     size_t BT = (size_t)B * T;
     CUDA_CHECK(cudaMemcpy(model->inputs, inputs, BT * sizeof(int), cudaMemcpyHostToDevice));
     model->has_targets = targets != nullptr;
-    if (targets) CUDA_CHECK(cudaMemcpy(model->targets, targets, BT * sizeof(int), cudaMemcpyHostToDevice));
+    if (targets) {
+        CUDA_CHECK(cudaMemcpy(model->targets, targets, BT * sizeof(int), cudaMemcpyHostToDevice));
+        // for the backward: the inputs grouped by token, so dwte sums in a fixed order
+        model->n_buckets = token_buckets_build(&model->host_buckets, inputs, BT);
+        CUDA_CHECK(cudaMemcpy(model->buckets, model->host_buckets.data(), model->host_buckets.size() * sizeof(int),
+                              cudaMemcpyHostToDevice));
+    }
     const int C = c.C;
     const size_t BTC = BT * C;
     Weights<float>& w = model->params;
@@ -189,25 +213,31 @@ inline void gpt_zero_grad(GPT* model) {
     CUDA_CHECK(cudaMemset(model->grads_memory, 0, model->num_params * sizeof(float)));
 }
 
-// Zeroes the activation gradients that the backward pass accumulates into.
-// The (B,NH,T,T) attention scratch, by far the largest, is skipped: the
-// backward overwrites every element of it. Relies on the visit_acts order:
-// per layer ln1 .. qkv, then preatt, att, then atty .. res3; after the layers
-// lnf .. losses.
+// Zeroes the activation gradients that the backward pass accumulates into,
+// skipping those it overwrites whole (as cpu/gpt.h does): probs (never used),
+// the (B,NH,T,T) attention scratch, and the MoT scratch. Adjacent tensors to
+// zero are cleared with one cudaMemset.
 inline void gpt_zero_grad_acts(GPT* model) {
-    Acts<float>& da = model->grad_acts;
     const Config& c = model->cfg;
-    auto zero = [](float* from, float* to) {
-        if (to > from) CUDA_CHECK(cudaMemset(from, 0, (size_t)(to - from) * sizeof(float)));
-    };
-    size_t BT = (size_t)model->B * model->T, BTC = BT * c.C;
-    zero(da.encoded, da.encoded + BTC);
+    Acts<float> da = model->grad_acts;  // a copy: visit_acts hands out its slots
+    std::vector<const float*> skip = {da.probs};
     for (int l = 0; l < c.L; l++) {
-        LayerActs<float>& ld = da.layer[l];
-        zero(ld.ln1, ld.preatt);
-        zero(ld.atty, ld.res3 + BTC);
+        const LayerActs<float>& ld = da.layer[l];
+        skip.insert(skip.end(), {ld.preatt, ld.att});
+        if (c.kinds[l] != DENSE) skip.insert(skip.end(), {ld.z, ld.m, ld.u, ld.p, ld.a, ld.y});
     }
-    zero(da.lnf, da.losses + BT);
+    float* run = nullptr;  // start of the current stretch to zero
+    size_t run_n = 0;
+    auto flush = [&]() {
+        if (run_n > 0) CUDA_CHECK(cudaMemset(run, 0, run_n * sizeof(float)));
+        run = nullptr, run_n = 0;
+    };
+    visit_acts(da, c, model->B, model->T, [&](float*& slot, size_t n) {
+        if (std::find(skip.begin(), skip.end(), slot) != skip.end()) return flush();
+        if (run == nullptr) run = slot;
+        run_n += n;  // tensors are carved back to back, so the stretch stays contiguous
+    });
+    flush();
 }
 
 // Backward pass of the last forward (which must have had targets). Parameter
@@ -257,7 +287,7 @@ inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
         matmul_backward(ld.ln1, lg.qkvw, lg.qkvb, ld.qkv, la.ln1, lw.qkvw, B, T, C, 3 * C);
         layernorm_backward(dresidual, lg.ln1w, lg.ln1b, ld.ln1, residual, lw.ln1w, la.ln1_mean, la.ln1_rstd, B, T, C);
     }
-    encoder_backward(dw.wte, dw.wpe, da.encoded, model->inputs, B, T, C);
+    encoder_backward(dw.wte, dw.wpe, da.encoded, token_buckets(model->buckets, model->n_buckets), B, T, C);
 }
 
 // Global gradient norm; when it exceeds clip (> 0), scales the gradients

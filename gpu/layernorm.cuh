@@ -76,11 +76,12 @@ __global__ void layernorm_backward_dinp_kernel(float* dinp,          // (N,C)
     }
 }
 
-// dweight[c] += sum_i dout[i,c] n[i,c];  dbias[c] += sum_i dout[i,c].
+// Partial column sums of the parameter gradients over the rows of chunk k
+// (column_chunks in common.cuh), n = (x - mean) rstd:
+//   partial[0, k, c] = sum_i dout[i,c] n[i,c];  partial[1, k, c] = sum_i dout[i,c]
 // Block (32, 32) over 32 adjacent channels, rows strided by threadIdx.y,
-// partial sums added in a fixed order (deterministic). Grid: ceil(C / 32).
-__global__ void layernorm_backward_params_kernel(float* dweight,      // (C)
-                                                 float* dbias,        // (C)
+// the 32 partial sums added in a fixed order. Grid (ceil(C / 32), chunks).
+__global__ void layernorm_backward_params_kernel(float* partial,      // (2,chunks,C)
                                                  const float* dout,   // (N,C)
                                                  const float* inp,    // (N,C)
                                                  const float* mean,   // (N)
@@ -88,9 +89,10 @@ __global__ void layernorm_backward_params_kernel(float* dweight,      // (C)
                                                  int N, int C) {
     __shared__ float pw[32][33], pb[32][33];
     int c = blockIdx.x * 32 + threadIdx.x;
+    int per = (N + gridDim.y - 1) / gridDim.y, begin = blockIdx.y * per, end = min(N, begin + per);
     float dw = 0.0f, db = 0.0f;
     if (c < C)
-        for (int i = threadIdx.y; i < N; i += 32) {
+        for (int i = begin + threadIdx.y; i < end; i += 32) {
             size_t k = (size_t)i * C + c;
             float n = (inp[k] - mean[i]) * rstd[i];
             dw += dout[k] * n;
@@ -105,8 +107,8 @@ __global__ void layernorm_backward_params_kernel(float* dweight,      // (C)
             sw += pw[k][threadIdx.x];
             sb += pb[k][threadIdx.x];
         }
-        dweight[c] += sw;
-        dbias[c] += sb;
+        partial[(size_t)blockIdx.y * C + c] = sw;
+        partial[((size_t)gridDim.y + blockIdx.y) * C + c] = sb;
     }
 }
 
@@ -134,8 +136,14 @@ inline void layernorm_backward(float* dinp,          // (B,T,C)
     int N = B * T;
     layernorm_backward_dinp_kernel<<<ceil_div(N, 8), 256>>>(dinp, dout, inp, weight, mean, rstd, N, C);
     CUDA_CHECK_LAUNCH();
-    layernorm_backward_params_kernel<<<ceil_div(C, 32), dim3(32, 32)>>>(dweight, dbias, dout, inp, mean, rstd, N, C);
+    // dweight += sum_i dout n;  dbias += sum_i dout: partial sums per row chunk, then their sum
+    int chunks = column_chunks(N, C);
+    float* partial = column_scratch(2 * (size_t)chunks * C);
+    layernorm_backward_params_kernel<<<dim3(ceil_div(C, 32), chunks), dim3(32, 32)>>>(partial, dout, inp, mean,
+                                                                                     rstd, N, C);
     CUDA_CHECK_LAUNCH();
+    column_sum_finish(dweight, partial, chunks, C);
+    column_sum_finish(dbias, partial + (size_t)chunks * C, chunks, C);
 }
 
 }  // namespace gpu

@@ -38,25 +38,39 @@ __global__ void add_bias_kernel(float* out,         // (rows,OC)
         out[i] += bias[i % OC];
 }
 
-// dbias[o] += sum over rows i of dout[i, o]. Block (32, 32): threadIdx.x picks
-// one of 32 adjacent columns (coalesced), threadIdx.y strides over the rows;
-// the 32 partial sums of a column are then added in shared memory in a fixed
-// order, so the result is deterministic. Grid: ceil(OC / 32) blocks.
-__global__ void bias_backward_kernel(float* dbias,       // (OC)
-                                     const float* dout,  // (rows,OC)
-                                     size_t rows, int OC) {
-    __shared__ float partial[32][33];
+// partial[k, o] = sum over the rows i of chunk k of dout[i, o] (see
+// column_chunks). Block (32, 32): threadIdx.x picks one of 32 adjacent
+// columns (coalesced), threadIdx.y strides over the chunk's rows; the 32
+// partial sums of a column are added in shared memory in a fixed order.
+// Grid (ceil(OC / 32), chunks).
+__global__ void bias_backward_partial_kernel(float* partial,     // (chunks,OC)
+                                             const float* dout,  // (rows,OC)
+                                             size_t rows, int OC) {
+    __shared__ float part[32][33];
     int o = blockIdx.x * 32 + threadIdx.x;
+    size_t per = (rows + gridDim.y - 1) / gridDim.y, begin = blockIdx.y * per;
+    size_t end = begin + per < rows ? begin + per : rows;
     float sum = 0.0f;
     if (o < OC)
-        for (size_t i = threadIdx.y; i < rows; i += 32) sum += dout[i * OC + o];
-    partial[threadIdx.y][threadIdx.x] = sum;
+        for (size_t i = begin + threadIdx.y; i < end; i += 32) sum += dout[i * OC + o];
+    part[threadIdx.y][threadIdx.x] = sum;
     __syncthreads();
     if (threadIdx.y == 0 && o < OC) {
         float total = 0.0f;
-        for (int k = 0; k < 32; k++) total += partial[k][threadIdx.x];
-        dbias[o] += total;
+        for (int k = 0; k < 32; k++) total += part[k][threadIdx.x];
+        partial[(size_t)blockIdx.y * OC + o] = total;
     }
+}
+
+// dbias[o] += sum over rows i of dout[i, o]; two passes, deterministic.
+inline void bias_backward(float* dbias,       // (OC)
+                          const float* dout,  // (rows,OC)
+                          size_t rows, int OC) {
+    int chunks = column_chunks(rows, OC);
+    float* partial = column_scratch((size_t)chunks * OC);
+    bias_backward_partial_kernel<<<dim3(ceil_div(OC, 32), chunks), dim3(32, 32)>>>(partial, dout, rows, OC);
+    CUDA_CHECK_LAUNCH();
+    column_sum_finish(dbias, partial, chunks, OC);
 }
 
 // Linear layer: out = inp weight^T + bias, weight stored (out, in).
@@ -85,8 +99,7 @@ inline void matmul_backward(float* dinp,          // (B,T,C)
     gemm(false, false, BT, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
     gemm(true, false, OC, C, BT, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
     if (dbias == nullptr) return;
-    bias_backward_kernel<<<ceil_div(OC, 32), dim3(32, 32)>>>(dbias, dout, (size_t)BT, OC);
-    CUDA_CHECK_LAUNCH();
+    bias_backward(dbias, dout, (size_t)BT, OC);
 }
 
 }  // namespace gpu

@@ -3,8 +3,11 @@
 //
 //   nvcc -std=c++17 -O2 -arch=native -Xcompiler -fopenmp -I. tests/test_gpu.cu -o test_gpu -lcublas
 //
-// Without a GPU (no driver or no device) every test case is reported as
-// skipped and the binary exits 0.
+// Without a usable GPU every test case is reported as skipped, with the reason
+// (no driver, a driver older than the CUDA runtime, no device, ...) printed
+// first and carried in each case's description, and the binary exits 0.
+// Two cases run ./train_mot --device cuda (tests/train_checks.h): two runs of
+// one command and a resumed run must match byte for byte.
 //
 // Error measure, per tensor: rel = max_i |gpu_i - cpu_i| / max(max_i |cpu_i|, 1e-30),
 // i.e. the largest elementwise difference relative to the tensor's largest
@@ -22,11 +25,18 @@
 #include "common/rng.h"
 #include "cpu/gpt.h"
 #include "gpu/gpt.cuh"
+#include "tests/train_checks.h"
 
 static const bool has_gpu = gpu_available();
+static const std::string skip_reason = has_gpu ? "" : "no usable GPU: " + gpu_unavailable_reason();
+static const bool banner = [] {
+    if (!has_gpu) std::printf("test_gpu: every case is skipped, %s\n", skip_reason.c_str());
+    return true;
+}();
 static const double TOL = 1e-4;
-// every test case carries this decorator: skipped (and reported) without a GPU
-#define GPU_TEST(name) TEST_CASE(name * doctest::skip(!has_gpu))
+// every test case carries these decorators: skipped without a GPU, the reason
+// in its description (--list-test-cases shows it)
+#define GPU_TEST(name) TEST_CASE(name * doctest::skip(!has_gpu) * doctest::description(skip_reason.c_str()))
 
 static std::vector<float> rand_vec(Rng* rng, size_t n, float scale = 1.0f) {
     std::vector<float> v(n);
@@ -113,7 +123,8 @@ GPU_TEST("gpu gemm: all transposes, padded leading dimensions, strided batches")
 GPU_TEST("gpu matmul forward and backward") {
     Rng rng = rng_seed(2);
     struct Shape { int B, T, C, OC; };
-    for (Shape s : {Shape{2, 7, 16, 24}, Shape{3, 37, 64, 96}, Shape{1, 64, 128, 48}, Shape{1, 1, 5, 3}})
+    for (Shape s : {Shape{2, 7, 16, 24}, Shape{3, 37, 64, 96}, Shape{1, 64, 128, 48}, Shape{1, 1, 5, 3},
+                    Shape{8, 512, 64, 768}})  // the last: many row chunks in the bias sum
         for (int with_bias = 0; with_bias < 2; with_bias++) {
             size_t BT = (size_t)s.B * s.T;
             std::vector<float> inp = rand_vec(&rng, BT * s.C), w = rand_vec(&rng, (size_t)s.OC * s.C);
@@ -153,15 +164,21 @@ GPU_TEST("gpu encoder forward and backward") {
         std::vector<float> dwte = rand_vec(&rng, wte.size()), dwpe = rand_vec(&rng, wpe.size());
         DevF d_dout(dout), d_dwte(dwte), d_dwpe(dwpe);
         encoder_backward(dwte.data(), dwpe.data(), dout.data(), tok.data(), s.B, s.T, s.C);
-        gpu::encoder_backward(d_dwte.p, d_dwpe.p, d_dout.p, d_tok.p, s.B, s.T, s.C);
+        std::vector<int> packed;
+        int n = gpu::token_buckets_build(&packed, tok.data(), BT);
+        DevI d_buckets(packed);
+        gpu::encoder_backward(d_dwte.p, d_dwpe.p, d_dout.p, gpu::token_buckets(d_buckets.p, n), s.B, s.T, s.C);
         check_all(tag, {{"encoder dwte", &d_dwte, &dwte}, {"encoder dwpe", &d_dwpe, &dwpe}});
+        // each sum is added in the CPU's order, so the two agree bit for bit
+        CHECK_MESSAGE(d_dwte.get() == dwte, "encoder dwte not bitwise equal to the CPU's" << tag);
+        CHECK_MESSAGE(d_dwpe.get() == dwpe, "encoder dwpe not bitwise equal to the CPU's" << tag);
     }
 }
 
 GPU_TEST("gpu layernorm forward and backward") {
     Rng rng = rng_seed(4);
     struct Shape { int B, T, C; };
-    for (Shape s : {Shape{2, 7, 16}, Shape{3, 37, 100}, Shape{2, 33, 768}, Shape{1, 1, 1}}) {
+    for (Shape s : {Shape{2, 7, 16}, Shape{3, 37, 100}, Shape{2, 33, 768}, Shape{1, 1, 1}, Shape{8, 256, 768}}) {
         size_t BT = (size_t)s.B * s.T;
         std::vector<float> inp = rand_vec(&rng, BT * s.C, 2.0f), w = rand_vec(&rng, s.C), b = rand_vec(&rng, s.C);
         for (size_t i = 0; i < inp.size(); i++) inp[i] += 0.5f;  // nonzero mean
@@ -489,11 +506,187 @@ GPU_TEST("gpu model: 10 AdamW steps") {
     }
 }
 
+// One forward + backward of both models on the same batch; returns the GPU
+// loss. Checks the loss, the logits and every parameter gradient within tol.
+static double check_model_step(GPT<float>* cpu, gpu::GPT* gm, const std::vector<int>& inputs,
+                               const std::vector<int>& targets, int B, int T, double tol, const std::string& what) {
+    const Config& c = cpu->cfg;
+    gpt_forward(cpu, inputs.data(), targets.data(), B, T);
+    gpu::gpt_forward(gm, inputs.data(), targets.data(), B, T);
+    double loss_err = std::fabs(gm->mean_loss - cpu->mean_loss) / std::fabs(cpu->mean_loss);
+    CHECK_MESSAGE(loss_err < tol, what << " loss " << gm->mean_loss << " vs " << cpu->mean_loss);
+    std::vector<float> logits((size_t)B * T * c.Vp);
+    CUDA_CHECK(cudaMemcpy(logits.data(), gm->acts.logits, logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    double e = rel_err(logits.data(), cpu->acts.logits, logits.size());
+    CHECK_MESSAGE(e < tol, what << " logits: relative error " << e);
+    gpt_zero_grad(cpu);
+    gpu::gpt_zero_grad(gm);
+    gpt_backward(cpu, 1.0);
+    gpu::gpt_backward(gm, 1.0);
+    std::vector<float> grads(gm->num_params);
+    gpu::gpu_gpt_get_grads(gm, grads.data());
+    for (const TensorSpec& sp : param_specs(c)) {
+        double ge = rel_err(grads.data() + sp.offset, cpu->grads_memory.data() + sp.offset, sp.numel);
+        CHECK_MESSAGE(ge < tol, what << " grad " << sp.name << ": relative error " << ge);
+    }
+    return gm->mean_loss;
+}
+
+// GPT-2-small widths and lengths (V 50257, C 768, NH 12, T 1024, d_ff 3072),
+// two layers, the second MoT (E 8, G 4, f 1536), B 8: sizes at which an
+// index that overflows, a grid that is too small or a reduction that loses
+// precision would show. fp32, TF32 off.
+GPU_TEST("gpu model at GPT-2-small shapes: loss, logits and every parameter gradient") {
+    Config c;
+    c.V = 50257, c.Vp = pad_vocab(c.V), c.maxT = 1024, c.L = 2, c.NH = 12, c.C = 768, c.dff = 3072;
+    c.E = 8, c.G = 4, c.f = c.dff * c.G / c.E, c.tau = 1.0f, c.kinds = {DENSE, MOT};
+    const int B = 8, T = 1024;
+    GPT<float> cpu;
+    gpt_build(&cpu, c);
+    gpt_init_weights(&cpu, 2024);
+    gpu::GPT gm;
+    gpu::gpt_build(&gm, c);
+    gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+    Rng rng = rng_seed(7);
+    std::vector<int> inputs = rand_tokens(&rng, (size_t)B * T, c.V), targets = rand_tokens(&rng, (size_t)B * T, c.V);
+    check_model_step(&cpu, &gm, inputs, targets, B, T, TOL, "gpt2-small shapes");
+}
+
+// Forward and backward at one batch shape, then another (the activations are
+// freed and carved again), then the first again: every time against the CPU.
+GPU_TEST("gpu model: the batch shape changes between calls") {
+    Config c = small_config({MOT, DENSE});
+    GPT<float> cpu;
+    gpt_build(&cpu, c);
+    gpt_init_weights(&cpu, 31);
+    gpu::GPT gm;
+    gpu::gpt_build(&gm, c);
+    gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+    Rng rng = rng_seed(32);
+    struct Shape { int B, T; };
+    for (Shape s : {Shape{4, 37}, Shape{8, 7}, Shape{12, 64}, Shape{4, 37}}) {
+        size_t BT = (size_t)s.B * s.T;
+        std::vector<int> inputs = rand_tokens(&rng, BT, c.V), targets = rand_tokens(&rng, BT, c.V);
+        check_model_step(&cpu, &gm, inputs, targets, s.B, s.T, TOL, strf("B%d T%d", s.B, s.T));
+        CHECK((gm.B == s.B && gm.T == s.T));
+    }
+}
+
+// A run resumed on the GPU: the CPU trains 3 steps; the GPU model takes its
+// parameters and AdamW moments from the host, and both train 3 more.
+GPU_TEST("gpu model: AdamW moments loaded from the host continue a run") {
+    Config c = small_config({DENSE, MOT});
+    const int B = 4, T = 37;
+    GPT<float> cpu;
+    gpt_build(&cpu, c);
+    gpt_init_weights(&cpu, 41);
+    Rng rng = rng_seed(42);
+    auto batch = [&](std::vector<int>* x, std::vector<int>* y) {
+        *x = rand_tokens(&rng, (size_t)B * T, c.V);
+        *y = rand_tokens(&rng, (size_t)B * T, c.V);
+    };
+    std::vector<int> x, y;
+    for (int step = 0; step < 3; step++) {
+        batch(&x, &y);
+        gpt_forward(&cpu, x.data(), y.data(), B, T);
+        gpt_zero_grad(&cpu);
+        gpt_backward(&cpu);
+        gpt_update(&cpu, 1e-3f, 0.9f, 0.95f, 1e-5f, 0.1f, step);
+    }
+    gpu::GPT gm;
+    gpu::gpt_build(&gm, c);
+    gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+    gpu::gpu_gpt_load_moments(&gm, cpu.m_memory.data(), cpu.v_memory.data());
+    std::vector<float> m(gm.num_params), v(gm.num_params);
+    gpu::gpu_gpt_get_moments(&gm, m.data(), v.data());
+    CHECK(m == cpu.m_memory);
+    CHECK(v == cpu.v_memory);
+    CHECK(std::any_of(m.begin(), m.end(), [](float a) { return a != 0.0f; }));  // the moments are not trivial
+    for (int step = 3; step < 6; step++) {
+        batch(&x, &y);
+        check_model_step(&cpu, &gm, x, y, B, T, TOL, strf("step %d", step));
+        gpt_update(&cpu, 1e-3f, 0.9f, 0.95f, 1e-5f, 0.1f, step);
+        gpu::gpt_update(&gm, 1e-3f, 0.9f, 0.95f, 1e-5f, 0.1f, step);
+    }
+    std::vector<float> params(gm.num_params);
+    gpu::gpu_gpt_get_params(&gm, params.data());
+    gpu::gpu_gpt_get_moments(&gm, m.data(), v.data());
+    check_tensors(c, params, cpu.params_memory, "params after the resumed steps");
+    check_tensors(c, m, cpu.m_memory, "adam m after the resumed steps");
+    check_tensors(c, v, cpu.v_memory, "adam v after the resumed steps");
+}
+
+// TF32 tensor cores round matmul inputs to a 10-bit mantissa: the model still
+// agrees with the fp32 CPU reference to about 1e-3; checked at 1e-2. Also
+// that TF32 is really used: the results differ from the fp32 GPU run.
+GPU_TEST("gpu model: TF32 tensor cores agree with the fp32 reference within 1e-2") {
+    for (const ModelCase& mc : {model_cases()[1], model_cases()[2]}) {
+        INFO("model " << mc.name);
+        GPT<float> cpu;
+        gpt_build(&cpu, mc.cfg);
+        gpt_init_weights(&cpu, 51);
+        gpu::GPT gm;
+        gpu::gpt_build(&gm, mc.cfg);
+        gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+        Rng rng = rng_seed(52);
+        size_t BT = (size_t)mc.B * mc.T;
+        std::vector<int> x = rand_tokens(&rng, BT, mc.cfg.V), y = rand_tokens(&rng, BT, mc.cfg.V);
+        gpu::gpt_forward(&gm, x.data(), y.data(), mc.B, mc.T);
+        double fp32_loss = gm.mean_loss;
+        gpu_set_tf32(true);
+        double tf32_loss = check_model_step(&cpu, &gm, x, y, mc.B, mc.T, 1e-2, std::string(mc.name) + " tf32");
+        gpu_set_tf32(false);
+        CHECK_MESSAGE(tf32_loss != fp32_loss, "TF32 on gave the fp32 loss exactly: tensor cores not used?");
+    }
+}
+
+// Forward and backward twice on the same batch: the loss and every gradient
+// repeat bit for bit (no atomics, fixed reduction orders).
+GPU_TEST("gpu model: forward and backward repeat bit for bit") {
+    for (const ModelCase& mc : model_cases()) {
+        INFO("model " << mc.name);
+        GPT<float> cpu;
+        gpt_build(&cpu, mc.cfg);
+        gpt_init_weights(&cpu, 61);
+        gpu::GPT gm;
+        gpu::gpt_build(&gm, mc.cfg);
+        gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+        Rng rng = rng_seed(62);
+        size_t BT = (size_t)mc.B * mc.T;
+        // few distinct tokens: many positions share each wte row
+        std::vector<int> x = rand_tokens(&rng, BT, 5), y = rand_tokens(&rng, BT, mc.cfg.V);
+        std::vector<float> g[2];
+        double loss[2];
+        for (int r = 0; r < 2; r++) {
+            gpu::gpt_forward(&gm, x.data(), y.data(), mc.B, mc.T);
+            gpu::gpt_zero_grad(&gm);
+            gpu::gpt_backward(&gm, 1.0);
+            loss[r] = gm.mean_loss;
+            g[r].resize(gm.num_params);
+            gpu::gpu_gpt_get_grads(&gm, g[r].data());
+        }
+        CHECK(loss[0] == loss[1]);
+        CHECK(g[0] == g[1]);
+    }
+}
+
+// The program itself on the GPU (tests/train_checks.h): the same command twice
+// gives the same log and checkpoint; 10 steps + resume + 10 equals 20 steps.
+GPU_TEST("gpu training: two runs of one command are reproducible") { check_repeat("build/tg", "cuda"); }
+GPU_TEST("gpu training: resume is bit-exact (shuffled)") { check_resume("build/tg", "cuda", 1); }
+
 GPU_TEST("gpu device queries and tf32 switch") {
     size_t total = 0, free_bytes = gpu_free_memory(&total);
     CHECK((!gpu_device_name().empty() && free_bytes > 0 && free_bytes <= total));
     gpu_set_tf32(true);
     CHECK(gpu_tf32());
+    std::string how;
+    double tf32_peak = gpu_peak_flops(true, &how);
     gpu_set_tf32(false);
     CHECK(!gpu_tf32());
+    double fp32_peak = gpu_peak_flops(false, &how);
+    INFO(how);
+    // any GPU of the last decade: 1 to 500 TFLOP/s fp32, tensor cores at least as fast
+    CHECK((fp32_peak > 1e12 && fp32_peak < 5e14));
+    CHECK(tf32_peak >= fp32_peak);
 }

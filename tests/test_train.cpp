@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 
 #include "program.h"
+#include "train_checks.h"
 
 #include <dirent.h>
 #include <signal.h>
@@ -29,157 +30,15 @@
 #include <string>
 #include <vector>
 
-static std::string slurp(const std::string& path) {
-    FILE* fp = std::fopen(path.c_str(), "rb");
-    if (!fp) return "";
-    std::string s;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, fp)) > 0) s.append(buf, n);
-    std::fclose(fp);
-    return s;
-}
-
-static std::vector<std::string> list_dir(const std::string& dir) {
-    std::vector<std::string> names;
-    DIR* d = opendir(dir.c_str());
-    if (!d) return names;
-    while (dirent* e = readdir(d))
-        if (e->d_name[0] != '.') names.push_back(e->d_name);
-    closedir(d);
-    std::sort(names.begin(), names.end());
-    return names;
-}
-
-static void clear_dir(const std::string& dir) {
-    for (const std::string& n : list_dir(dir)) std::remove((dir + "/" + n).c_str());
-    rmdir(dir.c_str());
-}
-
-// Words in a pseudo-random order: text with structure, every batch different.
-static std::vector<uint16_t> text_tokens(int n, uint64_t seed) {
-    const char* words[] = {"the ", "quick ", "brown ", "fox ", "jumps ", "over ", "lazy ", "dog. ", "a ", "cat "};
-    std::vector<uint16_t> t;
-    uint64_t s = seed;
-    while ((int)t.size() < n) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        for (const char* c = words[(s >> 33) % 10]; *c && (int)t.size() < n; c++) t.push_back((uint16_t)*c);
-    }
-    return t;
-}
-
-// The step rows of a JSONL log: step -> key -> the number exactly as printed.
-typedef std::map<int, std::map<std::string, std::string>> LogRows;
-static LogRows read_log(const std::string& path, bool val_rows = false) {
-    LogRows rows;
-    std::string text = slurp(path);
-    size_t pos = 0;
-    while (pos < text.size()) {
-        size_t nl = text.find('\n', pos);
-        std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-        pos = nl == std::string::npos ? text.size() : nl + 1;
-        if ((line.find("\"val_loss\"") != std::string::npos) != val_rows) continue;
-        std::map<std::string, std::string> fields;
-        size_t q = 0;
-        while ((q = line.find('"', q)) != std::string::npos) {
-            size_t q2 = line.find('"', q + 1);
-            std::string key = line.substr(q + 1, q2 - q - 1);
-            size_t v = line.find_first_not_of(": ", q2 + 1);
-            size_t e = line.find_first_of(",}", v);
-            fields[key] = line.substr(v, e - v);
-            q = e;
-        }
-        rows[std::stoi(fields["step"])] = fields;
-    }
-    return rows;
-}
-
 static double num(const std::string& s) { return std::strtod(s.c_str(), nullptr); }
 
-// The text after `key` in out, up to the end of its line ("" when absent).
-static std::string after(const std::string& out, const std::string& key, size_t from = 0) {
-    size_t p = out.find(key, from);
-    if (p == std::string::npos) return "";
-    p += key.size();
-    return out.substr(p, out.find('\n', p) - p);
-}
+static const std::string TINY = TINY_MODEL + " --device cpu";
 
-static const std::string TINY =
-    " --vocab 257 --layers 2 --heads 2 --d-model 16 --experts 4 --group 2 --batch 4 --seq 8 --sample-every 0"
-    " --device cpu";
+static void make_data() { make_train_data("build/tt"); }
 
-static void make_data() {
-    static bool made = false;
-    if (made) return;
-    mkdir("build", 0755);
-    write_shard("build/tt_train.bin", text_tokens(2000, 1));
-    // 200 tokens = 24 rows of T = 8: an epoch every 6 (shuffled) batches of 4
-    write_shard("build/tt_small.bin", text_tokens(200, 2));
-    write_shard("build/tt_val.bin", text_tokens(400, 3));
-    made = true;
-}
-
-// ---------------------------------------------------------------------------
-
-// 20 steps in one run that checkpoints every 10 steps, against a run resumed
-// from its step-10 checkpoint (the step-20 one removed). Both runs have
-// --steps 20: the lr schedule depends on it.
-static void check_resume(int shuffle) {
-    make_data();
-    std::string tag = "build/tt_resume" + std::to_string(shuffle);
-    std::string dir = tag + "_ckpt";
-    clear_dir(dir);
-    for (const char* f : {"_full.jsonl", "_b.jsonl", "_full.ckpt", "_b.ckpt"}) std::remove((tag + f).c_str());
-    // small data: several epochs in 20 steps, the checkpoint falls mid-epoch;
-    // samples every 5 steps test the sampling RNG's state
-    std::string common = "--data build/tt_small.bin --val-data build/tt_val.bin --val-every 4 --val-batches 2"
-                         " --warmup 4 --lr 1e-2 --steps 20 --checkpoint-dir " + dir + " --shuffle " +
-                         std::to_string(shuffle) + TINY + " --sample-every 5 --sample-len 4";  // the last one counts
-    Run full = run(common + " --checkpoint-every 10 --keep-checkpoints 0 --log " + tag + "_full.jsonl --save " + tag +
-                   "_full.ckpt");
-    INFO(full.out);
-    REQUIRE(full.rc == 0);
-    REQUIRE(exists(dir + "/step_00000010.ckpt"));
-    REQUIRE(exists(dir + "/step_00000020.state"));
-    std::remove((dir + "/step_00000020.ckpt").c_str());
-    std::remove((dir + "/step_00000020.state").c_str());
-    Run b = run(common + " --resume --log " + tag + "_b.jsonl --save " + tag + "_b.ckpt");
-    INFO(b.out);
-    REQUIRE(b.rc == 0);
-    CHECK(b.out.find("resuming at step 10") != std::string::npos);
-
-    LogRows f = read_log(tag + "_full.jsonl"), rb = read_log(tag + "_b.jsonl");
-    REQUIRE(f.size() == 20);
-    REQUIRE(rb.size() == 10);
-    CHECK(rb.begin()->first == 11);
-    for (int s = 11; s <= 20; s++) {
-        INFO("step ", s);
-        CHECK(rb[s]["loss"] == f[s]["loss"]);
-        CHECK(rb[s]["grad_norm"] == f[s]["grad_norm"]);
-        CHECK(rb[s]["lr"] == f[s]["lr"]);
-    }
-    // the losses change from step to step: the comparison means something
-    CHECK(f[11]["loss"] != f[12]["loss"]);
-    // validation after the resume, and the final model, byte for byte
-    LogRows fv = read_log(tag + "_full.jsonl", true), bv = read_log(tag + "_b.jsonl", true);
-    for (int s : {12, 16, 20}) CHECK(bv[s]["val_loss"] == fv[s]["val_loss"]);
-    std::string m1 = slurp(tag + "_full.ckpt"), m2 = slurp(tag + "_b.ckpt");
-    CHECK(m1.size() > 1024);
-    CHECK(m1 == m2);
-    // samples at steps 15 and 20 draw from the restored sampling RNG
-    for (const char* at : {"step    15/20", "step    20/20"}) {
-        size_t fp = full.out.find(at), bp = b.out.find(at);
-        REQUIRE(fp != std::string::npos);
-        REQUIRE(bp != std::string::npos);
-        std::string sf = after(full.out, "---- sample 1 ----\n", fp), sb = after(b.out, "---- sample 1 ----\n", bp);
-        CHECK(!sf.empty());
-        CHECK(sf == sb);
-    }
-}
-
-TEST_CASE("resume is bit-exact with shuffling") { check_resume(1); }
-TEST_CASE("resume is bit-exact in sequential mode") { check_resume(0); }
-
+TEST_CASE("resume is bit-exact with shuffling") { check_resume("build/tt", "cpu", 1); }
+TEST_CASE("resume is bit-exact in sequential mode") { check_resume("build/tt", "cpu", 0); }
+TEST_CASE("two runs of the same command give the same log and checkpoint") { check_repeat("build/tt", "cpu"); }
 TEST_CASE("the checkpoint directory keeps the newest complete pairs") {
     make_data();
     std::string dir = "build/tt_keep";

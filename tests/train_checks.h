@@ -1,0 +1,198 @@
+// Training checks shared by the CPU suite (tests/test_train.cpp, --device cpu)
+// and the GPU suite (tests/test_gpu.cu, --device cuda): bit-exact resume, and
+// two runs of one command giving the same log and checkpoint. They run
+// ./train_mot (tests/program.h) on hand-written shards named by a prefix,
+// so that the suites do not share scratch files.
+#pragma once
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "program.h"
+
+inline std::string slurp(const std::string& path) {
+    FILE* fp = std::fopen(path.c_str(), "rb");
+    if (!fp) return "";
+    std::string s;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, fp)) > 0) s.append(buf, n);
+    std::fclose(fp);
+    return s;
+}
+
+inline std::vector<std::string> list_dir(const std::string& dir) {
+    std::vector<std::string> names;
+    DIR* d = opendir(dir.c_str());
+    if (!d) return names;
+    while (dirent* e = readdir(d))
+        if (e->d_name[0] != '.') names.push_back(e->d_name);
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+inline void clear_dir(const std::string& dir) {
+    for (const std::string& n : list_dir(dir)) std::remove((dir + "/" + n).c_str());
+    rmdir(dir.c_str());
+}
+
+// Words in a pseudo-random order: text with structure, every batch different.
+inline std::vector<uint16_t> text_tokens(int n, uint64_t seed) {
+    const char* words[] = {"the ", "quick ", "brown ", "fox ", "jumps ", "over ", "lazy ", "dog. ", "a ", "cat "};
+    std::vector<uint16_t> t;
+    uint64_t s = seed;
+    while ((int)t.size() < n) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        for (const char* c = words[(s >> 33) % 10]; *c && (int)t.size() < n; c++) t.push_back((uint16_t)*c);
+    }
+    return t;
+}
+
+// The step rows of a JSONL log: step -> key -> the number exactly as printed.
+typedef std::map<int, std::map<std::string, std::string>> LogRows;
+inline LogRows read_log(const std::string& path, bool val_rows = false) {
+    LogRows rows;
+    std::string text = slurp(path);
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t nl = text.find('\n', pos);
+        std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        pos = nl == std::string::npos ? text.size() : nl + 1;
+        if ((line.find("\"val_loss\"") != std::string::npos) != val_rows) continue;
+        std::map<std::string, std::string> fields;
+        size_t q = 0;
+        while ((q = line.find('"', q)) != std::string::npos) {
+            size_t q2 = line.find('"', q + 1);
+            std::string key = line.substr(q + 1, q2 - q - 1);
+            size_t v = line.find_first_not_of(": ", q2 + 1);
+            size_t e = line.find_first_of(",}", v);
+            fields[key] = line.substr(v, e - v);
+            q = e;
+        }
+        rows[std::stoi(fields["step"])] = fields;
+    }
+    return rows;
+}
+
+// The text after `key` in out, up to the end of its line ("" when absent).
+inline std::string after(const std::string& out, const std::string& key, size_t from = 0) {
+    size_t p = out.find(key, from);
+    if (p == std::string::npos) return "";
+    p += key.size();
+    return out.substr(p, out.find('\n', p) - p);
+}
+
+// A tiny model of every kind (one MoT layer, one dense), on 257 byte tokens.
+static const std::string TINY_MODEL =
+    " --vocab 257 --layers 2 --heads 2 --d-model 16 --experts 4 --group 2 --batch 4 --seq 8 --sample-every 0";
+
+// PREFIX_train.bin (2000 tokens), PREFIX_small.bin (200 tokens = 24 rows of
+// T = 8: an epoch every 6 shuffled batches of 4), PREFIX_val.bin (400).
+inline void make_train_data(const std::string& prefix) {
+    mkdir("build", 0755);
+    write_shard(prefix + "_train.bin", text_tokens(2000, 1));
+    write_shard(prefix + "_small.bin", text_tokens(200, 2));
+    write_shard(prefix + "_val.bin", text_tokens(400, 3));
+}
+
+// 20 steps in one run that checkpoints every 10 steps, against a run resumed
+// from its step-10 checkpoint (the step-20 one removed). Both runs have
+// --steps 20: the lr schedule depends on it.
+inline void check_resume(const std::string& prefix, const std::string& device, int shuffle) {
+    make_train_data(prefix);
+    std::string tag = prefix + "_resume" + std::to_string(shuffle);
+    std::string dir = tag + "_ckpt";
+    clear_dir(dir);
+    for (const char* f : {"_full.jsonl", "_b.jsonl", "_full.ckpt", "_b.ckpt"}) std::remove((tag + f).c_str());
+    // small data: several epochs in 20 steps, the checkpoint falls mid-epoch;
+    // samples every 5 steps test the sampling RNG's state
+    std::string common = "--data " + prefix + "_small.bin --val-data " + prefix + "_val.bin --val-every 4 --val-batches 2"
+                         " --warmup 4 --lr 1e-2 --steps 20 --checkpoint-dir " + dir + " --shuffle " +
+                         std::to_string(shuffle) + TINY_MODEL + " --device " + device + " --sample-every 5 --sample-len 4";  // the last one counts
+    Run full = run(common + " --checkpoint-every 10 --keep-checkpoints 0 --log " + tag + "_full.jsonl --save " + tag +
+                   "_full.ckpt");
+    INFO(full.out);
+    REQUIRE(full.rc == 0);
+    REQUIRE(exists(dir + "/step_00000010.ckpt"));
+    REQUIRE(exists(dir + "/step_00000020.state"));
+    std::remove((dir + "/step_00000020.ckpt").c_str());
+    std::remove((dir + "/step_00000020.state").c_str());
+    Run b = run(common + " --resume --log " + tag + "_b.jsonl --save " + tag + "_b.ckpt");
+    INFO(b.out);
+    REQUIRE(b.rc == 0);
+    CHECK(b.out.find("resuming at step 10") != std::string::npos);
+
+    LogRows f = read_log(tag + "_full.jsonl"), rb = read_log(tag + "_b.jsonl");
+    REQUIRE(f.size() == 20);
+    REQUIRE(rb.size() == 10);
+    CHECK(rb.begin()->first == 11);
+    for (int s = 11; s <= 20; s++) {
+        INFO("step ", s);
+        CHECK(rb[s]["loss"] == f[s]["loss"]);
+        CHECK(rb[s]["grad_norm"] == f[s]["grad_norm"]);
+        CHECK(rb[s]["lr"] == f[s]["lr"]);
+    }
+    // the losses change from step to step: the comparison means something
+    CHECK(f[11]["loss"] != f[12]["loss"]);
+    // validation after the resume, and the final model, byte for byte
+    LogRows fv = read_log(tag + "_full.jsonl", true), bv = read_log(tag + "_b.jsonl", true);
+    for (int s : {12, 16, 20}) CHECK(bv[s]["val_loss"] == fv[s]["val_loss"]);
+    std::string m1 = slurp(tag + "_full.ckpt"), m2 = slurp(tag + "_b.ckpt");
+    CHECK(m1.size() > 1024);
+    CHECK(m1 == m2);
+    // samples at steps 15 and 20 draw from the restored sampling RNG
+    for (const char* at : {"step    15/20", "step    20/20"}) {
+        size_t fp = full.out.find(at), bp = b.out.find(at);
+        REQUIRE(fp != std::string::npos);
+        REQUIRE(bp != std::string::npos);
+        std::string sf = after(full.out, "---- sample 1 ----\n", fp), sb = after(b.out, "---- sample 1 ----\n", bp);
+        CHECK(!sf.empty());
+        CHECK(sf == sb);
+    }
+}
+
+// The same command twice: every logged loss, gradient norm and validation
+// loss, the samples and the saved model agree byte for byte.
+inline void check_repeat(const std::string& prefix, const std::string& device) {
+    make_train_data(prefix);
+    std::string tag = prefix + "_repeat";
+    std::string cmd = "--data " + prefix + "_train.bin --val-data " + prefix + "_val.bin" + TINY_MODEL +
+                      " --val-every 5 --val-batches 2 --steps 15 --lr 1e-2 --sample-every 15 --sample-len 8 --device " +
+                      device;
+    std::string logs[2], ckpts[2], outs[2];
+    for (int i = 0; i < 2; i++) {
+        std::string name = tag + std::to_string(i);
+        std::remove((name + ".jsonl").c_str());
+        Run r = run(cmd + " --log " + name + ".jsonl --save " + name + ".ckpt");
+        INFO(r.out);
+        REQUIRE(r.rc == 0);
+        if (device == "cuda") REQUIRE(r.out.find("device cuda") != std::string::npos);
+        logs[i] = name + ".jsonl", ckpts[i] = name + ".ckpt", outs[i] = r.out;
+    }
+    LogRows a = read_log(logs[0]), b = read_log(logs[1]);
+    REQUIRE(a.size() == 15);
+    REQUIRE(b.size() == 15);
+    for (int s = 1; s <= 15; s++) {
+        INFO("step ", s);
+        CHECK(a[s]["loss"] == b[s]["loss"]);
+        CHECK(a[s]["grad_norm"] == b[s]["grad_norm"]);
+    }
+    CHECK(a[1]["loss"] != a[15]["loss"]);  // it trained: the comparison means something
+    LogRows av = read_log(logs[0], true), bv = read_log(logs[1], true);
+    CHECK(av.size() == 4);  // steps 0, 5, 10, 15
+    for (auto& kv : av) CHECK(bv[kv.first]["val_loss"] == kv.second["val_loss"]);
+    std::string m0 = slurp(ckpts[0]), m1 = slurp(ckpts[1]);
+    CHECK(m0.size() > 1024);
+    CHECK(m0 == m1);
+    std::string s0 = after(outs[0], "---- sample 1 ----\n"), s1 = after(outs[1], "---- sample 1 ----\n");
+    CHECK(!s0.empty());
+    CHECK(s0 == s1);
+}
