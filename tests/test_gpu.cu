@@ -24,7 +24,7 @@
 
 #include "common/rng.h"
 #include "cpu/gpt.h"
-#include "gpu/gpt.cuh"
+#include "common/model.h"
 #include "tests/train_checks.h"
 
 static const bool has_gpu = gpu_available();
@@ -668,6 +668,45 @@ GPU_TEST("gpu model: forward and backward repeat bit for bit") {
         CHECK(loss[0] == loss[1]);
         CHECK(g[0] == g[1]);
     }
+}
+
+// Out of memory: a model far larger than the card is refused by --device cuda
+// with the sizes, taken to the CPU by auto; a failing allocation names itself.
+GPU_TEST("gpu memory: too large a model is a clear error under cuda and the CPU under auto") {
+    Config c = small_config({MOT});
+    size_t total = 0;
+    gpu_free_memory(&total);
+    std::string why;
+    // activations of B*T rows grow without bound: pick a batch far beyond the card
+    int B = 1 << 18, T = 64;  // about 340 GiB of activations
+    CHECK(gpu::gpt_device_bytes(c, B, T) > total);
+    try {
+        choose_gpu("cuda", c, B, T, &why);
+        FAIL("choose_gpu(cuda) accepted a model larger than the GPU");
+    } catch (const std::exception& e) {
+        std::string msg = e.what();
+        INFO(msg);
+        CHECK(msg.find("--device cuda") != std::string::npos);
+        CHECK(msg.find("GiB are free") != std::string::npos);
+    }
+    CHECK(!choose_gpu("auto", c, B, T, &why));
+    CHECK(why.find("GiB") != std::string::npos);
+    CHECK(choose_gpu("auto", c, 4, 8, &why));  // a batch that fits
+    float* p = nullptr;
+    try {
+        gpu_malloc(&p, total, "a test buffer", "a smaller --batch");  // 4x the card's bytes
+        FAIL("allocating 4x the GPU's memory succeeded");
+    } catch (const std::exception& e) {
+        std::string msg = e.what();
+        INFO(msg);
+        CHECK(msg.find("GPU out of memory: a test buffer needs") != std::string::npos);
+        CHECK(msg.find("a smaller --batch") != std::string::npos);
+    }
+    CHECK(p == nullptr);
+    CHECK(cudaGetLastError() == cudaSuccess);  // the failure left no sticky error
+    float* q = nullptr;
+    CHECK_NOTHROW(gpu_malloc(&q, 1024, "a small buffer"));  // the GPU still works
+    cudaFree(q);
 }
 
 // The program itself on the GPU (tests/train_checks.h): the same command twice
