@@ -61,7 +61,7 @@ build/bench_gpu: bench/bench_gpu.cu $(HEADERS)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublas
 
 BENCHES := $(patsubst bench/%.cpp,build/%,$(wildcard bench/bench_*.cpp))
-bench: $(BENCHES)
+bench: $(BENCHES) train_mot
 	@for b in $(BENCHES); do echo "== $$b"; ./$$b || exit 1; done
 
 # Copies CLI11 and doctest (from the Debian packages libcli11-dev and

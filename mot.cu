@@ -10,7 +10,11 @@
 //   ./train_mot plot LOG... -o loss.png  loss curves of one or several runs
 //   ./train_mot --help                   every option with its default
 #include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <csignal>
 #include <cmath>
 #include <cstdio>
@@ -21,9 +25,11 @@
 #include "common/config.h"
 #include "common/jsonl.h"
 #include "common/model.h"
+#include "common/outputs.h"
 #include "common/plot.h"
 #include "common/rng.h"
 #include "common/schedule.h"
+#include "common/threads.h"
 #include "common/train_state.h"
 #include "data/dataloader.h"
 #include "data/prepare.h"
@@ -47,12 +53,15 @@ struct Options {
     float lr = 3e-3f, lr_min_frac = 0.1f, wd = 0.1f, grad_clip = 1.0f;
     uint64_t seed = 1337;
     bool skip_nonfinite = false;
+    int max_skips = 25;  // with --skip-nonfinite: consecutive skipped updates before giving up
     // device, files
     std::string device = "auto", load, save, log, checkpoint_dir;
     bool tf32 = false, resume = false;
     int checkpoint_every = 0, keep_checkpoints = 3;
+    int threads = 0;  // CPU threads per step; 0: chosen by timing the steps (common/threads.h)
     // evaluation and samples
     int val_every = 250, val_batches = 16, sample_every = 500, sample_len = 128;
+    std::vector<std::string> given;  // the options given on the command line
 };
 
 // --mot-layers: "all", "second-half" or a comma list of layer indices.
@@ -154,15 +163,138 @@ static void print_samples(Model* model, const Tokenizer* tok, const std::vector<
     int n_seq = std::max(any_mot ? c.G : 1, n_show);
     if (any_mot) n_seq = (n_seq + c.G - 1) / c.G * c.G;  // whole groups: MoT mixes them
     std::vector<std::vector<int>> rows = model_generate(model, prompt, n_seq, len, temperature, top_k, rng);
-    for (int i = 0; i < n_show; i++)
-        std::printf("---- sample %d ----\n%s%s\n", i + 1, prompt_text.c_str(), decode(tok, rows[i]).c_str());
+    for (int i = 0; i < n_show; i++) {
+        // the text's raw bytes, NUL and all: printf("%s") would stop at a NUL
+        std::string text = prompt_text + decode(tok, rows[i]);
+        std::printf("---- sample %d ----\n", i + 1);
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::printf("\n");
+    }
     std::printf("------------------\n");
 }
 
-static volatile std::sig_atomic_t interrupted = 0;
-static void on_sigint(int) { interrupted = 1; }
+// SIGINT (Ctrl-C) and SIGTERM (what schedulers and docker stop send): the
+// first asks the training loop to save a checkpoint and stop after the
+// current step; a second one exits at once.
+static volatile std::sig_atomic_t stop_signal = 0;
+static void on_stop_signal(int sig) {
+    if (stop_signal) _exit(128 + sig);
+    stop_signal = sig;
+}
+
+static bool given(const Options& o, const std::string& name) {
+    return std::find(o.given.begin(), o.given.end(), name) != o.given.end();
+}
+
+// With --load or --resume the checkpoint's header sets the model's shape:
+// an option given on the command line that asks for another shape is
+// ignored, and said to be.
+static void note_ignored_model_options(const Options& o, const Config& c) {
+    bool any_mot = std::any_of(c.kinds.begin(), c.kinds.end(), [](int k) { return k == MOT; });
+    int dff = o.d_ff > 0 ? o.d_ff : 4 * o.d_model;
+    struct { const char* name; bool differs; } opts[] = {
+        {"--layers", o.layers != c.L}, {"--heads", o.heads != c.NH}, {"--d-model", o.d_model != c.C},
+        {"--d-ff", dff != c.dff}, {"--vocab", o.vocab != c.V},
+        {"--ffn", (o.ffn == "mot") != any_mot},
+        {"--mot-layers", o.layers == c.L && layer_kinds(o) != c.kinds},
+        {"--experts", any_mot && o.experts != c.E}, {"--group", any_mot && o.group != c.G},
+        {"--expert-size", any_mot && o.expert_size > 0 && o.expert_size != c.f},
+        {"--temperature", any_mot && o.temperature != c.tau}};
+    for (const auto& opt : opts)
+        if (given(o, opt.name) && opt.differs)
+            std::printf("note: %s is ignored: the checkpoint's header sets the model's shape\n", opt.name);
+}
+
+// Identifies the training data for --resume: FNV-1a over each shard's file
+// name (without its folder) and token count, in order.
+static uint64_t data_fingerprint(const DataLoader& L) {
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&](const void* p, size_t n) {
+        for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char*)p)[i]) * 1099511628211ull;
+    };
+    for (size_t i = 0; i < L.files.size(); i++) {
+        std::string base = L.files[i].substr(L.files[i].find_last_of('/') + 1);
+        mix(base.data(), base.size() + 1);
+        mix(&L.shard_tokens[i], sizeof(int64_t));
+    }
+    return h;
+}
+
+// --resume: the newest checkpoint pair in dir that loads and validates; a
+// damaged one is skipped, saying which and why.
+static int64_t find_resume_checkpoint(const std::string& dir, Config* c, std::vector<float>* params, TrainState* state) {
+    std::vector<int64_t> steps = checkpoint_steps(dir);
+    if (steps.empty()) fail(strf("--resume: no complete checkpoint in %s", dir.c_str()));
+    std::string reasons;
+    for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+        try {
+            checkpoint_load(checkpoint_name(dir, *it, "ckpt"), c, params);
+            *state = train_state_load(checkpoint_name(dir, *it, "state"), num_params(*c), *it);
+            return *it;
+        } catch (const std::exception& e) {
+            std::printf("--resume: skipping the checkpoint of step %lld: %s\n", (long long)*it, e.what());
+            reasons += strf("\n  step %lld: %s", (long long)*it, e.what());
+        }
+    }
+    fail(strf("--resume: no valid checkpoint in %s:%s", dir.c_str(), reasons.c_str()));
+}
+
+// Writes the final model to --save; if that fails after all (the disk
+// filled, the folder went away), writes it beside the requested path, then
+// in the working folder, and fails saying where the model is: a trained
+// model is never lost, and the run never reports a save it did not make.
+static void save_final(const std::string& path, const Config& c, const float* params) {
+    std::string first_error;
+    try {
+        checkpoint_save(path, c, params);
+        std::printf("saved %s\n", path.c_str());
+        return;
+    } catch (const std::exception& e) {
+        first_error = e.what();
+    }
+    std::string base = path.substr(path.find_last_of('/') + 1);
+    for (const std::string& fallback : {strf("%s.rescue-%d", path.c_str(), (int)getpid()),
+                                        strf("%s.rescue-%d", base.c_str(), (int)getpid())}) {
+        try {
+            checkpoint_save(fallback, c, params);
+        } catch (const std::exception&) {
+            continue;
+        }
+        fail(strf("--save %s failed (%s); the model was written to %s instead", path.c_str(), first_error.c_str(),
+                  fallback.c_str()));
+    }
+    fail(strf("--save %s failed (%s), and so did writing the model beside it and in the working folder",
+              path.c_str(), first_error.c_str()));
+}
 
 static int train(Options o) {
+#ifdef _OPENMP
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+#endif
+    // ---- options that contradict each other, refused before any work
+    if (o.resume && !o.load.empty())
+        fail("--resume and --load: give one (--resume continues the newest checkpoint in --checkpoint-dir, "
+             "--load starts a new run from a model)");
+    if (o.resume && o.checkpoint_dir.empty()) fail("--resume needs --checkpoint-dir");
+    if (o.checkpoint_every > 0 && o.checkpoint_dir.empty())
+        fail(strf("--checkpoint-every %d needs --checkpoint-dir: the folder to write them to", o.checkpoint_every));
+    const int B = o.B, T = o.T;
+    const int64_t BT = (int64_t)B * T;  // every size product in 64 bits
+    if (BT > INT32_MAX)
+        fail(strf("--batch %d x --seq %d = %lld tokens per micro-batch, more than the 2^31 - 1 this program handles",
+                  B, T, (long long)BT));
+    int accum = 1;  // micro-batches per optimizer step
+    if (o.total_batch > 0) {
+        if (o.total_batch % BT != 0)
+            fail(strf("--total-batch %d is not a multiple of --batch * --seq = %lld tokens", o.total_batch,
+                      (long long)BT));
+        accum = (int)(o.total_batch / BT);
+    }
+    // where the run writes: checked now, not after hours of training
+    if (!o.save.empty()) check_writable_file(o.save, "--save");
+    if (!o.log.empty()) check_writable_file(o.log, "--log");
+    if (!o.checkpoint_dir.empty()) lock_checkpoint_dir(o.checkpoint_dir);
+
     // ---- data: the default data set is prepared on first use and cached
     std::string train_pattern = o.data, val_pattern = o.val_data, tok_path = o.tokenizer;
     if (train_pattern.empty()) {
@@ -178,41 +310,37 @@ static int train(Options o) {
     if (!tok_path.empty()) tok = tokenizer_load(tok_path);
     const Tokenizer* tokp = tok_path.empty() ? nullptr : &tok;
 
-    // ---- model: from --load, from the newest checkpoint with --resume, or new
+    // ---- model: from --load, from the newest valid checkpoint with --resume, or new
     TrainState state;
-    std::string load = o.load;
-    if (o.resume) {
-        if (o.checkpoint_dir.empty()) fail("--resume needs --checkpoint-dir");
-        std::vector<int64_t> steps = checkpoint_steps(o.checkpoint_dir);
-        if (steps.empty()) fail(strf("--resume: no complete checkpoint in %s", o.checkpoint_dir.c_str()));
-        load = checkpoint_name(o.checkpoint_dir, steps.back(), "ckpt");
-    }
     Config c;
     std::vector<float> params;
-    if (!load.empty()) {
-        checkpoint_load(load, &c, &params);
-        std::printf("loaded %s\n", load.c_str());
+    if (o.resume) {
+        int64_t step = find_resume_checkpoint(o.checkpoint_dir, &c, &params, &state);
+        std::printf("loaded %s\n", checkpoint_name(o.checkpoint_dir, step, "ckpt").c_str());
+    } else if (!o.load.empty()) {
+        checkpoint_load(o.load, &c, &params);
+        std::printf("loaded %s\n", o.load.c_str());
     } else {
         c = config_from_options(o, tokp ? tok.vocab_size : o.vocab);
+        check_host_memory(c, 0, 0, false);
         GPT<float> init;
         gpt_build(&init, c);
         gpt_init_weights(&init, o.seed);
         params.swap(init.params_memory);
     }
-    if (tokp && tok.vocab_size > c.V)
-        fail(strf("%s has %d tokens, more than the model's vocabulary of %d", tok_path.c_str(), tok.vocab_size, c.V));
-    const int B = o.B, T = o.T;
+    if (o.resume || !o.load.empty()) note_ignored_model_options(o, c);
+    if (tokp && tok.vocab_size != c.V)
+        fail(strf("%s has %d tokens, the model's vocabulary has %d: samples could not be decoded; give the "
+                  "tokenizer the model was trained with",
+                  tok_path.c_str(), tok.vocab_size, c.V));
     if (T > c.maxT) fail(strf("--seq %d is above the model's maximum sequence length %d", T, c.maxT));
     bool any_mot = false;
     for (int k : c.kinds) any_mot |= k == MOT;
     if (any_mot && B % c.G != 0)
         fail(strf("--batch %d is not divisible by --group %d: MoT mixes tokens in groups of G batch rows", B, c.G));
-    int accum = 1;  // micro-batches per optimizer step
-    if (o.total_batch > 0) {
-        if (o.total_batch % (B * T) != 0)
-            fail(strf("--total-batch %d is not a multiple of --batch * --seq = %d tokens", o.total_batch, B * T));
-        accum = o.total_batch / (B * T);
-    }
+
+    // memory for the CPU model before reading any data (model_build checks the GPU's)
+    if (o.device == "cpu" || !gpu_compiled()) check_host_memory(c, B, T, false);
 
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, train_pattern, B, T, o.shuffle != 0, o.seed, c.V);
@@ -220,6 +348,26 @@ static int train(Options o) {
     if (have_val) dataloader_init(&val_loader, val_pattern, B, T, false, o.seed, c.V);
     Rng sample_rng = rng_seed(o.seed + 1);
     double val_bpt = have_val && tokp ? bytes_per_token(tok, val_pattern) : 0;
+    const uint64_t data_id = data_fingerprint(train_loader);
+
+    if (o.resume) {
+        // the checkpoint fixes what the run is; options that contradict it are refused
+        if (state.B != B || state.T != T || state.shuffle != o.shuffle)
+            fail(strf("--resume: the checkpoint was trained with --batch %lld --seq %lld --shuffle %lld; give the same",
+                      (long long)state.B, (long long)state.T, (long long)state.shuffle));
+        if (state.accum != 0 && state.accum != accum)
+            fail(strf("--resume: the checkpoint was trained with %lld micro-batches per step (--total-batch %lld), "
+                      "now %d; give the same --total-batch",
+                      (long long)state.accum, (long long)(state.accum * BT), accum));
+        if (state.data_id != 0 && state.data_id != data_id)
+            fail(strf("--resume: --data %s is not the data the checkpoint was trained on (other shard names or "
+                      "sizes); give the same",
+                      train_pattern.c_str()));
+        if (o.steps < state.step)
+            fail(strf("--resume: --steps %d is below the checkpoint's step %lld: there is nothing to train; give "
+                      "--steps above it",
+                      o.steps, (long long)state.step));
+    }
 
 #ifdef __CUDACC__
     if (o.device != "cpu" && gpu_available()) gpu_set_tf32(o.tf32);
@@ -228,11 +376,6 @@ static int train(Options o) {
     model_build(&model, c, o.device, B, T, params.data());
     std::vector<float>().swap(params);
     if (o.resume) {
-        state = train_state_load(checkpoint_name(o.checkpoint_dir, checkpoint_steps(o.checkpoint_dir).back(), "state"),
-                                 num_params(c));
-        if (state.B != B || state.T != T || state.shuffle != o.shuffle)
-            fail(strf("--resume: the checkpoint was trained with --batch %lld --seq %lld --shuffle %lld; give the same",
-                      (long long)state.B, (long long)state.T, (long long)state.shuffle));
         model_set_moments(&model, state.m, state.v);
         dataloader_set_state(&train_loader, state.loader);
         sample_rng.state = state.rng;
@@ -247,31 +390,42 @@ static int train(Options o) {
     for (int k : c.kinds) n_mot += k == MOT;
     std::string peak_how;
     double peak = device_peak_flops(model, &peak_how);
-    double flops_per_step = model_flops_per_token(c, T) * B * T * accum;
+    const int64_t tokens_per_step = BT * accum;
+    double flops_per_step = model_flops_per_token(c, T) * (double)tokens_per_step;
     std::printf("model: L %d, C %d, NH %d, V %d, %d MoT layers (E %d, G %d, f %d, tau %g), %d dense (d_ff %d), "
                 "%.2fM parameters\n",
                 c.L, c.C, c.NH, c.V, n_mot, c.E, c.G, c.f, c.tau, c.L - n_mot, c.dff, num_params(c) / 1e6);
-    std::printf("train: %d x %d tokens x %d micro-batches = %d tokens/step, %d steps, lr %g, device %s\n", B, T, accum,
-                B * T * accum, o.steps, o.lr, device_name(model).c_str());
+    std::printf("train: %d x %d tokens x %d micro-batches = %lld tokens/step, %d steps, lr %g, device %s\n", B, T,
+                accum, (long long)tokens_per_step, o.steps, o.lr, device_name(model).c_str());
     std::printf("peak for MFU: %s\n", peak_how.c_str());
 
     JsonlLog log;
-    jsonl_open(&log, o.log, o.resume);
+    jsonl_open(&log, o.log, o.resume, state.step);
     std::vector<int> eot_prompt = {tokp ? tok.eot : c.V - 1};
-    std::vector<int> x((size_t)B * T), y((size_t)B * T);
-    std::signal(SIGINT, on_sigint);
+    std::vector<int> x((size_t)BT), y((size_t)BT);
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
     auto save_checkpoint = [&](int step, const std::string& dir) {
-        const float* p = model_params(&model);
-        if (!all_finite(p, num_params(c))) fail(strf("step %d: parameters are not finite; no checkpoint written", step));
+        lock_checkpoint_dir(dir);
         state.step = step;
         state.loader = dataloader_get_state(&train_loader);
         state.rng = sample_rng.state;
         state.B = B, state.T = T, state.shuffle = o.shuffle, state.total_steps = o.steps;
+        state.data_id = data_id, state.accum = accum;
         model_get_moments(&model, &state.m, &state.v);
-        checkpoint_dir_save(dir, c, p, state, o.keep_checkpoints);
+        checkpoint_dir_save(dir, c, model_params(&model), state, o.keep_checkpoints);
         std::printf("checkpoint: %s\n", checkpoint_name(dir, step, "ckpt").c_str());
     };
 
+    // CPU threads per step, chosen by timing the steps (common/threads.h)
+    ThreadTuner tuner;
+    int max_threads = 1;
+#ifdef _OPENMP
+    max_threads = omp_get_max_threads();
+#endif
+    tuner_init(&tuner, model.on_gpu || o.threads > 0 ? 1 : max_threads);  // --threads N: fixed, no tuning
+
+    int consecutive_skips = 0;
     for (int step = (int)state.step; step <= o.steps; step++) {
         bool last = step == o.steps;
         if (have_val && (step % o.val_every == 0 || last)) {
@@ -289,6 +443,7 @@ static int train(Options o) {
             print_samples(&model, tokp, eot_prompt, "", 1, o.sample_len, 1.0f, 0, &sample_rng);
         if (last) break;
 
+        int threads = o.threads > 0 ? o.threads : tuner_next(&tuner);
         double t0 = now_ms();
         double loss = 0;
         model_zero_grad(&model);
@@ -304,32 +459,46 @@ static int train(Options o) {
             fail(strf("step %d: the %s is not finite (loss %g, grad norm %g); stopping. Lower --lr, or "
                       "--skip-nonfinite to skip such updates",
                       step + 1, std::isfinite(loss) ? "gradient" : "loss", loss, norm));
-        if (finite) model_update(&model, lr, o.wd, step);
-        else std::printf("step %d: non-finite loss or gradient, update skipped (%lld so far)\n", step + 1,
-                         (long long)++state.skipped);
+        if (finite) {
+            model_update(&model, lr, o.wd, step);
+            consecutive_skips = 0;
+        } else {
+            std::printf("step %d: non-finite loss or gradient, update skipped (%lld so far)\n", step + 1,
+                        (long long)++state.skipped);
+            if (++consecutive_skips >= o.max_skips)
+                fail(strf("step %d: %d updates in a row had a non-finite loss or gradient (--max-skips %d): the "
+                          "run is not recovering; stopping. Lower --lr, or resume from an earlier checkpoint",
+                          step + 1, consecutive_skips, o.max_skips));
+        }
         double ms = now_ms() - t0;
-        double tok_s = B * T * accum / (ms / 1000.0);
+        int threads_before = tuner.current;
+        tuner_record(&tuner, ms);
+        if (tuner.current != threads_before)
+            std::printf("threads: %d -> %d (steps ran faster so: %s)\n", threads_before, tuner.current,
+                        tuner.current < threads_before ? "other work shares the cores" : "the cores are free again");
+        double tok_s = (double)tokens_per_step / (ms / 1000.0);
         double mfu = flops_per_step / (ms / 1000.0) / peak;
         std::printf("step %5d/%d | loss %.4f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s | MFU %.1f%%\n", step + 1,
                     o.steps, loss, norm, lr, ms, tok_s, 100 * mfu);
         std::fflush(stdout);
         jsonl_write(&log, step + 1, {{"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"ms", ms},
-                                     {"tok_per_s", tok_s}, {"mfu", mfu}});
+                                     {"tok_per_s", tok_s}, {"mfu", mfu}, {"threads", threads}});
         bool periodic = !o.checkpoint_dir.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0;
-        if (periodic || interrupted) save_checkpoint(step + 1, o.checkpoint_dir.empty() ? "checkpoints" : o.checkpoint_dir);
-        if (interrupted) {
-            std::printf("interrupted: saved, stopping\n");
+        if (periodic || stop_signal)
+            save_checkpoint(step + 1, o.checkpoint_dir.empty() ? "checkpoints" : o.checkpoint_dir);
+        if (stop_signal) {
+            int sig = stop_signal;
+            std::printf("interrupted (%s): saved, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             jsonl_close(&log);
-            return 130;
+            return 128 + sig;
         }
     }
     jsonl_close(&log);
-    if (!o.save.empty()) {
-        const float* p = model_params(&model);
-        if (!all_finite(p, num_params(c))) fail("parameters are not finite; --save not written");
-        checkpoint_save(o.save, c, p);
-        std::printf("saved %s\n", o.save.c_str());
-    }
+    if (consecutive_skips > 0)
+        fail(strf("the run ended with its last %d updates skipped for a non-finite loss or gradient: the model is "
+                  "not training%s. Lower --lr, or resume from an earlier checkpoint",
+                  consecutive_skips, o.save.empty() ? "" : "; --save not written"));
+    if (!o.save.empty()) save_final(o.save, c, model_params(&model));
     return 0;
 }
 
@@ -356,14 +525,18 @@ static int sample_main(const SampleOptions& s) {
     if (!tok_path.empty()) tok = tokenizer_load(tok_path);
     // the default data set's tokenizer only decodes a model of its vocabulary
     if (s.tokenizer.empty() && !tok_path.empty() && tok.vocab_size != c.V) tok_path.clear();
-    if (!tok_path.empty() && tok.vocab_size > c.V)
-        fail(strf("%s has %d tokens, more than the model's vocabulary of %d", tok_path.c_str(), tok.vocab_size, c.V));
+    if (!tok_path.empty() && tok.vocab_size != c.V)
+        fail(strf("%s has %d tokens, the model's vocabulary has %d: give the tokenizer the model was trained with",
+                  tok_path.c_str(), tok.vocab_size, c.V));
     std::vector<int> prompt = {tok_path.empty() ? c.V - 1 : tok.eot};
     if (!s.prompt.empty()) {
         if (tok_path.empty()) fail("--prompt needs --tokenizer to encode it");
         std::vector<int> ids = bpe_encode(tok, s.prompt);
         prompt.insert(prompt.end(), ids.begin(), ids.end());
     }
+    if ((int)prompt.size() + s.length > c.maxT)
+        std::printf("note: the model's context is %d tokens; past it, each sample continues from its last %d tokens\n",
+                    c.maxT, std::max(1, c.maxT / 2));
     Model model;
     model_build(&model, c, "cpu", 0, 0, params.data());
     Rng rng = rng_seed(s.seed);
@@ -397,6 +570,16 @@ static int eval_main(const EvalOptions& e) {
     return 0;
 }
 
+// CLI11's ranges let NaN through (every comparison with NaN is false), so
+// every floating-point option also has to be a finite number.
+static const CLI::Validator FINITE(
+    [](std::string& text) {
+        char* end = nullptr;
+        double v = std::strtod(text.c_str(), &end);
+        return std::isfinite(v) ? std::string() : "must be a finite number, got " + text;
+    },
+    "FINITE");
+
 int main(int argc, char** argv) {
     Options o;
     CLI::App app{"train_mot: train a GPT with Mixture-of-Tokens feed-forward layers"};
@@ -410,16 +593,18 @@ int main(int argc, char** argv) {
     app.add_option("--vocab", o.vocab, "vocabulary size for shards given without a tokenizer")->check(CLI::Range(2, 65536));
     app.add_option("--device", o.device, "cpu, cuda or auto (the GPU when one works)")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
     app.add_flag("--tf32", o.tf32, "GPU: allow TF32 tensor cores for fp32 matmuls");
+    app.add_option("--threads", o.threads, "CPU threads per step (0: all cores, fewer while other work shares them)")->check(CLI::Range(0, 4096));
     app.add_option("--batch", o.B, "sequences per micro-batch (B)")->check(CLI::Range(1, 1 << 20));
     app.add_option("--seq", o.T, "tokens per sequence (T)")->check(CLI::Range(1, 1 << 20));
     app.add_option("--total-batch", o.total_batch, "tokens per optimizer step, by gradient accumulation (0: one micro-batch)")->check(CLI::Range(0, 1 << 30));
     app.add_option("--steps", o.steps, "optimizer steps")->check(CLI::Range(0, 1 << 30));
-    app.add_option("--lr", o.lr, "peak learning rate")->check(CLI::Range(0.0, 10.0));
+    app.add_option("--lr", o.lr, "peak learning rate")->check(CLI::Range(0.0, 10.0))->check(FINITE);
     app.add_option("--warmup", o.warmup, "linear warmup steps")->check(CLI::Range(0, 1 << 30));
-    app.add_option("--lr-min-frac", o.lr_min_frac, "final lr as a fraction of --lr (cosine decay)")->check(CLI::Range(0.0, 1.0));
-    app.add_option("--wd", o.wd, "AdamW weight decay (matrices only)")->check(CLI::Range(0.0, 10.0));
-    app.add_option("--grad-clip", o.grad_clip, "clip the global gradient norm to this (0: off)")->check(CLI::Range(0.0, 1e9));
+    app.add_option("--lr-min-frac", o.lr_min_frac, "final lr as a fraction of --lr (cosine decay)")->check(CLI::Range(0.0, 1.0))->check(FINITE);
+    app.add_option("--wd", o.wd, "AdamW weight decay (matrices only)")->check(CLI::Range(0.0, 10.0))->check(FINITE);
+    app.add_option("--grad-clip", o.grad_clip, "clip the global gradient norm to this (0: off)")->check(CLI::Range(0.0, 1e9))->check(FINITE);
     app.add_flag("--skip-nonfinite", o.skip_nonfinite, "skip an update whose loss or gradient is NaN/Inf instead of stopping");
+    app.add_option("--max-skips", o.max_skips, "with --skip-nonfinite: stop after this many skipped updates in a row")->check(CLI::Range(1, 1 << 30));
     app.add_option("--seed", o.seed, "random seed: weights, shuffling, samples");
     app.add_option("--shuffle", o.shuffle, "1: shuffled batches, 0: sequential (DESIGN.md section 4)")->check(CLI::Range(0, 1));
     app.add_option("--layers", o.layers, "transformer blocks (L)")->check(CLI::Range(1, MAX_LAYERS));
@@ -431,7 +616,7 @@ int main(int argc, char** argv) {
     app.add_option("--experts", o.experts, "MoT experts (E)")->check(CLI::Range(1, 1 << 16));
     app.add_option("--group", o.group, "MoT group size (G): batch rows mixed together")->check(CLI::Range(1, 1 << 16));
     app.add_option("--expert-size", o.expert_size, "MoT expert width f (0: flop-matched d-ff * G / E)")->check(CLI::Range(0, 1 << 20));
-    app.add_option("--temperature", o.temperature, "MoT softmax temperature (tau)")->check(CLI::Range(1e-6, 1e6));
+    app.add_option("--temperature", o.temperature, "MoT softmax temperature (tau)")->check(CLI::Range(1e-6, 1e6))->check(FINITE);
     app.add_option("--load", o.load, "start from this checkpoint (its header sets the model shape)");
     app.add_option("--save", o.save, "write the final model to this checkpoint");
     app.add_option("--log", o.log, "write one JSON object per step to this file");
@@ -450,7 +635,7 @@ int main(int argc, char** argv) {
     sample->add_option("--tokenizer", so.tokenizer, "tokenizer file (default: the default data set's)");
     sample->add_option("--prompt", so.prompt, "text to continue");
     sample->add_option("--length", so.length, "new tokens per sample")->check(CLI::Range(1, 1 << 20));
-    sample->add_option("--temperature", so.temperature, "sampling temperature (0: greedy)")->check(CLI::Range(0.0, 100.0));
+    sample->add_option("--temperature", so.temperature, "sampling temperature (0: greedy)")->check(CLI::Range(0.0, 100.0))->check(FINITE);
     sample->add_option("--top-k", so.top_k, "sample among the k most likely tokens (0: all)")->check(CLI::Range(0, 1 << 20));
     sample->add_option("--num", so.num, "samples to print")->check(CLI::Range(1, 1 << 16));
     sample->add_option("--seed", so.seed, "random seed");
@@ -480,7 +665,12 @@ int main(int argc, char** argv) {
             std::printf("wrote %s\n", plot_out.c_str());
             return 0;
         }
+        for (const CLI::Option* opt : app.get_options())
+            if (opt->count() > 0) o.given.push_back(opt->get_name());
         return train(o);
+    } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "error: out of memory (a smaller --batch, --seq or model needs less)\n");
+        return 1;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

@@ -7,6 +7,7 @@
 //   float32 parameters, in the order of visit_params() (config.h)
 // A file whose size does not match its header is rejected.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -31,8 +32,21 @@ inline std::vector<int32_t> checkpoint_header(const Config& c) {
     return h;
 }
 
-// params: num_params(c) floats in checkpoint order.
+// The first tensor holding a NaN or an infinity, with the element's index
+// in it; "" when every parameter is finite.
+inline std::string first_nonfinite_tensor(const Config& c, const float* params) {
+    for (const TensorSpec& s : param_specs(c))
+        for (size_t i = 0; i < s.numel; i++)
+            if (!std::isfinite(params[s.offset + i]))
+                return strf("%s[%zu] = %g", s.name.c_str(), i, (double)params[s.offset + i]);
+    return "";
+}
+
+// params: num_params(c) floats in checkpoint order. A model with a NaN or an
+// infinity is never written: it could only mislead whoever loads it.
 inline void checkpoint_save(const std::string& path, const Config& c, const float* params) {
+    std::string bad = first_nonfinite_tensor(c, params);
+    if (!bad.empty()) fail(strf("%s: not written: the parameters are not finite (%s)", path.c_str(), bad.c_str()));
     std::vector<int32_t> h = checkpoint_header(c);
     make_parent_dirs(path);
     write_file_atomic(path, {{h.data(), h.size() * 4}, {params, num_params(c) * 4}});
@@ -55,6 +69,8 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
     k.V = h[2], k.Vp = h[3], k.maxT = h[4], k.L = h[5], k.NH = h[6];
     k.C = h[7], k.dff = h[8], k.E = h[9], k.G = h[10], k.f = h[11];
     std::memcpy(&k.tau, &h[12], 4);
+    if (!std::isnormal(k.tau) || k.tau <= 0)
+        fail(strf("%s: MoT temperature %g in header (must be a positive, finite, normal number)", name, (double)k.tau));
     k.activation = h[13];
     if (k.activation != 0) fail(strf("%s: unknown activation %d in header", name, k.activation));
     if (k.L < 1 || k.L > MAX_LAYERS) fail(strf("%s: header says %d layers (must be 1..%d)", name, k.L, MAX_LAYERS));
@@ -71,5 +87,7 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
                   bytes.size(), n, expected));
     params->resize(n);
     std::memcpy(params->data(), bytes.data() + CHECKPOINT_HEADER_INTS * 4, n * 4);
+    std::string bad = first_nonfinite_tensor(k, params->data());
+    if (!bad.empty()) fail(strf("%s: damaged checkpoint: a parameter is not finite (%s)", name, bad.c_str()));
     *c = k;
 }

@@ -1,13 +1,17 @@
 // Small file helpers shared by every loader and writer (checkpoints, tokenizer,
 // shards): errors name the file, writes are atomic.
 //
-// Writes are atomic: data goes to "<path>.tmp", which is renamed over <path>
-// only after every byte was written and the file closed cleanly, so a crash
-// or a full disk never leaves a half-written file under the real name.
+// Writes are atomic: data goes to a temporary file beside <path>, which is
+// renamed over <path> only after every byte was written and flushed to disk,
+// so a crash or a full disk never leaves a half-written file under the real
+// name (write_file_atomic).
 // Binary files are written in host byte order; mot assumes a little-endian
 // host (x86-64, ARM64), which is what the file formats specify.
 #pragma once
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -19,35 +23,105 @@
 
 #include "common/error.h"
 
-// Writes the concatenation of parts to path, atomically.
+// fsync of a folder, so that a rename in it survives a crash of the machine.
+inline void sync_dir(const std::string& dir) {
+    int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;  // best effort: some file systems refuse to open folders
+    fsync(fd);
+    close(fd);
+}
+
+// Writes the concatenation of parts to path, atomically and durably: the
+// bytes go to a temporary file of a name no other process uses
+// (<path>.tmp.<pid>.<count>), which is flushed to disk, then renamed over
+// path; the folder is flushed before and after the rename. A crash, a full
+// disk or a second process writing the same path never leaves a torn or
+// mixed file under the real name.
 inline void write_file_atomic(const std::string& path,
                               const std::vector<std::pair<const void*, size_t>>& parts) {
-    std::string tmp = path + ".tmp";
+    static int count = 0;
+    std::string tmp = strf("%s.tmp.%d.%d", path.c_str(), (int)getpid(), count++);
     FILE* f = std::fopen(tmp.c_str(), "wb");
     if (!f) fail(strf("%s: cannot create (%s)", tmp.c_str(), std::strerror(errno)));
     bool ok = true;
     for (const auto& p : parts)
         if (p.second && std::fwrite(p.first, 1, p.second, f) != p.second) ok = false;
+    if (std::fflush(f) != 0 || fsync(fileno(f)) != 0) ok = false;
+    int write_errno = errno;
     if (std::fclose(f) != 0) ok = false;
     if (!ok) {
         std::remove(tmp.c_str());
-        fail(strf("%s: write failed (disk full?)", path.c_str()));
+        fail(strf("%s: write failed (%s)", path.c_str(), std::strerror(write_errno ? write_errno : errno)));
     }
+    size_t slash = path.find_last_of('/');
+    std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    sync_dir(dir);
     if (std::rename(tmp.c_str(), path.c_str()) != 0) {
         int e = errno;
         std::remove(tmp.c_str());
         fail(strf("%s: cannot rename from %s (%s)", path.c_str(), tmp.c_str(), std::strerror(e)));
     }
+    sync_dir(dir);
+}
+
+// The temporary files of write_file_atomic(path) that are still there (a
+// process killed mid-write leaves one; a finished or failed write does not).
+inline std::vector<std::string> leftover_temp_files(const std::string& path) {
+    size_t slash = path.find_last_of('/');
+    std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+    std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp.";
+    std::vector<std::string> found;
+    if (DIR* d = opendir(dir.c_str())) {
+        while (dirent* e = readdir(d))
+            if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) found.push_back(e->d_name);
+        closedir(d);
+    }
+    return found;
 }
 
 inline void write_file_atomic(const std::string& path, const std::string& data) {
     write_file_atomic(path, {{data.data(), data.size()}});
 }
 
-// Opens a file for reading or fails with a message naming it.
+// What a non-regular file is, for messages.
+inline const char* file_kind(mode_t mode) {
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a regular file";
+}
+
+// Opens a file for reading or fails with a message naming it. Regular files
+// only: a FIFO would block the open (and every read) until some writer comes,
+// a directory opens fine and then fails to read with a meaningless message,
+// and a device has no size. The open is non-blocking so that a FIFO is seen
+// and refused instead of waited on; the flag is cleared again for the reads.
 inline FILE* open_or_fail(const std::string& path, const char* what) {
-    FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) fail(strf("%s: cannot open %s (%s)", path.c_str(), what, std::strerror(errno)));
+    int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) fail(strf("%s: cannot open %s (%s)", path.c_str(), what, std::strerror(errno)));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        fail(strf("%s: cannot open %s (%s)", path.c_str(), what, std::strerror(e)));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        fail(strf("%s: cannot open %s: is a directory", path.c_str(), what));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        fail(strf("%s: cannot open %s: is not a regular file (it is %s)", path.c_str(), what, file_kind(st.st_mode)));
+    }
+    int flags = fcntl(fd, F_GETFL);
+    FILE* f = flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0 ? nullptr : fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        fail(strf("%s: cannot open %s (%s)", path.c_str(), what, std::strerror(e)));
+    }
     return f;
 }
 
@@ -70,10 +144,11 @@ inline std::string read_file(const std::string& path, const char* what = "file")
     return s;
 }
 
+// Whether anything is at path. Only looks (stat), never opens: opening a
+// FIFO would block. Whether it can be read is open_or_fail's to say.
 inline bool file_exists(const std::string& path) {
-    FILE* f = std::fopen(path.c_str(), "rb");
-    if (f) std::fclose(f);
-    return f != nullptr;
+    struct stat st;
+    return stat(path.c_str(), &st) == 0;
 }
 
 // mkdir -p: creates dir and every missing parent.

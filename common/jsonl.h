@@ -1,8 +1,18 @@
 // The training log: one JSON object per line (DESIGN.md section 5). Train rows
-// carry step, loss, lr, grad_norm, ms, tok_per_s; validation rows carry
+// carry step, loss, lr, grad_norm, ms, tok_per_s, mfu; validation rows carry
 // val_loss. Flushed after every row so a crashed run keeps its log.
+//
+// Every line is valid JSON: a NaN or infinite value is written as null. A
+// failed write (a full disk) stops the run with an error rather than leaving
+// a log that ends mid-line. Resuming from a checkpoint first drops the rows
+// the crashed or stopped run logged after that checkpoint, so that the log
+// of a resumed run holds each step once, as one uninterrupted run would.
 #pragma once
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,25 +22,61 @@
 
 struct JsonlLog {
     FILE* fp = nullptr;
+    std::string path;
 };
 
-inline void jsonl_open(JsonlLog* log, const std::string& path, bool append) {
-    if (path.empty()) return;
-    make_parent_dirs(path);
-    log->fp = std::fopen(path.c_str(), append ? "a" : "w");
-    if (!log->fp) fail(strf("--log %s: cannot open for writing", path.c_str()));
+// The value of "step" in a log line, or -1 when it has none.
+inline long long jsonl_step(const std::string& line) {
+    size_t p = line.find("\"step\":");
+    if (p == std::string::npos) return -1;
+    return std::strtoll(line.c_str() + p + 7, nullptr, 10);
 }
 
-// fields: (name, value) pairs written as numbers, after "step".
+// Opens the log for writing. Without resume it starts empty. With resume at
+// `resume_step` (optimizer steps done) it keeps the train rows up to that
+// step and the validation rows before it (the resumed run validates at
+// resume_step again), rewritten atomically, and appends from there.
+inline void jsonl_open(JsonlLog* log, const std::string& path, bool resume, long long resume_step = 0) {
+    if (path.empty()) return;
+    make_parent_dirs(path);
+    log->path = path;
+    if (resume && file_exists(path)) {
+        std::string text = read_file(path, "log"), kept;
+        size_t pos = 0, dropped = 0;
+        while (pos < text.size()) {
+            size_t nl = text.find('\n', pos);
+            if (nl == std::string::npos) { dropped++; break; }  // a torn last line
+            std::string line = text.substr(pos, nl - pos);
+            pos = nl + 1;
+            long long step = jsonl_step(line);
+            bool val = line.find("\"val_loss\"") != std::string::npos;
+            if (step >= 0 && (val ? step < resume_step : step <= resume_step)) kept += line + "\n";
+            else dropped++;
+        }
+        if (dropped > 0) {
+            write_file_atomic(path, kept);
+            std::printf("--log %s: dropped %zu rows logged after the checkpoint at step %lld\n", path.c_str(), dropped,
+                        resume_step);
+        }
+    }
+    log->fp = std::fopen(path.c_str(), resume ? "a" : "w");
+    if (!log->fp) fail(strf("--log %s: cannot open for writing (%s)", path.c_str(), std::strerror(errno)));
+}
+
+// fields: (name, value) pairs written as numbers (null when not finite), after "step".
 inline void jsonl_write(JsonlLog* log, int step, const std::vector<std::pair<const char*, double>>& fields) {
     if (!log->fp) return;
-    std::fprintf(log->fp, "{\"step\": %d", step);
-    for (auto& f : fields) std::fprintf(log->fp, ", \"%s\": %.9g", f.first, f.second);
-    std::fprintf(log->fp, "}\n");
-    std::fflush(log->fp);
+    std::string line = strf("{\"step\": %d", step);
+    for (auto& f : fields)
+        line += std::isfinite(f.second) ? strf(", \"%s\": %.9g", f.first, f.second) : strf(", \"%s\": null", f.first);
+    line += "}\n";
+    if (std::fputs(line.c_str(), log->fp) == EOF || std::fflush(log->fp) != 0 || std::ferror(log->fp))
+        fail(strf("--log %s: write failed (%s); stopping rather than training without a log", log->path.c_str(),
+                  std::strerror(errno)));
 }
 
 inline void jsonl_close(JsonlLog* log) {
-    if (log->fp) std::fclose(log->fp);
+    if (log->fp && std::fclose(log->fp) != 0)
+        fail(strf("--log %s: write failed at close (%s)", log->path.c_str(), std::strerror(errno)));
     log->fp = nullptr;
 }

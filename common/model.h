@@ -4,6 +4,7 @@
 // Include from one translation unit only (gpu/ headers define kernels).
 #pragma once
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,38 @@ inline std::string device_name(const Model& m) {
     return "cpu";
 }
 
+// Bytes of memory the system can still give this process (MemAvailable in
+// /proc/meminfo, plus free swap); 0 when unknown.
+inline size_t host_available_bytes() {
+    FILE* fp = std::fopen("/proc/meminfo", "r");
+    if (!fp) return 0;
+    char line[256];
+    size_t avail = 0, swap = 0;
+    while (std::fgets(line, sizeof line, fp)) {
+        unsigned long long kb = 0;
+        if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = kb * 1024;
+        if (std::sscanf(line, "SwapFree: %llu kB", &kb) == 1) swap = kb * 1024;
+    }
+    std::fclose(fp);
+    return avail + swap;
+}
+
+// Fails before allocating, naming the sizes and the options that set them,
+// when the model on the CPU (or its host copy, on_gpu) cannot fit in memory:
+// allocating anyway would end in std::bad_alloc or the kernel's OOM killer.
+inline void check_host_memory(const Config& c, int B, int T, bool on_gpu) {
+    const double GiB = 1073741824.0;
+    double params = 4.0 * num_params(c) * sizeof(float);  // parameters, gradients, AdamW m and v
+    double acts = on_gpu || B == 0 ? 0.0 : 2.0 * num_acts(c, B, T) * sizeof(float);  // activations and their gradients
+    size_t avail = host_available_bytes();
+    if (avail == 0 || params + acts < 0.95 * avail) return;
+    std::string parts = strf("%.2f GiB of parameters, gradients and AdamW moments, set by --layers, --d-model, "
+                             "--d-ff, --experts and --expert-size", params / GiB);
+    if (acts > 0) parts += strf("; %.2f GiB of activations, set by --batch %d and --seq %d", acts / GiB, B, T);
+    fail(strf("out of memory: the model needs %.2f GiB (%s), and %.2f GiB are available", (params + acts) / GiB,
+              parts.c_str(), avail / GiB));
+}
+
 // Builds the model with the given parameters (num_params(c) floats) on the
 // device that --device (cpu, cuda or auto) picks for batch shape (B,T). On
 // the GPU the activations for (B,T) are allocated here, so that running out
@@ -73,6 +106,7 @@ inline void model_build(Model* m, const Config& c, const std::string& device, in
     m->cfg = c;
     std::string why;
     m->on_gpu = choose_gpu(device, c, B, T, &why);
+    check_host_memory(c, B, T, m->on_gpu);
     gpt_build(&m->cpu, c);
     std::copy(params, params + num_params(c), m->cpu.params_memory.begin());
 #ifdef __CUDACC__
@@ -86,6 +120,7 @@ inline void model_build(Model* m, const Config& c, const std::string& device, in
             gpu::gpt_free(&m->gpu);
             m->on_gpu = false;
             why = strf("the GPU build failed: %s", e.what());
+            check_host_memory(c, B, T, false);
         }
     }
     if (m->on_gpu) {

@@ -8,13 +8,18 @@
 //     of optimizer steps done), [3] number of parameters, [4..7] train loader
 //     epoch, shard, position, seed, [8] sampling RNG state, [9] batch B,
 //     [10] sequence T, [11] updates skipped for non-finite values,
-//     [12] shuffle (0/1), [13] total steps of the run (the schedule's length);
-//     every other slot 0
+//     [12] shuffle (0/1), [13] total steps of the run (the schedule's length),
+//     [14] fingerprint of the training data (version 2), [15] micro-batches
+//     per step (version 2); every other slot 0
 //   float32 AdamW m (num_params), then v (num_params)
+// Version 1 files (without [14], [15]) still load; those two are then unknown.
+// Loading checks every field, so a damaged or foreign file is refused with
+// the field that is wrong, never trained from.
 #pragma once
 #include <dirent.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -25,13 +30,15 @@
 #include "fileio.h"
 
 constexpr int64_t STATE_MAGIC = 20261130;
-constexpr int64_t STATE_VERSION = 1;
+constexpr int64_t STATE_VERSION = 2;
 
 struct TrainState {
     int64_t step = 0;
     DataLoaderState loader;
     uint64_t rng = 0;
     int64_t B = 0, T = 0, skipped = 0, shuffle = 0, total_steps = 0;
+    uint64_t data_id = 0;  // data_fingerprint of the training shards; 0: unknown (version 1)
+    int64_t accum = 0;     // micro-batches per optimizer step; 0: unknown (version 1)
     std::vector<float> m, v;  // (num_params) each
 };
 
@@ -51,30 +58,55 @@ inline void train_state_save(const std::string& path, const TrainState& s) {
     h[11] = s.skipped;
     h[12] = s.shuffle;
     h[13] = s.total_steps;
+    h[14] = (int64_t)s.data_id;
+    h[15] = s.accum;
     write_file_atomic(path, {{h.data(), h.size() * 8}, {s.m.data(), s.m.size() * 4}, {s.v.data(), s.v.size() * 4}});
 }
 
-inline TrainState train_state_load(const std::string& path, size_t expected_params) {
+// Reads the state written with a checkpoint of `expected_step` steps for a
+// model of expected_params parameters, checking every field.
+inline TrainState train_state_load(const std::string& path, size_t expected_params, int64_t expected_step) {
     std::string bytes = read_file(path, "training state");
     const char* name = path.c_str();
     if (bytes.size() < 256) fail(strf("%s: truncated training state (%zu bytes)", name, bytes.size()));
     int64_t h[32];
     std::memcpy(h, bytes.data(), 256);
     if (h[0] != STATE_MAGIC) fail(strf("%s: not a mot training-state file (magic %lld)", name, (long long)h[0]));
-    if (h[1] != STATE_VERSION) fail(strf("%s: training-state version %lld, this build reads %lld", name, (long long)h[1], (long long)STATE_VERSION));
+    if (h[1] != 1 && h[1] != STATE_VERSION)
+        fail(strf("%s: training-state version %lld, this build reads 1 and %lld", name, (long long)h[1],
+                  (long long)STATE_VERSION));
     if (h[3] != (int64_t)expected_params)
         fail(strf("%s: holds moments for %lld parameters, the model has %zu", name, (long long)h[3], expected_params));
     if (bytes.size() != 256 + 8 * expected_params)
         fail(strf("%s: size %zu does not match its header", name, bytes.size()));
+    auto need = [&](bool ok, const char* field, int64_t value) {
+        if (!ok) fail(strf("%s: damaged training state: %s is %lld", name, field, (long long)value));
+    };
+    need(h[2] == expected_step, "the step (the file name says a different one)", h[2]);
+    need(h[4] >= 0, "the data epoch", h[4]);
+    need(h[5] >= 0, "the data shard", h[5]);
+    need(h[6] >= 0, "the data position", h[6]);
+    need(h[9] > 0, "the batch size", h[9]);
+    need(h[10] > 0, "the sequence length", h[10]);
+    need(h[11] >= 0 && h[11] <= h[2], "the count of skipped updates", h[11]);
+    need(h[12] == 0 || h[12] == 1, "the shuffle flag", h[12]);
+    need(h[13] >= 0, "the planned number of steps", h[13]);
+    need(h[15] >= 0, "the micro-batches per step", h[15]);
     TrainState s;
     s.step = h[2];
     s.loader = {h[4], h[5], h[6], (uint64_t)h[7]};
     s.rng = (uint64_t)h[8];
     s.B = h[9], s.T = h[10], s.skipped = h[11], s.shuffle = h[12], s.total_steps = h[13];
+    s.data_id = h[1] >= 2 ? (uint64_t)h[14] : 0;
+    s.accum = h[1] >= 2 ? h[15] : 0;
     s.m.resize(expected_params);
     s.v.resize(expected_params);
     std::memcpy(s.m.data(), bytes.data() + 256, 4 * expected_params);
     std::memcpy(s.v.data(), bytes.data() + 256 + 4 * expected_params, 4 * expected_params);
+    for (size_t i = 0; i < expected_params; i++)
+        if (!std::isfinite(s.m[i]) || !std::isfinite(s.v[i]) || s.v[i] < 0)
+            fail(strf("%s: damaged training state: AdamW moment %zu is m %g, v %g (must be finite, v >= 0)", name, i,
+                      (double)s.m[i], (double)s.v[i]));
     return s;
 }
 
@@ -103,6 +135,8 @@ inline std::vector<int64_t> checkpoint_steps(const std::string& dir) {
 // Writes step's checkpoint pair, then deletes all but the newest `keep`.
 inline void checkpoint_dir_save(const std::string& dir, const Config& c, const float* params, const TrainState& s,
                                 int keep) {
+    std::string bad = first_nonfinite_tensor(c, params);  // before any file is written
+    if (!bad.empty()) fail(strf("step %lld: the parameters are not finite (%s); no checkpoint written", (long long)s.step, bad.c_str()));
     make_dirs(dir);
     train_state_save(checkpoint_name(dir, s.step, "state"), s);
     checkpoint_save(checkpoint_name(dir, s.step, "ckpt"), c, params);

@@ -319,8 +319,12 @@ const real* gpt_decode_step(GPT<real>* model, Decoder<real>* d, const int* token
 }
 
 // Generates n_seq sequences together (a multiple of G: MoT mixes them), each
-// starting with the same prompt tokens and continuing for up to len new
-// tokens, stopping at the model's maxT. Returns n_seq rows of new tokens.
+// starting with the same prompt tokens and continuing for len new tokens.
+// The model sees at most maxT positions: when a sequence fills them, the
+// window slides: decoding starts again from the last maxT/2 tokens of each
+// sequence (re-reading them into the KV cache), so any length can be
+// generated, each token conditioned on at least maxT/2 before it. Returns
+// n_seq rows of new tokens.
 template <typename real>
 std::vector<std::vector<int>> gpt_generate(GPT<real>* model, const std::vector<int>& prompt, int n_seq, int len,
                                            float temperature, int top_k, Rng* rng) {
@@ -330,19 +334,23 @@ std::vector<std::vector<int>> gpt_generate(GPT<real>* model, const std::vector<i
         fail(strf("the prompt has %zu tokens; the model's maximum sequence length is %d", prompt.size(), c.maxT));
     Decoder<real> d;
     decoder_init(&d, c, n_seq);
-    std::vector<std::vector<int>> out(n_seq);
-    std::vector<int> tokens(n_seq, prompt[0]);
-    int end = std::min<int>(c.maxT, (int)prompt.size() + len);
-    for (int pos = 0; pos + 1 < end; pos++) {
-        const real* logits = gpt_decode_step(model, &d, tokens.data(), pos);
-        for (int b = 0; b < n_seq; b++) {
-            if (pos + 1 < (int)prompt.size()) {
-                tokens[b] = prompt[pos + 1];  // still reading the prompt
-            } else {
-                tokens[b] = sample_token(logits + (size_t)b * c.Vp, c.V, temperature, top_k, rng);
-                out[b].push_back(tokens[b]);
-            }
+    std::vector<std::vector<int>> seq(n_seq, prompt);  // every token so far, prompt first
+    std::vector<int> tokens(n_seq);
+    const int keep = std::max(1, c.maxT / 2);
+    size_t start = 0;  // index into seq of the token at window position 0
+    int pos = 0;       // window position of the next token fed
+    while ((int)(seq[0].size() - prompt.size()) < len) {
+        if (pos == c.maxT) {  // the window is full: slide it
+            start = seq[0].size() - keep;
+            pos = 0;
         }
+        for (int b = 0; b < n_seq; b++) tokens[b] = seq[b][start + pos];
+        const real* logits = gpt_decode_step(model, &d, tokens.data(), pos);
+        pos++;
+        if (start + pos < seq[0].size()) continue;  // still reading known tokens into the cache
+        for (int b = 0; b < n_seq; b++) seq[b].push_back(sample_token(logits + (size_t)b * c.Vp, c.V, temperature, top_k, rng));
     }
+    std::vector<std::vector<int>> out(n_seq);
+    for (int b = 0; b < n_seq; b++) out[b].assign(seq[b].begin() + prompt.size(), seq[b].end());
     return out;
 }

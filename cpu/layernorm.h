@@ -1,5 +1,6 @@
 // LayerNorm over the channel axis: y = (x - mean) * rstd * w + b, eps 1e-5.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
@@ -36,27 +37,22 @@ void layernorm_forward(real* out,           // (B,T,C)
 }
 
 // Float fast path of layernorm_backward: one pass over the rows computes dx
-// and, into per-thread partial sums, dw and db (the reference's second loop
-// walks the columns with a stride of C floats); the partial sums are added
-// into dweight, dbias at the end in thread order.
+// and, into partial sums per chunk of 32 rows, dw and db (the reference's
+// second loop walks the columns with a stride of C floats); the chunks'
+// partial sums are added into dweight, dbias at the end in chunk order. The
+// chunks are fixed by N, not by the threads, so the result is the same for
+// any number of threads.
 static inline void layernorm_backward_fast(float* dinp, float* dweight, float* dbias, const float* dout,
                                            const float* inp, const float* weight, const float* mean,
                                            const float* rstd, int N, int C) {
-    int nt = 1;
-#ifdef _OPENMP
-    nt = omp_in_parallel() ? 1 : omp_get_max_threads();
-#endif
-    std::vector<float> part((size_t)nt * 2 * C, 0.0f);  // per thread: dw (C), db (C)
-    #pragma omp parallel num_threads(nt)
-    {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float* pdw = part.data() + (size_t)tid * 2 * C;
+    const int rows = 32;
+    const int chunks = (N + rows - 1) / rows;
+    std::vector<float> part((size_t)chunks * 2 * C, 0.0f);  // per chunk: dw (C), db (C)
+    #pragma omp parallel for schedule(static)
+    for (int k = 0; k < chunks; k++) {
+        float* pdw = part.data() + (size_t)k * 2 * C;
         float* pdb = pdw + C;
-        #pragma omp for schedule(static)
-        for (int i = 0; i < N; i++) {
+        for (int i = k * rows; i < std::min(N, (k + 1) * rows); i++) {
             const float* x = inp + (size_t)i * C;
             const float* d = dout + (size_t)i * C;
             float* dx = dinp + (size_t)i * C;
@@ -80,10 +76,10 @@ static inline void layernorm_backward_fast(float* dinp, float* dweight, float* d
             }
         }
     }
-    for (int t = 0; t < nt; t++)
+    for (int k = 0; k < chunks; k++)
         for (int c = 0; c < C; c++) {
-            dweight[c] += part[(size_t)t * 2 * C + c];
-            dbias[c] += part[(size_t)t * 2 * C + C + c];
+            dweight[c] += part[(size_t)k * 2 * C + c];
+            dbias[c] += part[(size_t)k * 2 * C + C + c];
         }
 }
 

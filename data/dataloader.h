@@ -1,9 +1,12 @@
 // The data loader: token shards -> (B, T) batches of inputs and targets.
 //
 // Shards are one file or a glob(3) pattern, taken in sorted file-name order.
-// Only the current shard is held in memory; each shard's tokens are checked
-// against the vocabulary when it is loaded. Every shard must hold at least
-// B*T+1 tokens (one full batch plus the last target).
+// Only the current shard is held in memory. Every shard's tokens are checked
+// against the vocabulary when the loader is made (one pass over the files),
+// so a bad id in the last shard stops the run before its first step, not
+// hours into it; they are checked again when a shard is loaded, in case the
+// file changed since. Every shard must hold at least B*T+1 tokens (one full
+// batch plus the last target).
 //
 // Sequential mode (shuffle = false), exactly DESIGN.md section 4: a batch
 // reads B*T+1 tokens at position p of the current shard; inputs are tokens
@@ -105,10 +108,7 @@ inline void dataloader_load_shard(DataLoader* L) {
     if (L->loaded != file) {
         L->loaded = -1;
         L->tokens = read_shard(L->files[file]);
-        for (size_t i = 0; i < L->tokens.size(); i++)
-            if (L->tokens[i] >= L->vocab_size)
-                fail(strf("%s: token %d at position %zu is >= vocab size %d (shard made with another tokenizer?)",
-                          L->files[file].c_str(), int(L->tokens[i]), i, L->vocab_size));
+        check_token_ids(L->files[file], L->tokens.data(), L->tokens.size(), 0, L->vocab_size);
         L->loaded = file;
     }
     if (L->shuffle)
@@ -146,7 +146,7 @@ inline void dataloader_init(DataLoader* L, const std::string& pattern_or_path, i
     L->files = glob_files(pattern_or_path);
     int64_t need = int64_t(B) * T + 1;
     for (const std::string& f : L->files) {
-        int64_t n = shard_token_count(f);
+        int64_t n = shard_check(f, vocab_size);
         if (n < need)
             fail(strf("%s: %lld tokens, too short for one batch of B*T+1 = %lld tokens (B=%d, T=%d)", f.c_str(),
                       (long long)n, (long long)need, B, T));

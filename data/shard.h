@@ -5,6 +5,7 @@
 // Little-endian. The file size must be exactly 1024 + 2 * count bytes.
 // Shards written by llm.c's own tools (GPT-2 tokens, vocab 50257) read fine.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -60,6 +61,38 @@ inline int64_t shard_token_count(const std::string& path) {
     int64_t n = 0;
     try {
         n = read_shard_header(f, path);
+    } catch (...) {
+        std::fclose(f);
+        throw;
+    }
+    std::fclose(f);
+    return n;
+}
+
+// Fails unless every id in tokens[0, n) is below vocab_size; offset is the
+// position of tokens[0] in the shard, for the message.
+inline void check_token_ids(const std::string& path, const uint16_t* tokens, size_t n, size_t offset, int vocab_size) {
+    for (size_t i = 0; i < n; i++)
+        if (tokens[i] >= vocab_size)
+            fail(strf("%s: token %d at position %zu is >= vocab size %d (shard made with another tokenizer?)",
+                      path.c_str(), int(tokens[i]), offset + i, vocab_size));
+}
+
+// Token count of a shard, checking its header, its size and that every token
+// id is below vocab_size. Reads the tokens in chunks (one pass, little
+// memory), so a loader can check all its shards at the start.
+inline int64_t shard_check(const std::string& path, int vocab_size) {
+    FILE* f = open_or_fail(path, "token shard");
+    int64_t n = 0;
+    try {
+        n = read_shard_header(f, path);
+        std::vector<uint16_t> chunk(size_t(1) << 20);
+        for (int64_t done = 0; done < n;) {
+            size_t k = size_t(std::min<int64_t>(n - done, int64_t(chunk.size())));
+            if (std::fread(chunk.data(), 2, k, f) != k) fail(strf("%s: read error in the token data", path.c_str()));
+            check_token_ids(path, chunk.data(), k, size_t(done), vocab_size);
+            done += int64_t(k);
+        }
     } catch (...) {
         std::fclose(f);
         throw;

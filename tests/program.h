@@ -7,9 +7,12 @@
 // on a busy machine OpenMP threads waiting for a core make them much slower.
 #pragma once
 #include <doctest/doctest.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -26,8 +29,9 @@ inline std::string train_mot_path() {
     return p && *p ? p : "./train_mot";
 }
 
-inline Run run(const std::string& args) {
-    std::string cmd = "OMP_NUM_THREADS=1 " + train_mot_path() + " " + args + " 2>&1";
+// Runs a shell command line (single-threaded), capturing its output.
+inline Run run_cmd(const std::string& command) {
+    std::string cmd = "OMP_NUM_THREADS=1 " + command + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     REQUIRE(p);
     Run r{0, ""};
@@ -39,6 +43,36 @@ inline Run run(const std::string& args) {
     return r;
 }
 
+inline Run run(const std::string& args) { return run_cmd(train_mot_path() + " " + args); }
+
+// A run in the background: ./train_mot args through sh -c, single-threaded,
+// stdout and stderr to out_file; `prefix` goes before the program in the
+// shell command (e.g. "trap '' XFSZ; ulimit -f 4;"). Returns the pid.
+inline pid_t spawn(const std::string& args, const std::string& out_file, const std::string& prefix = "") {
+    std::string cmd = prefix + " exec " + train_mot_path() + " " + args + " > " + out_file + " 2>&1";
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        setenv("OMP_NUM_THREADS", "1", 1);
+        execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+        _exit(127);
+    }
+    return pid;
+}
+
+// How a spawned run ended.
+struct Exit {
+    bool exited;  // exited by itself (not killed by a signal)
+    int code;     // its exit status, or the signal that killed it
+};
+
+inline Exit wait_exit(pid_t pid) {
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    if (WIFEXITED(status)) return {true, WEXITSTATUS(status)};
+    return {false, WIFSIGNALED(status) ? WTERMSIG(status) : -1};
+}
+
 // Expects a clean failure: non-zero exit (not a signal) and every needle in the output.
 inline void expect_error(const std::string& args, const std::vector<std::string>& needles) {
     Run r = run(args);
@@ -47,6 +81,42 @@ inline void expect_error(const std::string& args, const std::vector<std::string>
     CHECK(r.rc != 0);
     CHECK(r.rc < 128);  // an error exit, not a crash
     for (const std::string& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
+}
+
+inline std::string slurp(const std::string& path) {
+    FILE* fp = std::fopen(path.c_str(), "rb");
+    if (!fp) return "";
+    std::string s;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, fp)) > 0) s.append(buf, n);
+    std::fclose(fp);
+    return s;
+}
+
+inline std::vector<std::string> list_dir(const std::string& dir) {
+    std::vector<std::string> names;
+    DIR* d = opendir(dir.c_str());
+    if (!d) return names;
+    while (dirent* e = readdir(d))
+        if (e->d_name[0] != '.') names.push_back(e->d_name);
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+inline void clear_dir(const std::string& dir) {
+    for (const std::string& n : list_dir(dir)) std::remove((dir + "/" + n).c_str());
+    rmdir(dir.c_str());
+}
+
+// Words in a pseudo-random order: text with structure, every batch different.
+// Writes bytes to path (a test's input file).
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+    FILE* fp = std::fopen(path.c_str(), "wb");
+    REQUIRE(fp);
+    std::fwrite(bytes.data(), 1, bytes.size(), fp);
+    std::fclose(fp);
 }
 
 inline bool exists(const std::string& path) {

@@ -3,6 +3,9 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -46,7 +49,7 @@ TEST_CASE("save, load: same parameters and the same loss to the last bit") {
     gpt_init_weights(&a, 42);
     std::string path = tmp_path("ckpt_roundtrip.bin");
     checkpoint_save(path, c, a.params_memory.data());
-    CHECK_FALSE(file_exists(path + ".tmp"));
+    CHECK(leftover_temp_files(path).empty());
 
     Config c2;
     std::vector<float> params;
@@ -173,6 +176,36 @@ TEST_CASE("bad checkpoints are rejected with the file name and the problem") {
     std::remove(bad.c_str());
 }
 
+// Two processes writing one path at once (the same checkpoint name from two
+// runs): every read sees one writer's whole file, never a mix of both, and
+// no temporary file is left.
+TEST_CASE("two processes writing one file at once never leave a mixed file") {
+    std::string path = "build/ckpt_race.bin";
+    const size_t n = 4 << 20;  // 4 MB: a write takes long enough to overlap
+    std::string a(n, 'a'), b(n, 'b');
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        for (int i = 0; i < 20; i++) write_file_atomic(path, b);
+        _exit(0);
+    }
+    int mixed = 0;
+    for (int i = 0; i < 20; i++) {
+        write_file_atomic(path, a);
+        std::string got = read_file(path);
+        mixed += got != a && got != b;
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    std::string last = read_file(path);
+    CHECK((last == a || last == b));
+    CHECK(mixed == 0);
+    CHECK(leftover_temp_files(path).empty());
+    std::remove(path.c_str());
+}
+
 TEST_CASE("a failed save leaves no file behind") {
     Config c = small_config();
     std::vector<float> params(num_params(c), 0.0f);
@@ -182,7 +215,7 @@ TEST_CASE("a failed save leaves no file behind") {
     CHECK_THROWS_WITH_AS(checkpoint_save(path, c, params.data()), doctest::Contains("build/ckpt_blocker"),
                          std::runtime_error);
     CHECK_FALSE(file_exists(path));
-    CHECK_FALSE(file_exists(path + ".tmp"));
+    CHECK(leftover_temp_files(path).empty());
     std::remove("build/ckpt_blocker");
 }
 

@@ -61,7 +61,7 @@ TEST_CASE("shard: write, read, exact size") {
     CHECK(h[0] == 20240520);
     CHECK(h[1] == 1);
     CHECK(h[2] == 5);
-    CHECK(!fs::exists(d / "s.bin.tmp"));
+    CHECK(leftover_temp_files(d / "s.bin").empty());
     write_shard(d / "empty.bin", std::vector<uint16_t>{});
     CHECK(read_shard(d / "empty.bin").empty());
 }

@@ -400,6 +400,14 @@ static std::vector<ModelCase> model_cases() {
             {"mot G=B", small_config({MOT, DENSE}, 1.5f, 8), 8, 33}};
 }
 
+// The same model on both paths: CPU weights from gpt_init_weights(seed), copied to the GPU.
+static void build_both(GPT<float>* cpu, gpu::GPT* gm, const Config& c, uint64_t seed) {
+    gpt_build(cpu, c);
+    gpt_init_weights(cpu, seed);
+    gpu::gpt_build(gm, c);
+    gpu::gpu_gpt_load_params(gm, cpu->params_memory.data());
+}
+
 // Compares every parameter-shaped block (params or grads), tensor by tensor.
 static void check_tensors(const Config& c, const std::vector<float>& gpu, const std::vector<float>& cpu,
                           const std::string& what) {
@@ -413,11 +421,8 @@ GPU_TEST("gpu model: loss, logits and every parameter gradient") {
     for (const ModelCase& mc : model_cases()) {
         INFO("model " << mc.name);
         GPT<float> cpu;
-        gpt_build(&cpu, mc.cfg);
-        gpt_init_weights(&cpu, 1234);
         gpu::GPT gm;
-        gpu::gpt_build(&gm, mc.cfg);
-        gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+        build_both(&cpu, &gm, mc.cfg, 1234);
         std::vector<float> back(gm.num_params);
         gpu::gpu_gpt_get_params(&gm, back.data());
         CHECK(back == cpu.params_memory);
@@ -475,11 +480,8 @@ GPU_TEST("gpu model: 10 AdamW steps") {
     for (const ModelCase& mc : model_cases()) {
         INFO("model " << mc.name);
         GPT<float> cpu;
-        gpt_build(&cpu, mc.cfg);
-        gpt_init_weights(&cpu, 77);
         gpu::GPT gm;
-        gpu::gpt_build(&gm, mc.cfg);
-        gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+        build_both(&cpu, &gm, mc.cfg, 77);
         Rng rng = rng_seed(5);
         size_t BT = (size_t)mc.B * mc.T;
         for (int step = 0; step < 10; step++) {
@@ -542,11 +544,8 @@ GPU_TEST("gpu model at GPT-2-small shapes: loss, logits and every parameter grad
     c.E = 8, c.G = 4, c.f = c.dff * c.G / c.E, c.tau = 1.0f, c.kinds = {DENSE, MOT};
     const int B = 8, T = 1024;
     GPT<float> cpu;
-    gpt_build(&cpu, c);
-    gpt_init_weights(&cpu, 2024);
     gpu::GPT gm;
-    gpu::gpt_build(&gm, c);
-    gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+    build_both(&cpu, &gm, c, 2024);
     Rng rng = rng_seed(7);
     std::vector<int> inputs = rand_tokens(&rng, (size_t)B * T, c.V), targets = rand_tokens(&rng, (size_t)B * T, c.V);
     check_model_step(&cpu, &gm, inputs, targets, B, T, TOL, "gpt2-small shapes");
@@ -557,11 +556,8 @@ GPU_TEST("gpu model at GPT-2-small shapes: loss, logits and every parameter grad
 GPU_TEST("gpu model: the batch shape changes between calls") {
     Config c = small_config({MOT, DENSE});
     GPT<float> cpu;
-    gpt_build(&cpu, c);
-    gpt_init_weights(&cpu, 31);
     gpu::GPT gm;
-    gpu::gpt_build(&gm, c);
-    gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+    build_both(&cpu, &gm, c, 31);
     Rng rng = rng_seed(32);
     struct Shape { int B, T; };
     for (Shape s : {Shape{4, 37}, Shape{8, 7}, Shape{12, 64}, Shape{4, 37}}) {
@@ -623,11 +619,8 @@ GPU_TEST("gpu model: TF32 tensor cores agree with the fp32 reference within 1e-2
     for (const ModelCase& mc : {model_cases()[1], model_cases()[2]}) {
         INFO("model " << mc.name);
         GPT<float> cpu;
-        gpt_build(&cpu, mc.cfg);
-        gpt_init_weights(&cpu, 51);
         gpu::GPT gm;
-        gpu::gpt_build(&gm, mc.cfg);
-        gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+        build_both(&cpu, &gm, mc.cfg, 51);
         Rng rng = rng_seed(52);
         size_t BT = (size_t)mc.B * mc.T;
         std::vector<int> x = rand_tokens(&rng, BT, mc.cfg.V), y = rand_tokens(&rng, BT, mc.cfg.V);
@@ -646,11 +639,8 @@ GPU_TEST("gpu model: forward and backward repeat bit for bit") {
     for (const ModelCase& mc : model_cases()) {
         INFO("model " << mc.name);
         GPT<float> cpu;
-        gpt_build(&cpu, mc.cfg);
-        gpt_init_weights(&cpu, 61);
         gpu::GPT gm;
-        gpu::gpt_build(&gm, mc.cfg);
-        gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+        build_both(&cpu, &gm, mc.cfg, 61);
         Rng rng = rng_seed(62);
         size_t BT = (size_t)mc.B * mc.T;
         // few distinct tokens: many positions share each wte row

@@ -4,9 +4,7 @@
 // ./train_mot (tests/program.h) on hand-written shards named by a prefix,
 // so that the suites do not share scratch files.
 #pragma once
-#include <dirent.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -16,33 +14,6 @@
 #include <vector>
 
 #include "program.h"
-
-inline std::string slurp(const std::string& path) {
-    FILE* fp = std::fopen(path.c_str(), "rb");
-    if (!fp) return "";
-    std::string s;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, fp)) > 0) s.append(buf, n);
-    std::fclose(fp);
-    return s;
-}
-
-inline std::vector<std::string> list_dir(const std::string& dir) {
-    std::vector<std::string> names;
-    DIR* d = opendir(dir.c_str());
-    if (!d) return names;
-    while (dirent* e = readdir(d))
-        if (e->d_name[0] != '.') names.push_back(e->d_name);
-    closedir(d);
-    std::sort(names.begin(), names.end());
-    return names;
-}
-
-inline void clear_dir(const std::string& dir) {
-    for (const std::string& n : list_dir(dir)) std::remove((dir + "/" + n).c_str());
-    rmdir(dir.c_str());
-}
 
 // Words in a pseudo-random order: text with structure, every batch different.
 inline std::vector<uint16_t> text_tokens(int n, uint64_t seed) {

@@ -1,0 +1,84 @@
+// Where a training run writes: checked before the first step, so that a run
+// never trains for hours and then finds it cannot save; and the checkpoint
+// folder locked, so that two runs never write into one folder.
+#pragma once
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "error.h"
+#include "fileio.h"
+
+// Fails unless files can be created in dir (made first if missing): creates
+// and removes a probe file there. option names the flag for the message.
+inline void check_writable_dir(const std::string& dir, const char* option) {
+    try {
+        make_dirs(dir);
+    } catch (const std::exception& e) {
+        fail(strf("%s %s: %s", option, dir.c_str(), e.what()));
+    }
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        fail(strf("%s %s: not a directory", option, dir.c_str()));
+    std::string probe = strf("%s/.mot-write-test-%d", dir.c_str(), (int)getpid());
+    int fd = open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) fail(strf("%s %s: cannot write there (%s)", option, dir.c_str(), std::strerror(errno)));
+    close(fd);
+    unlink(probe.c_str());
+}
+
+// The folder of a file path ("." for a bare name).
+inline std::string parent_dir(const std::string& path) {
+    size_t slash = path.find_last_of('/');
+    if (slash == std::string::npos) return ".";
+    return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// Fails unless path can be written: an existing path must be a regular file,
+// and its folder must take new files (the file is written to a temporary
+// name there and renamed).
+inline void check_writable_file(const std::string& path, const char* option) {
+    struct stat st;
+    if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+        fail(strf("%s %s: exists and is not a regular file", option, path.c_str()));
+    try {
+        check_writable_dir(parent_dir(path), option);
+    } catch (const std::exception& e) {
+        fail(strf("%s %s: cannot be written: %s", option, path.c_str(), e.what()));
+    }
+}
+
+// An exclusive lock on a checkpoint folder, held until the process ends: a
+// second run given the same folder stops with an error naming the first.
+// The lock is flock() on DIR/.lock, which also holds the owner's pid; the
+// kernel drops it when the owner exits, however it exits.
+inline void lock_checkpoint_dir(const std::string& dir) {
+    static std::string locked;  // one folder per process
+    if (locked == dir) return;
+    if (!locked.empty()) fail(strf("--checkpoint-dir: already writing to %s", locked.c_str()));
+    check_writable_dir(dir, "--checkpoint-dir");
+    std::string path = dir + "/.lock";
+    int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+    if (fd < 0) fail(strf("--checkpoint-dir %s: cannot create %s (%s)", dir.c_str(), path.c_str(), std::strerror(errno)));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char buf[32] = {0};
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        close(fd);
+        std::string owner = n > 0 ? std::string(buf, strcspn(buf, "\n")) : "unknown";
+        if (e == EWOULDBLOCK)
+            fail(strf("--checkpoint-dir %s is in use by another train_mot (pid %s): two runs in one folder would "
+                      "overwrite each other's checkpoints; give another folder or stop that run",
+                      dir.c_str(), owner.c_str()));
+        fail(strf("--checkpoint-dir %s: cannot lock %s (%s)", dir.c_str(), path.c_str(), std::strerror(e)));
+    }
+    std::string pid = strf("%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) != (ssize_t)pid.size())
+        fail(strf("--checkpoint-dir %s: cannot write %s (%s)", dir.c_str(), path.c_str(), std::strerror(errno)));
+    locked = dir;  // fd stays open: the lock lives as long as the process
+}

@@ -1,0 +1,406 @@
+// tests/test_faults.cpp: the program under faults and contradictory input,
+// through ./train_mot as a user runs it. Nothing is lost (a model that cannot
+// be saved where asked is saved beside it; SIGTERM saves a checkpoint),
+// nothing is silent (every bad option, file or state is an error naming it),
+// and a resumed run continues exactly where the checkpoint left off.
+//   make NVCC= train_mot
+//   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_faults.cpp -o build/test_faults
+//   ./build/test_faults          (from the repository root; scratch files go to build/tf_*)
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "program.h"
+#include "train_checks.h"
+
+static const std::string TINY = TINY_MODEL + " --device cpu";
+static const std::string DATA = " --data build/tf_train.bin";
+
+static void make_data() { make_train_data("build/tf"); }
+
+// Number of checkpoint models in dir.
+static int checkpoint_steps_in(const std::string& dir) {
+    int n = 0;
+    for (const std::string& name : list_dir(dir)) n += name.size() > 5 && name.substr(name.size() - 5) == ".ckpt";
+    return n;
+}
+
+// The "step" of a log line (-1 when none).
+static long long jsonl_step_of(const std::string& line) {
+    size_t p = line.find("\"step\":");
+    return p == std::string::npos ? -1 : std::atoll(line.c_str() + p + 7);
+}
+
+// Waits (up to 20 s) until the log has at least n rows.
+static void wait_rows(const std::string& log, size_t n) {
+    for (int i = 0; i < 400 && read_log(log).size() < n; i++) usleep(50000);
+    REQUIRE(read_log(log).size() >= n);
+}
+
+// A long run in the background (TINY model, --log LOG), once its log has
+// `rows` rows: it is training.
+static pid_t spawn_training(const std::string& args, const std::string& log, const std::string& out, size_t rows) {
+    std::remove(log.c_str());
+    pid_t pid = spawn(DATA + TINY + " --val-every 0 " + args + " --log " + log, out);
+    wait_rows(log, rows);
+    return pid;
+}
+
+// A small trained checkpoint (TINY model) at path.
+static void trained(const std::string& path) {
+    make_data();
+    Run r = run(DATA + TINY + " --val-every 0 --steps 3 --save " + path);
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+}
+
+// ---------------------------------------------------------------------------
+// crashes, hangs, sizes
+
+TEST_CASE("sizes whose product overflows int are refused, not a SIGFPE") {
+    make_data();
+    expect_error(DATA + TINY + " --batch 65536 --seq 65536 --total-batch 8", {"--batch 65536", "--seq 65536", "2^31"});
+}
+
+TEST_CASE("a model too large for memory is refused before allocating, naming the options that size it") {
+    make_data();
+    expect_error(DATA + TINY + " --batch 40960 --seq 8192", {"out of memory", "--batch 40960", "GiB are available"});
+    expect_error(DATA + TINY + " --d-model 32768 --heads 1 --layers 64", {"out of memory", "--d-model", "GiB"});
+}
+
+// ---------------------------------------------------------------------------
+// nothing lost
+
+TEST_CASE("--save that cannot be written is refused before the first step") {
+    make_data();
+    write_bytes("build/tf_file", "a file, not a folder");
+    Run r = run(DATA + TINY + " --steps 5 --save build/tf_file/model.ckpt");
+    INFO(r.out);
+    CHECK(r.rc == 1);
+    CHECK(r.out.find("--save build/tf_file/model.ckpt") != std::string::npos);
+    CHECK(r.out.find("step     1/5") == std::string::npos);  // no training happened
+    expect_error(DATA + TINY + " --steps 5 --checkpoint-dir build/tf_file/ckpt --checkpoint-every 2", {"--checkpoint-dir"});
+}
+
+TEST_CASE("a --save that fails at the end writes the model beside it and says where") {
+    make_data();
+    std::string dir = "build/tf_savefail";
+    clear_dir(dir + "/model.ckpt");
+    clear_dir(dir);
+    pid_t pid = spawn_training("--steps 15000 --save " + dir + "/model.ckpt", "build/tf_savefail.jsonl",
+                               "build/tf_savefail.out", 1);
+    // once training runs, a folder takes the model's name: the final rename must fail
+    REQUIRE(mkdir((dir + "/model.ckpt").c_str(), 0755) == 0);
+    Exit e = wait_exit(pid);
+    std::string out = slurp("build/tf_savefail.out");
+    INFO(out);
+    CHECK(e.exited);
+    CHECK(e.code == 1);  // not a success: the model is not where it was asked for
+    std::string where = after(out, "the model was written to ");
+    REQUIRE(!where.empty());
+    std::string path = where.substr(0, where.find(" instead"));
+    CHECK(path.find(dir + "/model.ckpt.rescue-") == 0);
+    Run ev = run("eval --load " + path + " --data build/tf_val.bin --device cpu --seq 8 --batch 4");
+    INFO(ev.out);
+    CHECK(ev.rc == 0);  // the rescued model loads
+    std::remove(path.c_str());
+}
+
+TEST_CASE("SIGTERM saves a checkpoint and exits 143; a second signal exits at once") {
+    make_data();
+    std::string dir = "build/tf_sigterm";
+    clear_dir(dir);
+    std::string args = "--steps 1000000 --checkpoint-dir " + dir;
+    pid_t pid = spawn_training(args, "build/tf_sigterm.jsonl", "build/tf_sigterm.out", 3);
+    REQUIRE(kill(pid, SIGTERM) == 0);
+    Exit e = wait_exit(pid);
+    std::string out = slurp("build/tf_sigterm.out");
+    INFO(out);
+    CHECK(e.exited);  // handled, not killed by the signal
+    CHECK(e.code == 143);
+    CHECK(out.find("interrupted (SIGTERM): saved") != std::string::npos);
+    CHECK(checkpoint_steps_in(dir) == 1);
+
+    // two signals: the second does not wait for the checkpoint
+    clear_dir(dir);
+    pid = spawn_training(args, "build/tf_sigterm.jsonl", "build/tf_sigterm.out", 3);
+    REQUIRE(kill(pid, SIGTERM) == 0);
+    REQUIRE(kill(pid, SIGINT) == 0);
+    e = wait_exit(pid);
+    out = slurp("build/tf_sigterm.out");
+    INFO(out);
+    CHECK(e.exited);
+    CHECK((e.code == 143 || e.code == 130));
+    CHECK(out.find("saved, stopping") == std::string::npos);
+}
+
+TEST_CASE("--skip-nonfinite gives up after --max-skips updates in a row, and saves no non-finite model") {
+    make_data();
+    // lr * wd = 100 multiplies every matrix by -99 per step: the floats overflow within a few steps
+    std::string d = DATA + TINY + " --val-every 0 --steps 200 --lr 10 --wd 10 --warmup 0 --grad-clip 0 --skip-nonfinite";
+    std::remove("build/tf_nan.ckpt");
+    Run r = run(d + " --max-skips 5 --save build/tf_nan.ckpt");
+    INFO(r.out);
+    CHECK(r.rc == 1);
+    CHECK(r.out.find("5 updates in a row") != std::string::npos);
+    CHECK(r.out.find("--max-skips 5") != std::string::npos);
+    CHECK(r.out.find("step   200/200") == std::string::npos);
+    CHECK_FALSE(exists("build/tf_nan.ckpt"));
+    // allowed to run on (a large --max-skips): the run ends still skipping,
+    // which is not a success, and the model that does not train is not saved
+    Run s = run(d + " --max-skips 1000 --save build/tf_nan.ckpt");
+    INFO(s.out);
+    CHECK(s.rc == 1);
+    CHECK(s.out.find("updates skipped") != std::string::npos);
+    CHECK_FALSE(exists("build/tf_nan.ckpt"));
+}
+
+// ---------------------------------------------------------------------------
+// the log
+
+TEST_CASE("the log writes null for non-finite values, so every line is JSON") {
+    make_data();
+    std::remove("build/tf_null.jsonl");
+    Run r = run(DATA + TINY + " --val-every 0 --steps 12 --lr 10 --wd 10 --warmup 0 --grad-clip 0 --skip-nonfinite"
+                " --max-skips 100 --log build/tf_null.jsonl");
+    INFO(r.out);
+    std::string log = slurp("build/tf_null.jsonl");
+    INFO(log);
+    CHECK(log.find("null") != std::string::npos);
+    CHECK(log.find("nan") == std::string::npos);
+    CHECK(log.find("inf") == std::string::npos);
+}
+
+TEST_CASE("a failed log write (a full disk) stops the run with an error") {
+    make_data();
+    std::remove("build/tf_full.jsonl");
+    // files may grow to 4 blocks of 512 bytes: the log fills that within a few
+    // dozen steps. SIGXFSZ is ignored, so the write fails with EFBIG as on a
+    // full disk; the program's own output goes to a pipe, which has no limit.
+    Run r = run_cmd("sh -c \"trap '' XFSZ; ulimit -f 4; exec " + train_mot_path() + DATA + TINY +
+                    " --val-every 0 --steps 2000 --log build/tf_full.jsonl\"");
+    INFO(r.out.substr(r.out.size() > 2000 ? r.out.size() - 2000 : 0));
+    CHECK(r.rc == 1);
+    CHECK(r.out.find("--log build/tf_full.jsonl: write failed") != std::string::npos);
+    CHECK(r.out.find("step  2000/2000") == std::string::npos);
+}
+
+TEST_CASE("resuming drops the log rows written after the checkpoint: the log equals an uninterrupted run's") {
+    make_data();
+    std::string dir = "build/tf_logresume";
+    clear_dir(dir);
+    std::string d = DATA + TINY + " --val-data build/tf_val.bin --val-every 4 --val-batches 1 --steps 20"
+                    " --checkpoint-every 5 --keep-checkpoints 0 --checkpoint-dir " + dir;
+    std::remove("build/tf_full_run.jsonl");
+    Run full = run(d + " --log build/tf_full_run.jsonl");
+    INFO(full.out);
+    REQUIRE(full.rc == 0);
+    std::string whole = slurp("build/tf_full_run.jsonl");
+    // a run that crashed after logging step 13: its log ends there, and its
+    // newest checkpoint is step 10
+    std::string crashed;
+    size_t pos = 0;
+    while (pos < whole.size()) {
+        size_t nl = whole.find('\n', pos);
+        std::string line = whole.substr(pos, nl - pos + 1);
+        pos = nl + 1;
+        if (jsonl_step_of(line) <= 13) crashed += line;
+    }
+    write_bytes("build/tf_crashed.jsonl", crashed);
+    for (int s : {15, 20}) {
+        std::remove(strf("%s/step_%08d.ckpt", dir.c_str(), s).c_str());
+        std::remove(strf("%s/step_%08d.state", dir.c_str(), s).c_str());
+    }
+    Run resumed = run(d + " --resume --log build/tf_crashed.jsonl");
+    INFO(resumed.out);
+    REQUIRE(resumed.rc == 0);
+    CHECK(resumed.out.find("resuming at step 10") != std::string::npos);
+    CHECK(resumed.out.find("dropped") != std::string::npos);
+    // every row once, in order, with the same numbers (timings aside)
+    std::string got = slurp("build/tf_crashed.jsonl");
+    auto rows = [](const std::string& text) {
+        std::vector<std::string> out;
+        size_t p = 0;
+        while (p < text.size()) {
+            size_t nl = text.find('\n', p);
+            std::string line = text.substr(p, nl - p);
+            p = nl + 1;
+            size_t ms = line.find(", \"ms\"");
+            out.push_back(ms == std::string::npos ? line : line.substr(0, ms));
+        }
+        return out;
+    };
+    CHECK(rows(got) == rows(whole));
+    CHECK(rows(whole).size() == 26);  // 20 train rows, validation at 0, 4, 8, 12, 16, 20
+}
+
+// ---------------------------------------------------------------------------
+// the checkpoint folder
+
+TEST_CASE("a second trainer on one --checkpoint-dir stops with an error naming the first") {
+    make_data();
+    std::string dir = "build/tf_lock";
+    clear_dir(dir);
+    pid_t first = spawn_training("--steps 1000000 --checkpoint-every 50 --checkpoint-dir " + dir, "build/tf_lock.jsonl",
+                                 "build/tf_lock.out", 2);
+    Run second = run(DATA + TINY + " --val-every 0 --steps 10 --checkpoint-dir " + dir + " --checkpoint-every 2");
+    INFO(second.out);
+    CHECK(second.rc == 1);
+    CHECK(second.out.find("in use by another train_mot (pid " + std::to_string(first) + ")") != std::string::npos);
+    REQUIRE(kill(first, SIGINT) == 0);
+    Exit e = wait_exit(first);
+    CHECK(e.exited);
+    CHECK(e.code == 130);
+    // the first one's checkpoints are intact: the newest resumes
+    Run third = run(DATA + TINY + " --val-every 0 --steps " + std::to_string(read_log("build/tf_lock.jsonl").rbegin()->first + 1) +
+                    " --checkpoint-dir " + dir + " --resume");
+    INFO(third.out);
+    CHECK(third.rc == 0);
+}
+
+// A run of 10 steps that checkpoints at 5 and 10 into dir.
+static void two_checkpoints(const std::string& dir) {
+    make_data();
+    clear_dir(dir);
+    Run r = run(DATA + TINY + " --val-every 0 --steps 10 --checkpoint-every 5 --keep-checkpoints 0 --checkpoint-dir " + dir);
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+}
+
+TEST_CASE("--resume skips a damaged newest checkpoint, saying which and why, and takes the one before") {
+    std::string dir = "build/tf_damaged";
+    two_checkpoints(dir);
+    std::string ckpt = dir + "/step_00000010.ckpt", bytes = slurp(ckpt);
+    write_bytes(ckpt, bytes.substr(0, bytes.size() / 2));  // torn
+    Run r = run(DATA + TINY + " --val-every 0 --steps 12 --checkpoint-dir " + dir + " --resume");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("skipping the checkpoint of step 10") != std::string::npos);
+    CHECK(r.out.find("does not match its header") != std::string::npos);
+    CHECK(r.out.find("resuming at step 5") != std::string::npos);
+}
+
+// Overwrites the int64 at slot `slot` of a training-state header.
+static void patch_state(const std::string& path, int slot, int64_t value) {
+    std::string bytes = slurp(path);
+    std::memcpy(&bytes[8 * slot], &value, 8);
+    write_bytes(path, bytes);
+}
+
+TEST_CASE("a training state with an impossible step, position or moments is refused, naming the field") {
+    std::string dir = "build/tf_state";
+    struct Damage { int slot; int64_t value; const char* needle; };
+    for (Damage d : {Damage{2, (int64_t)1 << 40, "the step"}, Damage{2, -1, "the step"},
+                     Damage{6, -5, "the data position"}, Damage{9, 0, "the batch size"}}) {
+        two_checkpoints(dir);
+        for (int s : {5, 10}) patch_state(strf("%s/step_%08d.state", dir.c_str(), s), d.slot, d.value);
+        expect_error(DATA + TINY + " --val-every 0 --steps 12 --checkpoint-dir " + dir + " --resume",
+                     {"no valid checkpoint", d.needle});
+    }
+    two_checkpoints(dir);
+    for (int s : {5, 10}) {
+        std::string path = strf("%s/step_%08d.state", dir.c_str(), s), bytes = slurp(path);
+        float nan = NAN;
+        std::memcpy(&bytes[256 + 4 * 7], &nan, 4);  // AdamW m of parameter 7
+        write_bytes(path, bytes);
+    }
+    expect_error(DATA + TINY + " --val-every 0 --steps 12 --checkpoint-dir " + dir + " --resume",
+                 {"AdamW moment 7", "finite"});
+}
+
+TEST_CASE("--resume refuses options that contradict the checkpoint") {
+    std::string dir = "build/tf_conflict";
+    two_checkpoints(dir);
+    std::string d = TINY + " --val-every 0 --checkpoint-dir " + dir + " --resume";
+    expect_error(DATA + d + " --steps 7", {"--steps 7", "below the checkpoint's step 10"});
+    expect_error(DATA + d + " --steps 20 --load build/tf_x.ckpt", {"--resume and --load"});
+    expect_error(" --data build/tf_small.bin" + d + " --steps 20", {"--data build/tf_small.bin", "not the data"});
+    expect_error(DATA + d + " --steps 20 --total-batch 64", {"--total-batch"});
+    // model options cannot change a checkpoint's shape: said, not silently ignored
+    Run r = run(DATA + d + " --steps 11 --d-model 32");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("note: --d-model is ignored") != std::string::npos);
+}
+
+TEST_CASE("--checkpoint-every without --checkpoint-dir is refused") {
+    make_data();
+    expect_error(DATA + TINY + " --steps 4 --checkpoint-every 2", {"--checkpoint-every 2", "--checkpoint-dir"});
+}
+
+// ---------------------------------------------------------------------------
+// bad values in options and files
+
+TEST_CASE("NaN is refused by every floating-point option") {
+    make_data();
+    for (const char* opt : {"--lr", "--wd", "--grad-clip", "--lr-min-frac", "--temperature"})
+        expect_error(DATA + TINY + " --steps 2 " + opt + " nan", {opt, "finite"});
+    trained("build/tf_model.ckpt");
+    expect_error("sample --load build/tf_model.ckpt --temperature nan", {"--temperature", "finite"});
+}
+
+TEST_CASE("a checkpoint with a non-finite parameter or temperature is refused, naming the tensor") {
+    trained("build/tf_model.ckpt");
+    std::string good = slurp("build/tf_model.ckpt");
+    std::string bad = good;
+    float nan = NAN;
+    std::memcpy(&bad[1024 + 4 * 5], &nan, 4);  // wte, element 5
+    write_bytes("build/tf_nanparam.ckpt", bad);
+    expect_error("eval --load build/tf_nanparam.ckpt --data build/tf_val.bin --device cpu --seq 8 --batch 4",
+                 {"build/tf_nanparam.ckpt", "wte[5]", "not finite"});
+    expect_error("sample --load build/tf_nanparam.ckpt", {"wte[5]"});
+    for (uint32_t bits : {0x00000001u, 0x7f800000u, 0x7fc00000u}) {  // denormal, infinity, NaN
+        bad = good;
+        std::memcpy(&bad[4 * 12], &bits, 4);
+        write_bytes("build/tf_badtau.ckpt", bad);
+        expect_error("eval --load build/tf_badtau.ckpt --data build/tf_val.bin --device cpu --seq 8 --batch 4",
+                     {"build/tf_badtau.ckpt", "temperature"});
+    }
+}
+
+TEST_CASE("a tokenizer whose vocabulary differs from the model's is refused at start") {
+    make_data();
+    write_bytes("build/tf_text.txt", std::string(3000, 'a') + "the quick brown fox jumps over the lazy dog\n");
+    Run p = run_cmd("./prepare --out build/tf_prep --vocab 300 build/tf_text.txt");
+    INFO(p.out);
+    REQUIRE(p.rc == 0);
+    trained("build/tf_model.ckpt");  // vocab 257
+    Run r = run(DATA + TINY + " --steps 3 --sample-every 1 --load build/tf_model.ckpt --tokenizer build/tf_prep/tokenizer.bin");
+    INFO(r.out);
+    CHECK(r.rc == 1);
+    CHECK(r.out.find("tokens, the model's vocabulary has 257") != std::string::npos);
+    CHECK(r.out.find("step     1/3") == std::string::npos);  // at start, not at the first sample
+    expect_error("sample --load build/tf_model.ckpt --tokenizer build/tf_prep/tokenizer.bin",
+                 {"the model's vocabulary has 257"});
+}
+
+TEST_CASE("samples longer than the context slide the window and say so; NUL bytes are printed") {
+    trained("build/tf_model.ckpt");  // maxT 8, vocab 257 (bytes)
+    Run r = run("sample --load build/tf_model.ckpt --length 100");
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+    CHECK(r.out.find("note: the model's context is 8 tokens") != std::string::npos);
+    std::string ids = after(r.out, "---- sample 1 ----\n");
+    int n = 0;
+    for (size_t i = 0; i < ids.size(); i++) n += ids[i] == ' ' && i > 0 && ids[i - 1] != ' ';
+    CHECK(n >= 100);  // all 100 token ids, not the 7 that fit
+    // decoded through a byte tokenizer, token 0 is the byte 0: it must reach the output
+    write_bytes("build/tf_text.txt", std::string(3000, 'a') + "the quick brown fox jumps over the lazy dog\n");
+    Run p = run_cmd("./prepare --out build/tf_prep257 --vocab 257 build/tf_text.txt");
+    INFO(p.out);
+    REQUIRE(p.rc == 0);
+    Run s = run("sample --load build/tf_model.ckpt --tokenizer build/tf_prep257/tokenizer.bin --length 4000 --seed 3");
+    INFO(s.out.size());
+    REQUIRE(s.rc == 0);
+    CHECK(s.out.find('\0') != std::string::npos);
+}

@@ -1,0 +1,315 @@
+// Inputs that are not what they seem, through the real programs (issue 11):
+// quotes in plot titles and log names (which once went into gnuplot's script
+// as code), an unwritable plot output, a FIFO or a directory where a
+// checkpoint, shard or tokenizer file belongs (a FIFO once blocked forever),
+// a prepare that fails halfway over an existing data set, and a bad token id
+// in a later shard (once found only when the run reached it).
+//
+// Scratch files are build/ti_*. Runs that could hang if a check regressed
+// (the FIFOs) go through `timeout`, so a regression fails in seconds.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include "program.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+// s as one word for /bin/sh.
+static std::string sh_quote(const std::string& s) {
+    std::string q = "'";
+    for (char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    return q + "'";
+}
+
+// ./train_mot args, killed after 10 s (exit status 137) if it hangs.
+static Run run_limited(const std::string& args) {
+    return run_cmd("OMP_NUM_THREADS=1 timeout -s KILL 10 " + train_mot_path() + " " + args);
+}
+
+// The prepare program: MOT_PREPARE, else beside MOT_TRAIN_MOT (CMake builds
+// both into one folder), else ./prepare.
+static std::string prepare_path() {
+    const char* p = std::getenv("MOT_PREPARE");
+    if (p && *p) return p;
+    std::string t = train_mot_path();
+    size_t slash = t.find_last_of('/');
+    return slash == std::string::npos ? "./prepare" : t.substr(0, slash + 1) + "prepare";
+}
+
+static void expect_clean_error(const Run& r, const std::vector<std::string>& needles) {
+    INFO("output: ", r.out);
+    CHECK(r.rc != 0);
+    CHECK(r.rc < 124);  // an error exit: not a timeout (124, 137) and not a crash
+    for (const std::string& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
+}
+
+// A fresh, empty scratch folder.
+static std::string scratch(const std::string& name) {
+    std::string d = "build/" + name;
+    fs::remove_all(d);
+    fs::create_directories(d);
+    return d;
+}
+
+static const std::string PNG_MAGIC("\x89PNG\r\n\x1a\n", 8);
+
+static bool have_gnuplot() { return std::system("command -v gnuplot > /dev/null 2>&1") == 0; }
+
+// A small train_mot log: train rows every step, validation rows every 5.
+static void write_log(const std::string& path) {
+    std::string s;
+    for (int step = 1; step <= 20; step++) {
+        s += "{\"step\": " + std::to_string(step) + ", \"loss\": " + std::to_string(4.0 - 0.1 * step) + ", \"lr\": 0.001}\n";
+        if (step % 5 == 0) s += "{\"step\": " + std::to_string(step) + ", \"val_loss\": " + std::to_string(4.1 - 0.1 * step) + "}\n";
+    }
+    write_bytes(path, s);
+}
+
+// ---------------------------------------------------------------- plot
+
+TEST_CASE("plot: quotes in the title, the log names and -o are plain text") {
+    if (!have_gnuplot()) {
+        MESSAGE("gnuplot is not on PATH: plot test skipped");
+        return;
+    }
+    std::string d = scratch("ti_plot_quotes");
+    std::string log1 = d + "/Romeo's run.jsonl", log2 = d + "/it''s \"two\".jsonl", png = d + "/Juliet's loss.png";
+    write_log(log1);
+    write_log(log2);
+    std::string title = "it's `touch " + d + "/backquote` @macro \\ 'quoted'";
+    Run r = run("plot " + sh_quote(log1) + " " + sh_quote(log2) + " -o " + sh_quote(png) + " --title " + sh_quote(title));
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(slurp(png).substr(0, 8) == PNG_MAGIC);
+    CHECK_FALSE(exists(png + ".tmp"));
+    CHECK_FALSE(exists(d + "/backquote"));
+}
+
+TEST_CASE("plot: a log name or a title cannot run commands") {
+    if (!have_gnuplot()) {
+        MESSAGE("gnuplot is not on PATH: plot test skipped");
+        return;
+    }
+    std::string d = scratch("ti_plot_inject");
+    // the name (no '/' in a file name) closes gnuplot's string and calls system
+    std::string log = d + "/a'; system 'cd build; cd ti_plot_inject; touch X'; print '.jsonl";
+    write_log(log);
+    std::string title = "t'; system 'touch " + d + "/Y'; print '";
+    Run r = run("plot " + sh_quote(log) + " -o " + d + "/out.png --title " + sh_quote(title));
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK_FALSE(exists(d + "/X"));
+    CHECK_FALSE(exists(d + "/Y"));
+    CHECK(slurp(d + "/out.png").substr(0, 8) == PNG_MAGIC);
+}
+
+TEST_CASE("plot: an output that cannot be written fails first, naming it, and writes nothing") {
+    if (!have_gnuplot()) {
+        MESSAGE("gnuplot is not on PATH: plot test skipped");
+        return;
+    }
+    std::string d = scratch("ti_plot_out");
+    write_log(d + "/run.jsonl");
+    write_bytes(d + "/file", "a regular file\n");
+    fs::create_directories(d + "/folder");
+    struct Case {
+        std::string out, why;
+    };
+    std::vector<Case> cases = {
+        {d + "/missing/sub/loss.png", "No such file or directory"},
+        {d + "/file/loss.png", "Not a directory"},
+        {d + "/folder", "is a directory"},
+    };
+    if (geteuid() != 0) {  // root writes anywhere
+        fs::create_directories(d + "/readonly");
+        chmod((d + "/readonly").c_str(), 0555);
+        cases.push_back({d + "/readonly/loss.png", "Permission denied"});
+    }
+    for (const Case& c : cases) {
+        Run r = run("plot " + d + "/run.jsonl -o " + c.out);
+        INFO("-o ", c.out);
+        expect_clean_error(r, {c.out + ": cannot write the plot", c.why});
+        CHECK(r.out.find(PNG_MAGIC) == std::string::npos);  // no PNG dumped on the terminal
+        CHECK_FALSE(exists(c.out + ".tmp"));
+    }
+    CHECK_FALSE(exists(d + "/missing"));
+    CHECK(fs::is_directory(d + "/folder"));
+    CHECK(fs::is_empty(d + "/folder"));
+    if (geteuid() != 0) chmod((d + "/readonly").c_str(), 0755);
+}
+
+// ---------------------------------------------------------------- FIFOs and directories
+
+// A token shard (vocab 64), a tokenizer-free tiny model trained on it for
+// zero steps, and a log: the valid inputs next to which the bad one goes.
+static const char* TINY = " --vocab 64 --layers 1 --heads 1 --d-model 16 --ffn dense --batch 4 --seq 8"
+                          " --val-batches 1 --sample-every 0 --device cpu";
+
+static std::string make_valid_inputs(const std::string& d) {
+    std::vector<uint16_t> t(600);
+    for (size_t i = 0; i < t.size(); i++) t[i] = uint16_t(i * 7 % 64);
+    write_shard(d + "/train.bin", t);
+    Run r = run("--data " + d + "/train.bin --steps 0 --val-every 0 --save " + d + "/model.ckpt" + TINY);
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+    return d + "/model.ckpt";
+}
+
+// Every place a checkpoint, shard, tokenizer or log path is read, with bad in it.
+static std::vector<std::string> bad_input_commands(const std::string& d, const std::string& bad) {
+    std::string data = " --data " + d + "/train.bin", ckpt = d + "/model.ckpt";
+    std::string train = std::string(" --steps 1 --val-every 0") + TINY;
+    std::vector<std::string> cmds = {
+        "--load " + bad + data + train,                                    // checkpoint
+        "sample --load " + bad,                                           // checkpoint
+        "eval --load " + bad + " --device cpu",                            // checkpoint
+        "--data " + bad + train,                                           // shard
+        "--val-data " + bad + data + " --steps 1 --val-every 1" + TINY,   // shard
+        "eval --load " + ckpt + " --data " + bad + " --batch 4 --seq 8 --device cpu",  // shard
+        "--tokenizer " + bad + data + train,                               // tokenizer
+        "sample --load " + ckpt + " --tokenizer " + bad,                   // tokenizer
+    };
+    if (have_gnuplot()) cmds.push_back("plot " + bad + " -o " + d + "/loss.png");  // log
+    return cmds;
+}
+
+TEST_CASE("a FIFO as checkpoint, shard, tokenizer or log is refused, not waited on") {
+    std::string d = scratch("ti_fifo");
+    make_valid_inputs(d);
+    std::string fifo = d + "/pipe";
+    REQUIRE(mkfifo(fifo.c_str(), 0644) == 0);
+    for (const std::string& cmd : bad_input_commands(d, fifo)) {
+        INFO("args: ", cmd);
+        expect_clean_error(run_limited(cmd), {fifo + ": cannot open", "is not a regular file (it is a FIFO)"});
+    }
+    CHECK_FALSE(exists(d + "/loss.png"));
+}
+
+TEST_CASE("a directory as checkpoint, shard, tokenizer or log is refused by name") {
+    std::string d = scratch("ti_dir");
+    make_valid_inputs(d);
+    std::string dir = d + "/folder";
+    fs::create_directories(dir);
+    for (const std::string& cmd : bad_input_commands(d, dir)) {
+        INFO("args: ", cmd);
+        expect_clean_error(run_limited(cmd), {dir + ": cannot open", "is a directory"});
+    }
+    CHECK_FALSE(exists(d + "/loss.png"));
+}
+
+// ---------------------------------------------------------------- prepare
+
+// Every file under dir (relative name -> contents).
+static std::map<std::string, std::string> snapshot(const std::string& dir) {
+    std::map<std::string, std::string> m;
+    for (const auto& e : fs::recursive_directory_iterator(dir))
+        m[fs::relative(e.path(), dir).string()] = e.is_regular_file() ? slurp(e.path().string()) : "<dir>";
+    return m;
+}
+
+static std::vector<std::string> names_in(const std::string& dir) {
+    std::vector<std::string> v;
+    for (const auto& e : fs::directory_iterator(dir)) v.push_back(e.path().filename().string());
+    std::sort(v.begin(), v.end());
+    return v;
+}
+
+TEST_CASE("prepare: a run that fails halfway leaves the old data set as it was") {
+    std::string d = scratch("ti_prepare");
+    std::string text, other;
+    for (int i = 0; i < 80; i++) text += "Line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog.\n";
+    for (int i = 0; i < 80; i++) other += "Verse " + std::to_string(i) + ": what light through yonder window breaks?\n";
+    write_bytes(d + "/old.txt", text);
+    write_bytes(d + "/new.txt", other);
+    write_bytes(d + "/tiny.txt", "hi\n");
+    std::string out = d + "/out", prep = prepare_path() + " --out " + out;
+    Run first = run_cmd(prep + " --vocab 280 " + d + "/old.txt");
+    INFO(first.out);
+    REQUIRE(first.rc == 0);
+    write_bytes(out + "/notes.txt", "the user's own file\n");  // not prepare's: must survive every run
+    const std::map<std::string, std::string> before = snapshot(out);
+    REQUIRE(before.count("tokenizer.bin"));
+    REQUIRE(before.count("manifest.txt"));
+    REQUIRE(before.count("old_train_000000.bin"));
+    const std::vector<std::string> scratch_names = {"new.txt", "old.txt", "out", "tiny.txt"};
+
+    SUBCASE("the text is too short for a validation split") {
+        Run r = run_cmd(prep + " --vocab 300 " + d + "/tiny.txt");
+        expect_clean_error(r, {"validation split came out empty"});
+    }
+    SUBCASE("the disk fills up after the tokenizer, at the first shard") {
+        // a file size limit of 512 bytes (SIGXFSZ ignored, so writes fail with
+        // EFBIG as on a full disk): the tokenizer (16 + 8 * 33 bytes) fits, a
+        // shard (1024-byte header) does not
+        Run r = run_cmd("trap '' XFSZ; ulimit -f 1; " + prep + " --vocab 290 " + d + "/new.txt");
+        expect_clean_error(r, {"new_train_000000.bin", "write failed"});
+    }
+    CHECK(snapshot(out) == before);            // byte for byte, nothing added or removed
+    CHECK(names_in(d) == scratch_names);       // no temporary folder left beside it
+
+    SUBCASE("and a run that succeeds replaces the data set whole, keeping other files") {
+        Run r = run_cmd(prep + " --vocab 290 " + d + "/new.txt");
+        INFO(r.out);
+        REQUIRE(r.rc == 0);
+        std::vector<std::string> expect = {"manifest.txt", "new_train_000000.bin", "new_val_000000.bin", "notes.txt",
+                                           "tokenizer.bin"};
+        CHECK(names_in(out) == expect);
+        CHECK(slurp(out + "/notes.txt") == "the user's own file\n");
+        CHECK(slurp(out + "/tokenizer.bin") != before.at("tokenizer.bin"));
+        CHECK(names_in(d) == scratch_names);
+    }
+}
+
+// ---------------------------------------------------------------- token ids
+
+TEST_CASE("a bad token id in a later shard stops the run at the start, naming the shard") {
+    std::string d = scratch("ti_ids");
+    std::vector<uint16_t> good(200), bad(200);
+    for (size_t i = 0; i < good.size(); i++) good[i] = bad[i] = uint16_t(i * 5 % 64);
+    bad[123] = 200;  // >= --vocab 64
+    write_shard(d + "/a_000.bin", good);
+    write_shard(d + "/b_001.bin", bad);
+    std::string all = "'" + d + "/*.bin'";
+
+    // training data: sequential, so shard b comes only after ~6 steps on a
+    Run r = run_limited("--data " + all + " --shuffle 0 --steps 20 --val-every 0" + std::string(TINY));
+    expect_clean_error(r, {d + "/b_001.bin: token 200 at position 123 is >= vocab size 64"});
+    CHECK(r.out.find("| loss ") == std::string::npos);  // not one step was taken
+
+    // validation data: 1 batch per validation never reaches shard b
+    Run v = run_limited("--data " + d + "/a_000.bin --val-data " + all + " --steps 2 --val-every 1" + std::string(TINY));
+    expect_clean_error(v, {d + "/b_001.bin: token 200 at position 123 is >= vocab size 64"});
+    CHECK(v.out.find("| loss ") == std::string::npos);
+    CHECK(v.out.find("val loss") == std::string::npos);
+}
+
+TEST_CASE("prepare: an output folder that is a symlink stays one, its target gets the new data set") {
+    std::string d = scratch("ti_prepare_link");
+    std::string text;
+    for (int i = 0; i < 80; i++) text += "Line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog.\n";
+    write_bytes(d + "/in.txt", text);
+    fs::create_directories(d + "/real");
+    fs::create_directory_symlink("real", d + "/link");
+    std::string prep = prepare_path() + " --out " + d + "/link " + d + "/in.txt";
+    for (const char* vocab : {" --vocab 280", " --vocab 290"}) {  // a new data set, then a different one over it
+        Run r = run_cmd(prep + vocab);
+        INFO(r.out);
+        REQUIRE(r.rc == 0);
+        CHECK(fs::is_symlink(d + "/link"));
+        std::vector<std::string> expect = {"in_train_000000.bin", "in_val_000000.bin", "manifest.txt", "tokenizer.bin"};
+        CHECK(names_in(d + "/real") == expect);
+        std::vector<std::string> top = {"in.txt", "link", "real"};
+        CHECK(names_in(d) == top);
+    }
+}
