@@ -18,7 +18,7 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null)
 GPU_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 NVCCFLAGS := -O3 -std=c++17 -I. $(KIT_INC) $(GPU_ARCH) -Xcompiler "-fopenmp -march=native -Wall" -diag-suppress 20012
 
-HEADERS := $(wildcard common/*.h cpu/*.h gpu/*.cuh tokenizer/*.h data/*.h tests/*.h)
+HEADERS := $(wildcard common/*.h cpu/*.h cpu/fast/*.h gpu/*.cuh tokenizer/*.h data/*.h train/*.h tests/*.h)
 CPU_TESTS := $(patsubst tests/%.cpp,build/%,$(wildcard tests/test_*.cpp))
 GPU_TESTS := $(if $(NVCC),$(patsubst tests/%.cu,build/%,$(wildcard tests/test_*.cu)))
 

@@ -110,7 +110,13 @@ static Config config_from_options(const Options& o, int vocab) {
             fail(strf("--d-ff %d * --group %d is not divisible by --experts %d: give --expert-size", c.dff, c.G, c.E));
         c.f = c.dff * c.G / c.E;
     }
-    config_validate(c);
+    // the checks config_validate makes, in terms of the options
+    if (c.C % c.NH != 0) fail(strf("--d-model %d is not divisible by --heads %d", c.C, c.NH));
+    try {
+        config_validate(c);
+    } catch (const std::exception& e) {
+        fail(strf("the model options describe no model: %s", e.what()));
+    }
     return c;
 }
 
@@ -158,8 +164,7 @@ static std::string decode(const Tokenizer* tok, const std::vector<int>& ids) {
 static void print_samples(Model* model, const Tokenizer* tok, const std::vector<int>& prompt,
                           const std::string& prompt_text, int n_show, int len, float temperature, int top_k, Rng* rng) {
     const Config& c = model->cfg;
-    bool any_mot = false;
-    for (int k : c.kinds) any_mot |= k == MOT;
+    bool any_mot = mixes_batch(c);
     int n_seq = std::max(any_mot ? c.G : 1, n_show);
     if (any_mot) n_seq = (n_seq + c.G - 1) / c.G * c.G;  // whole groups: MoT mixes them
     std::vector<std::vector<int>> rows = model_generate(model, prompt, n_seq, len, temperature, top_k, rng);
@@ -190,7 +195,7 @@ static bool given(const Options& o, const std::string& name) {
 // an option given on the command line that asks for another shape is
 // ignored, and said to be.
 static void note_ignored_model_options(const Options& o, const Config& c) {
-    bool any_mot = std::any_of(c.kinds.begin(), c.kinds.end(), [](int k) { return k == MOT; });
+    bool any_mot = mixes_batch(c);
     int dff = o.d_ff > 0 ? o.d_ff : 4 * o.d_model;
     struct { const char* name; bool differs; } opts[] = {
         {"--layers", o.layers != c.L}, {"--heads", o.heads != c.NH}, {"--d-model", o.d_model != c.C},
@@ -334,9 +339,7 @@ static int train(Options o) {
                   "tokenizer the model was trained with",
                   tok_path.c_str(), tok.vocab_size, c.V));
     if (T > c.maxT) fail(strf("--seq %d is above the model's maximum sequence length %d", T, c.maxT));
-    bool any_mot = false;
-    for (int k : c.kinds) any_mot |= k == MOT;
-    if (any_mot && B % c.G != 0)
+    if (mixes_batch(c) && B % c.G != 0)
         fail(strf("--batch %d is not divisible by --group %d: MoT mixes tokens in groups of G batch rows", B, c.G));
 
     // memory for the CPU model before reading any data (model_build checks the GPU's)

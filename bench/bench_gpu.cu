@@ -66,15 +66,12 @@ static void init_on_device(gpu::GPT* model) {
     unsigned long long seed = 1;
     for (const TensorSpec& s : param_specs(c)) {
         float* p = model->params_memory + s.offset;
-        if (s.ndim == 1) {
-            bool lnw = ends_with(s.name, "ln1w") || ends_with(s.name, "ln2w") || s.name == "lnfw";
-            fill_const_kernel<<<grid_for(s.numel, 256), 256>>>(p, s.numel, lnw ? 1.0f : 0.0f);
+        if (s.init == INIT_ZERO || s.init == INIT_ONE) {
+            fill_const_kernel<<<grid_for(s.numel, 256), 256>>>(p, s.numel, s.init == INIT_ONE ? 1.0f : 0.0f);
             CUDA_CHECK_LAUNCH();
             continue;
         }
-        float std = 0.02f;
-        if (ends_with(s.name, "attprojw") || ends_with(s.name, "fcprojw") || ends_with(s.name, ".w2"))
-            std /= std::sqrt(2.0f * c.L);
+        float std = s.init == INIT_RESIDUAL ? 0.02f / std::sqrt(2.0f * c.L) : 0.02f;
         fill_uniform(p, s.numel, std, seed++);
     }
     CUDA_CHECK(cudaDeviceSynchronize());

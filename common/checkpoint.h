@@ -4,7 +4,7 @@
 //     [2..11] V, Vp, maxT, L, NH, C, dff, E, G, f, [12] tau as float32 bits,
 //     [13] activation (0 = gelu tanh), [32 + l] kind of layer l
 //     (0 DENSE, 1 MOT, 2 TOKEN_CHOICE); every other slot 0
-//   float32 parameters, in the order of visit_params() (config.h)
+//   float32 parameters, in the order of visit_params() (layout.h)
 // A file whose size does not match its header is rejected.
 #pragma once
 #include <cmath>
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "config.h"
+#include "layout.h"
 #include "fileio.h"
 
 constexpr int CHECKPOINT_MAGIC = 20261128;

@@ -1,5 +1,5 @@
-// Model FLOPs, counted explicitly, and the device peak they are compared to
-// (model FLOP utilization, MFU).
+// The CPU's peak FLOP rate, the denominator of model FLOP utilization (MFU)
+// on the CPU (the model's FLOPs are counted in common/layout.h).
 #pragma once
 #include <algorithm>
 #include <chrono>
@@ -7,29 +7,6 @@
 #include <cstring>
 #include <string>
 
-#include "config.h"
-
-// Training FLOPs per token: 3x the forward (the backward computes two
-// products for each forward product). Forward, per token:
-//   attention block: qkv 2*3C^2, projection 2*C^2, scores and mixing
-//                    2*2*C*(T+1)/2 (causal: on average (T+1)/2 keys)
-//   DENSE FFN: 2*2*C*dff
-//   MOT FFN: controller 2*C*E, merge 2*E*C, emit 2*E*C (each token joins one
-//            group, whose E mixed tokens it feeds and reads), experts
-//            2*2*C*f*E/G (each group runs E experts once for its G tokens)
-//   LM head: 2*C*V
-inline double model_flops_per_token(const Config& c, int T) {
-    double C = c.C, fwd = 0;
-    for (int l = 0; l < c.L; l++) {
-        fwd += 2 * 4 * C * C + 2 * 2 * C * (T + 1) / 2.0;
-        if (c.kinds[l] == DENSE)
-            fwd += 2 * 2 * C * c.dff;
-        else
-            fwd += 3 * 2 * C * c.E + 2 * 2 * C * c.f * (double)c.E / c.G;
-    }
-    fwd += 2 * C * c.V;
-    return 3 * fwd;
-}
 
 // The core clock in GHz, measured with a chain of dependent register adds
 // (one cycle each): under a VM, /proc/cpuinfo shows only the nominal rate,

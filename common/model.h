@@ -11,6 +11,7 @@
 #include "../cpu/gpt.h"
 #include "config.h"
 #include "flops.h"
+#include "layout.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif

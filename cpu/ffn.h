@@ -1,5 +1,6 @@
 // Dense feed-forward block: out = gelu(inp fcw^T + fcb) fcprojw^T + fcprojb.
 #pragma once
+#include "../common/layout.h"
 #include "gelu.h"
 #include "matmul.h"
 
@@ -36,4 +37,20 @@ void ffn_backward(real* dinp,            // (B,T,C)
     matmul_backward(dfch_gelu, dfcprojw, dfcprojb, dout, fch_gelu, fcprojw, B, T, dff, C);
     gelu_backward(dfch, fch, dfch_gelu, (size_t)B * T * dff);
     matmul_backward(dinp, dfcw, dfcb, dfch, inp, fcw, B, T, C, dff);
+}
+
+// DENSE as a block's feed-forward layer (common/layout.h, DenseFfn): the
+// layer functions above on the block's tensors.
+template <typename real>
+void ffn_kind_forward(DenseFfn, real* out, const real* inp, const LayerWeights<real>& w, LayerActs<real>& a,
+                      int B, int T, const Config& c) {
+    ffn_forward(out, a.fch, a.fch_gelu, inp, w.fcw, w.fcb, w.fcprojw, w.fcprojb, B, T, c.C, c.dff);
+}
+
+template <typename real>
+void ffn_kind_backward(DenseFfn, real* dinp, LayerWeights<real>& dw, LayerActs<real>& da, const real* dout,
+                       const real* inp, const LayerWeights<real>& w, const LayerActs<real>& a, int B, int T,
+                       const Config& c) {
+    ffn_backward(dinp, dw.fcw, dw.fcb, dw.fcprojw, dw.fcprojb, da.fch, da.fch_gelu, dout, inp, a.fch, a.fch_gelu,
+                 w.fcw, w.fcprojw, B, T, c.C, c.dff);
 }

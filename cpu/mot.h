@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstddef>
 
+#include "../common/layout.h"
 #include "gelu.h"
 #include "matmul.h"
 
@@ -156,4 +157,20 @@ void mot_backward(real* dinp,        // (B,T,C)
 
     // controller backward: dX += dZ wc;  dwc += dZ^T X
     matmul_backward(dinp, dwc, (real*)nullptr, dz, inp, wc, B, T, C, E);
+}
+
+// MOT as a block's feed-forward layer (common/layout.h, MotFfn): the layer
+// functions above on the block's tensors.
+template <typename real>
+void ffn_kind_forward(MotFfn, real* out, const real* inp, const LayerWeights<real>& w, LayerActs<real>& a, int B,
+                      int T, const Config& c) {
+    mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, real(c.tau));
+}
+
+template <typename real>
+void ffn_kind_backward(MotFfn, real* dinp, LayerWeights<real>& dw, LayerActs<real>& da, const real* dout,
+                       const real* inp, const LayerWeights<real>& w, const LayerActs<real>& a, int B, int T,
+                       const Config& c) {
+    mot_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, dout, inp, a.m, a.u, a.p, a.a, a.y,
+                 w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, real(c.tau));
 }

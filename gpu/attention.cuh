@@ -11,7 +11,6 @@
 #include <cmath>
 
 #include "common.cuh"
-#include "layernorm.cuh"  // warp_sum, warp_max
 #include "matmul.cuh"
 
 namespace gpu {

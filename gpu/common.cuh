@@ -75,6 +75,21 @@ inline unsigned int grid_for(size_t n, int block) {
     return (unsigned int)(blocks > 0 ? blocks : 1);
 }
 
+namespace gpu {
+
+// Sum of v over the 32 lanes of a warp, returned to every lane.
+__device__ inline float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+__device__ inline float warp_max(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+}  // namespace gpu
+
 // Streaming multiprocessors of the current device (asked once).
 inline int gpu_sm_count() {
     static const int sms = [] {

@@ -1,6 +1,7 @@
 // Dense feed-forward block on the GPU (cpu/ffn.h):
 //   out = gelu(inp fcw^T + fcb) fcprojw^T + fcprojb.
 #pragma once
+#include "../common/layout.h"
 #include "gelu.cuh"
 #include "matmul.cuh"
 
@@ -37,6 +38,23 @@ inline void ffn_backward(float* dinp,             // (B,T,C)
     matmul_backward(dfch_gelu, dfcprojw, dfcprojb, dout, fch_gelu, fcprojw, B, T, dff, C);
     gelu_backward(dfch, fch, dfch_gelu, (size_t)B * T * dff);
     matmul_backward(dinp, dfcw, dfcb, dfch, inp, fcw, B, T, C, dff);
+}
+
+}  // namespace gpu
+
+namespace gpu {
+
+// DENSE as a block's feed-forward layer (common/layout.h, DenseFfn).
+inline void ffn_kind_forward(DenseFfn, float* out, const float* inp, const LayerWeights<float>& w,
+                             LayerActs<float>& a, int B, int T, const Config& c) {
+    ffn_forward(out, a.fch, a.fch_gelu, inp, w.fcw, w.fcb, w.fcprojw, w.fcprojb, B, T, c.C, c.dff);
+}
+
+inline void ffn_kind_backward(DenseFfn, float* dinp, LayerWeights<float>& dw, LayerActs<float>& da, const float* dout,
+                              const float* inp, const LayerWeights<float>& w, const LayerActs<float>& a, int B, int T,
+                              const Config& c) {
+    ffn_backward(dinp, dw.fcw, dw.fcb, dw.fcprojw, dw.fcprojb, da.fch, da.fch_gelu, dout, inp, a.fch, a.fch_gelu,
+                 w.fcw, w.fcprojw, B, T, c.C, c.dff);
 }
 
 }  // namespace gpu

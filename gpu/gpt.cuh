@@ -13,19 +13,15 @@
 #include <cmath>
 #include <vector>
 
-#include "../common/activations.h"
 #include "../common/config.h"
-#include "../cpu/gpt.h"  // check_batch
+#include "../common/layout.h"
 #include "adamw.cuh"
-#include "attention.cuh"
+#include "block.cuh"
 #include "common.cuh"
 #include "crossentropy.cuh"
 #include "encoder.cuh"
-#include "ffn.cuh"
 #include "layernorm.cuh"
 #include "matmul.cuh"
-#include "mot.cuh"
-#include "residual.cuh"
 
 namespace gpu {
 
@@ -103,9 +99,6 @@ inline void gpu_gpt_get_params(GPT* model, float* host) {
 inline void gpu_gpt_get_grads(GPT* model, float* host) {
     CUDA_CHECK(cudaMemcpy(host, model->grads_memory, model->num_params * sizeof(float), cudaMemcpyDeviceToHost));
 }
-inline void gpu_gpt_load_grads(GPT* model, const float* host) {
-    CUDA_CHECK(cudaMemcpy(model->grads_memory, host, model->num_params * sizeof(float), cudaMemcpyHostToDevice));
-}
 inline void gpu_gpt_get_moments(GPT* model, float* host_m, float* host_v) {
     size_t bytes = model->num_params * sizeof(float);
     CUDA_CHECK(cudaMemcpy(host_m, model->mv_memory, bytes, cudaMemcpyDeviceToHost));
@@ -163,7 +156,7 @@ inline void gpt_ensure_acts(GPT* model, int B, int T) {
 // the loss (model->mean_loss, copied back to the host: this call then syncs).
 inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B, int T) {
     const Config& c = model->cfg;
-    check_batch(c, inputs, targets, B, T);
+    batch_validate(c, inputs, targets, B, T);
     gpt_ensure_acts(model, B, T);
     size_t BT = (size_t)B * T;
     CUDA_CHECK(cudaMemcpy(model->inputs, inputs, BT * sizeof(int), cudaMemcpyHostToDevice));
@@ -176,28 +169,14 @@ inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B
                               cudaMemcpyHostToDevice));
     }
     const int C = c.C;
-    const size_t BTC = BT * C;
     Weights<float>& w = model->params;
     Acts<float>& a = model->acts;
 
     encoder_forward(a.encoded, model->inputs, w.wte, w.wpe, B, T, C);
     const float* residual = a.encoded;  // (B,T,C) input of the current block
     for (int l = 0; l < c.L; l++) {
-        LayerWeights<float>& lw = w.layer[l];
-        LayerActs<float>& la = a.layer[l];
-        layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, lw.ln1w, lw.ln1b, B, T, C);
-        matmul_forward(la.qkv, la.ln1, lw.qkvw, lw.qkvb, B, T, C, 3 * C);
-        attention_forward(la.atty, la.preatt, la.att, la.qkv, B, T, C, c.NH);
-        matmul_forward(la.attproj, la.atty, lw.attprojw, lw.attprojb, B, T, C, C);
-        residual_forward(la.res2, residual, la.attproj, BTC);
-        layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lw.ln2w, lw.ln2b, B, T, C);
-        if (c.kinds[l] == DENSE)
-            ffn_forward(la.ffn, la.fch, la.fch_gelu, la.ln2, lw.fcw, lw.fcb, lw.fcprojw, lw.fcprojb, B, T, C, c.dff);
-        else
-            mot_forward(la.ffn, la.z, la.m, la.u, la.p, la.a, la.y, la.ln2, lw.wc, lw.w1, lw.w2,
-                        B, T, C, c.E, c.G, c.f, c.tau);
-        residual_forward(la.res3, la.res2, la.ffn, BTC);
-        residual = la.res3;
+        block_forward(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c);
+        residual = a.layer[l].res3;
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
     matmul_forward(a.logits, a.lnf, w.wte, nullptr, B, T, C, c.Vp);
@@ -213,27 +192,20 @@ inline void gpt_zero_grad(GPT* model) {
     CUDA_CHECK(cudaMemset(model->grads_memory, 0, model->num_params * sizeof(float)));
 }
 
-// Zeroes the activation gradients that the backward pass accumulates into,
-// skipping those it overwrites whole (as cpu/gpt.h does): probs (never used),
-// the (B,NH,T,T) attention scratch, and the MoT scratch. Adjacent tensors to
-// zero are cleared with one cudaMemset.
+// Zeroes the activation gradients that the backward pass adds into (+=),
+// skipping those it overwrites whole before reading them (common/layout.h,
+// GRAD_OVERWRITES), as cpu/gpt.h does. Adjacent tensors to zero are cleared
+// with one cudaMemset.
 inline void gpt_zero_grad_acts(GPT* model) {
-    const Config& c = model->cfg;
     Acts<float> da = model->grad_acts;  // a copy: visit_acts hands out its slots
-    std::vector<const float*> skip = {da.probs};
-    for (int l = 0; l < c.L; l++) {
-        const LayerActs<float>& ld = da.layer[l];
-        skip.insert(skip.end(), {ld.preatt, ld.att});
-        if (c.kinds[l] != DENSE) skip.insert(skip.end(), {ld.z, ld.m, ld.u, ld.p, ld.a, ld.y});
-    }
     float* run = nullptr;  // start of the current stretch to zero
     size_t run_n = 0;
     auto flush = [&]() {
         if (run_n > 0) CUDA_CHECK(cudaMemset(run, 0, run_n * sizeof(float)));
         run = nullptr, run_n = 0;
     };
-    visit_acts(da, c, model->B, model->T, [&](float*& slot, size_t n) {
-        if (std::find(skip.begin(), skip.end(), slot) != skip.end()) return flush();
+    visit_acts(da, model->cfg, model->B, model->T, [&](float*& slot, size_t n, GradUse use) {
+        if (use == GRAD_OVERWRITES) return flush();
         if (run == nullptr) run = slot;
         run_n += n;  // tensors are carved back to back, so the stretch stays contiguous
     });
@@ -247,7 +219,7 @@ inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
     if (!model->has_targets) fail("gpt_backward: the last forward pass had no targets");
     const Config& c = model->cfg;
     const int B = model->B, T = model->T, C = c.C;
-    const size_t BT = (size_t)B * T, BTC = BT * C;
+    const size_t BT = (size_t)B * T;
     Weights<float>& w = model->params;
     Weights<float>& dw = model->grads;
     Acts<float>& a = model->acts;
@@ -260,32 +232,12 @@ inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
 
     crossentropy_backward(da.logits, da.losses, a.probs, model->targets, B, T, c.V, c.Vp);
     matmul_backward(da.lnf, dw.wte, nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
-    const float* last = a.layer[c.L - 1].res3;
-    float* dlast = da.layer[c.L - 1].res3;
-    layernorm_backward(dlast, dw.lnfw, dw.lnfb, da.lnf, last, w.lnfw, a.lnf_mean, a.lnf_rstd, B, T, C);
-
+    layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw, a.lnf_mean,
+                       a.lnf_rstd, B, T, C);
     for (int l = c.L - 1; l >= 0; l--) {
-        LayerWeights<float>& lw = w.layer[l];
-        LayerWeights<float>& lg = dw.layer[l];
-        LayerActs<float>& la = a.layer[l];
-        LayerActs<float>& ld = da.layer[l];
         const float* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
         float* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
-
-        residual_backward(ld.res2, ld.ffn, ld.res3, BTC);
-        if (c.kinds[l] == DENSE)
-            ffn_backward(ld.ln2, lg.fcw, lg.fcb, lg.fcprojw, lg.fcprojb, ld.fch, ld.fch_gelu, ld.ffn,
-                         la.ln2, la.fch, la.fch_gelu, lw.fcw, lw.fcprojw, B, T, C, c.dff);
-        else
-            mot_backward(ld.ln2, lg.wc, lg.w1, lg.w2, ld.z, ld.m, ld.u, ld.p, ld.a, ld.y, ld.ffn,
-                         la.ln2, la.m, la.u, la.p, la.a, la.y, lw.wc, lw.w1, lw.w2,
-                         B, T, C, c.E, c.G, c.f, c.tau);
-        layernorm_backward(ld.res2, lg.ln2w, lg.ln2b, ld.ln2, la.res2, lw.ln2w, la.ln2_mean, la.ln2_rstd, B, T, C);
-        residual_backward(dresidual, ld.attproj, ld.res2, BTC);
-        matmul_backward(ld.atty, lg.attprojw, lg.attprojb, ld.attproj, la.atty, lw.attprojw, B, T, C, C);
-        attention_backward(ld.qkv, ld.preatt, ld.att, ld.atty, la.qkv, la.att, B, T, C, c.NH);
-        matmul_backward(ld.ln1, lg.qkvw, lg.qkvb, ld.qkv, la.ln1, lw.qkvw, B, T, C, 3 * C);
-        layernorm_backward(dresidual, lg.ln1w, lg.ln1b, ld.ln1, residual, lw.ln1w, la.ln1_mean, la.ln1_rstd, B, T, C);
+        block_backward(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B, T, c);
     }
     encoder_backward(dw.wte, dw.wpe, da.encoded, token_buckets(model->buckets, model->n_buckets), B, T, C);
 }
@@ -310,4 +262,3 @@ inline void gpt_update(GPT* model, float lr, float beta1, float beta2, float eps
 
 }  // namespace gpu
 
-using GPTGpu = gpu::GPT;

@@ -5,17 +5,6 @@
 
 namespace gpu {
 
-// Sum of v over the 32 lanes of a warp, returned to every lane.
-__device__ inline float warp_sum(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-
-__device__ inline float warp_max(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    return v;
-}
-
 // One warp per row i of N = B*T rows: two-pass mean and variance, then the
 // normalized, scaled, shifted row. Block: 8 warps = 8 rows.
 __global__ void layernorm_forward_kernel(float* out,           // (N,C)

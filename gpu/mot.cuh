@@ -13,6 +13,7 @@
 #pragma once
 #include <cmath>
 
+#include "../common/layout.h"
 #include "gelu.cuh"
 #include "matmul.cuh"
 
@@ -162,6 +163,23 @@ inline void mot_backward(float* dinp,        // (B,T,C)
 
     // controller backward: dX += dZ wc;  dwc += dZ^T X
     matmul_backward(dinp, dwc, nullptr, dz, inp, wc, B, T, C, E);
+}
+
+}  // namespace gpu
+
+namespace gpu {
+
+// MOT as a block's feed-forward layer (common/layout.h, MotFfn).
+inline void ffn_kind_forward(MotFfn, float* out, const float* inp, const LayerWeights<float>& w, LayerActs<float>& a,
+                             int B, int T, const Config& c) {
+    mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau);
+}
+
+inline void ffn_kind_backward(MotFfn, float* dinp, LayerWeights<float>& dw, LayerActs<float>& da, const float* dout,
+                              const float* inp, const LayerWeights<float>& w, const LayerActs<float>& a, int B, int T,
+                              const Config& c) {
+    mot_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, dout, inp, a.m, a.u, a.p, a.a, a.y,
+                 w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau);
 }
 
 }  // namespace gpu

@@ -14,6 +14,7 @@
 #include "cpu/gpt.h"
 #include "cpu/mot.h"
 #include "tests/gradcheck.h"
+#include "tests/tiny_model.h"
 
 using Vec = std::vector<double>;
 
@@ -158,15 +159,7 @@ static Config model_config(std::vector<int> kinds, int G) {
 }
 
 // Weights wider than the training init, so that changes propagate visibly.
-static void wide_params(GPT<double>* model, uint64_t seed) {
-    TestRng r(seed);
-    for (const TensorSpec& s : param_specs(model->cfg)) {
-        double* p = model->params_memory.data() + s.offset;
-        bool lnw = ends_with(s.name, "ln1w") || ends_with(s.name, "ln2w") || s.name == "lnfw";
-        for (size_t i = 0; i < s.numel; i++)
-            p[i] = s.ndim >= 2 ? 0.5 * r.sym() : lnw ? 1.0 + 0.2 * r.sym() : 0.1 * r.sym();
-    }
-}
+static void wide_params(GPT<double>* model, uint64_t seed) { randomize_params(model, seed, 0.5); }
 
 static Vec logits_of(GPT<double>* model, const std::vector<int>& tok, int B, int T) {
     gpt_forward(model, tok.data(), nullptr, B, T);

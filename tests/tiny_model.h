@@ -22,7 +22,7 @@ void randomize_params(GPT<real>* model, uint64_t seed, double scale) {
     TestRng r(seed);
     for (const TensorSpec& s : param_specs(model->cfg)) {
         real* p = model->params_memory.data() + s.offset;
-        bool lnw = ends_with(s.name, "ln1w") || ends_with(s.name, "ln2w") || s.name == "lnfw";
+        bool lnw = s.init == INIT_ONE;  // LayerNorm weights
         for (size_t i = 0; i < s.numel; i++)
             p[i] = real(s.ndim >= 2 ? scale * r.sym() : lnw ? 1.0 + 0.2 * r.sym() : 0.1 * r.sym());
     }

@@ -1,0 +1,275 @@
+// Where every tensor lives, shared by the CPU and GPU paths: the parameters
+// and the activations each sit in one allocation, carved into named tensors.
+// visit_params() and visit_acts() are the one place each order is written
+// down; carving, the checkpoint (DESIGN.md section 3), weight decay, the
+// initialisation and the tests all go through them.
+//
+// A feed-forward kind (DENSE, MOT) is declared once, in the table below: its
+// parameters with their shapes and initialisation, its activations and
+// scratch, and its FLOPs. Its arithmetic is one file per path (cpu/<kind>.h,
+// gpu/<kind>.cuh), found by the kind's tag type (README, "Adding a kind").
+//
+// Shapes: B batch, T positions, C d_model, NH heads, Vp padded vocabulary,
+// S = B/G groups per position, E experts, f expert width.
+#pragma once
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "config.h"
+
+// How a parameter starts (DESIGN.md section 2): matrices N(0, 0.02), the
+// output projections of a residual branch N(0, 0.02/sqrt(2L)), LayerNorm
+// weights 1, biases 0.
+enum Init { INIT_ZERO, INIT_ONE, INIT_NORMAL, INIT_RESIDUAL };
+
+// Parameter pointers of one transformer block. Only the FFN kind's own
+// tensors are set; the others stay null.
+template <typename real>
+struct LayerWeights {
+    real *ln1w, *ln1b;          // (C), (C)
+    real *qkvw, *qkvb;          // (3C, C), (3C)
+    real *attprojw, *attprojb;  // (C, C), (C)
+    real *ln2w, *ln2b;          // (C), (C)
+    real *fcw = nullptr, *fcb = nullptr;          // DENSE: (dff, C), (dff)
+    real *fcprojw = nullptr, *fcprojb = nullptr;  // DENSE: (C, dff), (C)
+    real *wc = nullptr;  // MOT controller (E, C)
+    real *w1 = nullptr;  // MOT expert input weights (E, f, C)
+    real *w2 = nullptr;  // MOT expert output weights (E, C, f)
+};
+
+template <typename real>
+struct Weights {
+    real* wte;  // (Vp, C) token embedding, also the tied LM head
+    real* wpe;  // (maxT, C) position embedding
+    std::vector<LayerWeights<real>> layer;  // (L)
+    real *lnfw, *lnfb;  // (C), (C) final LayerNorm
+};
+
+// Everything the forward pass of one block keeps for the backward pass. The
+// backward pass carves a second block the same way for the gradients of
+// these activations (llm.c's layout), so every d<name> has <name>'s shape.
+template <typename real>
+struct LayerActs {
+    real *ln1, *ln1_mean, *ln1_rstd;  // (B,T,C), (B,T), (B,T)
+    real *qkv;                        // (B,T,3C)
+    real *preatt, *att;               // (B,NH,T,T) scores before / after softmax
+    real *atty;                       // (B,T,C) attention output before projection
+    real *attproj;                    // (B,T,C)
+    real *res2;                       // (B,T,C) residual after attention
+    real *ln2, *ln2_mean, *ln2_rstd;  // (B,T,C), (B,T), (B,T)
+    real *fch = nullptr, *fch_gelu = nullptr;  // DENSE: (B,T,dff) pre / post GELU
+    real *z = nullptr;  // MOT: (B,T,E) controller logits
+    real *m = nullptr;  // MOT: (B,T,E) mixing weights, softmax over each group
+    real *u = nullptr;  // MOT: (S,T,E,C) one mixed token per expert and group
+    real *p = nullptr;  // MOT: (S,T,E,f) expert pre-activations
+    real *a = nullptr;  // MOT: (S,T,E,f) gelu(p)
+    real *y = nullptr;  // MOT: (S,T,E,C) expert outputs
+    real *ffn;          // (B,T,C) FFN output
+    real *res3;         // (B,T,C) residual after the FFN: the block's output
+};
+
+template <typename real>
+struct Acts {
+    real* encoded;                       // (B,T,C) wte[tok] + wpe[pos]
+    std::vector<LayerActs<real>> layer;  // (L)
+    real *lnf, *lnf_mean, *lnf_rstd;     // (B,T,C), (B,T), (B,T)
+    real* logits;                        // (B,T,Vp)
+    real* probs;                         // (B,T,Vp) softmax of the first V logits
+    real* losses;                        // (B,T) per-token cross-entropy
+};
+
+// Whether the backward pass adds into an activation's gradient (so it must
+// start at zero) or overwrites it whole before reading it (scratch: zeroing
+// it would be wasted work).
+enum GradUse { GRAD_ADDS, GRAD_OVERWRITES };
+
+// ---------------------------------------------------------------- FFN kinds
+// One struct per kind. params() visits its tensors in checkpoint order with
+// fn(name, slot, numel, ndim, init); acts() visits its activations with
+// fn(slot, numel, grad_use); flops() counts its forward FLOPs per token.
+
+// DENSE: out = gelu(x fcw^T + fcb) fcprojw^T + fcprojb
+struct DenseFfn {
+    static constexpr int kind = DENSE;
+    template <typename real, typename Fn>
+    static void params(LayerWeights<real>& w, const Config& c, const std::string& p, Fn fn) {
+        size_t C = c.C, dff = c.dff;
+        fn(p + "fcw", w.fcw, dff * C, 2, INIT_NORMAL);
+        fn(p + "fcb", w.fcb, dff, 1, INIT_ZERO);
+        fn(p + "fcprojw", w.fcprojw, C * dff, 2, INIT_RESIDUAL);
+        fn(p + "fcprojb", w.fcprojb, C, 1, INIT_ZERO);
+    }
+    template <typename real, typename Fn>
+    static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn) {
+        size_t BT = (size_t)B * T;
+        fn(a.fch, BT * c.dff, GRAD_ADDS);
+        fn(a.fch_gelu, BT * c.dff, GRAD_ADDS);
+    }
+    static double flops(const Config& c) { return 2.0 * 2 * c.C * c.dff; }  // two products of C x dff
+};
+
+// MOT (cpu/mot.h has the math): controller wc, experts w1, w2; the mixed
+// tokens and expert activations are per group, S*T groups of G rows.
+struct MotFfn {
+    static constexpr int kind = MOT;
+    template <typename real, typename Fn>
+    static void params(LayerWeights<real>& w, const Config& c, const std::string& p, Fn fn) {
+        size_t C = c.C, E = c.E, f = c.f;
+        fn(p + "wc", w.wc, E * C, 2, INIT_NORMAL);
+        fn(p + "w1", w.w1, E * f * C, 3, INIT_NORMAL);
+        fn(p + "w2", w.w2, E * C * f, 3, INIT_RESIDUAL);
+    }
+    template <typename real, typename Fn>
+    static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn) {
+        size_t BT = (size_t)B * T, ST = (size_t)(B / c.G) * T, C = c.C, E = c.E, f = c.f;
+        fn(a.z, BT * E, GRAD_OVERWRITES);
+        fn(a.m, BT * E, GRAD_OVERWRITES);
+        fn(a.u, ST * E * C, GRAD_OVERWRITES);
+        fn(a.p, ST * E * f, GRAD_OVERWRITES);
+        fn(a.a, ST * E * f, GRAD_OVERWRITES);
+        fn(a.y, ST * E * C, GRAD_OVERWRITES);
+    }
+    // controller 2CE, merge 2EC and emit 2EC per token (each token joins one
+    // group, whose E mixed tokens it feeds and reads), experts 2*2*C*f*E/G
+    // (each group runs E experts once for its G tokens)
+    static double flops(const Config& c) { return 3 * 2.0 * c.C * c.E + 2.0 * 2 * c.C * c.f * (double)c.E / c.G; }
+};
+
+// Calls fn with the tag of a layer kind: fn(DenseFfn{}) or fn(MotFfn{}).
+// The table of kinds is this switch and the structs above.
+template <typename Fn>
+void with_ffn_kind(int kind, Fn fn) {
+    switch (kind) {
+        case DENSE: fn(DenseFfn{}); return;
+        case MOT: fn(MotFfn{}); return;
+    }
+    fail(strf("unsupported layer kind %d", kind));
+}
+
+// ---------------------------------------------------------------- parameters
+
+// Calls fn(name, slot, numel, ndim, init) for every parameter tensor in
+// checkpoint order. `slot` is a reference to the pointer in w, so carving is
+// one visit.
+template <typename real, typename Fn>
+void visit_params(Weights<real>& w, const Config& c, Fn fn) {
+    size_t C = c.C;
+    w.layer.resize(c.L);
+    fn("wte", w.wte, (size_t)c.Vp * C, 2, INIT_NORMAL);
+    fn("wpe", w.wpe, (size_t)c.maxT * C, 2, INIT_NORMAL);
+    for (int l = 0; l < c.L; l++) {
+        LayerWeights<real>& lw = w.layer[l];
+        std::string p = "h" + std::to_string(l) + ".";
+        fn(p + "ln1w", lw.ln1w, C, 1, INIT_ONE);
+        fn(p + "ln1b", lw.ln1b, C, 1, INIT_ZERO);
+        fn(p + "qkvw", lw.qkvw, 3 * C * C, 2, INIT_NORMAL);
+        fn(p + "qkvb", lw.qkvb, 3 * C, 1, INIT_ZERO);
+        fn(p + "attprojw", lw.attprojw, C * C, 2, INIT_RESIDUAL);
+        fn(p + "attprojb", lw.attprojb, C, 1, INIT_ZERO);
+        fn(p + "ln2w", lw.ln2w, C, 1, INIT_ONE);
+        fn(p + "ln2b", lw.ln2b, C, 1, INIT_ZERO);
+        with_ffn_kind(c.kinds[l], [&](auto kind) { kind.params(lw, c, p, fn); });
+    }
+    fn("lnfw", w.lnfw, C, 1, INIT_ONE);
+    fn("lnfb", w.lnfb, C, 1, INIT_ZERO);
+}
+
+// Points every tensor of w into one block starting at base (host or device).
+template <typename real>
+Weights<real> carve_weights(real* base, const Config& c) {
+    Weights<real> w;
+    real* p = base;
+    visit_params(w, c, [&](const std::string&, real*& slot, size_t n, int, Init) { slot = p; p += n; });
+    return w;
+}
+
+struct TensorSpec {
+    std::string name;
+    size_t offset, numel;  // in elements, into the one parameter block
+    int ndim;              // weight decay applies to ndim >= 2
+    Init init;
+};
+
+inline std::vector<TensorSpec> param_specs(const Config& c) {
+    std::vector<TensorSpec> specs;
+    Weights<float> w;
+    size_t offset = 0;
+    visit_params(w, c, [&](const std::string& name, float*&, size_t n, int ndim, Init init) {
+        specs.push_back({name, offset, n, ndim, init});
+        offset += n;
+    });
+    return specs;
+}
+
+inline size_t num_params(const Config& c) {
+    size_t n = 0;
+    for (const TensorSpec& s : param_specs(c)) n += s.numel;
+    return n;
+}
+
+// ---------------------------------------------------------------- activations
+
+// Calls fn(slot, numel, grad_use) for every activation tensor of a (B,T)
+// batch, in a fixed order.
+template <typename real, typename Fn>
+void visit_acts(Acts<real>& a, const Config& c, int B, int T, Fn fn) {
+    size_t BT = (size_t)B * T, C = c.C, att = (size_t)B * c.NH * T * T;
+    a.layer.resize(c.L);
+    fn(a.encoded, BT * C, GRAD_ADDS);
+    for (int l = 0; l < c.L; l++) {
+        LayerActs<real>& la = a.layer[l];
+        fn(la.ln1, BT * C, GRAD_ADDS);
+        fn(la.ln1_mean, BT, GRAD_ADDS);
+        fn(la.ln1_rstd, BT, GRAD_ADDS);
+        fn(la.qkv, BT * 3 * C, GRAD_ADDS);
+        fn(la.preatt, att, GRAD_OVERWRITES);
+        fn(la.att, att, GRAD_OVERWRITES);
+        fn(la.atty, BT * C, GRAD_ADDS);
+        fn(la.attproj, BT * C, GRAD_ADDS);
+        fn(la.res2, BT * C, GRAD_ADDS);
+        fn(la.ln2, BT * C, GRAD_ADDS);
+        fn(la.ln2_mean, BT, GRAD_ADDS);
+        fn(la.ln2_rstd, BT, GRAD_ADDS);
+        with_ffn_kind(c.kinds[l], [&](auto kind) { kind.acts(la, c, B, T, fn); });
+        fn(la.ffn, BT * C, GRAD_ADDS);
+        fn(la.res3, BT * C, GRAD_ADDS);
+    }
+    fn(a.lnf, BT * C, GRAD_ADDS);
+    fn(a.lnf_mean, BT, GRAD_ADDS);
+    fn(a.lnf_rstd, BT, GRAD_ADDS);
+    fn(a.logits, BT * c.Vp, GRAD_ADDS);
+    fn(a.probs, BT * c.Vp, GRAD_OVERWRITES);  // its gradient is never used
+    fn(a.losses, BT, GRAD_ADDS);
+}
+
+inline size_t num_acts(const Config& c, int B, int T) {
+    Acts<float> a;
+    size_t n = 0;
+    visit_acts(a, c, B, T, [&](float*&, size_t k, GradUse) { n += k; });
+    return n;
+}
+
+template <typename real>
+Acts<real> carve_acts(real* base, const Config& c, int B, int T) {
+    Acts<real> a;
+    real* p = base;
+    visit_acts(a, c, B, T, [&](real*& slot, size_t k, GradUse) { slot = p; p += k; });
+    return a;
+}
+
+// The model's FLOPs per token of training: 3x the forward (the backward
+// computes two products for each forward product). Forward, per token:
+//   attention block: qkv 2*3C^2, projection 2*C^2, scores and mixing
+//                    2*2*C*(T+1)/2 (causal: on average (T+1)/2 keys)
+//   feed-forward: the kind's flops()
+//   LM head: 2*C*V
+inline double model_flops_per_token(const Config& c, int T) {
+    double C = c.C, fwd = 0;
+    for (int l = 0; l < c.L; l++) {
+        fwd += 2 * 4 * C * C + 2 * 2 * C * (T + 1) / 2.0;
+        with_ffn_kind(c.kinds[l], [&](auto kind) { fwd += kind.flops(c); });
+    }
+    fwd += 2 * C * c.V;
+    return 3 * fwd;
+}
