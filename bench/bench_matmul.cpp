@@ -14,7 +14,7 @@
 #include <cblas.h>
 #include <omp.h>
 
-#include "common/flops.h"
+#include "train/peak.h"
 #include "cpu/sgemm.h"
 
 extern "C" char* openblas_get_corename(void);
@@ -118,7 +118,7 @@ int main() {
     const char* l2 = getenv("OPENBLAS_L2_SIZE");
     printf("env OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s\n", ct ? ct : "(unset)", l2 ? l2 : "(unset)");
 
-    double ghz = measure_clock_ghz();  // common/flops.h
+    double ghz = measure_clock_ghz();  // train/peak.h
     double core_fma = measure_core_peak();
     int ncores = nt, fma_units = 2, vw = SG_VL;
     double peak = ncores * fma_units * vw * 2 * ghz * 1e9;

@@ -2,7 +2,7 @@
 // AdamW) of the bench model, dense vs MoT, in fp32 on the CPU path.
 //   bench model: L 4, C 256, NH 4, T 128, B 16, V 4096 (Vp 4096);
 //   dense dff 1024; MoT E 32, G 8, f 256 (flop-matched), all layers one kind.
-// Prints tokens/s, achieved GFLOP/s from model_flops_per_token (common/flops.h),
+// Prints tokens/s, achieved GFLOP/s from model_flops_per_token (common/layout.h),
 // the fraction of the stated fp32 peak, the MoT/dense step-time ratio, a
 // per-layer-kind time breakdown (cpu/profile.h), and resident memory.
 //   make build/bench_train && ./build/bench_train [steps]
@@ -23,7 +23,7 @@
 
 #include <omp.h>
 
-#include "common/flops.h"
+#include "train/peak.h"
 #include "common/rng.h"
 #include "cpu/gpt.h"
 

@@ -24,7 +24,7 @@
 
 #include "common/rng.h"
 #include "cpu/gpt.h"
-#include "common/model.h"
+#include "train/model.h"
 #include "tests/train_checks.h"
 
 static const bool has_gpu = gpu_available();

@@ -40,7 +40,7 @@ static void make_data() { make_train_data("build/tt"); }
 TEST_CASE("resume is bit-exact with shuffling") { check_resume("build/tt", "cpu", 1); }
 TEST_CASE("resume is bit-exact in sequential mode") { check_resume("build/tt", "cpu", 0); }
 TEST_CASE("two runs of the same command give the same log and checkpoint") { check_repeat("build/tt", "cpu"); }
-// The results do not depend on the number of OpenMP threads (common/threads.h
+// The results do not depend on the number of OpenMP threads (train/threads.h
 // changes it during a run): 1, 2 and 3 threads train the same model, bit for
 // bit, at sizes where the fast kernels split their work between threads.
 TEST_CASE("the thread count does not change the results") {

@@ -25,9 +25,9 @@
 #include <string>
 #include <vector>
 
-#include "../data/dataloader.h"
-#include "checkpoint.h"
-#include "fileio.h"
+#include "common/checkpoint.h"
+#include "common/fileio.h"
+#include "data/dataloader.h"
 
 constexpr int64_t STATE_MAGIC = 20261130;
 constexpr int64_t STATE_VERSION = 2;
@@ -145,4 +145,38 @@ inline void checkpoint_dir_save(const std::string& dir, const Config& c, const f
         std::remove(checkpoint_name(dir, steps[i], "ckpt").c_str());
         std::remove(checkpoint_name(dir, steps[i], "state").c_str());
     }
+}
+
+// Identifies the training data for --resume: FNV-1a over each shard's file
+// name (without its folder) and token count, in order.
+inline uint64_t data_fingerprint(const DataLoader& L) {
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&](const void* p, size_t n) {
+        for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char*)p)[i]) * 1099511628211ull;
+    };
+    for (size_t i = 0; i < L.files.size(); i++) {
+        std::string base = L.files[i].substr(L.files[i].find_last_of('/') + 1);
+        mix(base.data(), base.size() + 1);
+        mix(&L.shard_tokens[i], sizeof(int64_t));
+    }
+    return h;
+}
+
+// --resume: the newest checkpoint pair in dir that loads and validates; a
+// damaged one is skipped, saying which and why.
+inline int64_t find_resume_checkpoint(const std::string& dir, Config* c, std::vector<float>* params, TrainState* state) {
+    std::vector<int64_t> steps = checkpoint_steps(dir);
+    if (steps.empty()) fail(strf("--resume: no complete checkpoint in %s", dir.c_str()));
+    std::string reasons;
+    for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+        try {
+            checkpoint_load(checkpoint_name(dir, *it, "ckpt"), c, params);
+            *state = train_state_load(checkpoint_name(dir, *it, "state"), num_params(*c), *it);
+            return *it;
+        } catch (const std::exception& e) {
+            std::printf("--resume: skipping the checkpoint of step %lld: %s\n", (long long)*it, e.what());
+            reasons += strf("\n  step %lld: %s", (long long)*it, e.what());
+        }
+    }
+    fail(strf("--resume: no valid checkpoint in %s:%s", dir.c_str(), reasons.c_str()));
 }

@@ -8,15 +8,15 @@
 #include <string>
 #include <vector>
 
-#include "../cpu/gpt.h"
-#include "config.h"
-#include "flops.h"
-#include "layout.h"
+#include "common/config.h"
+#include "common/layout.h"
+#include "cpu/gpt.h"
+#include "train/peak.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 #ifdef __CUDACC__
-#include "../gpu/gpt.cuh"
+#include "gpu/gpt.cuh"
 #endif
 
 inline bool gpu_compiled() {
@@ -193,8 +193,7 @@ inline double model_clip_grads(Model* m, double clip) {
     return gpt_clip_grads(&m->cpu, clip);
 }
 
-inline void model_update(Model* m, float lr, float wd, int step) {
-    const float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;  // DESIGN.md section 2
+inline void model_update(Model* m, float lr, float beta1, float beta2, float eps, float wd, int step) {
 #ifdef __CUDACC__
     if (m->on_gpu) { gpu::gpt_update(&m->gpu, lr, beta1, beta2, eps, wd, step); return; }
 #endif
@@ -213,7 +212,6 @@ inline bool all_finite(const float* p, size_t n) {
         if (!std::isfinite(p[i])) return false;
     return true;
 }
-
 // Peak FLOP rate of the training device, with how it was derived: the GPU's
 // fp32 rate (its TF32 tensor-core rate under --tf32), or the CPU's.
 inline double device_peak_flops(const Model& m, std::string* how) {

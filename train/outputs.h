@@ -11,8 +11,9 @@
 #include <cstring>
 #include <string>
 
-#include "error.h"
-#include "fileio.h"
+#include "common/checkpoint.h"
+#include "common/error.h"
+#include "common/fileio.h"
 
 // Fails unless files can be created in dir (made first if missing): creates
 // and removes a probe file there. option names the flag for the message.
@@ -81,4 +82,32 @@ inline void lock_checkpoint_dir(const std::string& dir) {
     if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) != (ssize_t)pid.size())
         fail(strf("--checkpoint-dir %s: cannot write %s (%s)", dir.c_str(), path.c_str(), std::strerror(errno)));
     locked = dir;  // fd stays open: the lock lives as long as the process
+}
+
+// Writes the final model to --save; if that fails after all (the disk
+// filled, the folder went away), writes it beside the requested path, then
+// in the working folder, and fails saying where the model is: a trained
+// model is never lost, and the run never reports a save it did not make.
+inline void save_final(const std::string& path, const Config& c, const float* params) {
+    std::string first_error;
+    try {
+        checkpoint_save(path, c, params);
+        std::printf("saved %s\n", path.c_str());
+        return;
+    } catch (const std::exception& e) {
+        first_error = e.what();
+    }
+    std::string base = path.substr(path.find_last_of('/') + 1);
+    for (const std::string& fallback : {strf("%s.rescue-%d", path.c_str(), (int)getpid()),
+                                        strf("%s.rescue-%d", base.c_str(), (int)getpid())}) {
+        try {
+            checkpoint_save(fallback, c, params);
+        } catch (const std::exception&) {
+            continue;
+        }
+        fail(strf("--save %s failed (%s); the model was written to %s instead", path.c_str(), first_error.c_str(),
+                  fallback.c_str()));
+    }
+    fail(strf("--save %s failed (%s), and so did writing the model beside it and in the working folder",
+              path.c_str(), first_error.c_str()));
 }

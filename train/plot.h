@@ -1,6 +1,6 @@
 // ./train_mot plot LOG... -o loss.png: train and validation loss of one or
 // several runs on one PNG, drawn by gnuplot (Debian package gnuplot-nox).
-// The logs are JSONL (common/jsonl.h); their rows go to gnuplot inline as
+// The logs are JSONL (train/log.h); their rows go to gnuplot inline as
 // data blocks, so no temporary files are made.
 //
 // gnuplot is a language: whatever text of ours lands in its script (the
@@ -25,8 +25,8 @@
 #include <string>
 #include <vector>
 
-#include "error.h"
-#include "fileio.h"
+#include "common/error.h"
+#include "common/fileio.h"
 
 // The number after "key": in a JSON line, if present.
 inline bool json_number(const std::string& line, const char* key, double* out) {

@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include "error.h"
-#include "fileio.h"
+#include "common/error.h"
+#include "common/fileio.h"
 
 struct JsonlLog {
     FILE* fp = nullptr;

@@ -1,0 +1,246 @@
+// The program's options: every default in one place (Options and the
+// subcommands' structs), the command-line definitions (CLI11), and the
+// mapping from options to a model configuration. Errors here name the
+// options; the library below speaks of the model.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/error.h"
+
+// The default data set, prepared from tinyshakespeare on first use.
+inline const char* const DEFAULT_DATA_DIR = "data/cache/tinyshakespeare";
+
+struct Options {
+    // data
+    std::string data, val_data, tokenizer;
+    int vocab = 50257;  // for shards given without a tokenizer: GPT-2's
+    int B = 16, T = 64, total_batch = 0;
+    int shuffle = 1;
+    // model
+    int layers = 4, heads = 4, d_model = 128, d_ff = 0;
+    std::string ffn = "mot", mot_layers = "all";
+    int experts = 8, group = 4, expert_size = 0;
+    float temperature = 1.0f;
+    // optimization
+    int steps = 1500, warmup = 50;
+    float lr = 3e-3f, lr_min_frac = 0.1f, wd = 0.1f, grad_clip = 1.0f;
+    float beta1 = 0.9f, beta2 = 0.95f, adam_eps = 1e-8f;  // AdamW (DESIGN.md section 2)
+    uint64_t seed = 1337;
+    bool skip_nonfinite = false;
+    int max_skips = 25;  // with --skip-nonfinite: consecutive skipped updates before giving up
+    // device, files
+    std::string device = "auto", load, save, log, checkpoint_dir;
+    bool tf32 = false, resume = false;
+    int checkpoint_every = 0, keep_checkpoints = 3;
+    int threads = 0;  // CPU threads per step; 0: chosen by timing the steps (train/threads.h)
+    // evaluation and samples
+    int val_every = 250, val_batches = 16, sample_every = 500, sample_len = 128;
+    std::vector<std::string> given;  // the options given on the command line
+};
+
+struct SampleOptions {
+    std::string load, tokenizer, prompt;
+    int length = 200, top_k = 0, num = 1;
+    float temperature = 1.0f;
+    uint64_t seed = 1337;
+};
+
+struct EvalOptions {
+    std::string load, data, device = "auto";
+    int B = 16, T = 64, batches = 0;
+};
+
+// plot LOG... -o PNG --title TITLE
+struct PlotOptions {
+    std::vector<std::string> logs;
+    std::string out = "loss.png", title = "mot: loss";
+};
+
+// CLI11's ranges let NaN through (every comparison with NaN is false), so
+// every floating-point option also has to be a finite number.
+inline const CLI::Validator FINITE(
+    [](std::string& text) {
+        char* end = nullptr;
+        double v = std::strtod(text.c_str(), &end);
+        return std::isfinite(v) ? std::string() : "must be a finite number, got " + text;
+    },
+    "FINITE");
+
+// The subcommands, to see which one the command line chose.
+struct Subcommands {
+    CLI::App *sample = nullptr, *eval = nullptr, *plot = nullptr;
+};
+
+// Defines every option of the program and its subcommands on app, bound to
+// the structs above.
+inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, EvalOptions* eo, PlotOptions* po) {
+    app.option_defaults()->always_capture_default()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    app.get_formatter()->column_width(34);
+    app.require_subcommand(0, 1);
+    app.add_option("--data", o->data, "training token shards (file or glob); default: tinyshakespeare, prepared on first run");
+    app.add_option("--val-data", o->val_data, "validation token shards (file or glob)");
+    app.add_option("--tokenizer", o->tokenizer, "tokenizer file: decodes samples, sets the vocabulary");
+    app.add_option("--vocab", o->vocab, "vocabulary size for shards given without a tokenizer")->check(CLI::Range(2, 65536));
+    app.add_option("--device", o->device, "cpu, cuda or auto (the GPU when one works)")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+    app.add_flag("--tf32", o->tf32, "GPU: allow TF32 tensor cores for fp32 matmuls");
+    app.add_option("--threads", o->threads, "CPU threads per step (0: all cores, fewer while other work shares them)")->check(CLI::Range(0, 4096));
+    app.add_option("--batch", o->B, "sequences per micro-batch (B)")->check(CLI::Range(1, 1 << 20));
+    app.add_option("--seq", o->T, "tokens per sequence (T)")->check(CLI::Range(1, 1 << 20));
+    app.add_option("--total-batch", o->total_batch, "tokens per optimizer step, by gradient accumulation (0: one micro-batch)")->check(CLI::Range(0, 1 << 30));
+    app.add_option("--steps", o->steps, "optimizer steps")->check(CLI::Range(0, 1 << 30));
+    app.add_option("--lr", o->lr, "peak learning rate")->check(CLI::Range(0.0, 10.0))->check(FINITE);
+    app.add_option("--warmup", o->warmup, "linear warmup steps")->check(CLI::Range(0, 1 << 30));
+    app.add_option("--lr-min-frac", o->lr_min_frac, "final lr as a fraction of --lr (cosine decay)")->check(CLI::Range(0.0, 1.0))->check(FINITE);
+    app.add_option("--wd", o->wd, "AdamW weight decay (matrices only)")->check(CLI::Range(0.0, 10.0))->check(FINITE);
+    app.add_option("--beta1", o->beta1, "AdamW first-moment decay")->check(CLI::Range(0.0, 1.0))->check(FINITE);
+    app.add_option("--beta2", o->beta2, "AdamW second-moment decay")->check(CLI::Range(0.0, 1.0))->check(FINITE);
+    app.add_option("--adam-eps", o->adam_eps, "AdamW epsilon")->check(CLI::Range(0.0, 1.0))->check(FINITE);
+    app.add_option("--grad-clip", o->grad_clip, "clip the global gradient norm to this (0: off)")->check(CLI::Range(0.0, 1e9))->check(FINITE);
+    app.add_flag("--skip-nonfinite", o->skip_nonfinite, "skip an update whose loss or gradient is NaN/Inf instead of stopping");
+    app.add_option("--max-skips", o->max_skips, "with --skip-nonfinite: stop after this many skipped updates in a row")->check(CLI::Range(1, 1 << 30));
+    app.add_option("--seed", o->seed, "random seed: weights, shuffling, samples");
+    app.add_option("--shuffle", o->shuffle, "1: shuffled batches, 0: sequential (DESIGN.md section 4)")->check(CLI::Range(0, 1));
+    app.add_option("--layers", o->layers, "transformer blocks (L)")->check(CLI::Range(1, MAX_LAYERS));
+    app.add_option("--heads", o->heads, "attention heads (NH)")->check(CLI::Range(1, 1 << 16));
+    app.add_option("--d-model", o->d_model, "model width (C)")->check(CLI::Range(1, 1 << 16));
+    app.add_option("--d-ff", o->d_ff, "dense FFN width (0: 4 * d-model)")->check(CLI::Range(0, 1 << 20));
+    app.add_option("--ffn", o->ffn, "feed-forward kind: dense or mot")->check(CLI::IsMember({"dense", "mot"}));
+    app.add_option("--mot-layers", o->mot_layers, "with --ffn mot: all, second-half, or a list like 1,3");
+    app.add_option("--experts", o->experts, "MoT experts (E)")->check(CLI::Range(1, 1 << 16));
+    app.add_option("--group", o->group, "MoT group size (G): batch rows mixed together")->check(CLI::Range(1, 1 << 16));
+    app.add_option("--expert-size", o->expert_size, "MoT expert width f (0: flop-matched d-ff * G / E)")->check(CLI::Range(0, 1 << 20));
+    app.add_option("--temperature", o->temperature, "MoT softmax temperature (tau)")->check(CLI::Range(1e-6, 1e6))->check(FINITE);
+    app.add_option("--load", o->load, "start from this checkpoint (its header sets the model shape)");
+    app.add_option("--save", o->save, "write the final model to this checkpoint");
+    app.add_option("--log", o->log, "write one JSON object per step to this file");
+    app.add_option("--checkpoint-dir", o->checkpoint_dir, "directory for periodic checkpoints (model + training state)");
+    app.add_option("--checkpoint-every", o->checkpoint_every, "write a checkpoint every N steps (0: never)")->check(CLI::Range(0, 1 << 30));
+    app.add_option("--keep-checkpoints", o->keep_checkpoints, "keep the newest N checkpoints in the directory (0: all)")->check(CLI::Range(0, 1 << 20));
+    app.add_flag("--resume", o->resume, "continue from the newest complete checkpoint in --checkpoint-dir");
+    app.add_option("--val-every", o->val_every, "validate every N steps and at the end (0: never)")->check(CLI::Range(0, 1 << 30));
+    app.add_option("--val-batches", o->val_batches, "batches per validation")->check(CLI::Range(1, 1 << 20));
+    app.add_option("--sample-every", o->sample_every, "print a sample every N steps and at the end (0: never)")->check(CLI::Range(0, 1 << 30));
+    app.add_option("--sample-len", o->sample_len, "tokens per sample")->check(CLI::Range(1, 1 << 20));
+
+
+    Subcommands s;
+    s.sample = app.add_subcommand("sample", "generate text from a checkpoint");
+    s.sample->add_option("--load", so->load, "checkpoint")->required();
+    s.sample->add_option("--tokenizer", so->tokenizer, "tokenizer file (default: the default data set's)");
+    s.sample->add_option("--prompt", so->prompt, "text to continue");
+    s.sample->add_option("--length", so->length, "new tokens per sample")->check(CLI::Range(1, 1 << 20));
+    s.sample->add_option("--temperature", so->temperature, "sampling temperature (0: greedy)")->check(CLI::Range(0.0, 100.0))->check(FINITE);
+    s.sample->add_option("--top-k", so->top_k, "sample among the k most likely tokens (0: all)")->check(CLI::Range(0, 1 << 20));
+    s.sample->add_option("--num", so->num, "samples to print")->check(CLI::Range(1, 1 << 16));
+    s.sample->add_option("--seed", so->seed, "random seed");
+
+    s.eval = app.add_subcommand("eval", "loss of a checkpoint on a data set");
+    s.eval->add_option("--load", eo->load, "checkpoint")->required();
+    s.eval->add_option("--data", eo->data, "token shards (default: tinyshakespeare's validation split)");
+    s.eval->add_option("--batch", eo->B, "sequences per batch")->check(CLI::Range(1, 1 << 20));
+    s.eval->add_option("--seq", eo->T, "tokens per sequence")->check(CLI::Range(1, 1 << 20));
+    s.eval->add_option("--batches", eo->batches, "batches to average (0: one pass over the data)")->check(CLI::Range(0, 1 << 30));
+    s.eval->add_option("--device", eo->device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+
+
+    s.plot = app.add_subcommand("plot", "draw train and validation loss of runs on one PNG (gnuplot)");
+    s.plot->add_option("logs", po->logs, "JSONL logs written by --log")->required();
+    s.plot->add_option("-o,--out", po->out, "PNG to write");
+    s.plot->add_option("--title", po->title, "plot title");
+    return s;
+}
+
+// The options given on the command line (for notes on ignored ones).
+inline std::vector<std::string> given_options(const CLI::App& app) {
+    std::vector<std::string> names;
+    for (const CLI::Option* opt : app.get_options())
+        if (opt->count() > 0) names.push_back(opt->get_name());
+    return names;
+}
+
+// --mot-layers: "all", "second-half" or a comma list of layer indices.
+inline std::vector<int> layer_kinds(const Options& o) {
+    std::vector<int> kinds(o.layers, DENSE);
+    if (o.ffn == "dense") return kinds;
+    if (o.mot_layers == "all") return std::vector<int>(o.layers, MOT);
+    if (o.mot_layers == "second-half") {
+        for (int l = o.layers / 2; l < o.layers; l++) kinds[l] = MOT;
+        return kinds;
+    }
+    size_t pos = 0;
+    while (true) {
+        size_t comma = o.mot_layers.find(',', pos);
+        std::string item = o.mot_layers.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        char* end = nullptr;
+        long l = std::strtol(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0' || l < 0 || l >= o.layers)
+            fail(strf("--mot-layers: '%s' is not a layer index in 0..%d (use all, second-half or a list like 1,3)",
+                      item.c_str(), o.layers - 1));
+        kinds[l] = MOT;
+        if (comma == std::string::npos) return kinds;
+        pos = comma + 1;
+    }
+}
+
+inline Config config_from_options(const Options& o, int vocab) {
+    Config c;
+    c.V = vocab;
+    c.Vp = pad_vocab(vocab);
+    c.maxT = o.T;
+    c.L = o.layers;
+    c.NH = o.heads;
+    c.C = o.d_model;
+    c.dff = o.d_ff > 0 ? o.d_ff : 4 * o.d_model;
+    c.E = o.experts;
+    c.G = o.group;
+    c.tau = o.temperature;
+    c.kinds = layer_kinds(o);
+    if (o.expert_size > 0) {
+        c.f = o.expert_size;
+    } else {
+        // flop-matched: E experts of width f see S*T mixed tokens, a dense FFN
+        // of width dff sees B*T = G*S*T tokens, so E*f = G*dff
+        if ((long)c.dff * c.G % c.E != 0)
+            fail(strf("--d-ff %d * --group %d is not divisible by --experts %d: give --expert-size", c.dff, c.G, c.E));
+        c.f = c.dff * c.G / c.E;
+    }
+    // the checks config_validate makes, in terms of the options
+    if (c.C % c.NH != 0) fail(strf("--d-model %d is not divisible by --heads %d", c.C, c.NH));
+    try {
+        config_validate(c);
+    } catch (const std::exception& e) {
+        fail(strf("the model options describe no model: %s", e.what()));
+    }
+    return c;
+}
+
+inline bool given(const Options& o, const std::string& name) {
+    return std::find(o.given.begin(), o.given.end(), name) != o.given.end();
+}
+
+// With --load or --resume the checkpoint's header sets the model's shape:
+// an option given on the command line that asks for another shape is
+// ignored, and said to be.
+inline void note_ignored_model_options(const Options& o, const Config& c) {
+    bool any_mot = mixes_batch(c);
+    int dff = o.d_ff > 0 ? o.d_ff : 4 * o.d_model;
+    struct { const char* name; bool differs; } opts[] = {
+        {"--layers", o.layers != c.L}, {"--heads", o.heads != c.NH}, {"--d-model", o.d_model != c.C},
+        {"--d-ff", dff != c.dff}, {"--vocab", o.vocab != c.V},
+        {"--ffn", (o.ffn == "mot") != any_mot},
+        {"--mot-layers", o.layers == c.L && layer_kinds(o) != c.kinds},
+        {"--experts", any_mot && o.experts != c.E}, {"--group", any_mot && o.group != c.G},
+        {"--expert-size", any_mot && o.expert_size > 0 && o.expert_size != c.f},
+        {"--temperature", any_mot && o.temperature != c.tau}};
+    for (const auto& opt : opts)
+        if (given(o, opt.name) && opt.differs)
+            std::printf("note: %s is ignored: the checkpoint's header sets the model's shape\n", opt.name);
+}
+

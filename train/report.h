@@ -1,0 +1,66 @@
+// What a run reports besides the loss of each step: the loss on held-out
+// data (in nats per token and bits per byte of text) and decoded samples.
+#pragma once
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "common/rng.h"
+#include "data/dataloader.h"
+#include "data/shard.h"
+#include "tokenizer/bpe.h"
+#include "train/model.h"
+
+// Mean loss over n batches of the loader, from its start.
+inline double evaluate(Model* model, DataLoader* loader, int n) {
+    std::vector<int> x((size_t)loader->B * loader->T), y(x.size());
+    dataloader_reset(loader);
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        dataloader_next(loader, x.data(), y.data());
+        sum += model_forward(model, x.data(), y.data(), loader->B, loader->T);
+    }
+    return sum / n;
+}
+
+// Bytes of text per token in the shards: converts a loss in nats per token
+// into bits per byte, comparable across tokenizers (and to the 4.78 bits per
+// byte of tinyshakespeare's byte unigram entropy).
+inline double bytes_per_token(const Tokenizer& tok, const std::string& pattern) {
+    double bytes = 0, tokens = 0;
+    for (const std::string& f : glob_files(pattern)) {
+        std::vector<uint16_t> ids = read_shard(f);
+        for (uint16_t id : ids)
+            if (id < tok.token_bytes.size()) bytes += tok.token_bytes[id].size();
+        tokens += ids.size();
+    }
+    return tokens > 0 ? bytes / tokens : 0;
+}
+
+inline std::string decode(const Tokenizer* tok, const std::vector<int>& ids) {
+    if (!tok) {
+        std::string s;
+        for (int id : ids) s += std::to_string(id) + " ";
+        return s + "(token ids: no tokenizer to decode with)";
+    }
+    return bpe_decode(*tok, ids.data(), ids.size());
+}
+
+// Prints n_show samples, each the prompt's text followed by the generated text.
+inline void print_samples(Model* model, const Tokenizer* tok, const std::vector<int>& prompt,
+                          const std::string& prompt_text, int n_show, int len, float temperature, int top_k, Rng* rng) {
+    const Config& c = model->cfg;
+    bool any_mot = mixes_batch(c);
+    int n_seq = std::max(any_mot ? c.G : 1, n_show);
+    if (any_mot) n_seq = (n_seq + c.G - 1) / c.G * c.G;  // whole groups: MoT mixes them
+    std::vector<std::vector<int>> rows = model_generate(model, prompt, n_seq, len, temperature, top_k, rng);
+    for (int i = 0; i < n_show; i++) {
+        // the text's raw bytes, NUL and all: printf("%s") would stop at a NUL
+        std::string text = prompt_text + decode(tok, rows[i]);
+        std::printf("---- sample %d ----\n", i + 1);
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::printf("\n");
+    }
+    std::printf("------------------\n");
+}
+

@@ -1,0 +1,347 @@
+// A training run, top to bottom (./train_mot with no subcommand):
+//
+//   check_options    contradictions and sizes, where the run writes
+//   setup_data       the data set (the default one prepared on first use), the tokenizer
+//   setup_model      the model's configuration and weights: new, --load, or --resume
+//   setup_loaders    training and validation batches; what --resume must agree with
+//   setup_device     the model on its device, the resumed moments and data position
+//   train_loop       validate, sample, step, log, checkpoint; stop on a signal
+//   finish           the last checks and the final --save
+#pragma once
+#include <unistd.h>
+
+#include <chrono>
+#include <climits>
+#include <csignal>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/config.h"
+#include "common/rng.h"
+#include "common/schedule.h"
+#include "data/dataloader.h"
+#include "data/prepare.h"
+#include "tokenizer/bpe.h"
+#include "train/log.h"
+#include "train/model.h"
+#include "train/options.h"
+#include "train/outputs.h"
+#include "train/report.h"
+#include "train/state.h"
+#include "train/threads.h"
+
+// SIGINT (Ctrl-C) and SIGTERM (what schedulers and docker stop send): the
+// first asks the training loop to save a checkpoint and stop after the
+// current step; a second one exits at once.
+inline volatile std::sig_atomic_t stop_signal = 0;
+inline void on_stop_signal(int sig) {
+    if (stop_signal) _exit(128 + sig);
+    stop_signal = sig;
+}
+
+inline double now_ms() {
+    using namespace std::chrono;
+    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+// Everything a run holds, filled in by the steps below in order.
+struct TrainRun {
+    Options o;
+    int B = 0, T = 0, accum = 1;  // micro-batch shape; micro-batches per optimizer step
+    int64_t BT = 0;               // tokens per micro-batch
+    std::string train_pattern, val_pattern, tok_path;
+    Tokenizer tok;
+    const Tokenizer* tokp = nullptr;  // &tok, or null without a tokenizer
+    Config c;
+    std::vector<float> params;  // the starting weights, until the model holds them
+    TrainState state;           // step, data position, moments; from the checkpoint with --resume
+    DataLoader train_loader, val_loader;
+    bool have_val = false;
+    double val_bytes_per_token = 0;
+    uint64_t data_id = 0;
+    Rng sample_rng;
+    Model model;
+    JsonlLog log;
+    ThreadTuner tuner;
+    int consecutive_skips = 0;
+};
+
+// Contradictions and impossible sizes, refused before any work; where the
+// run writes, checked now rather than after hours of training.
+inline void check_options(TrainRun* r) {
+    const Options& o = r->o;
+    if (o.resume && !o.load.empty())
+        fail("--resume and --load: give one (--resume continues the newest checkpoint in --checkpoint-dir, "
+             "--load starts a new run from a model)");
+    if (o.resume && o.checkpoint_dir.empty()) fail("--resume needs --checkpoint-dir");
+    if (o.checkpoint_every > 0 && o.checkpoint_dir.empty())
+        fail(strf("--checkpoint-every %d needs --checkpoint-dir: the folder to write them to", o.checkpoint_every));
+    r->B = o.B, r->T = o.T;
+    r->BT = (int64_t)o.B * o.T;  // every size product in 64 bits
+    if (r->BT > INT32_MAX)
+        fail(strf("--batch %d x --seq %d = %lld tokens per micro-batch, more than the 2^31 - 1 this program handles",
+                  o.B, o.T, (long long)r->BT));
+    if (o.total_batch > 0) {
+        if (o.total_batch % r->BT != 0)
+            fail(strf("--total-batch %d is not a multiple of --batch * --seq = %lld tokens", o.total_batch,
+                      (long long)r->BT));
+        r->accum = (int)(o.total_batch / r->BT);
+    }
+    if (!o.save.empty()) check_writable_file(o.save, "--save");
+    if (!o.log.empty()) check_writable_file(o.log, "--log");
+    if (!o.checkpoint_dir.empty()) lock_checkpoint_dir(o.checkpoint_dir);
+}
+
+// The shards and the tokenizer; without --data, the default data set,
+// prepared and cached on first use.
+inline void setup_data(TrainRun* r) {
+    r->train_pattern = r->o.data, r->val_pattern = r->o.val_data, r->tok_path = r->o.tokenizer;
+    if (r->train_pattern.empty()) {
+        PrepareConfig pc;
+        pc.inputs = {find_default_text()};
+        pc.out_dir = DEFAULT_DATA_DIR;
+        PrepareResult d = prepare_data(pc);
+        r->train_pattern = d.train_pattern;
+        if (r->val_pattern.empty()) r->val_pattern = d.val_pattern;
+        if (r->tok_path.empty()) r->tok_path = d.tokenizer_path;
+    }
+    if (!r->tok_path.empty()) {
+        r->tok = tokenizer_load(r->tok_path);
+        r->tokp = &r->tok;
+    }
+}
+
+// The configuration and starting weights: from the newest valid checkpoint
+// with --resume, from --load, or new from the options; then the checks of
+// the options against the model.
+inline void setup_model(TrainRun* r) {
+    const Options& o = r->o;
+    if (o.resume) {
+        int64_t step = find_resume_checkpoint(o.checkpoint_dir, &r->c, &r->params, &r->state);
+        std::printf("loaded %s\n", checkpoint_name(o.checkpoint_dir, step, "ckpt").c_str());
+    } else if (!o.load.empty()) {
+        checkpoint_load(o.load, &r->c, &r->params);
+        std::printf("loaded %s\n", o.load.c_str());
+    } else {
+        r->c = config_from_options(o, r->tokp ? r->tok.vocab_size : o.vocab);
+        check_host_memory(r->c, 0, 0, false);
+        GPT<float> init;
+        gpt_build(&init, r->c);
+        gpt_init_weights(&init, o.seed);
+        r->params.swap(init.params_memory);
+    }
+    const Config& c = r->c;
+    if (o.resume || !o.load.empty()) note_ignored_model_options(o, c);
+    if (r->tokp && r->tok.vocab_size != c.V)
+        fail(strf("%s has %d tokens, the model's vocabulary has %d: samples could not be decoded; give the "
+                  "tokenizer the model was trained with",
+                  r->tok_path.c_str(), r->tok.vocab_size, c.V));
+    if (r->T > c.maxT) fail(strf("--seq %d is above the model's maximum sequence length %d", r->T, c.maxT));
+    if (mixes_batch(c) && r->B % c.G != 0)
+        fail(strf("--batch %d is not divisible by --group %d: MoT mixes tokens in groups of G batch rows", r->B, c.G));
+    // memory for the CPU model before reading any data (model_build checks the GPU's)
+    if (o.device == "cpu" || !gpu_compiled()) check_host_memory(c, r->B, r->T, false);
+}
+
+// The batches, and with --resume what the checkpoint fixes: options that
+// contradict it are refused.
+inline void setup_loaders(TrainRun* r) {
+    const Options& o = r->o;
+    dataloader_init(&r->train_loader, r->train_pattern, r->B, r->T, o.shuffle != 0, o.seed, r->c.V);
+    r->have_val = !r->val_pattern.empty() && o.val_every > 0;
+    if (r->have_val) dataloader_init(&r->val_loader, r->val_pattern, r->B, r->T, false, o.seed, r->c.V);
+    r->sample_rng = rng_seed(o.seed + 1);
+    r->val_bytes_per_token = r->have_val && r->tokp ? bytes_per_token(r->tok, r->val_pattern) : 0;
+    r->data_id = data_fingerprint(r->train_loader);
+    if (!o.resume) return;
+    const TrainState& s = r->state;
+    if (s.B != r->B || s.T != r->T || s.shuffle != o.shuffle)
+        fail(strf("--resume: the checkpoint was trained with --batch %lld --seq %lld --shuffle %lld; give the same",
+                  (long long)s.B, (long long)s.T, (long long)s.shuffle));
+    if (s.accum != 0 && s.accum != r->accum)
+        fail(strf("--resume: the checkpoint was trained with %lld micro-batches per step (--total-batch %lld), "
+                  "now %d; give the same --total-batch",
+                  (long long)s.accum, (long long)(s.accum * r->BT), r->accum));
+    if (s.data_id != 0 && s.data_id != r->data_id)
+        fail(strf("--resume: --data %s is not the data the checkpoint was trained on (other shard names or sizes); "
+                  "give the same",
+                  r->train_pattern.c_str()));
+    if (o.steps < s.step)
+        fail(strf("--resume: --steps %d is below the checkpoint's step %lld: there is nothing to train; give "
+                  "--steps above it",
+                  o.steps, (long long)s.step));
+}
+
+// The model on its device; with --resume its moments, the data position and
+// the sampling RNG where the checkpoint left them. Prints the run's plan.
+inline void setup_device(TrainRun* r) {
+    const Options& o = r->o;
+    const Config& c = r->c;
+#ifdef __CUDACC__
+    if (o.device != "cpu" && gpu_available()) gpu_set_tf32(o.tf32);
+#endif
+    model_build(&r->model, c, o.device, r->B, r->T, r->params.data());
+    std::vector<float>().swap(r->params);
+    if (o.resume) {
+        model_set_moments(&r->model, r->state.m, r->state.v);
+        dataloader_set_state(&r->train_loader, r->state.loader);
+        r->sample_rng.state = r->state.rng;
+        std::printf("resuming at step %lld\n", (long long)r->state.step);
+        if (r->state.total_steps != o.steps)
+            std::printf("note: the run was planned for %lld steps, now --steps %d: the learning-rate schedule "
+                        "changes from here, so the run differs from one planned for %d steps throughout\n",
+                        (long long)r->state.total_steps, o.steps, o.steps);
+    }
+    int n_mot = 0;
+    for (int k : c.kinds) n_mot += k == MOT;
+    std::printf("model: L %d, C %d, NH %d, V %d, %d MoT layers (E %d, G %d, f %d, tau %g), %d dense (d_ff %d), "
+                "%.2fM parameters\n",
+                c.L, c.C, c.NH, c.V, n_mot, c.E, c.G, c.f, c.tau, c.L - n_mot, c.dff, num_params(c) / 1e6);
+    std::printf("train: %d x %d tokens x %d micro-batches = %lld tokens/step, %d steps, lr %g, device %s\n", r->B, r->T,
+                r->accum, (long long)(r->BT * r->accum), o.steps, o.lr, device_name(r->model).c_str());
+    int max_threads = 1;
+#ifdef _OPENMP
+    max_threads = omp_get_max_threads();
+#endif
+    // CPU threads per step, chosen by timing the steps (--threads N: fixed)
+    tuner_init(&r->tuner, r->model.on_gpu || o.threads > 0 ? 1 : max_threads);
+}
+
+// Writes a checkpoint pair for `step` optimizer steps into dir.
+inline void save_checkpoint(TrainRun* r, int step, const std::string& dir) {
+    lock_checkpoint_dir(dir);
+    TrainState& s = r->state;
+    s.step = step;
+    s.loader = dataloader_get_state(&r->train_loader);
+    s.rng = r->sample_rng.state;
+    s.B = r->B, s.T = r->T, s.shuffle = r->o.shuffle, s.total_steps = r->o.steps;
+    s.data_id = r->data_id, s.accum = r->accum;
+    model_get_moments(&r->model, &s.m, &s.v);
+    checkpoint_dir_save(dir, r->c, model_params(&r->model), s, r->o.keep_checkpoints);
+    std::printf("checkpoint: %s\n", checkpoint_name(dir, step, "ckpt").c_str());
+}
+
+// Validation loss (and bits per byte) after `step` steps, printed and logged.
+inline void validate(TrainRun* r, int step) {
+    double vl = evaluate(&r->model, &r->val_loader, r->o.val_batches);
+    if (r->val_bytes_per_token > 0) {
+        double bpb = vl / std::log(2.0) / r->val_bytes_per_token;
+        std::printf("step %5d | val loss %.4f | %.3f bits per byte\n", step, vl, bpb);
+        jsonl_write(&r->log, step, {{"val_loss", vl}, {"val_bits_per_byte", bpb}});
+    } else {
+        std::printf("step %5d | val loss %.4f\n", step, vl);
+        jsonl_write(&r->log, step, {{"val_loss", vl}});
+    }
+}
+
+// One optimizer step (step counts from 0): accumulated micro-batches,
+// clipping, and the AdamW update unless the loss or gradient is not finite.
+// Prints and logs the step's line.
+inline void train_step(TrainRun* r, int step, double peak_flops, double flops_per_step) {
+    const Options& o = r->o;
+    std::vector<int> x((size_t)r->BT), y((size_t)r->BT);
+    int threads = o.threads > 0 ? o.threads : tuner_next(&r->tuner);
+    double t0 = now_ms();
+    double loss = 0;
+    model_zero_grad(&r->model);
+    for (int micro = 0; micro < r->accum; micro++) {
+        dataloader_next(&r->train_loader, x.data(), y.data());
+        loss += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / r->accum;
+        model_backward(&r->model, 1.0 / r->accum);
+    }
+    double norm = model_clip_grads(&r->model, o.grad_clip);
+    float lr = lr_at(step, o.steps, o.lr, o.warmup, o.lr_min_frac);
+    bool finite = std::isfinite(loss) && std::isfinite(norm);
+    if (!finite && !o.skip_nonfinite)
+        fail(strf("step %d: the %s is not finite (loss %g, grad norm %g); stopping. Lower --lr, or "
+                  "--skip-nonfinite to skip such updates",
+                  step + 1, std::isfinite(loss) ? "gradient" : "loss", loss, norm));
+    if (finite) {
+        model_update(&r->model, lr, o.beta1, o.beta2, o.adam_eps, o.wd, step);
+        r->consecutive_skips = 0;
+    } else {
+        std::printf("step %d: non-finite loss or gradient, update skipped (%lld so far)\n", step + 1,
+                    (long long)++r->state.skipped);
+        if (++r->consecutive_skips >= o.max_skips)
+            fail(strf("step %d: %d updates in a row had a non-finite loss or gradient (--max-skips %d): the "
+                      "run is not recovering; stopping. Lower --lr, or resume from an earlier checkpoint",
+                      step + 1, r->consecutive_skips, o.max_skips));
+    }
+    double ms = now_ms() - t0;
+    int threads_before = r->tuner.current;
+    tuner_record(&r->tuner, ms);
+    if (r->tuner.current != threads_before)
+        std::printf("threads: %d -> %d (steps ran faster so: %s)\n", threads_before, r->tuner.current,
+                    r->tuner.current < threads_before ? "other work shares the cores" : "the cores are free again");
+    double tok_s = (double)(r->BT * r->accum) / (ms / 1000.0);
+    double mfu = flops_per_step / (ms / 1000.0) / peak_flops;
+    std::printf("step %5d/%d | loss %.4f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s | MFU %.1f%%\n", step + 1,
+                o.steps, loss, norm, lr, ms, tok_s, 100 * mfu);
+    std::fflush(stdout);
+    jsonl_write(&r->log, step + 1, {{"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"ms", ms},
+                                    {"tok_per_s", tok_s}, {"mfu", mfu}, {"threads", (double)threads}});
+}
+
+// The steps from the state's step to --steps: validation and samples on
+// their schedule (and at the end), checkpoints on theirs. Returns 0, or
+// 128 + the signal when one stopped the run (after saving a checkpoint).
+inline int train_loop(TrainRun* r) {
+    const Options& o = r->o;
+    std::string peak_how;
+    double peak = device_peak_flops(r->model, &peak_how);
+    double flops_per_step = model_flops_per_token(r->c, r->T) * (double)(r->BT * r->accum);
+    std::printf("peak for MFU: %s\n", peak_how.c_str());
+    jsonl_open(&r->log, o.log, o.resume, r->state.step);
+    std::vector<int> eot_prompt = {r->tokp ? r->tok.eot : r->c.V - 1};
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
+    for (int step = (int)r->state.step; step <= o.steps; step++) {
+        bool last = step == o.steps;
+        if (r->have_val && (step % o.val_every == 0 || last)) validate(r, step);
+        if (o.sample_len > 0 && o.sample_every > 0 && step > 0 && (step % o.sample_every == 0 || last))
+            print_samples(&r->model, r->tokp, eot_prompt, "", 1, o.sample_len, 1.0f, 0, &r->sample_rng);
+        if (last) break;
+        train_step(r, step, peak, flops_per_step);
+        bool periodic = !o.checkpoint_dir.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0;
+        if (periodic || stop_signal)
+            save_checkpoint(r, step + 1, o.checkpoint_dir.empty() ? "checkpoints" : o.checkpoint_dir);
+        if (stop_signal) {
+            int sig = stop_signal;
+            std::printf("interrupted (%s): saved, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            jsonl_close(&r->log);
+            return 128 + sig;
+        }
+    }
+    jsonl_close(&r->log);
+    return 0;
+}
+
+// A run that ended still skipping non-finite updates failed; otherwise the
+// final --save.
+inline void finish(TrainRun* r) {
+    if (r->consecutive_skips > 0)
+        fail(strf("the run ended with its last %d updates skipped for a non-finite loss or gradient: the model is "
+                  "not training%s. Lower --lr, or resume from an earlier checkpoint",
+                  r->consecutive_skips, r->o.save.empty() ? "" : "; --save not written"));
+    if (!r->o.save.empty()) save_final(r->o.save, r->c, model_params(&r->model));
+}
+
+// The whole run; returns the program's exit status.
+inline int train(const Options& o) {
+#ifdef _OPENMP
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+#endif
+    TrainRun r;
+    r.o = o;
+    check_options(&r);
+    setup_data(&r);
+    setup_model(&r);
+    setup_loaders(&r);
+    setup_device(&r);
+    int status = train_loop(&r);
+    if (status == 0) finish(&r);
+    return status;
+}

@@ -1,0 +1,76 @@
+// The subcommands: sample (text from a checkpoint), eval (its loss on a
+// data set), plot (loss curves of runs).
+#pragma once
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/fileio.h"
+#include "common/rng.h"
+#include "data/dataloader.h"
+#include "tokenizer/bpe.h"
+#include "train/model.h"
+#include "train/options.h"
+#include "train/plot.h"
+#include "train/report.h"
+
+inline std::string default_tokenizer(const std::string& given) {
+    if (!given.empty()) return given;
+    std::string d = std::string(DEFAULT_DATA_DIR) + "/tokenizer.bin";
+    return file_exists(d) ? d : "";
+}
+
+inline int sample_main(const SampleOptions& s) {
+    Config c;
+    std::vector<float> params;
+    checkpoint_load(s.load, &c, &params);
+    std::string tok_path = default_tokenizer(s.tokenizer);
+    Tokenizer tok;
+    if (!tok_path.empty()) tok = tokenizer_load(tok_path);
+    // the default data set's tokenizer only decodes a model of its vocabulary
+    if (s.tokenizer.empty() && !tok_path.empty() && tok.vocab_size != c.V) tok_path.clear();
+    if (!tok_path.empty() && tok.vocab_size != c.V)
+        fail(strf("%s has %d tokens, the model's vocabulary has %d: give the tokenizer the model was trained with",
+                  tok_path.c_str(), tok.vocab_size, c.V));
+    std::vector<int> prompt = {tok_path.empty() ? c.V - 1 : tok.eot};
+    if (!s.prompt.empty()) {
+        if (tok_path.empty()) fail("--prompt needs --tokenizer to encode it");
+        std::vector<int> ids = bpe_encode(tok, s.prompt);
+        prompt.insert(prompt.end(), ids.begin(), ids.end());
+    }
+    if ((int)prompt.size() + s.length > c.maxT)
+        std::printf("note: the model's context is %d tokens; past it, each sample continues from its last %d tokens\n",
+                    c.maxT, std::max(1, c.maxT / 2));
+    Model model;
+    model_build(&model, c, "cpu", 0, 0, params.data());
+    Rng rng = rng_seed(s.seed);
+    print_samples(&model, tok_path.empty() ? nullptr : &tok, prompt, s.prompt, s.num, s.length, s.temperature, s.top_k, &rng);
+    return 0;
+}
+
+inline int eval_main(const EvalOptions& e) {
+    Config c;
+    std::vector<float> params;
+    checkpoint_load(e.load, &c, &params);
+    std::string pattern = e.data;
+    if (pattern.empty()) {
+        std::string d = std::string(DEFAULT_DATA_DIR) + "/tinyshakespeare_val_*.bin";
+        pattern = d;
+    }
+    DataLoader loader;
+    dataloader_init(&loader, pattern, e.B, e.T, false, 0, c.V);
+    Model model;
+    model_build(&model, c, e.device, e.B, e.T, params.data());
+    int n = e.batches > 0 ? e.batches : (int)dataloader_batches_per_epoch(&loader);
+    double loss = evaluate(&model, &loader, n);
+    std::printf("%s on %s: loss %.4f over %d batches of %d x %d tokens (device %s)\n", e.load.c_str(),
+                pattern.c_str(), loss, n, e.B, e.T, device_name(model).c_str());
+    return 0;
+}
+
+inline int plot_main(const PlotOptions& p) {
+    plot_logs(p.logs, p.out, p.title);
+    std::printf("wrote %s\n", p.out.c_str());
+    return 0;
+}
