@@ -78,7 +78,7 @@ inline void gpt_build(GPT* model, const Config& cfg) {
     model->cfg = cfg;
     size_t n = num_params(cfg);
     model->num_params = n;
-    const char* hint = "a smaller model (--d-model, --layers, --experts, --expert-size) or --device cpu";
+    const char* hint = "a smaller model (width, layers, experts, expert width) needs less";
     gpu_malloc(&model->params_memory, n, "the parameters", hint);
     gpu_malloc(&model->grads_memory, n, "the parameter gradients", hint);
     gpu_malloc(&model->mv_memory, 2 * n, "the AdamW moments", hint);
@@ -136,7 +136,7 @@ inline void gpt_ensure_acts(GPT* model, int B, int T) {
     }
     model->B = model->T = 0;
     size_t n = num_acts(model->cfg, B, T), BT = (size_t)B * T;
-    const char* hint = "a smaller --batch or --seq";
+    const char* hint = "a smaller batch or sequence length needs less";
     gpu_malloc(&model->acts_memory, n, "the activations", hint);
     gpu_malloc(&model->grad_acts_memory, n, "the activation gradients", hint);
     CUDA_CHECK(cudaMemset(model->acts_memory, 0, n * sizeof(float)));

@@ -10,15 +10,16 @@
 #   train_sync      the first model run: a short training run of train_mot on
 #                   the GPU with MOT_CUDA_SYNC=1, so a faulting kernel is named
 #                   with its file and line
-#   tests           the GPU suite (layer by layer, whole model, training, resume
-#                   and reproducibility against the CPU reference)
-#   memcheck        compute-sanitizer memcheck over the GPU suite (its heaviest
-#                   cases left out)
+#   tests_layers    the GPU layer suite: every layer against the CPU reference
+#   tests_model     the GPU model suite: the whole model, training, resume and
+#                   reproducibility against the CPU reference
+#   memcheck_layers compute-sanitizer memcheck over the layer suite
+#   memcheck_model  the same over the model suite (its heaviest cases left out)
 #   memcheck_train  compute-sanitizer memcheck over a 3-step run of train_mot
 #   bench           bench/bench_gpu.cu at GPT-2-small shape
 # The last lines are one table of the stages. A stage that ran zero test cases
 # is SKIP, never PASS. Every log goes to OUTDIR (default build/gpu_check); the
-# binaries are the Makefile's (./train_mot, build/test_gpu, build/bench_gpu).
+# binaries are the Makefile's (./train_mot, build/test_gpu_*, build/bench_gpu).
 # Exit status: 0 all ran and passed, 1 a stage failed, 2 nothing failed but
 # the GPU stages were skipped (no usable GPU).
 #
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
         --build-only) build_only=1 ;;
         -j) jobs=$2; shift ;;
         -j*) jobs=${1#-j} ;;
-        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -u/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) OUTDIR=$1 ;;
     esac
@@ -129,7 +130,7 @@ else
     [ -n "$cap" ] && arch_args=("GPU_ARCH=-gencode arch=compute_$cap,code=sm_$cap")
     if command -v make >/dev/null; then
         run_limited 240 "$OUTDIR/build.log" make -j "$jobs" NVCC="$NVCC" "${arch_args[@]}" \
-            train_mot prepare build/test_gpu build/bench_gpu
+            train_mot prepare build/test_gpu_layers build/test_gpu_model build/bench_gpu
     else
         # no make on the node: the Makefile's commands by hand, in parallel
         arch=${cap:+-gencode arch=compute_$cap,code=sm_$cap}
@@ -138,10 +139,11 @@ else
         nv="$NVCC -O3 -std=c++17 -I. $kit_inc $arch -Xcompiler -fopenmp,-march=native -diag-suppress 20012"
         mkdir -p build
         run_limited 240 "$OUTDIR/build.log" bash -c "set -x; $nv mot.cu -o train_mot -lcublas & a=\$!;
-            $nv tests/test_gpu.cu -o build/test_gpu -lcublas & b=\$!;
+            $nv tests/test_gpu_layers.cu -o build/test_gpu_layers -lcublas & b=\$!;
+            $nv tests/test_gpu_model.cu -o build/test_gpu_model -lcublas & d=\$!;
             $nv bench/bench_gpu.cu -o build/bench_gpu -lcublas & c=\$!;
             g++ -O3 -march=native -std=c++17 -fopenmp -I. $kit_inc data/prepare.cpp -o prepare &&
-            wait \$a && wait \$b && wait \$c"
+            wait \$a && wait \$b && wait \$c && wait \$d"
     fi
     kit_note=$([ -f "$KIT/CLI/CLI.hpp" ] && echo "with the offline kit" || echo "system headers")
     if [ $RC -eq 0 ]; then
@@ -177,8 +179,10 @@ else
     fi
 
     # ---- the GPU suite -------------------------------------------------------------
-    run_limited 180 "$OUTDIR/tests.log" build/test_gpu
-    judge_doctest tests "$OUTDIR/tests.log"
+    for suite in layers model; do
+        run_limited 180 "$OUTDIR/tests_$suite.log" build/test_gpu_$suite
+        judge_doctest tests_$suite "$OUTDIR/tests_$suite.log"
+    done
 
     # ---- compute-sanitizer -----------------------------------------------------------
     memcheck() {
@@ -194,7 +198,7 @@ else
             record "$name" "FAIL(timeout)" $DT "killed after ${DT} s; log $log"
         elif [ $RC -eq 99 ] || ! echo "$summary" | grep -q "ERROR SUMMARY: 0 errors"; then
             record "$name" "FAIL(rc=$RC)" $DT "${summary:-no sanitizer summary}; log $log"
-        elif [ "$name" = memcheck ]; then
+        elif [ "$name" != memcheck_train ]; then
             judge_doctest "$name" "$log"  # the suite's own verdict, all-skipped guard included
             NOTES[${#NOTES[@]}-1]="${NOTES[${#NOTES[@]}-1]}; $summary"
         elif [ $RC -ne 0 ]; then
@@ -205,7 +209,8 @@ else
             record "$name" PASS $DT "$summary"
         fi
     }
-    memcheck memcheck "$OUTDIR/memcheck.log" build/test_gpu \
+    memcheck memcheck_layers "$OUTDIR/memcheck_layers.log" build/test_gpu_layers
+    memcheck memcheck_model "$OUTDIR/memcheck_model.log" build/test_gpu_model \
         --test-case-exclude="*AdamW steps*,*GPT-2-small*,*gpu training:*"
     memcheck memcheck_train "$OUTDIR/memcheck_train.log" ./train_mot "${TINY[@]}" --steps 3 \
         --val-every 2 --sample-every 3

@@ -117,7 +117,10 @@ inline void model_build(Model* m, const Config& c, const std::string& device, in
             gpu::gpu_gpt_load_params(&m->gpu, params);
             gpu::gpt_ensure_acts(&m->gpu, B, T);
         } catch (const std::exception& e) {
-            if (device != "auto") throw;
+            if (device != "auto")
+                fail(strf("--device cuda: %s (the options: --batch, --seq; --d-model, --layers, --experts, "
+                          "--expert-size; or --device cpu)",
+                          e.what()));
             gpu::gpt_free(&m->gpu);
             m->on_gpu = false;
             why = strf("the GPU build failed: %s", e.what());

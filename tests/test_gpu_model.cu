@@ -1,0 +1,323 @@
+// tests/test_gpu_model.cu: the whole GPU model (gpu/gpt.cuh) against the CPU
+// reference: loss, logits and every gradient at small and GPT-2-small shapes,
+// AdamW steps, batch-shape changes, moments loaded for a resume, TF32, bitwise
+// repetition, out-of-memory handling; and ./train_mot --device cuda itself
+// (tests/train_checks.h): two runs of one command and a resumed run must match
+// byte for byte.
+//
+//   make build/test_gpu_model && ./build/test_gpu_model
+//
+// Without a usable GPU every test case is reported as skipped, with the reason.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "tests/gpu_harness.h"
+#include "tests/train_checks.h"
+#include "train/model.h"
+
+GPU_TEST("gpu model: loss, logits and every parameter gradient") {
+    for (const ModelCase& mc : model_cases()) {
+        INFO("model " << mc.name);
+        GPT<float> cpu;
+        gpu::GPT gm;
+        build_both(&cpu, &gm, mc.cfg, 1234);
+        std::vector<float> back(gm.num_params);
+        gpu::gpu_gpt_get_params(&gm, back.data());
+        CHECK(back == cpu.params_memory);
+        Rng rng = rng_seed(99);
+        size_t BT = (size_t)mc.B * mc.T;
+        std::vector<int> inputs = rand_tokens(&rng, BT, mc.cfg.V), targets = rand_tokens(&rng, BT, mc.cfg.V);
+        gpt_forward(&cpu, inputs.data(), targets.data(), mc.B, mc.T);
+        gpu::gpt_forward(&gm, inputs.data(), targets.data(), mc.B, mc.T);
+        double loss_err = std::fabs(gm.mean_loss - cpu.mean_loss) / std::fabs(cpu.mean_loss);
+        CHECK_MESSAGE(loss_err < TOL, mc.name << " loss " << gm.mean_loss << " vs " << cpu.mean_loss);
+        std::vector<float> logits(BT * mc.cfg.Vp);
+        CUDA_CHECK(cudaMemcpy(logits.data(), gm.acts.logits, logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
+        check_close(logits, std::vector<float>(cpu.acts.logits, cpu.acts.logits + logits.size()),
+                    std::string(mc.name) + " logits");
+        gpt_zero_grad(&cpu); gpu::gpt_zero_grad(&gm);
+        gpt_backward(&cpu, 1.0);
+        gpu::gpt_backward(&gm, 1.0);
+        std::vector<float> grads(gm.num_params);
+        gpu::gpu_gpt_get_grads(&gm, grads.data());
+        check_tensors(mc.cfg, grads, cpu.grads_memory, std::string(mc.name) + " grad");
+        // a second backward with loss_scale 0.5 accumulates on top: 1.5x
+        gpt_backward(&cpu, 0.5);
+        gpu::gpt_backward(&gm, 0.5);
+        gpu::gpu_gpt_get_grads(&gm, grads.data());
+        check_tensors(mc.cfg, grads, cpu.grads_memory, std::string(mc.name) + " accumulated grad");
+        double cpu_norm = gpt_clip_grads(&cpu, 0.0), gpu_norm = gpu::gpt_clip_grads(&gm, 0.0);
+        CHECK_MESSAGE(std::fabs(gpu_norm - cpu_norm) < TOL * cpu_norm, mc.name << " grad norm " << gpu_norm << " vs " << cpu_norm);
+        // forward without targets leaves the loss alone and backward refuses
+        gpu::gpt_forward(&gm, inputs.data(), nullptr, mc.B, mc.T);
+        CHECK_THROWS(gpu::gpt_backward(&gm, 1.0));
+    }
+}
+
+GPU_TEST("gpu model: bad batches are rejected before any launch") {
+    Config c = small_config({MOT});
+    gpu::GPT gm;
+    gpu::gpt_build(&gm, c);
+    std::vector<int> tok(4 * 8, 1);
+    tok[5] = c.V;  // out of vocabulary
+    CHECK_THROWS(gpu::gpt_forward(&gm, tok.data(), nullptr, 4, 8));
+    tok[5] = 0;
+    CHECK_THROWS(gpu::gpt_forward(&gm, tok.data(), nullptr, 3, 8));   // 3 % G != 0
+    CHECK_THROWS(gpu::gpt_forward(&gm, tok.data(), nullptr, 1, 65));  // T > maxT
+    CHECK_NOTHROW(gpu::gpt_forward(&gm, tok.data(), nullptr, 4, 8));
+}
+
+// Ten training steps (forward, zero_grad, backward, clip, AdamW) on both paths
+// with the same batches; parameters, moments and every step's loss must agree.
+// AdamW eps is 1e-5 here, not 1e-8: Adam divides by sqrt(v) + eps, so a
+// gradient element near zero has its fp32 rounding noise amplified by up to
+// lr/eps, which at eps 1e-8 can exceed the tolerance for a handful of such
+// elements without any bug. The optimizer kernel itself is checked at eps 1e-8
+// on identical inputs in "gpu grad norm, clip and adamw".
+GPU_TEST("gpu model: 10 AdamW steps") {
+    for (const ModelCase& mc : model_cases()) {
+        INFO("model " << mc.name);
+        GPT<float> cpu;
+        gpu::GPT gm;
+        build_both(&cpu, &gm, mc.cfg, 77);
+        Rng rng = rng_seed(5);
+        size_t BT = (size_t)mc.B * mc.T;
+        for (int step = 0; step < 10; step++) {
+            std::vector<int> inputs = rand_tokens(&rng, BT, mc.cfg.V), targets = rand_tokens(&rng, BT, mc.cfg.V);
+            gpt_forward(&cpu, inputs.data(), targets.data(), mc.B, mc.T);
+            gpu::gpt_forward(&gm, inputs.data(), targets.data(), mc.B, mc.T);
+            CHECK_MESSAGE(std::fabs(gm.mean_loss - cpu.mean_loss) < TOL * cpu.mean_loss,
+                          mc.name << " step " << step << " loss " << gm.mean_loss << " vs " << cpu.mean_loss);
+            gpt_zero_grad(&cpu); gpu::gpt_zero_grad(&gm);
+            gpt_backward(&cpu);
+            gpu::gpt_backward(&gm);
+            double cpu_norm = gpt_clip_grads(&cpu, 1.0), gpu_norm = gpu::gpt_clip_grads(&gm, 1.0);
+            CHECK_MESSAGE(std::fabs(gpu_norm - cpu_norm) < TOL * cpu_norm,
+                          mc.name << " step " << step << " grad norm " << gpu_norm << " vs " << cpu_norm);
+            gpt_update(&cpu, 1e-3f, 0.9f, 0.95f, 1e-5f, 0.1f, step);
+            gpu::gpt_update(&gm, 1e-3f, 0.9f, 0.95f, 1e-5f, 0.1f, step);
+        }
+        std::vector<float> params(gm.num_params), m(gm.num_params), v(gm.num_params);
+        gpu::gpu_gpt_get_params(&gm, params.data());
+        gpu::gpu_gpt_get_moments(&gm, m.data(), v.data());
+        check_tensors(mc.cfg, params, cpu.params_memory, std::string(mc.name) + " params after 10 steps");
+        check_tensors(mc.cfg, m, cpu.m_memory, std::string(mc.name) + " adam m after 10 steps");
+        check_tensors(mc.cfg, v, cpu.v_memory, std::string(mc.name) + " adam v after 10 steps");
+    }
+}
+
+// One forward + backward of both models on the same batch; returns the GPU
+// loss. Checks the loss, the logits and every parameter gradient within tol.
+static double check_model_step(GPT<float>* cpu, gpu::GPT* gm, const std::vector<int>& inputs,
+                               const std::vector<int>& targets, int B, int T, double tol, const std::string& what) {
+    const Config& c = cpu->cfg;
+    gpt_forward(cpu, inputs.data(), targets.data(), B, T);
+    gpu::gpt_forward(gm, inputs.data(), targets.data(), B, T);
+    double loss_err = std::fabs(gm->mean_loss - cpu->mean_loss) / std::fabs(cpu->mean_loss);
+    CHECK_MESSAGE(loss_err < tol, what << " loss " << gm->mean_loss << " vs " << cpu->mean_loss);
+    std::vector<float> logits((size_t)B * T * c.Vp);
+    CUDA_CHECK(cudaMemcpy(logits.data(), gm->acts.logits, logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    double e = rel_err(logits.data(), cpu->acts.logits, logits.size());
+    CHECK_MESSAGE(e < tol, what << " logits: relative error " << e);
+    gpt_zero_grad(cpu);
+    gpu::gpt_zero_grad(gm);
+    gpt_backward(cpu, 1.0);
+    gpu::gpt_backward(gm, 1.0);
+    std::vector<float> grads(gm->num_params);
+    gpu::gpu_gpt_get_grads(gm, grads.data());
+    for (const TensorSpec& sp : param_specs(c)) {
+        double ge = rel_err(grads.data() + sp.offset, cpu->grads_memory.data() + sp.offset, sp.numel);
+        CHECK_MESSAGE(ge < tol, what << " grad " << sp.name << ": relative error " << ge);
+    }
+    return gm->mean_loss;
+}
+
+// GPT-2-small widths and lengths (V 50257, C 768, NH 12, T 1024, d_ff 3072),
+// two layers, the second MoT (E 8, G 4, f 1536), B 8: sizes at which an
+// index that overflows, a grid that is too small or a reduction that loses
+// precision would show. fp32, TF32 off.
+GPU_TEST("gpu model at GPT-2-small shapes: loss, logits and every parameter gradient") {
+    Config c;
+    c.V = 50257, c.Vp = pad_vocab(c.V), c.maxT = 1024, c.L = 2, c.NH = 12, c.C = 768, c.dff = 3072;
+    c.E = 8, c.G = 4, c.f = c.dff * c.G / c.E, c.tau = 1.0f, c.kinds = {DENSE, MOT};
+    const int B = 8, T = 1024;
+    GPT<float> cpu;
+    gpu::GPT gm;
+    build_both(&cpu, &gm, c, 2024);
+    Rng rng = rng_seed(7);
+    std::vector<int> inputs = rand_tokens(&rng, (size_t)B * T, c.V), targets = rand_tokens(&rng, (size_t)B * T, c.V);
+    check_model_step(&cpu, &gm, inputs, targets, B, T, TOL, "gpt2-small shapes");
+}
+
+// Forward and backward at one batch shape, then another (the activations are
+// freed and carved again), then the first again: every time against the CPU.
+GPU_TEST("gpu model: the batch shape changes between calls") {
+    Config c = small_config({MOT, DENSE});
+    GPT<float> cpu;
+    gpu::GPT gm;
+    build_both(&cpu, &gm, c, 31);
+    Rng rng = rng_seed(32);
+    struct Shape { int B, T; };
+    for (Shape s : {Shape{4, 37}, Shape{8, 7}, Shape{12, 64}, Shape{4, 37}}) {
+        size_t BT = (size_t)s.B * s.T;
+        std::vector<int> inputs = rand_tokens(&rng, BT, c.V), targets = rand_tokens(&rng, BT, c.V);
+        check_model_step(&cpu, &gm, inputs, targets, s.B, s.T, TOL, strf("B%d T%d", s.B, s.T));
+        CHECK((gm.B == s.B && gm.T == s.T));
+    }
+}
+
+// A run resumed on the GPU: the CPU trains 3 steps; the GPU model takes its
+// parameters and AdamW moments from the host, and both train 3 more.
+GPU_TEST("gpu model: AdamW moments loaded from the host continue a run") {
+    Config c = small_config({DENSE, MOT});
+    const int B = 4, T = 37;
+    GPT<float> cpu;
+    gpt_build(&cpu, c);
+    gpt_init_weights(&cpu, 41);
+    Rng rng = rng_seed(42);
+    auto batch = [&](std::vector<int>* x, std::vector<int>* y) {
+        *x = rand_tokens(&rng, (size_t)B * T, c.V);
+        *y = rand_tokens(&rng, (size_t)B * T, c.V);
+    };
+    std::vector<int> x, y;
+    for (int step = 0; step < 3; step++) {
+        batch(&x, &y);
+        gpt_forward(&cpu, x.data(), y.data(), B, T);
+        gpt_zero_grad(&cpu);
+        gpt_backward(&cpu);
+        gpt_update(&cpu, 1e-3f, 0.9f, 0.95f, 1e-5f, 0.1f, step);
+    }
+    gpu::GPT gm;
+    gpu::gpt_build(&gm, c);
+    gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+    gpu::gpu_gpt_load_moments(&gm, cpu.m_memory.data(), cpu.v_memory.data());
+    std::vector<float> m(gm.num_params), v(gm.num_params);
+    gpu::gpu_gpt_get_moments(&gm, m.data(), v.data());
+    CHECK(m == cpu.m_memory);
+    CHECK(v == cpu.v_memory);
+    CHECK(std::any_of(m.begin(), m.end(), [](float a) { return a != 0.0f; }));  // the moments are not trivial
+    for (int step = 3; step < 6; step++) {
+        batch(&x, &y);
+        check_model_step(&cpu, &gm, x, y, B, T, TOL, strf("step %d", step));
+        gpt_update(&cpu, 1e-3f, 0.9f, 0.95f, 1e-5f, 0.1f, step);
+        gpu::gpt_update(&gm, 1e-3f, 0.9f, 0.95f, 1e-5f, 0.1f, step);
+    }
+    std::vector<float> params(gm.num_params);
+    gpu::gpu_gpt_get_params(&gm, params.data());
+    gpu::gpu_gpt_get_moments(&gm, m.data(), v.data());
+    check_tensors(c, params, cpu.params_memory, "params after the resumed steps");
+    check_tensors(c, m, cpu.m_memory, "adam m after the resumed steps");
+    check_tensors(c, v, cpu.v_memory, "adam v after the resumed steps");
+}
+
+// TF32 tensor cores round matmul inputs to a 10-bit mantissa: the model still
+// agrees with the fp32 CPU reference to about 1e-3; checked at 1e-2. Also
+// that TF32 is really used: the results differ from the fp32 GPU run.
+GPU_TEST("gpu model: TF32 tensor cores agree with the fp32 reference within 1e-2") {
+    for (const ModelCase& mc : {model_cases()[1], model_cases()[2]}) {
+        INFO("model " << mc.name);
+        GPT<float> cpu;
+        gpu::GPT gm;
+        build_both(&cpu, &gm, mc.cfg, 51);
+        Rng rng = rng_seed(52);
+        size_t BT = (size_t)mc.B * mc.T;
+        std::vector<int> x = rand_tokens(&rng, BT, mc.cfg.V), y = rand_tokens(&rng, BT, mc.cfg.V);
+        gpu::gpt_forward(&gm, x.data(), y.data(), mc.B, mc.T);
+        double fp32_loss = gm.mean_loss;
+        gpu_set_tf32(true);
+        double tf32_loss = check_model_step(&cpu, &gm, x, y, mc.B, mc.T, 1e-2, std::string(mc.name) + " tf32");
+        gpu_set_tf32(false);
+        CHECK_MESSAGE(tf32_loss != fp32_loss, "TF32 on gave the fp32 loss exactly: tensor cores not used?");
+    }
+}
+
+// Forward and backward twice on the same batch: the loss and every gradient
+// repeat bit for bit (no atomics, fixed reduction orders).
+GPU_TEST("gpu model: forward and backward repeat bit for bit") {
+    for (const ModelCase& mc : model_cases()) {
+        INFO("model " << mc.name);
+        GPT<float> cpu;
+        gpu::GPT gm;
+        build_both(&cpu, &gm, mc.cfg, 61);
+        Rng rng = rng_seed(62);
+        size_t BT = (size_t)mc.B * mc.T;
+        // few distinct tokens: many positions share each wte row
+        std::vector<int> x = rand_tokens(&rng, BT, 5), y = rand_tokens(&rng, BT, mc.cfg.V);
+        std::vector<float> g[2];
+        double loss[2];
+        for (int r = 0; r < 2; r++) {
+            gpu::gpt_forward(&gm, x.data(), y.data(), mc.B, mc.T);
+            gpu::gpt_zero_grad(&gm);
+            gpu::gpt_backward(&gm, 1.0);
+            loss[r] = gm.mean_loss;
+            g[r].resize(gm.num_params);
+            gpu::gpu_gpt_get_grads(&gm, g[r].data());
+        }
+        CHECK(loss[0] == loss[1]);
+        CHECK(g[0] == g[1]);
+    }
+}
+
+// Out of memory: a model far larger than the card is refused by --device cuda
+// with the sizes, taken to the CPU by auto; a failing allocation names itself.
+GPU_TEST("gpu memory: too large a model is a clear error under cuda and the CPU under auto") {
+    Config c = small_config({MOT});
+    size_t total = 0;
+    gpu_free_memory(&total);
+    std::string why;
+    // activations of B*T rows grow without bound: pick a batch far beyond the card
+    int B = 1 << 18, T = 64;  // about 340 GiB of activations
+    CHECK(gpu::gpt_device_bytes(c, B, T) > total);
+    try {
+        choose_gpu("cuda", c, B, T, &why);
+        FAIL("choose_gpu(cuda) accepted a model larger than the GPU");
+    } catch (const std::exception& e) {
+        std::string msg = e.what();
+        INFO(msg);
+        CHECK(msg.find("--device cuda") != std::string::npos);
+        CHECK(msg.find("GiB are free") != std::string::npos);
+    }
+    CHECK(!choose_gpu("auto", c, B, T, &why));
+    CHECK(why.find("GiB") != std::string::npos);
+    CHECK(choose_gpu("auto", c, 4, 8, &why));  // a batch that fits
+    float* p = nullptr;
+    try {
+        gpu_malloc(&p, total, "a test buffer", "a smaller --batch");  // 4x the card's bytes
+        FAIL("allocating 4x the GPU's memory succeeded");
+    } catch (const std::exception& e) {
+        std::string msg = e.what();
+        INFO(msg);
+        CHECK(msg.find("GPU out of memory: a test buffer needs") != std::string::npos);
+        CHECK(msg.find("a smaller --batch") != std::string::npos);
+    }
+    CHECK(p == nullptr);
+    CHECK(cudaGetLastError() == cudaSuccess);  // the failure left no sticky error
+    float* q = nullptr;
+    CHECK_NOTHROW(gpu_malloc(&q, 1024, "a small buffer"));  // the GPU still works
+    cudaFree(q);
+}
+
+// The program itself on the GPU (tests/train_checks.h): the same command twice
+// gives the same log and checkpoint; 10 steps + resume + 10 equals 20 steps.
+GPU_TEST("gpu training: two runs of one command are reproducible") { check_repeat("build/tg", "cuda"); }
+GPU_TEST("gpu training: resume is bit-exact (shuffled)") { check_resume("build/tg", "cuda", 1); }
+
+GPU_TEST("gpu device queries and tf32 switch") {
+    size_t total = 0, free_bytes = gpu_free_memory(&total);
+    CHECK((!gpu_device_name().empty() && free_bytes > 0 && free_bytes <= total));
+    gpu_set_tf32(true);
+    CHECK(gpu_tf32());
+    std::string how;
+    double tf32_peak = gpu_peak_flops(true, &how);
+    gpu_set_tf32(false);
+    CHECK(!gpu_tf32());
+    double fp32_peak = gpu_peak_flops(false, &how);
+    INFO(how);
+    // any GPU of the last decade: 1 to 500 TFLOP/s fp32, tensor cores at least as fast
+    CHECK((fp32_peak > 1e12 && fp32_peak < 5e14));
+    CHECK(tf32_peak >= fp32_peak);
+}
