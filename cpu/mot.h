@@ -28,6 +28,7 @@
 #include "../common/layout.h"
 #include "gelu.h"
 #include "matmul.h"
+#include "select.h"
 
 template <typename real>
 void mot_forward(real* out,        // (B,T,C)
@@ -126,9 +127,9 @@ void mot_backward(real* dinp,        // (B,T,C)
     gemm(true, false, C, f, ST, real(1), dy, EC, C, a, Ef, f, real(1), dw2, f, (long long)C * f, E);
     // dP = dA * gelu'(P)
     if constexpr (std::is_same_v<real, float>) {
-        if (use_fast<real>()) {  // the same with the vectorized gelu' of gelu.h
+        if (use_fast<real>()) {  // the same with the vectorized gelu' of fast/gelu.h
             #pragma omp parallel for simd
-            for (size_t i = 0; i < (size_t)ST * E * f; i++) dp[i] = da[i] * gelu_grad_fast(p[i]);
+            for (size_t i = 0; i < (size_t)ST * E * f; i++) dp[i] = da[i] * fast::gelu_grad(p[i]);
         }
     }
     if (!use_fast<real>()) {

@@ -1,9 +1,9 @@
-// tests/test_fast.cpp: the fast float kernels of the CPU path (cpu/fused.h and
-// the `use_fast` branches of the layer files) against the reference loops,
-// which run in double on the same inputs. Odd shapes: T 1, 7, 37; C not a
-// multiple of 16; NH 1..4. Then a whole float training step with the fast
-// kernels against the float reference path, and a second backward on dirty
-// scratch (gpt_backward no longer zeroes the scratch blocks).
+// tests/test_fast.cpp: the fast forms of the CPU path (cpu/fast/, chosen by
+// use_fast() of cpu/select.h) against the reference loops of cpu/, which run
+// in double on the same inputs. Odd shapes: T 1, 7, 37; C not a multiple of
+// 16; NH 1..4. Then a whole float training step with the fast kernels
+// against the float reference path, and a second backward on dirty scratch
+// (gpt_backward does not zero the scratch blocks).
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_fast.cpp -o /tmp/test_fast
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -49,23 +49,23 @@ static void check_close(const std::vector<float>& a, const std::vector<double>& 
 
 // Runs the fast float path in this scope, whatever the test before left.
 struct FastOn {
-    FastOn() { layers_use_reference() = false; }
+    FastOn() { fast_kernels_on = true; }
 };
 
 TEST_CASE("fast_exp matches std::exp to about one ulp") {
     double worst = 0;
     for (double x = -80; x < 80; x += 0.0137) {
         double e = std::exp((double)(float)x);  // of the float argument
-        worst = std::max(worst, std::fabs(fast_exp((float)x) - e) / e);
+        worst = std::max(worst, std::fabs(fast::fast_exp((float)x) - e) / e);
     }
     CHECK(worst < 4e-7);
-    CHECK(fast_exp(-1000.0f) < 1e-37f);
-    CHECK(std::isfinite(fast_exp(1000.0f)));
+    CHECK(fast::fast_exp(-1000.0f) < 1e-37f);
+    CHECK(std::isfinite(fast::fast_exp(1000.0f)));
     // non-finite inputs: NaN stays NaN (training must see a NaN loss), and the
     // clamp keeps the exponent arithmetic defined (UBSan runs this in CI)
-    CHECK(std::isnan(fast_exp(NAN)));
-    CHECK(fast_exp(-INFINITY) < 1e-37f);
-    CHECK(fast_exp(INFINITY) > 1e38f);
+    CHECK(std::isnan(fast::fast_exp(NAN)));
+    CHECK(fast::fast_exp(-INFINITY) < 1e-37f);
+    CHECK(fast::fast_exp(INFINITY) > 1e38f);
 }
 
 TEST_CASE("gelu forward and backward, fast vs reference") {
@@ -259,12 +259,10 @@ TEST_CASE("whole model: a float step with fast kernels matches the reference pat
         for (float& p : m->params_memory) p *= 5;  // wider than the init, so layers are not near-linear
     }
     for (int step = 0; step < 3; step++) {
-        layers_use_reference() = true;
-        gemm_use_reference() = true;
+        fast_kernels_on = false;
         double lr = train_step(&ref, inp, tgt, B, T, step);
         std::vector<float> gref = ref.grads_memory;
-        layers_use_reference() = false;
-        gemm_use_reference() = false;
+        fast_kernels_on = true;
         double lf = train_step(&fast, inp, tgt, B, T, step);
         CHECK(lf == doctest::Approx(lr).epsilon(1e-5));
         // Some gradients are zero in exact arithmetic (the key bias: softmax
@@ -284,8 +282,8 @@ TEST_CASE("whole model: backward on dirty scratch gives the same gradients") {
     // gpt_backward zeroes only the activation gradients it accumulates into;
     // the scratch it skips is left from the last call and must not leak in.
     FastOn on;
-    for (bool reference : {false, true}) {
-        layers_use_reference() = reference;
+    for (bool fast_on : {true, false}) {
+        fast_kernels_on = fast_on;
         Config c = small_config();
         int B = 4, T = 7;
         Rand r(8);
@@ -303,5 +301,5 @@ TEST_CASE("whole model: backward on dirty scratch gives the same gradients") {
         gpt_backward(&m);
         CHECK(m.grads_memory == first);
     }
-    layers_use_reference() = false;
+    fast_kernels_on = true;
 }
