@@ -139,7 +139,8 @@ static Result bench_model(const char* name, int kind, bool fast, int B, int T, i
         r.fwd_s = t1 - t0, r.zero_s = t2 - t1, r.bwd_s = t3 - t2, r.clip_s = t4 - t3, r.adam_s = t5 - t4;
         return t5 - t0;
     };
-    // warm up: allocations, thread pool, packing buffers, page faults
+    gpt_ensure_acts(&model, B, T);  // the activations' memory, before any is measured
+    // warm up: thread pool, packing buffers, page faults
     for (int s = 0; s < warmup; s++) step(s);
     r.loss0 = model.mean_loss;
     r.rss_before = proc_kb("VmRSS");
