@@ -1,4 +1,4 @@
-// bench/bench_matmul.cpp: cpu/sgemm.h vs OpenBLAS at every GEMM shape of one
+// bench/bench_matmul.cpp: cpu/fast/sgemm.h vs OpenBLAS at every GEMM shape of one
 // training step of the bench model (L 4, C 256, NH 4, T 128, B 16, V 4096,
 // dense dff 1024, MoT E 32, G 8, f 256 -> B*T = 2048 rows, S*T = 256 groups).
 // OpenBLAS is linked here only, as a yardstick; the engine never links it.
@@ -15,7 +15,7 @@
 #include <omp.h>
 
 #include "train/peak.h"
-#include "cpu/sgemm.h"
+#include "cpu/fast/sgemm.h"
 
 extern "C" char* openblas_get_corename(void);
 extern "C" char* openblas_get_config(void);
@@ -50,10 +50,10 @@ static size_t span(int rows, int ld, long long stride, int batch) {
 
 static void run_ours(const Shape& s, const float* A, const float* B, float* C) {
     if (s.batch == 1)
-        sgemm(s.tA, s.tB, s.M, s.N, s.K, 1.0f, A, s.lda, B, s.ldb, s.beta, C, s.ldc);
+        fast::sgemm(s.tA, s.tB, s.M, s.N, s.K, 1.0f, A, s.lda, B, s.ldb, s.beta, C, s.ldc);
     else
-        sgemm_strided_batched(s.tA, s.tB, s.M, s.N, s.K, 1.0f, A, s.lda, s.sA, B, s.ldb, s.sB,
-                              s.beta, C, s.ldc, s.sC, s.batch);
+        fast::sgemm_strided_batched(s.tA, s.tB, s.M, s.N, s.K, 1.0f, A, s.lda, s.sA, B, s.ldb, s.sB,
+                                    s.beta, C, s.ldc, s.sC, s.batch);
 }
 
 static void run_blas(const Shape& s, const float* A, const float* B, float* C) {

@@ -4,8 +4,10 @@
 #pragma once
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 
-#include "fused.h"
+#include "fast/crossentropy.h"
+#include "select.h"
 
 template <typename real>
 void crossentropy_forward(real* losses,        // (B,T) -log p[target]
@@ -13,6 +15,8 @@ void crossentropy_forward(real* losses,        // (B,T) -log p[target]
                           const real* logits,  // (B,T,Vp)
                           const int* targets,  // (B,T)
                           int B, int T, int V, int Vp) {
+    if constexpr (std::is_same_v<real, float>)
+        if (use_fast<real>()) return fast::crossentropy_forward(losses, probs, logits, targets, B, T, V, Vp);
     #pragma omp parallel for
     for (int i = 0; i < B * T; i++) {
         const real* z = logits + (size_t)i * Vp;
@@ -20,25 +24,11 @@ void crossentropy_forward(real* losses,        // (B,T) -log p[target]
         real maxv = -INFINITY;
         for (int v = 0; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
         real sum = 0;
-        if (use_fast<real>()) {  // float: the vectorized exp of fused.h
-            #pragma omp simd reduction(+ : sum)
-            for (int v = 0; v < V; v++) {
-                p[v] = fast_exp(float(z[v] - maxv));
-                sum += p[v];
-            }
-        } else {
-            for (int v = 0; v < V; v++) {
-                p[v] = std::exp(z[v] - maxv);
-                sum += p[v];
-            }
+        for (int v = 0; v < V; v++) {
+            p[v] = std::exp(z[v] - maxv);
+            sum += p[v];
         }
-        if (use_fast<real>()) {  // one divide, then multiplies that vectorize
-            real inv = real(1) / sum;
-            #pragma omp simd
-            for (int v = 0; v < V; v++) p[v] *= inv;
-        } else {
-            for (int v = 0; v < V; v++) p[v] /= sum;
-        }
+        for (int v = 0; v < V; v++) p[v] /= sum;
         for (int v = V; v < Vp; v++) p[v] = 0;
         // log p[target] from the logits, exact even when p underflows
         losses[i] = std::log(sum) + maxv - z[targets[i]];

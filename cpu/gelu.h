@@ -3,8 +3,10 @@
 #pragma once
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 
-#include "fused.h"
+#include "fast/gelu.h"
+#include "select.h"
 
 template <typename real>
 inline real gelu(real x) {
@@ -21,33 +23,12 @@ inline real gelu_grad(real x) {
     return real(0.5) * (real(1) + th) + real(0.5) * x * (real(1) - th * th) * dinner;
 }
 
-// Float fast path, the same function written with the sigmoid:
-// (1 + tanh(u)) / 2 = 1 / (1 + exp(-2u)) and 1 - tanh(u)^2 = 4 sg (1 - sg),
-// so one fast_exp (fused.h) replaces libm's tanh and the loops vectorize.
-static inline float gelu_fast(float x) {
-    const float s = 0.7978845608028654f;
-    float u = s * (x + 0.044715f * x * x * x);
-    return x / (1.0f + fast_exp(-2.0f * u));
-}
-static inline float gelu_grad_fast(float x) {
-    const float s = 0.7978845608028654f;
-    float u = s * (x + 0.044715f * x * x * x);
-    float sg = 1.0f / (1.0f + fast_exp(-2.0f * u));
-    float dinner = s * (1.0f + 3 * 0.044715f * x * x);
-    return sg + 2.0f * x * sg * (1.0f - sg) * dinner;
-}
-
 template <typename real>
 void gelu_forward(real* out,        // (N)
                   const real* inp,  // (N)
                   size_t N) {
-    if constexpr (std::is_same_v<real, float>) {
-        if (use_fast<real>()) {
-            #pragma omp parallel for simd
-            for (size_t i = 0; i < N; i++) out[i] = gelu_fast(inp[i]);
-            return;
-        }
-    }
+    if constexpr (std::is_same_v<real, float>)
+        if (use_fast<real>()) return fast::gelu_forward(out, inp, N);
     #pragma omp parallel for
     for (size_t i = 0; i < N; i++) out[i] = gelu(inp[i]);
 }
@@ -57,13 +38,8 @@ void gelu_backward(real* dinp,        // (N)
                    const real* inp,   // (N)
                    const real* dout,  // (N)
                    size_t N) {
-    if constexpr (std::is_same_v<real, float>) {
-        if (use_fast<real>()) {
-            #pragma omp parallel for simd
-            for (size_t i = 0; i < N; i++) dinp[i] += gelu_grad_fast(inp[i]) * dout[i];
-            return;
-        }
-    }
+    if constexpr (std::is_same_v<real, float>)
+        if (use_fast<real>()) return fast::gelu_backward(dinp, inp, dout, N);
     #pragma omp parallel for
     for (size_t i = 0; i < N; i++) dinp[i] += gelu_grad(inp[i]) * dout[i];
 }

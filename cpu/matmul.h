@@ -7,18 +7,25 @@
 #include <cstddef>
 #include <type_traits>
 
-#include "sgemm.h"
+#include "fast/sgemm.h"
+#include "select.h"
 
 // C = alpha * op(A) op(B) + beta * C for `batch` independent products, all
 // row-major. op(A) is (M, K), op(B) is (K, N), C is (M, N); transA means A is
 // stored (K, M), transB means B is stored (N, K). lda/ldb/ldc are row
 // strides; strideA/B/C are the offsets between consecutive batch items.
-// beta == 0 never reads C, so C may hold garbage.
+// beta == 0 never reads C, so C may hold garbage. In float, with the fast
+// kernels on (select.h), the products run on the blocked AVX kernel of
+// fast/sgemm.h.
 template <typename real>
-void gemm_reference(bool transA, bool transB, int M, int N, int K, real alpha,
-                    const real* A, long long lda, long long strideA,
-                    const real* B, long long ldb, long long strideB, real beta,
-                    real* C, long long ldc, long long strideC, int batch) {
+void gemm(bool transA, bool transB, int M, int N, int K, real alpha,
+          const real* A, long long lda, long long strideA,
+          const real* B, long long ldb, long long strideB, real beta,
+          real* C, long long ldc, long long strideC, int batch) {
+    if constexpr (std::is_same_v<real, float>)
+        if (use_fast<real>())
+            return fast::gemm(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc,
+                              strideC, batch);
     #pragma omp parallel for collapse(2)
     for (int bi = 0; bi < batch; bi++) {
         for (int i = 0; i < M; i++) {
@@ -36,31 +43,6 @@ void gemm_reference(bool transA, bool transB, int M, int N, int K, real alpha,
             }
         }
     }
-}
-
-// Training in float runs the fast kernel of sgemm.h. Every other scalar type
-// (double, in the gradient tests) runs the reference loops above, and so does
-// float while gemm_use_reference() is set: that is how the tests hold the
-// fast kernel against the oracle.
-inline bool& gemm_use_reference() {
-    static bool use_reference = false;
-    return use_reference;
-}
-
-template <typename real>
-void gemm(bool transA, bool transB, int M, int N, int K, real alpha,
-          const real* A, long long lda, long long strideA,
-          const real* B, long long ldb, long long strideB, real beta,
-          real* C, long long ldc, long long strideC, int batch) {
-    if constexpr (std::is_same_v<real, float>) {
-        if (!gemm_use_reference()) {
-            sgemm_strided_batched(transA, transB, M, N, K, alpha, A, (int)lda, strideA, B, (int)ldb, strideB,
-                                  beta, C, (int)ldc, strideC, batch);
-            return;
-        }
-    }
-    gemm_reference(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB,
-                   beta, C, ldc, strideC, batch);
 }
 
 // One plain product, no batch.

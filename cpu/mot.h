@@ -1,15 +1,13 @@
 // Mixture of Tokens feed-forward layer (Antoniak et al., NeurIPS 2024;
-// DESIGN.md section 2).
+// DESIGN.md section 2), written as plain loops over the groups.
 //
 // Tokens are mixed across examples, never across positions, so the layer stays
 // causal. With S = B/G, group (k, t) for k < S holds the G rows
-// b = j*S + k (j = 0..G-1) at position t. Its inputs X (G, C) sit S*T*C
-// floats apart in the (B,T,C) tensor; the group's index g = k*T + t is
-// also its offset in units of C. That strided layout makes every per-group
-// product below one strided-batched GEMM over all groups, and every
-// per-expert product one strided-batched GEMM over all experts.
+// b = j*S + k (j = 0..G-1) at position t; its index g = k*T + t numbers the
+// groups in (S,T) order.
 //
-// For one group, with controller wc (E, C), experts w1 (E, f, C), w2 (E, C, f):
+// For one group, with inputs X (G, C), controller wc (E, C), experts
+// w1 (E, f, C), w2 (E, C, f):
 //   Z = X wc^T                  (G, E)  controller logits
 //   M = softmax(Z / tau) over the G axis, separately for every expert
 //   U = M^T X                   (E, C)  merge: one mixed token per expert
@@ -18,16 +16,19 @@
 //   O = M Y                     (G, C)  emit: each token takes back its share
 //
 // Every expert sees exactly one token per group: no capacity, no dropping,
-// no load-balancing loss. Tensors U, P, A, Y are laid out (S, T, E, ·), i.e.
-// group-major, expert-minor.
+// no load-balancing loss. Tensors U, P, A, Y are laid out (S, T, E, .), i.e.
+// group-major, expert-minor. fast/mot.h computes the same with every product
+// batched over the groups or the experts; training in float runs that.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 
 #include "../common/layout.h"
+#include "fast/mot.h"
 #include "gelu.h"
-#include "matmul.h"
+#include "select.h"
 
 template <typename real>
 void mot_forward(real* out,        // (B,T,C)
@@ -42,42 +43,67 @@ void mot_forward(real* out,        // (B,T,C)
                  const real* w1,   // (E,f,C)
                  const real* w2,   // (E,C,f)
                  int B, int T, int C, int E, int G, int f, real tau) {
-    const int ST = B / G * T;           // number of groups
-    const long long xj = (long long)ST * C;  // stride between group members in (B,T,C)
-    const long long mj = (long long)ST * E;  // ... and in (B,T,E)
-
-    // Z = X wc^T for all rows at once
-    matmul_forward(z, inp, wc, (const real*)nullptr, B, T, C, E);
-
-    // M = softmax over the group members j of Z / tau, per group g and expert e
+    if constexpr (std::is_same_v<real, float>)
+        if (use_fast<real>()) return fast::mot_forward(out, z, m, u, p, a, y, inp, wc, w1, w2, B, T, C, E, G, f, tau);
+    const int S = B / G;
     #pragma omp parallel for collapse(2)
-    for (int g = 0; g < ST; g++)
-        for (int e = 0; e < E; e++) {
-            const real* zg = z + (size_t)g * E + e;
-            real* mg = m + (size_t)g * E + e;
-            real maxv = -INFINITY;
-            for (int j = 0; j < G; j++) maxv = std::max(maxv, zg[j * mj] / tau);
-            real sum = 0;
-            for (int j = 0; j < G; j++) {
-                mg[j * mj] = std::exp(zg[j * mj] / tau - maxv);
-                sum += mg[j * mj];
+    for (int k = 0; k < S; k++)
+        for (int t = 0; t < T; t++) {
+            const size_t g = (size_t)k * T + t;
+            // member j of the group is row (j*S + k, t) of the (B,T) tensors
+            auto row = [&](int j) { return ((size_t)j * S + k) * T + t; };
+            real* ug = u + g * E * C;  // (E,C) this group's U, P, A, Y
+            real* pg = p + g * E * f;  // (E,f)
+            real* ag = a + g * E * f;  // (E,f)
+            real* yg = y + g * E * C;  // (E,C)
+
+            // Z = X wc^T
+            for (int j = 0; j < G; j++)
+                for (int e = 0; e < E; e++) {
+                    real s = 0;
+                    for (int c = 0; c < C; c++) s += inp[row(j) * C + c] * wc[(size_t)e * C + c];
+                    z[row(j) * E + e] = s;
+                }
+            // M = softmax over the members j of Z / tau, for each expert
+            for (int e = 0; e < E; e++) {
+                real maxv = -INFINITY;
+                for (int j = 0; j < G; j++) maxv = std::max(maxv, z[row(j) * E + e] / tau);
+                real sum = 0;
+                for (int j = 0; j < G; j++) {
+                    m[row(j) * E + e] = std::exp(z[row(j) * E + e] / tau - maxv);
+                    sum += m[row(j) * E + e];
+                }
+                for (int j = 0; j < G; j++) m[row(j) * E + e] /= sum;
             }
-            for (int j = 0; j < G; j++) mg[j * mj] /= sum;
+            // merge: U = M^T X
+            for (int e = 0; e < E; e++)
+                for (int c = 0; c < C; c++) {
+                    real s = 0;
+                    for (int j = 0; j < G; j++) s += m[row(j) * E + e] * inp[row(j) * C + c];
+                    ug[e * C + c] = s;
+                }
+            // experts: P[e] = U[e] w1[e]^T, A[e] = gelu(P[e]), Y[e] = A[e] w2[e]^T
+            for (int e = 0; e < E; e++) {
+                for (int i = 0; i < f; i++) {
+                    real s = 0;
+                    for (int c = 0; c < C; c++) s += ug[e * C + c] * w1[((size_t)e * f + i) * C + c];
+                    pg[e * f + i] = s;
+                    ag[e * f + i] = gelu(s);
+                }
+                for (int c = 0; c < C; c++) {
+                    real s = 0;
+                    for (int i = 0; i < f; i++) s += ag[e * f + i] * w2[((size_t)e * C + c) * f + i];
+                    yg[e * C + c] = s;
+                }
+            }
+            // emit: O = M Y
+            for (int j = 0; j < G; j++)
+                for (int c = 0; c < C; c++) {
+                    real s = 0;
+                    for (int e = 0; e < E; e++) s += m[row(j) * E + e] * yg[e * C + c];
+                    out[row(j) * C + c] = s;
+                }
         }
-
-    // merge, per group: U (E,C) = M^T (E,G) X (G,C)
-    gemm(true, false, E, C, G, real(1), m, mj, E, inp, xj, C, real(0), u, C, (long long)E * C, ST);
-
-    // experts, per expert e over all groups: P[:,e] (ST,f) = U[:,e] (ST,C) w1[e]^T (C,f)
-    gemm(false, true, ST, f, C, real(1), u, (long long)E * C, C, w1, C, (long long)f * C,
-         real(0), p, (long long)E * f, f, E);
-    gelu_forward(a, p, (size_t)ST * E * f);
-    // Y[:,e] (ST,C) = A[:,e] (ST,f) w2[e]^T (f,C)
-    gemm(false, true, ST, C, f, real(1), a, (long long)E * f, f, w2, f, (long long)C * f,
-         real(0), y, (long long)E * C, C, E);
-
-    // emit, per group: O (G,C) = M (G,E) Y (E,C)
-    gemm(false, false, G, C, E, real(1), m, mj, E, y, C, (long long)E * C, real(0), out, xj, C, ST);
 }
 
 // Backward, per group, given dO (G, C):
@@ -89,6 +115,9 @@ void mot_forward(real* out,        // (B,T,C)
 //   dZ[:,e] = M[:,e] (dM[:,e] - sum_j M[j,e] dM[j,e]) / tau   (softmax over the group)
 //   dwc += dZ^T X                  dX += dZ wc
 // Merge and emit both read M, so both add into dM before the softmax backward.
+// The loop over groups computes each group's own gradients (dinp rows and
+// the scratch); the parameter gradients, which sum over all groups, follow
+// in a second loop, parallel over experts.
 template <typename real>
 void mot_backward(real* dinp,        // (B,T,C)
                   real* dwc,         // (E,C)
@@ -111,52 +140,107 @@ void mot_backward(real* dinp,        // (B,T,C)
                   const real* w1,    // (E,f,C)
                   const real* w2,    // (E,C,f)
                   int B, int T, int C, int E, int G, int f, real tau) {
-    const int ST = B / G * T;
-    const long long xj = (long long)ST * C, mj = (long long)ST * E;
-    const long long EC = (long long)E * C, Ef = (long long)E * f;
-
-    // emit backward: dY (E,C) = M^T (E,G) dO (G,C);  dM (G,E) = dO (G,C) Y^T (C,E)
-    gemm(true, false, E, C, G, real(1), m, mj, E, dout, xj, C, real(0), dy, C, EC, ST);
-    gemm(false, true, G, E, C, real(1), dout, xj, C, y, C, EC, real(0), dm, mj, E, ST);
-
-    // experts backward, batched over experts e, each over all ST groups
-    // dA[:,e] (ST,f) = dY[:,e] (ST,C) w2[e] (C,f)
-    gemm(false, false, ST, f, C, real(1), dy, EC, C, w2, f, (long long)C * f, real(0), da, Ef, f, E);
-    // dw2[e] (C,f) += dY[:,e]^T (C,ST) A[:,e] (ST,f)
-    gemm(true, false, C, f, ST, real(1), dy, EC, C, a, Ef, f, real(1), dw2, f, (long long)C * f, E);
-    // dP = dA * gelu'(P)
-    if constexpr (std::is_same_v<real, float>) {
-        if (use_fast<real>()) {  // the same with the vectorized gelu' of gelu.h
-            #pragma omp parallel for simd
-            for (size_t i = 0; i < (size_t)ST * E * f; i++) dp[i] = da[i] * gelu_grad_fast(p[i]);
-        }
-    }
-    if (!use_fast<real>()) {
-        #pragma omp parallel for
-        for (size_t i = 0; i < (size_t)ST * E * f; i++) dp[i] = da[i] * gelu_grad(p[i]);
-    }
-    // dw1[e] (f,C) += dP[:,e]^T (f,ST) U[:,e] (ST,C)
-    gemm(true, false, f, C, ST, real(1), dp, Ef, f, u, EC, C, real(1), dw1, C, (long long)f * C, E);
-    // dU[:,e] (ST,C) = dP[:,e] (ST,f) w1[e] (f,C)
-    gemm(false, false, ST, C, f, real(1), dp, Ef, f, w1, C, (long long)f * C, real(0), du, EC, C, E);
-
-    // merge backward, per group: dM (G,E) += X (G,C) dU^T (C,E);  dX (G,C) += M (G,E) dU (E,C)
-    gemm(false, true, G, E, C, real(1), inp, xj, C, du, C, EC, real(1), dm, mj, E, ST);
-    gemm(false, false, G, C, E, real(1), m, mj, E, du, C, EC, real(1), dinp, xj, C, ST);
-
-    // softmax over the group: dZ[j,e] = M[j,e] (dM[j,e] - sum_j' M[j',e] dM[j',e]) / tau
+    if constexpr (std::is_same_v<real, float>)
+        if (use_fast<real>())
+            return fast::mot_backward(dinp, dwc, dw1, dw2, dz, dm, du, dp, da, dy, dout, inp, m, u, p, a, y, wc, w1,
+                                      w2, B, T, C, E, G, f, tau);
+    const int S = B / G;
     #pragma omp parallel for collapse(2)
-    for (int g = 0; g < ST; g++)
-        for (int e = 0; e < E; e++) {
-            size_t base = (size_t)g * E + e;
-            real dot = 0;
-            for (int j = 0; j < G; j++) dot += m[base + j * mj] * dm[base + j * mj];
+    for (int k = 0; k < S; k++)
+        for (int t = 0; t < T; t++) {
+            const size_t g = (size_t)k * T + t;
+            auto row = [&](int j) { return ((size_t)j * S + k) * T + t; };
+            const real* pg = p + g * E * f;  // (E,f)
+            const real* yg = y + g * E * C;  // (E,C)
+            real* dyg = dy + g * E * C;      // (E,C)
+            real* dag = da + g * E * f;      // (E,f)
+            real* dpg = dp + g * E * f;      // (E,f)
+            real* dug = du + g * E * C;      // (E,C)
+
+            // emit backward: dY = M^T dO,  dM = dO Y^T
+            for (int e = 0; e < E; e++)
+                for (int c = 0; c < C; c++) {
+                    real s = 0;
+                    for (int j = 0; j < G; j++) s += m[row(j) * E + e] * dout[row(j) * C + c];
+                    dyg[e * C + c] = s;
+                }
             for (int j = 0; j < G; j++)
-                dz[base + j * mj] = m[base + j * mj] * (dm[base + j * mj] - dot) / tau;
+                for (int e = 0; e < E; e++) {
+                    real s = 0;
+                    for (int c = 0; c < C; c++) s += dout[row(j) * C + c] * yg[e * C + c];
+                    dm[row(j) * E + e] = s;
+                }
+            // experts backward: dA[e] = dY[e] w2[e], dP[e] = dA[e] gelu'(P[e]), dU[e] = dP[e] w1[e]
+            for (int e = 0; e < E; e++) {
+                for (int i = 0; i < f; i++) {
+                    real s = 0;
+                    for (int c = 0; c < C; c++) s += dyg[e * C + c] * w2[((size_t)e * C + c) * f + i];
+                    dag[e * f + i] = s;
+                    dpg[e * f + i] = s * gelu_grad(pg[e * f + i]);
+                }
+                for (int c = 0; c < C; c++) {
+                    real s = 0;
+                    for (int i = 0; i < f; i++) s += dpg[e * f + i] * w1[((size_t)e * f + i) * C + c];
+                    dug[e * C + c] = s;
+                }
+            }
+            // merge backward: dM += X dU^T,  dX += M dU
+            for (int j = 0; j < G; j++)
+                for (int e = 0; e < E; e++) {
+                    real s = 0;
+                    for (int c = 0; c < C; c++) s += inp[row(j) * C + c] * dug[e * C + c];
+                    dm[row(j) * E + e] += s;
+                }
+            for (int j = 0; j < G; j++)
+                for (int c = 0; c < C; c++) {
+                    real s = 0;
+                    for (int e = 0; e < E; e++) s += m[row(j) * E + e] * dug[e * C + c];
+                    dinp[row(j) * C + c] += s;
+                }
+            // softmax over the group: dZ[j,e] = M[j,e] (dM[j,e] - sum_j' M[j',e] dM[j',e]) / tau
+            for (int e = 0; e < E; e++) {
+                real dot = 0;
+                for (int j = 0; j < G; j++) dot += m[row(j) * E + e] * dm[row(j) * E + e];
+                for (int j = 0; j < G; j++)
+                    dz[row(j) * E + e] = m[row(j) * E + e] * (dm[row(j) * E + e] - dot) / tau;
+            }
+            // controller backward: dX += dZ wc
+            for (int j = 0; j < G; j++)
+                for (int c = 0; c < C; c++) {
+                    real s = 0;
+                    for (int e = 0; e < E; e++) s += dz[row(j) * E + e] * wc[(size_t)e * C + c];
+                    dinp[row(j) * C + c] += s;
+                }
         }
 
-    // controller backward: dX += dZ wc;  dwc += dZ^T X
-    matmul_backward(dinp, dwc, (real*)nullptr, dz, inp, wc, B, T, C, E);
+    // parameter gradients: each sums over the S*T groups (dwc over the B*T rows)
+    const size_t ST = (size_t)S * T, BT = (size_t)B * T;
+    // dw2[e] += dY[e]^T A[e]   (C,f)
+    #pragma omp parallel for collapse(2)
+    for (int e = 0; e < E; e++)
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < f; i++) {
+                real s = 0;
+                for (size_t g = 0; g < ST; g++) s += dy[(g * E + e) * C + c] * a[(g * E + e) * f + i];
+                dw2[((size_t)e * C + c) * f + i] += s;
+            }
+    // dw1[e] += dP[e]^T U[e]   (f,C)
+    #pragma omp parallel for collapse(2)
+    for (int e = 0; e < E; e++)
+        for (int i = 0; i < f; i++)
+            for (int c = 0; c < C; c++) {
+                real s = 0;
+                for (size_t g = 0; g < ST; g++) s += dp[(g * E + e) * f + i] * u[(g * E + e) * C + c];
+                dw1[((size_t)e * f + i) * C + c] += s;
+            }
+    // dwc += dZ^T X            (E,C)
+    #pragma omp parallel for collapse(2)
+    for (int e = 0; e < E; e++)
+        for (int c = 0; c < C; c++) {
+            real s = 0;
+            for (size_t r = 0; r < BT; r++) s += dz[r * E + e] * inp[r * C + c];
+            dwc[(size_t)e * C + c] += s;
+        }
 }
 
 // MOT as a block's feed-forward layer (common/layout.h, MotFfn): the layer

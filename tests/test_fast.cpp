@@ -1,16 +1,19 @@
-// tests/test_fast.cpp: the fast float kernels of the CPU path (cpu/fused.h and
-// the `use_fast` branches of the layer files) against the reference loops,
-// which run in double on the same inputs. Odd shapes: T 1, 7, 37; C not a
-// multiple of 16; NH 1..4. Then a whole float training step with the fast
-// kernels against the float reference path, and a second backward on dirty
-// scratch (gpt_backward no longer zeroes the scratch blocks).
+// tests/test_fast.cpp: the fast forms of the CPU path (cpu/fast/, chosen by
+// use_fast() of cpu/select.h) against the reference loops of cpu/, which run
+// in double on the same inputs. Odd shapes: T 1, 7, 37; C not a multiple of
+// 16; NH 1..4. The batched-GEMM MoT of cpu/fast/mot.h also runs in double,
+// against the per-group loops of cpu/mot.h. Then a whole float training step
+// with the fast kernels against the float reference path, and a second
+// backward on dirty scratch (gpt_backward does not zero the scratch blocks).
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_fast.cpp -o /tmp/test_fast
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cpu/gpt.h"
@@ -49,23 +52,23 @@ static void check_close(const std::vector<float>& a, const std::vector<double>& 
 
 // Runs the fast float path in this scope, whatever the test before left.
 struct FastOn {
-    FastOn() { layers_use_reference() = false; }
+    FastOn() { fast_kernels_on = true; }
 };
 
 TEST_CASE("fast_exp matches std::exp to about one ulp") {
     double worst = 0;
     for (double x = -80; x < 80; x += 0.0137) {
         double e = std::exp((double)(float)x);  // of the float argument
-        worst = std::max(worst, std::fabs(fast_exp((float)x) - e) / e);
+        worst = std::max(worst, std::fabs(fast::fast_exp((float)x) - e) / e);
     }
     CHECK(worst < 4e-7);
-    CHECK(fast_exp(-1000.0f) < 1e-37f);
-    CHECK(std::isfinite(fast_exp(1000.0f)));
+    CHECK(fast::fast_exp(-1000.0f) < 1e-37f);
+    CHECK(std::isfinite(fast::fast_exp(1000.0f)));
     // non-finite inputs: NaN stays NaN (training must see a NaN loss), and the
     // clamp keeps the exponent arithmetic defined (UBSan runs this in CI)
-    CHECK(std::isnan(fast_exp(NAN)));
-    CHECK(fast_exp(-INFINITY) < 1e-37f);
-    CHECK(fast_exp(INFINITY) > 1e38f);
+    CHECK(std::isnan(fast::fast_exp(NAN)));
+    CHECK(fast::fast_exp(-INFINITY) < 1e-37f);
+    CHECK(fast::fast_exp(INFINITY) > 1e38f);
 }
 
 TEST_CASE("gelu forward and backward, fast vs reference") {
@@ -225,6 +228,73 @@ TEST_CASE("dense ffn and mot forward and backward, fast vs reference") {
     }
 }
 
+// max |a - b| / max(1, |b|): about the last bits of double for values of
+// order 1, which all of these are (NaN fails it)
+static double rel_err(const std::vector<double>& a, const std::vector<double>& b) {
+    REQUIRE(a.size() == b.size());
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        double e = std::fabs(a[i] - b[i]) / std::max(1.0, std::fabs(b[i]));
+        if (!(e <= worst)) worst = e;
+    }
+    return worst;
+}
+
+TEST_CASE("mot: the batched GEMMs of cpu/fast/mot.h equal the per-group loops of cpu/mot.h, in double") {
+    // every output, activation and gradient, scratch included (each is a
+    // defined quantity: dM after merge and emit, dZ, dU, dP, dA, dY)
+    struct S { int B, T, C, E, G, f; double tau; };
+    for (S s : {S{4, 3, 7, 3, 2, 5, 1.0},    // odd sizes
+                S{3, 2, 5, 4, 1, 3, 1.0},    // G = 1: a dense FFN of width E*f
+                S{6, 2, 5, 3, 6, 4, 0.7},    // G = B: one group per position
+                S{6, 3, 9, 1, 3, 6, 1.0},    // E = 1
+                S{8, 5, 11, 5, 4, 7, 2.5}})  // tau != 1
+    {
+        INFO("B " << s.B << " T " << s.T << " C " << s.C << " E " << s.E << " G " << s.G << " f " << s.f << " tau "
+                  << s.tau);
+        Rand r(100 + s.B * 10 + s.G);
+        const int B = s.B, T = s.T, C = s.C, E = s.E, G = s.G, f = s.f;
+        const size_t BT = (size_t)B * T, nu = (size_t)(B / G) * T * E * C, np = (size_t)(B / G) * T * E * f;
+        std::vector<double> x = rand_vec(BT * C, r), d = rand_vec(BT * C, r), wc = rand_vec((size_t)E * C, r),
+                            w1 = rand_vec((size_t)E * f * C, r), w2 = rand_vec((size_t)E * C * f, r);
+        struct Run {  // one call of forward + backward, every buffer its own
+            std::vector<double> out, z, m, u, p, a, y, dx, dwc, dw1, dw2, dz, dm, du, dp, da, dy;
+        };
+        Run plain, fast;
+        for (Run* q : {&plain, &fast}) {
+            q->out.assign(BT * C, 0); q->z.assign(BT * E, 0); q->m = q->z; q->u.assign(nu, 0); q->y = q->u;
+            q->p.assign(np, 0); q->a = q->p;
+            q->dx.assign(BT * C, 0.5);  // the backward adds into dinp and the parameter gradients
+            q->dwc.assign(wc.size(), 0.25); q->dw1.assign(w1.size(), -0.5); q->dw2.assign(w2.size(), 0.125);
+            q->dz.assign(BT * E, NAN); q->dm = q->dz; q->du.assign(nu, NAN); q->dy = q->du;  // overwritten
+            q->dp.assign(np, NAN); q->da = q->dp;
+        }
+        auto run = [&](Run& q, auto forward, auto backward) {
+            forward(q.out.data(), q.z.data(), q.m.data(), q.u.data(), q.p.data(), q.a.data(), q.y.data(), x.data(),
+                    wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, s.tau);
+            backward(q.dx.data(), q.dwc.data(), q.dw1.data(), q.dw2.data(), q.dz.data(), q.dm.data(), q.du.data(),
+                     q.dp.data(), q.da.data(), q.dy.data(), d.data(), x.data(), q.m.data(), q.u.data(), q.p.data(),
+                     q.a.data(), q.y.data(), wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, s.tau);
+        };
+        run(plain, mot_forward<double>, mot_backward<double>);
+        run(fast, fast::mot_forward<double>, fast::mot_backward<double>);
+        auto named = [](Run& q) {
+            return std::vector<std::pair<const char*, std::vector<double>*>>{
+                {"out", &q.out}, {"z", &q.z},     {"m", &q.m},     {"u", &q.u},     {"p", &q.p},   {"a", &q.a},
+                {"y", &q.y},     {"dinp", &q.dx}, {"dwc", &q.dwc}, {"dw1", &q.dw1}, {"dw2", &q.dw2},
+                {"dz", &q.dz},   {"dm", &q.dm},   {"du", &q.du},   {"dp", &q.dp},   {"da", &q.da}, {"dy", &q.dy}};
+        };
+        auto want = named(plain), got = named(fast);
+        for (size_t i = 0; i < want.size(); i++) {
+            INFO(want[i].first);
+            CHECK(rel_err(*got[i].second, *want[i].second) < 1e-12);
+        }
+        double mag = 0;  // the layer did something
+        for (double v : plain.out) mag = std::max(mag, std::fabs(v));
+        CHECK(mag > 1e-3);
+    }
+}
+
 // A small model with every layer kind and odd sizes: C 20 (not a multiple of
 // 16), NH 2 (hs 10), T 7, V 37.
 static Config small_config() {
@@ -259,12 +329,10 @@ TEST_CASE("whole model: a float step with fast kernels matches the reference pat
         for (float& p : m->params_memory) p *= 5;  // wider than the init, so layers are not near-linear
     }
     for (int step = 0; step < 3; step++) {
-        layers_use_reference() = true;
-        gemm_use_reference() = true;
+        fast_kernels_on = false;
         double lr = train_step(&ref, inp, tgt, B, T, step);
         std::vector<float> gref = ref.grads_memory;
-        layers_use_reference() = false;
-        gemm_use_reference() = false;
+        fast_kernels_on = true;
         double lf = train_step(&fast, inp, tgt, B, T, step);
         CHECK(lf == doctest::Approx(lr).epsilon(1e-5));
         // Some gradients are zero in exact arithmetic (the key bias: softmax
@@ -284,8 +352,8 @@ TEST_CASE("whole model: backward on dirty scratch gives the same gradients") {
     // gpt_backward zeroes only the activation gradients it accumulates into;
     // the scratch it skips is left from the last call and must not leak in.
     FastOn on;
-    for (bool reference : {false, true}) {
-        layers_use_reference() = reference;
+    for (bool fast_on : {true, false}) {
+        fast_kernels_on = fast_on;
         Config c = small_config();
         int B = 4, T = 7;
         Rand r(8);
@@ -303,5 +371,5 @@ TEST_CASE("whole model: backward on dirty scratch gives the same gradients") {
         gpt_backward(&m);
         CHECK(m.grads_memory == first);
     }
-    layers_use_reference() = false;
+    fast_kernels_on = true;
 }

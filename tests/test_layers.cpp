@@ -1,6 +1,6 @@
 // tests/test_layers.cpp: every CPU layer's backward against finite differences
 // of its forward, in double (DESIGN.md section 6), plus the optimizer pieces
-// and gemm_reference against plain loops.
+// and gemm (its plain loops, in double) against a naive loop.
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_layers.cpp -o /tmp/test_layers
 //
 // Layer checks use the scalar L = sum(out * R) for a fixed random R, so the
@@ -377,36 +377,31 @@ static void naive_gemm(bool tA, bool tB, int M, int N, int K, double alpha, cons
             }
 }
 
-TEST_CASE("gemm_reference and gemm match a naive loop for all transposes, strides and batches") {
+TEST_CASE("gemm matches a naive loop for all transposes, strides and batches") {
     const int M = 5, N = 3, K = 4, batch = 3;
     TestRng r(11);
-    for (int use_wrapper = 0; use_wrapper < 2; use_wrapper++)
-        for (int tA = 0; tA < 2; tA++)
-            for (int tB = 0; tB < 2; tB++)
-                for (double beta : {0.0, 0.5}) {
-                    CAPTURE(use_wrapper); CAPTURE(tA); CAPTURE(tB); CAPTURE(beta);
-                    long lda = (tA ? M : K) + 2, ldb = (tB ? K : N) + 1, ldc = N + 3;
-                    long sA = (tA ? K : M) * lda + 5, sB = (tB ? N : K) * ldb + 2, sC = M * ldc + 4;
-                    Vec A = rand_vec(r, sA * batch), Bm = rand_vec(r, sB * batch), C = rand_vec(r, sC * batch);
-                    if (beta == 0)  // beta == 0 must never read C
-                        for (int bi = 0; bi < batch; bi++)
-                            for (int i = 0; i < M; i++)
-                                for (int j = 0; j < N; j++) C[bi * sC + i * ldc + j] = NaN;
-                    Vec want = C, got = C;
-                    naive_gemm(tA, tB, M, N, K, 1.5, A, lda, sA, Bm, ldb, sB, beta, want, ldc, sC, batch);
-                    if (use_wrapper)
-                        gemm(tA, tB, M, N, K, 1.5, A.data(), lda, sA, Bm.data(), ldb, sB, beta, got.data(), ldc, sC, batch);
-                    else
-                        gemm_reference(tA, tB, M, N, K, 1.5, A.data(), lda, sA, Bm.data(), ldb, sB, beta, got.data(),
-                                       ldc, sC, batch);
-                    long bad = 0;
-                    for (size_t i = 0; i < C.size(); i++) {
-                        bool in_c = (long)(i % sC) < M * ldc && (long)(i % sC) % ldc < N;
-                        if (in_c) bad += !(std::fabs(got[i] - want[i]) <= 1e-13 * std::max(1.0, std::fabs(want[i])));
-                        else bad += !(got[i] == C[i] || (got[i] != got[i] && C[i] != C[i]));  // padding untouched
-                    }
-                    CHECK(bad == 0);
+    for (int tA = 0; tA < 2; tA++)
+        for (int tB = 0; tB < 2; tB++)
+            for (double beta : {0.0, 0.5}) {
+                CAPTURE(tA); CAPTURE(tB); CAPTURE(beta);
+                long lda = (tA ? M : K) + 2, ldb = (tB ? K : N) + 1, ldc = N + 3;
+                long sA = (tA ? K : M) * lda + 5, sB = (tB ? N : K) * ldb + 2, sC = M * ldc + 4;
+                Vec A = rand_vec(r, sA * batch), Bm = rand_vec(r, sB * batch), C = rand_vec(r, sC * batch);
+                if (beta == 0)  // beta == 0 must never read C
+                    for (int bi = 0; bi < batch; bi++)
+                        for (int i = 0; i < M; i++)
+                            for (int j = 0; j < N; j++) C[bi * sC + i * ldc + j] = NaN;
+                Vec want = C, got = C;
+                naive_gemm(tA, tB, M, N, K, 1.5, A, lda, sA, Bm, ldb, sB, beta, want, ldc, sC, batch);
+                gemm(tA, tB, M, N, K, 1.5, A.data(), lda, sA, Bm.data(), ldb, sB, beta, got.data(), ldc, sC, batch);
+                long bad = 0;
+                for (size_t i = 0; i < C.size(); i++) {
+                    bool in_c = (long)(i % sC) < M * ldc && (long)(i % sC) % ldc < N;
+                    if (in_c) bad += !(std::fabs(got[i] - want[i]) <= 1e-13 * std::max(1.0, std::fabs(want[i])));
+                    else bad += !(got[i] == C[i] || (got[i] != got[i] && C[i] != C[i]));  // padding untouched
                 }
+                CHECK(bad == 0);
+            }
     // the unbatched overload
     Vec A = rand_vec(r, M * K), Bm = rand_vec(r, K * N), C(M * N, NaN), want(M * N);
     gemm(false, false, M, N, K, 1.0, A.data(), K, Bm.data(), N, 0.0, C.data(), N);

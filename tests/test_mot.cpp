@@ -1,5 +1,7 @@
 // tests/test_mot.cpp: properties of the Mixture-of-Tokens layer and of the model
-// around it (DESIGN.md sections 2 and 6), in double.
+// around it (DESIGN.md sections 2 and 6), in double: the per-group loops of
+// cpu/mot.h. (tests/test_fast.cpp holds the batched form of cpu/fast/mot.h
+// against them; tests/test_layers.cpp checks their gradients.)
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_mot.cpp -o /tmp/test_mot
 //
 // Group of row b: k = b % S with S = B/G; its members are rows j*S + k.
@@ -45,58 +47,11 @@ struct MotLayer {
     size_t row(int b, int t) const { return (size_t)b * T + t; }
 };
 
-// DESIGN.md section 2 for one group, written with plain loops and nothing from cpu/.
-static Vec naive_mot(const MotLayer& L) {
-    Vec out((size_t)L.B * L.T * L.C, 0.0);
-    const int G = L.G, C = L.C, E = L.E, f = L.f;
-    for (int k = 0; k < L.S; k++)
-        for (int t = 0; t < L.T; t++) {
-            std::vector<int> rows;
-            for (int j = 0; j < G; j++) rows.push_back(j * L.S + k);
-            std::vector<Vec> M(G, Vec(E));
-            for (int e = 0; e < E; e++) {
-                Vec zs(G);
-                double mx = -1e300, sum = 0;
-                for (int j = 0; j < G; j++) {
-                    double s = 0;
-                    for (int c = 0; c < C; c++) s += L.inp[L.row(rows[j], t) * C + c] * L.wc[e * C + c];
-                    zs[j] = s / L.tau;
-                    mx = std::max(mx, zs[j]);
-                }
-                for (int j = 0; j < G; j++) sum += std::exp(zs[j] - mx);
-                for (int j = 0; j < G; j++) M[j][e] = std::exp(zs[j] - mx) / sum;
-            }
-            for (int e = 0; e < E; e++) {
-                Vec U(C, 0.0), Y(C, 0.0);
-                for (int j = 0; j < G; j++)
-                    for (int c = 0; c < C; c++) U[c] += M[j][e] * L.inp[L.row(rows[j], t) * C + c];
-                for (int i = 0; i < f; i++) {
-                    double pre = 0;
-                    for (int c = 0; c < C; c++) pre += U[c] * L.w1[((size_t)e * f + i) * C + c];
-                    double act = 0.5 * pre * (1 + std::tanh(0.7978845608028654 * (pre + 0.044715 * pre * pre * pre)));
-                    for (int c = 0; c < C; c++) Y[c] += act * L.w2[((size_t)e * C + c) * f + i];
-                }
-                for (int j = 0; j < G; j++)
-                    for (int c = 0; c < C; c++) out[L.row(rows[j], t) * C + c] += M[j][e] * Y[c];
-            }
-        }
-    return out;
-}
-
 struct Shape { int B, T, C, E, G, f; double tau; };
 static const Shape kShapes[] = {
     {4, 3, 6, 4, 2, 5, 1.0}, {6, 2, 5, 3, 3, 4, 0.5}, {4, 2, 4, 2, 4, 3, 2.0}, {3, 2, 4, 3, 1, 4, 1.0},
     {6, 3, 5, 1, 2, 3, 1.0},
 };
-
-TEST_CASE("mot_forward equals a plain-loop implementation of DESIGN.md section 2") {
-    for (const Shape& s : kShapes) {
-        CAPTURE(s.B); CAPTURE(s.G); CAPTURE(s.E); CAPTURE(s.tau);
-        MotLayer L(s.B, s.T, s.C, s.E, s.G, s.f, s.tau, 1000 + s.B * 10 + s.G);
-        L.forward();
-        CHECK(max_rel_diff(L.out, naive_mot(L)) < 1e-12);
-    }
-}
 
 TEST_CASE("mixing weights: for every group and expert they sum to 1 over the group, each in (0,1)") {
     for (const Shape& s : kShapes) {

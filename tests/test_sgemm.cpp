@@ -1,4 +1,4 @@
-// tests/test_sgemm.cpp: cpu/sgemm.h against a naive double-precision triple loop.
+// tests/test_sgemm.cpp: cpu/fast/sgemm.h against a naive double-precision triple loop.
 //   g++ -std=c++17 -O2 -march=native -fopenmp -I. tests/test_sgemm.cpp -o test_sgemm
 //
 // Tolerance: each C[i][j] is a K-term fp32 dot product. Blocked/FMA summation
@@ -16,7 +16,7 @@
 #include <limits>
 #include <vector>
 
-#include "cpu/sgemm.h"
+#include "cpu/fast/sgemm.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static float frand() {  // uniform in [-1, 1)
@@ -70,7 +70,7 @@ static void run_case(bool tA, bool tB, int M, int N, int K, float alpha, float b
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = std::nanf("");
     std::vector<float> C0 = C;
-    sgemm(tA, tB, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+    fast::sgemm(tA, tB, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
     CAPTURE(tA); CAPTURE(tB); CAPTURE(M); CAPTURE(N); CAPTURE(K);
     CAPTURE(alpha); CAPTURE(beta); CAPTURE(lda); CAPTURE(ldb); CAPTURE(ldc);
     CHECK(check_one(tA, tB, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta,
@@ -108,10 +108,10 @@ TEST_CASE("sgemm: sizes crossing the cache blocks (KC, MC, NC) and the model's s
 
 TEST_CASE("sgemm: degenerate K = 0 and alpha = 0 scale C by beta") {
     std::vector<float> A(16, 1.0f), B(16, 1.0f), C(12, 2.0f);
-    sgemm(false, false, 3, 4, 0, 1.0f, A.data(), 1, B.data(), 4, 0.5f, C.data(), 4);
+    fast::sgemm(false, false, 3, 4, 0, 1.0f, A.data(), 1, B.data(), 4, 0.5f, C.data(), 4);
     for (float x : C) CHECK(x == 1.0f);
     for (auto& x : C) x = std::nanf("");
-    sgemm(false, false, 3, 4, 2, 0.0f, A.data(), 2, B.data(), 4, 0.0f, C.data(), 4);
+    fast::sgemm(false, false, 3, 4, 2, 0.0f, A.data(), 2, B.data(), 4, 0.0f, C.data(), 4);
     for (float x : C) CHECK(x == 0.0f);
 }
 
@@ -125,8 +125,8 @@ static void run_batched(bool tA, bool tB, int M, int N, int K, float beta,
             for (int i = 0; i < M; i++)
                 for (int j = 0; j < N; j++) C[b * sC + (size_t)i * ldc + j] = std::nanf("");
     std::vector<float> C0 = C;
-    sgemm_strided_batched(tA, tB, M, N, K, 1.0f, A.data(), lda, sA, B.data(), ldb, sB, beta,
-                          C.data(), ldc, sC, batch);
+    fast::sgemm_strided_batched(tA, tB, M, N, K, 1.0f, A.data(), lda, sA, B.data(), ldb, sB, beta,
+                                C.data(), ldc, sC, batch);
     CAPTURE(tA); CAPTURE(tB); CAPTURE(M); CAPTURE(N); CAPTURE(K); CAPTURE(batch);
     long bad = 0;
     for (int b = 0; b < batch; b++)
@@ -177,8 +177,8 @@ TEST_CASE("sgemm: called from inside an omp parallel region") {
 #pragma omp parallel for
 #endif
     for (int p = 0; p < P; p++)
-        sgemm(false, false, M, N, K, 1.0f, A.data() + (size_t)p * M * K, K, B.data(), N, 0.0f,
-              C.data() + (size_t)p * M * N, N);
+        fast::sgemm(false, false, M, N, K, 1.0f, A.data() + (size_t)p * M * K, K, B.data(), N, 0.0f,
+                    C.data() + (size_t)p * M * N, N);
     long bad = 0;
     for (int p = 0; p < P; p++)
         bad += check_one(false, false, M, N, K, 1.0f, A.data() + (size_t)p * M * K, K, B.data(), N,

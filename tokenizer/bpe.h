@@ -11,7 +11,9 @@
 // each distinct piece, then repeatedly merge the most frequent adjacent pair
 // of tokens over all pieces. Occurrences are counted with overlap ("aaa" has
 // two (a,a) pairs) and merged left to right without overlap ("aaa" -> "Xa").
-// Ties go to the smallest (a, b), so training is deterministic.
+// Ties go to the smallest (a, b), so training is deterministic. bpe_plain.h
+// is the same training as plain loops (read it first); this one updates the
+// pair counts incrementally.
 //
 // Encoding (bpe_encode): pre-split the same way, then within each piece keep
 // applying the lowest-id merge present until none applies. That replays

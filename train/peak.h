@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/error.h"
 
 // The core clock in GHz, measured with a chain of dependent register adds
 // (one cycle each): under a VM, /proc/cpuinfo shows only the nominal rate,

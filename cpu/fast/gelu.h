@@ -1,0 +1,42 @@
+// Fast float GELU (cpu/gelu.h has the formula), written with the sigmoid:
+//   (1 + tanh(u)) / 2 = 1 / (1 + exp(-2u))  and  1 - tanh(u)^2 = 4 sg (1 - sg),
+// so one fast_exp (exp.h) replaces libm's tanh and the loops vectorize.
+#pragma once
+#include <cstddef>
+
+#include "exp.h"
+
+namespace fast {
+
+// gelu(x) = x sg(2u), u = s (x + 0.044715 x^3), s = sqrt(2/pi)
+static inline float gelu(float x) {
+    const float s = 0.7978845608028654f;
+    float u = s * (x + 0.044715f * x * x * x);
+    return x / (1.0f + fast_exp(-2.0f * u));
+}
+
+// d gelu / dx = sg + 2 x sg (1 - sg) s (1 + 3 * 0.044715 x^2), sg = sg(2u)
+static inline float gelu_grad(float x) {
+    const float s = 0.7978845608028654f;
+    float u = s * (x + 0.044715f * x * x * x);
+    float sg = 1.0f / (1.0f + fast_exp(-2.0f * u));
+    float dinner = s * (1.0f + 3 * 0.044715f * x * x);
+    return sg + 2.0f * x * sg * (1.0f - sg) * dinner;
+}
+
+static inline void gelu_forward(float* out,        // (N)
+                                const float* inp,  // (N)
+                                size_t N) {
+    #pragma omp parallel for simd
+    for (size_t i = 0; i < N; i++) out[i] = gelu(inp[i]);
+}
+
+static inline void gelu_backward(float* dinp,        // (N)
+                                 const float* inp,   // (N)
+                                 const float* dout,  // (N)
+                                 size_t N) {
+    #pragma omp parallel for simd
+    for (size_t i = 0; i < N; i++) dinp[i] += gelu_grad(inp[i]) * dout[i];
+}
+
+}  // namespace fast
