@@ -5,7 +5,8 @@
 #include <doctest/doctest.h>
 
 #include "common/fileio.h"
-#include "program.h"
+#include "tests/bad_input.h"
+#include "tests/program.h"
 
 #include <sys/wait.h>
 
@@ -25,8 +26,8 @@ static const char* TINY =
     " --val-batches 2 --sample-every 0";
 
 TEST_CASE("a tiny run trains, logs, saves and reloads") {
-    write_shard("build/cli_train.bin", text_tokens(2000));
-    write_shard("build/cli_val.bin", text_tokens(500));
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
+    write_raw_shard("build/cli_val.bin", text_tokens(500));
     std::remove("build/cli.ckpt");
     std::remove("build/cli.jsonl");
     Run r = run(std::string("--data build/cli_train.bin --val-data build/cli_val.bin --steps 3 --val-every 2") +
@@ -59,7 +60,7 @@ TEST_CASE("a tiny run trains, logs, saves and reloads") {
 
 TEST_CASE("nonsense option values name the option") {
     std::string d = "--data build/cli_train.bin --steps 1";
-    write_shard("build/cli_train.bin", text_tokens(2000));
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
     expect_error(d + " --batch abc", {"--batch"});
     expect_error(d + " --batch 0", {"--batch"});
     expect_error(d + " --lr -1", {"--lr"});
@@ -73,33 +74,30 @@ TEST_CASE("nonsense option values name the option") {
 }
 
 TEST_CASE("a batch not divisible by the group size is refused") {
-    write_shard("build/cli_train.bin", text_tokens(2000));
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
     expect_error(std::string("--data build/cli_train.bin --steps 1") + TINY + " --batch 5",
                  {"--batch 5", "--group 2"});
 }
 
 TEST_CASE("bad shards name the file") {
     std::string tail = std::string(" --steps 1") + TINY;
-    write_shard("build/cli_short.bin", text_tokens(100), 20240520, -1, 500);
+    write_raw_shard("build/cli_short.bin", text_tokens(100), 20240520, -1, 500);
     expect_error("--data build/cli_short.bin" + tail, {"build/cli_short.bin"});
-    write_shard("build/cli_magic.bin", text_tokens(2000), 12345);
+    write_raw_shard("build/cli_magic.bin", text_tokens(2000), 12345);
     expect_error("--data build/cli_magic.bin" + tail, {"build/cli_magic.bin", "magic"});
-    write_shard("build/cli_count.bin", text_tokens(2000), 20240520, 3000);
+    write_raw_shard("build/cli_count.bin", text_tokens(2000), 20240520, 3000);
     expect_error("--data build/cli_count.bin" + tail, {"build/cli_count.bin"});
     std::vector<uint16_t> big = text_tokens(2000);
     big[777] = 300;  // >= vocab 257
-    write_shard("build/cli_vocab.bin", big);
+    write_raw_shard("build/cli_vocab.bin", big);
     expect_error("--data build/cli_vocab.bin" + tail, {"build/cli_vocab.bin", "300"});
     expect_error("--data build/no_such_shard_*.bin" + tail, {"build/no_such_shard_*.bin"});
 }
 
 TEST_CASE("bad checkpoints and shapes beyond the checkpoint are refused") {
-    write_shard("build/cli_train.bin", text_tokens(2000));
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
     std::string d = "--data build/cli_train.bin --steps 1 --sample-every 0 --batch 4";
-    FILE* fp = std::fopen("build/cli_garbage.ckpt", "wb");
-    REQUIRE(fp);
-    std::fputs("this is not a checkpoint", fp);
-    std::fclose(fp);
+    write_bytes("build/cli_garbage.ckpt", "this is not a checkpoint");
     expect_error(d + " --load build/cli_garbage.ckpt", {"build/cli_garbage.ckpt", "truncated"});
     expect_error(d + " --load build/no_such.ckpt", {"build/no_such.ckpt"});
     // cli.ckpt has maxT 8 (from the first test case, or made here)
@@ -109,7 +107,7 @@ TEST_CASE("bad checkpoints and shapes beyond the checkpoint are refused") {
 }
 
 TEST_CASE("a failing run leaves no checkpoint or temp file behind") {
-    write_shard("build/cli_train.bin", text_tokens(2000));
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
     std::remove("build/cli_fail.ckpt");
     expect_error(std::string("--data build/cli_train.bin --steps 1") + TINY + " --batch 5 --save build/cli_fail.ckpt",
                  {"--batch 5"});

@@ -15,13 +15,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
-#include "program.h"
-#include "train_checks.h"
+#include "tests/bad_input.h"
+#include "tests/program.h"
+#include "tests/train_checks.h"
 
 static const std::string TINY = TINY_MODEL + " --device cpu";
 static const std::string DATA = " --data build/tf_train.bin";
@@ -290,30 +290,18 @@ TEST_CASE("--resume skips a damaged newest checkpoint, saying which and why, and
     CHECK(r.out.find("resuming at step 5") != std::string::npos);
 }
 
-// Overwrites the int64 at slot `slot` of a training-state header.
-static void patch_state(const std::string& path, int slot, int64_t value) {
-    std::string bytes = slurp(path);
-    std::memcpy(&bytes[8 * slot], &value, 8);
-    write_bytes(path, bytes);
-}
-
 TEST_CASE("a training state with an impossible step, position or moments is refused, naming the field") {
     std::string dir = "build/tf_state";
     struct Damage { int slot; int64_t value; const char* needle; };
     for (Damage d : {Damage{2, (int64_t)1 << 40, "the step"}, Damage{2, -1, "the step"},
                      Damage{6, -5, "the data position"}, Damage{9, 0, "the batch size"}}) {
         two_checkpoints(dir);
-        for (int s : {5, 10}) patch_state(strf("%s/step_%08d.state", dir.c_str(), s), d.slot, d.value);
+        for (int s : {5, 10}) patch_file(strf("%s/step_%08d.state", dir.c_str(), s), 8 * d.slot, d.value);  // int64 slots
         expect_error(DATA + TINY + " --val-every 0 --steps 12 --checkpoint-dir " + dir + " --resume",
                      {"no valid checkpoint", d.needle});
     }
     two_checkpoints(dir);
-    for (int s : {5, 10}) {
-        std::string path = strf("%s/step_%08d.state", dir.c_str(), s), bytes = slurp(path);
-        float nan = NAN;
-        std::memcpy(&bytes[256 + 4 * 7], &nan, 4);  // AdamW m of parameter 7
-        write_bytes(path, bytes);
-    }
+    for (int s : {5, 10}) patch_file(strf("%s/step_%08d.state", dir.c_str(), s), 256 + 4 * 7, NAN);  // AdamW m[7]
     expect_error(DATA + TINY + " --val-every 0 --steps 12 --checkpoint-dir " + dir + " --resume",
                  {"AdamW moment 7", "finite"});
 }
@@ -352,17 +340,12 @@ TEST_CASE("NaN is refused by every floating-point option") {
 TEST_CASE("a checkpoint with a non-finite parameter or temperature is refused, naming the tensor") {
     trained("build/tf_model.ckpt");
     std::string good = slurp("build/tf_model.ckpt");
-    std::string bad = good;
-    float nan = NAN;
-    std::memcpy(&bad[1024 + 4 * 5], &nan, 4);  // wte, element 5
-    write_bytes("build/tf_nanparam.ckpt", bad);
+    write_bytes("build/tf_nanparam.ckpt", patched(good, 1024 + 4 * 5, NAN));  // wte, element 5
     expect_error("eval --load build/tf_nanparam.ckpt --data build/tf_val.bin --device cpu --seq 8 --batch 4",
                  {"build/tf_nanparam.ckpt", "wte[5]", "not finite"});
     expect_error("sample --load build/tf_nanparam.ckpt", {"wte[5]"});
     for (uint32_t bits : {0x00000001u, 0x7f800000u, 0x7fc00000u}) {  // denormal, infinity, NaN
-        bad = good;
-        std::memcpy(&bad[4 * 12], &bits, 4);
-        write_bytes("build/tf_badtau.ckpt", bad);
+        write_bytes("build/tf_badtau.ckpt", patched(good, 4 * 12, bits));  // the temperature
         expect_error("eval --load build/tf_badtau.ckpt --data build/tf_val.bin --device cpu --seq 8 --batch 4",
                      {"build/tf_badtau.ckpt", "temperature"});
     }

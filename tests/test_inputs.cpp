@@ -10,7 +10,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
-#include "program.h"
+#include "tests/bad_input.h"
+#include "tests/program.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,11 +33,6 @@ static std::string sh_quote(const std::string& s) {
     return q + "'";
 }
 
-// ./train_mot args, killed after 10 s (exit status 137) if it hangs.
-static Run run_limited(const std::string& args) {
-    return run_cmd("OMP_NUM_THREADS=1 timeout -s KILL 10 " + train_mot_path() + " " + args);
-}
-
 // The prepare program: MOT_PREPARE, else beside MOT_TRAIN_MOT (CMake builds
 // both into one folder), else ./prepare.
 static std::string prepare_path() {
@@ -45,13 +41,6 @@ static std::string prepare_path() {
     std::string t = train_mot_path();
     size_t slash = t.find_last_of('/');
     return slash == std::string::npos ? "./prepare" : t.substr(0, slash + 1) + "prepare";
-}
-
-static void expect_clean_error(const Run& r, const std::vector<std::string>& needles) {
-    INFO("output: ", r.out);
-    CHECK(r.rc != 0);
-    CHECK(r.rc < 124);  // an error exit: not a timeout (124, 137) and not a crash
-    for (const std::string& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
 }
 
 // A fresh, empty scratch folder.
@@ -139,7 +128,7 @@ TEST_CASE("plot: an output that cannot be written fails first, naming it, and wr
     for (const Case& c : cases) {
         Run r = run("plot " + d + "/run.jsonl -o " + c.out);
         INFO("-o ", c.out);
-        expect_clean_error(r, {c.out + ": cannot write the plot", c.why});
+        expect_error(r, {c.out + ": cannot write the plot", c.why});
         CHECK(r.out.find(PNG_MAGIC) == std::string::npos);  // no PNG dumped on the terminal
         CHECK_FALSE(exists(c.out + ".tmp"));
     }
@@ -159,7 +148,7 @@ static const char* TINY = " --vocab 64 --layers 1 --heads 1 --d-model 16 --ffn d
 static std::string make_valid_inputs(const std::string& d) {
     std::vector<uint16_t> t(600);
     for (size_t i = 0; i < t.size(); i++) t[i] = uint16_t(i * 7 % 64);
-    write_shard(d + "/train.bin", t);
+    write_raw_shard(d + "/train.bin", t);
     Run r = run("--data " + d + "/train.bin --steps 0 --val-every 0 --save " + d + "/model.ckpt" + TINY);
     INFO(r.out);
     REQUIRE(r.rc == 0);
@@ -191,7 +180,7 @@ TEST_CASE("a FIFO as checkpoint, shard, tokenizer or log is refused, not waited 
     REQUIRE(mkfifo(fifo.c_str(), 0644) == 0);
     for (const std::string& cmd : bad_input_commands(d, fifo)) {
         INFO("args: ", cmd);
-        expect_clean_error(run_limited(cmd), {fifo + ": cannot open", "is not a regular file (it is a FIFO)"});
+        expect_error(run_limited(cmd), {fifo + ": cannot open", "is not a regular file (it is a FIFO)"});
     }
     CHECK_FALSE(exists(d + "/loss.png"));
 }
@@ -203,7 +192,7 @@ TEST_CASE("a directory as checkpoint, shard, tokenizer or log is refused by name
     fs::create_directories(dir);
     for (const std::string& cmd : bad_input_commands(d, dir)) {
         INFO("args: ", cmd);
-        expect_clean_error(run_limited(cmd), {dir + ": cannot open", "is a directory"});
+        expect_error(run_limited(cmd), {dir + ": cannot open", "is a directory"});
     }
     CHECK_FALSE(exists(d + "/loss.png"));
 }
@@ -246,14 +235,14 @@ TEST_CASE("prepare: a run that fails halfway leaves the old data set as it was")
 
     SUBCASE("the text is too short for a validation split") {
         Run r = run_cmd(prep + " --vocab 300 " + d + "/tiny.txt");
-        expect_clean_error(r, {"validation split came out empty"});
+        expect_error(r, {"validation split came out empty"});
     }
     SUBCASE("the disk fills up after the tokenizer, at the first shard") {
         // a file size limit of 512 bytes (SIGXFSZ ignored, so writes fail with
         // EFBIG as on a full disk): the tokenizer (16 + 8 * 33 bytes) fits, a
         // shard (1024-byte header) does not
         Run r = run_cmd("trap '' XFSZ; ulimit -f 1; " + prep + " --vocab 290 " + d + "/new.txt");
-        expect_clean_error(r, {"new_train_000000.bin", "write failed"});
+        expect_error(r, {"new_train_000000.bin", "write failed"});
     }
     CHECK(snapshot(out) == before);            // byte for byte, nothing added or removed
     CHECK(names_in(d) == scratch_names);       // no temporary folder left beside it
@@ -278,18 +267,18 @@ TEST_CASE("a bad token id in a later shard stops the run at the start, naming th
     std::vector<uint16_t> good(200), bad(200);
     for (size_t i = 0; i < good.size(); i++) good[i] = bad[i] = uint16_t(i * 5 % 64);
     bad[123] = 200;  // >= --vocab 64
-    write_shard(d + "/a_000.bin", good);
-    write_shard(d + "/b_001.bin", bad);
+    write_raw_shard(d + "/a_000.bin", good);
+    write_raw_shard(d + "/b_001.bin", bad);
     std::string all = "'" + d + "/*.bin'";
 
     // training data: sequential, so shard b comes only after ~6 steps on a
     Run r = run_limited("--data " + all + " --shuffle 0 --steps 20 --val-every 0" + std::string(TINY));
-    expect_clean_error(r, {d + "/b_001.bin: token 200 at position 123 is >= vocab size 64"});
+    expect_error(r, {d + "/b_001.bin: token 200 at position 123 is >= vocab size 64"});
     CHECK(r.out.find("| loss ") == std::string::npos);  // not one step was taken
 
     // validation data: 1 batch per validation never reaches shard b
     Run v = run_limited("--data " + d + "/a_000.bin --val-data " + all + " --steps 2 --val-every 1" + std::string(TINY));
-    expect_clean_error(v, {d + "/b_001.bin: token 200 at position 123 is >= vocab size 64"});
+    expect_error(v, {d + "/b_001.bin: token 200 at position 123 is >= vocab size 64"});
     CHECK(v.out.find("| loss ") == std::string::npos);
     CHECK(v.out.find("val loss") == std::string::npos);
 }

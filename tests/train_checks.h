@@ -13,17 +13,16 @@
 #include <string>
 #include <vector>
 
-#include "program.h"
+#include "tests/program.h"
+#include "tests/rng.h"
 
 // Words in a pseudo-random order: text with structure, every batch different.
 inline std::vector<uint16_t> text_tokens(int n, uint64_t seed) {
     const char* words[] = {"the ", "quick ", "brown ", "fox ", "jumps ", "over ", "lazy ", "dog. ", "a ", "cat "};
     std::vector<uint16_t> t;
-    uint64_t s = seed;
-    while ((int)t.size() < n) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        for (const char* c = words[(s >> 33) % 10]; *c && (int)t.size() < n; c++) t.push_back((uint16_t)*c);
-    }
+    TestRng r(seed);
+    while ((int)t.size() < n)
+        for (const char* c = words[r.below(10)]; *c && (int)t.size() < n; c++) t.push_back((uint16_t)*c);
     return t;
 }
 
@@ -69,9 +68,9 @@ static const std::string TINY_MODEL =
 // T = 8: an epoch every 6 shuffled batches of 4), PREFIX_val.bin (400).
 inline void make_train_data(const std::string& prefix) {
     mkdir("build", 0755);
-    write_shard(prefix + "_train.bin", text_tokens(2000, 1));
-    write_shard(prefix + "_small.bin", text_tokens(200, 2));
-    write_shard(prefix + "_val.bin", text_tokens(400, 3));
+    write_raw_shard(prefix + "_train.bin", text_tokens(2000, 1));
+    write_raw_shard(prefix + "_small.bin", text_tokens(200, 2));
+    write_raw_shard(prefix + "_val.bin", text_tokens(400, 3));
 }
 
 // 20 steps in one run that checkpoints every 10 steps, against a run resumed

@@ -1,0 +1,66 @@
+// tests/bad_input.h: the one harness for bad input, through the program and
+// through the library.
+//
+//   expect_error(run, needles)    a run of a program (tests/program.h) failed
+//   expect_error(args, needles)   cleanly: an error exit (not 0, not a crash,
+//                                 not a timeout) whose output holds every needle
+//   expect_throw(f, needles)      f() threw a std::runtime_error whose message
+//                                 holds every needle
+//   patched(bytes, offset, v)     a file's bytes with v written at offset
+//   patch_file(path, offset, v)   the same, in place
+//   BadFile                       one broken variant of a good file, for tables
+#pragma once
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "tests/program.h"
+
+inline void expect_error(const Run& r, const std::vector<std::string>& needles) {
+    INFO("output: ", r.out);
+    CHECK(r.rc != 0);
+    CHECK(r.rc < 124);  // an error exit: not a timeout (124; 137 = KILL) and not a crash (128 + signal)
+    for (const std::string& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
+}
+
+// ./train_mot args
+inline void expect_error(const std::string& args, const std::vector<std::string>& needles) {
+    INFO("args: ", args);
+    expect_error(run(args), needles);
+}
+
+template <typename F>
+void expect_throw(F&& f, const std::vector<std::string>& needles) {
+    bool threw = false;
+    std::string message;
+    try {
+        f();
+    } catch (const std::runtime_error& e) {
+        threw = true;
+        message = e.what();
+    }
+    INFO("message: ", message);
+    CHECK_MESSAGE(threw, "no std::runtime_error was thrown");
+    for (const std::string& n : needles) CHECK_MESSAGE(message.find(n) != std::string::npos, "missing: ", n);
+}
+
+template <typename T>
+std::string patched(std::string bytes, size_t offset, T value) {
+    REQUIRE(offset + sizeof(T) <= bytes.size());
+    std::memcpy(&bytes[offset], &value, sizeof(T));
+    return bytes;
+}
+
+template <typename T>
+void patch_file(const std::string& path, size_t offset, T value) {
+    write_bytes(path, patched(slurp(path), offset, value));
+}
+
+// One broken variant of a good file: a file name, its bytes, and what the
+// error must say about it.
+struct BadFile {
+    std::string name, bytes, needle;
+};
