@@ -15,6 +15,7 @@
 #include "data/dataloader.h"
 #include "data/prepare.h"
 #include "data/shard.h"
+#include "tests/bad_input.h"
 
 namespace fs = std::filesystem;
 
@@ -70,32 +71,22 @@ TEST_CASE("shard: bad files are rejected, naming the file") {
     TempDir d;
     write_shard(d / "good.bin", iota_tokens(10));
     std::string good = read_file(d / "good.bin");
-    auto set_i32 = [](std::string s, size_t i, int32_t v) {
-        std::memcpy(&s[4 * i], &v, 4);
-        return s;
-    };
-    struct Case {
-        const char* name;
-        std::string bytes;
-        const char* expect;
-    };
-    std::vector<Case> cases = {
+    std::vector<BadFile> cases = {
         {"short.bin", good.substr(0, 100), "shorter than the shard header"},
-        {"magic.bin", set_i32(good, 0, 20240521), "not a token shard"},
-        {"version.bin", set_i32(good, 1, 7), "unsupported shard version 7"},
+        {"magic.bin", patched(good, 0, int32_t(20240521)), "not a token shard"},
+        {"version.bin", patched(good, 4, int32_t(7)), "unsupported shard version 7"},
         {"truncated.bin", good.substr(0, good.size() - 2), "truncated"},
         {"trailing.bin", good + "ab", "trailing data"},
-        {"count.bin", set_i32(good, 2, 11), "header says 11 tokens"},
+        {"count.bin", patched(good, 8, int32_t(11)), "header says 11 tokens"},
     };
     for (const auto& c : cases) {
         std::string p = d / c.name;
         write_file_atomic(p, c.bytes);
         CAPTURE(c.name);
-        CHECK_THROWS_WITH_AS(read_shard(p), doctest::Contains(p.c_str()), std::runtime_error);
-        CHECK_THROWS_WITH_AS(read_shard(p), doctest::Contains(c.expect), std::runtime_error);
-        CHECK_THROWS_WITH_AS(shard_token_count(p), doctest::Contains(c.expect), std::runtime_error);
+        expect_throw([&] { read_shard(p); }, {p, c.needle});
+        expect_throw([&] { shard_token_count(p); }, {c.needle});
     }
-    CHECK_THROWS_WITH_AS(read_shard(d / "missing.bin"), doctest::Contains("missing.bin"), std::runtime_error);
+    expect_throw([&] { read_shard(d / "missing.bin"); }, {"missing.bin"});
 }
 
 TEST_CASE("loader: sequential order exactly as DESIGN.md section 4") {
@@ -147,26 +138,22 @@ TEST_CASE("loader: bad input is rejected with clear messages") {
     TempDir d;
     DataLoader L;
     std::string pattern = d / "nothing_*.bin";
-    CHECK_THROWS_WITH_AS(dataloader_init(&L, pattern, 2, 4, false, 0, 100), doctest::Contains(pattern.c_str()),
-                         std::runtime_error);
+    expect_throw([&] { dataloader_init(&L, pattern, 2, 4, false, 0, 100); }, {pattern});
     write_shard(d / "short.bin", iota_tokens(8));  // needs B*T+1 = 9
-    CHECK_THROWS_WITH_AS(dataloader_init(&L, d / "short.bin", 2, 4, false, 0, 100),
-                         doctest::Contains("short.bin: 8 tokens, too short"), std::runtime_error);
+    expect_throw([&] { dataloader_init(&L, d / "short.bin", 2, 4, false, 0, 100); },
+                 {"short.bin: 8 tokens, too short"});
     std::vector<uint16_t> t(100);
     for (int i = 0; i < 100; i++) t[i] = uint16_t(2 * i);  // first id >= 50 at position 25
     write_shard(d / "big_ids.bin", t);
-    CHECK_THROWS_WITH_AS(dataloader_init(&L, d / "big_ids.bin", 2, 4, false, 0, 50),
-                         doctest::Contains("big_ids.bin: token 50 at position 25 is >= vocab size 50"),
-                         std::runtime_error);
+    expect_throw([&] { dataloader_init(&L, d / "big_ids.bin", 2, 4, false, 0, 50); },
+                 {"big_ids.bin: token 50 at position 25 is >= vocab size 50"});
     write_file_atomic(d / "bad.bin", std::string(50, 'x'));
-    CHECK_THROWS_WITH_AS(dataloader_init(&L, d / "bad.bin", 2, 4, false, 0, 50), doctest::Contains("bad.bin"),
-                         std::runtime_error);
+    expect_throw([&] { dataloader_init(&L, d / "bad.bin", 2, 4, false, 0, 50); }, {"bad.bin"});
     // GPT-2 vocabulary shards (llm.c) are the same format: ids up to 50256 load
     write_shard(d / "gpt2.bin", iota_tokens(100, 50157));
     dataloader_init(&L, d / "gpt2.bin", 2, 4, false, 0, 50257);
     CHECK(next_batch(&L).x[0] == 50157);
-    CHECK_THROWS_WITH_AS(dataloader_init(&L, d / "gpt2.bin", 2, 4, false, 0, 50256),
-                         doctest::Contains("token 50256 at position 99"), std::runtime_error);
+    expect_throw([&] { dataloader_init(&L, d / "gpt2.bin", 2, 4, false, 0, 50256); }, {"token 50256 at position 99"});
 }
 
 TEST_CASE("loader: shuffled mode is a seeded permutation, resumable from its state") {
@@ -229,7 +216,7 @@ TEST_CASE("loader: shuffled mode is a seeded permutation, resumable from its sta
     for (int k = 0; k < 20; k++) REQUIRE(next_batch(&S2) == next_batch(&S));
     DataLoaderState bad = s;
     bad.shard = 5;
-    CHECK_THROWS_WITH_AS(dataloader_set_state(&R, bad), doctest::Contains("out of range"), std::runtime_error);
+    expect_throw([&] { dataloader_set_state(&R, bad); }, {"out of range"});
 }
 
 // Decodes a list of shards back to text.
@@ -334,11 +321,11 @@ TEST_CASE("prepare: missing input and the default text") {
     cfg.inputs = {d / "nope.txt"};
     cfg.out_dir = d / "out";
     cfg.verbose = false;
-    CHECK_THROWS_WITH_AS(prepare_data(cfg), doctest::Contains("nope.txt: input text not found"), std::runtime_error);
+    expect_throw([&] { prepare_data(cfg); }, {"nope.txt: input text not found"});
     CHECK(!fs::exists(d / "out"));
     if (file_exists("data/tinyshakespeare.txt") || file_exists("../shared/data/tinyshakespeare.txt")) {
         CHECK(find_default_text().find("tinyshakespeare.txt") != std::string::npos);
     } else {
-        CHECK_THROWS_WITH_AS(find_default_text(), doctest::Contains("get_tinyshakespeare.sh"), std::runtime_error);
+        expect_throw([&] { find_default_text(); }, {"get_tinyshakespeare.sh"});
     }
 }
