@@ -26,7 +26,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -95,48 +94,10 @@ GradCheckResult gradcheck(F&& loss, double* x, size_t n, const double* analytic,
 
 // ---------------------------------------------------------------- test helpers
 
-// Deterministic random numbers for tests (splitmix64), independent of common/rng.h
-// so that a bug there cannot hide in the test data.
-struct TestRng {
-    uint64_t s;
-    explicit TestRng(uint64_t seed) : s(seed) {}
-    uint64_t next() {
-        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-    double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }  // [0,1)
-    double sym() { return 2 * uniform() - 1; }                                // [-1,1)
-    double normal() {
-        double u1 = uniform() + 1e-300, u2 = uniform();
-        return std::sqrt(-2 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-    }
-    int below(int k) { return (int)(next() % (uint64_t)k); }
-};
-
-inline std::vector<double> rand_vec(TestRng& r, size_t n, double scale = 1.0, double offset = 0.0) {
-    std::vector<double> v(n);
-    for (double& x : v) x = offset + scale * r.sym();
-    return v;
-}
-
 inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
     double s = 0;
     for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
     return s;
-}
-
-// max_i |a_i - b_i| / max(|a_i|, |b_i|, 1): relative for large entries, absolute below 1.
-template <typename A, typename B>
-double max_rel_diff(const A& a, const B& b) {
-    double w = 0;
-    for (size_t i = 0; i < a.size(); i++) {
-        double x = a[i], y = b[i];
-        double d = std::fabs(x - y) / std::max({std::fabs(x), std::fabs(y), 1.0});
-        if (!(d <= w)) w = d;  // NaN propagates
-    }
-    return w;
 }
 
 // The tests use tiny tensors: OpenMP fork/join would dominate their run time on

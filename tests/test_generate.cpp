@@ -23,14 +23,11 @@
 
 #include "common/schedule.h"
 #include "cpu/gpt.h"
-#include "tests/gradcheck.h"
-#include "tests/tiny_model.h"
-
-template <typename real>
-static void build(GPT<real>* m, const Config& c, uint64_t seed) {
-    gpt_build(m, c);
-    randomize_params(m, seed, 0.6);
-}
+#include "tests/bad_input.h"
+#include "tests/close.h"
+#include "tests/gradcheck.h"  // set_test_threads: one OpenMP thread
+#include "tests/models.h"
+#include "tests/rng.h"
 
 struct Kinds {
     const char* name;
@@ -42,33 +39,32 @@ static const std::vector<Kinds> ALL_KINDS = {
 // ---------------------------------------------------------------------------
 // decode step == full forward, position by position
 
+// The decoded logits (the first V of every row and position) against
+// gpt_forward's, within tol of their largest magnitude (scaled_tol).
 template <typename real>
-static double decode_vs_forward(const Config& c, int B, uint64_t seed) {
+static void check_decode_vs_forward(const Config& c, int B, uint64_t seed, double tol) {
     GPT<real> m;
-    build(&m, c, seed);
+    build_random(&m, c, seed, 0.6);
     const int T = c.maxT;
-    TestRng r(seed + 1);
-    std::vector<int> inp((size_t)B * T);
-    for (int& t : inp) t = r.below(c.V);
+    std::vector<int> inp = TestRng(seed + 1).tokens((size_t)B * T, c.V);
     gpt_forward(&m, inp.data(), nullptr, B, T);
     std::vector<real> full(m.acts.logits, m.acts.logits + (size_t)B * T * c.Vp);
 
     Decoder<real> d;
     decoder_init(&d, c, B);
-    double worst = 0, scale = 0;
+    std::vector<double> got, want;
     std::vector<int> col(B);
     for (int t = 0; t < T; t++) {
         for (int b = 0; b < B; b++) col[b] = inp[(size_t)b * T + t];
         const real* lg = gpt_decode_step(&m, &d, col.data(), t);
         for (int b = 0; b < B; b++)
             for (int v = 0; v < c.V; v++) {
-                double want = full[((size_t)b * T + t) * c.Vp + v];
-                worst = std::max(worst, std::fabs(double(lg[(size_t)b * c.Vp + v]) - want));
-                scale = std::max(scale, std::fabs(want));
+                got.push_back(lg[(size_t)b * c.Vp + v]);
+                want.push_back(full[((size_t)b * T + t) * c.Vp + v]);
             }
     }
-    REQUIRE(scale > 0.1);  // the logits are not trivially zero
-    return worst / scale;
+    REQUIRE(max_abs(want) > 0.1);  // the logits are not trivially zero
+    check_close(got, want, scaled_tol(tol, want), "decoded logits");
 }
 
 TEST_CASE("decode step logits equal the full forward's, position by position") {
@@ -77,15 +73,15 @@ TEST_CASE("decode step logits equal the full forward's, position by position") {
             Config c = tiny_config(k.kinds, tau);
             for (int B : {2, 4, 6}) {
                 INFO(k.name, " tau ", tau, " B ", B);
-                CHECK(decode_vs_forward<double>(c, B, 11 + B) < 1e-12);
-                CHECK(decode_vs_forward<float>(c, B, 11 + B) < 1e-5);
+                check_decode_vs_forward<double>(c, B, 11 + B, 1e-12);
+                check_decode_vs_forward<float>(c, B, 11 + B, 1e-5);
             }
         }
     }
     // a dense model decodes any number of sequences, including 1 and odd ones
     Config dense = tiny_config({DENSE, DENSE});
-    CHECK(decode_vs_forward<double>(dense, 1, 3) < 1e-12);
-    CHECK(decode_vs_forward<double>(dense, 3, 3) < 1e-12);
+    check_decode_vs_forward<double>(dense, 1, 3, 1e-12);
+    check_decode_vs_forward<double>(dense, 3, 3, 1e-12);
 }
 
 // ---------------------------------------------------------------------------
@@ -122,7 +118,7 @@ static void check_generation(const Kinds& k, int n_seq, const std::vector<int>& 
                              int top_k) {
     Config c = tiny_config(k.kinds);
     GPT<real> m;
-    build(&m, c, 42);
+    build_random(&m, c, 42, 0.6);
     Rng r1 = rng_seed(7), r2 = rng_seed(7);
     std::vector<std::vector<int>> cached = gpt_generate(&m, prompt, n_seq, len, temperature, top_k, &r1);
     std::vector<std::vector<int>> oracle = generate_uncached(&m, prompt, n_seq, len, temperature, top_k, &r2);
@@ -157,7 +153,7 @@ TEST_CASE("cached generation produces the tokens of uncached generation") {
 TEST_CASE("sequences of one generation differ, and the seed decides them") {
     Config c = tiny_config({MOT, DENSE});
     GPT<double> m;
-    build(&m, c, 42);
+    build_random(&m, c, 42, 0.6);
     Rng a = rng_seed(1), b = rng_seed(1), other = rng_seed(2);
     auto x = gpt_generate(&m, {3}, 4, 7, 1.0f, 0, &a);
     auto y = gpt_generate(&m, {3}, 4, 7, 1.0f, 0, &b);
@@ -172,28 +168,19 @@ TEST_CASE("sequences of one generation differ, and the seed decides them") {
 TEST_CASE("generation refuses bad shapes with a clear message") {
     Config c = tiny_config({DENSE, MOT});
     GPT<double> m;
-    build(&m, c, 1);
+    build_random(&m, c, 1, 0.6);
     Rng r = rng_seed(1);
-    auto message = [&](int n_seq, std::vector<int> prompt) {
-        try {
-            gpt_generate(&m, prompt, n_seq, 3, 1.0f, 0, &r);
-        } catch (const std::exception& e) {
-            return std::string(e.what());
-        }
-        return std::string("(no error)");
+    auto generate = [&](int n_seq, std::vector<int> prompt) {
+        return [&m, &r, n_seq, prompt] { gpt_generate(&m, prompt, n_seq, 3, 1.0f, 0, &r); };
     };
-    std::string e = message(3, {1});
-    INFO(e);
-    CHECK(e.find("3 sequences") != std::string::npos);
-    CHECK(e.find("multiple of the group size 2") != std::string::npos);
-    CHECK(message(0, {1}).find("multiple of the group size") != std::string::npos);
-    CHECK(message(2, {}).find("prompt") != std::string::npos);
-    std::string too_long = message(2, std::vector<int>(8, 1));
-    CHECK(too_long.find("maximum sequence length is 8") != std::string::npos);
-    CHECK(message(2, {1, 11}).find("token id 11") != std::string::npos);  // outside V = 11
-    CHECK(message(2, {1}) == "(no error)");
+    expect_throw(generate(3, {1}), {"3 sequences", "multiple of the group size 2"});
+    expect_throw(generate(0, {1}), {"multiple of the group size"});
+    expect_throw(generate(2, {}), {"prompt"});
+    expect_throw(generate(2, std::vector<int>(8, 1)), {"maximum sequence length is 8"});
+    expect_throw(generate(2, {1, 11}), {"token id 11"});  // outside V = 11
+    CHECK_NOTHROW(generate(2, {1})());
     Decoder<double> d;
-    CHECK_THROWS_WITH_AS(decoder_init(&d, c, 5), doctest::Contains("multiple of the group size 2"), std::exception);
+    expect_throw([&] { decoder_init(&d, c, 5); }, {"multiple of the group size 2"});
 }
 
 // ---------------------------------------------------------------------------

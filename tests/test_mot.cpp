@@ -15,10 +15,14 @@
 #include "cpu/ffn.h"
 #include "cpu/gpt.h"
 #include "cpu/mot.h"
-#include "tests/gradcheck.h"
-#include "tests/tiny_model.h"
+#include "tests/close.h"
+#include "tests/gradcheck.h"  // set_test_threads: one OpenMP thread
+#include "tests/models.h"
+#include "tests/rng.h"
 
 using Vec = std::vector<double>;
+// |got - want| < 1e-12 max(1, |want|) (tests/close.h)
+static const Tol TIGHT{0.5e-12, 0.5e-12};
 
 // One MoT layer's tensors and a forward call.
 struct MotLayer {
@@ -28,10 +32,10 @@ struct MotLayer {
     MotLayer(int B_, int T_, int C_, int E_, int G_, int f_, double tau_, uint64_t seed)
         : B(B_), T(T_), C(C_), E(E_), G(G_), f(f_), S(B_ / G_), tau(tau_) {
         TestRng r(seed);
-        inp = rand_vec(r, (size_t)B * T * C);
-        wc = rand_vec(r, (size_t)E * C);
-        w1 = rand_vec(r, (size_t)E * f * C, 0.8);
-        w2 = rand_vec(r, (size_t)E * C * f, 0.8);
+        inp = r.doubles((size_t)B * T * C);
+        wc = r.doubles((size_t)E * C);
+        w1 = r.doubles((size_t)E * f * C, 0.8);
+        w2 = r.doubles((size_t)E * C * f, 0.8);
         out.assign((size_t)B * T * C, 0);
         z.assign((size_t)B * T * E, 0);
         m = z;
@@ -76,16 +80,12 @@ TEST_CASE("mixing weights: for every group and expert they sum to 1 over the gro
         CHECK(bad_range == 0);
     }
     // the same inside the model, for every MoT layer
-    Config c;
-    c.V = 11; c.Vp = 64; c.maxT = 8; c.L = 2; c.NH = 2; c.C = 8; c.dff = 16; c.E = 4; c.G = 3; c.f = 6;
-    c.kinds = {MOT, MOT};
+    Config c = tiny_config({MOT, MOT}, 1.0f, 3, 6);
     GPT<double> model;
     gpt_build(&model, c);
     gpt_init_weights(&model, 5);
     const int B = 6, T = 4, S = B / c.G;
-    std::vector<int> tok(B * T);
-    TestRng r(3);
-    for (int& x : tok) x = r.below(c.V);
+    std::vector<int> tok = TestRng(3).tokens(B * T, c.V);
     gpt_forward(&model, tok.data(), nullptr, B, T);
     for (int l = 0; l < c.L; l++) {
         const double* m = model.acts.layer[l].m;
@@ -105,16 +105,6 @@ TEST_CASE("mixing weights: for every group and expert they sum to 1 over the gro
         CHECK(bad == 0);
     }
 }
-
-static Config model_config(std::vector<int> kinds, int G) {
-    Config c;
-    c.V = 11; c.Vp = 64; c.maxT = 8; c.L = (int)kinds.size(); c.NH = 2; c.C = 8; c.dff = 16; c.E = 4;
-    c.G = G; c.f = 8; c.tau = 1.0f; c.kinds = kinds;
-    return c;
-}
-
-// Weights wider than the training init, so that changes propagate visibly.
-static void wide_params(GPT<double>* model, uint64_t seed) { randomize_params(model, seed, 0.5); }
 
 static Vec logits_of(GPT<double>* model, const std::vector<int>& tok, int B, int T) {
     gpt_forward(model, tok.data(), nullptr, B, T);
@@ -136,13 +126,11 @@ static double row_diff(const Vec& a, const Vec& b, int row, int t0, int t1, int 
 TEST_CASE("causality: changing the token at position t changes no logits before t, and changes some at t") {
     for (auto kinds : {std::vector<int>{MOT, MOT}, std::vector<int>{DENSE, MOT}}) {
         const int B = 4, T = 6, G = 2;
-        Config c = model_config(kinds, G);
+        Config c = tiny_config(kinds, 1.0f, G);
         GPT<double> model;
-        gpt_build(&model, c);
-        wide_params(&model, 11);
+        build_random(&model, c, 11, 0.5);  // wider than the init: changes propagate visibly
         TestRng r(12);
-        std::vector<int> tok(B * T);
-        for (int& x : tok) x = r.below(c.V);
+        std::vector<int> tok = r.tokens(B * T, c.V);
         Vec base = logits_of(&model, tok, B, T);
         for (int b : {0, 3})
             for (int t = 0; t < T; t++) {
@@ -163,13 +151,11 @@ TEST_CASE("group independence: a row's tokens change no logits outside its group
     struct Case { int B, G; };
     for (Case cs : {Case{6, 2}, Case{6, 3}, Case{4, 4}}) {
         const int T = 4, S = cs.B / cs.G;
-        Config c = model_config({MOT, DENSE, MOT}, cs.G);
+        Config c = tiny_config({MOT, DENSE, MOT}, 1.0f, cs.G);
         GPT<double> model;
-        gpt_build(&model, c);
-        wide_params(&model, 21);
+        build_random(&model, c, 21, 0.5);
         TestRng r(22);
-        std::vector<int> tok(cs.B * T);
-        for (int& x : tok) x = r.below(c.V);
+        std::vector<int> tok = r.tokens(cs.B * T, c.V);
         Vec base = logits_of(&model, tok, cs.B, T);
         for (int b = 0; b < cs.B; b++) {
             CAPTURE(cs.B); CAPTURE(cs.G); CAPTURE(b);
@@ -199,13 +185,13 @@ TEST_CASE("G = 1: the MoT layer is a bias-free dense FFN of width E*f, forward a
                 for (int i = 0; i < f; i++) W2[(size_t)c * H + e * f + i] = L.w2[((size_t)e * C + c) * f + i];
         Vec out((size_t)B * T * C), h((size_t)B * T * H), hg(h.size());
         ffn_forward(out.data(), h.data(), hg.data(), L.inp.data(), W1.data(), b1.data(), W2.data(), b2.data(), B, T, C, H);
-        CHECK(max_rel_diff(L.out, out) < 1e-12);
+        check_close(L.out, out, TIGHT, "out");
         double mag = 0;
         for (double x : out) mag = std::max(mag, std::fabs(x));
         CHECK(mag > 0.1);
 
         TestRng r(32);
-        Vec dout = rand_vec(r, out.size());
+        Vec dout = r.doubles(out.size());
         Vec dinp(L.inp.size(), 0.0), dwc(L.wc.size(), 0.0), dw1(L.w1.size(), 0.0), dw2(L.w2.size(), 0.0);
         Vec dz(L.z.size()), dm(L.m.size()), du(L.u.size()), dp(L.p.size()), da(L.a.size()), dy(L.y.size());
         mot_backward(dinp.data(), dwc.data(), dw1.data(), dw2.data(), dz.data(), dm.data(), du.data(), dp.data(),
@@ -215,13 +201,13 @@ TEST_CASE("G = 1: the MoT layer is a bias-free dense FFN of width E*f, forward a
         Vec dh(h.size(), 0.0), dhg(h.size(), 0.0);
         ffn_backward(dinp2.data(), dW1.data(), db1.data(), dW2.data(), db2.data(), dh.data(), dhg.data(), dout.data(),
                      L.inp.data(), h.data(), hg.data(), W1.data(), W2.data(), B, T, C, H);
-        CHECK(max_rel_diff(dinp, dinp2) < 1e-12);
-        CHECK(max_rel_diff(dw1, dW1) < 1e-12);  // same (E*f, C) layout
+        check_close(dinp, dinp2, TIGHT, "dinp");
+        check_close(dw1, dW1, TIGHT, "dw1");  // same (E*f, C) layout
         Vec dw2_as_W2((size_t)C * H);
         for (int e = 0; e < E; e++)
             for (int c = 0; c < C; c++)
                 for (int i = 0; i < f; i++) dw2_as_W2[(size_t)c * H + e * f + i] = dw2[((size_t)e * C + c) * f + i];
-        CHECK(max_rel_diff(dw2_as_W2, dW2) < 1e-12);
+        check_close(dw2_as_W2, dW2, TIGHT, "dw2");
         for (double g : dwc) CHECK(g == 0.0);  // M == 1 whatever the controller says
     }
 }
@@ -256,13 +242,11 @@ TEST_CASE("permuting the members of a group permutes the outputs the same way") 
 
     // the whole model: permuting batch rows within their groups permutes the logits
     const int B = 6, T = 4, G = 3, S = B / G;
-    Config c = model_config({MOT, DENSE}, G);
+    Config c = tiny_config({MOT, DENSE}, 1.0f, G);
     GPT<double> model;
-    gpt_build(&model, c);
-    wide_params(&model, 41);
+    build_random(&model, c, 41, 0.5);
     TestRng r(42);
-    std::vector<int> tok(B * T);
-    for (int& x : tok) x = r.below(c.V);
+    std::vector<int> tok = r.tokens(B * T, c.V);
     Vec base = logits_of(&model, tok, B, T);
     const int perm[G] = {2, 0, 1};
     std::vector<int> tok2(tok.size());
@@ -270,11 +254,9 @@ TEST_CASE("permuting the members of a group permutes the outputs the same way") 
         for (int j = 0; j < G; j++)
             std::copy_n(&tok[(perm[j] * S + k) * T], T, &tok2[(j * S + k) * T]);
     Vec changed = logits_of(&model, tok2, B, T);
-    double worst = 0;
+    const size_t n = (size_t)T * c.Vp;  // the logits of one row
     for (int k = 0; k < S; k++)
         for (int j = 0; j < G; j++)
-            for (size_t i = 0; i < (size_t)T * c.Vp; i++)
-                worst = std::max(worst, std::fabs(changed[(size_t)(j * S + k) * T * c.Vp + i] -
-                                                  base[(size_t)(perm[j] * S + k) * T * c.Vp + i]));
-    CHECK(worst < 1e-12);
+            check_close(span(&changed[(j * S + k) * n], n), span(&base[(perm[j] * S + k) * n], n), Tol{1e-12, 0},
+                        "logits of row " + std::to_string(j * S + k));
 }
