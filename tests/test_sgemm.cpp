@@ -12,23 +12,15 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstdint>
 #include <limits>
 #include <vector>
 
 #include "cpu/fast/sgemm.h"
+#include "tests/rng.h"
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static float frand() {  // uniform in [-1, 1)
-    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (1.0 / 8388608.0) - 1.0);
-}
-static int irand(int n) { return (int)(frand() * 0.5f * n + 0.5f * n) % n; }
-static std::vector<float> randv(size_t n) {
-    std::vector<float> v(n);
-    for (auto& x : v) x = frand();
-    return v;
-}
+// One stream of test data for the whole suite, drawn in test order; values
+// uniform in [-1, 1).
+static TestRng rng(0x9E3779B97F4A7C15ull);
 
 // reference on one product; returns the number of elements out of tolerance.
 // C0 is C before the call (ignored when beta == 0).
@@ -62,10 +54,9 @@ static long check_one(bool tA, bool tB, int M, int N, int K, float alpha,
 static void run_case(bool tA, bool tB, int M, int N, int K, float alpha, float beta,
                      int padA, int padB, int padC) {
     int lda = (tA ? M : K) + padA, ldb = (tB ? K : N) + padB, ldc = N + padC;
-    std::vector<float> A = randv((size_t)(tA ? K : M) * lda + 1);
-    std::vector<float> B = randv((size_t)(tB ? N : K) * ldb + 1);
-    std::vector<float> C((size_t)M * ldc + 1);
-    for (auto& x : C) x = frand();
+    std::vector<float> A = rng.floats((size_t)(tA ? K : M) * lda + 1);
+    std::vector<float> B = rng.floats((size_t)(tB ? N : K) * ldb + 1);
+    std::vector<float> C = rng.floats((size_t)M * ldc + 1);
     if (beta == 0.0f)  // beta == 0 must not read C
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = std::nanf("");
@@ -89,9 +80,9 @@ TEST_CASE("sgemm: all trans combos, odd sizes, alpha/beta, padded strides") {
     for (int tA = 0; tA < 2; tA++)
         for (int tB = 0; tB < 2; tB++)
             for (int s = 0; s < 60; s++) {
-                int M = odd_sizes[irand(18)], N = odd_sizes[irand(18)], K = odd_sizes[irand(18)];
-                int c = irand(4);
-                run_case(tA, tB, M, N, K, ab[c][0], ab[c][1], irand(3) * 5, irand(3) * 3, irand(3) * 7);
+                int M = odd_sizes[rng.below(18)], N = odd_sizes[rng.below(18)], K = odd_sizes[rng.below(18)];
+                int c = rng.below(4);
+                run_case(tA, tB, M, N, K, ab[c][0], ab[c][1], rng.below(3) * 5, rng.below(3) * 3, rng.below(3) * 7);
             }
 }
 
@@ -119,7 +110,7 @@ TEST_CASE("sgemm: degenerate K = 0 and alpha = 0 scale C by beta") {
 static void run_batched(bool tA, bool tB, int M, int N, int K, float beta,
                         int lda, long long sA, int ldb, long long sB, int ldc, long long sC,
                         int batch, size_t nA, size_t nB, size_t nC) {
-    std::vector<float> A = randv(nA), B = randv(nB), C = randv(nC);
+    std::vector<float> A = rng.floats(nA), B = rng.floats(nB), C = rng.floats(nC);
     if (beta == 0.0f)
         for (int b = 0; b < batch; b++)
             for (int i = 0; i < M; i++)
@@ -172,7 +163,7 @@ TEST_CASE("sgemm_strided_batched: MoT layouts") {
 
 TEST_CASE("sgemm: called from inside an omp parallel region") {
     const int M = 37, N = 45, K = 29, P = 4;
-    std::vector<float> A = randv((size_t)P * M * K), B = randv((size_t)K * N), C((size_t)P * M * N);
+    std::vector<float> A = rng.floats((size_t)P * M * K), B = rng.floats((size_t)K * N), C((size_t)P * M * N);
 #ifdef _OPENMP
 #pragma omp parallel for
 #endif
