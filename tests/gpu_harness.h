@@ -1,13 +1,13 @@
 // The GPU suites' harness (tests/test_gpu_layers.cu, tests/test_gpu_model.cu):
-// device buffers, random inputs, the closeness measure, the small models, and
-// the GPU_TEST decorator that skips, with the reason, where no GPU works.
+// device buffers, the GPU-against-CPU check, and the GPU_TEST decorator that
+// skips, with the reason, where no GPU works. The inputs come from
+// tests/rng.h with fixed seeds, the models from tests/models.h.
 //
-// Error measure, per tensor: rel = max_i |gpu_i - cpu_i| / max(max_i |cpu_i|, 1e-30),
-// i.e. the largest elementwise difference relative to the tensor's largest
-// magnitude (elements near zero in a tensor of large values are held to the
-// tensor's scale, not their own). Every check needs rel < 1e-4, fp32 with TF32
-// off. NaN anywhere counts as infinite error. Inputs are fresh random values
-// from common/rng.h with fixed seeds.
+// Error measure, per tensor (tests/close.h, scaled_tol): every element must
+// satisfy |gpu_i - cpu_i| < TOL * max_j |cpu_j|, the largest elementwise
+// difference relative to the tensor's largest magnitude (elements near zero
+// in a tensor of large values are held to the tensor's scale, not their own).
+// TOL = 1e-4, fp32 with TF32 off. NaN or an infinity anywhere fails.
 #pragma once
 #include <doctest/doctest.h>
 
@@ -17,9 +17,11 @@
 #include <string>
 #include <vector>
 
-#include "common/rng.h"
 #include "cpu/gpt.h"
 #include "gpu/gpt.cuh"
+#include "tests/close.h"
+#include "tests/models.h"
+#include "tests/rng.h"
 
 static const bool has_gpu = gpu_available();
 static const std::string skip_reason = has_gpu ? "" : "no usable GPU: " + gpu_unavailable_reason();
@@ -31,18 +33,6 @@ static const double TOL = 1e-4;
 // every test case carries these decorators: skipped without a GPU, the reason
 // in its description (--list-test-cases shows it)
 #define GPU_TEST(name) TEST_CASE(name * doctest::skip(!has_gpu) * doctest::description(skip_reason.c_str()))
-
-inline std::vector<float> rand_vec(Rng* rng, size_t n, float scale = 1.0f) {
-    std::vector<float> v(n);
-    for (float& x : v) x = scale * (2.0f * rng_uniform(rng) - 1.0f);
-    return v;
-}
-
-inline std::vector<int> rand_tokens(Rng* rng, size_t n, int V) {
-    std::vector<int> v(n);
-    for (int& x : v) x = (int)(rng_u64(rng) % (uint64_t)V);
-    return v;
-}
 
 // A device buffer of n values, zeros or a copy of a host vector; freed on scope exit.
 template <typename T>
@@ -67,38 +57,14 @@ struct Dev {
 using DevF = Dev<float>;
 using DevI = Dev<int>;
 
-inline double rel_err(const float* gpu, const float* cpu, size_t n) {
-    double maxdiff = 0, maxref = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = std::fabs((double)gpu[i] - (double)cpu[i]);
-        if (std::isnan(gpu[i]) || std::isnan(cpu[i]) || std::isinf(gpu[i])) return INFINITY;
-        maxdiff = std::max(maxdiff, d);
-        maxref = std::max(maxref, std::fabs((double)cpu[i]));
-    }
-    return maxdiff / std::max(maxref, 1e-30);
+// The GPU tensor against the CPU one (see the top).
+inline void check_gpu(const DevF& gpu, const std::vector<float>& cpu, const std::string& what) {
+    check_close(gpu.get(), cpu, scaled_tol(TOL, cpu), what);
 }
-
-inline void check_close(const std::vector<float>& gpu, const std::vector<float>& cpu, const std::string& what) {
-    REQUIRE(gpu.size() == cpu.size());
-    double e = rel_err(gpu.data(), cpu.data(), cpu.size());
-    CHECK_MESSAGE(e < TOL, what << ": relative error " << e);
-}
-
-inline void check_close(const DevF& gpu, const std::vector<float>& cpu, const std::string& what) {
-    check_close(gpu.get(), cpu, what);
-}
-// check_all(tag, {{"out", &d_out, &out}, ...}): check_close on every pair
+// check_all(tag, {{"out", &d_out, &out}, ...}): check_gpu on every pair
 struct Pair { const char* name; const DevF* gpu; const std::vector<float>* cpu; };
 inline void check_all(const std::string& tag, std::initializer_list<Pair> pairs) {
-    for (const Pair& q : pairs) check_close(*q.gpu, *q.cpu, q.name + tag);
-}
-
-// A small model: V 257 (Vp 320), maxT 64, C 64, NH 4, dff 256, E 8, G 4, f 128.
-inline Config small_config(std::vector<int> kinds, float tau = 1.0f, int G = 4) {
-    Config c;
-    c.V = 257, c.Vp = pad_vocab(c.V), c.maxT = 64, c.L = (int)kinds.size(), c.NH = 4, c.C = 64, c.dff = 256;
-    c.E = 8, c.G = G, c.f = c.dff * c.G / c.E, c.tau = tau, c.kinds = kinds;
-    return c;
+    for (const Pair& q : pairs) check_gpu(*q.gpu, *q.cpu, q.name + tag);
 }
 
 struct ModelCase {
@@ -125,10 +91,9 @@ inline void build_both(GPT<float>* cpu, gpu::GPT* gm, const Config& c, uint64_t 
 
 // Compares every parameter-shaped block (params or grads), tensor by tensor.
 inline void check_tensors(const Config& c, const std::vector<float>& gpu, const std::vector<float>& cpu,
-                          const std::string& what) {
+                          const std::string& what, double tol = TOL) {
     for (const TensorSpec& s : param_specs(c)) {
-        double e = rel_err(gpu.data() + s.offset, cpu.data() + s.offset, s.numel);
-        CHECK_MESSAGE(e < TOL, what << " " << s.name << ": relative error " << e);
+        Span<float> want = span(cpu.data() + s.offset, s.numel);
+        check_close(span(gpu.data() + s.offset, s.numel), want, scaled_tol(tol, want), what + " " + s.name);
     }
 }
-

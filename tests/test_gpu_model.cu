@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/bad_input.h"
 #include "tests/gpu_harness.h"
 #include "tests/train_checks.h"
 #include "train/model.h"
@@ -28,17 +29,17 @@ GPU_TEST("gpu model: loss, logits and every parameter gradient") {
         std::vector<float> back(gm.num_params);
         gpu::gpu_gpt_get_params(&gm, back.data());
         CHECK(back == cpu.params_memory);
-        Rng rng = rng_seed(99);
+        TestRng rng(99);
         size_t BT = (size_t)mc.B * mc.T;
-        std::vector<int> inputs = rand_tokens(&rng, BT, mc.cfg.V), targets = rand_tokens(&rng, BT, mc.cfg.V);
+        std::vector<int> inputs = rng.tokens(BT, mc.cfg.V), targets = rng.tokens(BT, mc.cfg.V);
         gpt_forward(&cpu, inputs.data(), targets.data(), mc.B, mc.T);
         gpu::gpt_forward(&gm, inputs.data(), targets.data(), mc.B, mc.T);
         double loss_err = std::fabs(gm.mean_loss - cpu.mean_loss) / std::fabs(cpu.mean_loss);
         CHECK_MESSAGE(loss_err < TOL, mc.name << " loss " << gm.mean_loss << " vs " << cpu.mean_loss);
         std::vector<float> logits(BT * mc.cfg.Vp);
         CUDA_CHECK(cudaMemcpy(logits.data(), gm.acts.logits, logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
-        check_close(logits, std::vector<float>(cpu.acts.logits, cpu.acts.logits + logits.size()),
-                    std::string(mc.name) + " logits");
+        Span<float> want = span(cpu.acts.logits, logits.size());
+        check_close(logits, want, scaled_tol(TOL, want), std::string(mc.name) + " logits");
         gpt_zero_grad(&cpu); gpu::gpt_zero_grad(&gm);
         gpt_backward(&cpu, 1.0);
         gpu::gpt_backward(&gm, 1.0);
@@ -84,10 +85,10 @@ GPU_TEST("gpu model: 10 AdamW steps") {
         GPT<float> cpu;
         gpu::GPT gm;
         build_both(&cpu, &gm, mc.cfg, 77);
-        Rng rng = rng_seed(5);
+        TestRng rng(5);
         size_t BT = (size_t)mc.B * mc.T;
         for (int step = 0; step < 10; step++) {
-            std::vector<int> inputs = rand_tokens(&rng, BT, mc.cfg.V), targets = rand_tokens(&rng, BT, mc.cfg.V);
+            std::vector<int> inputs = rng.tokens(BT, mc.cfg.V), targets = rng.tokens(BT, mc.cfg.V);
             gpt_forward(&cpu, inputs.data(), targets.data(), mc.B, mc.T);
             gpu::gpt_forward(&gm, inputs.data(), targets.data(), mc.B, mc.T);
             CHECK_MESSAGE(std::fabs(gm.mean_loss - cpu.mean_loss) < TOL * cpu.mean_loss,
@@ -121,18 +122,15 @@ static double check_model_step(GPT<float>* cpu, gpu::GPT* gm, const std::vector<
     CHECK_MESSAGE(loss_err < tol, what << " loss " << gm->mean_loss << " vs " << cpu->mean_loss);
     std::vector<float> logits((size_t)B * T * c.Vp);
     CUDA_CHECK(cudaMemcpy(logits.data(), gm->acts.logits, logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
-    double e = rel_err(logits.data(), cpu->acts.logits, logits.size());
-    CHECK_MESSAGE(e < tol, what << " logits: relative error " << e);
+    Span<float> want = span(cpu->acts.logits, logits.size());
+    check_close(logits, want, scaled_tol(tol, want), what + " logits");
     gpt_zero_grad(cpu);
     gpu::gpt_zero_grad(gm);
     gpt_backward(cpu, 1.0);
     gpu::gpt_backward(gm, 1.0);
     std::vector<float> grads(gm->num_params);
     gpu::gpu_gpt_get_grads(gm, grads.data());
-    for (const TensorSpec& sp : param_specs(c)) {
-        double ge = rel_err(grads.data() + sp.offset, cpu->grads_memory.data() + sp.offset, sp.numel);
-        CHECK_MESSAGE(ge < tol, what << " grad " << sp.name << ": relative error " << ge);
-    }
+    check_tensors(c, grads, cpu->grads_memory, what + " grad", tol);
     return gm->mean_loss;
 }
 
@@ -141,15 +139,13 @@ static double check_model_step(GPT<float>* cpu, gpu::GPT* gm, const std::vector<
 // index that overflows, a grid that is too small or a reduction that loses
 // precision would show. fp32, TF32 off.
 GPU_TEST("gpu model at GPT-2-small shapes: loss, logits and every parameter gradient") {
-    Config c;
-    c.V = 50257, c.Vp = pad_vocab(c.V), c.maxT = 1024, c.L = 2, c.NH = 12, c.C = 768, c.dff = 3072;
-    c.E = 8, c.G = 4, c.f = c.dff * c.G / c.E, c.tau = 1.0f, c.kinds = {DENSE, MOT};
+    Config c = gpt2_small_config();
     const int B = 8, T = 1024;
     GPT<float> cpu;
     gpu::GPT gm;
     build_both(&cpu, &gm, c, 2024);
-    Rng rng = rng_seed(7);
-    std::vector<int> inputs = rand_tokens(&rng, (size_t)B * T, c.V), targets = rand_tokens(&rng, (size_t)B * T, c.V);
+    TestRng rng(7);
+    std::vector<int> inputs = rng.tokens((size_t)B * T, c.V), targets = rng.tokens((size_t)B * T, c.V);
     check_model_step(&cpu, &gm, inputs, targets, B, T, TOL, "gpt2-small shapes");
 }
 
@@ -160,11 +156,11 @@ GPU_TEST("gpu model: the batch shape changes between calls") {
     GPT<float> cpu;
     gpu::GPT gm;
     build_both(&cpu, &gm, c, 31);
-    Rng rng = rng_seed(32);
+    TestRng rng(32);
     struct Shape { int B, T; };
     for (Shape s : {Shape{4, 37}, Shape{8, 7}, Shape{12, 64}, Shape{4, 37}}) {
         size_t BT = (size_t)s.B * s.T;
-        std::vector<int> inputs = rand_tokens(&rng, BT, c.V), targets = rand_tokens(&rng, BT, c.V);
+        std::vector<int> inputs = rng.tokens(BT, c.V), targets = rng.tokens(BT, c.V);
         check_model_step(&cpu, &gm, inputs, targets, s.B, s.T, TOL, strf("B%d T%d", s.B, s.T));
         CHECK((gm.B == s.B && gm.T == s.T));
     }
@@ -178,10 +174,10 @@ GPU_TEST("gpu model: AdamW moments loaded from the host continue a run") {
     GPT<float> cpu;
     gpt_build(&cpu, c);
     gpt_init_weights(&cpu, 41);
-    Rng rng = rng_seed(42);
+    TestRng rng(42);
     auto batch = [&](std::vector<int>* x, std::vector<int>* y) {
-        *x = rand_tokens(&rng, (size_t)B * T, c.V);
-        *y = rand_tokens(&rng, (size_t)B * T, c.V);
+        *x = rng.tokens((size_t)B * T, c.V);
+        *y = rng.tokens((size_t)B * T, c.V);
     };
     std::vector<int> x, y;
     for (int step = 0; step < 3; step++) {
@@ -223,9 +219,9 @@ GPU_TEST("gpu model: TF32 tensor cores agree with the fp32 reference within 1e-2
         GPT<float> cpu;
         gpu::GPT gm;
         build_both(&cpu, &gm, mc.cfg, 51);
-        Rng rng = rng_seed(52);
+        TestRng rng(52);
         size_t BT = (size_t)mc.B * mc.T;
-        std::vector<int> x = rand_tokens(&rng, BT, mc.cfg.V), y = rand_tokens(&rng, BT, mc.cfg.V);
+        std::vector<int> x = rng.tokens(BT, mc.cfg.V), y = rng.tokens(BT, mc.cfg.V);
         gpu::gpt_forward(&gm, x.data(), y.data(), mc.B, mc.T);
         double fp32_loss = gm.mean_loss;
         gpu_set_tf32(true);
@@ -243,10 +239,10 @@ GPU_TEST("gpu model: forward and backward repeat bit for bit") {
         GPT<float> cpu;
         gpu::GPT gm;
         build_both(&cpu, &gm, mc.cfg, 61);
-        Rng rng = rng_seed(62);
+        TestRng rng(62);
         size_t BT = (size_t)mc.B * mc.T;
         // few distinct tokens: many positions share each wte row
-        std::vector<int> x = rand_tokens(&rng, BT, 5), y = rand_tokens(&rng, BT, mc.cfg.V);
+        std::vector<int> x = rng.tokens(BT, 5), y = rng.tokens(BT, mc.cfg.V);
         std::vector<float> g[2];
         double loss[2];
         for (int r = 0; r < 2; r++) {
@@ -272,28 +268,13 @@ GPU_TEST("gpu memory: too large a model is a clear error under cuda and the CPU 
     // activations of B*T rows grow without bound: pick a batch far beyond the card
     int B = 1 << 18, T = 64;  // about 340 GiB of activations
     CHECK(gpu::gpt_device_bytes(c, B, T) > total);
-    try {
-        choose_gpu("cuda", c, B, T, &why);
-        FAIL("choose_gpu(cuda) accepted a model larger than the GPU");
-    } catch (const std::exception& e) {
-        std::string msg = e.what();
-        INFO(msg);
-        CHECK(msg.find("--device cuda") != std::string::npos);
-        CHECK(msg.find("GiB are free") != std::string::npos);
-    }
+    expect_throw([&] { choose_gpu("cuda", c, B, T, &why); }, {"--device cuda", "GiB are free"});
     CHECK(!choose_gpu("auto", c, B, T, &why));
     CHECK(why.find("GiB") != std::string::npos);
     CHECK(choose_gpu("auto", c, 4, 8, &why));  // a batch that fits
     float* p = nullptr;
-    try {
-        gpu_malloc(&p, total, "a test buffer", "a smaller --batch");  // 4x the card's bytes
-        FAIL("allocating 4x the GPU's memory succeeded");
-    } catch (const std::exception& e) {
-        std::string msg = e.what();
-        INFO(msg);
-        CHECK(msg.find("GPU out of memory: a test buffer needs") != std::string::npos);
-        CHECK(msg.find("a smaller --batch") != std::string::npos);
-    }
+    expect_throw([&] { gpu_malloc(&p, total, "a test buffer", "a smaller --batch"); },  // 4x the card's bytes
+                 {"GPU out of memory: a test buffer needs", "a smaller --batch"});
     CHECK(p == nullptr);
     CHECK(cudaGetLastError() == cudaSuccess);  // the failure left no sticky error
     float* q = nullptr;
