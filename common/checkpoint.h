@@ -2,7 +2,8 @@
 // project read it). Little-endian:
 //   int32 header[256]: [0] magic 20261128, [1] version 1,
 //     [2..11] V, Vp, maxT, L, NH, C, dff, E, G, f, [12] tau as float32 bits,
-//     [13] activation (0 = gelu tanh), [32 + l] kind of layer l
+//     [13] activation (0 = gelu tanh), [14] TOKEN_CHOICE top-k (0 = 1),
+//     [15] TOKEN_CHOICE capacity factor as float32 bits (0 = 1.25), [32 + l] kind of layer l
 //     (0 DENSE, 1 MOT, 2 TOKEN_CHOICE); every other slot 0
 //   float32 parameters, in the order of visit_params() (layout.h)
 // A file whose size does not match its header is rejected.
@@ -29,6 +30,10 @@ inline std::vector<int32_t> checkpoint_header(const Config& c) {
     for (int i = 0; i < 10; i++) h[2 + i] = fields[i];
     std::memcpy(&h[12], &c.tau, 4);
     h[13] = c.activation;
+    if (has_kind(c, TOKEN_CHOICE)) {  // otherwise 0: the defaults, as in files from before TOKEN_CHOICE
+        h[14] = c.topk;
+        std::memcpy(&h[15], &c.capacity, 4);
+    }
     for (int l = 0; l < c.L; l++) h[32 + l] = c.kinds[l];
     return h;
 }
@@ -73,6 +78,15 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
     if (!std::isnormal(k.tau) || k.tau <= 0)
         fail(strf("%s: MoT temperature %g in header (must be a positive, finite, normal number)", name, (double)k.tau));
     k.activation = h[13];
+    // TOKEN_CHOICE: top-k (0 means 1) and the capacity factor (float bits, 0 means 1.25)
+    if (h[14] < 0) fail(strf("%s: top-k %d in header (must be 0 or positive)", name, h[14]));
+    k.topk = h[14] == 0 ? 1 : h[14];
+    if (h[14] > 0 && h[14] > k.E)
+        fail(strf("%s: top-k %d in header is above the %d experts", name, h[14], k.E));
+    if (h[15] == 0) k.capacity = 1.25f;
+    else std::memcpy(&k.capacity, &h[15], 4);
+    if (!std::isfinite(k.capacity) || k.capacity <= 0)
+        fail(strf("%s: capacity factor %g in header (must be a positive number)", name, (double)k.capacity));
     if (k.activation != 0) fail(strf("%s: unknown activation %d in header", name, k.activation));
     if (k.L < 1 || k.L > MAX_LAYERS) fail(strf("%s: header says %d layers (must be 1..%d)", name, k.L, MAX_LAYERS));
     k.kinds.assign(h.begin() + 32, h.begin() + 32 + k.L);

@@ -29,19 +29,24 @@ struct Config {
     int G = 0;      // MOT group size: tokens mixed together
     int f = 0;      // MOT expert hidden width
     float tau = 1;  // MOT softmax temperature
+    int topk = 1;          // TOKEN_CHOICE: experts each token chooses (k)
+    float capacity = 1.25f;  // TOKEN_CHOICE: capacity factor cf; an expert takes ceil(cf k N / E) of N tokens
     int activation = 0;      // 0 = gelu (tanh approximation)
     std::vector<int> kinds;  // (L) LayerKind of each block's feed-forward layer
 };
 
 inline int pad_vocab(int V) { return (V + 63) / 64 * 64; }
 
-// True when some layer mixes tokens across the rows of a batch (MOT): then
-// a batch must hold whole groups, a multiple of G rows.
-inline bool mixes_batch(const Config& c) {
+// True when some layer is of the given kind.
+inline bool has_kind(const Config& c, int kind) {
     for (int k : c.kinds)
-        if (k == MOT) return true;
+        if (k == kind) return true;
     return false;
 }
+
+// True when some layer mixes tokens across the rows of a batch (MOT): then
+// a batch must hold whole groups, a multiple of G rows.
+inline bool mixes_batch(const Config& c) { return has_kind(c, MOT); }
 
 // Checks that a config describes a model we can build; names the bad field.
 inline void config_validate(const Config& c) {
@@ -53,17 +58,21 @@ inline void config_validate(const Config& c) {
     need(c.C > 0, strf("the model width must be positive (got %d)", c.C));
     need(c.NH > 0 && c.C % c.NH == 0, strf("the model width %d is not divisible by the %d heads", c.C, c.NH));
     need((int)c.kinds.size() == c.L, strf("%zu layer kinds for %d layers", c.kinds.size(), c.L));
-    bool any_dense = false;
-    for (int k : c.kinds) {
-        need(k == DENSE || k == MOT, strf("unsupported layer kind %d", k));
-        any_dense |= k == DENSE;
-    }
-    if (any_dense) need(c.dff > 0, strf("the dense FFN width must be positive (got %d)", c.dff));
-    if (mixes_batch(c)) {
+    for (int k : c.kinds) need(k == DENSE || k == MOT || k == TOKEN_CHOICE, strf("unsupported layer kind %d", k));
+    if (has_kind(c, DENSE)) need(c.dff > 0, strf("the dense FFN width must be positive (got %d)", c.dff));
+    if (has_kind(c, MOT) || has_kind(c, TOKEN_CHOICE)) {
         need(c.E > 0, strf("the number of experts must be positive (got %d)", c.E));
-        need(c.G > 0, strf("the group size must be positive (got %d)", c.G));
         need(c.f > 0, strf("the expert width must be positive (got %d)", c.f));
+    }
+    if (has_kind(c, MOT)) {
+        need(c.G > 0, strf("the group size must be positive (got %d)", c.G));
         need(std::isfinite(c.tau) && c.tau > 0, strf("the MoT temperature must be positive (got %g)", c.tau));
+    }
+    if (has_kind(c, TOKEN_CHOICE)) {
+        need(c.topk >= 1 && c.topk <= c.E,
+             strf("each token chooses %d experts, which must be in 1..%d (the number of experts)", c.topk, c.E));
+        need(std::isfinite(c.capacity) && c.capacity > 0,
+             strf("the capacity factor must be a positive number (got %g)", c.capacity));
     }
 }
 

@@ -4,7 +4,7 @@
 // down; carving, the checkpoint (DESIGN.md section 3), weight decay, the
 // initialisation and the tests all go through them.
 //
-// A feed-forward kind (DENSE, MOT) is declared once, in the table below: its
+// A feed-forward kind (DENSE, MOT, TOKEN_CHOICE) is declared once, in the table below: its
 // parameters with their shapes and initialisation, its activations and
 // scratch, and its FLOPs. Its arithmetic is one file per path (cpu/<kind>.h,
 // gpu/<kind>.cuh), found by the kind's tag type (README, "Adding a kind").
@@ -12,6 +12,7 @@
 // Shapes: B batch, T positions, C d_model, NH heads, Vp padded vocabulary,
 // S = B/G groups per position, E experts, f expert width.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -33,9 +34,9 @@ struct LayerWeights {
     real *ln2w, *ln2b;          // (C), (C)
     real *fcw = nullptr, *fcb = nullptr;          // DENSE: (dff, C), (dff)
     real *fcprojw = nullptr, *fcprojb = nullptr;  // DENSE: (C, dff), (C)
-    real *wc = nullptr;  // MOT controller (E, C)
-    real *w1 = nullptr;  // MOT expert input weights (E, f, C)
-    real *w2 = nullptr;  // MOT expert output weights (E, C, f)
+    real *wc = nullptr;  // MOT controller, TOKEN_CHOICE router (E, C)
+    real *w1 = nullptr;  // MOT, TOKEN_CHOICE expert input weights (E, f, C)
+    real *w2 = nullptr;  // MOT, TOKEN_CHOICE expert output weights (E, C, f)
 };
 
 template <typename real>
@@ -59,12 +60,19 @@ struct LayerActs {
     real *res2;                       // (B,T,C) residual after attention
     real *ln2, *ln2_mean, *ln2_rstd;  // (B,T,C), (B,T), (B,T)
     real *fch = nullptr, *fch_gelu = nullptr;  // DENSE: (B,T,dff) pre / post GELU
-    real *z = nullptr;  // MOT: (B,T,E) controller logits
-    real *m = nullptr;  // MOT: (B,T,E) mixing weights, softmax over each group
-    real *u = nullptr;  // MOT: (S,T,E,C) one mixed token per expert and group
-    real *p = nullptr;  // MOT: (S,T,E,f) expert pre-activations
-    real *a = nullptr;  // MOT: (S,T,E,f) gelu(p)
-    real *y = nullptr;  // MOT: (S,T,E,C) expert outputs
+    real *z = nullptr;  // MOT, TOKEN_CHOICE: (B,T,E) controller / router logits
+    real *m = nullptr;  // MOT: (B,T,E) mixing weights, softmax over each group;
+                        // TOKEN_CHOICE: (B,T,E) router probabilities, softmax over the experts
+    real *u = nullptr;  // MOT: (S,T,E,C) one mixed token per expert and group;
+                        // TOKEN_CHOICE: (E,cap,C) each expert's tokens
+    real *p = nullptr;  // MOT: (S,T,E,f) expert pre-activations; TOKEN_CHOICE: (E,cap,f)
+    real *a = nullptr;  // MOT: (S,T,E,f) gelu(p); TOKEN_CHOICE: (E,cap,f)
+    real *y = nullptr;  // MOT: (S,T,E,C) expert outputs; TOKEN_CHOICE: (E,cap,C)
+    real *route = nullptr;  // TOKEN_CHOICE: (B,T,k) the expert of each choice
+    real *slot = nullptr;   // TOKEN_CHOICE: (B,T,k) its row in the expert's buffer, -1 when dropped
+    real *load = nullptr;   // TOKEN_CHOICE: (E) tokens each expert took
+    real *first = nullptr;  // TOKEN_CHOICE: (E) f_e, the share of tokens whose first choice is e
+    real *aux = nullptr;    // TOKEN_CHOICE: (1) the load-balancing loss
     real *ffn;          // (B,T,C) FFN output
     real *res3;         // (B,T,C) residual after the FFN: the block's output
 };
@@ -101,7 +109,7 @@ struct DenseFfn {
         fn(p + "fcprojb", w.fcprojb, C, 1, INIT_ZERO);
     }
     template <typename real, typename Fn>
-    static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn) {
+    static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn, bool) {
         size_t BT = (size_t)B * T;
         fn(a.fch, BT * c.dff, GRAD_ADDS);
         fn(a.fch_gelu, BT * c.dff, GRAD_ADDS);
@@ -121,7 +129,7 @@ struct MotFfn {
         fn(p + "w2", w.w2, E * C * f, 3, INIT_RESIDUAL);
     }
     template <typename real, typename Fn>
-    static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn) {
+    static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn, bool) {
         size_t BT = (size_t)B * T, ST = (size_t)(B / c.G) * T, C = c.C, E = c.E, f = c.f;
         fn(a.z, BT * E, GRAD_OVERWRITES);
         fn(a.m, BT * E, GRAD_OVERWRITES);
@@ -136,16 +144,57 @@ struct MotFfn {
     static double flops(const Config& c) { return 3 * 2.0 * c.C * c.E + 2.0 * 2 * c.C * c.f * (double)c.E / c.G; }
 };
 
-// Calls fn with the tag of a layer kind: fn(DenseFfn{}) or fn(MotFfn{}).
-// The table of kinds is this switch and the structs above.
+// TOKEN_CHOICE (cpu/token_choice.h has the math): a Switch-style sparse
+// mixture of experts on MOT's tensors. Each expert holds up to cap tokens
+// of the N = B*T of a micro-batch: cap = ceil(cf k N / E); while decoding
+// (one token per sequence) nothing is dropped, cap = N.
+struct TokenChoiceFfn {
+    static constexpr int kind = TOKEN_CHOICE;
+    static int capacity(const Config& c, int N, bool decoding) {
+        if (decoding) return N;
+        return (int)std::ceil((double)c.capacity * c.topk * N / c.E);
+    }
+    template <typename real, typename Fn>
+    static void params(LayerWeights<real>& w, const Config& c, const std::string& p, Fn fn) {
+        MotFfn::params(w, c, p, fn);  // the same tensors: transition tuning keeps them
+    }
+    template <typename real, typename Fn>
+    static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn, bool decoding) {
+        size_t N = (size_t)B * T, C = c.C, E = c.E, f = c.f, k = c.topk;
+        size_t rows = E * capacity(c, (int)N, decoding);
+        fn(a.z, N * E, GRAD_OVERWRITES);
+        fn(a.m, N * E, GRAD_OVERWRITES);
+        fn(a.route, N * k, GRAD_OVERWRITES);
+        fn(a.slot, N * k, GRAD_OVERWRITES);
+        fn(a.load, E, GRAD_OVERWRITES);
+        fn(a.first, E, GRAD_OVERWRITES);
+        fn(a.aux, (size_t)1, GRAD_ADDS);  // its gradient, the aux loss weight, is set by the model
+        fn(a.u, rows * C, GRAD_OVERWRITES);
+        fn(a.p, rows * f, GRAD_OVERWRITES);
+        fn(a.a, rows * f, GRAD_OVERWRITES);
+        fn(a.y, rows * C, GRAD_OVERWRITES);
+    }
+    // router 2CE, and k experts of width f per token (dropped choices counted)
+    static double flops(const Config& c) { return 2.0 * c.C * c.E + c.topk * 2.0 * 2 * c.C * c.f; }
+};
+
+// Calls fn with the tag of a layer kind: fn(DenseFfn{}), fn(MotFfn{}) or
+// fn(TokenChoiceFfn{}). The table of kinds is this switch and the structs above.
 template <typename Fn>
 void with_ffn_kind(int kind, Fn fn) {
     switch (kind) {
         case DENSE: fn(DenseFfn{}); return;
         case MOT: fn(MotFfn{}); return;
+        case TOKEN_CHOICE: fn(TokenChoiceFfn{}); return;
     }
     fail(strf("unsupported layer kind %d", kind));
 }
+
+// How a forward pass runs a block's feed-forward layer besides training.
+struct FfnMode {
+    bool decoding = false;      // one token per sequence (a KV cache): TOKEN_CHOICE drops nothing
+    bool mot_discrete = false;  // MOT: merge and emit with M one-hot at the argmax over the group
+};
 
 // ---------------------------------------------------------------- parameters
 
@@ -211,9 +260,9 @@ inline size_t num_params(const Config& c) {
 // ---------------------------------------------------------------- activations
 
 // Calls fn(slot, numel, grad_use) for every activation tensor of a (B,T)
-// batch, in a fixed order.
+// batch, in a fixed order; `decoding`: for a decoder's one token per sequence.
 template <typename real, typename Fn>
-void visit_acts(Acts<real>& a, const Config& c, int B, int T, Fn fn) {
+void visit_acts(Acts<real>& a, const Config& c, int B, int T, Fn fn, bool decoding = false) {
     size_t BT = (size_t)B * T, C = c.C, att = (size_t)B * c.NH * T * T;
     a.layer.resize(c.L);
     fn(a.encoded, BT * C, GRAD_ADDS);
@@ -231,7 +280,7 @@ void visit_acts(Acts<real>& a, const Config& c, int B, int T, Fn fn) {
         fn(la.ln2, BT * C, GRAD_ADDS);
         fn(la.ln2_mean, BT, GRAD_ADDS);
         fn(la.ln2_rstd, BT, GRAD_ADDS);
-        with_ffn_kind(c.kinds[l], [&](auto kind) { kind.acts(la, c, B, T, fn); });
+        with_ffn_kind(c.kinds[l], [&](auto kind) { kind.acts(la, c, B, T, fn, decoding); });
         fn(la.ffn, BT * C, GRAD_ADDS);
         fn(la.res3, BT * C, GRAD_ADDS);
     }
@@ -243,18 +292,18 @@ void visit_acts(Acts<real>& a, const Config& c, int B, int T, Fn fn) {
     fn(a.losses, BT, GRAD_ADDS);
 }
 
-inline size_t num_acts(const Config& c, int B, int T) {
+inline size_t num_acts(const Config& c, int B, int T, bool decoding = false) {
     Acts<float> a;
     size_t n = 0;
-    visit_acts(a, c, B, T, [&](float*&, size_t k, GradUse) { n += k; });
+    visit_acts(a, c, B, T, [&](float*&, size_t k, GradUse) { n += k; }, decoding);
     return n;
 }
 
 template <typename real>
-Acts<real> carve_acts(real* base, const Config& c, int B, int T) {
+Acts<real> carve_acts(real* base, const Config& c, int B, int T, bool decoding = false) {
     Acts<real> a;
     real* p = base;
-    visit_acts(a, c, B, T, [&](real*& slot, size_t k, GradUse) { slot = p; p += k; });
+    visit_acts(a, c, B, T, [&](real*& slot, size_t k, GradUse) { slot = p; p += k; }, decoding);
     return a;
 }
 

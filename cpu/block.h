@@ -5,7 +5,8 @@
 //   res3 = res2 + ffn(ln2(res2))         ffn: the block's kind (common/layout.h)
 //
 // The feed-forward layer is found by its kind's tag: ffn_kind_forward(DenseFfn,
-// ...) lives in ffn.h, ffn_kind_forward(MotFfn, ...) in mot.h.
+// ...) lives in ffn.h, (MotFfn, ...) in mot.h, (TokenChoiceFfn, ...) in
+// token_choice.h.
 #pragma once
 #include "../common/layout.h"
 #include "attention.h"
@@ -14,6 +15,7 @@
 #include "matmul.h"
 #include "mot.h"
 #include "residual.h"
+#include "token_choice.h"
 
 // While decoding, a block's attention reads the keys and values of earlier
 // positions from its cache instead of recomputing them.
@@ -27,12 +29,13 @@ struct KVCache {
 
 // Forward of one block of FFN kind `kind` on the (B,T) rows of inp; its
 // output is la.res3. Training passes no cache: causal attention over the T
-// positions. Decoding passes T = 1 and the block's cache.
+// positions. Decoding passes T = 1, the block's cache, and a mode with
+// decoding set (common/layout.h, FfnMode).
 template <typename real>
 void block_forward(LayerActs<real>& la,       // the block's activations, la.res3 (B,T,C) its output
                    const real* inp,           // (B,T,C)
                    const LayerWeights<real>& lw, int kind, int B, int T, const Config& c,
-                   const KVCache<real>* cache = nullptr) {
+                   const KVCache<real>* cache = nullptr, const FfnMode& mode = FfnMode()) {
     const int C = c.C;
     const size_t BTC = (size_t)B * T * C;
     layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, inp, lw.ln1w, lw.ln1b, B, T, C);
@@ -44,7 +47,7 @@ void block_forward(LayerActs<real>& la,       // the block's activations, la.res
     matmul_forward(la.attproj, la.atty, lw.attprojw, lw.attprojb, B, T, C, C);
     residual_forward(la.res2, inp, la.attproj, BTC);
     layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lw.ln2w, lw.ln2b, B, T, C);
-    with_ffn_kind(kind, [&](auto k) { ffn_kind_forward(k, la.ffn, la.ln2, lw, la, B, T, c); });
+    with_ffn_kind(kind, [&](auto k) { ffn_kind_forward(k, la.ffn, la.ln2, lw, la, B, T, c, mode); });
     residual_forward(la.res3, la.res2, la.ffn, BTC);
 }
 

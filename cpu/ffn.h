@@ -43,7 +43,7 @@ void ffn_backward(real* dinp,            // (B,T,C)
 // layer functions above on the block's tensors.
 template <typename real>
 void ffn_kind_forward(DenseFfn, real* out, const real* inp, const LayerWeights<real>& w, LayerActs<real>& a,
-                      int B, int T, const Config& c) {
+                      int B, int T, const Config& c, const FfnMode&) {
     ffn_forward(out, a.fch, a.fch_gelu, inp, w.fcw, w.fcb, w.fcprojw, w.fcprojb, B, T, c.C, c.dff);
 }
 

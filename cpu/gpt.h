@@ -33,7 +33,11 @@ struct GPT {
     Acts<real> acts, grad_acts;
     std::vector<int> inputs, targets;  // (B,T) the batch of the last forward
     bool has_targets = false;
-    double mean_loss = 0;  // of the last forward with targets
+    double mean_loss = 0;  // cross-entropy of the last forward with targets
+    // TOKEN_CHOICE layers: the objective is mean_loss + aux_weight * aux_loss
+    double aux_weight = 0;  // --aux-loss
+    double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward
+    bool mot_discrete = false;  // MOT layers run discrete (eval, sample; common/layout.h FfnMode)
 };
 
 // Allocates the model for cfg with every parameter and moment zero.
@@ -99,9 +103,13 @@ void gpt_forward(GPT<real>* model, const int* inputs, const int* targets, int B,
     encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C);
     const real* residual = a.encoded;  // (B,T,C) input of the current block
     for (int l = 0; l < c.L; l++) {
-        block_forward(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c);
+        block_forward(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c, (const KVCache<real>*)nullptr,
+                      FfnMode{false, model->mot_discrete});
         residual = a.layer[l].res3;
     }
+    model->aux_loss = 0;
+    for (int l = 0; l < c.L; l++)
+        if (c.kinds[l] == TOKEN_CHOICE) model->aux_loss += a.layer[l].aux[0];
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
     matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, T, C, c.Vp);
     if (!targets) return;
@@ -157,6 +165,9 @@ void gpt_backward(GPT<real>* model, double loss_scale = 1.0) {
     matmul_backward(da.lnf, dw.wte, (real*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
     layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw, a.lnf_mean,
                        a.lnf_rstd, B, T, C);
+    // each TOKEN_CHOICE layer's aux loss enters the objective with weight aux_weight
+    for (int l = 0; l < c.L; l++)
+        if (c.kinds[l] == TOKEN_CHOICE) da.layer[l].aux[0] = real(model->aux_weight * loss_scale);
     for (int l = c.L - 1; l >= 0; l--) {
         const real* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
         real* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
@@ -206,8 +217,8 @@ void decoder_init(Decoder<real>* d, const Config& c, int B) {
     size_t cache = (size_t)c.L * B * c.maxT * c.C;
     d->kcache.assign(cache, real(0));
     d->vcache.assign(cache, real(0));
-    d->acts_memory.assign(num_acts(c, B, 1), real(0));
-    d->acts = carve_acts(d->acts_memory.data(), c, B, 1);
+    d->acts_memory.assign(num_acts(c, B, 1, true), real(0));
+    d->acts = carve_acts(d->acts_memory.data(), c, B, 1, true);
 }
 
 // Feeds tokens (B) at position pos (0-based, < maxT); returns the logits
@@ -227,7 +238,8 @@ const real* gpt_decode_step(GPT<real>* model, Decoder<real>* d, const int* token
     for (int l = 0; l < c.L; l++) {
         size_t layer_cache = (size_t)l * B * c.maxT * C;
         KVCache<real> cache{d->kcache.data() + layer_cache, d->vcache.data() + layer_cache, pos, c.maxT};
-        block_forward(a.layer[l], residual, w.layer[l], c.kinds[l], B, 1, c, &cache);
+        block_forward(a.layer[l], residual, w.layer[l], c.kinds[l], B, 1, c, &cache,
+                      FfnMode{true, model->mot_discrete});
         residual = a.layer[l].res3;
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, 1, C);

@@ -14,6 +14,8 @@
 //   P[e] = U[e] w1[e]^T         (f)     expert pre-activation
 //   A[e] = gelu(P[e]);  Y[e] = A[e] w2[e]^T   (C)
 //   O = M Y                     (G, C)  emit: each token takes back its share
+// Discrete MoT (evaluation only, DESIGN.md section 2): M is one-hot over the
+// group at the argmax of Z, per expert, for merge and emit alike.
 //
 // Every expert sees exactly one token per group: no capacity, no dropping,
 // no load-balancing loss. Tensors U, P, A, Y are laid out (S, T, E, .), i.e.
@@ -42,9 +44,10 @@ void mot_forward(real* out,        // (B,T,C)
                  const real* wc,   // (E,C)
                  const real* w1,   // (E,f,C)
                  const real* w2,   // (E,C,f)
-                 int B, int T, int C, int E, int G, int f, real tau) {
+                 int B, int T, int C, int E, int G, int f, real tau, bool discrete = false) {
     if constexpr (std::is_same_v<real, float>)
-        if (use_fast<real>()) return fast::mot_forward(out, z, m, u, p, a, y, inp, wc, w1, w2, B, T, C, E, G, f, tau);
+        if (use_fast<real>())
+            return fast::mot_forward(out, z, m, u, p, a, y, inp, wc, w1, w2, B, T, C, E, G, f, tau, discrete);
     const int S = B / G;
     #pragma omp parallel for collapse(2)
     for (int k = 0; k < S; k++)
@@ -74,6 +77,12 @@ void mot_forward(real* out,        // (B,T,C)
                     sum += m[row(j) * E + e];
                 }
                 for (int j = 0; j < G; j++) m[row(j) * E + e] /= sum;
+                if (discrete) {  // one-hot at the argmax of Z over the group; ties: lowest j
+                    int best = 0;
+                    for (int j = 1; j < G; j++)
+                        if (z[row(j) * E + e] > z[row(best) * E + e]) best = j;
+                    for (int j = 0; j < G; j++) m[row(j) * E + e] = j == best ? real(1) : real(0);
+                }
             }
             // merge: U = M^T X
             for (int e = 0; e < E; e++)
@@ -247,8 +256,9 @@ void mot_backward(real* dinp,        // (B,T,C)
 // functions above on the block's tensors.
 template <typename real>
 void ffn_kind_forward(MotFfn, real* out, const real* inp, const LayerWeights<real>& w, LayerActs<real>& a, int B,
-                      int T, const Config& c) {
-    mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, real(c.tau));
+                      int T, const Config& c, const FfnMode& mode) {
+    mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, real(c.tau),
+                mode.mot_discrete);
 }
 
 template <typename real>

@@ -4,7 +4,8 @@
 //   res3 = res2 + ffn(ln2(res2))         ffn: the block's kind (common/layout.h)
 //
 // The feed-forward layer is found by its kind's tag: ffn_kind_forward(DenseFfn,
-// ...) lives in ffn.cuh, ffn_kind_forward(MotFfn, ...) in mot.cuh. (The GPU
+// ...) lives in ffn.cuh, (MotFfn, ...) in mot.cuh, (TokenChoiceFfn, ...) in
+// token_choice.cuh. (The GPU
 // path trains; generation runs on the CPU copy of the weights, so there is
 // no decoding cache here.)
 #pragma once
@@ -15,6 +16,7 @@
 #include "matmul.cuh"
 #include "mot.cuh"
 #include "residual.cuh"
+#include "token_choice.cuh"
 
 namespace gpu {
 
@@ -22,7 +24,8 @@ namespace gpu {
 // output is la.res3.
 inline void block_forward(LayerActs<float>& la,  // the block's activations, la.res3 (B,T,C) its output
                           const float* inp,      // (B,T,C)
-                          const LayerWeights<float>& lw, int kind, int B, int T, const Config& c) {
+                          const LayerWeights<float>& lw, int kind, int B, int T, const Config& c,
+                          const FfnMode& mode = FfnMode()) {
     const int C = c.C;
     const size_t BTC = (size_t)B * T * C;
     layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, inp, lw.ln1w, lw.ln1b, B, T, C);
@@ -31,7 +34,7 @@ inline void block_forward(LayerActs<float>& la,  // the block's activations, la.
     matmul_forward(la.attproj, la.atty, lw.attprojw, lw.attprojb, B, T, C, C);
     residual_forward(la.res2, inp, la.attproj, BTC);
     layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lw.ln2w, lw.ln2b, B, T, C);
-    with_ffn_kind(kind, [&](auto k) { ffn_kind_forward(k, la.ffn, la.ln2, lw, la, B, T, c); });
+    with_ffn_kind(kind, [&](auto k) { ffn_kind_forward(k, la.ffn, la.ln2, lw, la, B, T, c, mode); });
     residual_forward(la.res3, la.res2, la.ffn, BTC);
 }
 

@@ -46,7 +46,7 @@ namespace gpu {
 
 // DENSE as a block's feed-forward layer (common/layout.h, DenseFfn).
 inline void ffn_kind_forward(DenseFfn, float* out, const float* inp, const LayerWeights<float>& w,
-                             LayerActs<float>& a, int B, int T, const Config& c) {
+                             LayerActs<float>& a, int B, int T, const Config& c, const FfnMode&) {
     ffn_forward(out, a.fch, a.fch_gelu, inp, w.fcw, w.fcb, w.fcprojw, w.fcprojb, B, T, c.C, c.dff);
 }
 

@@ -43,8 +43,12 @@ struct GPT {
     int n_buckets = 0;                  // distinct tokens in the last forward with targets
     std::vector<int> host_buckets;      // staging for buckets
     bool has_targets = false;
-    double mean_loss = 0;  // of the last forward with targets
+    double mean_loss = 0;  // cross-entropy of the last forward with targets
     std::vector<float> host_losses;  // (B,T) staging for mean_loss
+    // TOKEN_CHOICE layers: the objective is mean_loss + aux_weight * aux_loss
+    double aux_weight = 0;  // --aux-loss
+    double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward with targets
+    bool mot_discrete = false;  // MOT layers run discrete (eval; common/layout.h FfnMode)
 
     GPT() = default;
     GPT(const GPT&) = delete;
@@ -175,7 +179,8 @@ inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B
     encoder_forward(a.encoded, model->inputs, w.wte, w.wpe, B, T, C);
     const float* residual = a.encoded;  // (B,T,C) input of the current block
     for (int l = 0; l < c.L; l++) {
-        block_forward(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c);
+        block_forward(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c,
+                      FfnMode{false, model->mot_discrete});
         residual = a.layer[l].res3;
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
@@ -186,6 +191,13 @@ inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B
     double sum = 0;
     for (size_t i = 0; i < BT; i++) sum += model->host_losses[i];
     model->mean_loss = sum / (double)BT;
+    model->aux_loss = 0;
+    for (int l = 0; l < c.L; l++)
+        if (c.kinds[l] == TOKEN_CHOICE) {
+            float aux = 0;
+            CUDA_CHECK(cudaMemcpy(&aux, a.layer[l].aux, sizeof(float), cudaMemcpyDeviceToHost));
+            model->aux_loss += aux;
+        }
 }
 
 inline void gpt_zero_grad(GPT* model) {
@@ -229,6 +241,12 @@ inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
     // dlosses = loss_scale / (B*T) for every token: fill on the host, copy in
     std::vector<float> dlosses(BT, (float)(loss_scale / (double)BT));
     CUDA_CHECK(cudaMemcpy(da.losses, dlosses.data(), BT * sizeof(float), cudaMemcpyHostToDevice));
+
+    // each TOKEN_CHOICE layer's aux loss enters the objective with weight aux_weight
+    float daux = (float)(model->aux_weight * loss_scale);
+    for (int l = 0; l < c.L; l++)
+        if (c.kinds[l] == TOKEN_CHOICE)
+            CUDA_CHECK(cudaMemcpy(da.layer[l].aux, &daux, sizeof(float), cudaMemcpyHostToDevice));
 
     crossentropy_backward(da.logits, da.losses, a.probs, model->targets, B, T, c.V, c.Vp);
     matmul_backward(da.lnf, dw.wte, nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);

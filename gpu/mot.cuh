@@ -20,10 +20,11 @@
 namespace gpu {
 
 // One thread per (group g, expert e), ST*E threads: softmax over the G group
-// members j of z[j*ST*E + g*E + e] / tau, written to m at the same places.
+// members j of z[j*ST*E + g*E + e] / tau, written to m at the same places;
+// discrete: one-hot at the argmax of z over the group instead (ties: lowest j).
 __global__ void mot_softmax_kernel(float* m,        // (B,T,E)
                                    const float* z,  // (B,T,E)
-                                   int ST, int E, int G, float tau) {
+                                   int ST, int E, int G, float tau, bool discrete) {
     size_t n = (size_t)ST * E;
     size_t mj = n;  // stride between group members in (B,T,E)
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
@@ -38,6 +39,12 @@ __global__ void mot_softmax_kernel(float* m,        // (B,T,E)
             sum += e;
         }
         for (int j = 0; j < G; j++) mg[j * mj] /= sum;
+        if (discrete) {
+            int best = 0;
+            for (int j = 1; j < G; j++)
+                if (zg[j * mj] > zg[best * mj]) best = j;
+            for (int j = 0; j < G; j++) mg[j * mj] = j == best ? 1.0f : 0.0f;
+        }
     }
 }
 
@@ -77,7 +84,7 @@ inline void mot_forward(float* out,        // (B,T,C)
                         const float* wc,   // (E,C)
                         const float* w1,   // (E,f,C)
                         const float* w2,   // (E,C,f)
-                        int B, int T, int C, int E, int G, int f, float tau) {
+                        int B, int T, int C, int E, int G, int f, float tau, bool discrete = false) {
     const int ST = B / G * T;                 // number of groups
     const long long xj = (long long)ST * C;   // stride between group members in (B,T,C)
     const long long mj = (long long)ST * E;   // ... and in (B,T,E)
@@ -85,7 +92,7 @@ inline void mot_forward(float* out,        // (B,T,C)
     // controller: Z = X wc^T for all B*T rows at once
     matmul_forward(z, inp, wc, nullptr, B, T, C, E);
     // M = softmax over the group of Z / tau
-    mot_softmax_kernel<<<grid_for((size_t)ST * E, 256), 256>>>(m, z, ST, E, G, tau);
+    mot_softmax_kernel<<<grid_for((size_t)ST * E, 256), 256>>>(m, z, ST, E, G, tau, discrete);
     CUDA_CHECK_LAUNCH();
 
     // merge, batched over groups: U (E,C) = M^T (E,G) X (G,C)
@@ -171,8 +178,9 @@ namespace gpu {
 
 // MOT as a block's feed-forward layer (common/layout.h, MotFfn).
 inline void ffn_kind_forward(MotFfn, float* out, const float* inp, const LayerWeights<float>& w, LayerActs<float>& a,
-                             int B, int T, const Config& c) {
-    mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau);
+                             int B, int T, const Config& c, const FfnMode& mode) {
+    mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau,
+                mode.mot_discrete);
 }
 
 inline void ffn_kind_backward(MotFfn, float* dinp, LayerWeights<float>& dw, LayerActs<float>& da, const float* dout,

@@ -73,12 +73,22 @@ struct ModelCase {
     int B, T;
 };
 
+// A token-choice layer (k 2, cf 0.75: some choices dropped) after a dense one.
+inline Config token_choice_config() {
+    Config c = small_config({DENSE, TOKEN_CHOICE});
+    c.topk = 2;
+    c.capacity = 0.75f;
+    c.f = c.dff / c.topk;
+    return c;
+}
+
 inline std::vector<ModelCase> model_cases() {
     return {{"dense", small_config({DENSE, DENSE}), 4, 37},
             {"mot", small_config({MOT, MOT}), 4, 37},
             {"mixed tau 0.8", small_config({DENSE, MOT, MOT}, 0.8f), 8, 7},
             {"mot G=1", small_config({MOT}, 1.0f, 1), 3, 16},
-            {"mot G=B", small_config({MOT, DENSE}, 1.5f, 8), 8, 33}};
+            {"mot G=B", small_config({MOT, DENSE}, 1.5f, 8), 8, 33},
+            {"token choice k 2", token_choice_config(), 4, 37}};
 }
 
 // The same model on both paths: CPU weights from gpt_init_weights(seed), copied to the GPU.

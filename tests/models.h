@@ -11,7 +11,7 @@
 // Every field spelled out: Vp is V padded to a multiple of 64, L the number
 // of layer kinds, the activation gelu.
 inline Config make_config(int V, int maxT, int NH, int C, int dff, int E, int G, int f, float tau,
-                          const std::vector<int>& kinds) {
+                          const std::vector<int>& kinds, int topk = 1, float capacity = 1.25f) {
     Config c;
     c.V = V;
     c.Vp = pad_vocab(V);
@@ -24,6 +24,8 @@ inline Config make_config(int V, int maxT, int NH, int C, int dff, int E, int G,
     c.G = G;
     c.f = f;
     c.tau = tau;
+    c.topk = topk;
+    c.capacity = capacity;
     c.activation = 0;
     c.kinds = kinds;
     return c;

@@ -234,7 +234,7 @@ TEST_CASE("mot: the batched GEMMs of cpu/fast/mot.h equal the per-group loops of
         }
         auto run = [&](Run& q, auto forward, auto backward) {
             forward(q.out.data(), q.z.data(), q.m.data(), q.u.data(), q.p.data(), q.a.data(), q.y.data(), x.data(),
-                    wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, s.tau);
+                    wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, s.tau, false);
             backward(q.dx.data(), q.dwc.data(), q.dw1.data(), q.dw2.data(), q.dz.data(), q.dm.data(), q.du.data(),
                      q.dp.data(), q.da.data(), q.dy.data(), d.data(), x.data(), q.m.data(), q.u.data(), q.p.data(),
                      q.a.data(), q.y.data(), wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, s.tau);

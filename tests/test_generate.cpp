@@ -34,7 +34,16 @@ struct Kinds {
     std::vector<int> kinds;
 };
 static const std::vector<Kinds> ALL_KINDS = {
-    {"dense", {DENSE, DENSE}}, {"mot", {MOT, MOT}}, {"mixed", {DENSE, MOT}}, {"mixed2", {MOT, DENSE}}};
+    {"dense", {DENSE, DENSE}}, {"mot", {MOT, MOT}},          {"mixed", {DENSE, MOT}},
+    {"mixed2", {MOT, DENSE}},  {"token choice", {TOKEN_CHOICE, DENSE}}, {"mot and token choice", {MOT, TOKEN_CHOICE}}};
+
+// tiny_config, with a capacity factor at which token choice drops nothing
+// (cap = k N): then a full forward pass equals decoding, which never drops.
+static Config kinds_config(const Kinds& k, float tau = 1.0f) {
+    Config c = tiny_config(k.kinds, tau);
+    c.capacity = (float)c.E;
+    return c;
+}
 
 // ---------------------------------------------------------------------------
 // decode step == full forward, position by position
@@ -70,7 +79,7 @@ static void check_decode_vs_forward(const Config& c, int B, uint64_t seed, doubl
 TEST_CASE("decode step logits equal the full forward's, position by position") {
     for (const Kinds& k : ALL_KINDS) {
         for (float tau : {1.0f, 0.5f}) {
-            Config c = tiny_config(k.kinds, tau);
+            Config c = kinds_config(k, tau);
             for (int B : {2, 4, 6}) {
                 INFO(k.name, " tau ", tau, " B ", B);
                 check_decode_vs_forward<double>(c, B, 11 + B, 1e-12);
@@ -116,7 +125,7 @@ static std::vector<std::vector<int>> generate_uncached(GPT<real>* m, const std::
 template <typename real>
 static void check_generation(const Kinds& k, int n_seq, const std::vector<int>& prompt, int len, float temperature,
                              int top_k) {
-    Config c = tiny_config(k.kinds);
+    Config c = kinds_config(k);
     GPT<real> m;
     build_random(&m, c, 42, 0.6);
     Rng r1 = rng_seed(7), r2 = rng_seed(7);

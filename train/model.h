@@ -3,6 +3,7 @@
 // built by nvcc and chosen by --device) gpu/gpt.cuh, with the same names.
 // Include from one translation unit only (gpu/ headers define kernels).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -173,6 +174,65 @@ inline double model_forward(Model* m, const int* inputs, const int* targets, int
 #endif
     gpt_forward(&m->cpu, inputs, targets, B, T);
     return m->cpu.mean_loss;
+}
+
+// TOKEN_CHOICE layers: the weight of their load-balancing loss in the
+// objective (--aux-loss), and its value (summed over the layers) in the last
+// forward with targets.
+inline void model_set_aux_weight(Model* m, double weight) {
+    m->cpu.aux_weight = weight;
+#ifdef __CUDACC__
+    m->gpu.aux_weight = weight;
+#endif
+}
+
+inline double model_aux_loss(const Model& m) {
+#ifdef __CUDACC__
+    if (m.on_gpu) return m.gpu.aux_loss;
+#endif
+    return m.cpu.aux_loss;
+}
+
+// MOT layers with one-hot mixing weights (eval and sample --mot-discrete).
+inline void model_set_mot_discrete(Model* m, bool on) {
+    m->cpu.mot_discrete = on;
+#ifdef __CUDACC__
+    m->gpu.mot_discrete = on;
+#endif
+}
+
+// How a TOKEN_CHOICE layer routed the last forward: the share of choices
+// dropped for capacity, and the smallest and largest share of the
+// dispatched tokens one expert took.
+struct RouterStats {
+    int layer;
+    double dropped, min_share, max_share;
+};
+
+inline std::vector<RouterStats> model_router_stats(Model* m) {
+    std::vector<RouterStats> stats;
+    const Config& c = m->cfg;
+    for (int l = 0; l < c.L; l++) {
+        if (c.kinds[l] != TOKEN_CHOICE) continue;
+        std::vector<float> load(c.E);
+        int N = 0;
+#ifdef __CUDACC__
+        if (m->on_gpu) {
+            CUDA_CHECK(cudaMemcpy(load.data(), m->gpu.acts.layer[l].load, c.E * sizeof(float), cudaMemcpyDeviceToHost));
+            N = m->gpu.B * m->gpu.T;
+        }
+#endif
+        if (!m->on_gpu) {
+            std::copy(m->cpu.acts.layer[l].load, m->cpu.acts.layer[l].load + c.E, load.begin());
+            N = m->cpu.B * m->cpu.T;
+        }
+        double taken = 0, lo = 1e300, hi = 0;
+        for (float x : load) taken += x, lo = std::min(lo, (double)x), hi = std::max(hi, (double)x);
+        double choices = (double)N * c.topk;
+        stats.push_back({l, choices > 0 ? 1 - taken / choices : 0, taken > 0 ? lo / taken : 0,
+                         taken > 0 ? hi / taken : 0});
+    }
+    return stats;
 }
 
 inline void model_zero_grad(Model* m) {

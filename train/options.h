@@ -25,9 +25,13 @@ struct Options {
     int shuffle = 1;
     // model
     int layers = 4, heads = 4, d_model = 128, d_ff = 0;
-    std::string ffn = "mot", mot_layers = "all";
+    std::string ffn = "mot", mot_layers = "all";  // ffn: dense, mot or token-choice
     int experts = 8, group = 4, expert_size = 0;
     float temperature = 1.0f;
+    int topk = 1;                   // TOKEN_CHOICE: experts each token chooses
+    float capacity_factor = 1.25f;  // TOKEN_CHOICE: cf
+    float aux_loss = 0.01f;         // TOKEN_CHOICE: weight of the load-balancing loss
+    std::string transition;         // with --load: "token-choice" turns MOT layers into TOKEN_CHOICE
     // optimization
     int steps = 1500, warmup = 50;
     float lr = 3e-3f, lr_min_frac = 0.1f, wd = 0.1f, grad_clip = 1.0f;
@@ -50,11 +54,13 @@ struct SampleOptions {
     int length = 200, top_k = 0, num = 1;
     float temperature = 1.0f;
     uint64_t seed = 1337;
+    bool mot_discrete = false;  // MOT layers with one-hot mixing weights
 };
 
 struct EvalOptions {
     std::string load, data, device = "auto";
     int B = 16, T = 64, batches = 0;
+    bool mot_discrete = false;
 };
 
 // plot LOG... -o PNG --title TITLE
@@ -111,12 +117,16 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--heads", o->heads, "attention heads (NH)")->check(CLI::Range(1, 1 << 16));
     app.add_option("--d-model", o->d_model, "model width (C)")->check(CLI::Range(1, 1 << 16));
     app.add_option("--d-ff", o->d_ff, "dense FFN width (0: 4 * d-model)")->check(CLI::Range(0, 1 << 20));
-    app.add_option("--ffn", o->ffn, "feed-forward kind: dense or mot")->check(CLI::IsMember({"dense", "mot"}));
-    app.add_option("--mot-layers", o->mot_layers, "with --ffn mot: all, second-half, or a list like 1,3");
+    app.add_option("--ffn", o->ffn, "feed-forward kind: dense, mot or token-choice")->check(CLI::IsMember({"dense", "mot", "token-choice"}));
+    app.add_option("--mot-layers", o->mot_layers, "the layers of the --ffn kind (mot, token-choice), the others dense: all, second-half, or a list like 1,3");
     app.add_option("--experts", o->experts, "MoT experts (E)")->check(CLI::Range(1, 1 << 16));
     app.add_option("--group", o->group, "MoT group size (G): batch rows mixed together")->check(CLI::Range(1, 1 << 16));
     app.add_option("--expert-size", o->expert_size, "MoT expert width f (0: flop-matched d-ff * G / E)")->check(CLI::Range(0, 1 << 20));
     app.add_option("--temperature", o->temperature, "MoT softmax temperature (tau)")->check(CLI::Range(1e-6, 1e6))->check(FINITE);
+    app.add_option("--topk", o->topk, "token-choice: experts each token chooses (k)")->check(CLI::Range(1, 1 << 16));
+    app.add_option("--capacity-factor", o->capacity_factor, "token-choice: an expert takes up to cf*k*N/E of N tokens")->check(CLI::Range(1e-6, 1e6))->check(FINITE);
+    app.add_option("--aux-loss", o->aux_loss, "token-choice: weight of the load-balancing loss in the objective")->check(CLI::Range(0.0, 1e6))->check(FINITE);
+    app.add_option("--transition", o->transition, "with --load: turn every MoT layer into this kind (token-choice), same tensors, fresh optimizer")->check(CLI::IsMember({"token-choice"}));
     app.add_option("--load", o->load, "start from this checkpoint (its header sets the model shape)");
     app.add_option("--save", o->save, "write the final model to this checkpoint");
     app.add_option("--log", o->log, "write one JSON object per step to this file");
@@ -140,6 +150,10 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     s.sample->add_option("--top-k", so->top_k, "sample among the k most likely tokens (0: all)")->check(CLI::Range(0, 1 << 20));
     s.sample->add_option("--num", so->num, "samples to print")->check(CLI::Range(1, 1 << 16));
     s.sample->add_option("--seed", so->seed, "random seed");
+    s.sample->add_flag("--mot-discrete", so->mot_discrete, "MoT layers mix with one-hot weights at the argmax over the group");
+    s.sample->footer("An MoT model decodes G sequences at once (its groups mix them): a lone prompt's group is filled "
+                     "with G-1 more samples of the same prompt, generated alongside and not printed unless --num asks "
+                     "for them. A token-choice or dense model decodes one sequence alone.");
 
     s.eval = app.add_subcommand("eval", "loss of a checkpoint on a data set");
     s.eval->add_option("--load", eo->load, "checkpoint")->required();
@@ -148,6 +162,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     s.eval->add_option("--seq", eo->T, "tokens per sequence")->check(CLI::Range(1, 1 << 20));
     s.eval->add_option("--batches", eo->batches, "batches to average (0: one pass over the data)")->check(CLI::Range(0, 1 << 30));
     s.eval->add_option("--device", eo->device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+    s.eval->add_flag("--mot-discrete", eo->mot_discrete, "MoT layers mix with one-hot weights at the argmax over the group");
 
 
     s.plot = app.add_subcommand("plot", "draw train and validation loss of runs on one PNG (gnuplot)");
@@ -165,13 +180,18 @@ inline std::vector<std::string> given_options(const CLI::App& app) {
     return names;
 }
 
-// --mot-layers: "all", "second-half" or a comma list of layer indices.
+// The kind of --ffn: DENSE, MOT or TOKEN_CHOICE.
+inline int ffn_kind(const std::string& ffn) { return ffn == "mot" ? MOT : ffn == "token-choice" ? TOKEN_CHOICE : DENSE; }
+
+// --mot-layers: the layers of the --ffn kind, "all", "second-half" or a comma
+// list of layer indices; the others are dense.
 inline std::vector<int> layer_kinds(const Options& o) {
     std::vector<int> kinds(o.layers, DENSE);
-    if (o.ffn == "dense") return kinds;
-    if (o.mot_layers == "all") return std::vector<int>(o.layers, MOT);
+    const int sparse = ffn_kind(o.ffn);
+    if (sparse == DENSE) return kinds;
+    if (o.mot_layers == "all") return std::vector<int>(o.layers, sparse);
     if (o.mot_layers == "second-half") {
-        for (int l = o.layers / 2; l < o.layers; l++) kinds[l] = MOT;
+        for (int l = o.layers / 2; l < o.layers; l++) kinds[l] = sparse;
         return kinds;
     }
     size_t pos = 0;
@@ -183,7 +203,7 @@ inline std::vector<int> layer_kinds(const Options& o) {
         if (item.empty() || *end != '\0' || l < 0 || l >= o.layers)
             fail(strf("--mot-layers: '%s' is not a layer index in 0..%d (use all, second-half or a list like 1,3)",
                       item.c_str(), o.layers - 1));
-        kinds[l] = MOT;
+        kinds[l] = sparse;
         if (comma == std::string::npos) return kinds;
         pos = comma + 1;
     }
@@ -201,9 +221,17 @@ inline Config config_from_options(const Options& o, int vocab) {
     c.E = o.experts;
     c.G = o.group;
     c.tau = o.temperature;
+    c.topk = o.topk;
+    c.capacity = o.capacity_factor;
     c.kinds = layer_kinds(o);
+    if (has_kind(c, TOKEN_CHOICE) && c.topk > c.E) fail(strf("--topk %d is above --experts %d", c.topk, c.E));
     if (o.expert_size > 0) {
         c.f = o.expert_size;
+    } else if (o.ffn == "token-choice") {
+        // flop-matched: each token runs k experts of width f, a dense FFN one of width dff, so k*f = dff
+        if (c.dff % c.topk != 0)
+            fail(strf("--d-ff %d is not divisible by --topk %d: give --expert-size", c.dff, c.topk));
+        c.f = c.dff / c.topk;
     } else {
         // flop-matched: E experts of width f see S*T mixed tokens, a dense FFN
         // of width dff sees B*T = G*S*T tokens, so E*f = G*dff
@@ -229,16 +257,17 @@ inline bool given(const Options& o, const std::string& name) {
 // an option given on the command line that asks for another shape is
 // ignored, and said to be.
 inline void note_ignored_model_options(const Options& o, const Config& c) {
-    bool any_mot = mixes_batch(c);
+    bool any_mot = mixes_batch(c), any_tc = has_kind(c, TOKEN_CHOICE), sparse = any_mot || any_tc;
     int dff = o.d_ff > 0 ? o.d_ff : 4 * o.d_model;
     struct { const char* name; bool differs; } opts[] = {
         {"--layers", o.layers != c.L}, {"--heads", o.heads != c.NH}, {"--d-model", o.d_model != c.C},
         {"--d-ff", dff != c.dff}, {"--vocab", o.vocab != c.V},
-        {"--ffn", (o.ffn == "mot") != any_mot},
+        {"--ffn", !has_kind(c, ffn_kind(o.ffn))},
         {"--mot-layers", o.layers == c.L && layer_kinds(o) != c.kinds},
-        {"--experts", any_mot && o.experts != c.E}, {"--group", any_mot && o.group != c.G},
-        {"--expert-size", any_mot && o.expert_size > 0 && o.expert_size != c.f},
-        {"--temperature", any_mot && o.temperature != c.tau}};
+        {"--experts", sparse && o.experts != c.E}, {"--group", any_mot && o.group != c.G},
+        {"--expert-size", sparse && o.expert_size > 0 && o.expert_size != c.f},
+        {"--temperature", any_mot && o.temperature != c.tau},
+        {"--topk", any_tc && o.topk != c.topk}, {"--capacity-factor", any_tc && o.capacity_factor != c.capacity}};
     for (const auto& opt : opts)
         if (given(o, opt.name) && opt.differs)
             std::printf("note: %s is ignored: the checkpoint's header sets the model's shape\n", opt.name);

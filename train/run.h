@@ -56,6 +56,7 @@ struct TrainRun {
     Tokenizer tok;
     const Tokenizer* tokp = nullptr;  // &tok, or null without a tokenizer
     Config c;
+    Config before_transition;   // with --transition: the loaded MoT configuration
     std::vector<float> params;  // the starting weights, until the model holds them
     TrainState state;           // step, data position, moments; from the checkpoint with --resume
     DataLoader train_loader, val_loader;
@@ -67,6 +68,7 @@ struct TrainRun {
     JsonlLog log;
     ThreadTuner tuner;
     int consecutive_skips = 0;
+    std::vector<double> transition_losses;  // with --transition: the loss before the switch and after
 };
 
 // Contradictions and impossible sizes, refused before any work; where the
@@ -77,6 +79,9 @@ inline void check_options(TrainRun* r) {
         fail("--resume and --load: give one (--resume continues the newest checkpoint in --checkpoint-dir, "
              "--load starts a new run from a model)");
     if (o.resume && o.checkpoint_dir.empty()) fail("--resume needs --checkpoint-dir");
+    if (!o.transition.empty() && o.load.empty())
+        fail(strf("--transition %s needs --load: the MoT model to turn into %s", o.transition.c_str(),
+                  o.transition.c_str()));
     if (o.checkpoint_every > 0 && o.checkpoint_dir.empty())
         fail(strf("--checkpoint-every %d needs --checkpoint-dir: the folder to write them to", o.checkpoint_every));
     r->B = o.B, r->T = o.T;
@@ -114,6 +119,24 @@ inline void setup_data(TrainRun* r) {
     }
 }
 
+// Transition tuning (DESIGN.md section 2): every MOT layer of the loaded
+// model becomes a TOKEN_CHOICE layer holding the same wc, w1, w2, with
+// --topk and --capacity-factor; the optimizer starts fresh. The MoT
+// configuration is kept to measure the switch (transition_report).
+inline void transition_kinds(TrainRun* r) {
+    const Options& o = r->o;
+    if (!mixes_batch(r->c)) fail(strf("--transition %s: %s has no MoT layer", o.transition.c_str(), o.load.c_str()));
+    r->before_transition = r->c;
+    for (int& k : r->c.kinds)
+        if (k == MOT) k = TOKEN_CHOICE;
+    r->c.topk = o.topk;
+    r->c.capacity = o.capacity_factor;
+    if (r->c.topk > r->c.E) fail(strf("--topk %d is above the model's %d experts", r->c.topk, r->c.E));
+    config_validate(r->c);
+    std::printf("transition: the MoT layers become token-choice layers (k %d, capacity factor %g), the same tensors\n",
+                r->c.topk, r->c.capacity);
+}
+
 // The configuration and starting weights: from the newest valid checkpoint
 // with --resume, from --load, or new from the options; then the checks of
 // the options against the model.
@@ -125,6 +148,7 @@ inline void setup_model(TrainRun* r) {
     } else if (!o.load.empty()) {
         checkpoint_load(o.load, &r->c, &r->params);
         std::printf("loaded %s\n", o.load.c_str());
+        if (!o.transition.empty()) transition_kinds(r);
     } else {
         r->c = config_from_options(o, r->tokp ? r->tok.vocab_size : o.vocab);
         check_host_memory(r->c, 0, 0, false);
@@ -175,6 +199,25 @@ inline void setup_loaders(TrainRun* r) {
                   o.steps, (long long)s.step));
 }
 
+// Mean loss of a model with the run's starting weights on the batches the
+// run validates on (or its first training batch): for the loss at the switch.
+inline double loss_before_training(TrainRun* r, const Config& c) {
+    Model m;
+    model_build(&m, c, r->o.device, r->B, r->T, r->params.data());
+    DataLoader loader = r->have_val ? r->val_loader : r->train_loader;  // a copy: the run's loaders stay put
+    return evaluate(&m, &loader, r->have_val ? r->o.val_batches : 1);
+}
+
+// The loss right before the first update, with the MoT layers and after the
+// switch to token choice: the "spike at the switch". Printed and logged.
+inline void transition_report(TrainRun* r) {
+    double mot = loss_before_training(r, r->before_transition), tc = loss_before_training(r, r->c);
+    std::printf("transition: loss before the first update on the %s: %.4f with the MoT layers, %.4f as token "
+                "choice\n",
+                r->have_val ? "validation batches" : "first training batch", mot, tc);
+    r->transition_losses = {mot, tc};
+}
+
 // The model on its device; with --resume its moments, the data position and
 // the sampling RNG where the checkpoint left them. Prints the run's plan.
 inline void setup_device(TrainRun* r) {
@@ -183,7 +226,9 @@ inline void setup_device(TrainRun* r) {
 #ifdef __CUDACC__
     if (o.device != "cpu" && gpu_available()) gpu_set_tf32(o.tf32);
 #endif
+    if (!r->before_transition.kinds.empty()) transition_report(r);
     model_build(&r->model, c, o.device, r->B, r->T, r->params.data());
+    model_set_aux_weight(&r->model, o.aux_loss);
     std::vector<float>().swap(r->params);
     if (o.resume) {
         model_set_moments(&r->model, r->state.m, r->state.v);
@@ -245,13 +290,15 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     std::vector<int> x((size_t)r->BT), y((size_t)r->BT);
     int threads = o.threads > 0 ? o.threads : tuner_next(&r->tuner);
     double t0 = now_ms();
-    double loss = 0;
+    double loss = 0, aux = 0;  // the cross-entropy; the TOKEN_CHOICE layers' load-balancing loss
     model_zero_grad(&r->model);
     for (int micro = 0; micro < r->accum; micro++) {
         dataloader_next(&r->train_loader, x.data(), y.data());
         loss += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / r->accum;
+        aux += model_aux_loss(r->model) / r->accum;
         model_backward(&r->model, 1.0 / r->accum);
     }
+    std::vector<RouterStats> routing = model_router_stats(&r->model);  // of the last micro-batch
     double norm = model_clip_grads(&r->model, o.grad_clip);
     float lr = lr_at(step, o.steps, o.lr, o.warmup, o.lr_min_frac);
     bool finite = std::isfinite(loss) && std::isfinite(norm);
@@ -278,11 +325,29 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
                     r->tuner.current < threads_before ? "other work shares the cores" : "the cores are free again");
     double tok_s = (double)(r->BT * r->accum) / (ms / 1000.0);
     double mfu = flops_per_step / (ms / 1000.0) / peak_flops;
-    std::printf("step %5d/%d | loss %.4f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s | MFU %.1f%%\n", step + 1,
-                o.steps, loss, norm, lr, ms, tok_s, 100 * mfu);
+    std::string sparse;  // TOKEN_CHOICE: the aux loss and the share of choices dropped (mean over the layers)
+    if (!routing.empty()) {
+        double dropped = 0;
+        for (const RouterStats& st : routing) dropped += st.dropped / routing.size();
+        sparse = strf(" aux %.4f | dropped %.1f%% |", aux, 100 * dropped);
+    }
+    std::printf("step %5d/%d | loss %.4f |%s norm %.4f | lr %.2e | %.1f ms | %.0f tok/s | MFU %.1f%%\n", step + 1,
+                o.steps, loss, sparse.c_str(), norm, lr, ms, tok_s, 100 * mfu);
     std::fflush(stdout);
-    jsonl_write(&r->log, step + 1, {{"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"ms", ms},
-                                    {"tok_per_s", tok_s}, {"mfu", mfu}, {"threads", (double)threads}});
+    std::vector<std::string> names;  // per TOKEN_CHOICE layer l: dropped_l, load_min_l, load_max_l
+    for (const RouterStats& st : routing)
+        for (const char* what : {"dropped", "load_min", "load_max"}) names.push_back(strf("%s_%d", what, st.layer));
+    std::vector<std::pair<const char*, double>> fields = {{"loss", loss}, {"lr", lr}, {"grad_norm", norm}};
+    if (!routing.empty()) fields.push_back({"aux_loss", aux});
+    for (size_t i = 0; i < routing.size(); i++) {
+        fields.push_back({names[3 * i].c_str(), routing[i].dropped});
+        fields.push_back({names[3 * i + 1].c_str(), routing[i].min_share});
+        fields.push_back({names[3 * i + 2].c_str(), routing[i].max_share});
+    }
+    for (auto f : std::vector<std::pair<const char*, double>>{{"ms", ms}, {"tok_per_s", tok_s}, {"mfu", mfu},
+                                                              {"threads", (double)threads}})
+        fields.push_back(f);
+    jsonl_write(&r->log, step + 1, fields);
 }
 
 // The steps from the state's step to --steps: validation and samples on
@@ -295,6 +360,9 @@ inline int train_loop(TrainRun* r) {
     double flops_per_step = model_flops_per_token(r->c, r->T) * (double)(r->BT * r->accum);
     std::printf("peak for MFU: %s\n", peak_how.c_str());
     jsonl_open(&r->log, o.log, o.resume, r->state.step);
+    if (!r->transition_losses.empty())
+        jsonl_write(&r->log, 0, {{"transition_mot_loss", r->transition_losses[0]},
+                                 {"transition_loss", r->transition_losses[1]}});
     std::vector<int> eot_prompt = {r->tokp ? r->tok.eot : r->c.V - 1};
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);

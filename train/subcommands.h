@@ -42,10 +42,13 @@ inline int sample_main(const SampleOptions& s) {
     if ((int)prompt.size() + s.length > c.maxT)
         std::printf("note: the model's context is %d tokens; past it, each sample continues from its last %d tokens\n",
                     c.maxT, std::max(1, c.maxT / 2));
+    if (s.mot_discrete && !mixes_batch(c)) fail(strf("--mot-discrete: %s has no MoT layer", s.load.c_str()));
     Model model;
     model_build(&model, c, "cpu", 0, 0, params.data());
+    model_set_mot_discrete(&model, s.mot_discrete);
     Rng rng = rng_seed(s.seed);
-    print_samples(&model, tok_path.empty() ? nullptr : &tok, prompt, s.prompt, s.num, s.length, s.temperature, s.top_k, &rng);
+    print_samples(&model, tok_path.empty() ? nullptr : &tok, prompt, s.prompt, s.num, s.length, s.temperature,
+                  s.top_k, &rng);
     return 0;
 }
 
@@ -58,14 +61,21 @@ inline int eval_main(const EvalOptions& e) {
         std::string d = std::string(DEFAULT_DATA_DIR) + "/tinyshakespeare_val_*.bin";
         pattern = d;
     }
+    if (e.mot_discrete && !mixes_batch(c)) fail(strf("--mot-discrete: %s has no MoT layer", e.load.c_str()));
+    if (mixes_batch(c) && e.B % c.G != 0)
+        fail(strf("--batch %d is not divisible by the model's group size %d: MoT mixes tokens in groups of G batch "
+                  "rows",
+                  e.B, c.G));
     DataLoader loader;
     dataloader_init(&loader, pattern, e.B, e.T, false, 0, c.V);
     Model model;
     model_build(&model, c, e.device, e.B, e.T, params.data());
+    model_set_mot_discrete(&model, e.mot_discrete);
     int n = e.batches > 0 ? e.batches : (int)dataloader_batches_per_epoch(&loader);
     double loss = evaluate(&model, &loader, n);
-    std::printf("%s on %s: loss %.4f over %d batches of %d x %d tokens (device %s)\n", e.load.c_str(),
-                pattern.c_str(), loss, n, e.B, e.T, device_name(model).c_str());
+    std::printf("%s on %s: loss %.4f over %d batches of %d x %d tokens (device %s%s)\n", e.load.c_str(),
+                pattern.c_str(), loss, n, e.B, e.T, device_name(model).c_str(),
+                e.mot_discrete ? ", discrete MoT" : "");
     return 0;
 }
 

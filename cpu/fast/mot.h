@@ -38,7 +38,7 @@ void mot_forward(real* out,        // (B,T,C)
                  const real* wc,   // (E,C)
                  const real* w1,   // (E,f,C)
                  const real* w2,   // (E,C,f)
-                 int B, int T, int C, int E, int G, int f, real tau) {
+                 int B, int T, int C, int E, int G, int f, real tau, bool discrete = false) {
     const int ST = B / G * T;           // number of groups
     const long long xj = (long long)ST * C;  // stride between group members in (B,T,C)
     const long long mj = (long long)ST * E;  // ... and in (B,T,E)
@@ -60,6 +60,12 @@ void mot_forward(real* out,        // (B,T,C)
                 sum += mg[j * mj];
             }
             for (int j = 0; j < G; j++) mg[j * mj] /= sum;
+            if (discrete) {  // one-hot at the argmax of Z over the group; ties: lowest j
+                int best = 0;
+                for (int j = 1; j < G; j++)
+                    if (zg[j * mj] > zg[best * mj]) best = j;
+                for (int j = 0; j < G; j++) mg[j * mj] = j == best ? real(1) : real(0);
+            }
         }
 
     // merge, per group: U (E,C) = M^T (E,G) X (G,C)

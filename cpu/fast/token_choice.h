@@ -1,0 +1,132 @@
+// Fast TOKEN_CHOICE layer (cpu/token_choice.h has the math and the plain
+// loops): the routing is the same (token_choice_route); each expert's
+// products over its gathered rows are one strided-batched GEMM over the E
+// experts, each expert's buffer (cap, .) one batch item.
+//
+// Templated on real so the tests run it in double against the plain loops;
+// its products go through gemm() and gelu of cpu/, which in float run the
+// fast kernels (cpu/select.h). Training calls it through token_choice_forward
+// / token_choice_backward in float only.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+
+#include "../gelu.h"
+#include "../matmul.h"
+
+// Defined in cpu/token_choice.h, which includes this file first.
+template <typename real>
+void token_choice_route(real* z, real* probs, real* route, real* slot, real* load, real* first, real* aux,
+                        const real* inp, const real* wc, int N, int C, int E, int k, int cap);
+
+namespace fast {
+
+template <typename real>
+void token_choice_forward(real* out,        // (N,C)
+                          real* z,          // (N,E) router logits
+                          real* probs,      // (N,E) softmax over the experts
+                          real* route,      // (N,k) expert of the r-th choice
+                          real* slot,       // (N,k) its row in the expert's buffer; -1 dropped
+                          real* load,       // (E) tokens each expert took
+                          real* first,      // (E) f_e: share of first choices
+                          real* aux,        // (1) load-balancing loss
+                          real* xin,        // (E,cap,C) each expert's tokens
+                          real* pre,        // (E,cap,f)
+                          real* act,        // (E,cap,f)
+                          real* yout,       // (E,cap,C)
+                          const real* inp,  // (N,C)
+                          const real* wc,   // (E,C)
+                          const real* w1,   // (E,f,C)
+                          const real* w2,   // (E,C,f)
+                          int N, int C, int E, int f, int k, int cap) {
+    ::token_choice_route(z, probs, route, slot, load, first, aux, inp, wc, N, C, E, k, cap);
+    const long long capC = (long long)cap * C, capf = (long long)cap * f;
+    // gather: each dispatched choice copies its token into its row (rows are distinct)
+    std::fill(xin, xin + (size_t)E * capC, real(0));
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s >= 0) std::copy(inp + (size_t)n * C, inp + (size_t)(n + 1) * C, xin + e * capC + (size_t)s * C);
+        }
+    // experts, batched over e: pre[e] (cap,f) = xin[e] (cap,C) w1[e]^T; yout[e] (cap,C) = gelu(pre[e]) w2[e]^T
+    ::gemm(false, true, cap, f, C, real(1), xin, C, capC, w1, C, (long long)f * C, real(0), pre, f, capf, E);
+    ::gelu_forward(act, pre, (size_t)E * capf);
+    ::gemm(false, true, cap, C, f, real(1), act, f, capf, w2, f, (long long)C * f, real(0), yout, C, capC, E);
+    // combine: out_n = sum over the dispatched choices of p_n[e] yout[e,s]
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        real* o = out + (size_t)n * C;
+        std::fill(o, o + C, real(0));
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s < 0) continue;
+            real g = probs[(size_t)n * E + e];
+            const real* y = yout + e * capC + (size_t)s * C;
+            for (int c = 0; c < C; c++) o[c] += g * y[c];
+        }
+    }
+}
+
+template <typename real>
+void token_choice_backward(real* dinp, real* dwc, real* dw1, real* dw2,     // (N,C), (E,C), (E,f,C), (E,C,f)
+                           real* dz, real* dprobs,                          // (N,E) scratch
+                           real* dxin, real* dpre, real* dact, real* dyout,  // (E,cap,.) scratch
+                           const real* daux,                                // (1)
+                           const real* dout, const real* inp,               // (N,C)
+                           const real* probs, const real* route, const real* slot,  // (N,E), (N,k), (N,k)
+                           const real* first,                               // (E)
+                           const real* xin, const real* pre, const real* act, const real* yout,  // (E,cap,.)
+                           const real* wc, const real* w1, const real* w2, int N, int C, int E, int f, int k,
+                           int cap) {
+    const long long capC = (long long)cap * C, capf = (long long)cap * f;
+    // dp_n[e] starts with the load-balancing term: aux through P_e only
+    for (int n = 0; n < N; n++)
+        for (int e = 0; e < E; e++) dprobs[(size_t)n * E + e] = daux[0] * E * first[e] / N;
+    // combine backward: dyout rows of the dispatched choices, dp from each
+    std::fill(dyout, dyout + (size_t)E * capC, real(0));
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s < 0) continue;
+            real g = probs[(size_t)n * E + e], dot = 0;
+            const real* d = dout + (size_t)n * C;
+            const real* y = yout + e * capC + (size_t)s * C;
+            real* dy = dyout + e * capC + (size_t)s * C;
+            for (int c = 0; c < C; c++) {
+                dy[c] = g * d[c];
+                dot += d[c] * y[c];
+            }
+            dprobs[(size_t)n * E + e] += dot;
+        }
+    // experts backward, batched over e
+    ::gemm(false, false, cap, f, C, real(1), dyout, C, capC, w2, f, (long long)C * f, real(0), dact, f, capf, E);
+    ::gemm(true, false, C, f, cap, real(1), dyout, C, capC, act, f, capf, real(1), dw2, f, (long long)C * f, E);
+    std::fill(dpre, dpre + (size_t)E * capf, real(0));
+    ::gelu_backward(dpre, pre, dact, (size_t)E * capf);
+    ::gemm(true, false, f, C, cap, real(1), dpre, f, capf, xin, C, capC, real(1), dw1, C, (long long)f * C, E);
+    ::gemm(false, false, cap, C, f, real(1), dpre, f, capf, w1, C, (long long)f * C, real(0), dxin, C, capC, E);
+    // gather backward: each dispatched choice hands its row's gradient back
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s < 0) continue;
+            const real* dx = dxin + e * capC + (size_t)s * C;
+            real* di = dinp + (size_t)n * C;
+            for (int c = 0; c < C; c++) di[c] += dx[c];
+        }
+    // softmax over the experts, then the router
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const real* pn = probs + (size_t)n * E;
+        const real* dpn = dprobs + (size_t)n * E;
+        real dot = 0;
+        for (int e = 0; e < E; e++) dot += pn[e] * dpn[e];
+        for (int e = 0; e < E; e++) dz[(size_t)n * E + e] = pn[e] * (dpn[e] - dot);
+    }
+    ::matmul_backward(dinp, dwc, (real*)nullptr, dz, inp, wc, N, 1, C, E);
+}
+
+}  // namespace fast

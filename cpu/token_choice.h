@@ -1,0 +1,268 @@
+// TOKEN_CHOICE feed-forward layer (DESIGN.md section 2): a Switch-style
+// sparse mixture of experts, the paper's baseline and the target of
+// transition tuning from MoT. Written as plain loops over the tokens.
+//
+// The same tensors as MOT: wc (E, C) read as the router, w1 (E, f, C),
+// w2 (E, C, f). Over the N = B*T tokens h_n of a micro-batch:
+//   p_n = softmax(h_n wc^T) over the E experts
+//   e_{n,r} = the expert with the r-th largest p_n (r = 1..k; ties: lower index)
+//   cap = ceil(cf * k * N / E)  (common/layout.h; decoding: N, nothing dropped)
+//   dispatch in order r = 1..k, and within r n = 0..N-1: token n goes to
+//     expert e_{n,r} if it holds fewer than cap tokens, else the choice is dropped
+//   out_n = sum over the dispatched choices r of p_n[e] gelu(h_n w1[e]^T) w2[e]^T
+//   aux = E * sum_e f_e P_e,  f_e = #{n : e_{n,1} = e} / N,  P_e = mean_n p_n[e]
+// A dropped choice adds nothing: the token goes on through the residual.
+//
+// Each expert's tokens are gathered into rows of its buffer (E, cap, .): xin,
+// pre-activations, gelu, outputs. Rows no token took stay zero. fast/
+// token_choice.h computes the same with each product one batched GEMM over
+// the experts; training in float runs that.
+//
+// Backward, with the routing held fixed (the choices are constants):
+//   dyout[e,s] = p_n[e] dout_n               dp_n[e] += dout_n . yout[e,s]
+//   dact = dyout w2[e];  dpre = dact * gelu'(pre)
+//   dw2[e] += dyout^T act;  dw1[e] += dpre^T xin;  dxin = dpre w1[e]
+//   dh_n += dxin[e,s]                         (for every dispatched (n, r) -> (e, s))
+//   dp_n[e] += daux * E f_e / N               (aux through P_e only)
+//   dz_n = p_n * (dp_n - sum_e p_n[e] dp_n[e]);  dwc += dz^T h;  dh += dz wc
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+
+#include "../common/layout.h"
+#include "fast/token_choice.h"
+#include "gelu.h"
+#include "matmul.h"
+#include "select.h"
+
+// Router, top-k choices, dispatch with capacity, and the load-balancing loss:
+// everything the forward decides before the experts run. Shared with fast/.
+template <typename real>
+void token_choice_route(real* z,          // (N,E) router logits
+                        real* probs,      // (N,E) softmax over the experts
+                        real* route,      // (N,k) expert of the r-th choice
+                        real* slot,       // (N,k) its row in the expert's buffer; -1 dropped
+                        real* load,       // (E) tokens each expert took
+                        real* first,      // (E) f_e: share of tokens whose first choice is e
+                        real* aux,        // (1) load-balancing loss
+                        const real* inp,  // (N,C)
+                        const real* wc,   // (E,C)
+                        int N, int C, int E, int k, int cap) {
+    matmul_forward(z, inp, wc, (const real*)nullptr, N, 1, C, E);
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const real* zn = z + (size_t)n * E;
+        real* pn = probs + (size_t)n * E;
+        real maxv = zn[0];
+        for (int e = 1; e < E; e++) maxv = std::max(maxv, zn[e]);
+        real sum = 0;
+        for (int e = 0; e < E; e++) sum += (pn[e] = std::exp(zn[e] - maxv));
+        for (int e = 0; e < E; e++) pn[e] /= sum;
+        // the k largest probabilities, in order; ties go to the lower index
+        for (int r = 0; r < k; r++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                bool taken = false;
+                for (int q = 0; q < r; q++) taken |= (int)route[(size_t)n * k + q] == e;
+                if (!taken && (best < 0 || pn[e] > pn[best])) best = e;
+            }
+            route[(size_t)n * k + r] = real(best);
+        }
+    }
+    // dispatch: choice rank first, then token order, each expert up to cap tokens
+    for (int e = 0; e < E; e++) load[e] = 0;
+    for (int r = 0; r < k; r++)
+        for (int n = 0; n < N; n++) {
+            int e = (int)route[(size_t)n * k + r];
+            bool fits = load[e] < cap;
+            slot[(size_t)n * k + r] = fits ? load[e] : real(-1);
+            if (fits) load[e] += 1;
+        }
+    // aux = E sum_e f_e P_e, f_e over the first choices (dropped or not)
+    real a = 0;
+    for (int e = 0; e < E; e++) {
+        real count = 0, mass = 0;
+        for (int n = 0; n < N; n++) {
+            count += (int)route[(size_t)n * k] == e;
+            mass += probs[(size_t)n * E + e];
+        }
+        first[e] = count / N;
+        a += first[e] * (mass / N);
+    }
+    aux[0] = E * a;
+}
+
+template <typename real>
+void token_choice_forward(real* out,        // (N,C)
+                          real* z,          // (N,E) router logits
+                          real* probs,      // (N,E) softmax over the experts
+                          real* route,      // (N,k) expert of the r-th choice
+                          real* slot,       // (N,k) its row in the expert's buffer; -1 dropped
+                          real* load,       // (E) tokens each expert took
+                          real* first,      // (E) f_e: share of first choices
+                          real* aux,        // (1) load-balancing loss
+                          real* xin,        // (E,cap,C) each expert's tokens
+                          real* pre,        // (E,cap,f)
+                          real* act,        // (E,cap,f)
+                          real* yout,       // (E,cap,C)
+                          const real* inp,  // (N,C)
+                          const real* wc,   // (E,C)
+                          const real* w1,   // (E,f,C)
+                          const real* w2,   // (E,C,f)
+                          int N, int C, int E, int f, int k, int cap) {
+    if constexpr (std::is_same_v<real, float>)
+        if (use_fast<real>())
+            return fast::token_choice_forward(out, z, probs, route, slot, load, first, aux, xin, pre, act, yout,
+                                              inp, wc, w1, w2, N, C, E, f, k, cap);
+    token_choice_route(z, probs, route, slot, load, first, aux, inp, wc, N, C, E, k, cap);
+    // gather each expert's tokens; rows no token took stay zero
+    std::fill(xin, xin + (size_t)E * cap * C, real(0));
+    for (int n = 0; n < N; n++)
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s < 0) continue;
+            for (int c = 0; c < C; c++) xin[((size_t)e * cap + s) * C + c] = inp[(size_t)n * C + c];
+        }
+    // experts on their rows: pre = xin w1[e]^T, act = gelu(pre), yout = act w2[e]^T
+    #pragma omp parallel for collapse(2)
+    for (int e = 0; e < E; e++)
+        for (int s = 0; s < cap; s++) {
+            const real* x = xin + ((size_t)e * cap + s) * C;
+            real* pr = pre + ((size_t)e * cap + s) * f;
+            real* ac = act + ((size_t)e * cap + s) * f;
+            real* yo = yout + ((size_t)e * cap + s) * C;
+            for (int i = 0; i < f; i++) {
+                real sum = 0;
+                for (int c = 0; c < C; c++) sum += x[c] * w1[((size_t)e * f + i) * C + c];
+                pr[i] = sum;
+                ac[i] = gelu(sum);
+            }
+            for (int c = 0; c < C; c++) {
+                real sum = 0;
+                for (int i = 0; i < f; i++) sum += ac[i] * w2[((size_t)e * C + c) * f + i];
+                yo[c] = sum;
+            }
+        }
+    // combine: out_n = sum over the dispatched choices of p_n[e] yout[e,s]
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        real* o = out + (size_t)n * C;
+        for (int c = 0; c < C; c++) o[c] = 0;
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s < 0) continue;
+            real g = probs[(size_t)n * E + e];
+            for (int c = 0; c < C; c++) o[c] += g * yout[((size_t)e * cap + s) * C + c];
+        }
+    }
+}
+
+template <typename real>
+void token_choice_backward(real* dinp,         // (N,C)
+                           real* dwc,          // (E,C)
+                           real* dw1,          // (E,f,C)
+                           real* dw2,          // (E,C,f)
+                           real* dz,           // (N,E) scratch
+                           real* dprobs,       // (N,E) scratch
+                           real* dxin,         // (E,cap,C) scratch
+                           real* dpre,         // (E,cap,f) scratch
+                           real* dact,         // (E,cap,f) scratch
+                           real* dyout,        // (E,cap,C) scratch
+                           const real* daux,   // (1) gradient of the objective by aux
+                           const real* dout,   // (N,C)
+                           const real* inp,    // (N,C)
+                           const real* probs,  // (N,E)
+                           const real* route,  // (N,k)
+                           const real* slot,   // (N,k)
+                           const real* first,  // (E)
+                           const real* xin,    // (E,cap,C)
+                           const real* pre,    // (E,cap,f)
+                           const real* act,    // (E,cap,f)
+                           const real* yout,   // (E,cap,C)
+                           const real* wc,     // (E,C)
+                           const real* w1,     // (E,f,C)
+                           const real* w2,     // (E,C,f)
+                           int N, int C, int E, int f, int k, int cap) {
+    if constexpr (std::is_same_v<real, float>)
+        if (use_fast<real>())
+            return fast::token_choice_backward(dinp, dwc, dw1, dw2, dz, dprobs, dxin, dpre, dact, dyout, daux, dout,
+                                               inp, probs, route, slot, first, xin, pre, act, yout, wc, w1, w2, N, C,
+                                               E, f, k, cap);
+    // dp_n[e] starts with the load-balancing term: aux through P_e only
+    for (int n = 0; n < N; n++)
+        for (int e = 0; e < E; e++) dprobs[(size_t)n * E + e] = daux[0] * E * first[e] / N;
+    // combine backward: dyout rows of the dispatched choices, dp from each
+    std::fill(dyout, dyout + (size_t)E * cap * C, real(0));
+    for (int n = 0; n < N; n++)
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s < 0) continue;
+            real g = probs[(size_t)n * E + e], dot = 0;
+            for (int c = 0; c < C; c++) {
+                dyout[((size_t)e * cap + s) * C + c] = g * dout[(size_t)n * C + c];
+                dot += dout[(size_t)n * C + c] * yout[((size_t)e * cap + s) * C + c];
+            }
+            dprobs[(size_t)n * E + e] += dot;
+        }
+    // experts backward, row by row; unused rows have dyout 0 and add nothing
+    #pragma omp parallel for
+    for (int e = 0; e < E; e++)
+        for (int s = 0; s < cap; s++) {
+            size_t row = (size_t)e * cap + s;
+            for (int i = 0; i < f; i++) {
+                real sum = 0;
+                for (int c = 0; c < C; c++) sum += dyout[row * C + c] * w2[((size_t)e * C + c) * f + i];
+                dact[row * f + i] = sum;
+                dpre[row * f + i] = sum * gelu_grad(pre[row * f + i]);
+            }
+            for (int c = 0; c < C; c++) {
+                real sum = 0;
+                for (int i = 0; i < f; i++) sum += dpre[row * f + i] * w1[((size_t)e * f + i) * C + c];
+                dxin[row * C + c] = sum;
+            }
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < f; i++) {
+                    dw2[((size_t)e * C + c) * f + i] += dyout[row * C + c] * act[row * f + i];
+                    dw1[((size_t)e * f + i) * C + c] += dpre[row * f + i] * xin[row * C + c];
+                }
+        }
+    // gather backward: each dispatched choice hands its row's gradient back
+    for (int n = 0; n < N; n++)
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s < 0) continue;
+            for (int c = 0; c < C; c++) dinp[(size_t)n * C + c] += dxin[((size_t)e * cap + s) * C + c];
+        }
+    // softmax over the experts, then the router
+    for (int n = 0; n < N; n++) {
+        const real* pn = probs + (size_t)n * E;
+        const real* dpn = dprobs + (size_t)n * E;
+        real dot = 0;
+        for (int e = 0; e < E; e++) dot += pn[e] * dpn[e];
+        for (int e = 0; e < E; e++) dz[(size_t)n * E + e] = pn[e] * (dpn[e] - dot);
+    }
+    matmul_backward(dinp, dwc, (real*)nullptr, dz, inp, wc, N, 1, C, E);
+}
+
+// TOKEN_CHOICE as a block's feed-forward layer (common/layout.h,
+// TokenChoiceFfn): the layer functions above on the block's tensors. The
+// gradient of the objective by this layer's aux loss arrives in da.aux.
+template <typename real>
+void ffn_kind_forward(TokenChoiceFfn, real* out, const real* inp, const LayerWeights<real>& w, LayerActs<real>& a,
+                      int B, int T, const Config& c, const FfnMode& mode) {
+    int N = B * T, cap = TokenChoiceFfn::capacity(c, N, mode.decoding);
+    token_choice_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.p, a.a, a.y, inp, w.wc,
+                         w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap);
+}
+
+template <typename real>
+void ffn_kind_backward(TokenChoiceFfn, real* dinp, LayerWeights<real>& dw, LayerActs<real>& da, const real* dout,
+                       const real* inp, const LayerWeights<real>& w, const LayerActs<real>& a, int B, int T,
+                       const Config& c) {
+    int N = B * T, cap = TokenChoiceFfn::capacity(c, N, false);
+    token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp, a.m,
+                          a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E, c.f,
+                          c.topk, cap);
+}

@@ -1,0 +1,296 @@
+// TOKEN_CHOICE feed-forward layer on the GPU (cpu/token_choice.h has the
+// math and the plain loops; cpu/fast/token_choice.h the batched form this
+// mirrors). Routing is one thread per token (softmax and the top k); the
+// dispatch, which must follow the order of DESIGN.md (choice rank first, then
+// token), is a prefix count per expert: one block per expert scans the
+// choices in that order. Each expert's tokens are gathered into its rows,
+// each product is one strided-batched cuBLAS call over the experts, and the
+// results are combined back per token. Every sum runs in a fixed order and
+// nothing adds into a float atomically, so the layer is deterministic.
+#pragma once
+#include <cmath>
+
+#include "../common/layout.h"
+#include "gelu.cuh"
+#include "matmul.cuh"
+
+namespace gpu {
+
+// Per token n: probs = softmax(z) over the E experts; route[n, r] = the
+// r-th largest (ties: lower index). One thread per token.
+__global__ void tc_route_kernel(float* probs,     // (N,E)
+                                float* route,     // (N,k)
+                                const float* z,   // (N,E)
+                                int N, int E, int k) {
+    int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n >= N) return;
+    const float* zn = z + (size_t)n * E;
+    float* pn = probs + (size_t)n * E;
+    float maxv = zn[0];
+    for (int e = 1; e < E; e++) maxv = fmaxf(maxv, zn[e]);
+    float sum = 0.0f;
+    for (int e = 0; e < E; e++) sum += (pn[e] = expf(zn[e] - maxv));
+    for (int e = 0; e < E; e++) pn[e] /= sum;
+    for (int r = 0; r < k; r++) {
+        int best = -1;
+        for (int e = 0; e < E; e++) {
+            bool taken = false;
+            for (int q = 0; q < r; q++) taken |= (int)route[(size_t)n * k + q] == e;
+            if (!taken && (best < 0 || pn[e] > pn[best])) best = e;
+        }
+        route[(size_t)n * k + r] = (float)best;
+    }
+}
+
+// Block e: walks the N*k choices in dispatch order i = r*N + n, 1024 at a
+// time, and numbers those of expert e with a block-wide prefix count:
+// slot = that number while below cap, else -1 (dropped). load[e] = tokens taken.
+__global__ void tc_dispatch_kernel(float* slot,         // (N,k)
+                                   float* load,         // (E)
+                                   const float* route,  // (N,k)
+                                   int N, int k, int cap) {
+    __shared__ int scan[1024];
+    const int e = blockIdx.x, t = threadIdx.x;
+    int base = 0;  // choices of expert e before this chunk
+    for (long long start = 0; start < (long long)N * k; start += blockDim.x) {
+        long long i = start + t;
+        int n = (int)(i % N), r = (int)(i / N);
+        bool mine = i < (long long)N * k && (int)route[(size_t)n * k + r] == e;
+        scan[t] = mine;
+        __syncthreads();
+        for (int off = 1; off < blockDim.x; off <<= 1) {  // inclusive scan
+            int v = t >= off ? scan[t - off] : 0;
+            __syncthreads();
+            scan[t] += v;
+            __syncthreads();
+        }
+        if (mine) {
+            int pos = base + scan[t] - 1;
+            slot[(size_t)n * k + r] = pos < cap ? (float)pos : -1.0f;
+        }
+        base += scan[blockDim.x - 1];
+        __syncthreads();
+    }
+    if (t == 0) load[e] = (float)min(base, cap);
+}
+
+// first[e] = share of tokens whose first choice is e; aux = E sum_e first[e] P_e,
+// P_e = mean over tokens of probs[:, e]. One block; thread e sums its column in
+// token order, thread 0 adds the experts in order.
+__global__ void tc_aux_kernel(float* first,        // (E)
+                              float* aux,          // (1)
+                              const float* probs,  // (N,E)
+                              const float* route,  // (N,k)
+                              int N, int E, int k) {
+    extern __shared__ float term[];  // (E)
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        float count = 0.0f, mass = 0.0f;
+        for (int n = 0; n < N; n++) {
+            count += (int)route[(size_t)n * k] == e;
+            mass += probs[(size_t)n * E + e];
+        }
+        first[e] = count / N;
+        term[e] = first[e] * (mass / N);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float a = 0.0f;
+        for (int e = 0; e < E; e++) a += term[e];
+        aux[0] = E * a;
+    }
+}
+
+// xin[e, slot] = inp[n] for every dispatched choice (rows are distinct).
+__global__ void tc_gather_kernel(float* xin,          // (E,cap,C)
+                                 const float* inp,    // (N,C)
+                                 const float* route,  // (N,k)
+                                 const float* slot,   // (N,k)
+                                 int N, int C, int k, int cap) {
+    size_t total = (size_t)N * k * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t nr = i / C;
+        int c = (int)(i % C), s = (int)slot[nr];
+        if (s < 0) continue;
+        int e = (int)route[nr];
+        xin[((size_t)e * cap + s) * C + c] = inp[(nr / k) * C + c];
+    }
+}
+
+// out[n, c] = sum over the dispatched choices r (in order) of p[n, e] yout[e, s, c].
+__global__ void tc_combine_kernel(float* out,          // (N,C)
+                                  const float* yout,   // (E,cap,C)
+                                  const float* probs,  // (N,E)
+                                  const float* route,  // (N,k)
+                                  const float* slot,   // (N,k)
+                                  int N, int C, int E, int k, int cap) {
+    size_t total = (size_t)N * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t n = i / C;
+        int c = (int)(i % C);
+        float sum = 0.0f;
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[n * k + r], e = (int)route[n * k + r];
+            if (s >= 0) sum += probs[n * E + e] * yout[((size_t)e * cap + s) * C + c];
+        }
+        out[i] = sum;
+    }
+}
+
+// dprobs[n, e] = daux E first[e] / N: the load-balancing term (aux through P_e only).
+__global__ void tc_dprobs_init_kernel(float* dprobs,       // (N,E)
+                                      const float* first,  // (E)
+                                      const float* daux,   // (1)
+                                      int N, int E) {
+    size_t total = (size_t)N * E;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+        dprobs[i] = daux[0] * E * first[i % E] / N;
+}
+
+// One warp per choice (n, r) that was dispatched to (e, s):
+// dyout[e, s] = p[n, e] dout[n];  dprobs[n, e] += dout[n] . yout[e, s].
+// The k choices of a token go to distinct experts: no two warps share a dprobs entry.
+__global__ void tc_combine_backward_kernel(float* dyout,        // (E,cap,C)
+                                           float* dprobs,       // (N,E)
+                                           const float* dout,   // (N,C)
+                                           const float* yout,   // (E,cap,C)
+                                           const float* probs,  // (N,E)
+                                           const float* route,  // (N,k)
+                                           const float* slot,   // (N,k)
+                                           int N, int C, int E, int k, int cap) {
+    int lane = threadIdx.x % 32;
+    size_t nr = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
+    if (nr >= (size_t)N * k) return;
+    int s = (int)slot[nr];
+    if (s < 0) return;  // whole warps leave together
+    size_t n = nr / k;
+    int e = (int)route[nr];
+    float g = probs[n * E + e], dot = 0.0f;
+    const float* d = dout + n * C;
+    const float* y = yout + ((size_t)e * cap + s) * C;
+    float* dy = dyout + ((size_t)e * cap + s) * C;
+    for (int c = lane; c < C; c += 32) {
+        dy[c] = g * d[c];
+        dot += d[c] * y[c];
+    }
+    dot = warp_sum(dot);
+    if (lane == 0) dprobs[n * E + e] += dot;
+}
+
+// dinp[n, c] += sum over the dispatched choices r (in order) of dxin[e, s, c].
+__global__ void tc_scatter_backward_kernel(float* dinp,         // (N,C)
+                                           const float* dxin,   // (E,cap,C)
+                                           const float* route,  // (N,k)
+                                           const float* slot,   // (N,k)
+                                           int N, int C, int k, int cap) {
+    size_t total = (size_t)N * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t n = i / C;
+        int c = (int)(i % C);
+        float sum = dinp[i];
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[n * k + r], e = (int)route[n * k + r];
+            if (s >= 0) sum += dxin[((size_t)e * cap + s) * C + c];
+        }
+        dinp[i] = sum;
+    }
+}
+
+// Softmax over the experts, backward: dz = p * (dp - sum_e p dp). One thread per token.
+__global__ void tc_softmax_backward_kernel(float* dz,            // (N,E)
+                                           const float* dprobs,  // (N,E)
+                                           const float* probs,   // (N,E)
+                                           int N, int E) {
+    int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n >= N) return;
+    const float* pn = probs + (size_t)n * E;
+    const float* dpn = dprobs + (size_t)n * E;
+    float dot = 0.0f;
+    for (int e = 0; e < E; e++) dot += pn[e] * dpn[e];
+    for (int e = 0; e < E; e++) dz[(size_t)n * E + e] = pn[e] * (dpn[e] - dot);
+}
+
+inline void token_choice_forward(float* out,        // (N,C)
+                                 float* z,          // (N,E) router logits
+                                 float* probs,      // (N,E) softmax over the experts
+                                 float* route,      // (N,k) expert of the r-th choice
+                                 float* slot,       // (N,k) its row in the expert's buffer; -1 dropped
+                                 float* load,       // (E) tokens each expert took
+                                 float* first,      // (E) f_e: share of first choices
+                                 float* aux,        // (1) load-balancing loss
+                                 float* xin,        // (E,cap,C) each expert's tokens
+                                 float* pre,        // (E,cap,f)
+                                 float* act,        // (E,cap,f)
+                                 float* yout,       // (E,cap,C)
+                                 const float* inp,  // (N,C)
+                                 const float* wc,   // (E,C)
+                                 const float* w1,   // (E,f,C)
+                                 const float* w2,   // (E,C,f)
+                                 int N, int C, int E, int f, int k, int cap) {
+    const long long capC = (long long)cap * C, capf = (long long)cap * f;
+    matmul_forward(z, inp, wc, nullptr, N, 1, C, E);
+    tc_route_kernel<<<ceil_div(N, 128), 128>>>(probs, route, z, N, E, k);
+    CUDA_CHECK_LAUNCH();
+    tc_dispatch_kernel<<<E, 1024>>>(slot, load, route, N, k, cap);
+    CUDA_CHECK_LAUNCH();
+    tc_aux_kernel<<<1, 256, E * sizeof(float)>>>(first, aux, probs, route, N, E, k);
+    CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(cudaMemset(xin, 0, (size_t)E * capC * sizeof(float)));  // rows no token took stay zero
+    tc_gather_kernel<<<grid_for((size_t)N * k * C, 256), 256>>>(xin, inp, route, slot, N, C, k, cap);
+    CUDA_CHECK_LAUNCH();
+    // experts, batched over e: pre[e] = xin[e] w1[e]^T; yout[e] = gelu(pre[e]) w2[e]^T
+    gemm(false, true, cap, f, C, 1.0f, xin, C, capC, w1, C, (long long)f * C, 0.0f, pre, f, capf, E);
+    gelu_forward(act, pre, (size_t)E * capf);
+    gemm(false, true, cap, C, f, 1.0f, act, f, capf, w2, f, (long long)C * f, 0.0f, yout, C, capC, E);
+    tc_combine_kernel<<<grid_for((size_t)N * C, 256), 256>>>(out, yout, probs, route, slot, N, C, E, k, cap);
+    CUDA_CHECK_LAUNCH();
+}
+
+inline void token_choice_backward(float* dinp, float* dwc, float* dw1, float* dw2,  // (N,C), (E,C), (E,f,C), (E,C,f)
+                                  float* dz, float* dprobs,                              // (N,E) scratch
+                                  float* dxin, float* dpre, float* dact, float* dyout,   // (E,cap,.) scratch
+                                  const float* daux,                                     // (1)
+                                  const float* dout, const float* inp,                   // (N,C)
+                                  const float* probs, const float* route, const float* slot,  // (N,E), (N,k), (N,k)
+                                  const float* first,                                    // (E)
+                                  const float* xin, const float* pre, const float* act, const float* yout,
+                                  const float* wc, const float* w1, const float* w2, int N, int C, int E, int f,
+                                  int k, int cap) {
+    const long long capC = (long long)cap * C, capf = (long long)cap * f;
+    tc_dprobs_init_kernel<<<grid_for((size_t)N * E, 256), 256>>>(dprobs, first, daux, N, E);
+    CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(cudaMemset(dyout, 0, (size_t)E * capC * sizeof(float)));
+    tc_combine_backward_kernel<<<ceil_div((size_t)N * k, 8), 256>>>(dyout, dprobs, dout, yout, probs, route, slot,
+                                                                     N, C, E, k, cap);
+    CUDA_CHECK_LAUNCH();
+    // experts backward, batched over e
+    gemm(false, false, cap, f, C, 1.0f, dyout, C, capC, w2, f, (long long)C * f, 0.0f, dact, f, capf, E);
+    gemm(true, false, C, f, cap, 1.0f, dyout, C, capC, act, f, capf, 1.0f, dw2, f, (long long)C * f, E);
+    CUDA_CHECK(cudaMemset(dpre, 0, (size_t)E * capf * sizeof(float)));
+    gelu_backward(dpre, pre, dact, (size_t)E * capf);
+    gemm(true, false, f, C, cap, 1.0f, dpre, f, capf, xin, C, capC, 1.0f, dw1, C, (long long)f * C, E);
+    gemm(false, false, cap, C, f, 1.0f, dpre, f, capf, w1, C, (long long)f * C, 0.0f, dxin, C, capC, E);
+    tc_scatter_backward_kernel<<<grid_for((size_t)N * C, 256), 256>>>(dinp, dxin, route, slot, N, C, k, cap);
+    CUDA_CHECK_LAUNCH();
+    tc_softmax_backward_kernel<<<ceil_div(N, 128), 128>>>(dz, dprobs, probs, N, E);
+    CUDA_CHECK_LAUNCH();
+    matmul_backward(dinp, dwc, nullptr, dz, inp, wc, N, 1, C, E);
+}
+
+// TOKEN_CHOICE as a block's feed-forward layer (common/layout.h, TokenChoiceFfn).
+inline void ffn_kind_forward(TokenChoiceFfn, float* out, const float* inp, const LayerWeights<float>& w,
+                             LayerActs<float>& a, int B, int T, const Config& c, const FfnMode& mode) {
+    int N = B * T, cap = TokenChoiceFfn::capacity(c, N, mode.decoding);
+    token_choice_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.p, a.a, a.y, inp, w.wc, w.w1,
+                         w.w2, N, c.C, c.E, c.f, c.topk, cap);
+}
+
+inline void ffn_kind_backward(TokenChoiceFfn, float* dinp, LayerWeights<float>& dw, LayerActs<float>& da,
+                              const float* dout, const float* inp, const LayerWeights<float>& w,
+                              const LayerActs<float>& a, int B, int T, const Config& c) {
+    int N = B * T, cap = TokenChoiceFfn::capacity(c, N, false);
+    token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp, a.m,
+                          a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.topk,
+                          cap);
+}
+
+}  // namespace gpu

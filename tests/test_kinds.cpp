@@ -1,0 +1,129 @@
+// tests/test_kinds.cpp: the three feed-forward kinds through ./train_mot:
+// token choice trains and logs its routing, transition tuning from MoT, and
+// discrete MoT in eval and sample.
+//   make NVCC= train_mot build/test_kinds && ./build/test_kinds
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "tests/bad_input.h"
+#include "tests/program.h"
+#include "tests/train_checks.h"
+
+static const std::string DATA = " --data build/tk_train.bin --val-data build/tk_val.bin";
+static const std::string MODEL =
+    " --vocab 257 --layers 2 --heads 2 --d-model 16 --experts 4 --group 2 --batch 4 --seq 8 --device cpu"
+    " --sample-every 0";
+
+// The number after `key` in out, at its first occurrence after `from` (NaN when absent).
+static double number_after(const std::string& out, const std::string& key) {
+    size_t p = out.find(key);
+    return p == std::string::npos ? NAN : std::strtod(out.c_str() + p + key.size(), nullptr);
+}
+
+// A small MoT model trained for a few steps, saved at path.
+static void mot_checkpoint(const std::string& path) {
+    make_train_data("build/tk");
+    Run r = run(DATA + MODEL + " --val-every 0 --steps 20 --lr 1e-2 --save " + path);
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+}
+
+TEST_CASE("token choice trains; the step line and the log carry the aux loss and each layer's routing") {
+    make_train_data("build/tk");
+    std::remove("build/tk_tc.jsonl");
+    Run r = run(DATA + MODEL + " --ffn token-choice --mot-layers 1 --topk 2 --capacity-factor 0.5 --aux-loss 0.1"
+                " --val-every 5 --steps 10 --log build/tk_tc.jsonl --save build/tk_tc.ckpt");
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+    CHECK(r.out.find("| aux ") != std::string::npos);
+    CHECK(r.out.find("% |") != std::string::npos);
+    LogRows rows = read_log("build/tk_tc.jsonl");
+    REQUIRE(rows.size() == 10);
+    for (auto& [step, f] : rows) {
+        INFO("step " << step);
+        for (const char* key : {"loss", "aux_loss", "dropped_1", "load_min_1", "load_max_1"})
+            CHECK_MESSAGE(f.count(key) == 1, "missing ", key);
+        CHECK(f.count("dropped_0") == 0);  // layer 0 is dense
+        double dropped = std::atof(f["dropped_1"].c_str()), lo = std::atof(f["load_min_1"].c_str()),
+               hi = std::atof(f["load_max_1"].c_str());
+        CHECK((dropped >= 0 && dropped <= 1));
+        CHECK((lo >= 0 && lo <= hi && hi <= 1));
+        CHECK(std::atof(f["aux_loss"].c_str()) > 0);
+    }
+    // cf 0.5 with k 2: an expert takes half of the N*k/E choices it would on average: drops happen
+    CHECK(std::atof(rows[1]["dropped_1"].c_str()) > 0);
+    // the logged loss is the cross-entropy alone: eval of the saved model agrees with the last validation
+    Run e = run("eval --load build/tk_tc.ckpt --data build/tk_val.bin --batch 4 --seq 8 --batches 16 --device cpu");
+    INFO(e.out);
+    REQUIRE(e.rc == 0);
+    LogRows val = read_log("build/tk_tc.jsonl", true);
+    CHECK(number_after(e.out, ": loss ") == doctest::Approx(std::atof(val[10]["val_loss"].c_str())).epsilon(1e-4));
+    // a token-choice model samples one sequence alone
+    Run s = run("sample --load build/tk_tc.ckpt --num 1 --length 20");
+    INFO(s.out);
+    CHECK(s.rc == 0);
+    CHECK(s.out.find("---- sample 1 ----") != std::string::npos);
+}
+
+TEST_CASE("transition: before any update, the loss is exactly that of a token-choice model of the same tensors") {
+    mot_checkpoint("build/tk_mot.ckpt");
+    Run t = run(DATA + MODEL + " --load build/tk_mot.ckpt --transition token-choice --topk 1 --capacity-factor 2"
+                " --val-every 5 --val-batches 4 --steps 5 --log build/tk_transition.jsonl");
+    INFO(t.out);
+    REQUIRE(t.rc == 0);
+    double mot = number_after(t.out, "first update on the validation batches: ");
+    double tc = number_after(t.out, "with the MoT layers, ");
+    CHECK(std::isfinite(mot));
+    CHECK(std::isfinite(tc));
+    CHECK(mot != tc);  // the switch changes the function
+    // the same tensors under a TOKEN_CHOICE header: both layers kind 2, k 1, cf 2
+    std::string ckpt = slurp("build/tk_mot.ckpt");
+    int32_t two = 2, one = 1;
+    float cf = 2.0f;
+    std::memcpy(&ckpt[4 * 14], &one, 4);
+    std::memcpy(&ckpt[4 * 15], &cf, 4);
+    for (int l = 0; l < 2; l++) std::memcpy(&ckpt[4 * (32 + l)], &two, 4);
+    write_bytes("build/tk_as_tc.ckpt", ckpt);
+    Run e = run("eval --load build/tk_as_tc.ckpt --data build/tk_val.bin --batch 4 --seq 8 --batches 4 --device cpu");
+    INFO(e.out);
+    REQUIRE(e.rc == 0);
+    CHECK(number_after(e.out, ": loss ") == doctest::Approx(tc).epsilon(1e-4));
+    Run m = run("eval --load build/tk_mot.ckpt --data build/tk_val.bin --batch 4 --seq 8 --batches 4 --device cpu");
+    CHECK(number_after(m.out, ": loss ") == doctest::Approx(mot).epsilon(1e-4));
+    // the log records both, before the first step
+    std::string log = slurp("build/tk_transition.jsonl");
+    CHECK(log.find("\"transition_mot_loss\"") != std::string::npos);
+    CHECK(log.find("\"transition_loss\"") != std::string::npos);
+}
+
+TEST_CASE("transition and discrete MoT refuse what they cannot do") {
+    mot_checkpoint("build/tk_mot.ckpt");
+    expect_error(DATA + MODEL + " --transition token-choice --steps 2", {"--transition", "--load"});
+    Run d = run(DATA + MODEL + " --ffn dense --val-every 0 --steps 2 --save build/tk_dense.ckpt");
+    REQUIRE(d.rc == 0);
+    expect_error(DATA + MODEL + " --load build/tk_dense.ckpt --transition token-choice --steps 2", {"no MoT layer"});
+    expect_error("eval --load build/tk_dense.ckpt --data build/tk_val.bin --batch 4 --seq 8 --mot-discrete",
+                 {"--mot-discrete", "no MoT layer"});
+    expect_error(DATA + MODEL + " --ffn token-choice --topk 5 --steps 2", {"--topk 5", "--experts 4"});
+}
+
+TEST_CASE("discrete MoT: eval and sample run with one-hot mixing, and differ from soft MoT") {
+    mot_checkpoint("build/tk_mot.ckpt");
+    std::string e = "eval --load build/tk_mot.ckpt --data build/tk_val.bin --batch 4 --seq 8 --batches 4 --device cpu";
+    Run soft = run(e), hard = run(e + " --mot-discrete");
+    INFO(soft.out << hard.out);
+    REQUIRE(soft.rc == 0);
+    REQUIRE(hard.rc == 0);
+    CHECK(hard.out.find("discrete MoT") != std::string::npos);
+    double ls = number_after(soft.out, ": loss "), lh = number_after(hard.out, ": loss ");
+    CHECK(std::isfinite(lh));
+    CHECK(lh != ls);
+    Run s = run("sample --load build/tk_mot.ckpt --mot-discrete --length 10");
+    INFO(s.out);
+    CHECK(s.rc == 0);
+}

@@ -1,0 +1,340 @@
+// tests/test_token_choice.cpp: the TOKEN_CHOICE layer (cpu/token_choice.h,
+// DESIGN.md section 2) and the model and checkpoint around it; discrete MoT.
+//   make build/test_token_choice && ./build/test_token_choice
+//
+// - backward against finite differences in double, routing held fixed
+//   (inputs chosen away from ties), with and without dropped choices, the
+//   load-balancing loss included;
+// - capacity and the order of dispatch, worked out by hand (k 1 and 2, cf < 1);
+// - the batched form (cpu/fast/token_choice.h) against the plain loops;
+// - a model with TOKEN_CHOICE layers against finite differences;
+// - checkpoints with kinds 0, 1 and 2 round-trip; bad headers are refused;
+// - discrete MoT at a sharp controller equals soft MoT at low tau.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "cpu/gpt.h"
+#include "cpu/token_choice.h"
+#include "tests/bad_input.h"
+#include "tests/close.h"
+#include "tests/gradcheck.h"
+#include "tests/models.h"
+#include "tests/rng.h"
+
+using Vec = std::vector<double>;
+
+// One TOKEN_CHOICE layer's tensors, in double.
+struct TcLayer {
+    int N, C, E, f, k, cap;
+    Vec inp, wc, w1, w2;
+    Vec out, z, probs, route, slot, load, first, aux, xin, pre, act, yout;
+    TcLayer(int N_, int C_, int E_, int f_, int k_, double cf, uint64_t seed)
+        : N(N_), C(C_), E(E_), f(f_), k(k_), cap((int)std::ceil(cf * k_ * N_ / E_)) {
+        TestRng r(seed);
+        inp = r.doubles((size_t)N * C);
+        wc = r.doubles((size_t)E * C, 1.5);
+        w1 = r.doubles((size_t)E * f * C, 0.8);
+        w2 = r.doubles((size_t)E * C * f, 0.8);
+        out.assign((size_t)N * C, 0);
+        z.assign((size_t)N * E, 0);
+        probs = z;
+        route.assign((size_t)N * k, 0);
+        slot = route;
+        load.assign(E, 0);
+        first = load;
+        aux.assign(1, 0);
+        xin.assign((size_t)E * cap * C, 0);
+        yout = xin;
+        pre.assign((size_t)E * cap * f, 0);
+        act = pre;
+    }
+    void forward() {
+        token_choice_forward(out.data(), z.data(), probs.data(), route.data(), slot.data(), load.data(), first.data(),
+                             aux.data(), xin.data(), pre.data(), act.data(), yout.data(), inp.data(), wc.data(),
+                             w1.data(), w2.data(), N, C, E, f, k, cap);
+    }
+    // the smallest gap between consecutive probabilities of a token around its
+    // k-th choice: perturbations below it leave the routing as it is
+    double routing_margin() const {
+        double margin = 1e300;
+        for (int n = 0; n < N; n++) {
+            Vec p(probs.begin() + (size_t)n * E, probs.begin() + (size_t)(n + 1) * E);
+            std::sort(p.rbegin(), p.rend());
+            for (int r = 0; r < k && r + 1 < E; r++) margin = std::min(margin, p[r] - p[r + 1]);
+        }
+        return margin;
+    }
+    size_t dropped() const { return (size_t)std::count(slot.begin(), slot.end(), -1.0); }
+};
+
+// A layer at a point away from routing ties: seeds are tried until every
+// token's choices stand apart by more than 1e-3.
+static TcLayer layer_away_from_ties(int N, int C, int E, int f, int k, double cf, uint64_t seed) {
+    for (uint64_t s = seed;; s++) {
+        TcLayer L(N, C, E, f, k, cf, s);
+        L.forward();
+        if (L.routing_margin() > 1e-3) return L;
+    }
+}
+
+TEST_CASE("token-choice backward matches finite differences, routing fixed, aux loss included") {
+    struct Shape { int N, C, E, f, k; double cf; const char* what; };
+    for (Shape s : {Shape{12, 6, 4, 5, 1, 4.0, "k 1, nothing dropped"}, Shape{12, 6, 4, 5, 1, 0.5, "k 1, drops"},
+                    Shape{12, 6, 4, 5, 2, 0.5, "k 2, drops"}, Shape{10, 5, 3, 4, 3, 2.0, "k = E"}}) {
+        INFO(s.what);
+        TcLayer L = layer_away_from_ties(s.N, s.C, s.E, s.f, s.k, s.cf, 100);
+        if (s.cf < 1) CHECK(L.dropped() > 0);  // the drops are exercised
+        TestRng r(7);
+        const Vec R = r.doubles(L.out.size());  // loss = sum(out * R) + alpha * aux
+        const double alpha = 0.7;
+        auto loss = [&] {
+            L.forward();
+            double v = alpha * L.aux[0];
+            for (size_t i = 0; i < R.size(); i++) v += L.out[i] * R[i];
+            return v;
+        };
+        loss();
+        Vec dinp(L.inp.size(), 0), dwc(L.wc.size(), 0), dw1(L.w1.size(), 0), dw2(L.w2.size(), 0);
+        Vec dz(L.z.size()), dprobs(L.z.size()), dxin(L.xin.size()), dpre(L.pre.size()), dact(L.pre.size()),
+            dyout(L.xin.size()), daux = {alpha};
+        token_choice_backward(dinp.data(), dwc.data(), dw1.data(), dw2.data(), dz.data(), dprobs.data(), dxin.data(),
+                              dpre.data(), dact.data(), dyout.data(), daux.data(), R.data(), L.inp.data(),
+                              L.probs.data(), L.route.data(), L.slot.data(), L.first.data(), L.xin.data(),
+                              L.pre.data(), L.act.data(), L.yout.data(), L.wc.data(), L.w1.data(), L.w2.data(), L.N,
+                              L.C, L.E, L.f, L.k, L.cap);
+        CHECK_GRAD("inp", loss, L.inp, dinp);
+        CHECK_GRAD("wc", loss, L.wc, dwc);
+        CHECK_GRAD("w1", loss, L.w1, dw1);
+        CHECK_GRAD("w2", loss, L.w2, dw2);
+    }
+}
+
+TEST_CASE("the aux loss alone: its gradient flows through P_e only") {
+    TcLayer L = layer_away_from_ties(16, 5, 4, 3, 2, 1.0, 300);
+    auto loss = [&] {
+        L.forward();
+        return L.aux[0];
+    };
+    loss();
+    Vec zero(L.out.size(), 0.0), dinp(L.inp.size(), 0), dwc(L.wc.size(), 0), dw1(L.w1.size(), 0), dw2(L.w2.size(), 0);
+    Vec dz(L.z.size()), dprobs(L.z.size()), dxin(L.xin.size()), dpre(L.pre.size()), dact(L.pre.size()),
+        dyout(L.xin.size()), daux = {1.0};
+    token_choice_backward(dinp.data(), dwc.data(), dw1.data(), dw2.data(), dz.data(), dprobs.data(), dxin.data(),
+                          dpre.data(), dact.data(), dyout.data(), daux.data(), zero.data(), L.inp.data(),
+                          L.probs.data(), L.route.data(), L.slot.data(), L.first.data(), L.xin.data(), L.pre.data(),
+                          L.act.data(), L.yout.data(), L.wc.data(), L.w1.data(), L.w2.data(), L.N, L.C, L.E, L.f,
+                          L.k, L.cap);
+    CHECK_GRAD("inp", loss, L.inp, dinp);
+    CHECK_GRAD("wc", loss, L.wc, dwc);
+    CHECK(*std::max_element(dw1.begin(), dw1.end()) == 0.0);  // the experts do not enter aux
+    CHECK(*std::min_element(dw2.begin(), dw2.end()) == 0.0);
+    // aux = E sum_e f_e P_e: 1 when the routing is uniform, at most E
+    CHECK(L.aux[0] > 0);
+    CHECK(L.aux[0] <= L.E + 1e-12);
+}
+
+// Six tokens in C = 2 with the router wc = I: each token's logits are its own
+// coordinates, so its choices are known. First choices: experts 0 0 1 0 0 1;
+// second choices the other expert.
+static TcLayer hand_layer(int k, double cf) {
+    TcLayer L(6, 2, 2, 3, k, cf, 1);
+    L.inp = {2, 0, 3, 1, 0, 2, 1.5, 0, 4, 3, 0, 1};
+    L.wc = {1, 0, 0, 1};
+    L.forward();
+    return L;
+}
+
+TEST_CASE("capacity and the order of dispatch, worked out by hand") {
+    SUBCASE("k 1, cf 0.5: cap 2; expert 0 takes tokens 0 and 1, drops 3 and 4; expert 1 takes 2 and 5") {
+        TcLayer L = hand_layer(1, 0.5);
+        CHECK(L.cap == 2);
+        CHECK(L.route == Vec{0, 0, 1, 0, 0, 1});
+        CHECK(L.slot == Vec{0, 1, 0, -1, -1, 1});
+        CHECK(L.load == Vec{2, 2});
+        CHECK(L.first == Vec{4.0 / 6, 2.0 / 6});
+        // a dropped token's output is zero; a dispatched one is p * expert(h)
+        for (int c = 0; c < 2; c++) CHECK(L.out[3 * 2 + c] == 0.0);
+        double p0 = L.probs[0];  // token 0's probability of expert 0
+        for (int c = 0; c < 2; c++) CHECK(L.out[c] == doctest::Approx(p0 * L.yout[c]).epsilon(1e-14));
+        double P0 = 0, P1 = 0;
+        for (int n = 0; n < 6; n++) P0 += L.probs[n * 2] / 6, P1 += L.probs[n * 2 + 1] / 6;
+        CHECK(L.aux[0] == doctest::Approx(2 * (4.0 / 6 * P0 + 2.0 / 6 * P1)).epsilon(1e-14));
+    }
+    SUBCASE("k 2, cf 0.5: cap 3; first choices dispatch before second choices, in token order") {
+        TcLayer L = hand_layer(2, 0.5);
+        CHECK(L.cap == 3);
+        // route (n, r): first then second choice
+        CHECK(L.route == Vec{0, 1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0});
+        // r = 1: expert 0 <- tokens 0, 1, 3 (slots 0, 1, 2), 4 dropped; expert 1 <- 2, 5 (slots 0, 1)
+        // r = 2: token 0 -> expert 1 slot 2; every later second choice finds its expert full
+        CHECK(L.slot == Vec{0, 2, 1, -1, 0, -1, 2, -1, -1, -1, 1, -1});
+        CHECK(L.load == Vec{3, 3});
+        CHECK(L.dropped() == 6);
+    }
+    SUBCASE("decoding (cap = N) drops nothing") {
+        TcLayer L(6, 2, 2, 3, 2, 0.5, 1);
+        L.inp = hand_layer(2, 0.5).inp;
+        L.wc = {1, 0, 0, 1};
+        L.cap = TokenChoiceFfn::capacity(make_config(11, 8, 1, 2, 4, 2, 1, 3, 1, {TOKEN_CHOICE}, 2, 0.5f), 6, true);
+        CHECK(L.cap == 6);
+        L.xin.assign((size_t)2 * 6 * 2, 0);
+        L.yout = L.xin;
+        L.pre.assign((size_t)2 * 6 * 3, 0);
+        L.act = L.pre;
+        L.forward();
+        CHECK(L.dropped() == 0);
+    }
+}
+
+TEST_CASE("the batched form equals the plain loops, forward and backward, at odd shapes") {
+    struct Shape { int N, C, E, f, k; double cf; };
+    for (Shape s : {Shape{13, 7, 5, 9, 1, 1.25}, Shape{17, 11, 4, 6, 2, 0.6}, Shape{9, 5, 3, 4, 3, 2.0},
+                    Shape{1, 3, 2, 5, 1, 1.0}}) {
+        INFO("N " << s.N << " C " << s.C << " E " << s.E << " f " << s.f << " k " << s.k << " cf " << s.cf);
+        TcLayer plain(s.N, s.C, s.E, s.f, s.k, s.cf, 500 + s.N), fastL = plain;
+        plain.forward();
+        fast::token_choice_forward(fastL.out.data(), fastL.z.data(), fastL.probs.data(), fastL.route.data(),
+                                   fastL.slot.data(), fastL.load.data(), fastL.first.data(), fastL.aux.data(),
+                                   fastL.xin.data(), fastL.pre.data(), fastL.act.data(), fastL.yout.data(),
+                                   fastL.inp.data(), fastL.wc.data(), fastL.w1.data(), fastL.w2.data(), s.N, s.C, s.E,
+                                   s.f, s.k, fastL.cap);
+        CHECK(fastL.route == plain.route);
+        CHECK(fastL.slot == plain.slot);
+        for (auto [got, want, what] : {std::tuple{&fastL.out, &plain.out, "out"}, {&fastL.yout, &plain.yout, "yout"},
+                                       {&fastL.pre, &plain.pre, "pre"}, {&fastL.aux, &plain.aux, "aux"}})
+            check_close(*got, *want, scaled_tol(1e-12, *want), what);
+        TestRng r(9);
+        Vec dout = r.doubles(plain.out.size()), daux = {0.3};
+        struct Grads { Vec dinp, dwc, dw1, dw2, dz, dp, dxin, dpre, dact, dy; };
+        auto grads = [&](const TcLayer& L) {
+            return Grads{Vec(L.inp.size(), 0.5), Vec(L.wc.size(), -0.25), Vec(L.w1.size(), 0.125),
+                         Vec(L.w2.size(), 0.0), Vec(L.z.size(), NAN), Vec(L.z.size(), NAN), Vec(L.xin.size(), NAN),
+                         Vec(L.pre.size(), NAN), Vec(L.pre.size(), NAN), Vec(L.xin.size(), NAN)};
+        };
+        Grads gp = grads(plain), gf = grads(fastL);
+        token_choice_backward(gp.dinp.data(), gp.dwc.data(), gp.dw1.data(), gp.dw2.data(), gp.dz.data(),
+                              gp.dp.data(), gp.dxin.data(), gp.dpre.data(), gp.dact.data(), gp.dy.data(), daux.data(),
+                              dout.data(), plain.inp.data(), plain.probs.data(), plain.route.data(),
+                              plain.slot.data(), plain.first.data(), plain.xin.data(), plain.pre.data(),
+                              plain.act.data(), plain.yout.data(), plain.wc.data(), plain.w1.data(),
+                              plain.w2.data(), s.N, s.C, s.E, s.f, s.k, plain.cap);
+        fast::token_choice_backward(gf.dinp.data(), gf.dwc.data(), gf.dw1.data(), gf.dw2.data(), gf.dz.data(),
+                                    gf.dp.data(), gf.dxin.data(), gf.dpre.data(), gf.dact.data(), gf.dy.data(),
+                                    daux.data(), dout.data(), fastL.inp.data(), fastL.probs.data(),
+                                    fastL.route.data(), fastL.slot.data(), fastL.first.data(), fastL.xin.data(),
+                                    fastL.pre.data(), fastL.act.data(), fastL.yout.data(), fastL.wc.data(),
+                                    fastL.w1.data(), fastL.w2.data(), s.N, s.C, s.E, s.f, s.k, fastL.cap);
+        for (auto [got, want, what] : {std::tuple{&gf.dinp, &gp.dinp, "dinp"}, {&gf.dwc, &gp.dwc, "dwc"},
+                                       {&gf.dw1, &gp.dw1, "dw1"}, {&gf.dw2, &gp.dw2, "dw2"}, {&gf.dz, &gp.dz, "dz"},
+                                       {&gf.dy, &gp.dy, "dyout"}, {&gf.dxin, &gp.dxin, "dxin"}})
+            check_close(*got, *want, scaled_tol(1e-12, *want), what);
+    }
+}
+
+TEST_CASE("a model with TOKEN_CHOICE layers: every gradient matches finite differences") {
+    // cf 4 (nothing dropped) and weights drawn until every routing decision
+    // stands apart: the loss is smooth around the point checked
+    for (std::vector<int> kinds : {std::vector<int>{TOKEN_CHOICE, DENSE}, std::vector<int>{MOT, TOKEN_CHOICE}}) {
+        Config c = make_config(11, 8, 2, 8, 16, 4, 2, 8, 1.0f, kinds, 2, 4.0f);
+        const int B = 4, T = 5;
+        TestRng r(3);
+        std::vector<int> inp = r.tokens(B * T, c.V), tgt = r.tokens(B * T, c.V);
+        GPT<double> model;
+        for (uint64_t seed = 40;; seed++) {
+            build_random(&model, c, seed, 0.5);
+            gpt_forward(&model, inp.data(), tgt.data(), B, T);
+            double margin = 1e300;
+            for (int l = 0; l < c.L; l++) {
+                if (c.kinds[l] != TOKEN_CHOICE) continue;
+                for (int n = 0; n < B * T; n++) {
+                    Vec p(model.acts.layer[l].m + (size_t)n * c.E, model.acts.layer[l].m + (size_t)(n + 1) * c.E);
+                    std::sort(p.rbegin(), p.rend());
+                    for (int q = 0; q < c.topk; q++) margin = std::min(margin, p[q] - p[q + 1]);
+                }
+            }
+            if (margin > 1e-3) break;
+        }
+        model.aux_weight = 0.5;
+        gpt_forward(&model, inp.data(), tgt.data(), B, T);
+        gpt_zero_grad(&model);
+        gpt_backward(&model);
+        Vec analytic = model.grads_memory;
+        auto loss = [&] {
+            gpt_forward(&model, inp.data(), tgt.data(), B, T);
+            return model.mean_loss + model.aux_weight * model.aux_loss;
+        };
+        for (const TensorSpec& s : param_specs(c)) {
+            GradCheckResult g = gradcheck(loss, model.params_memory.data() + s.offset, s.numel,
+                                          analytic.data() + s.offset);
+            INFO("gradient of " << s.name << ": worst rel err " << g.worst << " at [" << g.worst_i << "]");
+            CHECK(g.worst < 1e-6);
+        }
+    }
+}
+
+TEST_CASE("checkpoints with kinds 0, 1 and 2 round-trip bit-exactly; bad headers are refused") {
+    Config c = make_config(37, 8, 2, 16, 32, 4, 2, 16, 0.75f, {DENSE, MOT, TOKEN_CHOICE}, 2, 0.8f);
+    GPT<float> m;
+    build_random(&m, c, 5, 0.3);
+    std::string path = "build/tc_kinds.ckpt";
+    checkpoint_save(path, c, m.params_memory.data());
+    Config back;
+    std::vector<float> params;
+    checkpoint_load(path, &back, &params);
+    CHECK(back.kinds == c.kinds);
+    CHECK(back.topk == 2);
+    CHECK(back.capacity == 0.8f);
+    CHECK(params == m.params_memory);
+    checkpoint_save("build/tc_kinds2.ckpt", back, params.data());
+    CHECK(read_file("build/tc_kinds2.ckpt") == read_file(path));
+    std::string good = read_file(path);
+    float zero = 0.0f, negative = -1.0f, nan = NAN;
+    for (auto [offset, value, needle] :
+         {std::tuple{4 * 14, std::string("\x05\0\0\0", 4), "top-k 5"}, {4 * 14, std::string("\xff\xff\xff\xff", 4), "top-k -1"},
+          {4 * 15, std::string((const char*)&negative, 4), "capacity factor"},
+          {4 * 15, std::string((const char*)&nan, 4), "capacity factor"}}) {
+        std::string bad = good;
+        bad.replace(offset, 4, value);
+        write_bytes("build/tc_bad.ckpt", bad);
+        expect_throw([] {
+            Config k;
+            std::vector<float> p;
+            checkpoint_load("build/tc_bad.ckpt", &k, &p);
+        }, {"build/tc_bad.ckpt", needle});
+    }
+    (void)zero;
+}
+
+TEST_CASE("discrete MoT: one-hot mixing at the argmax; at a sharp controller it equals soft MoT at low tau") {
+    const int B = 4, T = 3, C = 6, E = 3, G = 2, f = 5, S = B / G;
+    TestRng r(21);
+    Vec inp = r.doubles((size_t)B * T * C), wc = r.doubles((size_t)E * C, 3.0), w1 = r.doubles((size_t)E * f * C),
+        w2 = r.doubles((size_t)E * C * f);
+    auto run = [&](double tau, bool discrete, Vec* m_out) {
+        Vec out((size_t)B * T * C), z((size_t)B * T * E), m = z, u((size_t)S * T * E * C), y = u,
+            p((size_t)S * T * E * f), a = p;
+        mot_forward(out.data(), z.data(), m.data(), u.data(), p.data(), a.data(), y.data(), inp.data(), wc.data(),
+                    w1.data(), w2.data(), B, T, C, E, G, f, tau, discrete);
+        if (m_out) *m_out = m;
+        return out;
+    };
+    Vec m;
+    Vec hard = run(1.0, true, &m);
+    for (double x : m) CHECK((x == 0.0 || x == 1.0));  // one-hot
+    for (int g = 0; g < S * T; g++)  // each (group, expert): exactly one member takes the whole weight
+        for (int e = 0; e < E; e++) {
+            int k = g / T, t = g % T;
+            double sum = 0;
+            for (int j = 0; j < G; j++) sum += m[((size_t)(j * S + k) * T + t) * E + e];
+            CHECK(sum == 1.0);
+        }
+    check_close(run(1e-3, false, nullptr), hard, scaled_tol(1e-9, hard), "soft MoT at tau 1e-3");
+    Vec soft = run(1.0, false, nullptr);
+    CHECK(closeness(soft, hard, scaled_tol(1e-3, hard)).worst > 1);  // at tau 1 the two differ
+}
