@@ -12,11 +12,13 @@ OPT ?= -O3 -march=native
 # (CLI11, doctest) inside the tree, for GPU nodes without Debian packages.
 KIT := build/offline-kit/include
 KIT_INC := $(if $(wildcard $(KIT)/CLI/CLI.hpp),-isystem $(KIT))
-CXXFLAGS := $(OPT) -std=c++17 -fopenmp -Wall -Wextra -I. $(KIT_INC)
+# -fno-math-errno: no code reads errno after a math call, and with it GCC
+# vectorizes sqrt (AdamW's update runs 4x faster); results are unchanged
+CXXFLAGS := $(OPT) -std=c++17 -fopenmp -fno-math-errno -Wall -Wextra -I. $(KIT_INC)
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
 # GPU architectures: Ampere (sm_80) and Hopper (sm_90); override with GPU_ARCH=...
 GPU_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
-NVCCFLAGS := -O3 -std=c++17 -I. $(KIT_INC) $(GPU_ARCH) -Xcompiler "-fopenmp -march=native -Wall" -diag-suppress 20012
+NVCCFLAGS := -O3 -std=c++17 -I. $(KIT_INC) $(GPU_ARCH) -Xcompiler "-fopenmp -fno-math-errno -march=native -Wall" -diag-suppress 20012
 
 HEADERS := $(wildcard common/*.h cpu/*.h cpu/fast/*.h gpu/*.cuh tokenizer/*.h data/*.h train/*.h tests/*.h)
 CPU_TESTS := $(patsubst tests/%.cpp,build/%,$(wildcard tests/test_*.cpp))

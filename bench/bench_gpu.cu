@@ -1,6 +1,7 @@
 // bench/bench_gpu.cu: training throughput of the GPU path at GPT-2-small shape,
-// dense and MoT, with TF32 off and on, plus the MoT layer against the dense FFN
-// at matched FLOPs.
+// dense and MoT (E 32 and the granular E 256, G 32), with TF32 off and on,
+// the MoT layer against the dense FFN at matched expert FLOPs, and the small
+// probe model of bench/bench_mot.cpp; ends with the MoT / dense step ratios.
 //
 //   nvcc -std=c++17 -O2 -arch=native -Xcompiler -fopenmp -I. bench/bench_gpu.cu -o bench_gpu -lcublas
 //   ./bench_gpu [--steps N] [--quick]
@@ -77,20 +78,22 @@ static void init_on_device(gpu::GPT* model) {
     CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-static Config gpt2_small(bool mot) {
+// GPT-2-small (L 12, C 768, NH 12, V 50257, T up to 1024): dense d_ff 3072,
+// or MoT with E experts of width f, G 32 (E 0: dense).
+static Config gpt2_small(int E, int f) {
     Config c;
-    c.V = 50257;
-    c.Vp = 50304;
-    c.maxT = 1024;
-    c.L = 12;
-    c.NH = 12;
-    c.C = 768;
-    c.dff = 3072;
-    c.E = 32;
-    c.G = 32;
-    c.f = c.dff * c.G / c.E;  // 3072
-    c.tau = 1.0f;
-    c.kinds.assign(c.L, mot ? MOT : DENSE);
+    c.V = 50257, c.Vp = 50304, c.maxT = 1024, c.L = 12, c.NH = 12, c.C = 768, c.dff = 3072;
+    c.E = E ? E : 32, c.G = 32, c.f = E ? f : 3072, c.tau = 1.0f, c.topk = 1, c.capacity = 1.25f, c.activation = 0;
+    c.kinds.assign(c.L, E ? MOT : DENSE);
+    return c;
+}
+
+// The small probe model of bench/bench_mot.cpp (L 4, C 128, NH 4, T 64, V 4096, d_ff 512), dense or MoT E, G 32, f.
+static Config probe_model(int E, int f) {
+    Config c = gpt2_small(E, f);
+    c.V = 4096, c.Vp = pad_vocab(4096), c.maxT = 64, c.L = 4, c.NH = 4, c.C = 128, c.dff = 512;
+    if (!E) c.f = 512;
+    c.kinds.assign(c.L, E ? MOT : DENSE);
     return c;
 }
 
@@ -153,10 +156,9 @@ static void bench_model(const char* name, const Config& c, int B, int T, int ste
                 t0 = now_s();
             }
             gpu::gpt_forward(&model, inputs.data(), targets.data(), B, T);
-            gpu::gpt_zero_grad(&model);
-            gpu::gpt_backward(&model, 1.0);
-            gpu::gpt_clip_grads(&model, 1.0);
-            gpu::gpt_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, s + 2);
+            gpu::gpt_backward(&model, 1.0);  // the gradients are zero: the last update left them so
+            double norm = gpu::gpt_grad_norm(&model);
+            gpu::gpt_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, s + 2, clip_scale(norm, 1.0));
             loss = model.mean_loss;
         }
         CUDA_CHECK(cudaDeviceSynchronize());
@@ -173,9 +175,9 @@ static void bench_model(const char* name, const Config& c, int B, int T, int ste
 
 // Standalone FFN layer forward + backward at (B,T): dense (C, dff) against
 // MoT (C, E, G, f); both flop-matched by f = dff G / E.
-static void bench_layers(int B, int T, int iters, std::vector<Row>* rows) {
-    Config c = gpt2_small(true);
-    const int C = c.C, dff = c.dff, E = c.E, G = c.G, f = c.f;
+static void bench_layers(int B, int T, int iters, int E, int f, std::vector<Row>* rows) {
+    Config c = gpt2_small(E, f);
+    const int C = c.C, dff = c.dff, G = c.G;
     const size_t BT = (size_t)B * T, ST = BT / G;
     std::vector<float*> bufs;
     auto alloc = [&](size_t n) {
@@ -226,7 +228,7 @@ static void bench_layers(int B, int T, int iters, std::vector<Row>* rows) {
             float ms = 0;
             CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
             double dt = ms / 1e3 / iters, fl = which == 0 ? dense_flops : mot_flops;
-            Row r{which == 0 ? "layer dense ffn f+b" : "layer mot E32 G32 f+b", B, T, tf32 != 0, 1e3 * dt,
+            Row r{which == 0 ? "layer dense ffn f+b" : strf("layer mot E%d G%d f+b", E, G), B, T, tf32 != 0, 1e3 * dt,
                   BT / dt, fl / dt / 1e12, fl / dt / (tf32 ? PEAK_TF32 : PEAK_FP32)};
             rows->push_back(r);
             print_row(r);
@@ -262,14 +264,15 @@ int main(int argc, char** argv) {
         PEAK_FP32 = gpu_peak_flops(false, &how_fp32);
         PEAK_TF32 = gpu_peak_flops(true, &how_tf32);
         std::printf("peak, TF32 off: %s\npeak, TF32 on:  %s\n", how_fp32.c_str(), how_tf32.c_str());
-        Config dense = gpt2_small(false), mot = gpt2_small(true);
+        Config dense = gpt2_small(0, 0), mot = gpt2_small(32, 3072), mot256 = gpt2_small(256, 384);
         // B = 32 (MoT needs B divisible by G = 32); the longest T <= 1024 at
-        // which both models fit in 90% of free memory.
+        // which the models fit in 90% of free memory.
         int B = 32, T = 1024;
         if (quick) T = 256;
         auto fits = [&](const Config& c, int t) { return gpu::gpt_device_bytes(c, B, t) < 0.9 * free_bytes; };
-        while (T > 64 && !(fits(dense, T) && fits(mot, T))) T /= 2;
-        std::printf("model shape: L 12, C 768, NH 12, V 50257 (Vp 50304), dff 3072; MoT E 32, G 32, f 3072\n");
+        while (T > 64 && !(fits(dense, T) && fits(mot, T) && fits(mot256, T))) T /= 2;
+        std::printf("model shape: L 12, C 768, NH 12, V 50257 (Vp 50304), dff 3072; MoT E 32, G 32, f 3072 and "
+                    "E 256, G 32, f 384\n");
         std::printf("batch B %d, T %d (%s), %d timed steps after 2 warm-up\n", B, T,
                     T == 1024 ? "full context" : "largest T that fits at B 32", steps);
         std::printf("model FLOPs per token: dense %.3g, MoT %.3g\n\n", flops_per_token(dense, T), flops_per_token(mot, T));
@@ -277,9 +280,27 @@ int main(int argc, char** argv) {
         std::vector<Row> rows;
         std::printf("%-24s %4s %5s %5s %10s %12s %9s %8s\n", "what", "B", "T", "tf32", "ms/step", "tokens/s",
                     "TFLOP/s", "MFU");
-        bench_layers(B, quick ? 256 : 1024, quick ? 3 : 10, &rows);
+        bench_layers(B, quick ? 256 : 1024, quick ? 3 : 10, 32, 3072, &rows);
+        bench_layers(B, quick ? 256 : 1024, quick ? 3 : 10, 256, 384, &rows);
         bench_model("gpt2-small dense", dense, B, T, steps, &rows);
-        bench_model("gpt2-small mot", mot, B, T, steps, &rows);
+        bench_model("gpt2-small mot E32", mot, B, T, steps, &rows);
+        bench_model("gpt2-small mot E256", mot256, B, T, steps, &rows);
+        // the small probe model of bench_mot (CPU), B 32, T 64
+        bench_model("probe dense", probe_model(0, 0), 32, 64, steps * 4, &rows);
+        bench_model("probe mot E32 G32", probe_model(32, 512), 32, 64, steps * 4, &rows);
+        bench_model("probe mot E256 G32", probe_model(256, 64), 32, 64, steps * 4, &rows);
+        auto ms_of = [&](const std::string& what, bool tf32) {
+            for (const Row& r : rows)
+                if (r.what == what && r.tf32 == tf32) return r.ms;
+            return 0.0;
+        };
+        std::printf("\nMoT / dense step (fp32, TF32):\n");
+        for (const char* m : {"gpt2-small mot E32", "gpt2-small mot E256"})
+            std::printf("  %-22s %.2f  %.2f\n", m, ms_of(m, false) / ms_of("gpt2-small dense", false),
+                        ms_of(m, true) / ms_of("gpt2-small dense", true));
+        for (const char* m : {"probe mot E32 G32", "probe mot E256 G32"})
+            std::printf("  %-22s %.2f  %.2f\n", m, ms_of(m, false) / ms_of("probe dense", false),
+                        ms_of(m, true) / ms_of("probe dense", true));
 
         std::printf("\nsummary (MFU against fp32 %.1f / TF32 %.1f TFLOP/s):\n", PEAK_FP32 / 1e12, PEAK_TF32 / 1e12);
         std::printf("%-24s %4s %5s %5s %10s %12s %9s %8s\n", "what", "B", "T", "tf32", "ms/step", "tokens/s",

@@ -128,15 +128,13 @@ static Result bench_model(const char* name, int kind, bool fast, int B, int T, i
         double t0 = now();
         gpt_forward(&model, inputs.data(), targets.data(), B, T);
         double t1 = now();
-        gpt_zero_grad(&model);
-        double t2 = now();
-        gpt_backward(&model);
+        gpt_backward(&model);  // the gradients are zero: the last update left them so
         double t3 = now();
-        gpt_clip_grads(&model, 1.0);
+        double norm = gpt_grad_norm(&model);
         double t4 = now();
-        gpt_update(&model, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, s);
+        gpt_update(&model, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, s, clip_scale(norm, 1.0));
         double t5 = now();
-        r.fwd_s = t1 - t0, r.zero_s = t2 - t1, r.bwd_s = t3 - t2, r.clip_s = t4 - t3, r.adam_s = t5 - t4;
+        r.fwd_s = t1 - t0, r.zero_s = 0, r.bwd_s = t3 - t1, r.clip_s = t4 - t3, r.adam_s = t5 - t4;
         return t5 - t0;
     };
     gpt_ensure_acts(&model, B, T);  // the activations' memory, before any is measured
@@ -174,8 +172,9 @@ struct Part {
 
 // Every layer function of a training step of the bench model of this kind,
 // called alone on random buffers of its shapes (fast kernels), forward and
-// backward. The optimizer (grad norm, clip, AdamW over every tensor, as
-// gpt_clip_grads and gpt_update call them) is one part, in the bwd column.
+// backward. The optimizer (the grad norm, then AdamW over every tensor with
+// the clip folded in, as gpt_grad_norm and gpt_update run them) is one part,
+// in the bwd column.
 static std::vector<Part> layer_parts(int kind, int B, int T) {
     const Config c = bench_config(kind);
     const int C = c.C, NH = c.NH, L = c.L, V = c.V, Vp = c.Vp, dff = c.dff, E = c.E, G = c.G, f = c.f;
@@ -262,12 +261,12 @@ static std::vector<Part> layer_parts(int kind, int B, int T) {
     const std::vector<TensorSpec> specs = param_specs(c);
     std::vector<float> params = rnd(n, 0.02f), grads = rnd(n), mom(n), vel(n);
     int t = 0;
-    add("optimizer", 1, [] {}, [&] {
+    add("optimizer", 1, [] {}, [&] {  // the norm (one read), then AdamW with the clip folded in (one pass)
         double norm = std::sqrt(grad_norm_squared(grads.data(), n));
-        grad_clip(grads.data(), n, norm, 0.5 * norm);  // a clip below the norm: the scaling pass runs
         for (const TensorSpec& s : specs)
             adamw_update(params.data() + s.offset, grads.data() + s.offset, mom.data() + s.offset,
-                         vel.data() + s.offset, s.numel, 1e-3f, 0.9f, 0.95f, 1e-8f, s.ndim >= 2 ? 0.1f : 0.0f, ++t);
+                         vel.data() + s.offset, s.numel, 1e-3f, 0.9f, 0.95f, 1e-8f, s.ndim >= 2 ? 0.1f : 0.0f, ++t,
+                         clip_scale(norm, 0.5 * norm));
     });
     return parts;
 }
@@ -282,10 +281,7 @@ static void print_parts(const Result& r, const std::vector<Part>& parts) {
         std::printf("%-16s %6d %9.2f %9.2f %10.1f %6.1f%%\n", p.name, p.calls, p.fwd * 1e3, p.bwd * 1e3, ms,
                     100 * ms / (r.step_s * 1e3));
     }
-    double zero = r.zero_s * 1e3, step = r.step_s * 1e3;
-    std::printf("%-16s %6d %9s %9s %10.1f %6.1f%%   (gpt_zero_grad, timed in the step)\n", "zero grads", 1, "", "",
-                zero, 100 * zero / step);
-    sum += zero;
+    double step = r.step_s * 1e3;
     std::printf("%-16s %6s %9s %9s %10.1f %6.1f%%   (step - parts: zeroing activation gradients; caches)\n", "rest",
                 "", "", "", step - sum, 100 * (step - sum) / step);
     std::printf("%-16s %6s %9s %9s %10.1f\n\n", "step (median)", "", "", "", step);

@@ -1,5 +1,6 @@
-// Learning-rate schedule (DESIGN.md section 2): linear warmup, then cosine
-// decay from lr to lr * min_frac over the remaining steps. step counts from 0.
+// The optimizer's schedule (DESIGN.md section 2). Learning rate: linear
+// warmup, then cosine decay from lr to lr * min_frac over the remaining
+// steps; step counts from 0.
 #pragma once
 #include <cmath>
 
@@ -11,3 +12,9 @@ inline float lr_at(int step, int total_steps, float lr, int warmup, float min_fr
     double cosine = 0.5 * (1.0 + std::cos(M_PI * progress));  // 1 -> 0
     return float(lr * (min_frac + (1.0 - min_frac) * cosine));
 }
+
+// The factor the gradients are scaled by to clip their global norm to clip
+// (clip <= 0: off): clip / norm when the norm is above clip, else 1. AdamW
+// applies it as it reads each gradient (cpu/adamw.h, gpu/adamw.cuh), so
+// clipping costs no pass of its own.
+inline float clip_scale(double norm, double clip) { return clip > 0 && norm > clip ? float(clip / norm) : 1.0f; }

@@ -119,6 +119,8 @@ void gpt_forward(GPT<real>* model, const int* inputs, const int* targets, int B,
     model->mean_loss = sum / ((double)B * T);
 }
 
+// Zeroes the parameter gradients. gpt_update leaves them zero, so training
+// needs this only after a step whose update it skipped.
 template <typename real>
 void gpt_zero_grad(GPT<real>* model) {
     real* g = model->grads_memory.data();  // in parallel: one core cannot fill memory at full bandwidth
@@ -176,23 +178,23 @@ void gpt_backward(GPT<real>* model, double loss_scale = 1.0) {
     encoder_backward(dw.wte, dw.wpe, da.encoded, inputs, B, T, C);
 }
 
-// Global gradient norm; when it exceeds clip (> 0), scales the gradients
-// down to norm clip. Returns the norm before clipping.
+// The global gradient norm, summed in double in a fixed order (one read).
 template <typename real>
-double gpt_clip_grads(GPT<real>* model, double clip) {
-    double norm = std::sqrt(grad_norm_squared(model->grads_memory.data(), model->grads_memory.size()));
-    grad_clip(model->grads_memory.data(), model->grads_memory.size(), norm, clip);
-    return norm;
+double gpt_grad_norm(GPT<real>* model) {
+    return std::sqrt(grad_norm_squared(model->grads_memory.data(), model->grads_memory.size()));
 }
 
-// One AdamW step; weight decay only on tensors of two or more dimensions.
-// step is 0-based; bias correction uses step + 1.
+// One AdamW step on the gradients scaled by grad_scale (clip_scale(norm,
+// clip) clips them); weight decay only on tensors of two or more dimensions.
+// step is 0-based; bias correction uses step + 1. The gradients are zero
+// afterwards (adamw_update consumes them).
 template <typename real>
-void gpt_update(GPT<real>* model, float lr, float beta1, float beta2, float eps, float wd, int step) {
+void gpt_update(GPT<real>* model, float lr, float beta1, float beta2, float eps, float wd, int step,
+                float grad_scale = 1.0f) {
     for (const TensorSpec& s : param_specs(model->cfg))
         adamw_update(model->params_memory.data() + s.offset, model->grads_memory.data() + s.offset,
-                     model->m_memory.data() + s.offset, model->v_memory.data() + s.offset, s.numel,
-                     lr, beta1, beta2, eps, s.ndim >= 2 ? wd : 0.0f, step + 1);
+                     model->m_memory.data() + s.offset, model->v_memory.data() + s.offset, s.numel, lr, beta1, beta2,
+                     eps, s.ndim >= 2 ? wd : 0.0f, step + 1, real(grad_scale));
 }
 
 // ---------------------------------------------------------------------------

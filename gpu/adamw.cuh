@@ -2,6 +2,7 @@
 #pragma once
 #include <cmath>
 
+#include "../common/schedule.h"  // clip_scale
 #include "common.cuh"
 
 namespace gpu {
@@ -63,55 +64,86 @@ inline double grad_norm_squared(const float* grads,  // (n)
     return result;
 }
 
-// grads[i] *= scale
-__global__ void scale_kernel(float* grads,  // (n)
-                             size_t n, float scale) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        grads[i] *= scale;
-}
-
-// Scales the gradients by clip / norm when norm > clip (clip <= 0: off).
-inline void grad_clip(float* grads,  // (n)
-                      size_t n, double norm, double clip) {
-    if (clip <= 0 || norm <= clip) return;
-    scale_kernel<<<grid_for(n, 256), 256>>>(grads, n, (float)(clip / norm));
-    CUDA_CHECK_LAUNCH();
-}
-
 // One AdamW step per element (cpu/adamw.h; c1, c2 the bias corrections,
-// omb1 = 1 - beta1 and omb2 = 1 - beta2 rounded to float as the CPU does):
+// omb1 = 1 - beta1 and omb2 = 1 - beta2 rounded to float as the CPU does), on
+// the clipped gradient g = grad_scale * grads, which it then zeroes:
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
 //   p -= lr (m/c1 / (sqrt(v/c2) + eps) + wd p)
 // computed as cpu/adamw.h does, with step = lr/c1, inv_sqrt_c2 = 1/sqrt(c2),
 // decay = lr wd:  p -= step m / (sqrt(v) inv_sqrt_c2 + eps) + decay p
-__global__ void adamw_kernel(float* params,       // (n)
-                             const float* grads,  // (n)
-                             float* m,            // (n)
-                             float* v,            // (n)
-                             size_t n, float beta1, float beta2, float omb1, float omb2,
-                             float eps, float step, float inv_sqrt_c2, float decay) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = grads[i];
-        float mi = beta1 * m[i] + omb1 * g;
-        float vi = beta2 * v[i] + omb2 * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        float p = params[i];
-        params[i] = p - (step * mi / (sqrtf(vi) * inv_sqrt_c2 + eps) + decay * p);
-    }
+__device__ inline void adamw_element(float* params, float* grads, float* m, float* v, size_t i, float beta1,
+                                     float beta2, float omb1, float omb2, float eps, float step, float inv_sqrt_c2,
+                                     float decay, float grad_scale) {
+    float g = grads[i] * grad_scale;
+    grads[i] = 0.0f;
+    float mi = beta1 * m[i] + omb1 * g;
+    float vi = beta2 * v[i] + omb2 * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    float p = params[i];
+    params[i] = p - (step * mi / (sqrtf(vi) * inv_sqrt_c2 + eps) + decay * p);
 }
 
-// t is the 1-based step count used for bias correction.
-inline void adamw_update(float* params,       // (n)
-                         const float* grads,  // (n)
-                         float* m,            // (n) first moment
-                         float* v,            // (n) second moment
-                         size_t n, float lr, float beta1, float beta2, float eps, float wd, int t) {
+__global__ void adamw_kernel(float* params,  // (n)
+                             float* grads,   // (n) read, then zeroed
+                             float* m,       // (n)
+                             float* v,       // (n)
+                             size_t n, float beta1, float beta2, float omb1, float omb2, float eps, float step,
+                             float inv_sqrt_c2, float decay, float grad_scale) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        adamw_element(params, grads, m, v, i, beta1, beta2, omb1, omb2, eps, step, inv_sqrt_c2, decay, grad_scale);
+}
+
+// The constants of one AdamW step (cpu/adamw.h): the bias corrections folded in.
+struct AdamwConstants {
+    float beta1, beta2, omb1, omb2, eps, step, inv_sqrt_c2, lr_wd;
+};
+
+inline AdamwConstants adamw_constants(float lr, float beta1, float beta2, float eps, float wd, int t) {
     float c1 = 1.0f - std::pow(beta1, (float)t);
     float c2 = 1.0f - std::pow(beta2, (float)t);
-    float step = lr / c1, inv_sqrt_c2 = 1.0f / std::sqrt(c2), decay = lr * wd;
-    adamw_kernel<<<grid_for(n, 256), 256>>>(params, grads, m, v, n, beta1, beta2, 1.0f - beta1, 1.0f - beta2,
-                                            eps, step, inv_sqrt_c2, decay);
+    return {beta1, beta2, 1.0f - beta1, 1.0f - beta2, eps, lr / c1, 1.0f / std::sqrt(c2), lr * wd};
+}
+
+// t is the 1-based step count used for bias correction; grads are zero afterwards.
+inline void adamw_update(float* params,  // (n)
+                         float* grads,   // (n) read, then zeroed
+                         float* m,       // (n) first moment
+                         float* v,       // (n) second moment
+                         size_t n, float lr, float beta1, float beta2, float eps, float wd, int t,
+                         float grad_scale = 1.0f) {
+    AdamwConstants k = adamw_constants(lr, beta1, beta2, eps, wd, t);
+    adamw_kernel<<<grid_for(n, 256), 256>>>(params, grads, m, v, n, k.beta1, k.beta2, k.omb1, k.omb2, k.eps, k.step,
+                                            k.inv_sqrt_c2, k.lr_wd, grad_scale);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Every tensor of the model in one launch: a chunk is up to ADAMW_CHUNK
+// consecutive elements of one tensor, with whether weight decay applies to
+// it; block b updates chunk b.
+constexpr int ADAMW_CHUNK = 1 << 16;
+struct AdamwChunk {
+    size_t offset;
+    int n;
+    int decay;  // 1: the tensor has weight decay (2 or more dimensions)
+};
+
+__global__ void adamw_chunks_kernel(float* params, float* grads, float* m, float* v,  // (num_params) each
+                                    const AdamwChunk* chunks, float beta1, float beta2, float omb1, float omb2,
+                                    float eps, float step, float inv_sqrt_c2, float lr_wd, float grad_scale) {
+    AdamwChunk ch = chunks[blockIdx.x];
+    float decay = ch.decay ? lr_wd : 0.0f;
+    for (int i = threadIdx.x; i < ch.n; i += blockDim.x)
+        adamw_element(params, grads, m, v, ch.offset + i, beta1, beta2, omb1, omb2, eps, step, inv_sqrt_c2, decay,
+                      grad_scale);
+}
+
+inline void adamw_update_chunks(float* params, float* grads, float* m, float* v, const AdamwChunk* chunks,
+                                int n_chunks, float lr, float beta1, float beta2, float eps, float wd, int t,
+                                float grad_scale) {
+    AdamwConstants k = adamw_constants(lr, beta1, beta2, eps, wd, t);
+    adamw_chunks_kernel<<<n_chunks, 256>>>(params, grads, m, v, chunks, k.beta1, k.beta2, k.omb1, k.omb2, k.eps,
+                                           k.step, k.inv_sqrt_c2, k.lr_wd, grad_scale);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -31,6 +31,8 @@ struct GPT {
     float* params_memory = nullptr;  // (num_params) device, checkpoint order
     float* grads_memory = nullptr;   // (num_params) device, same layout
     float* mv_memory = nullptr;      // (2, num_params) device: AdamW m, then v
+    AdamwChunk* adamw_chunks = nullptr;  // (n_chunks) device: the update's work, tensor by tensor (adamw.cuh)
+    int n_chunks = 0;
     Weights<float> params, grads;    // named device views into the blocks above
     int B = 0, T = 0;                // the shape the activations are carved for
     size_t num_acts = 0;
@@ -64,6 +66,8 @@ inline void gpt_free(GPT* model) {
         if (*b) cudaFree(*b);  // no throw: also runs from the destructor
         *b = nullptr;
     }
+    if (model->adamw_chunks) cudaFree(model->adamw_chunks);
+    model->adamw_chunks = nullptr;
     int** ints[] = {&model->inputs, &model->targets, &model->buckets};
     for (int** b : ints) {
         if (*b) cudaFree(*b);
@@ -89,6 +93,15 @@ inline void gpt_build(GPT* model, const Config& cfg) {
     CUDA_CHECK(cudaMemset(model->params_memory, 0, n * sizeof(float)));
     CUDA_CHECK(cudaMemset(model->grads_memory, 0, n * sizeof(float)));
     CUDA_CHECK(cudaMemset(model->mv_memory, 0, 2 * n * sizeof(float)));
+    // the optimizer's chunks: every tensor cut into pieces of ADAMW_CHUNK, with its weight-decay flag
+    std::vector<AdamwChunk> chunks;
+    for (const TensorSpec& t : param_specs(cfg))
+        for (size_t off = 0; off < t.numel; off += ADAMW_CHUNK)
+            chunks.push_back({t.offset + off, (int)std::min<size_t>(ADAMW_CHUNK, t.numel - off), t.ndim >= 2 ? 1 : 0});
+    model->n_chunks = (int)chunks.size();
+    gpu_malloc(&model->adamw_chunks, chunks.size(), "the optimizer's chunk table", hint);
+    CUDA_CHECK(cudaMemcpy(model->adamw_chunks, chunks.data(), chunks.size() * sizeof(AdamwChunk),
+                          cudaMemcpyHostToDevice));
     model->params = carve_weights(model->params_memory, cfg);
     model->grads = carve_weights(model->grads_memory, cfg);
 }
@@ -260,22 +273,21 @@ inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
     encoder_backward(dw.wte, dw.wpe, da.encoded, token_buckets(model->buckets, model->n_buckets), B, T, C);
 }
 
-// Global gradient norm; when it exceeds clip (> 0), scales the gradients
-// down to norm clip. Returns the norm before clipping (syncs).
-inline double gpt_clip_grads(GPT* model, double clip) {
-    double norm = std::sqrt(grad_norm_squared(model->grads_memory, model->num_params));
-    grad_clip(model->grads_memory, model->num_params, norm, clip);
-    return norm;
+// The global gradient norm, summed in double in a fixed order (one read; syncs).
+inline double gpt_grad_norm(GPT* model) {
+    return std::sqrt(grad_norm_squared(model->grads_memory, model->num_params));
 }
 
-// One AdamW step; weight decay only on tensors of two or more dimensions.
-// step is 0-based; bias correction uses step + 1.
-inline void gpt_update(GPT* model, float lr, float beta1, float beta2, float eps, float wd, int step) {
+// One AdamW step on the gradients scaled by grad_scale (clip_scale of
+// cpu/adamw.h clips them); weight decay only on tensors of two or more
+// dimensions; every tensor in one launch. step is 0-based; bias correction
+// uses step + 1. The gradients are zero afterwards.
+inline void gpt_update(GPT* model, float lr, float beta1, float beta2, float eps, float wd, int step,
+                       float grad_scale = 1.0f) {
     float* m = model->mv_memory;
     float* v = model->mv_memory + model->num_params;
-    for (const TensorSpec& s : param_specs(model->cfg))
-        adamw_update(model->params_memory + s.offset, model->grads_memory + s.offset, m + s.offset,
-                     v + s.offset, s.numel, lr, beta1, beta2, eps, s.ndim >= 2 ? wd : 0.0f, step + 1);
+    adamw_update_chunks(model->params_memory, model->grads_memory, m, v, model->adamw_chunks, model->n_chunks, lr,
+                        beta1, beta2, eps, wd, step + 1, grad_scale);
 }
 
 }  // namespace gpu

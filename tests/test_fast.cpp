@@ -264,8 +264,7 @@ static double train_step(GPT<float>* m, const std::vector<int>& inp, const std::
     gpt_forward(m, inp.data(), tgt.data(), B, T);
     gpt_zero_grad(m);
     gpt_backward(m);
-    gpt_clip_grads(m, 1.0);
-    gpt_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step);
+    gpt_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step, clip_scale(gpt_grad_norm(m), 1.0));
     return m->mean_loss;
 }
 

@@ -354,28 +354,40 @@ GPU_TEST("gpu token-choice forward and backward: k 1 and 2, drops, odd sizes") {
     }
 }
 
-GPU_TEST("gpu grad norm, clip and adamw") {
+GPU_TEST("gpu grad norm, clipped adamw (one tensor and every tensor in one launch), zeroed gradients") {
     TestRng rng(10);
     for (size_t n : {(size_t)1, (size_t)1000, (size_t)1000003}) {
         std::vector<float> g = rng.floats(n);
         DevF d_g(g);
         double cpu_sq = grad_norm_squared(g.data(), n), gpu_sq = gpu::grad_norm_squared(d_g.p, n);
         CHECK_MESSAGE(std::fabs(gpu_sq - cpu_sq) <= 1e-9 * cpu_sq, "grad norm^2 n" << n << ": " << gpu_sq << " vs " << cpu_sq);
-        double norm = std::sqrt(cpu_sq);
-        grad_clip(g.data(), n, norm, 0.5 * norm);
-        gpu::grad_clip(d_g.p, n, norm, 0.5 * norm);
-        check_gpu(d_g, g, strf("grad clip n%zu", n));
-        gpu::grad_clip(d_g.p, n, norm, 2.0 * norm);  // below the threshold: unchanged
-        check_gpu(d_g, g, strf("grad clip (inactive) n%zu", n));
         std::vector<float> p = rng.floats(n), m(n, 0.0f), v(n, 0.0f);
         DevF d_p(p), d_m(n), d_v(n);
         for (int t = 1; t <= 3; t++) {
             std::vector<float> gt = rng.floats(n, 0.01f);
             CUDA_CHECK(cudaMemcpy(d_g.p, gt.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-            adamw_update(p.data(), gt.data(), m.data(), v.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
-            gpu::adamw_update(d_p.p, d_g.p, d_m.p, d_v.p, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t);
+            float scale = t == 2 ? 0.5f : 1.0f;  // a clipped step
+            adamw_update(p.data(), gt.data(), m.data(), v.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t, scale);
+            gpu::adamw_update(d_p.p, d_g.p, d_m.p, d_v.p, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t, scale);
         }
         check_all(strf(" n%zu", n), {{"adamw params", &d_p, &p}, {"adamw m", &d_m, &m}, {"adamw v", &d_v, &v}});
+        CHECK(d_g.get() == std::vector<float>(n, 0.0f));  // consumed
     }
+    // the chunked launch over tensors: decay only where a chunk says so
+    const size_t n = 200003;
+    std::vector<gpu::AdamwChunk> chunks = {{0, 70000, 1}, {70000, 65536, 0}, {135536, 64467, 1}};
+    gpu::AdamwChunk* d_chunks = nullptr;
+    gpu_malloc(&d_chunks, chunks.size(), "test chunks");
+    CUDA_CHECK(cudaMemcpy(d_chunks, chunks.data(), chunks.size() * sizeof(gpu::AdamwChunk), cudaMemcpyHostToDevice));
+    std::vector<float> p = rng.floats(n), g = rng.floats(n), m = rng.floats(n, 0.1f), v = rng.floats(n, 0.1f, 0.2f);
+    DevF d_p(p), d_g(g), d_m(m), d_v(v);
+    for (const gpu::AdamwChunk& ch : chunks)
+        adamw_update(p.data() + ch.offset, g.data() + ch.offset, m.data() + ch.offset, v.data() + ch.offset,
+                     (size_t)ch.n, 1e-3f, 0.9f, 0.95f, 1e-8f, ch.decay ? 0.1f : 0.0f, 4, 0.25f);
+    gpu::adamw_update_chunks(d_p.p, d_g.p, d_m.p, d_v.p, d_chunks, (int)chunks.size(), 1e-3f, 0.9f, 0.95f, 1e-8f,
+                             0.1f, 4, 0.25f);
+    cudaFree(d_chunks);
+    check_all(" chunks", {{"adamw params", &d_p, &p}, {"adamw m", &d_m, &m}, {"adamw v", &d_v, &v}});
+    CHECK(d_g.get() == std::vector<float>(n, 0.0f));
 }
 

@@ -294,7 +294,7 @@ TEST_CASE("crossentropy backward matches finite differences; padded logits get n
     CHECK_GRAD("logits", loss, logits, dlogits);
 }
 
-TEST_CASE("grad_norm_squared and grad_clip follow the clipping formula") {
+TEST_CASE("grad_norm_squared and clip_scale follow the clipping formula") {
     TestRng r(9);
     for (double scale : {0.01, 3.0}) {
         Vec g = r.doubles(37, scale);
@@ -305,18 +305,16 @@ TEST_CASE("grad_norm_squared and grad_clip follow the clipping formula") {
         double norm = std::sqrt(nsq);
         for (double clip : {0.0, -1.0, 0.5 * norm, norm, 2.0 * norm}) {
             CAPTURE(scale); CAPTURE(clip);
-            Vec c = g;
-            grad_clip(c.data(), c.size(), norm, clip);
             double factor = (clip > 0 && norm > clip) ? clip / norm : 1.0;
-            for (size_t i = 0; i < g.size(); i++) CHECK(c[i] == doctest::Approx(g[i] * factor).epsilon(1e-15));
-            if (clip > 0 && norm > clip)  // clipped to norm clip exactly
-                CHECK(std::sqrt(grad_norm_squared(c.data(), c.size())) == doctest::Approx(clip).epsilon(1e-14));
+            CHECK(clip_scale(norm, clip) == doctest::Approx(factor).epsilon(1e-7));
+            Vec c = g;
+            for (double& x : c) x *= clip_scale(norm, clip);
+            if (clip > 0 && norm > clip)  // clipped to norm clip (to float precision: the factor is a float)
+                CHECK(std::sqrt(grad_norm_squared(c.data(), c.size())) == doctest::Approx(clip).epsilon(1e-7));
         }
     }
-    std::vector<float> gf = {3.0f, -4.0f};  // float path: norm 5 clipped to 1
-    grad_clip(gf.data(), gf.size(), std::sqrt(grad_norm_squared(gf.data(), gf.size())), 1.0);
-    CHECK(gf[0] == doctest::Approx(0.6).epsilon(1e-7));
-    CHECK(gf[1] == doctest::Approx(-0.8).epsilon(1e-7));
+    CHECK(clip_scale(5.0, 1.0) == 0.2f);  // float path: norm 5 clipped to 1
+    CHECK(clip_scale(0.5, 1.0) == 1.0f);  // below the threshold: exactly 1, the gradient unchanged
 }
 
 // The AdamW step of DESIGN.md written out for one scalar, in double.
@@ -328,7 +326,8 @@ static void adamw_scalar(double& p, double g, double& m, double& v, double lr, d
     p = p - lr * (mhat / (std::sqrt(vhat) + eps) + wd * p);
 }
 
-TEST_CASE("adamw_update matches the scalar AdamW formula over several steps, in double and float") {
+TEST_CASE("adamw_update matches the scalar AdamW formula over several steps, in double and float, and "
+          "zeroes the gradients") {
     const size_t n = 9;
     const float lr = 0.01f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f;
     for (float wd : {0.0f, 0.1f}) {
@@ -341,10 +340,14 @@ TEST_CASE("adamw_update matches the scalar AdamW formula over several steps, in 
             Vec g = r.doubles(n, t == 3 ? 100.0 : 0.5);
             g[0] = 0.0;  // a parameter that never sees a gradient: only weight decay moves it
             std::vector<float> gf(g.begin(), g.end());
-            adamw_update(p.data(), g.data(), m.data(), v.data(), n, lr, b1, b2, eps, wd, t);
-            adamw_update(pf.data(), gf.data(), mf.data(), vf.data(), n, lr, b1, b2, eps, wd, t);
+            const Vec g0 = g;
+            // grad_scale 0.5 halves the gradient the update sees (clipping)
+            adamw_update(p.data(), g.data(), m.data(), v.data(), n, lr, b1, b2, eps, wd, t, 0.5);
+            adamw_update(pf.data(), gf.data(), mf.data(), vf.data(), n, lr, b1, b2, eps, wd, t, 0.5f);
             for (size_t i = 0; i < n; i++)  // the float-rounded hyperparameters are what the function gets
-                adamw_scalar(pr[i], g[i], mr[i], vr[i], lr, b1, b2, eps, wd, t);
+                adamw_scalar(pr[i], 0.5 * g0[i], mr[i], vr[i], lr, b1, b2, eps, wd, t);
+            CHECK(g == Vec(n, 0.0));  // the update consumes the gradients: zero for the next step
+            CHECK(gf == std::vector<float>(n, 0.0f));
             for (size_t i = 0; i < n; i++) {
                 CAPTURE(t); CAPTURE(i);
                 CHECK(p[i] == doctest::Approx(pr[i]).epsilon(1e-13));

@@ -110,8 +110,7 @@ static double train_step(GPT<real>* model, const std::vector<int>& inp, const st
     gpt_forward(model, inp.data(), tgt.data(), B, T);
     gpt_zero_grad(model);
     gpt_backward(model);
-    gpt_clip_grads(model, 1.0);
-    gpt_update(model, lr, 0.9f, 0.95f, 1e-8f, 0.0f, step);
+    gpt_update(model, lr, 0.9f, 0.95f, 1e-8f, 0.0f, step, clip_scale(gpt_grad_norm(model), 1.0));
     return model->mean_loss;
 }
 

@@ -249,18 +249,23 @@ inline void model_backward(Model* m, double loss_scale) {
     gpt_backward(&m->cpu, loss_scale);
 }
 
-inline double model_clip_grads(Model* m, double clip) {
+// The global gradient norm (one read of the gradients).
+inline double model_grad_norm(Model* m) {
 #ifdef __CUDACC__
-    if (m->on_gpu) return gpu::gpt_clip_grads(&m->gpu, clip);
+    if (m->on_gpu) return gpu::gpt_grad_norm(&m->gpu);
 #endif
-    return gpt_clip_grads(&m->cpu, clip);
+    return gpt_grad_norm(&m->cpu);
 }
 
-inline void model_update(Model* m, float lr, float beta1, float beta2, float eps, float wd, int step) {
+// One AdamW step on the gradients scaled by grad_scale (clip_scale clips
+// them), in one pass over parameters, gradients and moments; the gradients
+// are zero afterwards, ready for the next step.
+inline void model_update(Model* m, float lr, float beta1, float beta2, float eps, float wd, int step,
+                         float grad_scale) {
 #ifdef __CUDACC__
-    if (m->on_gpu) { gpu::gpt_update(&m->gpu, lr, beta1, beta2, eps, wd, step); return; }
+    if (m->on_gpu) { gpu::gpt_update(&m->gpu, lr, beta1, beta2, eps, wd, step, grad_scale); return; }
 #endif
-    gpt_update(&m->cpu, lr, beta1, beta2, eps, wd, step);
+    gpt_update(&m->cpu, lr, beta1, beta2, eps, wd, step, grad_scale);
 }
 
 // Generation runs on the host copy with a KV cache (cpu/gpt.h).

@@ -291,7 +291,7 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     int threads = o.threads > 0 ? o.threads : tuner_next(&r->tuner);
     double t0 = now_ms();
     double loss = 0, aux = 0;  // the cross-entropy; the TOKEN_CHOICE layers' load-balancing loss
-    model_zero_grad(&r->model);
+    // the gradients are zero here: the last update left them so (or model_build, or a skipped step)
     for (int micro = 0; micro < r->accum; micro++) {
         dataloader_next(&r->train_loader, x.data(), y.data());
         loss += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / r->accum;
@@ -299,7 +299,7 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
         model_backward(&r->model, 1.0 / r->accum);
     }
     std::vector<RouterStats> routing = model_router_stats(&r->model);  // of the last micro-batch
-    double norm = model_clip_grads(&r->model, o.grad_clip);
+    double norm = model_grad_norm(&r->model);
     float lr = lr_at(step, o.steps, o.lr, o.warmup, o.lr_min_frac);
     bool finite = std::isfinite(loss) && std::isfinite(norm);
     if (!finite && !o.skip_nonfinite)
@@ -307,9 +307,10 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
                   "--skip-nonfinite to skip such updates",
                   step + 1, std::isfinite(loss) ? "gradient" : "loss", loss, norm));
     if (finite) {
-        model_update(&r->model, lr, o.beta1, o.beta2, o.adam_eps, o.wd, step);
+        model_update(&r->model, lr, o.beta1, o.beta2, o.adam_eps, o.wd, step, clip_scale(norm, o.grad_clip));
         r->consecutive_skips = 0;
     } else {
+        model_zero_grad(&r->model);  // the skipped update did not consume them
         std::printf("step %d: non-finite loss or gradient, update skipped (%lld so far)\n", step + 1,
                     (long long)++r->state.skipped);
         if (++r->consecutive_skips >= o.max_skips)
