@@ -92,23 +92,48 @@ static Config model_config(const Shape& s) {
     return c;
 }
 
-// The median training step of the model: forward, backward, norm, AdamW.
-static double step_seconds(const Shape& s, int steps, size_t* params) {
-    Config c = model_config(s);
+// A model of the shape with its batch: one training step (forward,
+// backward, norm, AdamW) per call of step().
+struct Trainer {
+    Config c;
     GPT<float> model;
-    gpt_build(&model, c);
-    gpt_init_weights(&model, 1);
-    *params = num_params(c);
-    Rng rng = rng_seed(7);
-    std::vector<int> x((size_t)s.B * s.T), y(x.size());
-    for (size_t i = 0; i < x.size(); i++) x[i] = (int)(rng_u64(&rng) % c.V), y[i] = (int)(rng_u64(&rng) % c.V);
-    int t = 0;
-    return time_median(steps, [&] {
-        gpt_forward(&model, x.data(), y.data(), s.B, s.T);
+    std::vector<int> x, y;
+    int B, T, t = 0;
+    Trainer(const Shape& s) : c(model_config(s)), B(s.B), T(s.T) {
+        gpt_build(&model, c);
+        gpt_init_weights(&model, 1);
+        Rng rng = rng_seed(7);
+        x.resize((size_t)B * T), y.resize(x.size());
+        for (size_t i = 0; i < x.size(); i++) x[i] = (int)(rng_u64(&rng) % c.V), y[i] = (int)(rng_u64(&rng) % c.V);
+    }
+    void step() {
+        gpt_forward(&model, x.data(), y.data(), B, T);
         gpt_backward(&model);
         double norm = gpt_grad_norm(&model);
         gpt_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, t++, clip_scale(norm, 1.0));
-    });
+    }
+};
+
+// The median step of each model, the models' steps interleaved (dense, MoT,
+// MoT, dense, ...) so that a slow spell of a shared machine falls on all alike.
+static std::vector<double> step_seconds(const std::vector<Shape>& shapes, int steps) {
+    std::vector<Trainer*> trainers;
+    for (const Shape& s : shapes) trainers.push_back(new Trainer(s));
+    for (Trainer* tr : trainers) tr->step();  // warm-up
+    std::vector<std::vector<double>> t(shapes.size());
+    for (int i = 0; i < steps; i++)
+        for (size_t k = 0; k < trainers.size(); k++) {
+            double t0 = now();
+            trainers[k]->step();
+            t[k].push_back(now() - t0);
+        }
+    std::vector<double> med;
+    for (auto& v : t) {
+        std::sort(v.begin(), v.end());
+        med.push_back(v[v.size() / 2]);
+    }
+    for (Trainer* tr : trainers) delete tr;
+    return med;
 }
 
 struct Part {
@@ -194,7 +219,7 @@ static void print_parts(const std::vector<Part>& parts, double step, double peak
 }
 
 int main(int argc, char** argv) {
-    int steps = argc > 1 ? std::atoi(argv[1]) : 7;
+    int steps = argc > 1 ? std::atoi(argv[1]) : 15;
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
@@ -203,24 +228,26 @@ int main(int argc, char** argv) {
     double peak = cpu_peak_flops(threads, &how), bw = bandwidth_gbs();
     std::printf("bench_mot: %d threads; fp32 peak %s; bandwidth %.1f GB/s (4 arrays in place)\n", threads, how.c_str(),
                 bw);
-    std::printf("steps: median of %d after one warm-up; parts: median of 5 calls each, times the 4 layers\n\n", steps);
+    std::printf("steps: median of %d after one warm-up, the models' steps interleaved; parts: median of 5 calls each, "
+                "times the 4 layers\n\n",
+                steps);
 
-    const Shape shapes[] = {{"dense d_ff 512", 128, 4, 64, 32, 512, 0, 0, 0},
-                            {"MoT E 32 G 32 f 512", 128, 4, 64, 32, 512, 32, 32, 512},
-                            {"MoT E 256 G 32 f 64", 128, 4, 64, 32, 512, 256, 32, 64}};
-    double dense_step = 0;
+    const std::vector<Shape> shapes = {{"dense d_ff 512", 128, 4, 64, 32, 512, 0, 0, 0},
+                                       {"MoT E 32 G 32 f 512", 128, 4, 64, 32, 512, 32, 32, 512},
+                                       {"MoT E 256 G 32 f 64", 128, 4, 64, 32, 512, 256, 32, 64}};
+    std::vector<double> steps_s = step_seconds(shapes, steps);
     std::vector<std::string> ratios;
-    for (const Shape& s : shapes) {
-        size_t params = 0;
-        double step = step_seconds(s, steps, &params);
-        if (!s.E) dense_step = step;
+    for (size_t k = 0; k < shapes.size(); k++) {
+        const Shape& s = shapes[k];
+        size_t params = num_params(model_config(s));
+        double step = steps_s[k];
         std::printf("%s: %.2fM parameters, step %.1f ms (%.2fx dense)\n", s.name, params / 1e6, 1e3 * step,
-                    step / dense_step);
+                    step / steps_s[0]);
         std::vector<Part> parts = ffn_parts(s, 4, 5);
         parts.push_back(optimizer_part(params, 5));
         print_parts(parts, step, peak, bw);
         std::printf("\n");
-        if (s.E) ratios.push_back(strf("%s: MoT / dense step %.2f", s.name, step / dense_step));
+        if (s.E) ratios.push_back(strf("%s: MoT / dense step %.2f", s.name, step / steps_s[0]));
     }
 
     std::printf("GPT-2-small widths, one FFN layer, forward + backward, B 32, T 128:\n");
