@@ -39,15 +39,24 @@ TEST_CASE("a tiny run trains, logs, saves and reloads") {
     FILE* fp = std::fopen("build/cli.jsonl", "r");
     REQUIRE(fp);
     char line[1024];
-    int train_rows = 0, val_rows = 0;
+    int train_rows = 0, val_rows = 0, run_rows = 0;
     while (std::fgets(line, sizeof line, fp)) {
         std::string s(line);
         if (s.find("\"val_loss\"") != std::string::npos) { val_rows++; continue; }
+        if (s.find("\"params\"") != std::string::npos) {
+            // the run row comes first and describes the run
+            CHECK(train_rows + val_rows + run_rows == 0);
+            for (const char* key : {"\"flops_per_token\"", "\"tokens_per_step\": 32,", "\"steps\": 3,", "\"mot_layers\""})
+                CHECK_MESSAGE(s.find(key) != std::string::npos, s, " lacks ", key);
+            run_rows++;
+            continue;
+        }
         for (const char* key : {"\"step\"", "\"loss\"", "\"lr\"", "\"grad_norm\"", "\"ms\"", "\"tok_per_s\""})
             CHECK_MESSAGE(s.find(key) != std::string::npos, s, " lacks ", key);
         train_rows++;
     }
     std::fclose(fp);
+    CHECK(run_rows == 1);
     CHECK(train_rows == 3);
     CHECK(val_rows == 3);  // steps 0 and 2, and the end
 

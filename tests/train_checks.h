@@ -37,6 +37,7 @@ inline LogRows read_log(const std::string& path, bool val_rows = false) {
         std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
         pos = nl == std::string::npos ? text.size() : nl + 1;
         if ((line.find("\"val_loss\"") != std::string::npos) != val_rows) continue;
+        if (line.find("\"params\"") != std::string::npos) continue;  // the run row
         std::map<std::string, std::string> fields;
         size_t q = 0;
         while ((q = line.find('"', q)) != std::string::npos) {

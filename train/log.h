@@ -1,6 +1,9 @@
 // The training log: one JSON object per line (DESIGN.md section 5). Train rows
 // carry step, loss, lr, grad_norm, ms, tok_per_s, mfu; validation rows carry
-// val_loss. Flushed after every row so a crashed run keeps its log.
+// val_loss; a new log opens with one row (step 0, no loss) that describes
+// the run: its shape, parameters, FLOPs per token and schedule, so that a log
+// is a record of its run on its own (the study in study/ reads nothing else).
+// Flushed after every row so a crashed run keeps its log.
 //
 // Every line is valid JSON: a NaN or infinite value is written as null. A
 // failed write (a full disk) stops the run with an error rather than leaving
@@ -73,6 +76,11 @@ inline void jsonl_write(JsonlLog* log, int step, const std::vector<std::pair<con
     if (std::fputs(line.c_str(), log->fp) == EOF || std::fflush(log->fp) != 0 || std::ferror(log->fp))
         fail(strf("--log %s: write failed (%s); stopping rather than training without a log", log->path.c_str(),
                   std::strerror(errno)));
+}
+
+// True when the open log holds no rows yet: a new run, not a resumed one.
+inline bool jsonl_empty(JsonlLog* log) {
+    return log->fp && std::fseek(log->fp, 0, SEEK_END) == 0 && std::ftell(log->fp) == 0;
 }
 
 inline void jsonl_close(JsonlLog* log) {

@@ -351,6 +351,23 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     jsonl_write(&r->log, step + 1, fields);
 }
 
+// The log's first row: what ran. Layer counts per kind; E, G, f, tau for
+// MoT and token choice (topk, capacity factor for the latter).
+inline void log_run_header(TrainRun* r, double flops_per_step) {
+    const Options& o = r->o;
+    const Config& c = r->c;
+    int n_mot = 0, n_tc = 0;
+    for (int k : c.kinds) n_mot += k == MOT, n_tc += k == TOKEN_CHOICE;
+    double tokens_per_step = (double)(r->BT * r->accum);
+    jsonl_write(&r->log, 0, {{"params", (double)num_params(c)}, {"flops_per_token", flops_per_step / tokens_per_step},
+                             {"tokens_per_step", tokens_per_step}, {"steps", (double)o.steps}, {"peak_lr", o.lr},
+                             {"layers", (double)c.L}, {"d_model", (double)c.C}, {"heads", (double)c.NH},
+                             {"seq", (double)r->T}, {"vocab", (double)c.V}, {"d_ff", (double)c.dff},
+                             {"mot_layers", (double)n_mot}, {"token_choice_layers", (double)n_tc},
+                             {"experts", (double)c.E}, {"group", (double)c.G}, {"expert_size", (double)c.f},
+                             {"temperature", c.tau}, {"topk", (double)c.topk}, {"capacity_factor", c.capacity}});
+}
+
 // The steps from the state's step to --steps: validation and samples on
 // their schedule (and at the end), checkpoints on theirs. Returns 0, or
 // 128 + the signal when one stopped the run (after saving a checkpoint).
@@ -361,6 +378,7 @@ inline int train_loop(TrainRun* r) {
     double flops_per_step = model_flops_per_token(r->c, r->T) * (double)(r->BT * r->accum);
     std::printf("peak for MFU: %s\n", peak_how.c_str());
     jsonl_open(&r->log, o.log, o.resume, r->state.step);
+    if (jsonl_empty(&r->log)) log_run_header(r, flops_per_step);
     if (!r->transition_losses.empty())
         jsonl_write(&r->log, 0, {{"transition_mot_loss", r->transition_losses[0]},
                                  {"transition_loss", r->transition_losses[1]}});
