@@ -24,7 +24,7 @@ HEADERS := $(wildcard common/*.h cpu/*.h cpu/fast/*.h gpu/*.cuh tokenizer/*.h da
 CPU_TESTS := $(patsubst tests/%.cpp,build/%,$(wildcard tests/test_*.cpp))
 GPU_TESTS := $(if $(NVCC),$(patsubst tests/%.cu,build/%,$(wildcard tests/test_*.cu)))
 
-.PHONY: all test test-cpu bench clean offline-kit
+.PHONY: all test test-cpu bench clean offline-kit reproduce
 all: train_mot prepare
 
 ifneq ($(NVCC),)
@@ -47,11 +47,11 @@ build/%: tests/%.cu $(HEADERS)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublas
 
 # Every suite, then one summary line "N passed, N failed, N skipped".
-test: train_mot prepare $(CPU_TESTS) $(GPU_TESTS)
+test: train_mot prepare build/study $(CPU_TESTS) $(GPU_TESTS)
 	@tests/run_tests.sh $(CPU_TESTS) $(GPU_TESTS)
 
 # CPU suites only (the sanitizer build in .ci/run uses this).
-test-cpu: train_mot prepare $(CPU_TESTS)
+test-cpu: train_mot prepare build/study $(CPU_TESTS)
 	@tests/run_tests.sh $(CPU_TESTS)
 
 build/bench_%: bench/bench_%.cpp $(HEADERS)
@@ -65,6 +65,14 @@ build/bench_gpu: bench/bench_gpu.cu $(HEADERS)
 BENCHES := $(patsubst bench/%.cpp,build/%,$(wildcard bench/bench_*.cpp))
 bench: $(BENCHES) train_mot
 	@for b in $(BENCHES); do echo "== $$b"; ./$$b || exit 1; done
+
+# The MoT-against-dense study (README): make reproduce [QUICK=1] [TEXT=...]
+build/study: study/study.cpp $(HEADERS)
+	@mkdir -p build
+	$(CXX) $(CXXFLAGS) $< -o $@
+
+reproduce: train_mot prepare build/study
+	@QUICK=$(QUICK) TEXT=$(TEXT) study/reproduce.sh
 
 # Copies CLI11 and doctest (from the Debian packages libcli11-dev and
 # doctest-dev; another prefix with INCLUDE_DIR=...) into $(KIT), an ignored folder that

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# make reproduce [QUICK=1] [TEXT=path] [OUT=dir]: the MoT-against-dense study
+# (README, "Does MoT beat dense here?") from raw text to results.json,
+# results.md and loss.png in OUT (default runs/reproduce, or
+# runs/reproduce-quick with QUICK=1).
+#
+# The protocol, after the paper (Antoniak et al., NeurIPS 2024) and its
+# authors' configurations, at every model size in SIZES:
+#   1. learning rate: a grid of LR_GRID at a quarter of the steps, per family
+#      (dense, MoT E 32, MoT E 256, token choice); each family then trains at
+#      the rate with the lowest final validation loss;
+#   2. the runs, all on the same tokens in the same order with the same
+#      schedule: dense; MoT E = G = 32, f = d_ff ("/32E") and E 256, G 32,
+#      f = d_ff/8 ("/32E/8"), each in every layer and in the second half of
+#      the blocks only, at every temperature in TAUS; token choice top-1 with
+#      32 experts of width d_ff (the FLOPs and parameters of MoT /32E);
+#   3. transition tuning: the MoT run with the lowest final validation loss
+#      turned into token choice (same tensors) and trained 10% more steps.
+# Every run validates every steps/20 steps on the same held-out tokens.
+#
+# Resumable: a finished run leaves NAME.done and is not run again; a stopped
+# run continues from its newest checkpoint. Ctrl-C stops it (the run saves a
+# checkpoint first); the same command continues.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=${QUICK:-0}
+[[ $QUICK == 0 || $QUICK == 1 ]] || { echo "reproduce: QUICK=$QUICK: give 0 or 1" >&2; exit 2; }
+DEVICE=${DEVICE:-auto}
+if [[ $QUICK == 1 ]]; then
+    OUT=${OUT:-runs/reproduce-quick}
+    # minutes on two cores: the whole protocol, at toy sizes and lengths
+    SIZES=${SIZES:-"S M"}
+    SHAPE_S="--layers 2 --d-model 32 --heads 2 --d-ff 128"
+    SHAPE_M="--layers 2 --d-model 64 --heads 2 --d-ff 256"
+    STEPS_S=${STEPS_S:-80} STEPS_M=${STEPS_M:-80}
+    SEQ=32 BATCH=32 VOCAB=${VOCAB:-1024} VAL_BATCHES=4 WARMUP=8
+else
+    OUT=${OUT:-runs/reproduce}
+    SIZES=${SIZES:-"S M"}
+    # XS is there for a shorter study (SIZES="XS S"); on 2 cores a step of
+    # XS takes about 0.3 s, of S 0.5 s, of M 1.2 s: S and M's runs are about
+    # an hour each, and the whole protocol about 33 hours
+    SHAPE_XS="--layers 4 --d-model 64 --heads 4 --d-ff 256"
+    SHAPE_S="--layers 4 --d-model 128 --heads 4 --d-ff 512"
+    SHAPE_M="--layers 4 --d-model 256 --heads 4 --d-ff 1024"
+    STEPS_XS=${STEPS_XS:-6000} STEPS_S=${STEPS_S:-6000} STEPS_M=${STEPS_M:-3000}
+    SEQ=128 BATCH=32 VOCAB=${VOCAB:-4096} VAL_BATCHES=${VAL_BATCHES:-16} WARMUP=${WARMUP:-100}
+fi
+LR_GRID=${LR_GRID:-"0.0015 0.003 0.006"}
+TAUS=${TAUS:-"1 0.3 0.1"}
+SEED=${SEED:-1337}
+# the programs (a CMake build puts them elsewhere)
+TRAIN_MOT=${MOT_TRAIN_MOT:-./train_mot} PREPARE=${MOT_PREPARE:-./prepare} STUDY=${MOT_STUDY:-build/study}
+
+# the corpus: the novels when present, else tinyshakespeare
+if [[ -z ${TEXT:-} ]]; then
+    if [[ -d ../shared/data/novels ]]; then TEXT=../shared/data/novels
+    elif [[ -f ../shared/data/tinyshakespeare.txt ]]; then TEXT=../shared/data/tinyshakespeare.txt
+    else TEXT=data/tinyshakespeare.txt; fi
+fi
+if [[ -d $TEXT ]]; then
+    shopt -s nullglob
+    FILES=("$TEXT"/*.txt)
+    shopt -u nullglob
+    [[ ${#FILES[@]} -gt 0 ]] || { echo "reproduce: TEXT=$TEXT: a folder without .txt files" >&2; exit 2; }
+elif [[ -f $TEXT ]]; then FILES=("$TEXT")
+else echo "reproduce: TEXT=$TEXT: no such file or folder" >&2; exit 2; fi
+
+mkdir -p "$OUT/runs" "$OUT/ckpt"
+echo "reproduce: ${#FILES[@]} text file(s) from $TEXT into $OUT (QUICK=$QUICK, sizes $SIZES, device $DEVICE)"
+# the tokens, once: a rerun reuses them when the text and vocabulary are the same
+stamp="vocab $VOCAB text $TEXT files ${#FILES[@]}"
+stamp_old=$(cat "$OUT/data/prepared" 2> /dev/null || true)
+if [[ $stamp_old != "$stamp" ]]; then
+    if compgen -G "$OUT/runs/*.jsonl" > /dev/null; then
+        echo "reproduce: $OUT/runs holds runs on other tokens (${stamp_old:-unknown}); give another OUT or remove $OUT" >&2
+        exit 2
+    fi
+    rm -rf "$OUT/data"
+    "$PREPARE" --vocab "$VOCAB" --val-fraction 0.05 --out "$OUT/data" --name corpus "${FILES[@]}"
+    echo "$stamp" > "$OUT/data/prepared"
+fi
+DATA=(--data "$OUT/data/corpus_train_*.bin" --val-data "$OUT/data/corpus_val_*.bin" --tokenizer "$OUT/data/tokenizer.bin")
+
+# run NAME SIZE FAMILY PHASE STEPS OPTIONS...: one training run, skipped when
+# done, resumed when stopped. NAME.meta records what the table needs beyond
+# the log (the log's first row holds the shape and the schedule).
+run() {
+    local name=$1 size=$2 family=$3 phase=$4 steps=$5
+    shift 5
+    local dir="$OUT/ckpt/$name" log="$OUT/runs/$name.jsonl"
+    [[ -f $OUT/runs/$name.done ]] && return 0
+    printf 'size %s\nfamily %s\nphase %s\ncommand %s\n' "$size" "$family" "$phase" "$*" > "$OUT/runs/$name.meta"
+    [[ -n ${FROM:-} ]] && echo "from $FROM" >> "$OUT/runs/$name.meta"
+    local resume=() args=()
+    if compgen -G "$dir/step_*.state" > /dev/null; then
+        # the checkpoint holds the model: a transition resumes without --load and --transition
+        resume=(--resume)
+        while [[ $# -gt 0 ]]; do
+            case $1 in --load|--transition) shift 2 ;; *) args+=("$1"); shift ;; esac
+        done
+        set -- "${args[@]}"
+    else
+        rm -f "$log" "$OUT/runs/$name.out"  # a run stopped before its first checkpoint starts over
+    fi
+    # validation every 5% of the steps; a checkpoint every 20% (the MoT
+    # models' optimizer state is large)
+    local every=$(( steps / 20 > 0 ? steps / 20 : 1 )) ckpt_every=$(( steps / 5 > 0 ? steps / 5 : 1 ))
+    echo "reproduce: $name (${resume[*]:-new}): $*"
+    local rc=0
+    "$TRAIN_MOT" "${DATA[@]}" --device "$DEVICE" --seq "$SEQ" --batch "$BATCH" --steps "$steps" --seed "$SEED" \
+        --warmup "$WARMUP" --val-every "$every" --val-batches "$VAL_BATCHES" --sample-every 0 \
+        --checkpoint-dir "$dir" --checkpoint-every "$ckpt_every" --keep-checkpoints 1 \
+        --log "$log" --save "$OUT/runs/$name.ckpt" "${resume[@]}" "$@" >> "$OUT/runs/$name.out" 2>&1 || rc=$?
+    if [[ $rc != 0 ]]; then
+        echo "reproduce: $name stopped (exit status $rc); its output: $OUT/runs/$name.out" >&2
+        tail -n 5 "$OUT/runs/$name.out" >&2
+        exit "$rc"
+    fi
+    rm -rf "$dir"
+    touch "$OUT/runs/$name.done"
+}
+
+# options of each family at a size with dense width d_ff (flop-matched: MoT's
+# f = d_ff * G / E is the default expert width)
+family_options() {
+    local family=$1 dff=$2
+    case $family in
+        dense) echo "--ffn dense" ;;
+        mot32) echo "--ffn mot --experts 32 --group 32" ;;
+        mot256) echo "--ffn mot --experts 256 --group 32" ;;
+        tc32) echo "--ffn token-choice --experts 32 --expert-size $dff --topk 1" ;;
+    esac
+}
+
+for size in $SIZES; do
+    shape_var=SHAPE_$size steps_var=STEPS_$size
+    shape=${!shape_var} steps=${!steps_var}
+    dff=$(sed -E 's/.*--d-ff ([0-9]+).*/\1/' <<< "$shape")
+    short=$(( steps / 4 ))
+
+    # 1. the learning rate of each family
+    declare -A LR=()
+    for family in dense mot32 mot256 tc32; do
+        tau=""; [[ $family == mot* ]] && tau="--temperature 0.3"
+        best="" best_loss=""
+        for lr in $LR_GRID; do
+            name="$size-lr-$family-$lr"
+            run "$name" "$size" "$family" grid "$short" $shape $(family_options $family $dff) $tau --lr "$lr"
+            loss=$("$STUDY" final "$OUT/runs/$name.jsonl")
+            if [[ -z $best_loss ]] || awk "BEGIN{exit !($loss < $best_loss)}"; then best=$lr best_loss=$loss; fi
+        done
+        LR[$family]=$best
+        echo "reproduce: $size $family: lr $best (validation loss $best_loss at $short steps)"
+    done
+
+    # 2. the runs
+    run "$size-dense" "$size" dense main "$steps" $shape --ffn dense --lr "${LR[dense]}"
+    for family in mot32 mot256; do
+        for where in all second-half; do
+            for tau in $TAUS; do
+                run "$size-$family-$where-t$tau" "$size" "$family" main "$steps" $shape $(family_options $family $dff) \
+                    --mot-layers "$where" --temperature "$tau" --lr "${LR[$family]}"
+            done
+        done
+    done
+    run "$size-tc32" "$size" tc32 main "$steps" $shape $(family_options tc32 $dff) --lr "${LR[tc32]}"
+
+    # 3. transition tuning of the best MoT run, 10% more steps at token choice's rate
+    best=$("$STUDY" best "$OUT/runs" "$size-mot")
+    FROM=$best run "$size-transition" "$size" transition main $(( steps / 10 )) --load "$OUT/runs/$best.ckpt" \
+        --transition token-choice --lr "${LR[tc32]}" --warmup $(( WARMUP / 4 ))
+done
+
+"$STUDY" report "$OUT"

@@ -1,0 +1,383 @@
+// build/study: the bookkeeping of the MoT-against-dense study
+// (study/reproduce.sh runs the training; this reads what the runs logged).
+//
+//   study final LOG           the last validation loss in a train_mot --log file
+//   study best DIR PREFIX     the finished run DIR/PREFIX*.jsonl (main phase)
+//                             with the lowest final validation loss
+//   study report OUT          OUT/results.json, OUT/results.md and OUT/loss.png
+//                             from the runs in OUT/runs
+//
+// A run is DIR/NAME.jsonl (its log: the first row describes the run, then a
+// row per step and per validation) with DIR/NAME.meta (size, family, phase,
+// the command) and DIR/NAME.done once it finished. Wall-clock is the sum of
+// the steps' times (the "ms" of each train row): training time, without the
+// validations and checkpoints, so it compares the models' speed.
+#include <glob.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/fileio.h"
+#include "train/plot.h"
+
+using Row = std::map<std::string, double>;
+
+// The numeric fields of one JSON line as train_mot writes it: "key": number
+// or "key": null (left out).
+static Row parse_row(const std::string& line) {
+    Row row;
+    size_t q = 0;
+    while ((q = line.find('"', q)) != std::string::npos) {
+        size_t q2 = line.find('"', q + 1);
+        if (q2 == std::string::npos) break;
+        std::string key = line.substr(q + 1, q2 - q - 1);
+        size_t v = line.find_first_not_of(": ", q2 + 1);
+        if (v == std::string::npos) break;
+        char* end = nullptr;
+        double x = std::strtod(line.c_str() + v, &end);
+        if (end != line.c_str() + v) row[key] = x;
+        q = line.find_first_of(",}", v);
+        if (q == std::string::npos) break;
+    }
+    return row;
+}
+
+struct ValPoint {
+    int step;
+    double loss;
+    double seconds;  // training time up to this step
+};
+
+struct RunLog {
+    std::string name;
+    std::map<std::string, std::string> meta;  // size, family, phase, command
+    Row header;                               // the log's first row
+    std::vector<ValPoint> val;
+    int steps_done = 0;
+    double train_seconds = 0, median_ms = 0;
+    bool done = false;
+    double final_val() const { return val.empty() ? NAN : val.back().loss; }
+};
+
+static RunLog read_run(const std::string& log_path) {
+    RunLog r;
+    std::string base = log_path.substr(0, log_path.rfind(".jsonl"));
+    r.name = base.substr(base.find_last_of('/') + 1);
+    r.done = file_exists(base + ".done");
+    if (file_exists(base + ".meta")) {
+        std::string text = read_file(base + ".meta", "run description");
+        size_t pos = 0;
+        while (pos < text.size()) {
+            size_t nl = text.find('\n', pos);
+            std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+            pos = nl == std::string::npos ? text.size() : nl + 1;
+            size_t sp = line.find(' ');
+            if (sp != std::string::npos) r.meta[line.substr(0, sp)] = line.substr(sp + 1);
+        }
+    }
+    std::string text = read_file(log_path, "log");
+    std::map<int, double> ms;  // step -> its time (a resumed run logs each step once)
+    std::vector<std::pair<int, double>> val;
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t nl = text.find('\n', pos);
+        if (nl == std::string::npos) break;  // a torn last line: the run is still going or was killed
+        Row row = parse_row(text.substr(pos, nl - pos));
+        pos = nl + 1;
+        if (!row.count("step")) continue;
+        int step = (int)row["step"];
+        if (row.count("params")) r.header = row;
+        else if (row.count("val_loss")) val.push_back({step, row["val_loss"]});
+        else if (row.count("ms")) ms[step] = row["ms"];
+    }
+    std::vector<double> times;
+    double sum = 0;
+    auto it = ms.begin();
+    for (auto& [step, loss] : val) {
+        for (; it != ms.end() && it->first <= step; ++it) sum += it->second / 1000;
+        r.val.push_back({step, loss, sum});
+    }
+    for (auto& [step, t] : ms) times.push_back(t), r.steps_done = std::max(r.steps_done, step);
+    r.train_seconds = 0;
+    for (double t : times) r.train_seconds += t / 1000;
+    if (!times.empty()) {
+        std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+        r.median_ms = times[times.size() / 2];
+    }
+    return r;
+}
+
+static std::vector<std::string> glob_paths(const std::string& pattern) {
+    glob_t g{};
+    std::vector<std::string> out;
+    if (glob(pattern.c_str(), 0, nullptr, &g) == 0)
+        for (size_t i = 0; i < g.gl_pathc; i++) out.push_back(g.gl_pathv[i]);
+    globfree(&g);
+    return out;
+}
+
+static std::vector<RunLog> read_runs(const std::string& dir) {
+    std::vector<RunLog> runs;
+    for (const std::string& p : glob_paths(dir + "/*.jsonl")) runs.push_back(read_run(p));
+    return runs;
+}
+
+static int cmd_final(const std::string& log) {
+    RunLog r = read_run(log);
+    if (r.val.empty()) fail(strf("%s: no validation rows", log.c_str()));
+    std::printf("%.6f\n", r.final_val());
+    return 0;
+}
+
+static int cmd_best(const std::string& dir, const std::string& prefix) {
+    const RunLog* best = nullptr;
+    std::vector<RunLog> runs = read_runs(dir);
+    for (const RunLog& r : runs)
+        if (r.done && r.name.rfind(prefix, 0) == 0 && r.meta.count("phase") && r.meta.at("phase") == "main" && !r.val.empty() &&
+            (!best || r.final_val() < best->final_val()))
+            best = &r;
+    if (!best) fail(strf("%s: no finished run named %s*", dir.c_str(), prefix.c_str()));
+    std::printf("%s\n", best->name.c_str());
+    return 0;
+}
+
+// ---- the report ----
+
+static std::string kind_of(const RunLog& r) {
+    const std::string& fam = r.meta.at("family");
+    if (fam == "transition") return "transition";
+    return fam == "dense" ? "dense" : fam.rfind("mot", 0) == 0 ? "mot" : "token-choice";
+}
+
+// "all", "second-half" (the layers of the MoT or token-choice kind), "none"
+static std::string layers_of(const RunLog& r) {
+    double n = r.header.count("mot_layers") ? r.header.at("mot_layers") + r.header.at("token_choice_layers") : 0;
+    double L = r.header.count("layers") ? r.header.at("layers") : 0;
+    if (n == 0) return "none";
+    if (n == L) return "all";
+    return r.meta.at("command").find("second-half") != std::string::npos ? "second-half" : strf("%g of %g", n, L);
+}
+
+static std::string json_num(double x, const char* fmt = "%.6g") {
+    return std::isfinite(x) ? strf(fmt, x) : std::string("null");
+}
+
+static std::string json_str(const std::string& s) {
+    std::string o = "\"";
+    for (char c : s) {
+        if (c == '"' || c == '\\') o += '\\';
+        if ((unsigned char)c < 0x20) { o += strf("\\u%04x", (unsigned)c); continue; }
+        o += c;
+    }
+    return o + "\"";
+}
+
+// The first step at which the run's validation loss is at or below target
+// (none: NaN).
+static double steps_to_reach(const RunLog& r, double target) {
+    for (const ValPoint& v : r.val)
+        if (v.loss <= target) return v.step;
+    return NAN;
+}
+
+static double hv(const RunLog& r, const char* key) { return r.header.count(key) ? r.header.at(key) : NAN; }
+
+struct Size {
+    std::string name;
+    double dense_final = NAN;
+    int dense_steps = 0;
+};
+
+static std::vector<Size> sizes_of(const std::vector<RunLog>& runs) {
+    std::vector<Size> sizes;
+    for (const RunLog& r : runs) {
+        std::string s = r.meta.count("size") ? r.meta.at("size") : "";
+        auto it = std::find_if(sizes.begin(), sizes.end(), [&](const Size& z) { return z.name == s; });
+        if (it == sizes.end()) sizes.push_back({s}), it = sizes.end() - 1;
+        if (r.meta.count("family") && r.meta.at("family") == "dense" && r.meta.at("phase") == "main" && r.done)
+            it->dense_final = r.final_val(), it->dense_steps = r.val.empty() ? 0 : r.val.back().step;
+    }
+    // smallest model first
+    auto width = [&](const Size& z) {
+        for (const RunLog& r : runs)
+            if (r.meta.count("size") && r.meta.at("size") == z.name && r.header.count("d_model"))
+                return r.header.at("d_model") * 1e6 + (r.header.count("layers") ? r.header.at("layers") : 0);
+        return 0.0;
+    };
+    std::stable_sort(sizes.begin(), sizes.end(), [&](const Size& a, const Size& b) { return width(a) < width(b); });
+    return sizes;
+}
+
+static std::string results_json(const std::vector<RunLog>& runs, const std::vector<Size>& sizes) {
+    std::string js = "[\n";
+    bool first = true;
+    for (const RunLog& r : runs) {
+        const Size& z = *std::find_if(sizes.begin(), sizes.end(), [&](const Size& s) { return s.name == r.meta.at("size"); });
+        bool sparse = kind_of(r) != "dense";
+        double steps_to = r.meta.at("phase") == "main" && kind_of(r) != "transition" ? steps_to_reach(r, z.dense_final) : NAN;
+        js += first ? "  {" : ",\n  {";
+        first = false;
+        js += "\"name\": " + json_str(r.name) + ", \"size\": " + json_str(z.name) + ", \"phase\": " +
+              json_str(r.meta.at("phase")) + ", \"family\": " + json_str(r.meta.at("family")) +
+              ", \"kind\": " + json_str(kind_of(r)) + ", \"layers\": " + json_str(layers_of(r));
+        if (r.meta.count("from")) js += ", \"from\": " + json_str(r.meta.at("from"));
+        js += ", \"n_layers\": " + json_num(hv(r, "layers")) + ", \"d_model\": " + json_num(hv(r, "d_model")) +
+              ", \"d_ff\": " + json_num(hv(r, "d_ff")) + ", \"seq\": " + json_num(hv(r, "seq"));
+        js += ", \"E\": " + (sparse ? json_num(hv(r, "experts")) : "null") +
+              ", \"G\": " + (kind_of(r) == "mot" ? json_num(hv(r, "group")) : "null") +
+              ", \"f\": " + (sparse ? json_num(hv(r, "expert_size")) : "null") +
+              ", \"tau\": " + (kind_of(r) == "mot" ? json_num(hv(r, "temperature")) : "null") +
+              ", \"top_k\": " + (kind_of(r) == "token-choice" || kind_of(r) == "transition" ? json_num(hv(r, "topk")) : "null");
+        js += ", \"lr\": " + json_num(hv(r, "peak_lr")) + ", \"parameters\": " + json_num(hv(r, "params"), "%.0f") +
+              ", \"flops_per_token\": " + json_num(hv(r, "flops_per_token"), "%.0f") +
+              ", \"steps\": " + json_num(r.steps_done) +
+              ", \"tokens_seen\": " + json_num(r.steps_done * hv(r, "tokens_per_step"), "%.0f") +
+              ", \"final_val_loss\": " + json_num(r.final_val()) +
+              ", \"dense_final_val_loss\": " + json_num(z.dense_final) +
+              ", \"steps_to_dense_final\": " + json_num(steps_to) +
+              ", \"wall_clock_s\": " + json_num(r.train_seconds, "%.1f") +
+              ", \"ms_per_step_median\": " + json_num(r.median_ms, "%.2f") +
+              ", \"finished\": " + (r.done ? "true" : "false") + "}";
+    }
+    return js + "\n]\n";
+}
+
+static std::string label_of(const RunLog& r) {
+    std::string k = kind_of(r);
+    if (k == "dense") return "dense";
+    if (k == "transition") return "transition of " + (r.meta.count("from") ? r.meta.at("from") : std::string("?"));
+    if (k == "token-choice") return strf("token choice top-%g, E %g, f %g", hv(r, "topk"), hv(r, "experts"), hv(r, "expert_size"));
+    return strf("MoT E %g G %g f %g, tau %g, %s", hv(r, "experts"), hv(r, "group"), hv(r, "expert_size"),
+                hv(r, "temperature"), layers_of(r).c_str());
+}
+
+static std::string results_md(const std::vector<RunLog>& runs, const std::vector<Size>& sizes) {
+    std::string md = "# MoT against dense: results\n\n";
+    md += "Validation loss in nats per token on the same held-out tokens for every run. *Steps to dense* is the "
+          "first validation step at which the run's loss is at or below the dense run's final loss (of the same "
+          "size), as a count and as a fraction of the dense run's steps. Wall-clock: the sum of the training "
+          "steps' times (no validation or checkpoints); ms/step: the median step.\n";
+    for (const Size& z : sizes) {
+        std::vector<const RunLog*> main, grid;
+        for (const RunLog& r : runs)
+            if (r.meta.at("size") == z.name) (r.meta.at("phase") == "grid" ? grid : main).push_back(&r);
+        if (main.empty() && grid.empty()) continue;
+        const RunLog* any = main.empty() ? grid[0] : main[0];
+        md += strf("\n## Size %s: %g layers, d_model %g, d_ff %g, T %g, %g tokens per step\n\n", z.name.c_str(),
+                   hv(*any, "layers"), hv(*any, "d_model"), hv(*any, "d_ff"), hv(*any, "seq"), hv(*any, "tokens_per_step"));
+        std::stable_sort(main.begin(), main.end(), [](const RunLog* a, const RunLog* b) {
+            bool da = kind_of(*a) == "dense", db = kind_of(*b) == "dense";
+            if (da != db) return da;
+            double fa = a->final_val(), fb = b->final_val();
+            return std::isfinite(fa) && (!std::isfinite(fb) || fa < fb);
+        });
+        md += "| run | lr | params (M) | MFLOP/token | tokens (M) | final val loss | vs dense | steps to dense | "
+              "wall-clock (min) | ms/step |\n|---|---|---|---|---|---|---|---|---|---|\n";
+        for (const RunLog* r : main) {
+            double st = kind_of(*r) == "transition" ? NAN : steps_to_reach(*r, z.dense_final);
+            std::string to = std::isfinite(st) ? strf("%g (%.2f)", st, st / z.dense_steps) : "—";
+            if (kind_of(*r) == "transition") to = "n/a";
+            md += strf("| %s%s | %g | %.2f | %.2f | %.2f | %.4f | %+.4f | %s | %.2f | %.1f |\n", label_of(*r).c_str(),
+                       r->done ? "" : " (unfinished)", hv(*r, "peak_lr"), hv(*r, "params") / 1e6,
+                       hv(*r, "flops_per_token") / 1e6, r->steps_done * hv(*r, "tokens_per_step") / 1e6,
+                       r->final_val(), r->final_val() - z.dense_final, to.c_str(), r->train_seconds / 60, r->median_ms);
+        }
+        if (!grid.empty()) {
+            md += strf("\nLearning-rate grid (%s, %d steps each): final validation loss\n\n| family | lr | final val loss |\n|---|---|---|\n",
+                       z.name.c_str(), grid[0]->steps_done);
+            for (const RunLog* r : grid)
+                md += strf("| %s | %g | %.4f |\n", r->meta.at("family").c_str(), hv(*r, "peak_lr"), r->final_val());
+        }
+    }
+    return md;
+}
+
+// loss.png: per size, validation loss against steps (left) and against
+// wall-clock (right); dense, token choice, the transition, and of each MoT
+// shape and placement the temperature that ended lowest.
+static void plot_report(const std::vector<RunLog>& runs, const std::vector<Size>& sizes, const std::string& png) {
+    std::string script = strf("set terminal pngcairo size 1400,%d noenhanced\nset multiplot layout %zu,2\n",
+                              500 * (int)sizes.size(), sizes.size());
+    script += "set grid\nset key top right font ',8'\nset ylabel 'validation loss (nats per token)'\n";
+    int block = 0;
+    for (const Size& z : sizes) {
+        std::map<std::string, const RunLog*> shown;  // one per family and placement
+        for (const RunLog& r : runs) {
+            if (r.meta.at("size") != z.name || r.meta.at("phase") != "main" || r.val.empty()) continue;
+            std::string key = r.meta.at("family") + " " + layers_of(r);
+            if (!shown.count(key) || r.final_val() < shown[key]->final_val()) shown[key] = &r;
+        }
+        std::string data_steps, data_time;
+        std::vector<std::string> names;
+        for (auto& [key, r] : shown) {
+            // a transition continues its MoT run: its points start where that run ended
+            double step0 = 0, t0 = 0;
+            if (kind_of(*r) == "transition" && r->meta.count("from"))
+                for (const RunLog& b : runs)
+                    if (b.name == r->meta.at("from") && !b.val.empty()) step0 = b.val.back().step, t0 = b.train_seconds;
+            std::string d = strf("$d%d << EOD\n", block);
+            for (const ValPoint& v : r->val) d += strf("%g %g %.9g\n", v.step + step0, (v.seconds + t0) / 60, v.loss);
+            script += d + "EOD\n";
+            names.push_back(strf("$d%d", block++));
+            data_steps += names.back() + " using 1:3 with linespoints pt 7 ps 0.5 title " + gp_quote(label_of(*r)) + ", ";
+            data_time += names.back() + " using 2:3 with linespoints pt 7 ps 0.5 title " + gp_quote(label_of(*r)) + ", ";
+        }
+        if (names.empty()) continue;
+        script += "set title " + gp_quote("size " + z.name + ": validation loss against steps") + "\nset xlabel 'step'\n";
+        script += "plot " + data_steps.substr(0, data_steps.size() - 2) + "\n";
+        script += "set title " + gp_quote("size " + z.name + ": against training time") + "\nset xlabel 'minutes'\n";
+        script += "plot " + data_time.substr(0, data_time.size() - 2) + "\n";
+    }
+    script += "unset multiplot\n";
+    std::string tmp = png + ".tmp";
+    FILE* fp = std::fopen(tmp.c_str(), "wb");
+    if (!fp) fail(strf("%s: cannot write the plot", png.c_str()));
+    int status = run_gnuplot(script, fileno(fp));
+    std::fclose(fp);
+    struct stat st;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || stat(tmp.c_str(), &st) != 0 || st.st_size == 0) {
+        std::remove(tmp.c_str());
+        fail(strf("%s: gnuplot failed (its messages are above)", png.c_str()));
+    }
+    if (std::rename(tmp.c_str(), png.c_str()) != 0) fail(strf("%s: cannot write the plot", png.c_str()));
+}
+
+static int cmd_report(const std::string& out) {
+    std::vector<RunLog> all = read_runs(out + "/runs"), runs;
+    for (RunLog& r : all) {
+        if (!r.meta.count("size") || !r.meta.count("family") || !r.meta.count("phase"))
+            fail(strf("%s/runs/%s.meta: missing or incomplete (size, family, phase)", out.c_str(), r.name.c_str()));
+        if (!r.header.count("params"))
+            fail(strf("%s/runs/%s.jsonl: no run row (params) at its start: not a log of this train_mot", out.c_str(),
+                      r.name.c_str()));
+        runs.push_back(r);
+    }
+    if (runs.empty()) fail(strf("%s/runs: no run logs", out.c_str()));
+    std::vector<Size> sizes = sizes_of(runs);
+    write_file_atomic(out + "/results.json", results_json(runs, sizes));
+    write_file_atomic(out + "/results.md", results_md(runs, sizes));
+    plot_report(runs, sizes, out + "/loss.png");
+    std::printf("study: %zu runs -> %s/results.json, results.md, loss.png\n", runs.size(), out.c_str());
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    try {
+        std::string cmd = argc > 1 ? argv[1] : "";
+        if (cmd == "final" && argc == 3) return cmd_final(argv[2]);
+        if (cmd == "best" && argc == 4) return cmd_best(argv[2], argv[3]);
+        if (cmd == "report" && argc == 3) return cmd_report(argv[2]);
+        std::fprintf(stderr, "usage: study final LOG | study best DIR PREFIX | study report OUT\n");
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "study: %s\n", e.what());
+        return 1;
+    }
+}

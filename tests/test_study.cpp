@@ -1,0 +1,219 @@
+// The study (make reproduce: study/reproduce.sh and build/study) at its
+// smallest: one toy size, a few steps, the whole protocol (learning-rate
+// grid, dense, MoT at two granularities in every layer and in the second
+// half, token choice, a transition), then the table. The numbers in
+// results.json are checked against the run logs they come from, and a second
+// invocation must redo nothing; a stopped run must continue from its
+// checkpoint. The study's programs come from the environment as in
+// tests/program.h (MOT_TRAIN_MOT; MOT_PREPARE and MOT_STUDY under CTest).
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/fileio.h"
+#include "tests/program.h"
+#include "tests/train_checks.h"
+
+static const char* TEXT = "../shared/data/tinyshakespeare.txt";
+
+// The driver at QUICK scale with one size S (2 layers, d_model 32, d_ff 128),
+// STEPS steps per run, into out.
+static Run study(const std::string& out, int steps, const std::string& grid, const std::string& taus,
+                 const std::string& env = "") {
+    return run_cmd("QUICK=1 SIZES=S STEPS_S=" + std::to_string(steps) + " VOCAB=512 LR_GRID='" + grid + "' TAUS='" +
+                   taus + "' TEXT=" + TEXT + " OUT=" + out + " " + env + " study/reproduce.sh");
+}
+
+// results.json: one object per line, each field's value as written
+// (strings without their quotes).
+typedef std::map<std::string, std::string> Obj;
+static std::map<std::string, Obj> read_results(const std::string& path) {
+    std::map<std::string, Obj> runs;
+    std::string text = slurp(path);
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t nl = text.find('\n', pos);
+        std::string line = text.substr(pos, nl - pos);
+        pos = nl == std::string::npos ? text.size() : nl + 1;
+        if (line.find('{') == std::string::npos) continue;
+        Obj o;
+        size_t q = line.find('"');
+        while (q != std::string::npos) {
+            size_t q2 = line.find('"', q + 1);
+            std::string key = line.substr(q + 1, q2 - q - 1);
+            size_t v = line.find_first_not_of(": ", q2 + 1);
+            size_t e = line[v] == '"' ? line.find('"', v + 1) + 1 : line.find_first_of(",}", v);
+            std::string val = line.substr(v, e - v);
+            if (val[0] == '"') val = val.substr(1, val.size() - 2);
+            o[key] = val;
+            q = line.find('"', e);
+        }
+        REQUIRE(o.count("name"));
+        CHECK_MESSAGE(!runs.count(o["name"]), "two objects for ", o["name"]);
+        runs[o["name"]] = o;
+    }
+    return runs;
+}
+
+static double num(const Obj& o, const std::string& key) {
+    REQUIRE_MESSAGE(o.count(key), o.at("name"), " lacks ", key);
+    return o.at(key) == "null" ? NAN : std::stod(o.at(key));
+}
+
+// The validation losses of a run's log: step -> loss.
+static std::map<int, double> val_losses(const std::string& log) {
+    std::map<int, double> v;
+    for (auto& [step, f] : read_log(log, true)) v[step] = std::stod(f.at("val_loss"));
+    return v;
+}
+
+TEST_CASE("make reproduce at its smallest: every run of the protocol, the table from their logs, a rerun redoes nothing") {
+    const std::string out = "build/study_test";
+    run_cmd("rm -rf " + out);
+    Run r = study(out, 20, "0.003 0.006", "1 0.1");
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+
+    std::vector<std::string> names = {"S-dense", "S-tc32", "S-transition"};
+    for (const char* fam : {"dense", "mot32", "mot256", "tc32"})
+        for (const char* lr : {"0.003", "0.006"}) names.push_back(std::string("S-lr-") + fam + "-" + lr);
+    for (const char* fam : {"mot32", "mot256"})
+        for (const char* where : {"all", "second-half"})
+            for (const char* tau : {"1", "0.1"}) names.push_back(std::string("S-") + fam + "-" + where + "-t" + tau);
+    std::map<std::string, Obj> res = read_results(out + "/results.json");
+    CHECK(res.size() == names.size());
+    for (const std::string& n : names) {
+        REQUIRE_MESSAGE(res.count(n), "results.json lacks run ", n);
+        CHECK(res[n]["finished"] == "true");
+        for (const char* key : {"kind", "layers", "E", "G", "f", "tau", "top_k", "lr", "parameters", "flops_per_token",
+                                "tokens_seen", "final_val_loss", "steps_to_dense_final", "wall_clock_s"})
+            CHECK_MESSAGE(res[n].count(key), n, " lacks ", key);
+        // the final validation loss is the log's last one
+        std::map<int, double> v = val_losses(out + "/runs/" + n + ".jsonl");
+        REQUIRE(!v.empty());
+        CHECK(num(res[n], "final_val_loss") == doctest::Approx(v.rbegin()->second).epsilon(1e-5));
+        CHECK(num(res[n], "wall_clock_s") > 0);
+    }
+
+    // the shapes of the protocol (d_ff 128 at size S)
+    Obj &dense = res["S-dense"], &m32 = res["S-mot32-all-t0.1"], &m256 = res["S-mot256-second-half-t1"],
+              &tc = res["S-tc32"];
+    CHECK(dense["kind"] == "dense");
+    CHECK(dense["layers"] == "none");
+    CHECK(dense["E"] == "null");
+    CHECK(num(dense, "tokens_seen") == 20 * 32 * 32);
+    CHECK(m32["kind"] == "mot");
+    CHECK(m32["layers"] == "all");
+    CHECK((num(m32, "E") == 32 && num(m32, "G") == 32 && num(m32, "f") == 128 && num(m32, "tau") == 0.1));
+    CHECK(m256["layers"] == "second-half");
+    CHECK((num(m256, "E") == 256 && num(m256, "G") == 32 && num(m256, "f") == 16 && num(m256, "tau") == 1));
+    CHECK(tc["kind"] == "token-choice");
+    CHECK((num(tc, "E") == 32 && num(tc, "f") == 128 && num(tc, "top_k") == 1));
+    CHECK(num(m32, "parameters") > num(dense, "parameters"));
+    CHECK(num(tc, "flops_per_token") > num(dense, "flops_per_token"));  // the router
+    CHECK(num(res["S-transition"], "tokens_seen") == 2 * 32 * 32);        // 10% more steps
+
+    // each family trains at the rate of its best grid run
+    for (const char* fam : {"dense", "mot32", "mot256", "tc32"}) {
+        std::string a = std::string("S-lr-") + fam + "-0.003", b = std::string("S-lr-") + fam + "-0.006";
+        double best = num(res[a], "final_val_loss") <= num(res[b], "final_val_loss") ? 0.003 : 0.006;
+        std::string main_run = std::string(fam) == "dense" ? "S-dense" : std::string(fam) == "tc32" ? "S-tc32" : "S-" + std::string(fam) + "-all-t1";
+        CHECK_MESSAGE(num(res[main_run], "lr") == best, fam);
+    }
+
+    // steps to reach dense's final loss, recomputed from the logs
+    double dense_final = val_losses(out + "/runs/S-dense.jsonl").rbegin()->second;
+    std::string best_mot;
+    for (const std::string& n : names) {
+        if (res[n]["phase"] != "main" || n == "S-transition") continue;
+        int first = -1;
+        for (auto& [step, loss] : val_losses(out + "/runs/" + n + ".jsonl"))
+            if (loss <= dense_final) { first = step; break; }
+        double got = num(res[n], "steps_to_dense_final");
+        CHECK_MESSAGE((first < 0 ? std::isnan(got) : got == first), n, ": ", got, " against ", first);
+        if (res[n]["kind"] == "mot" && (best_mot.empty() || num(res[n], "final_val_loss") < num(res[best_mot], "final_val_loss")))
+            best_mot = n;
+    }
+    CHECK(res["S-transition"]["from"] == best_mot);
+
+    std::string md = slurp(out + "/results.md");
+    CHECK(md.find("## Size S") != std::string::npos);
+    CHECK(md.find("Learning-rate grid") != std::string::npos);
+    std::string png = slurp(out + "/loss.png");
+    CHECK((png.size() > 1000 && png.substr(1, 3) == "PNG"));
+
+    // a second invocation trains nothing and writes the same table
+    std::string json = slurp(out + "/results.json");
+    Run again = study(out, 20, "0.003 0.006", "1 0.1");
+    INFO(again.out);
+    REQUIRE(again.rc == 0);
+    CHECK(again.out.find("(new)") == std::string::npos);
+    CHECK(again.out.find("(--resume)") == std::string::npos);
+    CHECK(slurp(out + "/results.json") == json);
+
+    // the same folder on other tokens is refused, and left as it was
+    Run other = study(out, 20, "0.003 0.006", "1 0.1", "VOCAB=600");
+    CHECK(other.rc == 2);
+    CHECK_MESSAGE(other.out.find("holds runs on other tokens") != std::string::npos, other.out);
+    CHECK(slurp(out + "/results.json") == json);
+}
+
+TEST_CASE("a stopped run continues from its checkpoint; a transition resumes without --load") {
+    // The program behind a wrapper that stops the transition the first time,
+    // as an interrupt would: 4 of its 8 steps (checkpointed every step), then
+    // exit status 130.
+    const std::string out = "build/study_resume", wrapper = "build/study_resume_wrapper.sh";
+    run_cmd("rm -rf " + out + " " + out + ".stopped");
+    std::string prog = train_mot_path();
+    write_file_atomic(wrapper, "#!/bin/sh\n"
+                               "case \" $* \" in *' --transition '*)\n"
+                               "  if [ ! -e " + out + ".stopped ]; then touch " + out + ".stopped\n"
+                               "    for a; do shift; if [ \"$prev\" = --steps ]; then a=4; fi; set -- \"$@\" \"$a\"; prev=$a; done\n"
+                               "    " + prog + " \"$@\"; exit 130; fi ;;\n"
+                               "esac\nexec " + prog + " \"$@\"\n");
+    run_cmd("chmod +x " + wrapper);
+    Run r = study(out, 80, "0.006", "1", "MOT_TRAIN_MOT=" + wrapper);
+    INFO(r.out);
+    REQUIRE(r.rc == 130);
+    CHECK(r.out.find("S-transition stopped (exit status 130)") != std::string::npos);
+    CHECK(!file_exists(out + "/runs/S-transition.done"));
+    CHECK(!file_exists(out + "/results.json"));
+
+    Run again = study(out, 80, "0.006", "1", "MOT_TRAIN_MOT=" + wrapper);
+    INFO(again.out);
+    REQUIRE(again.rc == 0);
+    // only the transition ran, from its checkpoint, without --load
+    CHECK(again.out.find("(new)") == std::string::npos);
+    std::string line = after(again.out, "reproduce: S-transition (--resume):");
+    CHECK(!line.empty());
+    CHECK(line.find("--load") == std::string::npos);
+    CHECK(line.find("--transition") == std::string::npos);
+    // its log: one run row, and each step once
+    LogRows rows = read_log(out + "/runs/S-transition.jsonl");
+    CHECK(rows.size() == 9);  // the transition's loss at the switch (step 0), steps 1..8
+    for (int s = 1; s <= 8; s++) CHECK_MESSAGE(rows.count(s), "step ", s);
+    std::string log = slurp(out + "/runs/S-transition.jsonl");
+    size_t n_run_rows = 0;
+    for (size_t p = 0; (p = log.find("\"params\"", p)) != std::string::npos; p++) n_run_rows++;
+    CHECK(n_run_rows == 1);
+    std::map<std::string, Obj> res = read_results(out + "/results.json");
+    CHECK(res.size() == 11);
+    CHECK(num(res["S-transition"], "tokens_seen") == 8 * 32 * 32);
+}
+
+TEST_CASE("the study refuses bad settings before it writes anything") {
+    run_cmd("rm -rf build/study_bad");
+    Run r = run_cmd("QUICK=1 TEXT=build/no_such_text.txt OUT=build/study_bad study/reproduce.sh");
+    CHECK(r.rc == 2);
+    CHECK_MESSAGE(r.out.find("TEXT=build/no_such_text.txt: no such file or folder") != std::string::npos, r.out);
+    CHECK(!file_exists("build/study_bad"));
+    r = run_cmd("QUICK=2 OUT=build/study_bad study/reproduce.sh");
+    CHECK(r.rc == 2);
+    CHECK_MESSAGE(r.out.find("QUICK=2") != std::string::npos, r.out);
+    CHECK(!file_exists("build/study_bad"));
+}
