@@ -16,11 +16,19 @@
 #      32 experts of width d_ff (the FLOPs and parameters of MoT /32E);
 #   3. transition tuning: the MoT run with the lowest final validation loss
 #      turned into token choice (same tensors) and trained 10% more steps.
-# Every run validates every steps/20 steps on the same held-out tokens.
+# Every run validates every steps/20 steps on the same held-out tokens
+# (VAL_BATCHES batches of the corpus's held-out files) and checkpoints every
+# steps/5.
+#
+# Settings (environment or make variables): SIZES (XS, S, M; QUICK: S, M),
+# STEPS_XS, STEPS_S, STEPS_M, WARMUP, VAL_BATCHES, VOCAB, LR_GRID, TAUS,
+# SEED, DEVICE (auto, cpu, cuda). A shorter study than the default, e.g.
+#   make reproduce SIZES="XS S" STEPS_XS=320 STEPS_S=320 WARMUP=16 VAL_BATCHES=4
 #
 # Resumable: a finished run leaves NAME.done and is not run again; a stopped
 # run continues from its newest checkpoint. Ctrl-C stops it (the run saves a
-# checkpoint first); the same command continues.
+# checkpoint first); the same command continues. The tokens are prepared
+# once per OUT; OUT's runs on other tokens make a new corpus an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

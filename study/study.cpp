@@ -63,6 +63,7 @@ struct RunLog {
     int steps_done = 0;
     double train_seconds = 0, median_ms = 0;
     bool done = false;
+    double loss_before_switch = NAN, loss_at_switch = NAN;  // a transition: its MoT model's loss, then routed
     double final_val() const { return val.empty() ? NAN : val.back().loss; }
 };
 
@@ -94,6 +95,8 @@ static RunLog read_run(const std::string& log_path) {
         if (!row.count("step")) continue;
         int step = (int)row["step"];
         if (row.count("params")) r.header = row;
+        else if (row.count("transition_loss"))
+            r.loss_before_switch = row["transition_mot_loss"], r.loss_at_switch = row["transition_loss"];
         else if (row.count("val_loss")) val.push_back({step, row["val_loss"]});
         else if (row.count("ms")) ms[step] = row["ms"];
     }
@@ -179,12 +182,20 @@ static std::string json_str(const std::string& s) {
     return o + "\"";
 }
 
-// The first step at which the run's validation loss is at or below target
-// (none: NaN).
-static double steps_to_reach(const RunLog& r, double target) {
+// The first validation at which the run's loss is at or below target: its
+// step and the training time until then (none: NaN).
+static const ValPoint* first_reaching(const RunLog& r, double target) {
     for (const ValPoint& v : r.val)
-        if (v.loss <= target) return v.step;
-    return NAN;
+        if (v.loss <= target) return &v;
+    return nullptr;
+}
+static double steps_to_reach(const RunLog& r, double target) {
+    const ValPoint* v = first_reaching(r, target);
+    return v ? v->step : NAN;
+}
+static double seconds_to_reach(const RunLog& r, double target) {
+    const ValPoint* v = first_reaching(r, target);
+    return v ? v->seconds : NAN;
 }
 
 static double hv(const RunLog& r, const char* key) { return r.header.count(key) ? r.header.at(key) : NAN; }
@@ -193,6 +204,7 @@ struct Size {
     std::string name;
     double dense_final = NAN;
     int dense_steps = 0;
+    double dense_seconds = NAN;  // the dense run's training time to its last validation
 };
 
 static std::vector<Size> sizes_of(const std::vector<RunLog>& runs) {
@@ -202,7 +214,8 @@ static std::vector<Size> sizes_of(const std::vector<RunLog>& runs) {
         auto it = std::find_if(sizes.begin(), sizes.end(), [&](const Size& z) { return z.name == s; });
         if (it == sizes.end()) sizes.push_back({s}), it = sizes.end() - 1;
         if (r.meta.count("family") && r.meta.at("family") == "dense" && r.meta.at("phase") == "main" && r.done)
-            it->dense_final = r.final_val(), it->dense_steps = r.val.empty() ? 0 : r.val.back().step;
+            it->dense_final = r.final_val(), it->dense_steps = r.val.empty() ? 0 : r.val.back().step,
+            it->dense_seconds = r.val.empty() ? NAN : r.val.back().seconds;
     }
     // smallest model first
     auto width = [&](const Size& z) {
@@ -221,7 +234,9 @@ static std::string results_json(const std::vector<RunLog>& runs, const std::vect
     for (const RunLog& r : runs) {
         const Size& z = *std::find_if(sizes.begin(), sizes.end(), [&](const Size& s) { return s.name == r.meta.at("size"); });
         bool sparse = kind_of(r) != "dense";
-        double steps_to = r.meta.at("phase") == "main" && kind_of(r) != "transition" ? steps_to_reach(r, z.dense_final) : NAN;
+        bool compared = r.meta.at("phase") == "main" && kind_of(r) != "transition";
+        double steps_to = compared ? steps_to_reach(r, z.dense_final) : NAN;
+        double seconds_to = compared ? seconds_to_reach(r, z.dense_final) : NAN;
         js += first ? "  {" : ",\n  {";
         first = false;
         js += "\"name\": " + json_str(r.name) + ", \"size\": " + json_str(z.name) + ", \"phase\": " +
@@ -240,9 +255,12 @@ static std::string results_json(const std::vector<RunLog>& runs, const std::vect
               ", \"steps\": " + json_num(r.steps_done) +
               ", \"tokens_seen\": " + json_num(r.steps_done * hv(r, "tokens_per_step"), "%.0f") +
               ", \"final_val_loss\": " + json_num(r.final_val()) +
+              ", \"loss_before_switch\": " + json_num(r.loss_before_switch) +
+              ", \"loss_at_switch\": " + json_num(r.loss_at_switch) +
               ", \"dense_final_val_loss\": " + json_num(z.dense_final) +
               ", \"steps_to_dense_final\": " + json_num(steps_to) +
-              ", \"wall_clock_s\": " + json_num(r.train_seconds, "%.1f") +
+              ", \"wall_clock_to_dense_final_s\": " + json_num(seconds_to, "%.4g") +
+              ", \"wall_clock_s\": " + json_num(r.train_seconds, "%.4g") +
               ", \"ms_per_step_median\": " + json_num(r.median_ms, "%.2f") +
               ", \"finished\": " + (r.done ? "true" : "false") + "}";
     }
@@ -252,7 +270,10 @@ static std::string results_json(const std::vector<RunLog>& runs, const std::vect
 static std::string label_of(const RunLog& r) {
     std::string k = kind_of(r);
     if (k == "dense") return "dense";
-    if (k == "transition") return "transition of " + (r.meta.count("from") ? r.meta.at("from") : std::string("?"));
+    if (k == "transition")
+        return strf("transition of %s to token choice top-%g (validation loss %.3f, at the switch %.3f)",
+                    r.meta.count("from") ? r.meta.at("from").c_str() : "?", hv(r, "topk"), r.loss_before_switch,
+                    r.loss_at_switch);
     if (k == "token-choice") return strf("token choice top-%g, E %g, f %g", hv(r, "topk"), hv(r, "experts"), hv(r, "expert_size"));
     return strf("MoT E %g G %g f %g, tau %g, %s", hv(r, "experts"), hv(r, "group"), hv(r, "expert_size"),
                 hv(r, "temperature"), layers_of(r).c_str());
@@ -262,7 +283,8 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
     std::string md = "# MoT against dense: results\n\n";
     md += "Validation loss in nats per token on the same held-out tokens for every run. *Steps to dense* is the "
           "first validation step at which the run's loss is at or below the dense run's final loss (of the same "
-          "size), as a count and as a fraction of the dense run's steps. Wall-clock: the sum of the training "
+          "size), as a count and as a fraction of the dense run's steps; *time to dense* the training time until "
+          "then, in minutes and as a fraction of the dense run's. Wall-clock: the sum of the training "
           "steps' times (no validation or checkpoints); ms/step: the median step.\n";
     for (const Size& z : sizes) {
         std::vector<const RunLog*> main, grid;
@@ -279,15 +301,18 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
             return std::isfinite(fa) && (!std::isfinite(fb) || fa < fb);
         });
         md += "| run | lr | params (M) | MFLOP/token | tokens (M) | final val loss | vs dense | steps to dense | "
-              "wall-clock (min) | ms/step |\n|---|---|---|---|---|---|---|---|---|---|\n";
+              "time to dense (min) | wall-clock (min) | ms/step |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
         for (const RunLog* r : main) {
             double st = kind_of(*r) == "transition" ? NAN : steps_to_reach(*r, z.dense_final);
+            double tt = kind_of(*r) == "transition" ? NAN : seconds_to_reach(*r, z.dense_final);
             std::string to = std::isfinite(st) ? strf("%g (%.2f)", st, st / z.dense_steps) : "—";
-            if (kind_of(*r) == "transition") to = "n/a";
-            md += strf("| %s%s | %g | %.2f | %.2f | %.2f | %.4f | %+.4f | %s | %.2f | %.1f |\n", label_of(*r).c_str(),
+            std::string tto = std::isfinite(tt) ? strf("%.2f (%.2f)", tt / 60, tt / z.dense_seconds) : "—";
+            if (kind_of(*r) == "transition") to = tto = "n/a";
+            md += strf("| %s%s | %g | %.2f | %.2f | %.2f | %.4f | %+.4f | %s | %s | %.2f | %.1f |\n", label_of(*r).c_str(),
                        r->done ? "" : " (unfinished)", hv(*r, "peak_lr"), hv(*r, "params") / 1e6,
                        hv(*r, "flops_per_token") / 1e6, r->steps_done * hv(*r, "tokens_per_step") / 1e6,
-                       r->final_val(), r->final_val() - z.dense_final, to.c_str(), r->train_seconds / 60, r->median_ms);
+                       r->final_val(), r->final_val() - z.dense_final, to.c_str(), tto.c_str(), r->train_seconds / 60,
+                       r->median_ms);
         }
         if (!grid.empty()) {
             md += strf("\nLearning-rate grid (%s, %d steps each): final validation loss\n\n| family | lr | final val loss |\n|---|---|---|\n",

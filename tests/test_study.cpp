@@ -91,7 +91,7 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
         REQUIRE_MESSAGE(res.count(n), "results.json lacks run ", n);
         CHECK(res[n]["finished"] == "true");
         for (const char* key : {"kind", "layers", "E", "G", "f", "tau", "top_k", "lr", "parameters", "flops_per_token",
-                                "tokens_seen", "final_val_loss", "steps_to_dense_final", "wall_clock_s"})
+                                "tokens_seen", "final_val_loss", "steps_to_dense_final", "wall_clock_to_dense_final_s", "wall_clock_s"})
             CHECK_MESSAGE(res[n].count(key), n, " lacks ", key);
         // the final validation loss is the log's last one
         std::map<int, double> v = val_losses(out + "/runs/" + n + ".jsonl");
@@ -140,6 +140,10 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
             best_mot = n;
     }
     CHECK(res["S-transition"]["from"] == best_mot);
+    // the transition starts from that model: its loss before the switch is the MoT run's last
+    CHECK(num(res["S-transition"], "loss_before_switch") ==
+          doctest::Approx(num(res[best_mot], "final_val_loss")).epsilon(1e-4));
+    CHECK(num(res["S-transition"], "loss_at_switch") > 0);
 
     std::string md = slurp(out + "/results.md");
     CHECK(md.find("## Size S") != std::string::npos);
