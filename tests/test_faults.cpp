@@ -241,7 +241,7 @@ TEST_CASE("resuming drops the log rows written after the checkpoint: the log equ
         return out;
     };
     CHECK(rows(got) == rows(whole));
-    CHECK(rows(whole).size() == 26);  // 20 train rows, validation at 0, 4, 8, 12, 16, 20
+    CHECK(rows(whole).size() == 27);  // the run row, 20 train rows, validation at 0, 4, 8, 12, 16, 20
 }
 
 // ---------------------------------------------------------------------------

@@ -240,11 +240,13 @@ inline void setup_device(TrainRun* r) {
                         "changes from here, so the run differs from one planned for %d steps throughout\n",
                         (long long)r->state.total_steps, o.steps, o.steps);
     }
-    int n_mot = 0;
-    for (int k : c.kinds) n_mot += k == MOT;
-    std::printf("model: L %d, C %d, NH %d, V %d, %d MoT layers (E %d, G %d, f %d, tau %g), %d dense (d_ff %d), "
-                "%.2fM parameters\n",
-                c.L, c.C, c.NH, c.V, n_mot, c.E, c.G, c.f, c.tau, c.L - n_mot, c.dff, num_params(c) / 1e6);
+    int n_mot = 0, n_tc = 0;
+    for (int k : c.kinds) n_mot += k == MOT, n_tc += k == TOKEN_CHOICE;
+    std::string kinds;
+    if (n_mot) kinds += strf("%d MoT layers (E %d, G %d, f %d, tau %g), ", n_mot, c.E, c.G, c.f, c.tau);
+    if (n_tc) kinds += strf("%d token-choice layers (E %d, top-%d, f %d, capacity factor %g), ", n_tc, c.E, c.topk, c.f, c.capacity);
+    std::printf("model: L %d, C %d, NH %d, V %d, %s%d dense (d_ff %d), %.2fM parameters\n", c.L, c.C, c.NH, c.V,
+                kinds.c_str(), c.L - n_mot - n_tc, c.dff, num_params(c) / 1e6);
     std::printf("train: %d x %d tokens x %d micro-batches = %lld tokens/step, %d steps, lr %g, device %s\n", r->B, r->T,
                 r->accum, (long long)(r->BT * r->accum), o.steps, o.lr, device_name(r->model).c_str());
     int max_threads = 1;
