@@ -48,7 +48,7 @@ else
     SIZES=${SIZES:-"S M"}
     # XS is there for a shorter study (SIZES="XS S"); on 2 cores a step of
     # XS takes about 0.3 s, of S 0.5 s, of M 1.2 s: S and M's runs are about
-    # an hour each, and the whole protocol about 33 hours
+    # an hour each, and the whole protocol about 35-40 hours
     SHAPE_XS="--layers 4 --d-model 64 --heads 4 --d-ff 256"
     SHAPE_S="--layers 4 --d-model 128 --heads 4 --d-ff 512"
     SHAPE_M="--layers 4 --d-model 256 --heads 4 --d-ff 1024"
