@@ -169,7 +169,7 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
 
 TEST_CASE("a stopped run continues from its checkpoint; a transition resumes without --load") {
     // The program behind a wrapper that stops the transition the first time,
-    // as an interrupt would: 4 of its 8 steps (checkpointed every step), then
+    // as an interrupt would: 2 of its 4 steps (checkpointed every step), then
     // exit status 130.
     const std::string out = "build/study_resume", wrapper = "build/study_resume_wrapper.sh";
     run_cmd("rm -rf " + out + " " + out + ".stopped");
@@ -177,18 +177,18 @@ TEST_CASE("a stopped run continues from its checkpoint; a transition resumes wit
     write_file_atomic(wrapper, "#!/bin/sh\n"
                                "case \" $* \" in *' --transition '*)\n"
                                "  if [ ! -e " + out + ".stopped ]; then touch " + out + ".stopped\n"
-                               "    for a; do shift; if [ \"$prev\" = --steps ]; then a=4; fi; set -- \"$@\" \"$a\"; prev=$a; done\n"
+                               "    for a; do shift; if [ \"$prev\" = --steps ]; then a=2; fi; set -- \"$@\" \"$a\"; prev=$a; done\n"
                                "    " + prog + " \"$@\"; exit 130; fi ;;\n"
                                "esac\nexec " + prog + " \"$@\"\n");
     run_cmd("chmod +x " + wrapper);
-    Run r = study(out, 80, "0.006", "1", "MOT_TRAIN_MOT=" + wrapper);
+    Run r = study(out, 40, "0.006", "1", "MOT_TRAIN_MOT=" + wrapper);
     INFO(r.out);
     REQUIRE(r.rc == 130);
     CHECK(r.out.find("S-transition stopped (exit status 130)") != std::string::npos);
     CHECK(!file_exists(out + "/runs/S-transition.done"));
     CHECK(!file_exists(out + "/results.json"));
 
-    Run again = study(out, 80, "0.006", "1", "MOT_TRAIN_MOT=" + wrapper);
+    Run again = study(out, 40, "0.006", "1", "MOT_TRAIN_MOT=" + wrapper);
     INFO(again.out);
     REQUIRE(again.rc == 0);
     // only the transition ran, from its checkpoint, without --load
@@ -199,15 +199,15 @@ TEST_CASE("a stopped run continues from its checkpoint; a transition resumes wit
     CHECK(line.find("--transition") == std::string::npos);
     // its log: one run row, and each step once
     LogRows rows = read_log(out + "/runs/S-transition.jsonl");
-    CHECK(rows.size() == 9);  // the transition's loss at the switch (step 0), steps 1..8
-    for (int s = 1; s <= 8; s++) CHECK_MESSAGE(rows.count(s), "step ", s);
+    CHECK(rows.size() == 5);  // the transition's loss at the switch (step 0), steps 1..4
+    for (int s = 1; s <= 4; s++) CHECK_MESSAGE(rows.count(s), "step ", s);
     std::string log = slurp(out + "/runs/S-transition.jsonl");
     size_t n_run_rows = 0;
     for (size_t p = 0; (p = log.find("\"params\"", p)) != std::string::npos; p++) n_run_rows++;
     CHECK(n_run_rows == 1);
     std::map<std::string, Obj> res = read_results(out + "/results.json");
     CHECK(res.size() == 11);
-    CHECK(num(res["S-transition"], "tokens_seen") == 8 * 32 * 32);
+    CHECK(num(res["S-transition"], "tokens_seen") == 4 * 32 * 32);
 }
 
 TEST_CASE("the study refuses bad settings before it writes anything") {
