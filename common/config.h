@@ -37,12 +37,15 @@ struct Config {
 
 inline int pad_vocab(int V) { return (V + 63) / 64 * 64; }
 
-// True when some layer is of the given kind.
-inline bool has_kind(const Config& c, int kind) {
-    for (int k : c.kinds)
-        if (k == kind) return true;
-    return false;
+// How many layers are of the given kind.
+inline int count_kind(const Config& c, int kind) {
+    int n = 0;
+    for (int k : c.kinds) n += k == kind;
+    return n;
 }
+
+// True when some layer is of the given kind.
+inline bool has_kind(const Config& c, int kind) { return count_kind(c, kind) > 0; }
 
 // True when some layer mixes tokens across the rows of a batch (MOT): then
 // a batch must hold whole groups, a multiple of G rows.

@@ -240,8 +240,7 @@ inline void setup_device(TrainRun* r) {
                         "changes from here, so the run differs from one planned for %d steps throughout\n",
                         (long long)r->state.total_steps, o.steps, o.steps);
     }
-    int n_mot = 0, n_tc = 0;
-    for (int k : c.kinds) n_mot += k == MOT, n_tc += k == TOKEN_CHOICE;
+    int n_mot = count_kind(c, MOT), n_tc = count_kind(c, TOKEN_CHOICE);
     std::string kinds;
     if (n_mot) kinds += strf("%d MoT layers (E %d, G %d, f %d, tau %g), ", n_mot, c.E, c.G, c.f, c.tau);
     if (n_tc) kinds += strf("%d token-choice layers (E %d, top-%d, f %d, capacity factor %g), ", n_tc, c.E, c.topk, c.f, c.capacity);
@@ -358,14 +357,13 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
 inline void log_run_header(TrainRun* r, double flops_per_step) {
     const Options& o = r->o;
     const Config& c = r->c;
-    int n_mot = 0, n_tc = 0;
-    for (int k : c.kinds) n_mot += k == MOT, n_tc += k == TOKEN_CHOICE;
     double tokens_per_step = (double)(r->BT * r->accum);
     jsonl_write(&r->log, 0, {{"params", (double)num_params(c)}, {"flops_per_token", flops_per_step / tokens_per_step},
                              {"tokens_per_step", tokens_per_step}, {"steps", (double)o.steps}, {"peak_lr", o.lr},
                              {"layers", (double)c.L}, {"d_model", (double)c.C}, {"heads", (double)c.NH},
                              {"seq", (double)r->T}, {"vocab", (double)c.V}, {"d_ff", (double)c.dff},
-                             {"mot_layers", (double)n_mot}, {"token_choice_layers", (double)n_tc},
+                             {"mot_layers", (double)count_kind(c, MOT)},
+                             {"token_choice_layers", (double)count_kind(c, TOKEN_CHOICE)},
                              {"experts", (double)c.E}, {"group", (double)c.G}, {"expert_size", (double)c.f},
                              {"temperature", c.tau}, {"topk", (double)c.topk}, {"capacity_factor", c.capacity}});
 }
