@@ -13,7 +13,6 @@
 // the steps' times (the "ms" of each train row): training time, without the
 // validations and checkpoints, so it compares the models' speed.
 #include <glob.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -361,17 +360,7 @@ static void plot_report(const std::vector<RunLog>& runs, const std::vector<Size>
         script += "plot " + data_time.substr(0, data_time.size() - 2) + "\n";
     }
     script += "unset multiplot\n";
-    std::string tmp = png + ".tmp";
-    FILE* fp = std::fopen(tmp.c_str(), "wb");
-    if (!fp) fail(strf("%s: cannot write the plot", png.c_str()));
-    int status = run_gnuplot(script, fileno(fp));
-    std::fclose(fp);
-    struct stat st;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || stat(tmp.c_str(), &st) != 0 || st.st_size == 0) {
-        std::remove(tmp.c_str());
-        fail(strf("%s: gnuplot failed (its messages are above)", png.c_str()));
-    }
-    if (std::rename(tmp.c_str(), png.c_str()) != 0) fail(strf("%s: cannot write the plot", png.c_str()));
+    render_plot(script, open_plot_output(png), png);
 }
 
 static int cmd_report(const std::string& out) {

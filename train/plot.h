@@ -93,17 +93,43 @@ inline int run_gnuplot(const std::string& script, int out_fd) {
     return status;
 }
 
-inline void plot_logs(const std::vector<std::string>& logs, const std::string& out_png, const std::string& title) {
-    if (logs.empty()) fail("plot: give at least one log file");
-    // the output first: a bad -o fails at once, naming it, and gnuplot never runs
+// Opens out_png's temporary file (out_png.tmp) for a plot; fails naming
+// out_png when it cannot be written. render_plot finishes it.
+inline int open_plot_output(const std::string& out_png) {
     struct stat st;
     if (stat(out_png.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
         fail(strf("%s: cannot write the plot: is a directory (give -o a file name)", out_png.c_str()));
-    std::string tmp = out_png + ".tmp";
-    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open((out_png + ".tmp").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) fail(strf("%s: cannot write the plot (%s)", out_png.c_str(), std::strerror(errno)));
+    return fd;
+}
+
+// Runs script through gnuplot into fd (from open_plot_output) and renames
+// the temporary file to out_png; closes fd. On failure the temporary file is
+// removed and out_png left as it was.
+inline void render_plot(const std::string& script, int fd, const std::string& out_png) {
+    std::string tmp = out_png + ".tmp";
+    int status = run_gnuplot(script, fd);
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (close(fd) != 0) size = -1;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || size <= 0) {
+        std::remove(tmp.c_str());
+        fail(strf("plot: gnuplot failed (%s %d; its messages are above)", WIFEXITED(status) ? "exit status" : "signal",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status)));
+    }
+    if (std::rename(tmp.c_str(), out_png.c_str()) != 0) {
+        std::remove(tmp.c_str());
+        fail(strf("%s: cannot write the plot (%s)", out_png.c_str(), std::strerror(errno)));
+    }
+}
+
+inline void plot_logs(const std::vector<std::string>& logs, const std::string& out_png, const std::string& title) {
+    if (logs.empty()) fail("plot: give at least one log file");
+    // the output first: a bad -o fails at once, naming it, and gnuplot never runs
+    int fd = open_plot_output(out_png);
+    std::string script;
     try {
-        std::string script = "set terminal pngcairo size 1000,600 noenhanced\n";
+        script = "set terminal pngcairo size 1000,600 noenhanced\n";
         script += "set title " + gp_quote(title) + "\nset xlabel 'step'\nset ylabel 'loss (nats per token)'\nset grid\n";
         script += "set key outside right\n";
         std::string plots;
@@ -135,18 +161,10 @@ inline void plot_logs(const std::vector<std::string>& logs, const std::string& o
             }
         }
         script += "plot " + plots.substr(0, plots.size() - 2) + "\n";
-        int status = run_gnuplot(script, fd);
-        off_t size = lseek(fd, 0, SEEK_END);
-        if (close(fd) != 0) size = -1;
-        fd = -1;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || size <= 0)
-            fail(strf("plot: gnuplot failed (%s %d; its messages are above)", WIFEXITED(status) ? "exit status" : "signal",
-                      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status)));
-        if (std::rename(tmp.c_str(), out_png.c_str()) != 0)
-            fail(strf("%s: cannot write the plot (%s)", out_png.c_str(), std::strerror(errno)));
     } catch (...) {
-        if (fd >= 0) close(fd);
-        std::remove(tmp.c_str());
+        close(fd);
+        std::remove((out_png + ".tmp").c_str());
         throw;
     }
+    render_plot(script, fd, out_png);
 }
