@@ -20,6 +20,29 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null)
 GPU_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 NVCCFLAGS := -O3 -std=c++17 -I. $(KIT_INC) $(GPU_ARCH) -Xcompiler "-fopenmp -fno-math-errno -march=native -Wall" -diag-suppress 20012
 
+# Several ranks (DESIGN.md section 6): train_mot links MPI when mpicxx is
+# present (Debian: libopenmpi-dev openmpi-bin), and, built by nvcc, NCCL when
+# its header is in the CUDA toolkit (or NCCL_HOME). MPI=0 / NCCL=0 leave them out.
+MPICXX ?= $(shell command -v mpicxx 2>/dev/null)
+ifneq ($(MPI),0)
+ifneq ($(MPICXX),)
+MPI_CFLAGS ?= $(shell $(MPICXX) --showme:compile 2>/dev/null)
+MPI_LIBS ?= $(shell $(MPICXX) --showme:link 2>/dev/null)
+MPI_DEF := -DMOT_MPI -DOMPI_SKIP_MPICXX -DMPICH_SKIP_MPICXX  # the C API only
+endif
+endif
+NCCL_HOME ?= $(if $(NVCC),$(abspath $(dir $(NVCC))/..))
+ifneq ($(NCCL),0)
+ifneq ($(MPI_DEF),)
+ifneq ($(wildcard $(NCCL_HOME)/include/nccl.h),)
+NCCL_FLAGS := -DMOT_NCCL -I$(NCCL_HOME)/include
+NCCL_LIBS := -L$(NCCL_HOME)/lib64 -lnccl
+endif
+endif
+endif
+# nvcc takes -I, -L and -l itself; any other MPI flag goes to the host compiler
+to_nvcc = $(foreach f,$(1),$(if $(filter -I% -L% -l% -D%,$(f)),$(f),-Xcompiler $(f)))
+
 HEADERS := $(wildcard common/*.h cpu/*.h cpu/fast/*.h gpu/*.cuh tokenizer/*.h data/*.h train/*.h tests/*.h)
 CPU_TESTS := $(patsubst tests/%.cpp,build/%,$(wildcard tests/test_*.cpp))
 GPU_TESTS := $(if $(NVCC),$(patsubst tests/%.cu,build/%,$(wildcard tests/test_*.cu)))
@@ -29,10 +52,11 @@ all: train_mot prepare
 
 ifneq ($(NVCC),)
 train_mot: mot.cu $(HEADERS)
-	$(NVCC) $(NVCCFLAGS) mot.cu -o $@ -lcublas
+	$(NVCC) $(NVCCFLAGS) $(MPI_DEF) $(call to_nvcc,$(MPI_CFLAGS)) $(NCCL_FLAGS) mot.cu -o $@ -lcublas \
+	    $(call to_nvcc,$(MPI_LIBS)) $(NCCL_LIBS)
 else
 train_mot: mot.cu $(HEADERS)
-	$(CXX) $(CXXFLAGS) -x c++ mot.cu -o $@
+	$(CXX) $(CXXFLAGS) $(MPI_DEF) $(MPI_CFLAGS) -x c++ mot.cu -o $@ $(MPI_LIBS)
 endif
 
 prepare: data/prepare.cpp $(HEADERS)

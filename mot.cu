@@ -31,6 +31,12 @@ int main(int argc, char** argv) {
     PlotOptions po;
     CLI::App app{"train_mot: train a GPT with Mixture-of-Tokens feed-forward layers"};
     Subcommands sub = define_options(app, &o, &so, &eo, &po);
+    // what this build can do: the paths compiled in and the multi-rank backends
+    std::string built = "train_mot: CPU (OpenMP)";
+    if (gpu_compiled()) built += ", GPU (CUDA)";
+    if (dist_compiled()) built += ", several ranks (MPI)";
+    if (nccl_compiled()) built += ", GPU ranks (NCCL)";
+    app.set_version_flag("--version", built, "print what this build can do and exit");
     CLI11_PARSE(app, argc, argv);
     try {
         if (*sub.sample) return sample_main(so);
@@ -39,10 +45,13 @@ int main(int argc, char** argv) {
         o.given = given_options(app);
         return train(o);
     } catch (const std::bad_alloc&) {
-        std::fprintf(stderr, "error: out of memory (a smaller --batch, --seq or model needs less)\n");
+        std::fprintf(stderr, "error: %sout of memory (a smaller --batch, --seq or model needs less)\n",
+                     dist_who().c_str());
+        dist_abort(1);  // with several ranks, the others may be waiting for this one
         return 1;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "error: %s\n", e.what());
+        std::fprintf(stderr, "error: %s%s\n", dist_who().c_str(), e.what());
+        dist_abort(1);
         return 1;
     }
 }

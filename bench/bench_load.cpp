@@ -26,6 +26,8 @@
 #include <string>
 #include <vector>
 
+#include "bench/runlog.h"
+
 // the program: ./train_mot, or MOT_TRAIN_MOT (CMake sets it)
 static const char* PROG = std::getenv("MOT_TRAIN_MOT") ? std::getenv("MOT_TRAIN_MOT") : "./train_mot";
 static const std::string MODEL = " --experts 8 --group 4 --batch 16 --temperature 1 --val-every 0 --sample-every 0 --device cpu";
@@ -51,28 +53,6 @@ static void stop(pid_t pid) {
     waitpid(pid, nullptr, 0);
 }
 
-// Step times (ms) of a finished run's log, skipping the first `skip` steps.
-static std::vector<double> step_ms(const std::string& log, int skip) {
-    std::vector<double> ms;
-    FILE* fp = std::fopen(log.c_str(), "r");
-    if (!fp) return ms;
-    char line[1024];
-    int row = 0;
-    while (std::fgets(line, sizeof line, fp)) {
-        const char* p = std::strstr(line, "\"ms\": ");
-        if (!p) continue;
-        if (row++ >= skip) ms.push_back(std::atof(p + 6));
-    }
-    std::fclose(fp);
-    return ms;
-}
-
-static double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
-
 struct Result {
     double median_ms = 0;
     int threads_last = 0;  // the thread count of the last step
@@ -96,12 +76,9 @@ static Result measure(int steps, int threads, const std::string& other) {
         std::exit(1);
     }
     Result r;
-    r.median_ms = median(step_ms(log, steps / 4));  // the first quarter: warm-up, and the tuner settling
-    FILE* fp = std::fopen(log.c_str(), "r");
-    char line[1024];
-    while (fp && std::fgets(line, sizeof line, fp))
-        if (const char* p = std::strstr(line, "\"threads\": ")) r.threads_last = std::atoi(p + 11);
-    if (fp) std::fclose(fp);
+    r.median_ms = median(log_values(log, "ms", steps / 4));  // the first quarter: warm-up, and the tuner settling
+    std::vector<double> used = log_values(log, "threads", 0);
+    r.threads_last = used.empty() ? 0 : (int)used.back();
     return r;
 }
 

@@ -184,17 +184,34 @@ double gpt_grad_norm(GPT<real>* model) {
     return std::sqrt(grad_norm_squared(model->grads_memory.data(), model->grads_memory.size()));
 }
 
+// One AdamW step on the parameters [lo, lo + n) alone, with the gradients
+// and moments of that range in grads, m, v ((n) each: element i belongs to
+// parameter lo + i): the whole model (lo 0, n num_params, the model's own
+// blocks), or one rank's share under ZeRO-1 (train/parallel.h). Weight
+// decay only on tensors of two or more dimensions; a range may cut a tensor.
+// step is 0-based; bias correction uses step + 1. The range's gradients are
+// zero afterwards (adamw_update consumes them).
+template <typename real>
+void gpt_update_range(GPT<real>* model, size_t lo, size_t n,
+                      real* grads,  // (n)
+                      real* m,      // (n)
+                      real* v,      // (n)
+                      float lr, float beta1, float beta2, float eps, float wd, int step, float grad_scale) {
+    for (const TensorSpec& s : param_specs(model->cfg)) {
+        size_t a = std::max(lo, s.offset), b = std::min(lo + n, s.offset + s.numel);
+        if (a >= b) continue;
+        adamw_update(model->params_memory.data() + a, grads + (a - lo), m + (a - lo), v + (a - lo), b - a, lr, beta1,
+                     beta2, eps, s.ndim >= 2 ? wd : 0.0f, step + 1, real(grad_scale));
+    }
+}
+
 // One AdamW step on the gradients scaled by grad_scale (clip_scale(norm,
-// clip) clips them); weight decay only on tensors of two or more dimensions.
-// step is 0-based; bias correction uses step + 1. The gradients are zero
-// afterwards (adamw_update consumes them).
+// clip) clips them), every parameter; the gradients are zero afterwards.
 template <typename real>
 void gpt_update(GPT<real>* model, float lr, float beta1, float beta2, float eps, float wd, int step,
                 float grad_scale = 1.0f) {
-    for (const TensorSpec& s : param_specs(model->cfg))
-        adamw_update(model->params_memory.data() + s.offset, model->grads_memory.data() + s.offset,
-                     model->m_memory.data() + s.offset, model->v_memory.data() + s.offset, s.numel, lr, beta1, beta2,
-                     eps, s.ndim >= 2 ? wd : 0.0f, step + 1, real(grad_scale));
+    gpt_update_range(model, 0, model->params_memory.size(), model->grads_memory.data(), model->m_memory.data(),
+                     model->v_memory.data(), lr, beta1, beta2, eps, wd, step, grad_scale);
 }
 
 // ---------------------------------------------------------------------------

@@ -167,6 +167,19 @@ inline void dataloader_advance_shard(DataLoader* L) {
     dataloader_load_shard(L);
 }
 
+// Moves past the batch dataloader_next would return now, without reading
+// it: a rank skips the micro-batches of the other ranks (DESIGN.md section
+// 6), and after either call the loader is in the same state.
+inline void dataloader_skip(DataLoader* L) {
+    if (!L->shuffle) {
+        L->st.position += int64_t(L->B) * L->T;
+        if (L->st.position + int64_t(L->B) * L->T + 1 > int64_t(L->tokens.size())) dataloader_advance_shard(L);
+    } else {
+        L->st.position += L->B;
+        if (L->st.position + L->B > int64_t(L->rows.size())) dataloader_advance_shard(L);
+    }
+}
+
 // Fills inputs and targets, each B*T ints (row-major (B, T)).
 inline void dataloader_next(DataLoader* L, int* inputs, int* targets) {
     const int B = L->B, T = L->T;
@@ -178,8 +191,6 @@ inline void dataloader_next(DataLoader* L, int* inputs, int* targets) {
             inputs[i] = src[i];
             targets[i] = src[i + 1];
         }
-        L->st.position += BT;
-        if (L->st.position + BT + 1 > int64_t(L->tokens.size())) dataloader_advance_shard(L);
     } else {
         for (int b = 0; b < B; b++) {
             const uint16_t* src = tok + L->rows[size_t(L->st.position + b)] * T;
@@ -188,9 +199,8 @@ inline void dataloader_next(DataLoader* L, int* inputs, int* targets) {
                 targets[b * T + t] = src[t + 1];
             }
         }
-        L->st.position += B;
-        if (L->st.position + B > int64_t(L->rows.size())) dataloader_advance_shard(L);
     }
+    dataloader_skip(L);  // the batch is read: move past it
 }
 
 inline DataLoaderState dataloader_get_state(const DataLoader* L) { return L->st; }

@@ -1,6 +1,10 @@
 // Optimizer on the GPU (cpu/adamw.h): global gradient norm, clipping, AdamW.
 #pragma once
+#include <algorithm>
 #include <cmath>
+#include <vector>
+
+#include "../common/layout.h"  // param_specs
 
 #include "../common/schedule.h"  // clip_scale
 #include "common.cuh"
@@ -120,27 +124,45 @@ inline void adamw_update(float* params,  // (n)
 
 // Every tensor of the model in one launch: a chunk is up to ADAMW_CHUNK
 // consecutive elements of one tensor, with whether weight decay applies to
-// it; block b updates chunk b.
+// it; block b updates chunk b. The moments of a chunk start at
+// moment_offset: the chunk's own offset when m and v cover every parameter,
+// elsewhere when they cover one rank's share (ZeRO-1, train/parallel.h).
 constexpr int ADAMW_CHUNK = 1 << 16;
 struct AdamwChunk {
-    size_t offset;
+    size_t offset;         // into params and grads
+    size_t moment_offset;  // into m and v
     int n;
     int decay;  // 1: the tensor has weight decay (2 or more dimensions)
 };
 
-__global__ void adamw_chunks_kernel(float* params, float* grads, float* m, float* v,  // (num_params) each
+// The chunks of the parameters [lo, lo + n) of a model, their moments from
+// moment_base on; lo = 0, n = num_params, moment_base = 0 for all of them.
+inline std::vector<AdamwChunk> adamw_chunk_table(const Config& cfg, size_t lo, size_t n, size_t moment_base) {
+    std::vector<AdamwChunk> chunks;
+    for (const TensorSpec& t : param_specs(cfg)) {
+        size_t a = std::max(lo, t.offset), b = std::min(lo + n, t.offset + t.numel);
+        for (size_t off = a; off < b; off += ADAMW_CHUNK)
+            chunks.push_back({off, moment_base + (off - lo), (int)std::min<size_t>(ADAMW_CHUNK, b - off),
+                              t.ndim >= 2 ? 1 : 0});
+    }
+    return chunks;
+}
+
+__global__ void adamw_chunks_kernel(float* params, float* grads,  // (num_params) each
+                                    float* m, float* v,            // moments, as the chunks index them
                                     const AdamwChunk* chunks, float beta1, float beta2, float omb1, float omb2,
                                     float eps, float step, float inv_sqrt_c2, float lr_wd, float grad_scale) {
     AdamwChunk ch = chunks[blockIdx.x];
     float decay = ch.decay ? lr_wd : 0.0f;
     for (int i = threadIdx.x; i < ch.n; i += blockDim.x)
-        adamw_element(params, grads, m, v, ch.offset + i, beta1, beta2, omb1, omb2, eps, step, inv_sqrt_c2, decay,
-                      grad_scale);
+        adamw_element(params + ch.offset, grads + ch.offset, m + ch.moment_offset, v + ch.moment_offset, i, beta1,
+                      beta2, omb1, omb2, eps, step, inv_sqrt_c2, decay, grad_scale);
 }
 
 inline void adamw_update_chunks(float* params, float* grads, float* m, float* v, const AdamwChunk* chunks,
                                 int n_chunks, float lr, float beta1, float beta2, float eps, float wd, int t,
                                 float grad_scale) {
+    if (n_chunks == 0) return;
     AdamwConstants k = adamw_constants(lr, beta1, beta2, eps, wd, t);
     adamw_chunks_kernel<<<n_chunks, 256>>>(params, grads, m, v, chunks, k.beta1, k.beta2, k.omb1, k.omb2, k.eps,
                                            k.step, k.inv_sqrt_c2, k.lr_wd, grad_scale);

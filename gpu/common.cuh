@@ -206,6 +206,16 @@ inline const std::string& gpu_unavailable_reason() {
 // True when a CUDA driver and at least one device are present.
 inline bool gpu_available() { return gpu_unavailable_reason().empty(); }
 
+// One GPU per rank: rank `local_rank` of the ranks on a node uses device
+// local_rank mod the node's device count. Returns the device.
+inline int gpu_select_device(int local_rank) {
+    int count = 0;
+    CUDA_CHECK(cudaGetDeviceCount(&count));
+    int dev = count > 0 ? local_rank % count : 0;
+    CUDA_CHECK(cudaSetDevice(dev));
+    return dev;
+}
+
 // Name of the current device, e.g. "NVIDIA H200".
 inline std::string gpu_device_name() {
     int dev = 0;

@@ -94,10 +94,7 @@ inline void gpt_build(GPT* model, const Config& cfg) {
     CUDA_CHECK(cudaMemset(model->grads_memory, 0, n * sizeof(float)));
     CUDA_CHECK(cudaMemset(model->mv_memory, 0, 2 * n * sizeof(float)));
     // the optimizer's chunks: every tensor cut into pieces of ADAMW_CHUNK, with its weight-decay flag
-    std::vector<AdamwChunk> chunks;
-    for (const TensorSpec& t : param_specs(cfg))
-        for (size_t off = 0; off < t.numel; off += ADAMW_CHUNK)
-            chunks.push_back({t.offset + off, (int)std::min<size_t>(ADAMW_CHUNK, t.numel - off), t.ndim >= 2 ? 1 : 0});
+    std::vector<AdamwChunk> chunks = adamw_chunk_table(cfg, 0, n, 0);
     model->n_chunks = (int)chunks.size();
     gpu_malloc(&model->adamw_chunks, chunks.size(), "the optimizer's chunk table", hint);
     CUDA_CHECK(cudaMemcpy(model->adamw_chunks, chunks.data(), chunks.size() * sizeof(AdamwChunk),
@@ -278,16 +275,24 @@ inline double gpt_grad_norm(GPT* model) {
     return std::sqrt(grad_norm_squared(model->grads_memory, model->num_params));
 }
 
+// One AdamW step on the parameters a chunk table covers (adamw_chunk_table:
+// every parameter, or one rank's share under ZeRO-1, train/parallel.h), their
+// moments in m and v where the table puts them; weight decay only on tensors
+// of two or more dimensions; one launch. step is 0-based; bias correction
+// uses step + 1. The covered gradients are zero afterwards.
+inline void gpt_update_range(GPT* model, const AdamwChunk* chunks, int n_chunks,  // (n_chunks) device
+                             float* m, float* v, float lr, float beta1, float beta2, float eps, float wd, int step,
+                             float grad_scale) {
+    adamw_update_chunks(model->params_memory, model->grads_memory, m, v, chunks, n_chunks, lr, beta1, beta2, eps, wd,
+                        step + 1, grad_scale);
+}
+
 // One AdamW step on the gradients scaled by grad_scale (clip_scale of
-// cpu/adamw.h clips them); weight decay only on tensors of two or more
-// dimensions; every tensor in one launch. step is 0-based; bias correction
-// uses step + 1. The gradients are zero afterwards.
+// cpu/adamw.h clips them), every parameter; the gradients are zero afterwards.
 inline void gpt_update(GPT* model, float lr, float beta1, float beta2, float eps, float wd, int step,
                        float grad_scale = 1.0f) {
-    float* m = model->mv_memory;
-    float* v = model->mv_memory + model->num_params;
-    adamw_update_chunks(model->params_memory, model->grads_memory, m, v, model->adamw_chunks, model->n_chunks, lr,
-                        beta1, beta2, eps, wd, step + 1, grad_scale);
+    gpt_update_range(model, model->adamw_chunks, model->n_chunks, model->mv_memory,
+                     model->mv_memory + model->num_params, lr, beta1, beta2, eps, wd, step, grad_scale);
 }
 
 }  // namespace gpu

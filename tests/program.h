@@ -51,11 +51,10 @@ inline Run run_limited(const std::string& args, int seconds = 10) {
     return run_cmd("timeout -s KILL " + std::to_string(seconds) + " " + train_mot_path() + " " + args);
 }
 
-// A run in the background: ./train_mot args through sh -c, single-threaded,
-// stdout and stderr to out_file; `prefix` goes before the program in the
-// shell command (e.g. "trap '' XFSZ; ulimit -f 4;"). Returns the pid.
-inline pid_t spawn(const std::string& args, const std::string& out_file, const std::string& prefix = "") {
-    std::string cmd = prefix + " exec " + train_mot_path() + " " + args + " > " + out_file + " 2>&1";
+// A command in the background through sh -c, single-threaded, stdout and
+// stderr to out_file. Returns the pid (the command's own with "exec ...").
+inline pid_t spawn_cmd(const std::string& command, const std::string& out_file) {
+    std::string cmd = command + " > " + out_file + " 2>&1";
     pid_t pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
@@ -64,6 +63,12 @@ inline pid_t spawn(const std::string& args, const std::string& out_file, const s
         _exit(127);
     }
     return pid;
+}
+
+// ./train_mot args in the background; `prefix` goes before the program in
+// the shell command (e.g. "trap '' XFSZ; ulimit -f 4;").
+inline pid_t spawn(const std::string& args, const std::string& out_file, const std::string& prefix = "") {
+    return spawn_cmd(prefix + " exec " + train_mot_path() + " " + args, out_file);
 }
 
 // How a spawned run ended.

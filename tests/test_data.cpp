@@ -134,6 +134,37 @@ TEST_CASE("loader: several shards in sorted name order, then back to the first")
     CHECK(dataloader_get_state(&L).epoch == 2);
 }
 
+TEST_CASE("loader: skip moves past a batch as next does (a rank skipping the others' micro-batches)") {
+    TempDir d;
+    write_shard(d / "x_000000.bin", iota_tokens(20, 0));
+    write_shard(d / "x_000001.bin", iota_tokens(35, 1000));
+    write_shard(d / "x_000002.bin", iota_tokens(17, 2000));
+    for (bool shuffle : {false, true}) {
+        INFO("shuffle ", shuffle);
+        DataLoader all, ranks[2];
+        dataloader_init(&all, d / "x_*.bin", 2, 4, shuffle, 7, 4000);
+        for (DataLoader& r : ranks) dataloader_init(&r, d / "x_*.bin", 2, 4, shuffle, 7, 4000);
+        // 25 batches: across shards and into the third epoch; rank k reads batches k, k + 2, ...
+        for (int m = 0; m < 25; m++) {
+            Batch want = next_batch(&all);
+            for (int k = 0; k < 2; k++) {
+                if (m % 2 == k) {
+                    Batch got = next_batch(&ranks[k]);
+                    CHECK(got.x == want.x);
+                    CHECK(got.y == want.y);
+                } else {
+                    dataloader_skip(&ranks[k]);
+                }
+                DataLoaderState a = dataloader_get_state(&all), b = dataloader_get_state(&ranks[k]);
+                CHECK(a.epoch == b.epoch);
+                CHECK(a.shard == b.shard);
+                CHECK(a.position == b.position);
+            }
+        }
+        CHECK(dataloader_get_state(&all).epoch >= 2);
+    }
+}
+
 TEST_CASE("loader: bad input is rejected with clear messages") {
     TempDir d;
     DataLoader L;

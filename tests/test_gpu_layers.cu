@@ -375,14 +375,14 @@ GPU_TEST("gpu grad norm, clipped adamw (one tensor and every tensor in one launc
     }
     // the chunked launch over tensors: decay only where a chunk says so
     const size_t n = 200003;
-    std::vector<gpu::AdamwChunk> chunks = {{0, 70000, 1}, {70000, 65536, 0}, {135536, 64467, 1}};
+    std::vector<gpu::AdamwChunk> chunks = {{0, 0, 70000, 1}, {70000, 70000, 65536, 0}, {135536, 135536, 64467, 1}};
     gpu::AdamwChunk* d_chunks = nullptr;
     gpu_malloc(&d_chunks, chunks.size(), "test chunks");
     CUDA_CHECK(cudaMemcpy(d_chunks, chunks.data(), chunks.size() * sizeof(gpu::AdamwChunk), cudaMemcpyHostToDevice));
     std::vector<float> p = rng.floats(n), g = rng.floats(n), m = rng.floats(n, 0.1f), v = rng.floats(n, 0.1f, 0.2f);
     DevF d_p(p), d_g(g), d_m(m), d_v(v);
     for (const gpu::AdamwChunk& ch : chunks)
-        adamw_update(p.data() + ch.offset, g.data() + ch.offset, m.data() + ch.offset, v.data() + ch.offset,
+        adamw_update(p.data() + ch.offset, g.data() + ch.offset, m.data() + ch.moment_offset, v.data() + ch.moment_offset,
                      (size_t)ch.n, 1e-3f, 0.9f, 0.95f, 1e-8f, ch.decay ? 0.1f : 0.0f, 4, 0.25f);
     gpu::adamw_update_chunks(d_p.p, d_g.p, d_m.p, d_v.p, d_chunks, (int)chunks.size(), 1e-3f, 0.9f, 0.95f, 1e-8f,
                              0.1f, 4, 0.25f);

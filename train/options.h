@@ -48,6 +48,9 @@ struct Options {
     bool tf32 = false, resume = false;
     int checkpoint_every = 0, keep_checkpoints = 3;
     int threads = 0;  // CPU threads per step; 0: chosen by timing the steps (train/threads.h)
+    // several ranks (mpirun; DESIGN.md section 6, train/parallel.h)
+    int zero = 0;                    // 1: ZeRO-1, the AdamW moments and update sharded over the ranks
+    float collective_timeout = 600;  // seconds a rank waits for the others before the job stops
     // evaluation and samples
     int val_every = 250, val_batches = 16, sample_every = 500, sample_len = 128;
     std::vector<std::string> given;  // the options given on the command line
@@ -103,7 +106,9 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--threads", o->threads, "CPU threads per step (0: all cores, fewer while other work shares them)")->check(CLI::Range(0, 4096));
     app.add_option("--batch", o->B, "sequences per micro-batch (B)")->check(CLI::Range(1, 1 << 20));
     app.add_option("--seq", o->T, "tokens per sequence (T)")->check(CLI::Range(1, 1 << 20));
-    app.add_option("--total-batch", o->total_batch, "tokens per optimizer step, by gradient accumulation (0: one micro-batch)")->check(CLI::Range(0, 1 << 30));
+    app.add_option("--total-batch", o->total_batch, "tokens per optimizer step over all ranks, by gradient accumulation (0: one micro-batch per rank)")->check(CLI::Range(0, 1 << 30));
+    app.add_option("--zero", o->zero, "with several ranks: 1 shards the AdamW moments and update over them (ZeRO-1)")->check(CLI::Range(0, 1));
+    app.add_option("--collective-timeout", o->collective_timeout, "with several ranks: seconds to wait for the others before stopping the job")->check(CLI::Range(1.0, 1e7))->check(FINITE);
     app.add_option("--steps", o->steps, "optimizer steps")->check(CLI::Range(0, 1 << 30));
     app.add_option("--lr", o->lr, "peak learning rate")->check(CLI::Range(0.0, 10.0))->check(FINITE);
     app.add_option("--warmup", o->warmup, "linear warmup steps")->check(CLI::Range(0, 1 << 30));

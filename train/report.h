@@ -11,12 +11,18 @@
 #include "tokenizer/bpe.h"
 #include "train/model.h"
 
-// Mean loss over n batches of the loader, from its start.
-inline double evaluate(Model* model, DataLoader* loader, int n) {
+// Mean loss over n batches of the loader, from its start. Split over ranks,
+// rank r of R evaluates batches r, r + R, ... and returns their part of the
+// mean: the parts summed over the ranks are the mean.
+inline double evaluate(Model* model, DataLoader* loader, int n, int rank = 0, int ranks = 1) {
     std::vector<int> x((size_t)loader->B * loader->T), y(x.size());
     dataloader_reset(loader);
     double sum = 0;
     for (int i = 0; i < n; i++) {
+        if (i % ranks != rank) {
+            dataloader_skip(loader);
+            continue;
+        }
         dataloader_next(loader, x.data(), y.data());
         sum += model_forward(model, x.data(), y.data(), loader->B, loader->T);
     }

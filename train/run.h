@@ -7,6 +7,11 @@
 //   setup_device     the model on its device, the resumed moments and data position
 //   train_loop       validate, sample, step, log, checkpoint; stop on a signal
 //   finish           the last checks and the final --save
+//
+// With several ranks (mpirun -np R; DESIGN.md section 6) every rank runs all
+// of this on its own share of each step's micro-batches (train/parallel.h
+// exchanges the gradients); rank 0 alone prints, logs, samples and writes
+// checkpoints; the other ranks' standard output is discarded.
 #pragma once
 #include <unistd.h>
 
@@ -29,6 +34,7 @@
 #include "train/model.h"
 #include "train/options.h"
 #include "train/outputs.h"
+#include "train/parallel.h"
 #include "train/report.h"
 #include "train/state.h"
 #include "train/threads.h"
@@ -50,7 +56,7 @@ inline double now_ms() {
 // Everything a run holds, filled in by the steps below in order.
 struct TrainRun {
     Options o;
-    int B = 0, T = 0, accum = 1;  // micro-batch shape; micro-batches per optimizer step
+    int B = 0, T = 0, accum = 1;  // micro-batch shape; micro-batches per optimizer step and rank
     int64_t BT = 0;               // tokens per micro-batch
     std::string train_pattern, val_pattern, tok_path;
     Tokenizer tok;
@@ -65,6 +71,8 @@ struct TrainRun {
     uint64_t data_id = 0;
     Rng sample_rng;
     Model model;
+    Parallel par;               // the ranks' gradient exchange (one rank: nothing to exchange)
+    bool stop = false;          // a stop signal reached some rank: every rank saves and stops
     JsonlLog log;
     ThreadTuner tuner;
     int consecutive_skips = 0;
@@ -89,12 +97,17 @@ inline void check_options(TrainRun* r) {
     if (r->BT > INT32_MAX)
         fail(strf("--batch %d x --seq %d = %lld tokens per micro-batch, more than the 2^31 - 1 this program handles",
                   o.B, o.T, (long long)r->BT));
+    const int R = dist().size;
     if (o.total_batch > 0) {
-        if (o.total_batch % r->BT != 0)
-            fail(strf("--total-batch %d is not a multiple of --batch * --seq = %lld tokens", o.total_batch,
-                      (long long)r->BT));
-        r->accum = (int)(o.total_batch / r->BT);
+        if (o.total_batch % (r->BT * R) != 0)
+            fail(R == 1 ? strf("--total-batch %d is not a multiple of --batch * --seq = %lld tokens", o.total_batch,
+                               (long long)r->BT)
+                        : strf("--total-batch %d is not a multiple of --batch * --seq * ranks = %d * %d * %d = %lld "
+                               "tokens",
+                               o.total_batch, o.B, o.T, R, (long long)(r->BT * R)));
+        r->accum = (int)(o.total_batch / (r->BT * R));
     }
+    if (dist().rank != 0) return;  // rank 0 alone writes
     if (!o.save.empty()) check_writable_file(o.save, "--save");
     if (!o.log.empty()) check_writable_file(o.log, "--log");
     if (!o.checkpoint_dir.empty()) lock_checkpoint_dir(o.checkpoint_dir);
@@ -103,16 +116,20 @@ inline void check_options(TrainRun* r) {
 // The shards and the tokenizer; without --data, the default data set,
 // prepared and cached on first use.
 inline void setup_data(TrainRun* r) {
+    // rank 0 prepares the default data set (once, cached); the others then find it ready
+    if (dist().rank != 0) dist_barrier("waiting for rank 0 to prepare the data", false);
     r->train_pattern = r->o.data, r->val_pattern = r->o.val_data, r->tok_path = r->o.tokenizer;
     if (r->train_pattern.empty()) {
         PrepareConfig pc;
         pc.inputs = {find_default_text()};
         pc.out_dir = DEFAULT_DATA_DIR;
+        pc.verbose = dist().rank == 0;  // rank 0 speaks for the job
         PrepareResult d = prepare_data(pc);
         r->train_pattern = d.train_pattern;
         if (r->val_pattern.empty()) r->val_pattern = d.val_pattern;
         if (r->tok_path.empty()) r->tok_path = d.tokenizer_path;
     }
+    if (dist().rank == 0) dist_barrier("waiting for rank 0 to prepare the data", false);
     if (!r->tok_path.empty()) {
         r->tok = tokenizer_load(r->tok_path);
         r->tokp = &r->tok;
@@ -185,10 +202,12 @@ inline void setup_loaders(TrainRun* r) {
     if (s.B != r->B || s.T != r->T || s.shuffle != o.shuffle)
         fail(strf("--resume: the checkpoint was trained with --batch %lld --seq %lld --shuffle %lld; give the same",
                   (long long)s.B, (long long)s.T, (long long)s.shuffle));
-    if (s.accum != 0 && s.accum != r->accum)
+    // the step's micro-batches over all ranks (R * A) must stay; the number of ranks may change
+    int64_t micro = (int64_t)r->accum * dist().size;
+    if (s.accum != 0 && s.accum != micro)
         fail(strf("--resume: the checkpoint was trained with %lld micro-batches per step (--total-batch %lld), "
-                  "now %d; give the same --total-batch",
-                  (long long)s.accum, (long long)(s.accum * r->BT), r->accum));
+                  "now %lld (%d per rank on %d ranks); give the same --total-batch",
+                  (long long)s.accum, (long long)(s.accum * r->BT), (long long)micro, r->accum, dist().size));
     if (s.data_id != 0 && s.data_id != r->data_id)
         fail(strf("--resume: --data %s is not the data the checkpoint was trained on (other shard names or sizes); "
                   "give the same",
@@ -218,6 +237,23 @@ inline void transition_report(TrainRun* r) {
     r->transition_losses = {mot, tc};
 }
 
+// With several ranks: how many, the backend, and each rank's node and
+// device (gathered on rank 0, which prints them).
+inline void print_ranks(TrainRun* r, int threads) {
+    const Dist& d = dist();
+    const int W = 160;
+    char host[64] = {0};
+    gethostname(host, sizeof host - 1);
+    std::string mine = strf("rank %d: %s, local rank %d, %s", d.rank, host, d.local_rank,
+                            r->model.on_gpu ? device_name(r->model).c_str() : strf("cpu, %d threads", threads).c_str());
+    mine.resize(W - 1);
+    std::vector<char> all(d.rank == 0 ? (size_t)W * d.size : 0);
+    dist_gather(all.data(), mine.c_str(), W, "gathering the ranks' devices");
+    std::printf("ranks: %d, gradients by %s%s\n", d.size, r->par.backend.c_str(),
+                parallel_sharded(r->par) ? ", ZeRO-1: AdamW moments and update sharded" : "");
+    for (int k = 0; d.rank == 0 && k < d.size; k++) std::printf("  %s\n", all.data() + (size_t)W * k);
+}
+
 // The model on its device; with --resume its moments, the data position and
 // the sampling RNG where the checkpoint left them. Prints the run's plan.
 inline void setup_device(TrainRun* r) {
@@ -230,11 +266,19 @@ inline void setup_device(TrainRun* r) {
     model_build(&r->model, c, o.device, r->B, r->T, r->params.data());
     model_set_aux_weight(&r->model, o.aux_loss);
     std::vector<float>().swap(r->params);
+    parallel_init(&r->par, &r->model, o.zero);
+    if (o.zero && dist().size == 1) std::printf("note: --zero 1 with one rank: nothing to shard, the run is as --zero 0\n");
     if (o.resume) {
-        model_set_moments(&r->model, r->state.m, r->state.v);
+        parallel_set_moments(&r->par, &r->model, r->state.m, r->state.v);
+        std::vector<float>().swap(r->state.m);
+        std::vector<float>().swap(r->state.v);
         dataloader_set_state(&r->train_loader, r->state.loader);
         r->sample_rng.state = r->state.rng;
         std::printf("resuming at step %lld\n", (long long)r->state.step);
+        if (r->state.ranks > 0 && r->state.ranks != dist().size)
+            std::printf("note: the checkpoint was trained on %lld ranks, now %d with %d micro-batches each: the same "
+                        "%lld micro-batches per step\n",
+                        (long long)r->state.ranks, dist().size, r->accum, (long long)r->state.accum);
         if (r->state.total_steps != o.steps)
             std::printf("note: the run was planned for %lld steps, now --steps %d: the learning-rate schedule "
                         "changes from here, so the run differs from one planned for %d steps throughout\n",
@@ -246,33 +290,52 @@ inline void setup_device(TrainRun* r) {
     if (n_tc) kinds += strf("%d token-choice layers (E %d, top-%d, f %d, capacity factor %g), ", n_tc, c.E, c.topk, c.f, c.capacity);
     std::printf("model: L %d, C %d, NH %d, V %d, %s%d dense (d_ff %d), %.2fM parameters\n", c.L, c.C, c.NH, c.V,
                 kinds.c_str(), c.L - n_mot - n_tc, c.dff, num_params(c) / 1e6);
-    std::printf("train: %d x %d tokens x %d micro-batches = %lld tokens/step, %d steps, lr %g, device %s\n", r->B, r->T,
-                r->accum, (long long)(r->BT * r->accum), o.steps, o.lr, device_name(r->model).c_str());
+    const Dist& d = dist();
     int max_threads = 1;
 #ifdef _OPENMP
     max_threads = omp_get_max_threads();
+    // ranks that share a node share its cores
+    if (d.size > 1 && o.threads == 0) omp_set_num_threads(max_threads = std::max(1, omp_get_num_procs() / d.local_size));
 #endif
-    // CPU threads per step, chosen by timing the steps (--threads N: fixed)
-    tuner_init(&r->tuner, r->model.on_gpu || o.threads > 0 ? 1 : max_threads);
+    std::string ranks = d.size == 1 ? std::string()
+                                    : strf(" x %d ranks", d.size);
+    std::printf("train: %d x %d tokens x %d micro-batches%s = %lld tokens/step, %d steps, lr %g, device %s\n", r->B,
+                r->T, r->accum, ranks.c_str(), (long long)(r->BT * r->accum * d.size), o.steps, o.lr,
+                device_name(r->model).c_str());
+    if (d.size > 1) print_ranks(r, max_threads);
+    // CPU threads per step, chosen by timing the steps (--threads N, or several ranks: fixed)
+    tuner_init(&r->tuner, r->model.on_gpu || o.threads > 0 || d.size > 1 ? 1 : max_threads);
 }
 
-// Writes a checkpoint pair for `step` optimizer steps into dir.
+// Writes a checkpoint pair for `step` optimizer steps into dir. Every rank
+// calls it (the moments and a check of the parameters are collectives);
+// rank 0 writes. The data position is every rank's: each rank walks all of
+// a step's micro-batches, taking its own (train_step).
 inline void save_checkpoint(TrainRun* r, int step, const std::string& dir) {
-    lock_checkpoint_dir(dir);
+    const bool writer = dist().rank == 0;
+    if (writer) lock_checkpoint_dir(dir);
     TrainState& s = r->state;
     s.step = step;
     s.loader = dataloader_get_state(&r->train_loader);
     s.rng = r->sample_rng.state;
     s.B = r->B, s.T = r->T, s.shuffle = r->o.shuffle, s.total_steps = r->o.steps;
-    s.data_id = r->data_id, s.accum = r->accum;
-    model_get_moments(&r->model, &s.m, &s.v);
-    checkpoint_dir_save(dir, r->c, model_params(&r->model), s, r->o.keep_checkpoints);
-    std::printf("checkpoint: %s\n", checkpoint_name(dir, step, "ckpt").c_str());
+    s.data_id = r->data_id, s.accum = (int64_t)r->accum * dist().size, s.ranks = dist().size;
+    parallel_get_moments(&r->par, &r->model, &s.m, &s.v);
+    const float* params = model_params(&r->model);
+    parallel_check_same_params(params, num_params(r->c), step);
+    if (writer) {
+        checkpoint_dir_save(dir, r->c, params, s, r->o.keep_checkpoints);
+        std::printf("checkpoint: %s\n", checkpoint_name(dir, step, "ckpt").c_str());
+    }
+    std::vector<float>().swap(s.m);
+    std::vector<float>().swap(s.v);
 }
 
-// Validation loss (and bits per byte) after `step` steps, printed and logged.
+// Validation loss (and bits per byte) after `step` steps, printed and logged;
+// the batches are split over the ranks (rank r takes batches r, r + R, ...).
 inline void validate(TrainRun* r, int step) {
-    double vl = evaluate(&r->model, &r->val_loader, r->o.val_batches);
+    double vl = evaluate(&r->model, &r->val_loader, r->o.val_batches, dist().rank, dist().size);
+    dist_sum(&vl, 1, "the validation loss's all-reduce");
     if (r->val_bytes_per_token > 0) {
         double bpb = vl / std::log(2.0) / r->val_bytes_per_token;
         std::printf("step %5d | val loss %.4f | %.3f bits per byte\n", step, vl, bpb);
@@ -285,22 +348,37 @@ inline void validate(TrainRun* r, int step) {
 
 // One optimizer step (step counts from 0): accumulated micro-batches,
 // clipping, and the AdamW update unless the loss or gradient is not finite.
-// Prints and logs the step's line.
+// Prints and logs the step's line. With R ranks the step's R*A micro-batches
+// are read in order by every rank; rank r computes micro-batch a*R + r at
+// accumulation step a (DESIGN.md section 6) and skips the others, so each
+// rank's loader ends the step where one process's would.
 inline void train_step(TrainRun* r, int step, double peak_flops, double flops_per_step) {
     const Options& o = r->o;
+    const int R = dist().size, rank = dist().rank;
     std::vector<int> x((size_t)r->BT), y((size_t)r->BT);
     int threads = o.threads > 0 ? o.threads : tuner_next(&r->tuner);
     double t0 = now_ms();
-    double loss = 0, aux = 0;  // the cross-entropy; the TOKEN_CHOICE layers' load-balancing loss
+    // the cross-entropy; the TOKEN_CHOICE layers' load-balancing loss; whether a stop signal came (summed over ranks)
+    double sums[3] = {0, 0, 0};
+    const int micro_batches = r->accum * R;  // the step's, over all ranks
     // the gradients are zero here: the last update left them so (or model_build, or a skipped step)
-    for (int micro = 0; micro < r->accum; micro++) {
+    for (int m = 0; m < micro_batches; m++) {
+        if (m % R != rank) {
+            dataloader_skip(&r->train_loader);
+            continue;
+        }
         dataloader_next(&r->train_loader, x.data(), y.data());
-        loss += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / r->accum;
-        aux += model_aux_loss(r->model) / r->accum;
-        model_backward(&r->model, 1.0 / r->accum);
+        sums[0] += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / micro_batches;
+        sums[1] += model_aux_loss(r->model) / micro_batches;
+        model_backward(&r->model, 1.0 / micro_batches);
     }
-    std::vector<RouterStats> routing = model_router_stats(&r->model);  // of the last micro-batch
-    double norm = model_grad_norm(&r->model);
+    std::vector<RouterStats> routing = model_router_stats(&r->model);  // of this rank's last micro-batch
+    parallel_sum_grads(&r->par, &r->model);
+    sums[2] = stop_signal ? 1 : 0;
+    dist_sum(sums, 3, "the step's loss all-reduce");
+    double loss = sums[0], aux = sums[1];
+    r->stop = sums[2] > 0;
+    double norm = parallel_grad_norm(&r->par, &r->model);
     float lr = lr_at(step, o.steps, o.lr, o.warmup, o.lr_min_frac);
     bool finite = std::isfinite(loss) && std::isfinite(norm);
     if (!finite && !o.skip_nonfinite)
@@ -308,7 +386,7 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
                   "--skip-nonfinite to skip such updates",
                   step + 1, std::isfinite(loss) ? "gradient" : "loss", loss, norm));
     if (finite) {
-        model_update(&r->model, lr, o.beta1, o.beta2, o.adam_eps, o.wd, step, clip_scale(norm, o.grad_clip));
+        parallel_update(&r->par, &r->model, lr, o.beta1, o.beta2, o.adam_eps, o.wd, step, clip_scale(norm, o.grad_clip));
         r->consecutive_skips = 0;
     } else {
         model_zero_grad(&r->model);  // the skipped update did not consume them
@@ -325,16 +403,19 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     if (r->tuner.current != threads_before)
         std::printf("threads: %d -> %d (steps ran faster so: %s)\n", threads_before, r->tuner.current,
                     r->tuner.current < threads_before ? "other work shares the cores" : "the cores are free again");
-    double tok_s = (double)(r->BT * r->accum) / (ms / 1000.0);
-    double mfu = flops_per_step / (ms / 1000.0) / peak_flops;
+    double tok_s = (double)(r->BT * micro_batches) / (ms / 1000.0);
+    double mfu = flops_per_step / (ms / 1000.0) / peak_flops / R;  // of the R devices' peak
     std::string sparse;  // TOKEN_CHOICE: the aux loss and the share of choices dropped (mean over the layers)
     if (!routing.empty()) {
         double dropped = 0;
         for (const RouterStats& st : routing) dropped += st.dropped / routing.size();
         sparse = strf(" aux %.4f | dropped %.1f%% |", aux, 100 * dropped);
     }
-    std::printf("step %5d/%d | loss %.4f |%s norm %.4f | lr %.2e | %.1f ms | %.0f tok/s | MFU %.1f%%\n", step + 1,
-                o.steps, loss, sparse.c_str(), norm, lr, ms, tok_s, 100 * mfu);
+    std::string comm = R > 1 ? strf(" (%s %.1f ms)", parallel_sharded(r->par) ? "reduce-scatter, all-gather" : "all-reduce",
+                                    r->par.comm_ms)
+                             : std::string();
+    std::printf("step %5d/%d | loss %.4f |%s norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s | MFU %.1f%%\n", step + 1,
+                o.steps, loss, sparse.c_str(), norm, lr, ms, comm.c_str(), tok_s, 100 * mfu);
     std::fflush(stdout);
     std::vector<std::string> names;  // per TOKEN_CHOICE layer l: dropped_l, load_min_l, load_max_l
     for (const RouterStats& st : routing)
@@ -349,6 +430,7 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     for (auto f : std::vector<std::pair<const char*, double>>{{"ms", ms}, {"tok_per_s", tok_s}, {"mfu", mfu},
                                                               {"threads", (double)threads}})
         fields.push_back(f);
+    if (R > 1) fields.push_back({"allreduce_ms", r->par.comm_ms});
     jsonl_write(&r->log, step + 1, fields);
 }
 
@@ -357,7 +439,7 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
 inline void log_run_header(TrainRun* r, double flops_per_step) {
     const Options& o = r->o;
     const Config& c = r->c;
-    double tokens_per_step = (double)(r->BT * r->accum);
+    double tokens_per_step = (double)(r->BT * r->accum * dist().size);
     jsonl_write(&r->log, 0, {{"params", (double)num_params(c)}, {"flops_per_token", flops_per_step / tokens_per_step},
                              {"tokens_per_step", tokens_per_step}, {"steps", (double)o.steps}, {"peak_lr", o.lr},
                              {"layers", (double)c.L}, {"d_model", (double)c.C}, {"heads", (double)c.NH},
@@ -365,7 +447,8 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
                              {"mot_layers", (double)count_kind(c, MOT)},
                              {"token_choice_layers", (double)count_kind(c, TOKEN_CHOICE)},
                              {"experts", (double)c.E}, {"group", (double)c.G}, {"expert_size", (double)c.f},
-                             {"temperature", c.tau}, {"topk", (double)c.topk}, {"capacity_factor", c.capacity}});
+                             {"temperature", c.tau}, {"topk", (double)c.topk}, {"capacity_factor", c.capacity},
+                             {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)}});
 }
 
 // The steps from the state's step to --steps: validation and samples on
@@ -375,9 +458,9 @@ inline int train_loop(TrainRun* r) {
     const Options& o = r->o;
     std::string peak_how;
     double peak = device_peak_flops(r->model, &peak_how);
-    double flops_per_step = model_flops_per_token(r->c, r->T) * (double)(r->BT * r->accum);
+    double flops_per_step = model_flops_per_token(r->c, r->T) * (double)(r->BT * r->accum * dist().size);
     std::printf("peak for MFU: %s\n", peak_how.c_str());
-    jsonl_open(&r->log, o.log, o.resume, r->state.step);
+    jsonl_open(&r->log, dist().rank == 0 ? o.log : std::string(), o.resume, r->state.step);  // rank 0 logs
     if (jsonl_empty(&r->log)) log_run_header(r, flops_per_step);
     if (!r->transition_losses.empty())
         jsonl_write(&r->log, 0, {{"transition_mot_loss", r->transition_losses[0]},
@@ -388,16 +471,21 @@ inline int train_loop(TrainRun* r) {
     for (int step = (int)r->state.step; step <= o.steps; step++) {
         bool last = step == o.steps;
         if (r->have_val && (step % o.val_every == 0 || last)) validate(r, step);
-        if (o.sample_len > 0 && o.sample_every > 0 && step > 0 && (step % o.sample_every == 0 || last))
+        if (o.sample_len > 0 && o.sample_every > 0 && step > 0 && (step % o.sample_every == 0 || last) &&
+            dist().rank == 0)
             print_samples(&r->model, r->tokp, eot_prompt, "", 1, o.sample_len, 1.0f, 0, &r->sample_rng);
         if (last) break;
         train_step(r, step, peak, flops_per_step);
         bool periodic = !o.checkpoint_dir.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0;
-        if (periodic || stop_signal)
+        // a signal reached this rank or another one during the step (train_step); one process also
+        // stops for a signal that came after its step's check
+        if (dist().size == 1 && stop_signal) r->stop = true;
+        if (periodic || r->stop)
             save_checkpoint(r, step + 1, o.checkpoint_dir.empty() ? "checkpoints" : o.checkpoint_dir);
-        if (stop_signal) {
-            int sig = stop_signal;
-            std::printf("interrupted (%s): saved, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        if (r->stop) {
+            int sig = stop_signal ? stop_signal : SIGTERM;  // a rank the signal did not reach stops as if by SIGTERM
+            std::printf("interrupted (%s%s): saved, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                        stop_signal ? "" : " on another rank");
             jsonl_close(&r->log);
             return 128 + sig;
         }
@@ -413,13 +501,19 @@ inline void finish(TrainRun* r) {
         fail(strf("the run ended with its last %d updates skipped for a non-finite loss or gradient: the model is "
                   "not training%s. Lower --lr, or resume from an earlier checkpoint",
                   r->consecutive_skips, r->o.save.empty() ? "" : "; --save not written"));
-    if (!r->o.save.empty()) save_final(r->o.save, r->c, model_params(&r->model));
+    if (!r->o.save.empty() && dist().rank == 0) save_final(r->o.save, r->c, model_params(&r->model));
 }
 
 // The whole run; returns the program's exit status.
 inline int train(const Options& o) {
 #ifdef _OPENMP
     if (o.threads > 0) omp_set_num_threads(o.threads);
+#endif
+    const Dist& d = dist_init(nullptr, nullptr, o.collective_timeout);
+    if (d.rank != 0 && !std::freopen("/dev/null", "w", stdout))  // rank 0 speaks for the job
+        fail("cannot discard the standard output of a rank other than 0 (/dev/null)");
+#ifdef __CUDACC__
+    if (d.size > 1 && o.device != "cpu" && gpu_available()) gpu_select_device(d.local_rank);  // one GPU per rank
 #endif
     TrainRun r;
     r.o = o;
@@ -430,5 +524,7 @@ inline int train(const Options& o) {
     setup_device(&r);
     int status = train_loop(&r);
     if (status == 0) finish(&r);
+    parallel_free(&r.par);
+    dist_finalize();
     return status;
 }

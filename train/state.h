@@ -10,9 +10,11 @@
 //     [10] sequence T, [11] updates skipped for non-finite values,
 //     [12] shuffle (0/1), [13] total steps of the run (the schedule's length),
 //     [14] fingerprint of the training data (version 2), [15] micro-batches
-//     per step (version 2); every other slot 0
+//     per step over all ranks (version 2), [16] ranks that trained it (version
+//     3; the data position [4..7] is every rank's, DESIGN.md section 6);
+//     every other slot 0
 //   float32 AdamW m (num_params), then v (num_params)
-// Version 1 files (without [14], [15]) still load; those two are then unknown.
+// Version 1 and 2 files (without [14], [15] or [16]) still load; those are then unknown.
 // Loading checks every field, so a damaged or foreign file is refused with
 // the field that is wrong, never trained from.
 #pragma once
@@ -30,7 +32,7 @@
 #include "data/dataloader.h"
 
 constexpr int64_t STATE_MAGIC = 20261130;
-constexpr int64_t STATE_VERSION = 2;
+constexpr int64_t STATE_VERSION = 3;
 
 struct TrainState {
     int64_t step = 0;
@@ -38,7 +40,8 @@ struct TrainState {
     uint64_t rng = 0;
     int64_t B = 0, T = 0, skipped = 0, shuffle = 0, total_steps = 0;
     uint64_t data_id = 0;  // data_fingerprint of the training shards; 0: unknown (version 1)
-    int64_t accum = 0;     // micro-batches per optimizer step; 0: unknown (version 1)
+    int64_t accum = 0;     // micro-batches per optimizer step, all ranks; 0: unknown (version 1)
+    int64_t ranks = 0;     // ranks that trained it; 0: unknown (versions 1, 2)
     std::vector<float> m, v;  // (num_params) each
 };
 
@@ -60,6 +63,7 @@ inline void train_state_save(const std::string& path, const TrainState& s) {
     h[13] = s.total_steps;
     h[14] = (int64_t)s.data_id;
     h[15] = s.accum;
+    h[16] = s.ranks;
     write_file_atomic(path, {{h.data(), h.size() * 8}, {s.m.data(), s.m.size() * 4}, {s.v.data(), s.v.size() * 4}});
 }
 
@@ -72,8 +76,8 @@ inline TrainState train_state_load(const std::string& path, size_t expected_para
     int64_t h[32];
     std::memcpy(h, bytes.data(), 256);
     if (h[0] != STATE_MAGIC) fail(strf("%s: not a mot training-state file (magic %lld)", name, (long long)h[0]));
-    if (h[1] != 1 && h[1] != STATE_VERSION)
-        fail(strf("%s: training-state version %lld, this build reads 1 and %lld", name, (long long)h[1],
+    if (h[1] < 1 || h[1] > STATE_VERSION)
+        fail(strf("%s: training-state version %lld, this build reads 1 to %lld", name, (long long)h[1],
                   (long long)STATE_VERSION));
     if (h[3] != (int64_t)expected_params)
         fail(strf("%s: holds moments for %lld parameters, the model has %zu", name, (long long)h[3], expected_params));
@@ -92,6 +96,7 @@ inline TrainState train_state_load(const std::string& path, size_t expected_para
     need(h[12] == 0 || h[12] == 1, "the shuffle flag", h[12]);
     need(h[13] >= 0, "the planned number of steps", h[13]);
     need(h[15] >= 0, "the micro-batches per step", h[15]);
+    need(h[16] >= 0, "the number of ranks", h[16]);
     TrainState s;
     s.step = h[2];
     s.loader = {h[4], h[5], h[6], (uint64_t)h[7]};
@@ -99,6 +104,7 @@ inline TrainState train_state_load(const std::string& path, size_t expected_para
     s.B = h[9], s.T = h[10], s.skipped = h[11], s.shuffle = h[12], s.total_steps = h[13];
     s.data_id = h[1] >= 2 ? (uint64_t)h[14] : 0;
     s.accum = h[1] >= 2 ? h[15] : 0;
+    s.ranks = h[1] >= 3 ? h[16] : 0;
     s.m.resize(expected_params);
     s.v.resize(expected_params);
     std::memcpy(s.m.data(), bytes.data() + 256, 4 * expected_params);

@@ -1,0 +1,350 @@
+// Several ranks (DESIGN.md section 6, train/parallel.h): ./train_mot under
+// mpirun against one process accumulating the same micro-batches; resume
+// across rank counts; ZeRO-1 against the plain all-reduce; signals, a killed
+// and a hung rank. Every case runs the real program with mpirun; without MPI
+// (a build without mpicxx, or no mpirun) the cases are skipped, saying why.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "tests/program.h"
+#include "tests/train_checks.h"
+
+// A command's output and status, for the skip conditions, which are
+// computed before any test runs (run_cmd's assertions need a test).
+static Run probe(const std::string& command) {
+    Run r{-1, ""};
+    FILE* p = popen((command + " 2>&1").c_str(), "r");
+    if (!p) return r;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    int status = pclose(p);
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    return r;
+}
+static const std::string built = probe(train_mot_path() + " --version").out;
+
+// Whether this train_mot can run several ranks, and why not.
+static std::string mpi_missing() {
+    if (built.find("MPI") == std::string::npos) return "train_mot was built without MPI (no mpicxx at make time)";
+    if (probe("command -v mpirun").rc != 0) return "mpirun is not on the PATH";
+    return "";
+}
+static const std::string no_mpi = mpi_missing();
+#define MPI_TEST(name) TEST_CASE(name * doctest::skip(!no_mpi.empty()) * doctest::description(no_mpi.c_str()))
+
+// mpirun -np n ./train_mot args, killed after `seconds` (status 137) if it hangs.
+static std::string mpirun(int n, const std::string& args, int seconds = 120) {
+    return "timeout -s KILL " + std::to_string(seconds) + " mpirun --allow-run-as-root --oversubscribe -np " +
+           std::to_string(n) + " " + train_mot_path() + " " + args;
+}
+
+static double num(const std::string& s) {
+    REQUIRE(!s.empty());
+    return std::stod(s);
+}
+
+static double rel(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-30); }
+
+// Every step's loss and grad norm (and every validation loss) of log a
+// within `tol` relative of log b's, over the steps b has; returns the largest.
+static double compare_logs(const std::string& a, const std::string& b, double tol, size_t steps) {
+    LogRows ra = read_log(a), rb = read_log(b);
+    REQUIRE(ra.size() == steps);
+    REQUIRE(rb.size() == steps);
+    double worst = 0;
+    for (auto& [step, row] : rb) {
+        INFO("step ", step);
+        REQUIRE(ra.count(step));
+        for (const char* k : {"loss", "grad_norm"}) {
+            double d = rel(num(ra[step][k]), num(row[k]));
+            CHECK_MESSAGE(d <= tol, k << " " << ra[step][k] << " vs " << row[k]);
+            worst = std::max(worst, d);
+        }
+    }
+    LogRows va = read_log(a, true), vb = read_log(b, true);
+    CHECK(va.size() == vb.size());
+    for (auto& [step, row] : vb) {
+        double d = rel(num(va[step]["val_loss"]), num(row["val_loss"]));
+        CHECK_MESSAGE(d <= tol, "val_loss at " << step << ": " << va[step]["val_loss"] << " vs " << row["val_loss"]);
+        worst = std::max(worst, d);
+    }
+    CHECK(rb.begin()->second["loss"] != rb.rbegin()->second["loss"]);  // it trained: the comparison means something
+    return worst;
+}
+
+static const std::string DATA = "--data build/dist_train.bin --val-data build/dist_val.bin --vocab 257 --seq 8"
+                                " --sample-every 0 --val-every 4 --val-batches 4 --warmup 2 --lr 1e-2";
+static void make_data() {
+    mkdir("build", 0755);
+    write_raw_shard("build/dist_train.bin", text_tokens(3000, 11));
+    write_raw_shard("build/dist_val.bin", text_tokens(600, 12));
+}
+
+// The models: dense, MoT in every layer, MoT and dense mixed, token choice.
+static const char* KINDS[][2] = {
+    {"dense", " --layers 2 --heads 2 --d-model 16 --ffn dense"},
+    {"mot", " --layers 2 --heads 2 --d-model 16 --ffn mot --experts 4 --group 2"},
+    {"mixed", " --layers 2 --heads 2 --d-model 16 --ffn mot --mot-layers second-half --experts 4 --group 2"},
+    {"token-choice", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 4"},
+};
+
+MPI_TEST("2 ranks compute what 1 process accumulating the same micro-batches computes (1e-5 over 8 steps)") {
+    make_data();
+    for (auto& kind : KINDS)
+        for (int shuffle : {0, 1})
+            for (int per_rank : {1, 2}) {  // micro-batches per rank and step
+                if (per_rank == 2 && std::string(kind[0]) != "mot") continue;
+                std::string tag = std::string("build/dist_") + kind[0] + "_s" + std::to_string(shuffle) + "_a" +
+                                  std::to_string(per_rank);
+                INFO(tag);
+                // B 4, T 8: 32 tokens a micro-batch; 2 ranks x per_rank micro-batches a step
+                std::string args = DATA + kind[1] + " --batch 4 --steps 8 --shuffle " + std::to_string(shuffle) +
+                                   " --total-batch " + std::to_string(64 * per_rank);
+                std::remove((tag + "_1.jsonl").c_str());
+                std::remove((tag + "_2.jsonl").c_str());
+                Run one = run(args + " --log " + tag + "_1.jsonl");
+                INFO(one.out);
+                REQUIRE(one.rc == 0);
+                Run two = run_cmd(mpirun(2, args + " --log " + tag + "_2.jsonl"));
+                INFO(two.out);
+                REQUIRE(two.rc == 0);
+                CHECK(two.out.find("ranks: 2, gradients by MPI") != std::string::npos);
+                CHECK(two.out.find("x " + std::to_string(per_rank) + " micro-batches x 2 ranks") != std::string::npos);
+                double worst = compare_logs(tag + "_2.jsonl", tag + "_1.jsonl", 1e-5, 8);
+                MESSAGE(tag << ": largest relative difference " << worst);
+            }
+}
+
+MPI_TEST("a checkpoint of 2 ranks resumes under 2 ranks bit-exactly, and under 1 rank with twice the accumulation") {
+    make_data();
+    std::string dir = "build/dist_resume_ckpt";
+    clear_dir(dir);
+    std::string args = DATA + std::string(KINDS[1][1]) + " --batch 4 --steps 20 --total-batch 64 --checkpoint-dir " + dir;
+    for (const char* f : {"full", "two", "one"}) std::remove(("build/dist_resume_" + std::string(f) + ".jsonl").c_str());
+    Run full = run_cmd(mpirun(2, args + " --checkpoint-every 10 --keep-checkpoints 0 --log build/dist_resume_full.jsonl"
+                                        " --save build/dist_resume_full.ckpt"));
+    INFO(full.out);
+    REQUIRE(full.rc == 0);
+    REQUIRE(exists(dir + "/step_00000010.state"));
+    std::remove((dir + "/step_00000020.ckpt").c_str());
+    std::remove((dir + "/step_00000020.state").c_str());
+    Run two = run_cmd(mpirun(2, args + " --resume --log build/dist_resume_two.jsonl --save build/dist_resume_two.ckpt"));
+    INFO(two.out);
+    REQUIRE(two.rc == 0);
+    CHECK(two.out.find("resuming at step 10") != std::string::npos);
+    LogRows f = read_log("build/dist_resume_full.jsonl"), t = read_log("build/dist_resume_two.jsonl");
+    REQUIRE(t.size() == 10);
+    for (int s = 11; s <= 20; s++) {
+        INFO("step ", s);
+        CHECK(t[s]["loss"] == f[s]["loss"]);
+        CHECK(t[s]["grad_norm"] == f[s]["grad_norm"]);
+    }
+    std::string m1 = slurp("build/dist_resume_full.ckpt"), m2 = slurp("build/dist_resume_two.ckpt");
+    CHECK(m1.size() > 1024);
+    CHECK(m1 == m2);
+    // one rank must keep the step's 2 micro-batches: refused without --total-batch
+    std::remove((dir + "/step_00000020.ckpt").c_str());
+    std::remove((dir + "/step_00000020.state").c_str());
+    std::string one_args = DATA + std::string(KINDS[1][1]) + " --batch 4 --steps 20 --checkpoint-dir " + dir + " --resume";
+    Run refused = run(one_args);
+    CHECK(refused.rc != 0);
+    CHECK(refused.out.find("2 micro-batches per step") != std::string::npos);
+    CHECK(refused.out.find("--total-batch") != std::string::npos);
+    Run one = run(one_args + " --total-batch 64 --log build/dist_resume_one.jsonl");
+    INFO(one.out);
+    REQUIRE(one.rc == 0);
+    LogRows o = read_log("build/dist_resume_one.jsonl");
+    REQUIRE(o.size() == 10);
+    for (int s = 11; s <= 20; s++) {
+        INFO("step ", s);
+        CHECK(rel(num(o[s]["loss"]), num(f[s]["loss"])) <= 1e-5);
+        CHECK(rel(num(o[s]["grad_norm"]), num(f[s]["grad_norm"])) <= 1e-5);
+    }
+}
+
+MPI_TEST("--zero 1 (sharded moments and update) within 1e-6 of --zero 0 over 20 steps, and its checkpoints resume") {
+    make_data();
+    // 3 ranks: the MoT model's parameter count is not a multiple of 3, so the tail is used
+    std::string args = DATA + std::string(KINDS[1][1]) + " --batch 4 --steps 20 --total-batch 96";
+    for (int zero : {0, 1}) std::remove(("build/dist_zero" + std::to_string(zero) + ".jsonl").c_str());
+    std::string dir = "build/dist_zero_ckpt";
+    clear_dir(dir);
+    Run z0 = run_cmd(mpirun(3, args + " --zero 0 --log build/dist_zero0.jsonl"));
+    INFO(z0.out);
+    REQUIRE(z0.rc == 0);
+    Run z1 = run_cmd(mpirun(3, args + " --zero 1 --log build/dist_zero1.jsonl --checkpoint-dir " + dir +
+                                   " --checkpoint-every 10 --keep-checkpoints 0 --save build/dist_zero1.ckpt"));
+    INFO(z1.out);
+    REQUIRE(z1.rc == 0);
+    CHECK(z1.out.find("ZeRO-1") != std::string::npos);
+    std::string params = after(slurp("build/dist_zero1.jsonl"), "\"params\": ");
+    REQUIRE(!params.empty());
+    CHECK((long long)num(params) % 3 != 0);
+    double worst = compare_logs("build/dist_zero1.jsonl", "build/dist_zero0.jsonl", 1e-6, 20);
+    MESSAGE("--zero 1 against --zero 0, largest relative difference: " << worst);
+    // the sharded moments, gathered into the checkpoint, resume under ZeRO-1 bit-exactly
+    std::remove((dir + "/step_00000020.ckpt").c_str());
+    std::remove((dir + "/step_00000020.state").c_str());
+    Run again = run_cmd(mpirun(3, args + " --zero 1 --resume --checkpoint-dir " + dir +
+                                      " --log build/dist_zero1b.jsonl --save build/dist_zero1b.ckpt"));
+    INFO(again.out);
+    REQUIRE(again.rc == 0);
+    CHECK(slurp("build/dist_zero1.ckpt") == slurp("build/dist_zero1b.ckpt"));
+    // and under one process without ZeRO (the full moments): within 1e-5
+    std::remove((dir + "/step_00000020.ckpt").c_str());
+    std::remove((dir + "/step_00000020.state").c_str());
+    std::remove("build/dist_zero1c.jsonl");
+    Run one = run(args + " --resume --checkpoint-dir " + dir + " --log build/dist_zero1c.jsonl");
+    INFO(one.out);
+    REQUIRE(one.rc == 0);
+    LogRows a = read_log("build/dist_zero1.jsonl"), c = read_log("build/dist_zero1c.jsonl");
+    REQUIRE(c.size() == 10);
+    for (int s = 11; s <= 20; s++) CHECK(rel(num(c[s]["loss"]), num(a[s]["loss"])) <= 1e-5);
+}
+
+MPI_TEST("--total-batch that the ranks cannot share is refused, naming the option and the sizes") {
+    make_data();
+    Run r = run_cmd(mpirun(2, DATA + std::string(KINDS[0][1]) + " --batch 4 --steps 2 --total-batch 96", 60));
+    CHECK(r.rc != 0);
+    CHECK(r.out.find("--total-batch 96 is not a multiple of --batch * --seq * ranks = 4 * 8 * 2 = 64") !=
+          std::string::npos);
+}
+
+// The pids of a process's children (the ranks mpirun started).
+static std::vector<pid_t> children(pid_t parent) {
+    std::vector<pid_t> kids;
+    for (const std::string& name : list_dir("/proc")) {
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::ifstream stat("/proc/" + name + "/stat");
+        std::string line;
+        std::getline(stat, line);
+        size_t close = line.rfind(')');
+        if (close == std::string::npos) continue;
+        std::istringstream rest(line.substr(close + 2));
+        char state;
+        int ppid = 0;
+        rest >> state >> ppid;
+        if (ppid == parent) kids.push_back((pid_t)std::stoi(name));
+    }
+    std::sort(kids.begin(), kids.end());
+    return kids;
+}
+
+// mpirun -np 2 of a long run in the background, once both ranks have
+// trained some steps (its output in out_file); returns mpirun's pid and the
+// ranks' pids.
+static pid_t start_long_job(const std::string& extra, const std::string& out_file, std::vector<pid_t>* ranks) {
+    make_data();
+    std::string args = DATA + std::string(KINDS[1][1]) + " --batch 4 --steps 100000 --val-every 0" + extra;
+    std::remove(out_file.c_str());  // a previous run's output would end the wait below at once
+    pid_t job = spawn_cmd("exec " + mpirun(2, args, 300), out_file);  // exec: timeout's pid
+    auto t0 = std::chrono::steady_clock::now();
+    while (slurp(out_file).find("step     3/") == std::string::npos) {
+        REQUIRE_MESSAGE(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60), slurp(out_file));
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::vector<pid_t> m = children(job);  // timeout -> mpirun -> ranks
+    REQUIRE(m.size() == 1);
+    *ranks = children(m[0]);
+    REQUIRE(ranks->size() == 2);
+    return job;
+}
+
+MPI_TEST("SIGTERM to one rank: every rank stops after the step, rank 0 saves one checkpoint") {
+    std::string dir = "build/dist_signal_ckpt";
+    clear_dir(dir);
+    std::vector<pid_t> ranks;
+    pid_t job = start_long_job(" --checkpoint-dir " + dir, "build/dist_signal.out", &ranks);
+    auto t0 = std::chrono::steady_clock::now();
+    kill(ranks[1], SIGTERM);  // rank 1: the one that does not write
+    Exit e = wait_exit(job);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::string out = slurp("build/dist_signal.out");
+    INFO(out);
+    CHECK(secs < 60);
+    CHECK(e.exited);
+    CHECK(e.code != 0);
+    CHECK(out.find("interrupted (SIGTERM on another rank): saved, stopping") != std::string::npos);
+    std::vector<std::string> files = list_dir(dir);
+    REQUIRE(files.size() == 2);  // one .ckpt and its .state
+    CHECK(files[0].find(".ckpt") != std::string::npos);
+    // it resumes (2 ranks, to one more step)
+    long long step = std::stoll(files[0].substr(5, 8));
+    Run r = run_cmd(mpirun(2, DATA + std::string(KINDS[1][1]) + " --batch 4 --val-every 0 --resume --checkpoint-dir " +
+                                  dir + " --steps " + std::to_string(step + 1)));
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("resuming at step " + std::to_string(step)) != std::string::npos);
+}
+
+MPI_TEST("a killed rank ends the job with an error in bounded time, not a hang") {
+    std::vector<pid_t> ranks;
+    pid_t job = start_long_job("", "build/dist_killed.out", &ranks);
+    auto t0 = std::chrono::steady_clock::now();
+    kill(ranks[1], SIGKILL);
+    Exit e = wait_exit(job);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    INFO(slurp("build/dist_killed.out"));
+    CHECK(secs < 60);
+    CHECK(e.exited);
+    CHECK(e.code != 0);  // well before the test's time limit (300 s): mpirun ended it
+}
+
+MPI_TEST("a hung rank: the others stop at --collective-timeout, naming the collective") {
+    std::vector<pid_t> ranks;
+    pid_t job = start_long_job(" --collective-timeout 3", "build/dist_hung.out", &ranks);
+    auto t0 = std::chrono::steady_clock::now();
+    kill(ranks[1], SIGSTOP);  // alive, but never reaches the next collective
+    Exit e = wait_exit(job);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::string out = slurp("build/dist_hung.out");
+    INFO(out);
+    CHECK(secs >= 3);
+    CHECK(secs < 60);
+    CHECK(e.exited);
+    CHECK(e.code != 0);
+    CHECK(out.find("error (rank 0 of 2): ") != std::string::npos);
+    CHECK(out.find("waited 3 s for the other ranks (--collective-timeout 3)") != std::string::npos);
+    for (pid_t p : ranks) kill(p, SIGKILL);  // in case mpirun left the stopped one
+}
+
+// GPU ranks through NCCL: one GPU per rank, so at least two GPUs.
+static int gpu_count() {
+    Run r = probe("nvidia-smi -L");
+    if (r.rc != 0) return 0;
+    int n = 0;
+    for (size_t p = 0; (p = r.out.find("GPU ", p)) != std::string::npos; p += 4) n++;
+    return n;
+}
+static const std::string no_nccl = !no_mpi.empty()                             ? no_mpi
+                                   : built.find("NCCL") == std::string::npos
+                                       ? "train_mot was built without NCCL (needs nvcc and MPI)"
+                                   : gpu_count() < 2 ? "NCCL ranks need 2 GPUs, this machine has " +
+                                                           std::to_string(gpu_count())
+                                                     : "";
+
+TEST_CASE("NCCL: 2 GPU ranks compute what 1 GPU process accumulating computes, --zero 0 and 1" *
+          doctest::skip(!no_nccl.empty()) * doctest::description(no_nccl.c_str())) {
+    make_data();
+    std::string args = DATA + std::string(KINDS[2][1]) + " --batch 4 --steps 8 --total-batch 64 --device cuda";
+    for (const char* f : {"one", "z0", "z1"}) std::remove(("build/dist_nccl_" + std::string(f) + ".jsonl").c_str());
+    Run one = run(args + " --log build/dist_nccl_one.jsonl");
+    INFO(one.out);
+    REQUIRE(one.rc == 0);
+    for (int zero : {0, 1}) {
+        std::string log = "build/dist_nccl_z" + std::to_string(zero) + ".jsonl";
+        Run two = run_cmd(mpirun(2, args + " --zero " + std::to_string(zero) + " --log " + log));
+        INFO(two.out);
+        REQUIRE(two.rc == 0);
+        CHECK(two.out.find("gradients by NCCL") != std::string::npos);
+        compare_logs(log, "build/dist_nccl_one.jsonl", 1e-5, 8);
+    }
+}

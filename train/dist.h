@@ -1,0 +1,295 @@
+// Several processes training one model (DESIGN.md section 6): the ranks of
+// an MPI job, started by mpirun (or srun). This file is the host side: who
+// this process is, and the collectives train_mot needs on host memory, each
+// with a time limit, so that a rank that died or hangs stops the job with an
+// error instead of leaving the others waiting forever.
+//
+// Built without MPI (no mpicxx when train_mot was made; MOT_MPI undefined),
+// or started without a launcher, the process is rank 0 of 1 and every
+// collective below is the identity: the single-process program is unchanged.
+//
+//   dist_init          rank, ranks, local rank (the GPU a rank uses); MPI_Init
+//   dist_sum           element-wise sum over the ranks, in place (doubles, floats)
+//   dist_reduce_scatter_sum / dist_allgather / dist_gather   ZeRO-1's pieces
+//   dist_barrier       every rank reaches this point
+//   dist_abort         one rank's error stops every rank
+#pragma once
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/error.h"
+#ifdef MOT_MPI
+#include <mpi.h>
+#endif
+
+struct Dist {
+    int rank = 0, size = 1;              // this process among the job's ranks
+    int local_rank = 0, local_size = 1;  // among the ranks on this node: the GPU a rank uses
+    bool mpi = false;                    // MPI_Init was called (a launcher started the job)
+    double timeout_s = 600;              // --collective-timeout: longest wait for the other ranks
+};
+
+// The process's one Dist (the job does not change while the program runs).
+inline Dist& dist() {
+    static Dist d;
+    return d;
+}
+
+inline bool dist_compiled() {
+#ifdef MOT_MPI
+    return true;
+#else
+    return false;
+#endif
+}
+
+// Whether a launcher started this process as one rank of a job: the
+// variables OpenMPI's mpirun, MPICH's hydra (PMI) and Slurm's srun (PMIx) set.
+inline bool dist_launched() {
+    for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
+        if (std::getenv(v)) return true;
+    return false;
+}
+
+// The time limit on collectives: a watchdog thread. Each collective runs
+// inside a CollectiveGuard, which tells the watchdog what this rank waits
+// for and since when; past timeout_s the watchdog says which collective
+// timed out and ends this process, and mpirun, seeing a rank gone, stops the
+// others. (The blocking collectives are twice as fast as non-blocking ones
+// polled for a deadline; the watchdog makes no MPI call, so MPI needs no
+// thread support.)
+struct Watchdog {
+    std::mutex mu;
+    std::condition_variable cv;
+    const char* what = nullptr;  // the collective this rank is in, or null
+    long generation = 0;         // counts the collectives, to tell one from the next
+    std::chrono::steady_clock::time_point since;
+    bool quit = false;
+    std::thread thread;
+};
+
+inline Watchdog& watchdog() {
+    static Watchdog w;
+    return w;
+}
+
+inline void watchdog_loop() {
+    Watchdog& w = watchdog();
+    std::unique_lock<std::mutex> lock(w.mu);
+    while (!w.quit) {
+        if (!w.what) {
+            w.cv.wait(lock);
+            continue;
+        }
+        long gen = w.generation;
+        auto deadline = w.since + std::chrono::duration<double>(dist().timeout_s);
+        if (w.cv.wait_until(lock, deadline, [&] { return w.quit || w.generation != gen || !w.what; })) continue;
+        double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - w.since).count();
+        std::fprintf(stderr,
+                     "error (rank %d of %d): %s: waited %.0f s for the other ranks (--collective-timeout %g): a rank "
+                     "has died or hangs; stopping every rank\n",
+                     dist().rank, dist().size, w.what, waited, dist().timeout_s);
+        std::fflush(stderr);
+        _exit(1);  // mpirun stops the job when a rank exits without MPI_Finalize
+    }
+}
+
+struct CollectiveGuard {
+    explicit CollectiveGuard(const char* what) {
+        Watchdog& w = watchdog();
+        std::lock_guard<std::mutex> lock(w.mu);
+        w.what = what;
+        w.generation++;
+        w.since = std::chrono::steady_clock::now();
+        w.cv.notify_all();
+    }
+    ~CollectiveGuard() {
+        Watchdog& w = watchdog();
+        std::lock_guard<std::mutex> lock(w.mu);
+        w.what = nullptr;
+        w.cv.notify_all();
+    }
+};
+
+// Rank, ranks and local rank; MPI_Init when a launcher started the job and
+// the program was built with MPI. Fails when a launcher started several
+// ranks of a program built without MPI (each would train alone, unaware of
+// the others, and all would write the same files).
+inline Dist& dist_init(int* argc, char*** argv, double timeout_s) {
+    Dist& d = dist();
+    d.timeout_s = timeout_s;
+    if (!dist_launched()) return d;
+#ifdef MOT_MPI
+    int ready = 0;
+    MPI_Initialized(&ready);
+    if (!ready) MPI_Init(argc, argv);
+    d.mpi = true;
+    MPI_Comm_rank(MPI_COMM_WORLD, &d.rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &d.size);
+    MPI_Comm node;  // the ranks that share this node's memory (and its GPUs)
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d.rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &d.local_rank);
+    MPI_Comm_size(node, &d.local_size);
+    MPI_Comm_free(&node);
+    if (d.size > 1) watchdog().thread = std::thread(watchdog_loop);
+#else
+    (void)argc, (void)argv;
+    const char* n = std::getenv("OMPI_COMM_WORLD_SIZE");
+    if (!n) n = std::getenv("PMI_SIZE");
+    if (n && std::atoi(n) > 1)
+        fail(strf("started as one of %s ranks, but this train_mot was built without MPI: each rank would train "
+                  "alone and all would write the same files. Install MPI (apt-get install libopenmpi-dev "
+                  "openmpi-bin) and rebuild (make clean train_mot), or run one process",
+                  n));
+#endif
+    return d;
+}
+
+// MPI_Finalize at a normal end (every rank gets here).
+inline void dist_finalize() {
+    Watchdog& w = watchdog();
+    if (w.thread.joinable()) {
+        {
+            std::lock_guard<std::mutex> lock(w.mu);
+            w.quit = true;
+            w.cv.notify_all();
+        }
+        w.thread.join();
+    }
+#ifdef MOT_MPI
+    if (dist().mpi) {
+        int done = 0;
+        MPI_Finalized(&done);
+        if (!done) MPI_Finalize();
+    }
+#endif
+}
+
+// One rank failed (the message is printed): with several ranks the others
+// may wait in a collective for this one, so the whole job is stopped now.
+inline void dist_abort(int status) {
+#ifdef MOT_MPI
+    if (dist().mpi && dist().size > 1) {
+        std::fflush(stdout);
+        std::fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, status);
+    }
+#endif
+    (void)status;
+}
+
+// "" with one rank, "rank 1 of 2: " with several: the prefix of a rank's errors.
+inline std::string dist_who() {
+    const Dist& d = dist();
+    return d.size > 1 ? strf("rank %d of %d: ", d.rank, d.size) : std::string();
+}
+
+#ifdef MOT_MPI
+template <typename T>
+MPI_Datatype mpi_type();
+template <>
+inline MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
+template <>
+inline MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
+template <>
+inline MPI_Datatype mpi_type<char>() { return MPI_CHAR; }
+#endif
+
+// x[i] = the sum over the ranks of x[i], on every rank.
+template <typename T>
+void dist_sum(T* x,  // (n)
+              size_t n, const char* what) {
+#ifdef MOT_MPI
+    if (!dist().mpi || dist().size == 1 || n == 0) return;
+    CollectiveGuard guard(what);
+    // counts are int in MPI: sum in slices of at most 2^30 elements
+    for (size_t off = 0; off < n; off += (size_t)1 << 30) {
+        int count = (int)std::min(n - off, (size_t)1 << 30);
+        MPI_Allreduce(MPI_IN_PLACE, x + off, count, mpi_type<T>(), MPI_SUM, MPI_COMM_WORLD);
+    }
+#else
+    (void)x, (void)n, (void)what;
+#endif
+}
+
+// Reduce-scatter in place: x[0, n) = the sum over the ranks of their
+// x[rank*n, rank*n + n), the slice this rank owns (MPI_IN_PLACE puts the
+// result at the start of the buffer). The rest of x is left undefined.
+inline void dist_reduce_scatter_sum(float* x,  // (size * n)
+                                    size_t n, const char* what) {
+#ifdef MOT_MPI
+    if (!dist().mpi || dist().size == 1) return;
+    if (n > (size_t)1 << 30) fail(strf("%s: slices of %zu floats, more than this program sends at once", what, n));
+    CollectiveGuard guard(what);
+    MPI_Reduce_scatter_block(MPI_IN_PLACE, x, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+#else
+    (void)x, (void)n, (void)what;
+#endif
+}
+
+// x[r*n, r*n + n) = rank r's slice, on every rank (all-gather, in place).
+inline void dist_allgather(float* x,  // (size * n); this rank's slice filled in
+                           size_t n, const char* what) {
+#ifdef MOT_MPI
+    if (!dist().mpi || dist().size == 1) return;
+    if (n > (size_t)1 << 30) fail(strf("%s: shards of %zu floats, more than this program sends at once", what, n));
+    CollectiveGuard guard(what);
+    MPI_Allgather(MPI_IN_PLACE, 0, MPI_FLOAT, x, (int)n, MPI_FLOAT, MPI_COMM_WORLD);
+#else
+    (void)x, (void)n, (void)what;
+#endif
+}
+
+// On rank 0: all[r*n, r*n + n) = rank r's part (gather); other ranks' `all`
+// is not touched. T: float (moments) or char (text).
+template <typename T>
+void dist_gather(T* all,         // (size * n) on rank 0
+                 const T* part,  // (n)
+                 size_t n, const char* what) {
+#ifdef MOT_MPI
+    if (dist().mpi && dist().size > 1) {
+        if (n > (size_t)1 << 30) fail(strf("%s: parts of %zu elements, more than this program sends at once", what, n));
+        CollectiveGuard guard(what);
+        MPI_Gather(part, (int)n, mpi_type<T>(), all, (int)n, mpi_type<T>(), 0, MPI_COMM_WORLD);
+        return;
+    }
+#endif
+    (void)what;
+    std::copy(part, part + n, all);
+}
+
+// Every rank waits here for the others; `limited`: within --collective-timeout
+// (not while rank 0 prepares a data set, which takes as long as the text is
+// large; a rank that dies meanwhile still stops the job through mpirun).
+inline void dist_barrier(const char* what, bool limited = true) {
+#ifdef MOT_MPI
+    if (!dist().mpi || dist().size == 1) return;
+    if (!limited) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        return;
+    }
+    CollectiveGuard guard(what);
+    MPI_Barrier(MPI_COMM_WORLD);
+#else
+    (void)what, (void)limited;
+#endif
+}
+
+// A value of rank 0's, given to every rank (e.g. NCCL's id).
+inline void dist_broadcast(void* bytes, size_t n, const char* what) {
+#ifdef MOT_MPI
+    if (!dist().mpi || dist().size == 1) return;
+    CollectiveGuard guard(what);
+    MPI_Bcast(bytes, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD);
+#else
+    (void)bytes, (void)n, (void)what;
+#endif
+}
