@@ -206,15 +206,17 @@ inline const std::string& gpu_unavailable_reason() {
 // True when a CUDA driver and at least one device are present.
 inline bool gpu_available() { return gpu_unavailable_reason().empty(); }
 
-// One GPU per rank: rank `local_rank` of the ranks on a node uses device
-// local_rank mod the node's device count. Returns the device.
-inline int gpu_select_device(int local_rank) {
+// Devices the driver shows this process.
+inline int gpu_device_count() {
     int count = 0;
     CUDA_CHECK(cudaGetDeviceCount(&count));
-    int dev = count > 0 ? local_rank % count : 0;
-    CUDA_CHECK(cudaSetDevice(dev));
-    return dev;
+    return count;
 }
+
+// One GPU per rank: rank `local_rank` of the ranks on a node uses device
+// local_rank (fewer devices than ranks is refused before: NCCL cannot put
+// two ranks on one device).
+inline void gpu_select_device(int local_rank) { CUDA_CHECK(cudaSetDevice(local_rank)); }
 
 // Name of the current device, e.g. "NVIDIA H200".
 inline std::string gpu_device_name() {

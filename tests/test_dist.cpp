@@ -41,9 +41,13 @@ static const std::string no_mpi = mpi_missing();
 #define MPI_TEST(name) TEST_CASE(name * doctest::skip(!no_mpi.empty()) * doctest::description(no_mpi.c_str()))
 
 // mpirun -np n ./train_mot args, killed after `seconds` (status 137) if it hangs.
+// Under AddressSanitizer (CI's sanitizer build) the ranks run without leak
+// detection: OpenMPI's plug-ins keep allocations past MPI_Finalize and are
+// unloaded before the leak check, so their leaks cannot even be suppressed
+// by name; every other check stays on, and the one-process runs keep it.
 static std::string mpirun(int n, const std::string& args, int seconds = 120) {
-    return "timeout -s KILL " + std::to_string(seconds) + " mpirun --allow-run-as-root --oversubscribe -np " +
-           std::to_string(n) + " " + train_mot_path() + " " + args;
+    return "env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 timeout -s KILL " + std::to_string(seconds) +
+           " mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(n) + " " + train_mot_path() + " " + args;
 }
 
 static double num(const std::string& s) {

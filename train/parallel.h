@@ -72,11 +72,11 @@ inline bool parallel_sharded(const Parallel& p) { return p.zero == 1 && dist().s
             fail(strf("%s%s: %s", dist_who().c_str(), #call, ncclGetErrorString(nccl_status_)));           \
     } while (0)
 
-// Waits for the NCCL work queued on the default stream, at most the
-// collective time limit; past it (a rank died or hangs) the communicator is
-// aborted and so is the job.
+// Waits for the NCCL work queued on the default stream, under the
+// collective time limit of train/dist.h (its watchdog ends the rank when a
+// peer died or hangs); an error NCCL reports is raised.
 inline void nccl_wait(Parallel* p, const char* what) {
-    auto start = std::chrono::steady_clock::now();
+    CollectiveGuard guard(what);
     for (long polls = 0;; polls++) {
         cudaError_t st = cudaStreamQuery(0);
         if (st == cudaSuccess) return;
@@ -84,16 +84,6 @@ inline void nccl_wait(Parallel* p, const char* what) {
         ncclResult_t async = ncclSuccess;
         NCCL_CHECK(ncclCommGetAsyncError(p->nccl, &async));
         if (async != ncclSuccess) fail(strf("%s%s: NCCL: %s", dist_who().c_str(), what, ncclGetErrorString(async)));
-        double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        if (waited > dist().timeout_s) {
-            std::fprintf(stderr,
-                         "error (rank %d of %d): %s: waited %.0f s for the other ranks (--collective-timeout %g): "
-                         "a rank has died or hangs; stopping every rank\n",
-                         dist().rank, dist().size, what, waited, dist().timeout_s);
-            ncclCommAbort(p->nccl);
-            p->nccl = nullptr;
-            dist_abort(1);
-        }
         if (polls > 2000) usleep(50);
     }
 }

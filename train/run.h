@@ -294,8 +294,12 @@ inline void setup_device(TrainRun* r) {
     int max_threads = 1;
 #ifdef _OPENMP
     max_threads = omp_get_max_threads();
-    // ranks that share a node share its cores
-    if (d.size > 1 && o.threads == 0) omp_set_num_threads(max_threads = std::max(1, omp_get_num_procs() / d.local_size));
+    // ranks that share a node share its cores: the cores this rank may run on (mpirun may bind it
+    // to some), at most its share of the node's
+    if (d.size > 1 && o.threads == 0) {
+        int share = (int)sysconf(_SC_NPROCESSORS_ONLN) / d.local_size;
+        omp_set_num_threads(max_threads = std::max(1, std::min(omp_get_num_procs(), share)));
+    }
 #endif
     std::string ranks = d.size == 1 ? std::string()
                                     : strf(" x %d ranks", d.size);
@@ -513,7 +517,13 @@ inline int train(const Options& o) {
     if (d.rank != 0 && !std::freopen("/dev/null", "w", stdout))  // rank 0 speaks for the job
         fail("cannot discard the standard output of a rank other than 0 (/dev/null)");
 #ifdef __CUDACC__
-    if (d.size > 1 && o.device != "cpu" && gpu_available()) gpu_select_device(d.local_rank);  // one GPU per rank
+    if (d.size > 1 && o.device != "cpu" && gpu_available()) {  // one GPU per rank
+        if (d.local_size > gpu_device_count())
+            fail(strf("%d ranks on this node and %d GPUs: each rank needs a GPU of its own; start at most %d ranks "
+                      "per node (mpirun -np, --map-by ppr:N:node), or --device cpu",
+                      d.local_size, gpu_device_count(), gpu_device_count()));
+        gpu_select_device(d.local_rank);
+    }
 #endif
     TrainRun r;
     r.o = o;
