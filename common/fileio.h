@@ -23,6 +23,17 @@
 
 #include "common/error.h"
 
+// 64-bit FNV-1a over n bytes, continuing from h (default: the standard
+// offset basis): a cheap fingerprint of contents, not cryptographic. Call
+// again with the result to hash several pieces in order.
+inline uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull) {
+    const unsigned char* b = (const unsigned char*)data;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+inline uint64_t fnv1a64(const std::string& s) { return fnv1a64(s.data(), s.size()); }
+
 // fsync of a folder, so that a rename in it survives a crash of the machine.
 inline void sync_dir(const std::string& dir) {
     int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -77,13 +77,6 @@ inline std::string find_default_text() {
          "(on a machine with internet: run data/get_tinyshakespeare.sh)");
 }
 
-// 64-bit FNV-1a: a cheap content fingerprint for the cache (not cryptographic).
-inline uint64_t fnv1a64(const std::string& s) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
-    return h;
-}
-
 inline std::string path_basename(const std::string& p) {
     size_t s = p.find_last_of('/');
     return s == std::string::npos ? p : p.substr(s + 1);

@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fileio.h"
 #include "train/dist.h"
 #include "train/model.h"
 #if defined(__CUDACC__) && defined(MOT_NCCL)
@@ -301,9 +302,7 @@ inline void parallel_set_moments(Parallel* p, Model* m, const std::vector<float>
 // checked before each checkpoint (the parameters are on the host then).
 inline void parallel_check_same_params(const float* params, size_t n, int64_t step) {
     if (dist().size == 1) return;
-    uint64_t h = 1469598103934665603ull;  // FNV-1a over the bytes
-    const unsigned char* b = (const unsigned char*)params;
-    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+    uint64_t h = fnv1a64(params, n * sizeof(float));
     char mine[17];
     std::snprintf(mine, sizeof mine, "%016llx", (unsigned long long)h);
     std::vector<char> all(dist().rank == 0 ? 17 * dist().size : 0);

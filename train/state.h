@@ -154,16 +154,15 @@ inline void checkpoint_dir_save(const std::string& dir, const Config& c, const f
 }
 
 // Identifies the training data for --resume: FNV-1a over each shard's file
-// name (without its folder) and token count, in order.
+// name (without its folder) and token count, in order. It starts from its
+// own value, not FNV's offset basis: the state files already written hold
+// fingerprints made from it.
 inline uint64_t data_fingerprint(const DataLoader& L) {
     uint64_t h = 1469598103934665603ull;
-    auto mix = [&](const void* p, size_t n) {
-        for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char*)p)[i]) * 1099511628211ull;
-    };
     for (size_t i = 0; i < L.files.size(); i++) {
         std::string base = L.files[i].substr(L.files[i].find_last_of('/') + 1);
-        mix(base.data(), base.size() + 1);
-        mix(&L.shard_tokens[i], sizeof(int64_t));
+        h = fnv1a64(base.data(), base.size() + 1, h);
+        h = fnv1a64(&L.shard_tokens[i], sizeof(int64_t), h);
     }
     return h;
 }
