@@ -27,12 +27,12 @@
 // Every collective has the time limit of train/dist.h.
 #pragma once
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/fileio.h"
 #include "train/dist.h"
 #include "train/model.h"
@@ -160,7 +160,7 @@ inline void parallel_free(Parallel* p) {
 // grads[lo, lo + S) on the GPU) and the tail (--zero 1).
 inline void parallel_sum_grads(Parallel* p, Model* m) {
     if (dist().size == 1) return;
-    auto t0 = std::chrono::steady_clock::now();
+    double t0 = now_ms();
     bool sharded = parallel_sharded(*p);
 #if defined(__CUDACC__)
     if (m->on_gpu) {
@@ -174,23 +174,22 @@ inline void parallel_sum_grads(Parallel* p, Model* m) {
         }
         nccl_wait(p, "the gradient all-reduce");
 #else
-        (void)sharded;
         gpu::gpu_gpt_get_grads(&m->gpu, p->host_grads.data());
         dist_sum(p->host_grads.data(), p->N, "the gradient all-reduce");
         CUDA_CHECK(cudaMemcpy(g, p->host_grads.data(), p->N * sizeof(float), cudaMemcpyHostToDevice));
 #endif
-        p->comm_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        return;
     }
 #endif
-    float* g = m->cpu.grads_memory.data();
-    if (sharded) {
-        dist_reduce_scatter_sum(g, p->S, "the gradient reduce-scatter (--zero 1)");
-        dist_sum(g + p->tail_lo, p->tail_n, "the all-reduce of the gradients' tail (--zero 1)");
-    } else {
-        dist_sum(g, p->N, "the gradient all-reduce");
+    if (!m->on_gpu) {
+        float* g = m->cpu.grads_memory.data();
+        if (sharded) {
+            dist_reduce_scatter_sum(g, p->S, "the gradient reduce-scatter (--zero 1)");
+            dist_sum(g + p->tail_lo, p->tail_n, "the all-reduce of the gradients' tail (--zero 1)");
+        } else {
+            dist_sum(g, p->N, "the gradient all-reduce");
+        }
     }
-    p->comm_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    p->comm_ms = now_ms() - t0;
 }
 
 // The global gradient norm, after parallel_sum_grads.
@@ -220,29 +219,33 @@ inline void parallel_update(Parallel* p, Model* m, float lr, float beta1, float 
         model_update(m, lr, beta1, beta2, eps, wd, step, grad_scale);
         return;
     }
+    // the other ranks' slices of the gradients were not consumed: zeroed here
 #if defined(__CUDACC__) && defined(MOT_NCCL)
     if (m->on_gpu) {
         size_t share = p->S + p->tail_n;
         gpu::gpt_update_range(&m->gpu, p->shard_chunks, p->n_shard_chunks, m->gpu.mv_memory, m->gpu.mv_memory + share,
                               lr, beta1, beta2, eps, wd, step, grad_scale);
-        gpu::gpt_zero_grad(&m->gpu);  // the other ranks' slices were not consumed
-        float* params = m->gpu.params_memory;
-        auto t0 = std::chrono::steady_clock::now();
-        NCCL_CHECK(ncclAllGather(params + p->lo, params, p->S, ncclFloat, p->nccl, 0));
-        nccl_wait(p, "the parameter all-gather (--zero 1)");
-        p->comm_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        return;
+        gpu::gpt_zero_grad(&m->gpu);
     }
 #endif
-    GPT<float>& g = m->cpu;
-    float *grads = g.grads_memory.data(), *mo = g.m_memory.data(), *ve = g.v_memory.data();
-    gpt_update_range(&g, p->lo, p->S, grads, mo, ve, lr, beta1, beta2, eps, wd, step, grad_scale);
-    gpt_update_range(&g, p->tail_lo, p->tail_n, grads + p->tail_lo, mo + p->S, ve + p->S, lr, beta1, beta2, eps, wd,
-                     step, grad_scale);
-    std::fill(g.grads_memory.begin(), g.grads_memory.end(), 0.0f);  // the other ranks' slices were not consumed
-    auto t0 = std::chrono::steady_clock::now();
-    dist_allgather(g.params_memory.data(), p->S, "the parameter all-gather (--zero 1)");
-    p->comm_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (!m->on_gpu) {
+        GPT<float>& g = m->cpu;
+        float *grads = g.grads_memory.data(), *mo = g.m_memory.data(), *ve = g.v_memory.data();
+        gpt_update_range(&g, p->lo, p->S, grads, mo, ve, lr, beta1, beta2, eps, wd, step, grad_scale);
+        gpt_update_range(&g, p->tail_lo, p->tail_n, grads + p->tail_lo, mo + p->S, ve + p->S, lr, beta1, beta2, eps,
+                         wd, step, grad_scale);
+        std::fill(g.grads_memory.begin(), g.grads_memory.end(), 0.0f);
+    }
+    double t0 = now_ms();
+#if defined(__CUDACC__) && defined(MOT_NCCL)
+    if (m->on_gpu) {
+        float* params = m->gpu.params_memory;
+        NCCL_CHECK(ncclAllGather(params + p->lo, params, p->S, ncclFloat, p->nccl, 0));
+        nccl_wait(p, "the parameter all-gather (--zero 1)");
+    }
+#endif
+    if (!m->on_gpu) dist_allgather(m->cpu.params_memory.data(), p->S, "the parameter all-gather (--zero 1)");
+    p->comm_ms += now_ms() - t0;
 }
 
 // The moments of every parameter, for a checkpoint: on rank 0 (gathered from

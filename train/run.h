@@ -15,7 +15,6 @@
 #pragma once
 #include <unistd.h>
 
-#include <chrono>
 #include <climits>
 #include <csignal>
 #include <cmath>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/rng.h"
 #include "common/schedule.h"
@@ -46,11 +46,6 @@ inline volatile std::sig_atomic_t stop_signal = 0;
 inline void on_stop_signal(int sig) {
     if (stop_signal) _exit(128 + sig);
     stop_signal = sig;
-}
-
-inline double now_ms() {
-    using namespace std::chrono;
-    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
 }
 
 // Everything a run holds, filled in by the steps below in order.
