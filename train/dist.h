@@ -33,7 +33,7 @@
 struct Dist {
     int rank = 0, size = 1;              // this process among the job's ranks
     int local_rank = 0, local_size = 1;  // among the ranks on this node: the GPU a rank uses
-    bool mpi = false;                    // MPI_Init was called (a launcher started the job)
+    bool mpi = false;                    // MPI_Init was called (a launcher started the job; size may be 1)
     double timeout_s = 600;              // --collective-timeout: longest wait for the other ranks
 };
 
@@ -123,14 +123,14 @@ struct CollectiveGuard {
 // the program was built with MPI. Fails when a launcher started several
 // ranks of a program built without MPI (each would train alone, unaware of
 // the others, and all would write the same files).
-inline Dist& dist_init(int* argc, char*** argv, double timeout_s) {
+inline Dist& dist_init(double timeout_s) {
     Dist& d = dist();
     d.timeout_s = timeout_s;
     if (!dist_launched()) return d;
 #ifdef MOT_MPI
     int ready = 0;
     MPI_Initialized(&ready);
-    if (!ready) MPI_Init(argc, argv);
+    if (!ready) MPI_Init(nullptr, nullptr);
     d.mpi = true;
     MPI_Comm_rank(MPI_COMM_WORLD, &d.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &d.size);
@@ -141,7 +141,6 @@ inline Dist& dist_init(int* argc, char*** argv, double timeout_s) {
     MPI_Comm_free(&node);
     if (d.size > 1) watchdog().thread = std::thread(watchdog_loop);
 #else
-    (void)argc, (void)argv;
     const char* n = std::getenv("OMPI_COMM_WORLD_SIZE");
     if (!n) n = std::getenv("PMI_SIZE");
     if (n && std::atoi(n) > 1)
@@ -177,7 +176,7 @@ inline void dist_finalize() {
 // may wait in a collective for this one, so the whole job is stopped now.
 inline void dist_abort(int status) {
 #ifdef MOT_MPI
-    if (dist().mpi && dist().size > 1) {
+    if (dist().size > 1) {
         std::fflush(stdout);
         std::fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, status);
@@ -193,6 +192,15 @@ inline std::string dist_who() {
 }
 
 #ifdef MOT_MPI
+// Elements one MPI call moves at most (its counts are int).
+constexpr size_t DIST_MAX_COUNT = (size_t)1 << 30;
+
+// An element count as MPI takes it: larger transfers are refused by name.
+inline int mpi_count(size_t n, const char* what) {
+    if (n > DIST_MAX_COUNT) fail(strf("%s: %zu elements, more than this program sends at once", what, n));
+    return (int)n;
+}
+
 template <typename T>
 MPI_Datatype mpi_type();
 template <>
@@ -208,11 +216,10 @@ template <typename T>
 void dist_sum(T* x,  // (n)
               size_t n, const char* what) {
 #ifdef MOT_MPI
-    if (!dist().mpi || dist().size == 1 || n == 0) return;
+    if (dist().size == 1 || n == 0) return;  // several ranks: MPI is initialised
     CollectiveGuard guard(what);
-    // counts are int in MPI: sum in slices of at most 2^30 elements
-    for (size_t off = 0; off < n; off += (size_t)1 << 30) {
-        int count = (int)std::min(n - off, (size_t)1 << 30);
+    for (size_t off = 0; off < n; off += DIST_MAX_COUNT) {  // in slices MPI can count
+        int count = (int)std::min(n - off, DIST_MAX_COUNT);
         MPI_Allreduce(MPI_IN_PLACE, x + off, count, mpi_type<T>(), MPI_SUM, MPI_COMM_WORLD);
     }
 #else
@@ -226,10 +233,10 @@ void dist_sum(T* x,  // (n)
 inline void dist_reduce_scatter_sum(float* x,  // (size * n)
                                     size_t n, const char* what) {
 #ifdef MOT_MPI
-    if (!dist().mpi || dist().size == 1) return;
-    if (n > (size_t)1 << 30) fail(strf("%s: slices of %zu floats, more than this program sends at once", what, n));
+    if (dist().size == 1) return;
+    int count = mpi_count(n, what);
     CollectiveGuard guard(what);
-    MPI_Reduce_scatter_block(MPI_IN_PLACE, x, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Reduce_scatter_block(MPI_IN_PLACE, x, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
 #else
     (void)x, (void)n, (void)what;
 #endif
@@ -239,10 +246,10 @@ inline void dist_reduce_scatter_sum(float* x,  // (size * n)
 inline void dist_allgather(float* x,  // (size * n); this rank's slice filled in
                            size_t n, const char* what) {
 #ifdef MOT_MPI
-    if (!dist().mpi || dist().size == 1) return;
-    if (n > (size_t)1 << 30) fail(strf("%s: shards of %zu floats, more than this program sends at once", what, n));
+    if (dist().size == 1) return;
+    int count = mpi_count(n, what);
     CollectiveGuard guard(what);
-    MPI_Allgather(MPI_IN_PLACE, 0, MPI_FLOAT, x, (int)n, MPI_FLOAT, MPI_COMM_WORLD);
+    MPI_Allgather(MPI_IN_PLACE, 0, MPI_FLOAT, x, count, MPI_FLOAT, MPI_COMM_WORLD);
 #else
     (void)x, (void)n, (void)what;
 #endif
@@ -255,10 +262,10 @@ void dist_gather(T* all,         // (size * n) on rank 0
                  const T* part,  // (n)
                  size_t n, const char* what) {
 #ifdef MOT_MPI
-    if (dist().mpi && dist().size > 1) {
-        if (n > (size_t)1 << 30) fail(strf("%s: parts of %zu elements, more than this program sends at once", what, n));
+    if (dist().size > 1) {
+        int count = mpi_count(n, what);
         CollectiveGuard guard(what);
-        MPI_Gather(part, (int)n, mpi_type<T>(), all, (int)n, mpi_type<T>(), 0, MPI_COMM_WORLD);
+        MPI_Gather(part, count, mpi_type<T>(), all, count, mpi_type<T>(), 0, MPI_COMM_WORLD);
         return;
     }
 #endif
@@ -271,7 +278,7 @@ void dist_gather(T* all,         // (size * n) on rank 0
 // large; a rank that dies meanwhile still stops the job through mpirun).
 inline void dist_barrier(const char* what, bool limited = true) {
 #ifdef MOT_MPI
-    if (!dist().mpi || dist().size == 1) return;
+    if (dist().size == 1) return;
     if (!limited) {
         MPI_Barrier(MPI_COMM_WORLD);
         return;
@@ -286,9 +293,10 @@ inline void dist_barrier(const char* what, bool limited = true) {
 // A value of rank 0's, given to every rank (e.g. NCCL's id).
 inline void dist_broadcast(void* bytes, size_t n, const char* what) {
 #ifdef MOT_MPI
-    if (!dist().mpi || dist().size == 1) return;
+    if (dist().size == 1) return;
+    int count = mpi_count(n, what);
     CollectiveGuard guard(what);
-    MPI_Bcast(bytes, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD);
+    MPI_Bcast(bytes, count, MPI_BYTE, 0, MPI_COMM_WORLD);
 #else
     (void)bytes, (void)n, (void)what;
 #endif

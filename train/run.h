@@ -508,7 +508,7 @@ inline int train(const Options& o) {
 #ifdef _OPENMP
     if (o.threads > 0) omp_set_num_threads(o.threads);
 #endif
-    const Dist& d = dist_init(nullptr, nullptr, o.collective_timeout);
+    const Dist& d = dist_init(o.collective_timeout);
     if (d.rank != 0 && !std::freopen("/dev/null", "w", stdout))  // rank 0 speaks for the job
         fail("cannot discard the standard output of a rank other than 0 (/dev/null)");
 #ifdef __CUDACC__
