@@ -52,6 +52,7 @@ inline void on_stop_signal(int sig) {
 struct TrainRun {
     Options o;
     int B = 0, T = 0, accum = 1;  // micro-batch shape; micro-batches per optimizer step and rank
+    int micro = 1;                // micro-batches per optimizer step over all ranks: accum * ranks
     int64_t BT = 0;               // tokens per micro-batch
     std::string train_pattern, val_pattern, tok_path;
     Tokenizer tok;
@@ -102,6 +103,7 @@ inline void check_options(TrainRun* r) {
                                o.total_batch, o.B, o.T, R, (long long)(r->BT * R)));
         r->accum = (int)(o.total_batch / (r->BT * R));
     }
+    r->micro = r->accum * R;
     if (dist().rank != 0) return;  // rank 0 alone writes
     if (!o.save.empty()) check_writable_file(o.save, "--save");
     if (!o.log.empty()) check_writable_file(o.log, "--log");
@@ -198,11 +200,10 @@ inline void setup_loaders(TrainRun* r) {
         fail(strf("--resume: the checkpoint was trained with --batch %lld --seq %lld --shuffle %lld; give the same",
                   (long long)s.B, (long long)s.T, (long long)s.shuffle));
     // the step's micro-batches over all ranks (R * A) must stay; the number of ranks may change
-    int64_t micro = (int64_t)r->accum * dist().size;
-    if (s.accum != 0 && s.accum != micro)
+    if (s.accum != 0 && s.accum != r->micro)
         fail(strf("--resume: the checkpoint was trained with %lld micro-batches per step (--total-batch %lld), "
                   "now %lld (%d per rank on %d ranks); give the same --total-batch",
-                  (long long)s.accum, (long long)(s.accum * r->BT), (long long)micro, r->accum, dist().size));
+                  (long long)s.accum, (long long)(s.accum * r->BT), (long long)r->micro, r->accum, dist().size));
     if (s.data_id != 0 && s.data_id != r->data_id)
         fail(strf("--resume: --data %s is not the data the checkpoint was trained on (other shard names or sizes); "
                   "give the same",
@@ -299,7 +300,7 @@ inline void setup_device(TrainRun* r) {
     std::string ranks = d.size == 1 ? std::string()
                                     : strf(" x %d ranks", d.size);
     std::printf("train: %d x %d tokens x %d micro-batches%s = %lld tokens/step, %d steps, lr %g, device %s\n", r->B,
-                r->T, r->accum, ranks.c_str(), (long long)(r->BT * r->accum * d.size), o.steps, o.lr,
+                r->T, r->accum, ranks.c_str(), (long long)(r->BT * r->micro), o.steps, o.lr,
                 device_name(r->model).c_str());
     if (d.size > 1) print_ranks(r, max_threads);
     // CPU threads per step, chosen by timing the steps (--threads N, or several ranks: fixed)
@@ -318,7 +319,7 @@ inline void save_checkpoint(TrainRun* r, int step, const std::string& dir) {
     s.loader = dataloader_get_state(&r->train_loader);
     s.rng = r->sample_rng.state;
     s.B = r->B, s.T = r->T, s.shuffle = r->o.shuffle, s.total_steps = r->o.steps;
-    s.data_id = r->data_id, s.accum = (int64_t)r->accum * dist().size, s.ranks = dist().size;
+    s.data_id = r->data_id, s.accum = r->micro, s.ranks = dist().size;
     parallel_get_moments(&r->par, &r->model, &s.m, &s.v);
     const float* params = model_params(&r->model);
     parallel_check_same_params(params, num_params(r->c), step);
@@ -359,17 +360,16 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     double t0 = now_ms();
     // the cross-entropy; the TOKEN_CHOICE layers' load-balancing loss; whether a stop signal came (summed over ranks)
     double sums[3] = {0, 0, 0};
-    const int micro_batches = r->accum * R;  // the step's, over all ranks
     // the gradients are zero here: the last update left them so (or model_build, or a skipped step)
-    for (int m = 0; m < micro_batches; m++) {
+    for (int m = 0; m < r->micro; m++) {
         if (m % R != rank) {
             dataloader_skip(&r->train_loader);
             continue;
         }
         dataloader_next(&r->train_loader, x.data(), y.data());
-        sums[0] += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / micro_batches;
-        sums[1] += model_aux_loss(r->model) / micro_batches;
-        model_backward(&r->model, 1.0 / micro_batches);
+        sums[0] += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / r->micro;
+        sums[1] += model_aux_loss(r->model) / r->micro;
+        model_backward(&r->model, 1.0 / r->micro);
     }
     std::vector<RouterStats> routing = model_router_stats(&r->model);  // of this rank's last micro-batch
     parallel_sum_grads(&r->par, &r->model);
@@ -402,7 +402,7 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     if (r->tuner.current != threads_before)
         std::printf("threads: %d -> %d (steps ran faster so: %s)\n", threads_before, r->tuner.current,
                     r->tuner.current < threads_before ? "other work shares the cores" : "the cores are free again");
-    double tok_s = (double)(r->BT * micro_batches) / (ms / 1000.0);
+    double tok_s = (double)(r->BT * r->micro) / (ms / 1000.0);
     double mfu = flops_per_step / (ms / 1000.0) / peak_flops / R;  // of the R devices' peak
     std::string sparse;  // TOKEN_CHOICE: the aux loss and the share of choices dropped (mean over the layers)
     if (!routing.empty()) {
@@ -438,7 +438,7 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
 inline void log_run_header(TrainRun* r, double flops_per_step) {
     const Options& o = r->o;
     const Config& c = r->c;
-    double tokens_per_step = (double)(r->BT * r->accum * dist().size);
+    double tokens_per_step = (double)(r->BT * r->micro);
     jsonl_write(&r->log, 0, {{"params", (double)num_params(c)}, {"flops_per_token", flops_per_step / tokens_per_step},
                              {"tokens_per_step", tokens_per_step}, {"steps", (double)o.steps}, {"peak_lr", o.lr},
                              {"layers", (double)c.L}, {"d_model", (double)c.C}, {"heads", (double)c.NH},
@@ -457,7 +457,7 @@ inline int train_loop(TrainRun* r) {
     const Options& o = r->o;
     std::string peak_how;
     double peak = device_peak_flops(r->model, &peak_how);
-    double flops_per_step = model_flops_per_token(r->c, r->T) * (double)(r->BT * r->accum * dist().size);
+    double flops_per_step = model_flops_per_token(r->c, r->T) * (double)(r->BT * r->micro);
     std::printf("peak for MFU: %s\n", peak_how.c_str());
     jsonl_open(&r->log, dist().rank == 0 ? o.log : std::string(), o.resume, r->state.step);  // rank 0 logs
     if (jsonl_empty(&r->log)) log_run_header(r, flops_per_step);
