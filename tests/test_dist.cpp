@@ -16,25 +16,14 @@
 #include "tests/program.h"
 #include "tests/train_checks.h"
 
-// A command's output and status, for the skip conditions, which are
-// computed before any test runs (run_cmd's assertions need a test).
-static Run probe(const std::string& command) {
-    Run r{-1, ""};
-    FILE* p = popen((command + " 2>&1").c_str(), "r");
-    if (!p) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-    int status = pclose(p);
-    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-    return r;
-}
-static const std::string built = probe(train_mot_path() + " --version").out;
+// The skip conditions are computed before any test runs: through capture,
+// which asserts nothing.
+static const std::string built = capture(train_mot_path() + " --version").out;
 
 // Whether this train_mot can run several ranks, and why not.
 static std::string mpi_missing() {
     if (built.find("MPI") == std::string::npos) return "train_mot was built without MPI (no mpicxx at make time)";
-    if (probe("command -v mpirun").rc != 0) return "mpirun is not on the PATH";
+    if (capture("command -v mpirun").rc != 0) return "mpirun is not on the PATH";
     return "";
 }
 static const std::string no_mpi = mpi_missing();
@@ -322,18 +311,20 @@ MPI_TEST("a hung rank: the others stop at --collective-timeout, naming the colle
 
 // GPU ranks through NCCL: one GPU per rank, so at least two GPUs.
 static int gpu_count() {
-    Run r = probe("nvidia-smi -L");
+    Run r = capture("nvidia-smi -L");
     if (r.rc != 0) return 0;
     int n = 0;
     for (size_t p = 0; (p = r.out.find("GPU ", p)) != std::string::npos; p += 4) n++;
     return n;
 }
-static const std::string no_nccl = !no_mpi.empty()                             ? no_mpi
-                                   : built.find("NCCL") == std::string::npos
-                                       ? "train_mot was built without NCCL (needs nvcc and MPI)"
-                                   : gpu_count() < 2 ? "NCCL ranks need 2 GPUs, this machine has " +
-                                                           std::to_string(gpu_count())
-                                                     : "";
+// Why the NCCL case cannot run here ("" when it can).
+static std::string nccl_missing() {
+    if (!no_mpi.empty()) return no_mpi;
+    if (built.find("NCCL") == std::string::npos) return "train_mot was built without NCCL (needs nvcc and MPI)";
+    int gpus = gpu_count();
+    return gpus < 2 ? "NCCL ranks need 2 GPUs, this machine has " + std::to_string(gpus) : "";
+}
+static const std::string no_nccl = nccl_missing();
 
 TEST_CASE("NCCL: 2 GPU ranks compute what 1 GPU process accumulating computes, --zero 0 and 1" *
           doctest::skip(!no_nccl.empty()) * doctest::description(no_nccl.c_str())) {
