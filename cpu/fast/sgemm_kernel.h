@@ -224,6 +224,46 @@ static inline void sg_pack_transpose16(const float* src, long ld, int nrows, int
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+#elif defined(__AVX2__) && defined(__FMA__)
+// in-register transpose of 8 vectors r[0..7] (row i = r[i]) -> r[j] = column j
+static inline void sg_transpose8(__m256 r[8]) {
+    __m256 t[8], s[8];
+    for (int i = 0; i < 8; i += 2) {  // interleave pairs of rows: 2x2 blocks
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {  // 4x4 blocks within each 128-bit lane
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    // s[c] holds column c (low lane: rows 0..3, high lane: columns 4+c of them),
+    // s[4+c] the same for rows 4..7: join the halves across lanes
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x20);
+        r[4 + c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x31);
+    }
+}
+
+// rows src + r*ld (r < nrows, others read as zero), columns [0, kc) -> for each
+// column k, 8 values to dst + k*dstride. Full 8-lane stores, in order of k: with
+// dstride < 8 a column's upper lanes spill into the next column's slots, which
+// its own store then overwrites; the last column spills 8 - dstride floats past
+// the panel (sg_buf keeps that much slack).
+static inline void sg_pack_transpose8(const float* src, long ld, int nrows, int kc,
+                                      float* dst, int dstride) {
+    for (int k = 0; k < kc; k += 8) {
+        int kn = std::min(8, kc - k);
+        __m256 r[8];
+        for (int i = 0; i < 8; i++)
+            r[i] = i >= nrows ? _mm256_setzero_ps()
+                   : kn == 8  ? _mm256_loadu_ps(src + i * ld + k)
+                              : sg_load_n(src + i * ld + k, kn);
+        sg_transpose8(r);
+        for (int c = 0; c < kn; c++) _mm256_storeu_ps(dst + (long)(k + c) * dstride, r[c]);
+    }
+}
 #endif
 
 // op(A)[ic:ic+mc, k0:k0+kc] -> MR-row panels: panel p at dst + p*MR*kc holds
@@ -231,12 +271,20 @@ static inline void sg_pack_transpose16(const float* src, long ld, int nrows, int
 static inline void sg_pack_a(bool transA, const float* A, int lda, int ic, int mc,
                              int k0, int kc, float* dst) {
     if (transA) {  // op(A)[i][k] = A[k*lda + i]: walk k-rows of A, mc contiguous
-        // floats each, so every cache line / page of A is touched once per block
+        // floats each, so every cache line / page of A is touched once per block.
+        // A column is SG_MR <= SG_VL floats: one masked load (lanes past mr read
+        // as zero) and one full store, whose lanes past SG_MR land in the next
+        // column's slots, rewritten when k moves on; only the last column, after
+        // which those slots are the next panel's first column, stores SG_MR
+        // lanes (a masked store costs ~10x a plain one on some AVX2 cores).
         for (int k = 0; k < kc; k++) {
             const float* src = A + (long)(k0 + k) * lda + ic;
             for (int ir = 0; ir < mc; ir += SG_MR) {
-                int mr = std::min(SG_MR, mc - ir);  // SG_MR <= SG_VL: one masked vector
-                sg_store_n(dst + (long)ir * kc + k * SG_MR, sg_load_n(src + ir, mr), SG_MR);
+                int mr = std::min(SG_MR, mc - ir);
+                sg_v col = sg_load_n(src + ir, mr);
+                float* d = dst + (long)ir * kc + k * SG_MR;
+                if (k + 1 < kc) sg_store(d, col);
+                else sg_store_n(d, col, SG_MR);
             }
         }
         return;
@@ -248,6 +296,8 @@ static inline void sg_pack_a(bool transA, const float* A, int lda, int ic, int m
         float* d = dst + (long)ir * kc;
 #if defined(__AVX512F__)
         sg_pack_transpose16(src, lda, mr, kc, d, SG_MR, SG_MR);
+#elif defined(__AVX2__) && defined(__FMA__)
+        sg_pack_transpose8(src, lda, mr, kc, d, SG_MR);
 #else
         if (mr < SG_MR) std::memset(d, 0, sizeof(float) * kc * SG_MR);
         for (int i = 0; i < mr; i++)
@@ -275,6 +325,10 @@ static inline void sg_pack_b(bool transB, const float* B, int ldb, int k0, int k
     for (int jh = 0; jh < SG_NR; jh += 16)
         sg_pack_transpose16(B + (long)(j0 + jh) * ldb + k0, ldb, std::max(0, std::min(16, nr - jh)),
                             kc, dst + jh, SG_NR, 16);
+#elif defined(__AVX2__) && defined(__FMA__)
+    for (int jh = 0; jh < SG_NR; jh += 8)
+        sg_pack_transpose8(B + (long)(j0 + jh) * ldb + k0, ldb, std::max(0, std::min(8, nr - jh)), kc,
+                           dst + jh, SG_NR);
 #else
     if (nr < SG_NR) std::memset(dst, 0, sizeof(float) * kc * SG_NR);
     for (int j = 0; j < nr; j++) {
@@ -292,7 +346,8 @@ struct sg_buf {
         if (want > n) {
             std::free(p);
             n = want;
-            p = (float*)std::aligned_alloc(64, ((want * sizeof(float) + 63) / 64) * 64);
+            // + SG_VL: the last column of a transposed pack may spill a vector's tail
+            p = (float*)std::aligned_alloc(64, (((want + SG_VL) * sizeof(float) + 63) / 64) * 64);
         }
         return p;
     }
