@@ -13,12 +13,16 @@ OPT ?= -O3 -march=native
 KIT := build/offline-kit/include
 KIT_INC := $(if $(wildcard $(KIT)/CLI/CLI.hpp),-isystem $(KIT))
 # -fno-math-errno: no code reads errno after a math call, and with it GCC
-# vectorizes sqrt (AdamW's update runs 4x faster); results are unchanged
-CXXFLAGS := $(OPT) -std=c++17 -fopenmp -fno-math-errno -Wall -Wextra -I. $(KIT_INC)
+# vectorizes sqrt (AdamW's update runs 4x faster). -fno-trapping-math: no code
+# turns floating-point exceptions into traps, and with it GCC if-converts the
+# clamps and selects of fast/exp.h, so the loops of GELU and the softmaxes
+# vectorize (GELU 5x faster). Neither changes a result.
+FPFLAGS := -fno-math-errno -fno-trapping-math
+CXXFLAGS := $(OPT) -std=c++17 -fopenmp $(FPFLAGS) -Wall -Wextra -I. $(KIT_INC)
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
 # GPU architectures: Ampere (sm_80) and Hopper (sm_90); override with GPU_ARCH=...
 GPU_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
-NVCCFLAGS := -O3 -std=c++17 -I. $(KIT_INC) $(GPU_ARCH) -Xcompiler "-fopenmp -fno-math-errno -march=native -Wall" -diag-suppress 20012
+NVCCFLAGS := -O3 -std=c++17 -I. $(KIT_INC) $(GPU_ARCH) -Xcompiler "-fopenmp $(FPFLAGS) -march=native -Wall" -diag-suppress 20012
 
 # Several ranks (DESIGN.md section 6): train_mot links MPI when mpicxx is
 # present (Debian: libopenmpi-dev openmpi-bin), and, built by nvcc, NCCL when

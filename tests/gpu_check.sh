@@ -137,13 +137,13 @@ else
         arch=${cap:+-gencode arch=compute_$cap,code=sm_$cap}
         arch=${arch:--gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90}
         kit_inc=$([ -f "$KIT/CLI/CLI.hpp" ] && echo "-isystem $KIT")
-        nv="$NVCC -O3 -std=c++17 -I. $kit_inc $arch -Xcompiler -fopenmp,-fno-math-errno,-march=native -diag-suppress 20012"
+        nv="$NVCC -O3 -std=c++17 -I. $kit_inc $arch -Xcompiler -fopenmp,-fno-math-errno,-fno-trapping-math,-march=native -diag-suppress 20012"
         mkdir -p build
         run_limited 240 "$OUTDIR/build.log" bash -c "set -x; $nv mot.cu -o train_mot -lcublas & a=\$!;
             $nv tests/test_gpu_layers.cu -o build/test_gpu_layers -lcublas & b=\$!;
             $nv tests/test_gpu_model.cu -o build/test_gpu_model -lcublas & d=\$!;
             $nv bench/bench_gpu.cu -o build/bench_gpu -lcublas & c=\$!;
-            g++ -O3 -march=native -std=c++17 -fopenmp -fno-math-errno -I. $kit_inc data/prepare.cpp -o prepare &&
+            g++ -O3 -march=native -std=c++17 -fopenmp -fno-math-errno -fno-trapping-math -I. $kit_inc data/prepare.cpp -o prepare &&
             wait \$a && wait \$b && wait \$c && wait \$d"
     fi
     kit_note=$([ -f "$KIT/CLI/CLI.hpp" ] && echo "with the offline kit" || echo "system headers")
