@@ -12,6 +12,7 @@
 
 #include "../common/config.h"
 #include "../common/layout.h"
+#include "../common/memory.h"
 #include "../common/rng.h"
 #include "../common/sampler.h"
 #include "adamw.h"
@@ -46,10 +47,10 @@ void gpt_build(GPT<real>* model, const Config& cfg) {
     config_validate(cfg);
     model->cfg = cfg;
     size_t n = num_params(cfg);
-    model->params_memory.assign(n, real(0));
-    model->grads_memory.assign(n, real(0));
-    model->m_memory.assign(n, real(0));
-    model->v_memory.assign(n, real(0));
+    assign_zeros_huge(model->params_memory, n);
+    assign_zeros_huge(model->grads_memory, n);
+    assign_zeros_huge(model->m_memory, n);
+    assign_zeros_huge(model->v_memory, n);
     model->params = carve_weights(model->params_memory.data(), cfg);
     model->grads = carve_weights(model->grads_memory.data(), cfg);
     model->B = model->T = 0;
@@ -79,8 +80,8 @@ template <typename real>
 void gpt_ensure_acts(GPT<real>* model, int B, int T) {
     if (model->B == B && model->T == T) return;
     size_t n = num_acts(model->cfg, B, T);
-    model->acts_memory.assign(n, real(0));
-    model->grad_acts_memory.assign(n, real(0));
+    assign_zeros_huge(model->acts_memory, n);
+    assign_zeros_huge(model->grad_acts_memory, n);
     model->acts = carve_acts(model->acts_memory.data(), model->cfg, B, T);
     model->grad_acts = carve_acts(model->grad_acts_memory.data(), model->cfg, B, T);
     model->B = B;
