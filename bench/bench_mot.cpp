@@ -7,8 +7,9 @@
 // Models (L 4, C 128, NH 4, T 64, B 32, V 4096, d_ff 512): dense; MoT E 32,
 // G 32, f 512; MoT E 256, G 32, f 64 (granularity 8). Expert FLOPs match the
 // dense FFN's (f = d_ff G / E); MoT adds the controller, merge and emit
-// (6 C E per token). GPT-2-small widths (C 768, d_ff 3072; E 32 and 256,
-// G 32), one FFN layer only, at B 32, T 128.
+// (6 C E per token), counted in the step line's FLOP ratio. GPT-2-small
+// widths (C 768, d_ff 3072; E 32 and 256, G 32), one FFN layer only, at B 32,
+// T 128.
 //
 // For each model: the median training step (forward, backward, gradient norm,
 // AdamW with the clip folded in, as train_mot runs them); then each part of
@@ -237,17 +238,24 @@ int main(int argc, char** argv) {
                                        {"MoT E 256 G 32 f 64", 128, 4, 64, 32, 512, 256, 32, 64}};
     std::vector<double> steps_s = step_seconds(shapes, steps);
     std::vector<std::string> ratios;
+    // a step's FLOPs (common/layout.h) over its time: the MoT / dense step
+    // ratio is the FLOP ratio (MoT's controller, merge and emit) times the
+    // ratio of the rates (how much slower MoT's FLOPs run)
+    auto step_flops = [](const Shape& s) { return model_flops_per_token(model_config(s), s.T) * s.B * s.T; };
+    const double dense_rate = step_flops(shapes[0]) / steps_s[0];
     for (size_t k = 0; k < shapes.size(); k++) {
         const Shape& s = shapes[k];
         size_t params = num_params(model_config(s));
-        double step = steps_s[k];
-        std::printf("%s: %.2fM parameters, step %.1f ms (%.2fx dense)\n", s.name, params / 1e6, 1e3 * step,
-                    step / steps_s[0]);
+        double step = steps_s[k], flops = step_flops(s) / step_flops(shapes[0]), rate = step_flops(s) / step;
+        std::printf("%s: %.2fM parameters, %.2fx dense's FLOPs, step %.1f ms (%.2fx dense), %.1f GFLOP/s\n", s.name,
+                    params / 1e6, flops, 1e3 * step, step / steps_s[0], rate / 1e9);
         std::vector<Part> parts = ffn_parts(s, 4, 5);
         parts.push_back(optimizer_part(params, 5));
         print_parts(parts, step, peak, bw);
         std::printf("\n");
-        if (s.E) ratios.push_back(strf("%s: MoT / dense step %.2f", s.name, step / steps_s[0]));
+        if (s.E)
+            ratios.push_back(strf("%s: MoT / dense step %.2f = FLOPs %.2f x dense's rate / MoT's %.2f", s.name,
+                                  step / steps_s[0], flops, dense_rate / rate));
     }
 
     std::printf("GPT-2-small widths, one FFN layer, forward + backward, B 32, T 128:\n");
