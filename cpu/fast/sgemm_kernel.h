@@ -102,15 +102,14 @@ static_assert(SG_MR <= SG_VL, "a packed A column (SG_MR floats) is moved as one 
 // a: packed A panel (K x SG_MR, rows >= MRr unused); b: K rows of >= NV*SG_VL
 // floats, ldbk apart (SG_NR when packed, ldb when read in place).
 // n (1..NV*SG_VL) is the number of valid columns of C.
-
-//
 // Never inlined: it needs 15 of AVX2's 16 vector registers for the whole K
-// loop, and inlined into a large caller GCC spills an accumulator to the stack
-// inside that loop (measured: 38 instead of 80 GFLOP/s on one core). A call per
+// loop, and inlined into a large caller GCC spilled an accumulator to the
+// stack inside that loop (38 instead of 83 GFLOP/s on one core). One call per
 // MR x NR tile costs nothing beside its K-long loop.
+
 template <int MRr, int NV>
 __attribute__((noinline)) static void sg_kernel(int K, const float* a, const float* b, long ldbk,
-                             float* C, long ldc, int n, float alpha, float beta) {
+                                                float* C, long ldc, int n, float alpha, float beta) {
     // start pulling the C tile in now; it is read/written only after the K loop
     for (int i = 0; i < MRr && SG_PREFETCH_C; i++) {
         __builtin_prefetch(C + i * ldc, 1, 3);
@@ -243,8 +242,9 @@ static inline void sg_transpose8(__m256 r[8]) {
         s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
         s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
     }
-    // s[c] holds column c (low lane: rows 0..3, high lane: columns 4+c of them),
-    // s[4+c] the same for rows 4..7: join the halves across lanes
+    // s[c] holds column c of rows 0..3 in its low 128-bit lane and column 4+c
+    // of the same rows in its high lane; s[4+c] the same for rows 4..7: join
+    // the lanes
     for (int c = 0; c < 4; c++) {
         r[c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x20);
         r[4 + c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x31);
