@@ -8,6 +8,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -58,6 +59,25 @@ static void check_model_gradients(const Config& cfg) {
     }
     // padded vocabulary rows of wte: no input uses them, no softmax sees them
     for (size_t i = (size_t)cfg.V * cfg.C; i < (size_t)cfg.Vp * cfg.C; i++) CHECK(analytic[i] == 0.0);
+}
+
+// The model's buffers come from assign_zeros_huge (common/memory.h): n zeros
+// whether it reuses the old allocation or makes a new one advised onto 2 MB
+// pages, and whatever the buffer held before.
+TEST_CASE("assign_zeros_huge: n zeros, in the old allocation or a new one") {
+    std::vector<float> v(1000, 3.0f);
+    assign_zeros_huge(v, 10);  // fits: the old allocation
+    CHECK(v.size() == 10);
+    CHECK(std::count(v.begin(), v.end(), 0.0f) == 10);
+    v.assign(10, 7.0f);
+    const size_t n = (size_t(6) << 20) + 3;  // 24 MB: a new allocation, several 2 MB pages
+    assign_zeros_huge(v, n);
+    CHECK(v.size() == n);
+    CHECK(std::count(v.begin(), v.end(), 0.0f) == (long)n);
+    GPT<float> model;
+    gpt_build(&model, tiny_config({DENSE}));
+    CHECK(std::count(model.params_memory.begin(), model.params_memory.end(), 0.0f) ==
+          (long)model.params_memory.size());
 }
 
 TEST_CASE("model gradients match finite differences: all DENSE") {
