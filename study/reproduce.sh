@@ -20,15 +20,28 @@
 # (VAL_BATCHES batches of the corpus's held-out files) and checkpoints every
 # steps/5.
 #
+# 4. the long runs, at LONG_SIZE for LONG_STEPS steps: dense and the best MoT
+#      setting each at three rates (LONG_LRS_DENSE, LONG_LRS_MOT: the short
+#      runs' best, then half and twice it: a rate right for a short run may
+#      not be right for a long one), token choice top-1 at LONG_LR_TC.
+# Every run validates every steps/20 steps on the same held-out tokens
+# (VAL_BATCHES batches of the corpus's held-out files) and checkpoints every
+# steps/5.
+#
 # Settings (environment or make variables): SIZES (XS, S, M; QUICK: S, M),
 # STEPS_XS, STEPS_S, STEPS_M, WARMUP, VAL_BATCHES, VOCAB, LR_GRID, TAUS,
-# SEED, DEVICE (auto, cpu, cuda). A shorter study than the default, e.g.
-#   make reproduce SIZES="XS S" STEPS_XS=320 STEPS_S=320 WARMUP=16 VAL_BATCHES=4
+# SEED, DEVICE (auto, cpu, cuda), PHASES (any of "short long": the protocol's
+# steps 1-3, then 4), LONG_SIZE, LONG_STEPS, LONG_LRS_DENSE, LONG_LRS_MOT,
+# LONG_LR_TC, STORE. Part of the study, e.g. the long runs alone:
+#   make reproduce PHASES=long
 #
 # Resumable: a finished run leaves NAME.done and is not run again; a stopped
 # run continues from its newest checkpoint. Ctrl-C stops it (the run saves a
 # checkpoint first); the same command continues. The tokens are prepared
 # once per OUT; OUT's runs on other tokens make a new corpus an error.
+# The full study keeps every finished run's log and description in STORE
+# (docs/study/runs, committed): a run found there with the same description
+# is not trained again, so the study survives the loss of OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,19 +58,25 @@ if [[ $QUICK == 1 ]]; then
     SEQ=32 BATCH=32 VOCAB=${VOCAB:-1024} VAL_BATCHES=4 WARMUP=8
 else
     OUT=${OUT:-runs/reproduce}
-    SIZES=${SIZES:-"S M"}
-    # XS is there for a shorter study (SIZES="XS S"); on 2 cores a step of
-    # XS takes about 0.3 s, of S 0.5 s, of M 1.2 s: S and M's runs are about
-    # an hour each, and the whole protocol about 35-40 hours
+    SIZES=${SIZES:-"XS S"}
+    # on 2 cores a step of XS takes about 0.3 s, of S 0.5 s, of M 1.2 s: a
+    # 320-step run of S about 3 minutes, a 2500-step one about 25
     SHAPE_XS="--layers 4 --d-model 64 --heads 4 --d-ff 256"
     SHAPE_S="--layers 4 --d-model 128 --heads 4 --d-ff 512"
     SHAPE_M="--layers 4 --d-model 256 --heads 4 --d-ff 1024"
-    STEPS_XS=${STEPS_XS:-6000} STEPS_S=${STEPS_S:-6000} STEPS_M=${STEPS_M:-3000}
-    SEQ=128 BATCH=32 VOCAB=${VOCAB:-4096} VAL_BATCHES=${VAL_BATCHES:-16} WARMUP=${WARMUP:-100}
+    STEPS_XS=${STEPS_XS:-320} STEPS_S=${STEPS_S:-320} STEPS_M=${STEPS_M:-320}
+    SEQ=128 BATCH=32 VOCAB=${VOCAB:-4096} VAL_BATCHES=${VAL_BATCHES:-4} WARMUP=${WARMUP:-16}
 fi
 LR_GRID=${LR_GRID:-"0.0015 0.003 0.006"}
 TAUS=${TAUS:-"1 0.3 0.1"}
 SEED=${SEED:-1337}
+PHASES=${PHASES:-"short long"}
+LONG_SIZE=${LONG_SIZE:-S}
+if [[ $QUICK == 1 ]]; then LONG_STEPS=${LONG_STEPS:-160}; else LONG_STEPS=${LONG_STEPS:-2500}; fi
+LONG_LRS_DENSE=${LONG_LRS_DENSE:-"0.0015 0.00075 0.003"}
+LONG_LRS_MOT=${LONG_LRS_MOT:-"0.006 0.003 0.012"}
+LONG_LR_TC=${LONG_LR_TC:-0.006}
+if [[ $QUICK == 1 ]]; then STORE=${STORE:-}; else STORE=${STORE:-docs/study/runs}; fi
 # the programs (a CMake build puts them elsewhere)
 TRAIN_MOT=${MOT_TRAIN_MOT:-./train_mot} PREPARE=${MOT_PREPARE:-./prepare} STUDY=${MOT_STUDY:-build/study}
 
@@ -99,8 +118,18 @@ run() {
     shift 5
     local dir="$OUT/ckpt/$name" log="$OUT/runs/$name.jsonl"
     [[ -f $OUT/runs/$name.done ]] && return 0
-    printf 'size %s\nfamily %s\nphase %s\ncommand %s\n' "$size" "$family" "$phase" "$*" > "$OUT/runs/$name.meta"
-    [[ -n ${FROM:-} ]] && echo "from $FROM" >> "$OUT/runs/$name.meta"
+    local meta
+    meta=$(printf 'size %s\nfamily %s\nphase %s\nsteps %s\ncommand %s\nseed %s\nseq %s\nbatch %s\nwarmup %s\nval_batches %s\n' \
+        "$size" "$family" "$phase" "$steps" "$*" "$SEED" "$SEQ" "$BATCH" "$WARMUP" "$VAL_BATCHES"
+        if [[ -n ${FROM:-} ]]; then echo "from $FROM"; fi)
+    # a run the store holds with the same description: taken from there
+    if [[ -n $STORE && -z ${RETRAIN:-} && -f $STORE/$name.jsonl && -f $STORE/$name.meta ]] &&
+        [[ $(cat "$STORE/$name.meta") == "$meta" ]]; then
+        cp "$STORE/$name.jsonl" "$STORE/$name.meta" "$OUT/runs/"
+        touch "$OUT/runs/$name.done"
+        return 0
+    fi
+    echo "$meta" > "$OUT/runs/$name.meta"
     local resume=() args=()
     if compgen -G "$dir/step_*.state" > /dev/null; then
         # the checkpoint holds the model: a transition resumes without --load and --transition
@@ -128,6 +157,28 @@ run() {
     fi
     rm -rf "$dir"
     touch "$OUT/runs/$name.done"
+    if [[ -n $STORE ]]; then
+        mkdir -p "$STORE"
+        cp "$log" "$OUT/runs/$name.meta" "$STORE/"
+    fi
+}
+
+# needs_checkpoint NAME: NAME.ckpt for a transition; a run taken from the
+# store has none, so it is trained again (the same log: training is
+# deterministic) without touching the stored one
+needs_checkpoint() {
+    local name=$1
+    [[ -f $OUT/runs/$name.ckpt ]] && return 0
+    local size family phase command
+    size=$(sed -n 's/^size //p' "$OUT/runs/$name.meta")
+    family=$(sed -n 's/^family //p' "$OUT/runs/$name.meta")
+    phase=$(sed -n 's/^phase //p' "$OUT/runs/$name.meta")
+    command=$(sed -n 's/^command //p' "$OUT/runs/$name.meta")
+    local steps
+    steps=$(sed -n 's/^steps //p' "$OUT/runs/$name.meta")
+    rm -f "$OUT/runs/$name.done"
+    # shellcheck disable=SC2086
+    RETRAIN=1 STORE="" run "$name" "$size" "$family" "$phase" "$steps" $command
 }
 
 # options of each family at a size with dense width d_ff (flop-matched: MoT's
@@ -143,6 +194,7 @@ family_options() {
 }
 
 for size in $SIZES; do
+    [[ " $PHASES " == *" short "* ]] || break
     shape_var=SHAPE_$size steps_var=STEPS_$size
     shape=${!shape_var} steps=${!steps_var}
     dff=$(sed -E 's/.*--d-ff ([0-9]+).*/\1/' <<< "$shape")
@@ -177,8 +229,32 @@ for size in $SIZES; do
 
     # 3. transition tuning of the best MoT run, 10% more steps at token choice's rate
     best=$("$STUDY" best "$OUT/runs" "$size-mot")
+    needs_checkpoint "$best"
     FROM=$best run "$size-transition" "$size" transition main $(( steps / 10 )) --load "$OUT/runs/$best.ckpt" \
         --transition token-choice --lr "${LR[tc32]}" --warmup $(( WARMUP / 4 ))
 done
+
+# 4. the long runs: dense and the best MoT setting at three rates, token choice
+if [[ " $PHASES " == *" long "* ]]; then
+    size=$LONG_SIZE shape_var=SHAPE_$LONG_SIZE
+    shape=${!shape_var}
+    dff=$(sed -E 's/.*--d-ff ([0-9]+).*/\1/' <<< "$shape")
+    steps_var=STEPS_$LONG_SIZE
+    long_warmup=$(( WARMUP * LONG_STEPS / ${!steps_var} ))  # the same share of the steps as the short runs
+    long_dense() { WARMUP=$long_warmup run "$size-long-dense-lr$1" "$size" dense long "$LONG_STEPS" $shape --ffn dense --lr "$1"; }
+    long_mot() {
+        WARMUP=$long_warmup run "$size-long-mot256-lr$1" "$size" mot256 long "$LONG_STEPS" $shape \
+            $(family_options mot256 $dff) --temperature 0.1 --lr "$1"
+    }
+    # the first rate of each list first (the comparison), then the others
+    read -ra dense_lrs <<< "$LONG_LRS_DENSE"
+    read -ra mot_lrs <<< "$LONG_LRS_MOT"
+    long_dense "${dense_lrs[0]}"
+    long_mot "${mot_lrs[0]}"
+    WARMUP=$long_warmup run "$size-long-tc32-lr$LONG_LR_TC" "$size" tc32 long "$LONG_STEPS" $shape \
+        $(family_options tc32 $dff) --lr "$LONG_LR_TC"
+    for lr in "${dense_lrs[@]:1}"; do long_dense "$lr"; done
+    for lr in "${mot_lrs[@]:1}"; do long_mot "$lr"; done
+fi
 
 "$STUDY" report "$OUT"
