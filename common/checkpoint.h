@@ -3,7 +3,9 @@
 //   int32 header[256]: [0] magic 20261128, [1] version 1,
 //     [2..11] V, Vp, maxT, L, NH, C, dff, E, G, f, [12] tau as float32 bits,
 //     [13] activation (0 = gelu tanh), [14] TOKEN_CHOICE top-k (0 = 1),
-//     [15] TOKEN_CHOICE capacity factor as float32 bits (0 = 1.25), [32 + l] kind of layer l
+//     [15] TOKEN_CHOICE capacity factor as float32 bits (0 = 1.25), [16] TOKEN_CHOICE
+//     router (0 softmax, 1 threshold, 2 threshold with gate 1), [17] its gate
+//     temperature as float32 bits (0 = 1), [32 + l] kind of layer l
 //     (0 DENSE, 1 MOT, 2 TOKEN_CHOICE); every other slot 0
 //   float32 parameters, in the order of visit_params() (layout.h)
 // A file whose size does not match its header is rejected.
@@ -33,6 +35,8 @@ inline std::vector<int32_t> checkpoint_header(const Config& c) {
     if (has_kind(c, TOKEN_CHOICE)) {  // otherwise 0: the defaults, as in files from before TOKEN_CHOICE
         h[14] = c.topk;
         std::memcpy(&h[15], &c.capacity, 4);
+        h[16] = c.router;
+        std::memcpy(&h[17], &c.router_tau, 4);
     }
     for (int l = 0; l < c.L; l++) h[32 + l] = c.kinds[l];
     return h;
@@ -87,6 +91,14 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
     else std::memcpy(&k.capacity, &h[15], 4);
     if (!std::isfinite(k.capacity) || k.capacity <= 0)
         fail(strf("%s: capacity factor %g in header (must be a positive number)", name, (double)k.capacity));
+    if (h[16] < ROUTER_SOFTMAX || h[16] > ROUTER_THRESHOLD_ONE)
+        fail(strf("%s: router kind %d in header (must be 0, 1 or 2)", name, h[16]));
+    k.router = h[16];
+    if (h[17] == 0) k.router_tau = 1;
+    else std::memcpy(&k.router_tau, &h[17], 4);
+    if (!std::isnormal(k.router_tau) || k.router_tau <= 0)
+        fail(strf("%s: router temperature %g in header (must be a positive, finite, normal number)", name,
+                  (double)k.router_tau));
     if (k.activation != 0) fail(strf("%s: unknown activation %d in header", name, k.activation));
     if (k.L < 1 || k.L > MAX_LAYERS) fail(strf("%s: header says %d layers (must be 1..%d)", name, k.L, MAX_LAYERS));
     k.kinds.assign(h.begin() + 32, h.begin() + 32 + k.L);

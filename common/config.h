@@ -15,6 +15,14 @@
 
 // The kind of a block's feed-forward layer; common/layout.h describes each.
 enum LayerKind { DENSE = 0, MOT = 1, TOKEN_CHOICE = 2 };
+// How a TOKEN_CHOICE layer routes (cpu/token_choice.h): ROUTER_SOFTMAX, a
+// softmax over the experts, the k most probable, gate p; ROUTER_THRESHOLD,
+// expert e fires when s = z_e + bc_e >= 0 (the k largest s that do), gate
+// sigmoid(s / router_tau); ROUTER_THRESHOLD_ONE, the same with gate 1.
+enum RouterKind { ROUTER_SOFTMAX = 0, ROUTER_THRESHOLD = 1, ROUTER_THRESHOLD_ONE = 2 };
+inline const char* router_name(int r) {
+    return r == ROUTER_SOFTMAX ? "softmax" : r == ROUTER_THRESHOLD ? "threshold" : "threshold-one";
+}
 constexpr int MAX_LAYERS = 224;  // checkpoint header slots 32..255 hold one kind per layer
 
 struct Config {
@@ -31,6 +39,8 @@ struct Config {
     float tau = 1;  // MOT softmax temperature
     int topk = 1;          // TOKEN_CHOICE: experts each token chooses (k)
     float capacity = 1.25f;  // TOKEN_CHOICE: capacity factor cf; an expert takes ceil(cf k N / E) of N tokens
+    int router = ROUTER_SOFTMAX;  // TOKEN_CHOICE: RouterKind
+    float router_tau = 1;         // TOKEN_CHOICE, ROUTER_THRESHOLD: the gate's temperature
     int activation = 0;      // 0 = gelu (tanh approximation)
     std::vector<int> kinds;  // (L) LayerKind of each block's feed-forward layer
 };
@@ -76,6 +86,10 @@ inline void config_validate(const Config& c) {
              strf("each token chooses %d experts, which must be in 1..%d (the number of experts)", c.topk, c.E));
         need(std::isfinite(c.capacity) && c.capacity > 0,
              strf("the capacity factor must be a positive number (got %g)", c.capacity));
+        need(c.router == ROUTER_SOFTMAX || c.router == ROUTER_THRESHOLD || c.router == ROUTER_THRESHOLD_ONE,
+             strf("unsupported router kind %d", c.router));
+        need(std::isfinite(c.router_tau) && c.router_tau > 0,
+             strf("the router temperature must be positive (got %g)", c.router_tau));
     }
 }
 

@@ -35,6 +35,7 @@ struct LayerWeights {
     real *fcw = nullptr, *fcb = nullptr;          // DENSE: (dff, C), (dff)
     real *fcprojw = nullptr, *fcprojb = nullptr;  // DENSE: (C, dff), (C)
     real *wc = nullptr;  // MOT controller, TOKEN_CHOICE router (E, C)
+    real *bc = nullptr;  // TOKEN_CHOICE threshold routers: each expert's bias (E)
     real *w1 = nullptr;  // MOT, TOKEN_CHOICE expert input weights (E, f, C)
     real *w2 = nullptr;  // MOT, TOKEN_CHOICE expert output weights (E, C, f)
 };
@@ -157,6 +158,7 @@ struct TokenChoiceFfn {
     template <typename real, typename Fn>
     static void params(LayerWeights<real>& w, const Config& c, const std::string& p, Fn fn) {
         MotFfn::params(w, c, p, fn);  // the same tensors: transition tuning keeps them
+        if (c.router != ROUTER_SOFTMAX) fn(p + "bc", w.bc, (size_t)c.E, 1, INIT_ZERO);
     }
     template <typename real, typename Fn>
     static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn, bool decoding) {
@@ -177,6 +179,13 @@ struct TokenChoiceFfn {
     // router 2CE, and k experts of width f per token (dropped choices counted)
     static double flops(const Config& c) { return 2.0 * c.C * c.E + c.topk * 2.0 * 2 * c.C * c.f; }
 };
+
+// What a TOKEN_CHOICE layer's routing needs besides its tensors.
+struct TcRouter {
+    int kind = ROUTER_SOFTMAX;  // RouterKind
+    float tau = 1;              // ROUTER_THRESHOLD: the gate's temperature
+};
+inline TcRouter tc_router(const Config& c) { return {c.router, c.router_tau}; }
 
 // Calls fn with the tag of a layer kind: fn(DenseFfn{}), fn(MotFfn{}) or
 // fn(TokenChoiceFfn{}). The table of kinds is this switch and the structs above.

@@ -3,15 +3,28 @@
 // transition tuning from MoT. Written as plain loops over the tokens.
 //
 // The same tensors as MOT: wc (E, C) read as the router, w1 (E, f, C),
-// w2 (E, C, f). Over the N = B*T tokens h_n of a micro-batch:
-//   p_n = softmax(h_n wc^T) over the E experts
-//   e_{n,r} = the expert with the r-th largest p_n (r = 1..k; ties: lower index)
+// w2 (E, C, f); the threshold routers add a bias bc (E). Over the N = B*T
+// tokens h_n of a micro-batch, the router (TcRouter, common/layout.h) gives
+// each token's gates g_n and its choices:
+//   softmax:       z_n = h_n wc^T;  g_n = softmax(z_n) over the E experts;
+//                  e_{n,r} = the expert with the r-th largest g_n (r = 1..k)
+//   threshold:     z_n = h_n wc^T + bc;  g_n[e] = sigmoid(z_n[e] / tau_r);
+//                  e_{n,r} = the expert with the r-th largest z_n, a choice
+//                  only when z_n[e] >= 0 (expert e fires for the tokens whose
+//                  logit clears its threshold -bc_e)
+//   threshold-one: as threshold, gate 1
+//   (ties: lower index). A threshold router imitates MoT at a low
+//   temperature, where each expert takes about the one token of a group of G
+//   with the largest logit for it: calibrated so that each expert fires for
+//   1/G of the tokens (train/transition.h), it keeps most of what MoT computed.
 //   cap = ceil(cf * k * N / E)  (common/layout.h; decoding: N, nothing dropped)
 //   dispatch in order r = 1..k, and within r n = 0..N-1: token n goes to
 //     expert e_{n,r} if it holds fewer than cap tokens, else the choice is dropped
-//   out_n = sum over the dispatched choices r of p_n[e] gelu(h_n w1[e]^T) w2[e]^T
-//   aux = E * sum_e f_e P_e,  f_e = #{n : e_{n,1} = e} / N,  P_e = mean_n p_n[e]
-// A dropped choice adds nothing: the token goes on through the residual.
+//   out_n = sum over the dispatched choices r of g_n[e] gelu(h_n w1[e]^T) w2[e]^T
+//   aux = E * sum_e f_e P_e,  f_e = #{n : e_{n,1} = e} / N,  P_e = mean_n g_n[e]
+//   (softmax router; a threshold router's aux is 0: its balance is set by bc)
+// A dropped choice adds nothing: the token goes on through the residual. A
+// choice a threshold router does not make has route -1 and slot -1.
 //
 // Each expert's tokens are gathered into rows of its buffer (E, cap, .): xin,
 // pre-activations, gelu, outputs. Rows no token took stay zero. fast/
@@ -19,12 +32,15 @@
 // the experts; training in float runs that.
 //
 // Backward, with the routing held fixed (the choices are constants):
-//   dyout[e,s] = p_n[e] dout_n               dp_n[e] += dout_n . yout[e,s]
+//   dyout[e,s] = g_n[e] dout_n               dg_n[e] += dout_n . yout[e,s]
 //   dact = dyout w2[e];  dpre = dact * gelu'(pre)
 //   dw2[e] += dyout^T act;  dw1[e] += dpre^T xin;  dxin = dpre w1[e]
 //   dh_n += dxin[e,s]                         (for every dispatched (n, r) -> (e, s))
-//   dp_n[e] += daux * E f_e / N               (aux through P_e only)
-//   dz_n = p_n * (dp_n - sum_e p_n[e] dp_n[e]);  dwc += dz^T h;  dh += dz wc
+//   dg_n[e] += daux * E f_e / N               (softmax: aux through P_e only)
+//   softmax:       dz_n = g_n * (dg_n - sum_e g_n[e] dg_n[e])
+//   threshold:     dz_n = dg_n * g_n (1 - g_n) / tau_r
+//   threshold-one: dz_n = 0
+//   dwc += dz^T h;  dbc += sum_n dz_n;  dh += dz wc
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -40,34 +56,44 @@
 // Router, top-k choices, dispatch with capacity, and the load-balancing loss:
 // everything the forward decides before the experts run. Shared with fast/.
 template <typename real>
-void token_choice_route(real* z,          // (N,E) router logits
-                        real* probs,      // (N,E) softmax over the experts
-                        real* route,      // (N,k) expert of the r-th choice
-                        real* slot,       // (N,k) its row in the expert's buffer; -1 dropped
+void token_choice_route(real* z,          // (N,E) router logits (threshold: shifted by bc)
+                        real* probs,      // (N,E) gates
+                        real* route,      // (N,k) expert of the r-th choice; -1 none
+                        real* slot,       // (N,k) its row in the expert's buffer; -1 dropped or none
                         real* load,       // (E) tokens each expert took
                         real* first,      // (E) f_e: share of tokens whose first choice is e
                         real* aux,        // (1) load-balancing loss
                         const real* inp,  // (N,C)
                         const real* wc,   // (E,C)
-                        int N, int C, int E, int k, int cap) {
-    matmul_forward(z, inp, wc, (const real*)nullptr, N, 1, C, E);
+                        const real* bc,   // (E) threshold routers; null for softmax
+                        int N, int C, int E, int k, int cap, TcRouter rt) {
+    const bool soft = rt.kind == ROUTER_SOFTMAX;
+    matmul_forward(z, inp, wc, soft ? (const real*)nullptr : bc, N, 1, C, E);
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         const real* zn = z + (size_t)n * E;
         real* pn = probs + (size_t)n * E;
-        real maxv = zn[0];
-        for (int e = 1; e < E; e++) maxv = std::max(maxv, zn[e]);
-        real sum = 0;
-        for (int e = 0; e < E; e++) sum += (pn[e] = std::exp(zn[e] - maxv));
-        for (int e = 0; e < E; e++) pn[e] /= sum;
-        // the k largest probabilities, in order; ties go to the lower index
+        if (soft) {
+            real maxv = zn[0];
+            for (int e = 1; e < E; e++) maxv = std::max(maxv, zn[e]);
+            real sum = 0;
+            for (int e = 0; e < E; e++) sum += (pn[e] = std::exp(zn[e] - maxv));
+            for (int e = 0; e < E; e++) pn[e] /= sum;
+        } else {
+            for (int e = 0; e < E; e++)
+                pn[e] = rt.kind == ROUTER_THRESHOLD ? real(1) / (real(1) + std::exp(-zn[e] / real(rt.tau)))
+                                                    : real(zn[e] >= 0);
+        }
+        // the k largest gates (threshold: logits), in order; ties go to the lower index
+        const real* key = soft ? pn : zn;
         for (int r = 0; r < k; r++) {
             int best = -1;
             for (int e = 0; e < E; e++) {
                 bool taken = false;
                 for (int q = 0; q < r; q++) taken |= (int)route[(size_t)n * k + q] == e;
-                if (!taken && (best < 0 || pn[e] > pn[best])) best = e;
+                if (!taken && (best < 0 || key[e] > key[best])) best = e;
             }
+            if (!soft && zn[best] < 0) best = -1;  // below the threshold: no choice (nor any later)
             route[(size_t)n * k + r] = real(best);
         }
     }
@@ -76,7 +102,7 @@ void token_choice_route(real* z,          // (N,E) router logits
     for (int r = 0; r < k; r++)
         for (int n = 0; n < N; n++) {
             int e = (int)route[(size_t)n * k + r];
-            bool fits = load[e] < cap;
+            bool fits = e >= 0 && load[e] < cap;
             slot[(size_t)n * k + r] = fits ? load[e] : real(-1);
             if (fits) load[e] += 1;
         }
@@ -91,15 +117,50 @@ void token_choice_route(real* z,          // (N,E) router logits
         first[e] = count / N;
         a += first[e] * (mass / N);
     }
-    aux[0] = E * a;
+    aux[0] = soft ? E * a : real(0);
+}
+
+// The gradient of the objective by the gates starts with the load-balancing
+// term (softmax router: aux through P_e only; threshold: none). Shared with fast/.
+template <typename real>
+void token_choice_dgate_init(real* dprobs,       // (N,E)
+                             const real* first,  // (E)
+                             const real* daux,   // (1)
+                             int N, int E, TcRouter rt) {
+    for (int n = 0; n < N; n++)
+        for (int e = 0; e < E; e++)
+            dprobs[(size_t)n * E + e] = rt.kind == ROUTER_SOFTMAX ? daux[0] * E * first[e] / N : real(0);
+}
+
+// From the gates' gradient to the logits'. Shared with fast/.
+template <typename real>
+void token_choice_gate_backward(real* dz,             // (N,E)
+                                const real* dprobs,   // (N,E)
+                                const real* probs,    // (N,E)
+                                int N, int E, TcRouter rt) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const real* pn = probs + (size_t)n * E;
+        const real* dpn = dprobs + (size_t)n * E;
+        real* dzn = dz + (size_t)n * E;
+        if (rt.kind == ROUTER_SOFTMAX) {
+            real dot = 0;
+            for (int e = 0; e < E; e++) dot += pn[e] * dpn[e];
+            for (int e = 0; e < E; e++) dzn[e] = pn[e] * (dpn[e] - dot);
+        } else if (rt.kind == ROUTER_THRESHOLD) {
+            for (int e = 0; e < E; e++) dzn[e] = dpn[e] * pn[e] * (1 - pn[e]) / real(rt.tau);
+        } else {
+            for (int e = 0; e < E; e++) dzn[e] = 0;
+        }
+    }
 }
 
 template <typename real>
 void token_choice_forward(real* out,        // (N,C)
                           real* z,          // (N,E) router logits
-                          real* probs,      // (N,E) softmax over the experts
-                          real* route,      // (N,k) expert of the r-th choice
-                          real* slot,       // (N,k) its row in the expert's buffer; -1 dropped
+                          real* probs,      // (N,E) gates
+                          real* route,      // (N,k) expert of the r-th choice; -1 none
+                          real* slot,       // (N,k) its row in the expert's buffer; -1 dropped or none
                           real* load,       // (E) tokens each expert took
                           real* first,      // (E) f_e: share of first choices
                           real* aux,        // (1) load-balancing loss
@@ -111,12 +172,14 @@ void token_choice_forward(real* out,        // (N,C)
                           const real* wc,   // (E,C)
                           const real* w1,   // (E,f,C)
                           const real* w2,   // (E,C,f)
-                          int N, int C, int E, int f, int k, int cap) {
+                          int N, int C, int E, int f, int k, int cap,
+                          const real* bc = nullptr,  // (E) threshold routers
+                          TcRouter rt = {}) {
     if constexpr (std::is_same_v<real, float>)
         if (use_fast<real>())
             return fast::token_choice_forward(out, z, probs, route, slot, load, first, aux, xin, pre, act, yout,
-                                              inp, wc, w1, w2, N, C, E, f, k, cap);
-    token_choice_route(z, probs, route, slot, load, first, aux, inp, wc, N, C, E, k, cap);
+                                              inp, wc, w1, w2, N, C, E, f, k, cap, bc, rt);
+    token_choice_route(z, probs, route, slot, load, first, aux, inp, wc, bc, N, C, E, k, cap, rt);
     // gather each expert's tokens; rows no token took stay zero
     std::fill(xin, xin + (size_t)E * cap * C, real(0));
     for (int n = 0; n < N; n++)
@@ -145,7 +208,7 @@ void token_choice_forward(real* out,        // (N,C)
                 yo[c] = sum;
             }
         }
-    // combine: out_n = sum over the dispatched choices of p_n[e] yout[e,s]
+    // combine: out_n = sum over the dispatched choices of g_n[e] yout[e,s]
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         real* o = out + (size_t)n * C;
@@ -184,15 +247,15 @@ void token_choice_backward(real* dinp,         // (N,C)
                            const real* wc,     // (E,C)
                            const real* w1,     // (E,f,C)
                            const real* w2,     // (E,C,f)
-                           int N, int C, int E, int f, int k, int cap) {
+                           int N, int C, int E, int f, int k, int cap,
+                           real* dbc = nullptr,  // (E) threshold routers
+                           TcRouter rt = {}) {
     if constexpr (std::is_same_v<real, float>)
         if (use_fast<real>())
             return fast::token_choice_backward(dinp, dwc, dw1, dw2, dz, dprobs, dxin, dpre, dact, dyout, daux, dout,
                                                inp, probs, route, slot, first, xin, pre, act, yout, wc, w1, w2, N, C,
-                                               E, f, k, cap);
-    // dp_n[e] starts with the load-balancing term: aux through P_e only
-    for (int n = 0; n < N; n++)
-        for (int e = 0; e < E; e++) dprobs[(size_t)n * E + e] = daux[0] * E * first[e] / N;
+                                               E, f, k, cap, dbc, rt);
+    token_choice_dgate_init(dprobs, first, daux, N, E, rt);
     // combine backward: dyout rows of the dispatched choices, dp from each
     std::fill(dyout, dyout + (size_t)E * cap * C, real(0));
     for (int n = 0; n < N; n++)
@@ -235,15 +298,9 @@ void token_choice_backward(real* dinp,         // (N,C)
             if (s < 0) continue;
             for (int c = 0; c < C; c++) dinp[(size_t)n * C + c] += dxin[((size_t)e * cap + s) * C + c];
         }
-    // softmax over the experts, then the router
-    for (int n = 0; n < N; n++) {
-        const real* pn = probs + (size_t)n * E;
-        const real* dpn = dprobs + (size_t)n * E;
-        real dot = 0;
-        for (int e = 0; e < E; e++) dot += pn[e] * dpn[e];
-        for (int e = 0; e < E; e++) dz[(size_t)n * E + e] = pn[e] * (dpn[e] - dot);
-    }
-    matmul_backward(dinp, dwc, (real*)nullptr, dz, inp, wc, N, 1, C, E);
+    // the gates, then the router
+    token_choice_gate_backward(dz, dprobs, probs, N, E, rt);
+    matmul_backward(dinp, dwc, rt.kind == ROUTER_SOFTMAX ? (real*)nullptr : dbc, dz, inp, wc, N, 1, C, E);
 }
 
 // TOKEN_CHOICE as a block's feed-forward layer (common/layout.h,
@@ -254,7 +311,7 @@ void ffn_kind_forward(TokenChoiceFfn, real* out, const real* inp, const LayerWei
                       int B, int T, const Config& c, const FfnMode& mode) {
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, mode.decoding);
     token_choice_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.p, a.a, a.y, inp, w.wc,
-                         w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap);
+                         w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc, tc_router(c));
 }
 
 template <typename real>
@@ -264,5 +321,5 @@ void ffn_kind_backward(TokenChoiceFfn, real* dinp, LayerWeights<real>& dw, Layer
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, false);
     token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp, a.m,
                           a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E, c.f,
-                          c.topk, cap);
+                          c.topk, cap, dw.bc, tc_router(c));
 }

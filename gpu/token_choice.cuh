@@ -16,29 +16,41 @@
 
 namespace gpu {
 
-// Per token n: probs = softmax(z) over the E experts; route[n, r] = the
-// r-th largest (ties: lower index). One thread per token.
+// Per token n: the gates (softmax over the E experts, or the threshold
+// routers' sigmoid(z / tau) or 1 where z >= 0) and route[n, r] = the r-th
+// largest gate (threshold: logit, and -1 once below 0, its slot -1 too; ties:
+// lower index). One thread per token.
 __global__ void tc_route_kernel(float* probs,     // (N,E)
                                 float* route,     // (N,k)
+                                float* slot,      // (N,k) -1 where there is no choice
                                 const float* z,   // (N,E)
-                                int N, int E, int k) {
+                                int N, int E, int k, TcRouter rt) {
     int n = blockIdx.x * blockDim.x + threadIdx.x;
     if (n >= N) return;
+    const bool soft = rt.kind == ROUTER_SOFTMAX;
     const float* zn = z + (size_t)n * E;
     float* pn = probs + (size_t)n * E;
-    float maxv = zn[0];
-    for (int e = 1; e < E; e++) maxv = fmaxf(maxv, zn[e]);
-    float sum = 0.0f;
-    for (int e = 0; e < E; e++) sum += (pn[e] = expf(zn[e] - maxv));
-    for (int e = 0; e < E; e++) pn[e] /= sum;
+    if (soft) {
+        float maxv = zn[0];
+        for (int e = 1; e < E; e++) maxv = fmaxf(maxv, zn[e]);
+        float sum = 0.0f;
+        for (int e = 0; e < E; e++) sum += (pn[e] = expf(zn[e] - maxv));
+        for (int e = 0; e < E; e++) pn[e] /= sum;
+    } else {
+        for (int e = 0; e < E; e++)
+            pn[e] = rt.kind == ROUTER_THRESHOLD ? 1.0f / (1.0f + expf(-zn[e] / rt.tau)) : (float)(zn[e] >= 0.0f);
+    }
+    const float* key = soft ? pn : zn;
     for (int r = 0; r < k; r++) {
         int best = -1;
         for (int e = 0; e < E; e++) {
             bool taken = false;
             for (int q = 0; q < r; q++) taken |= (int)route[(size_t)n * k + q] == e;
-            if (!taken && (best < 0 || pn[e] > pn[best])) best = e;
+            if (!taken && (best < 0 || key[e] > key[best])) best = e;
         }
+        if (!soft && zn[best] < 0.0f) best = -1;
         route[(size_t)n * k + r] = (float)best;
+        if (best < 0) slot[(size_t)n * k + r] = -1.0f;  // the dispatch numbers only real choices
     }
 }
 
@@ -81,7 +93,7 @@ __global__ void tc_aux_kernel(float* first,        // (E)
                               float* aux,          // (1)
                               const float* probs,  // (N,E)
                               const float* route,  // (N,k)
-                              int N, int E, int k) {
+                              int N, int E, int k, bool soft) {
     extern __shared__ float term[];  // (E)
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
         float count = 0.0f, mass = 0.0f;
@@ -96,7 +108,7 @@ __global__ void tc_aux_kernel(float* first,        // (E)
     if (threadIdx.x == 0) {
         float a = 0.0f;
         for (int e = 0; e < E; e++) a += term[e];
-        aux[0] = E * a;
+        aux[0] = soft ? E * a : 0.0f;  // a threshold router has no load-balancing loss
     }
 }
 
@@ -136,14 +148,15 @@ __global__ void tc_combine_kernel(float* out,          // (N,C)
     }
 }
 
-// dprobs[n, e] = daux E first[e] / N: the load-balancing term (aux through P_e only).
+// dprobs[n, e] = daux E first[e] / N: the load-balancing term (softmax
+// router: aux through P_e only; threshold routers: 0).
 __global__ void tc_dprobs_init_kernel(float* dprobs,       // (N,E)
                                       const float* first,  // (E)
                                       const float* daux,   // (1)
-                                      int N, int E) {
+                                      int N, int E, bool soft) {
     size_t total = (size_t)N * E;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
-        dprobs[i] = daux[0] * E * first[i % E] / N;
+        dprobs[i] = soft ? daux[0] * E * first[i % E] / N : 0.0f;
 }
 
 // One warp per choice (n, r) that was dispatched to (e, s):
@@ -195,25 +208,33 @@ __global__ void tc_scatter_backward_kernel(float* dinp,         // (N,C)
     }
 }
 
-// Softmax over the experts, backward: dz = p * (dp - sum_e p dp). One thread per token.
-__global__ void tc_softmax_backward_kernel(float* dz,            // (N,E)
-                                           const float* dprobs,  // (N,E)
-                                           const float* probs,   // (N,E)
-                                           int N, int E) {
+// The gates backward: softmax dz = p * (dp - sum_e p dp); threshold
+// dz = dp g (1 - g) / tau; threshold-one 0. One thread per token.
+__global__ void tc_gate_backward_kernel(float* dz,            // (N,E)
+                                        const float* dprobs,  // (N,E)
+                                        const float* probs,   // (N,E)
+                                        int N, int E, TcRouter rt) {
     int n = blockIdx.x * blockDim.x + threadIdx.x;
     if (n >= N) return;
     const float* pn = probs + (size_t)n * E;
     const float* dpn = dprobs + (size_t)n * E;
-    float dot = 0.0f;
-    for (int e = 0; e < E; e++) dot += pn[e] * dpn[e];
-    for (int e = 0; e < E; e++) dz[(size_t)n * E + e] = pn[e] * (dpn[e] - dot);
+    float* dzn = dz + (size_t)n * E;
+    if (rt.kind == ROUTER_SOFTMAX) {
+        float dot = 0.0f;
+        for (int e = 0; e < E; e++) dot += pn[e] * dpn[e];
+        for (int e = 0; e < E; e++) dzn[e] = pn[e] * (dpn[e] - dot);
+    } else if (rt.kind == ROUTER_THRESHOLD) {
+        for (int e = 0; e < E; e++) dzn[e] = dpn[e] * pn[e] * (1.0f - pn[e]) / rt.tau;
+    } else {
+        for (int e = 0; e < E; e++) dzn[e] = 0.0f;
+    }
 }
 
 inline void token_choice_forward(float* out,        // (N,C)
                                  float* z,          // (N,E) router logits
-                                 float* probs,      // (N,E) softmax over the experts
-                                 float* route,      // (N,k) expert of the r-th choice
-                                 float* slot,       // (N,k) its row in the expert's buffer; -1 dropped
+                                 float* probs,      // (N,E) gates
+                                 float* route,      // (N,k) expert of the r-th choice; -1 none
+                                 float* slot,       // (N,k) its row in the expert's buffer; -1 dropped or none
                                  float* load,       // (E) tokens each expert took
                                  float* first,      // (E) f_e: share of first choices
                                  float* aux,        // (1) load-balancing loss
@@ -225,14 +246,17 @@ inline void token_choice_forward(float* out,        // (N,C)
                                  const float* wc,   // (E,C)
                                  const float* w1,   // (E,f,C)
                                  const float* w2,   // (E,C,f)
-                                 int N, int C, int E, int f, int k, int cap) {
+                                 int N, int C, int E, int f, int k, int cap,
+                                 const float* bc = nullptr,  // (E) threshold routers
+                                 TcRouter rt = {}) {
     const long long capC = (long long)cap * C, capf = (long long)cap * f;
-    matmul_forward(z, inp, wc, nullptr, N, 1, C, E);
-    tc_route_kernel<<<ceil_div(N, 128), 128>>>(probs, route, z, N, E, k);
+    const bool soft = rt.kind == ROUTER_SOFTMAX;
+    matmul_forward(z, inp, wc, soft ? nullptr : bc, N, 1, C, E);
+    tc_route_kernel<<<ceil_div(N, 128), 128>>>(probs, route, slot, z, N, E, k, rt);
     CUDA_CHECK_LAUNCH();
     tc_dispatch_kernel<<<E, 1024>>>(slot, load, route, N, k, cap);
     CUDA_CHECK_LAUNCH();
-    tc_aux_kernel<<<1, 256, E * sizeof(float)>>>(first, aux, probs, route, N, E, k);
+    tc_aux_kernel<<<1, 256, E * sizeof(float)>>>(first, aux, probs, route, N, E, k, soft);
     CUDA_CHECK_LAUNCH();
     CUDA_CHECK(cudaMemset(xin, 0, (size_t)E * capC * sizeof(float)));  // rows no token took stay zero
     tc_gather_kernel<<<grid_for((size_t)N * k * C, 256), 256>>>(xin, inp, route, slot, N, C, k, cap);
@@ -254,9 +278,12 @@ inline void token_choice_backward(float* dinp, float* dwc, float* dw1, float* dw
                                   const float* first,                                    // (E)
                                   const float* xin, const float* pre, const float* act, const float* yout,
                                   const float* wc, const float* w1, const float* w2, int N, int C, int E, int f,
-                                  int k, int cap) {
+                                  int k, int cap,
+                                  float* dbc = nullptr,  // (E) threshold routers
+                                  TcRouter rt = {}) {
     const long long capC = (long long)cap * C, capf = (long long)cap * f;
-    tc_dprobs_init_kernel<<<grid_for((size_t)N * E, 256), 256>>>(dprobs, first, daux, N, E);
+    const bool soft = rt.kind == ROUTER_SOFTMAX;
+    tc_dprobs_init_kernel<<<grid_for((size_t)N * E, 256), 256>>>(dprobs, first, daux, N, E, soft);
     CUDA_CHECK_LAUNCH();
     CUDA_CHECK(cudaMemset(dyout, 0, (size_t)E * capC * sizeof(float)));
     tc_combine_backward_kernel<<<ceil_div((size_t)N * k, 8), 256>>>(dyout, dprobs, dout, yout, probs, route, slot,
@@ -271,9 +298,9 @@ inline void token_choice_backward(float* dinp, float* dwc, float* dw1, float* dw
     gemm(false, false, cap, C, f, 1.0f, dpre, f, capf, w1, C, (long long)f * C, 0.0f, dxin, C, capC, E);
     tc_scatter_backward_kernel<<<grid_for((size_t)N * C, 256), 256>>>(dinp, dxin, route, slot, N, C, k, cap);
     CUDA_CHECK_LAUNCH();
-    tc_softmax_backward_kernel<<<ceil_div(N, 128), 128>>>(dz, dprobs, probs, N, E);
+    tc_gate_backward_kernel<<<ceil_div(N, 128), 128>>>(dz, dprobs, probs, N, E, rt);
     CUDA_CHECK_LAUNCH();
-    matmul_backward(dinp, dwc, nullptr, dz, inp, wc, N, 1, C, E);
+    matmul_backward(dinp, dwc, soft ? nullptr : dbc, dz, inp, wc, N, 1, C, E);
 }
 
 // TOKEN_CHOICE as a block's feed-forward layer (common/layout.h, TokenChoiceFfn).
@@ -281,7 +308,7 @@ inline void ffn_kind_forward(TokenChoiceFfn, float* out, const float* inp, const
                              LayerActs<float>& a, int B, int T, const Config& c, const FfnMode& mode) {
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, mode.decoding);
     token_choice_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.p, a.a, a.y, inp, w.wc, w.w1,
-                         w.w2, N, c.C, c.E, c.f, c.topk, cap);
+                         w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc, tc_router(c));
 }
 
 inline void ffn_kind_backward(TokenChoiceFfn, float* dinp, LayerWeights<float>& dw, LayerActs<float>& da,
@@ -290,7 +317,7 @@ inline void ffn_kind_backward(TokenChoiceFfn, float* dinp, LayerWeights<float>& 
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, false);
     token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp, a.m,
                           a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.topk,
-                          cap);
+                          cap, dw.bc, tc_router(c));
 }
 
 }  // namespace gpu

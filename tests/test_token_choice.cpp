@@ -32,15 +32,17 @@ using Vec = std::vector<double>;
 // One TOKEN_CHOICE layer's tensors, in double.
 struct TcLayer {
     int N, C, E, f, k, cap;
-    Vec inp, wc, w1, w2;
+    TcRouter rt;
+    Vec inp, wc, bc, w1, w2;
     Vec out, z, probs, route, slot, load, first, aux, xin, pre, act, yout;
-    TcLayer(int N_, int C_, int E_, int f_, int k_, double cf, uint64_t seed)
-        : N(N_), C(C_), E(E_), f(f_), k(k_), cap((int)std::ceil(cf * k_ * N_ / E_)) {
+    TcLayer(int N_, int C_, int E_, int f_, int k_, double cf, uint64_t seed, TcRouter rt_ = {})
+        : N(N_), C(C_), E(E_), f(f_), k(k_), cap((int)std::ceil(cf * k_ * N_ / E_)), rt(rt_) {
         TestRng r(seed);
         inp = r.doubles((size_t)N * C);
         wc = r.doubles((size_t)E * C, 1.5);
         w1 = r.doubles((size_t)E * f * C, 0.8);
         w2 = r.doubles((size_t)E * C * f, 0.8);
+        bc = r.doubles((size_t)E, 0.5);  // read by the threshold routers only
         out.assign((size_t)N * C, 0);
         z.assign((size_t)N * E, 0);
         probs = z;
@@ -57,27 +59,34 @@ struct TcLayer {
     void forward() {
         token_choice_forward(out.data(), z.data(), probs.data(), route.data(), slot.data(), load.data(), first.data(),
                              aux.data(), xin.data(), pre.data(), act.data(), yout.data(), inp.data(), wc.data(),
-                             w1.data(), w2.data(), N, C, E, f, k, cap);
+                             w1.data(), w2.data(), N, C, E, f, k, cap, bc.data(), rt);
     }
     // the smallest gap between consecutive probabilities of a token around its
-    // k-th choice: perturbations below it leave the routing as it is
+    // k-th choice (threshold routers: between consecutive logits, and between
+    // a logit and the threshold 0): perturbations below it leave the routing
+    // as it is
     double routing_margin() const {
         double margin = 1e300;
         for (int n = 0; n < N; n++) {
-            Vec p(probs.begin() + (size_t)n * E, probs.begin() + (size_t)(n + 1) * E);
+            Vec p((rt.kind == ROUTER_SOFTMAX ? probs : z).begin() + (size_t)n * E,
+                  (rt.kind == ROUTER_SOFTMAX ? probs : z).begin() + (size_t)(n + 1) * E);
             std::sort(p.rbegin(), p.rend());
             for (int r = 0; r < k && r + 1 < E; r++) margin = std::min(margin, p[r] - p[r + 1]);
+            if (rt.kind != ROUTER_SOFTMAX)
+                for (double x : p) margin = std::min(margin, std::abs(x));
         }
         return margin;
     }
+    size_t unrouted() const { return (size_t)std::count(route.begin(), route.end(), -1.0); }
     size_t dropped() const { return (size_t)std::count(slot.begin(), slot.end(), -1.0); }
 };
 
 // A layer at a point away from routing ties: seeds are tried until every
 // token's choices stand apart by more than 1e-3.
-static TcLayer layer_away_from_ties(int N, int C, int E, int f, int k, double cf, uint64_t seed) {
+static TcLayer layer_away_from_ties(int N, int C, int E, int f, int k, double cf, uint64_t seed,
+                                    TcRouter rt = {}) {
     for (uint64_t s = seed;; s++) {
-        TcLayer L(N, C, E, f, k, cf, s);
+        TcLayer L(N, C, E, f, k, cf, s, rt);
         L.forward();
         if (L.routing_margin() > 1e-3) return L;
     }
@@ -113,6 +122,80 @@ TEST_CASE("token-choice backward matches finite differences, routing fixed, aux 
         CHECK_GRAD("w1", loss, L.w1, dw1);
         CHECK_GRAD("w2", loss, L.w2, dw2);
     }
+}
+
+// The threshold routers (cpu/token_choice.h): expert e fires when
+// z + bc >= 0, gate sigmoid((z + bc) / tau) or 1. Mutations caught: the
+// sigmoid's derivative without 1/tau, the bias gradient left out, the gate-one
+// router passing a gradient, a choice below the threshold dispatched.
+TEST_CASE("threshold routers: backward matches finite differences, bias included, routing fixed") {
+    struct Case { TcRouter rt; int k; double cf; const char* what; };
+    for (Case cs : {Case{{ROUTER_THRESHOLD, 0.7f}, 2, 4.0, "sigmoid gate, k 2, nothing dropped"},
+                    Case{{ROUTER_THRESHOLD, 0.3f}, 3, 0.5, "sigmoid gate, k 3, drops"},
+                    Case{{ROUTER_THRESHOLD_ONE, 1.0f}, 2, 4.0, "gate 1, k 2"}}) {
+        INFO(cs.what);
+        TcLayer L = layer_away_from_ties(12, 6, 4, 5, cs.k, cs.cf, 700, cs.rt);
+        CHECK(L.unrouted() > 0);  // some choices fall below the threshold
+        CHECK(L.unrouted() < L.route.size());
+        if (cs.cf < 1) CHECK(L.dropped() > L.unrouted());  // and some are dropped for capacity
+        for (int n = 0; n < L.N; n++)  // every choice made clears the threshold; the gates are as defined
+            for (int r = 0; r < L.k; r++) {
+                int e = (int)L.route[(size_t)n * L.k + r];
+                if (e < 0) continue;
+                double z = L.z[(size_t)n * L.E + e];
+                CHECK(z >= 0);
+                double g = cs.rt.kind == ROUTER_THRESHOLD ? 1 / (1 + std::exp(-z / (double)cs.rt.tau)) : 1.0;
+                CHECK(L.probs[(size_t)n * L.E + e] == doctest::Approx(g).epsilon(1e-14));
+            }
+        CHECK(L.aux[0] == 0.0);  // no load-balancing loss
+        TestRng r(8);
+        const Vec R = r.doubles(L.out.size());
+        auto loss = [&] {
+            L.forward();
+            double v = 0;
+            for (size_t i = 0; i < R.size(); i++) v += L.out[i] * R[i];
+            return v;
+        };
+        loss();
+        Vec dinp(L.inp.size(), 0), dwc(L.wc.size(), 0), dbc(L.bc.size(), 0), dw1(L.w1.size(), 0),
+            dw2(L.w2.size(), 0);
+        Vec dz(L.z.size()), dprobs(L.z.size()), dxin(L.xin.size()), dpre(L.pre.size()), dact(L.pre.size()),
+            dyout(L.xin.size()), daux = {0.9};  // ignored: no aux loss
+        token_choice_backward(dinp.data(), dwc.data(), dw1.data(), dw2.data(), dz.data(), dprobs.data(), dxin.data(),
+                              dpre.data(), dact.data(), dyout.data(), daux.data(), R.data(), L.inp.data(),
+                              L.probs.data(), L.route.data(), L.slot.data(), L.first.data(), L.xin.data(),
+                              L.pre.data(), L.act.data(), L.yout.data(), L.wc.data(), L.w1.data(), L.w2.data(), L.N,
+                              L.C, L.E, L.f, L.k, L.cap, dbc.data(), L.rt);
+        CHECK_GRAD("inp", loss, L.inp, dinp);
+        CHECK_GRAD("w1", loss, L.w1, dw1);
+        CHECK_GRAD("w2", loss, L.w2, dw2);
+        if (cs.rt.kind == ROUTER_THRESHOLD_ONE) {  // gate 1: the router learns nothing (nor does the loss move)
+            CHECK(max_abs(dwc) == 0.0);
+            CHECK(max_abs(dbc) == 0.0);
+        } else {
+            CHECK_GRAD("wc", loss, L.wc, dwc);
+            CHECK_GRAD("bc", loss, L.bc, dbc);
+        }
+    }
+}
+
+// Six tokens in C = 2 with the router wc = I and thresholds bc = (-1, -2):
+// expert 0 fires where x0 >= 1, expert 1 where x1 >= 2.
+TEST_CASE("threshold router: the choices, their order and capacity, worked out by hand") {
+    TcLayer L(6, 2, 2, 3, 2, 1.0, 1, {ROUTER_THRESHOLD_ONE, 1.0f});
+    L.inp = {2, 0, 3, 1, 0, 2, 1.5, 0, 4, 3, 0, 1};
+    L.wc = {1, 0, 0, 1};
+    L.bc = {-1, -2};
+    L.cap = 3;
+    L.forward();
+    // shifted logits: (1,-2) (2,-1) (-1,0) (0.5,-2) (3,1) (-1,-1); k 2, the larger first
+    CHECK(L.route == Vec{0, -1, 0, -1, 1, -1, 0, -1, 0, 1, -1, -1});
+    // r = 1: expert 0 <- tokens 0, 1, 3 (slots 0-2), 4 finds it full; expert 1 <- 2; r = 2: token 4 -> expert 1
+    CHECK(L.slot == Vec{0, -1, 1, -1, 0, -1, 2, -1, -1, 1, -1, -1});
+    CHECK(L.load == Vec{3, 2});
+    CHECK(L.aux[0] == 0.0);
+    for (int c = 0; c < 2; c++) CHECK(L.out[5 * 2 + c] == 0.0);          // token 5 fires no expert
+    for (int c = 0; c < 2; c++) CHECK(L.out[c] == L.yout[c]);             // gate 1
 }
 
 TEST_CASE("the aux loss alone: its gradient flows through P_e only") {
@@ -193,17 +276,19 @@ TEST_CASE("capacity and the order of dispatch, worked out by hand") {
 }
 
 TEST_CASE("the batched form equals the plain loops, forward and backward, at odd shapes") {
-    struct Shape { int N, C, E, f, k; double cf; };
-    for (Shape s : {Shape{13, 7, 5, 9, 1, 1.25}, Shape{17, 11, 4, 6, 2, 0.6}, Shape{9, 5, 3, 4, 3, 2.0},
-                    Shape{1, 3, 2, 5, 1, 1.0}}) {
-        INFO("N " << s.N << " C " << s.C << " E " << s.E << " f " << s.f << " k " << s.k << " cf " << s.cf);
-        TcLayer plain(s.N, s.C, s.E, s.f, s.k, s.cf, 500 + s.N), fastL = plain;
+    struct Shape { int N, C, E, f, k; double cf; TcRouter rt; };
+    for (Shape s : {Shape{13, 7, 5, 9, 1, 1.25, {}}, Shape{17, 11, 4, 6, 2, 0.6, {}}, Shape{9, 5, 3, 4, 3, 2.0, {}},
+                    Shape{1, 3, 2, 5, 1, 1.0, {}}, Shape{17, 11, 5, 6, 3, 0.6, {ROUTER_THRESHOLD, 0.4f}},
+                    Shape{13, 7, 4, 9, 2, 1.0, {ROUTER_THRESHOLD_ONE, 1.0f}}}) {
+        INFO("N " << s.N << " C " << s.C << " E " << s.E << " f " << s.f << " k " << s.k << " cf " << s.cf
+                  << " router " << s.rt.kind);
+        TcLayer plain(s.N, s.C, s.E, s.f, s.k, s.cf, 500 + s.N, s.rt), fastL = plain;
         plain.forward();
         fast::token_choice_forward(fastL.out.data(), fastL.z.data(), fastL.probs.data(), fastL.route.data(),
                                    fastL.slot.data(), fastL.load.data(), fastL.first.data(), fastL.aux.data(),
                                    fastL.xin.data(), fastL.pre.data(), fastL.act.data(), fastL.yout.data(),
                                    fastL.inp.data(), fastL.wc.data(), fastL.w1.data(), fastL.w2.data(), s.N, s.C, s.E,
-                                   s.f, s.k, fastL.cap);
+                                   s.f, s.k, fastL.cap, fastL.bc.data(), s.rt);
         CHECK(fastL.route == plain.route);
         CHECK(fastL.slot == plain.slot);
         for (auto [got, want, what] : {std::tuple{&fastL.out, &plain.out, "out"}, {&fastL.yout, &plain.yout, "yout"},
@@ -211,11 +296,12 @@ TEST_CASE("the batched form equals the plain loops, forward and backward, at odd
             check_close(*got, *want, scaled_tol(1e-12, *want), what);
         TestRng r(9);
         Vec dout = r.doubles(plain.out.size()), daux = {0.3};
-        struct Grads { Vec dinp, dwc, dw1, dw2, dz, dp, dxin, dpre, dact, dy; };
+        struct Grads { Vec dinp, dwc, dw1, dw2, dz, dp, dxin, dpre, dact, dy, dbc; };
         auto grads = [&](const TcLayer& L) {
             return Grads{Vec(L.inp.size(), 0.5), Vec(L.wc.size(), -0.25), Vec(L.w1.size(), 0.125),
                          Vec(L.w2.size(), 0.0), Vec(L.z.size(), NAN), Vec(L.z.size(), NAN), Vec(L.xin.size(), NAN),
-                         Vec(L.pre.size(), NAN), Vec(L.pre.size(), NAN), Vec(L.xin.size(), NAN)};
+                         Vec(L.pre.size(), NAN), Vec(L.pre.size(), NAN), Vec(L.xin.size(), NAN),
+                         Vec(L.bc.size(), 0.25)};
         };
         Grads gp = grads(plain), gf = grads(fastL);
         token_choice_backward(gp.dinp.data(), gp.dwc.data(), gp.dw1.data(), gp.dw2.data(), gp.dz.data(),
@@ -223,14 +309,16 @@ TEST_CASE("the batched form equals the plain loops, forward and backward, at odd
                               dout.data(), plain.inp.data(), plain.probs.data(), plain.route.data(),
                               plain.slot.data(), plain.first.data(), plain.xin.data(), plain.pre.data(),
                               plain.act.data(), plain.yout.data(), plain.wc.data(), plain.w1.data(),
-                              plain.w2.data(), s.N, s.C, s.E, s.f, s.k, plain.cap);
+                              plain.w2.data(), s.N, s.C, s.E, s.f, s.k, plain.cap, gp.dbc.data(), s.rt);
         fast::token_choice_backward(gf.dinp.data(), gf.dwc.data(), gf.dw1.data(), gf.dw2.data(), gf.dz.data(),
                                     gf.dp.data(), gf.dxin.data(), gf.dpre.data(), gf.dact.data(), gf.dy.data(),
                                     daux.data(), dout.data(), fastL.inp.data(), fastL.probs.data(),
                                     fastL.route.data(), fastL.slot.data(), fastL.first.data(), fastL.xin.data(),
                                     fastL.pre.data(), fastL.act.data(), fastL.yout.data(), fastL.wc.data(),
-                                    fastL.w1.data(), fastL.w2.data(), s.N, s.C, s.E, s.f, s.k, fastL.cap);
+                                    fastL.w1.data(), fastL.w2.data(), s.N, s.C, s.E, s.f, s.k, fastL.cap, gf.dbc.data(),
+                                    s.rt);
         for (auto [got, want, what] : {std::tuple{&gf.dinp, &gp.dinp, "dinp"}, {&gf.dwc, &gp.dwc, "dwc"},
+                                       {&gf.dbc, &gp.dbc, "dbc"},
                                        {&gf.dw1, &gp.dw1, "dw1"}, {&gf.dw2, &gp.dw2, "dw2"}, {&gf.dz, &gp.dz, "dz"},
                                        {&gf.dy, &gp.dy, "dyout"}, {&gf.dxin, &gp.dxin, "dxin"}})
             check_close(*got, *want, scaled_tol(1e-12, *want), what);
@@ -278,6 +366,48 @@ TEST_CASE("a model with TOKEN_CHOICE layers: every gradient matches finite diffe
     }
 }
 
+TEST_CASE("a model with threshold-routed TOKEN_CHOICE layers: every gradient matches finite differences") {
+    for (int router : {ROUTER_THRESHOLD, ROUTER_THRESHOLD_ONE}) {
+        Config c = make_config(11, 8, 2, 8, 16, 4, 2, 8, 1.0f, {MOT, TOKEN_CHOICE}, 2, 4.0f);
+        c.router = router;
+        c.router_tau = 0.6f;
+        INFO("router " << router_name(router));
+        const int B = 4, T = 5;
+        TestRng r(3);
+        std::vector<int> inp = r.tokens(B * T, c.V), tgt = r.tokens(B * T, c.V);
+        GPT<double> model;
+        for (uint64_t seed = 40;; seed++) {  // away from ties and from the thresholds
+            build_random(&model, c, seed, 0.5);
+            gpt_forward(&model, inp.data(), tgt.data(), B, T);
+            double margin = 1e300;
+            const double* z = model.acts.layer[1].z;
+            for (int n = 0; n < B * T; n++) {
+                Vec p(z + (size_t)n * c.E, z + (size_t)(n + 1) * c.E);
+                std::sort(p.rbegin(), p.rend());
+                for (int q = 0; q + 1 < c.E; q++) margin = std::min(margin, p[q] - p[q + 1]);
+                for (double x : p) margin = std::min(margin, std::abs(x));
+            }
+            if (margin > 1e-3) break;
+        }
+        gpt_zero_grad(&model);
+        gpt_backward(&model);
+        Vec analytic = model.grads_memory;
+        auto loss = [&] {
+            gpt_forward(&model, inp.data(), tgt.data(), B, T);
+            return model.mean_loss;
+        };
+        bool has_bc = false;
+        for (const TensorSpec& s : param_specs(c)) {
+            has_bc |= s.name == "h1.bc";
+            GradCheckResult g = gradcheck(loss, model.params_memory.data() + s.offset, s.numel,
+                                          analytic.data() + s.offset);
+            INFO("gradient of " << s.name << ": worst rel err " << g.worst << " at [" << g.worst_i << "]");
+            CHECK(g.worst < 1e-6);
+        }
+        CHECK(has_bc);
+    }
+}
+
 TEST_CASE("checkpoints with kinds 0, 1 and 2 round-trip bit-exactly; bad headers are refused") {
     Config c = make_config(37, 8, 2, 16, 32, 4, 2, 16, 0.75f, {DENSE, MOT, TOKEN_CHOICE}, 2, 0.8f);
     GPT<float> m;
@@ -309,6 +439,33 @@ TEST_CASE("checkpoints with kinds 0, 1 and 2 round-trip bit-exactly; bad headers
         }, {"build/tc_bad.ckpt", needle});
     }
     (void)zero;
+    // a threshold router's kind and gate temperature round-trip; a bad kind or temperature is refused
+    Config t = c;
+    t.router = ROUTER_THRESHOLD;
+    t.router_tau = 0.25f;
+    GPT<float> mt;
+    build_random(&mt, t, 6, 0.3);
+    checkpoint_save(path, t, mt.params_memory.data());
+    checkpoint_load(path, &back, &params);
+    CHECK(back.router == ROUTER_THRESHOLD);
+    CHECK(back.router_tau == 0.25f);
+    CHECK(params == mt.params_memory);
+    CHECK(num_params(t) == num_params(c) + (size_t)c.E);  // one bias per expert
+    std::string good_t = read_file(path);
+    float big = 1e-45f;  // subnormal
+    for (auto [offset, value, needle] :
+         {std::tuple{4 * 16, std::string("\x03\0\0\0", 4), "router kind 3"},
+          {4 * 17, std::string((const char*)&negative, 4), "router temperature"},
+          {4 * 17, std::string((const char*)&big, 4), "router temperature"}}) {
+        std::string bad = good_t;
+        bad.replace(offset, 4, value);
+        write_bytes("build/tc_bad.ckpt", bad);
+        expect_throw([] {
+            Config k;
+            std::vector<float> p;
+            checkpoint_load("build/tc_bad.ckpt", &k, &p);
+        }, {"build/tc_bad.ckpt", needle});
+    }
 }
 
 TEST_CASE("discrete MoT: one-hot mixing at the argmax; at a sharp controller it equals soft MoT at low tau") {

@@ -202,11 +202,13 @@ inline void model_set_mot_discrete(Model* m, bool on) {
 }
 
 // How a TOKEN_CHOICE layer routed the last forward: the share of choices
-// dropped for capacity, and the smallest and largest share of the
-// dispatched tokens one expert took.
+// dropped for capacity (of those made: a threshold router makes only the
+// choices above its thresholds), the smallest and largest share of the
+// dispatched tokens one expert took, and the experts run per token.
 struct RouterStats {
     int layer;
     double dropped, min_share, max_share;
+    double per_token;  // experts that ran per token (dispatched choices / tokens)
 };
 
 inline std::vector<RouterStats> model_router_stats(Model* m) {
@@ -216,21 +218,34 @@ inline std::vector<RouterStats> model_router_stats(Model* m) {
         if (c.kinds[l] != TOKEN_CHOICE) continue;
         std::vector<float> load(c.E);
         int N = 0;
+        const float* route = nullptr;  // (N,k) the choices; -1 where a threshold router made none
+        std::vector<float> route_host;
 #ifdef __CUDACC__
         if (m->on_gpu) {
-            CUDA_CHECK(cudaMemcpy(load.data(), m->gpu.acts.layer[l].load, c.E * sizeof(float), cudaMemcpyDeviceToHost));
             N = m->gpu.B * m->gpu.T;
+            CUDA_CHECK(cudaMemcpy(load.data(), m->gpu.acts.layer[l].load, c.E * sizeof(float), cudaMemcpyDeviceToHost));
+            if (c.router != ROUTER_SOFTMAX) {
+                route_host.resize((size_t)N * c.topk);
+                CUDA_CHECK(cudaMemcpy(route_host.data(), m->gpu.acts.layer[l].route, route_host.size() * sizeof(float),
+                                      cudaMemcpyDeviceToHost));
+                route = route_host.data();
+            }
         }
 #endif
         if (!m->on_gpu) {
             std::copy(m->cpu.acts.layer[l].load, m->cpu.acts.layer[l].load + c.E, load.begin());
             N = m->cpu.B * m->cpu.T;
+            route = m->cpu.acts.layer[l].route;
         }
         double taken = 0, lo = 1e300, hi = 0;
         for (float x : load) taken += x, lo = std::min(lo, (double)x), hi = std::max(hi, (double)x);
         double choices = (double)N * c.topk;
+        if (c.router != ROUTER_SOFTMAX) {
+            choices = 0;
+            for (size_t i = 0; i < (size_t)N * c.topk; i++) choices += route[i] >= 0;
+        }
         stats.push_back({l, choices > 0 ? 1 - taken / choices : 0, taken > 0 ? lo / taken : 0,
-                         taken > 0 ? hi / taken : 0});
+                         taken > 0 ? hi / taken : 0, N > 0 ? taken / N : 0});
     }
     return stats;
 }

@@ -36,6 +36,9 @@ struct Options {
     float capacity_factor = 1.25f;  // TOKEN_CHOICE: cf
     float aux_loss = 0.01f;         // TOKEN_CHOICE: weight of the load-balancing loss
     std::string transition;         // with --load: "token-choice" turns MOT layers into TOKEN_CHOICE
+    std::string router;             // TOKEN_CHOICE: softmax, threshold or threshold-one; "": softmax, a transition threshold
+    float router_temperature = 0;   // threshold router's gate temperature; 0: a transition's MoT tau, else 1
+    int calibration_batches = 4;    // transition to a threshold router: training batches that set the thresholds
     // optimization
     int steps = 750, warmup = 50;
     float lr = 3e-3f, lr_min_frac = 0.1f, wd = 0.1f, grad_clip = 1.0f;
@@ -136,6 +139,9 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--topk", o->topk, "token-choice: experts each token chooses (k)")->check(CLI::Range(1, 1 << 16));
     app.add_option("--capacity-factor", o->capacity_factor, "token-choice: an expert takes up to cf*k*N/E of N tokens")->check(CLI::Range(1e-6, 1e6))->check(FINITE);
     app.add_option("--aux-loss", o->aux_loss, "token-choice: weight of the load-balancing loss in the objective")->check(CLI::Range(0.0, 1e6))->check(FINITE);
+    app.add_option("--router", o->router, "token-choice router: softmax (top-k of a softmax over the experts), threshold (expert e fires when its logit + bias >= 0, gate sigmoid(./router-temperature)) or threshold-one (gate 1); default softmax, with --transition threshold")->check(CLI::IsMember({"softmax", "threshold", "threshold-one"}));
+    app.add_option("--router-temperature", o->router_temperature, "threshold router: the gate's temperature (0: with --transition the MoT model's tau, else 1)")->check(CLI::Range(0.0, 1e6))->check(FINITE);
+    app.add_option("--calibration-batches", o->calibration_batches, "--transition to a threshold router: training batches whose MoT controller logits set each expert's threshold")->check(CLI::Range(1, 1 << 16));
     app.add_option("--transition", o->transition, "with --load: turn every MoT layer into this kind (token-choice), same tensors, fresh optimizer")->check(CLI::IsMember({"token-choice"}));
     app.add_option("--load", o->load, "start from this checkpoint (its header sets the model shape)");
     app.add_option("--save", o->save, "write the final model to this checkpoint");
@@ -219,6 +225,12 @@ inline std::vector<int> layer_kinds(const Options& o) {
     }
 }
 
+inline int router_kind(const std::string& name) {
+    if (name == "threshold") return ROUTER_THRESHOLD;
+    if (name == "threshold-one") return ROUTER_THRESHOLD_ONE;
+    return ROUTER_SOFTMAX;
+}
+
 inline Config config_from_options(const Options& o, int vocab) {
     Config c;
     c.V = vocab;
@@ -233,6 +245,8 @@ inline Config config_from_options(const Options& o, int vocab) {
     c.tau = o.temperature;
     c.topk = o.topk;
     c.capacity = o.capacity_factor;
+    c.router = router_kind(o.router.empty() ? "softmax" : o.router);
+    c.router_tau = o.router_temperature > 0 ? o.router_temperature : 1.0f;
     c.kinds = layer_kinds(o);
     if (has_kind(c, TOKEN_CHOICE) && c.topk > c.E) fail(strf("--topk %d is above --experts %d", c.topk, c.E));
     if (o.expert_size > 0) {
@@ -277,7 +291,9 @@ inline void note_ignored_model_options(const Options& o, const Config& c) {
         {"--experts", sparse && o.experts != c.E}, {"--group", any_mot && o.group != c.G},
         {"--expert-size", sparse && o.expert_size > 0 && o.expert_size != c.f},
         {"--temperature", any_mot && o.temperature != c.tau},
-        {"--topk", any_tc && o.topk != c.topk}, {"--capacity-factor", any_tc && o.capacity_factor != c.capacity}};
+        {"--topk", any_tc && o.topk != c.topk}, {"--capacity-factor", any_tc && o.capacity_factor != c.capacity},
+        {"--router", any_tc && !o.router.empty() && router_kind(o.router) != c.router},
+        {"--router-temperature", any_tc && o.router_temperature > 0 && o.router_temperature != c.router_tau}};
     for (const auto& opt : opts)
         if (given(o, opt.name) && opt.differs)
             std::printf("note: %s is ignored: the checkpoint's header sets the model's shape\n", opt.name);

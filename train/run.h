@@ -38,6 +38,7 @@
 #include "train/report.h"
 #include "train/state.h"
 #include "train/threads.h"
+#include "train/transition.h"
 
 // SIGINT (Ctrl-C) and SIGTERM (what schedulers and docker stop send): the
 // first asks the training loop to save a checkpoint and stop after the
@@ -59,6 +60,7 @@ struct TrainRun {
     const Tokenizer* tokp = nullptr;  // &tok, or null without a tokenizer
     Config c;
     Config before_transition;   // with --transition: the loaded MoT configuration
+    std::vector<float> mot_params;  // with --transition: the loaded MoT weights, until calibrated and reported
     std::vector<float> params;  // the starting weights, until the model holds them
     TrainState state;           // step, data position, moments; from the checkpoint with --resume
     DataLoader train_loader, val_loader;
@@ -133,22 +135,54 @@ inline void setup_data(TrainRun* r) {
     }
 }
 
-// Transition tuning (DESIGN.md section 2): every MOT layer of the loaded
+// Transition tuning (train/transition.h): every MOT layer of the loaded
 // model becomes a TOKEN_CHOICE layer holding the same wc, w1, w2, with
-// --topk and --capacity-factor; the optimizer starts fresh. The MoT
-// configuration is kept to measure the switch (transition_report).
+// --router (threshold unless given), --topk and --capacity-factor; the
+// optimizer starts fresh. A threshold router's k defaults to 2E/G (each
+// expert fires for 1/G of the tokens: E/G experts per token on average) and
+// its capacity factor to 1 (cap = 2N/G, twice an expert's expected load).
+// The MoT configuration and weights are kept to calibrate the thresholds and
+// measure the switch (transition_report).
 inline void transition_kinds(TrainRun* r) {
     const Options& o = r->o;
     if (!mixes_batch(r->c)) fail(strf("--transition %s: %s has no MoT layer", o.transition.c_str(), o.load.c_str()));
-    r->before_transition = r->c;
-    for (int& k : r->c.kinds)
-        if (k == MOT) k = TOKEN_CHOICE;
-    r->c.topk = o.topk;
-    r->c.capacity = o.capacity_factor;
-    if (r->c.topk > r->c.E) fail(strf("--topk %d is above the model's %d experts", r->c.topk, r->c.E));
+    if (has_kind(r->c, TOKEN_CHOICE))
+        fail(strf("--transition %s: %s already has token-choice layers, whose k, capacity and router would change; "
+                  "give a model whose sparse layers are all MoT",
+                  o.transition.c_str(), o.load.c_str()));
+    const Config& mot = r->c;
+    int router = router_kind(o.router.empty() ? "threshold" : o.router);
+    int topk = o.topk;
+    float cf = o.capacity_factor;
+    if (router != ROUTER_SOFTMAX) {
+        if (!given(o, "--topk")) topk = std::min(mot.E, std::max(1, 2 * mot.E / mot.G));
+        if (!given(o, "--capacity-factor")) cf = 1.0f;
+    }
+    if (topk > mot.E) fail(strf("--topk %d is above the model's %d experts", topk, mot.E));
+    r->before_transition = mot;
+    r->c = transition_config(mot, router, o.router_temperature, topk, cf);
     config_validate(r->c);
-    std::printf("transition: the MoT layers become token-choice layers (k %d, capacity factor %g), the same tensors\n",
-                r->c.topk, r->c.capacity);
+    r->mot_params.swap(r->params);
+    r->params = transition_params(r->before_transition, r->c, r->mot_params);
+    std::printf("transition: the MoT layers become token-choice layers (router %s, k %d, capacity factor %g%s), "
+                "the same tensors\n",
+                router_name(r->c.router), r->c.topk, r->c.capacity,
+                r->c.router == ROUTER_THRESHOLD ? strf(", gate temperature %g", r->c.router_tau).c_str() : "");
+}
+
+// A threshold router's thresholds, from the MoT model's controller logits on
+// the first --calibration-batches training batches (a copy of the loader:
+// the run's data position stays).
+inline void transition_calibrate(TrainRun* r) {
+    if (r->c.router == ROUTER_SOFTMAX) return;
+    std::vector<std::vector<float>> q = calibrate_thresholds(r->before_transition, r->mot_params, r->c, &r->params,
+                                                             r->train_loader, r->o.calibration_batches, r->B, r->T);
+    float lo = 1e30f, hi = -1e30f;
+    for (auto& ql : q)
+        for (float x : ql) lo = std::min(lo, x), hi = std::max(hi, x);
+    std::printf("transition: thresholds from %d training batches: each expert fires for the top 1/%d of its "
+                "controller logits (thresholds %.3f to %.3f)\n",
+                r->o.calibration_batches, r->before_transition.G, lo, hi);
 }
 
 // The configuration and starting weights: from the newest valid checkpoint
@@ -214,11 +248,11 @@ inline void setup_loaders(TrainRun* r) {
                   o.steps, (long long)s.step));
 }
 
-// Mean loss of a model with the run's starting weights on the batches the
-// run validates on (or its first training batch): for the loss at the switch.
-inline double loss_before_training(TrainRun* r, const Config& c) {
+// Mean loss of a model with the given weights on the batches the run
+// validates on (or its first training batch): for the loss at the switch.
+inline double loss_before_training(TrainRun* r, const Config& c, const std::vector<float>& params) {
     Model m;
-    model_build(&m, c, r->o.device, r->B, r->T, r->params.data());
+    model_build(&m, c, r->o.device, r->B, r->T, params.data());
     DataLoader loader = r->have_val ? r->val_loader : r->train_loader;  // a copy: the run's loaders stay put
     return evaluate(&m, &loader, r->have_val ? r->o.val_batches : 1);
 }
@@ -226,7 +260,9 @@ inline double loss_before_training(TrainRun* r, const Config& c) {
 // The loss right before the first update, with the MoT layers and after the
 // switch to token choice: the "spike at the switch". Printed and logged.
 inline void transition_report(TrainRun* r) {
-    double mot = loss_before_training(r, r->before_transition), tc = loss_before_training(r, r->c);
+    double mot = loss_before_training(r, r->before_transition, r->mot_params),
+           tc = loss_before_training(r, r->c, r->params);
+    std::vector<float>().swap(r->mot_params);
     std::printf("transition: loss before the first update on the %s: %.4f with the MoT layers, %.4f as token "
                 "choice\n",
                 r->have_val ? "validation batches" : "first training batch", mot, tc);
@@ -258,7 +294,10 @@ inline void setup_device(TrainRun* r) {
 #ifdef __CUDACC__
     if (o.device != "cpu" && gpu_available()) gpu_set_tf32(o.tf32);
 #endif
-    if (!r->before_transition.kinds.empty()) transition_report(r);
+    if (!r->before_transition.kinds.empty()) {
+        transition_calibrate(r);
+        transition_report(r);
+    }
     model_build(&r->model, c, o.device, r->B, r->T, r->params.data());
     model_set_aux_weight(&r->model, o.aux_loss);
     std::vector<float>().swap(r->params);
@@ -283,7 +322,12 @@ inline void setup_device(TrainRun* r) {
     int n_mot = count_kind(c, MOT), n_tc = count_kind(c, TOKEN_CHOICE);
     std::string kinds;
     if (n_mot) kinds += strf("%d MoT layers (E %d, G %d, f %d, tau %g), ", n_mot, c.E, c.G, c.f, c.tau);
-    if (n_tc) kinds += strf("%d token-choice layers (E %d, top-%d, f %d, capacity factor %g), ", n_tc, c.E, c.topk, c.f, c.capacity);
+    if (n_tc)
+        kinds += c.router == ROUTER_SOFTMAX
+                     ? strf("%d token-choice layers (E %d, top-%d, f %d, capacity factor %g), ", n_tc, c.E, c.topk, c.f,
+                            c.capacity)
+                     : strf("%d token-choice layers (E %d, %s router, at most %d per token, f %d, capacity factor %g), ",
+                            n_tc, c.E, router_name(c.router), c.topk, c.f, c.capacity);
     std::printf("model: L %d, C %d, NH %d, V %d, %s%d dense (d_ff %d), %.2fM parameters\n", c.L, c.C, c.NH, c.V,
                 kinds.c_str(), c.L - n_mot - n_tc, c.dff, num_params(c) / 1e6);
     const Dist& d = dist();
@@ -406,9 +450,10 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     double mfu = flops_per_step / (ms / 1000.0) / peak_flops / R;  // of the R devices' peak
     std::string sparse;  // TOKEN_CHOICE: the aux loss and the share of choices dropped (mean over the layers)
     if (!routing.empty()) {
-        double dropped = 0;
-        for (const RouterStats& st : routing) dropped += st.dropped / routing.size();
-        sparse = strf(" aux %.4f | dropped %.1f%% |", aux, 100 * dropped);
+        double dropped = 0, per_token = 0;
+        for (const RouterStats& st : routing) dropped += st.dropped / routing.size(), per_token += st.per_token / routing.size();
+        sparse = r->c.router == ROUTER_SOFTMAX ? strf(" aux %.4f | dropped %.1f%% |", aux, 100 * dropped)
+                                               : strf(" experts/token %.2f | dropped %.1f%% |", per_token, 100 * dropped);
     }
     std::string comm = R > 1 ? strf(" (%s %.1f ms)", parallel_sharded(r->par) ? "reduce-scatter, all-gather" : "all-reduce",
                                     r->par.comm_ms)
@@ -416,15 +461,17 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     std::printf("step %5d/%d | loss %.4f |%s norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s | MFU %.1f%%\n", step + 1,
                 o.steps, loss, sparse.c_str(), norm, lr, ms, comm.c_str(), tok_s, 100 * mfu);
     std::fflush(stdout);
-    std::vector<std::string> names;  // per TOKEN_CHOICE layer l: dropped_l, load_min_l, load_max_l
+    std::vector<std::string> names;  // per TOKEN_CHOICE layer l: dropped_l, load_min_l, load_max_l, experts_l
     for (const RouterStats& st : routing)
-        for (const char* what : {"dropped", "load_min", "load_max"}) names.push_back(strf("%s_%d", what, st.layer));
+        for (const char* what : {"dropped", "load_min", "load_max", "experts"})
+            names.push_back(strf("%s_%d", what, st.layer));
     std::vector<std::pair<const char*, double>> fields = {{"loss", loss}, {"lr", lr}, {"grad_norm", norm}};
     if (!routing.empty()) fields.push_back({"aux_loss", aux});
     for (size_t i = 0; i < routing.size(); i++) {
-        fields.push_back({names[3 * i].c_str(), routing[i].dropped});
-        fields.push_back({names[3 * i + 1].c_str(), routing[i].min_share});
-        fields.push_back({names[3 * i + 2].c_str(), routing[i].max_share});
+        fields.push_back({names[4 * i].c_str(), routing[i].dropped});
+        fields.push_back({names[4 * i + 1].c_str(), routing[i].min_share});
+        fields.push_back({names[4 * i + 2].c_str(), routing[i].max_share});
+        fields.push_back({names[4 * i + 3].c_str(), routing[i].per_token});
     }
     for (auto f : std::vector<std::pair<const char*, double>>{{"ms", ms}, {"tok_per_s", tok_s}, {"mfu", mfu},
                                                               {"threads", (double)threads}})
@@ -434,7 +481,8 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
 }
 
 // The log's first row: what ran. Layer counts per kind; E, G, f, tau for
-// MoT and token choice (topk, capacity factor for the latter).
+// MoT and token choice (topk, capacity factor, router and its gate
+// temperature for the latter).
 inline void log_run_header(TrainRun* r, double flops_per_step) {
     const Options& o = r->o;
     const Config& c = r->c;
@@ -447,6 +495,7 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
                              {"token_choice_layers", (double)count_kind(c, TOKEN_CHOICE)},
                              {"experts", (double)c.E}, {"group", (double)c.G}, {"expert_size", (double)c.f},
                              {"temperature", c.tau}, {"topk", (double)c.topk}, {"capacity_factor", c.capacity},
+                             {"router", (double)c.router}, {"router_temperature", c.router_tau},
                              {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)}});
 }
 

@@ -11,22 +11,28 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "../../common/layout.h"
 #include "../gelu.h"
 #include "../matmul.h"
 
 // Defined in cpu/token_choice.h, which includes this file first.
 template <typename real>
 void token_choice_route(real* z, real* probs, real* route, real* slot, real* load, real* first, real* aux,
-                        const real* inp, const real* wc, int N, int C, int E, int k, int cap);
+                        const real* inp, const real* wc, const real* bc, int N, int C, int E, int k, int cap,
+                        TcRouter rt);
+template <typename real>
+void token_choice_dgate_init(real* dprobs, const real* first, const real* daux, int N, int E, TcRouter rt);
+template <typename real>
+void token_choice_gate_backward(real* dz, const real* dprobs, const real* probs, int N, int E, TcRouter rt);
 
 namespace fast {
 
 template <typename real>
 void token_choice_forward(real* out,        // (N,C)
                           real* z,          // (N,E) router logits
-                          real* probs,      // (N,E) softmax over the experts
-                          real* route,      // (N,k) expert of the r-th choice
-                          real* slot,       // (N,k) its row in the expert's buffer; -1 dropped
+                          real* probs,      // (N,E) gates
+                          real* route,      // (N,k) expert of the r-th choice; -1 none
+                          real* slot,       // (N,k) its row in the expert's buffer; -1 dropped or none
                           real* load,       // (E) tokens each expert took
                           real* first,      // (E) f_e: share of first choices
                           real* aux,        // (1) load-balancing loss
@@ -38,8 +44,10 @@ void token_choice_forward(real* out,        // (N,C)
                           const real* wc,   // (E,C)
                           const real* w1,   // (E,f,C)
                           const real* w2,   // (E,C,f)
-                          int N, int C, int E, int f, int k, int cap) {
-    ::token_choice_route(z, probs, route, slot, load, first, aux, inp, wc, N, C, E, k, cap);
+                          int N, int C, int E, int f, int k, int cap,
+                          const real* bc = nullptr,  // (E) threshold routers
+                          TcRouter rt = {}) {
+    ::token_choice_route(z, probs, route, slot, load, first, aux, inp, wc, bc, N, C, E, k, cap, rt);
     const long long capC = (long long)cap * C, capf = (long long)cap * f;
     // gather: each dispatched choice copies its token into its row (rows are distinct)
     std::fill(xin, xin + (size_t)E * capC, real(0));
@@ -53,7 +61,7 @@ void token_choice_forward(real* out,        // (N,C)
     ::gemm(false, true, cap, f, C, real(1), xin, C, capC, w1, C, (long long)f * C, real(0), pre, f, capf, E);
     ::gelu_forward(act, pre, (size_t)E * capf);
     ::gemm(false, true, cap, C, f, real(1), act, f, capf, w2, f, (long long)C * f, real(0), yout, C, capC, E);
-    // combine: out_n = sum over the dispatched choices of p_n[e] yout[e,s]
+    // combine: out_n = sum over the dispatched choices of g_n[e] yout[e,s]
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         real* o = out + (size_t)n * C;
@@ -78,11 +86,9 @@ void token_choice_backward(real* dinp, real* dwc, real* dw1, real* dw2,     // (
                            const real* first,                               // (E)
                            const real* xin, const real* pre, const real* act, const real* yout,  // (E,cap,.)
                            const real* wc, const real* w1, const real* w2, int N, int C, int E, int f, int k,
-                           int cap) {
+                           int cap, real* dbc = nullptr, TcRouter rt = {}) {  // dbc (E): threshold routers
     const long long capC = (long long)cap * C, capf = (long long)cap * f;
-    // dp_n[e] starts with the load-balancing term: aux through P_e only
-    for (int n = 0; n < N; n++)
-        for (int e = 0; e < E; e++) dprobs[(size_t)n * E + e] = daux[0] * E * first[e] / N;
+    ::token_choice_dgate_init(dprobs, first, daux, N, E, rt);
     // combine backward: dyout rows of the dispatched choices, dp from each
     std::fill(dyout, dyout + (size_t)E * capC, real(0));
     #pragma omp parallel for
@@ -117,16 +123,9 @@ void token_choice_backward(real* dinp, real* dwc, real* dw1, real* dw2,     // (
             real* di = dinp + (size_t)n * C;
             for (int c = 0; c < C; c++) di[c] += dx[c];
         }
-    // softmax over the experts, then the router
-    #pragma omp parallel for
-    for (int n = 0; n < N; n++) {
-        const real* pn = probs + (size_t)n * E;
-        const real* dpn = dprobs + (size_t)n * E;
-        real dot = 0;
-        for (int e = 0; e < E; e++) dot += pn[e] * dpn[e];
-        for (int e = 0; e < E; e++) dz[(size_t)n * E + e] = pn[e] * (dpn[e] - dot);
-    }
-    ::matmul_backward(dinp, dwc, (real*)nullptr, dz, inp, wc, N, 1, C, E);
+    // the gates, then the router
+    ::token_choice_gate_backward(dz, dprobs, probs, N, E, rt);
+    ::matmul_backward(dinp, dwc, rt.kind == ROUTER_SOFTMAX ? (real*)nullptr : dbc, dz, inp, wc, N, 1, C, E);
 }
 
 }  // namespace fast
