@@ -267,6 +267,29 @@ const real* gpt_decode_step(GPT<real>* model, Decoder<real>* d, const int* token
     return a.logits;
 }
 
+// The mean cross-entropy of a batch (B,T) when every sequence is decoded
+// alone, one token at a time with the KV cache: what a sparse or dense model
+// scores serving one request. (A MoT model decodes G sequences at once.)
+template <typename real>
+double gpt_decode_loss(GPT<real>* model, const int* inputs, const int* targets, int B, int T) {
+    const Config& c = model->cfg;
+    if (mixes_batch(c))
+        fail(strf("decoding one sequence alone: the model has MoT layers, which mix %d sequences at once", c.G));
+    batch_validate(c, inputs, targets, B, T);
+    Decoder<real> d;
+    decoder_init(&d, c, 1);
+    double sum = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {  // the cache past t is stale, but attention reads positions <= t only
+            const real* lg = gpt_decode_step(model, &d, inputs + (size_t)b * T + t, t);
+            double maxv = lg[0], z = 0;
+            for (int v = 1; v < c.V; v++) maxv = std::max(maxv, (double)lg[v]);
+            for (int v = 0; v < c.V; v++) z += std::exp((double)lg[v] - maxv);
+            sum += maxv + std::log(z) - (double)lg[targets[(size_t)b * T + t]];
+        }
+    return sum / ((double)B * T);
+}
+
 // Generates n_seq sequences together (a multiple of G: MoT mixes them), each
 // starting with the same prompt tokens and continuing for len new tokens.
 // The model sees at most maxT positions: when a sequence fills them, the

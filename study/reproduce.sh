@@ -181,6 +181,24 @@ needs_checkpoint() {
     RETRAIN=1 STORE="" run "$name" "$size" "$family" "$phase" "$steps" $command
 }
 
+# decode_loss NAME: NAME.decode, the validation loss of NAME's model decoding
+# every sequence alone with the KV cache (on the CPU); kept in the store
+decode_loss() {
+    local name=$1
+    [[ -f $OUT/runs/$name.decode ]] && return 0
+    # the store's, when it holds this very run
+    if [[ -n $STORE && -f $STORE/$name.decode ]] && cmp -s "$STORE/$name.jsonl" "$OUT/runs/$name.jsonl"; then
+        cp "$STORE/$name.decode" "$OUT/runs/"
+        return 0
+    fi
+    [[ -f $OUT/runs/$name.ckpt ]] || return 0  # taken from the store without its model
+    "$TRAIN_MOT" eval --load "$OUT/runs/$name.ckpt" --data "$OUT/data/corpus_val_*.bin" --batch "$BATCH" --seq "$SEQ" \
+        --batches "$VAL_BATCHES" --decode > "$OUT/runs/$name.decode.out"
+    sed -n 's/.*: loss \([0-9.]*\) over.*/\1/p' "$OUT/runs/$name.decode.out" > "$OUT/runs/$name.decode"
+    [[ -n $STORE ]] && cp "$OUT/runs/$name.decode" "$STORE/"
+    return 0
+}
+
 # options of each family at a size with dense width d_ff (flop-matched: MoT's
 # f = d_ff * G / E is the default expert width)
 family_options() {
@@ -227,11 +245,20 @@ for size in $SIZES; do
     done
     run "$size-tc32" "$size" tc32 main "$steps" $shape $(family_options tc32 $dff) --lr "${LR[tc32]}"
 
-    # 3. transition tuning of the best MoT run, 10% more steps at token choice's rate
+    # 3. transition tuning of the best MoT run, 10% more steps at token choice's rate: the
+    # threshold router (the default), the same with gate 1, and top-1 of a softmax over the
+    # experts; then each routed model decoding every validation sequence alone
     best=$("$STUDY" best "$OUT/runs" "$size-mot")
     needs_checkpoint "$best"
-    FROM=$best run "$size-transition" "$size" transition main $(( steps / 10 )) --load "$OUT/runs/$best.ckpt" \
-        --transition token-choice --lr "${LR[tc32]}" --warmup $(( WARMUP / 4 ))
+    for router in threshold threshold-one softmax; do
+        name="$size-transition"
+        [[ $router == threshold ]] || name="$size-transition-$router"
+        extra=()
+        [[ $router == softmax ]] && extra=(--topk 1)
+        FROM=$best run "$name" "$size" transition main $(( steps / 10 )) --load "$OUT/runs/$best.ckpt" \
+            --transition token-choice --router "$router" "${extra[@]}" --lr "${LR[tc32]}" --warmup $(( WARMUP / 4 ))
+        decode_loss "$name"
+    done
 done
 
 # 4. the long runs: dense and the best MoT setting at three rates, token choice

@@ -5,7 +5,8 @@
 //   study best DIR PREFIX     the finished run DIR/PREFIX*.jsonl (main phase)
 //                             with the lowest final validation loss
 //   study report OUT          OUT/results.json, OUT/results.md and OUT/loss.png
-//                             from the runs in OUT/runs
+//                             from the runs in OUT/runs (and a transition's
+//                             NAME.decode: its loss decoding each sequence alone)
 //
 // A run is DIR/NAME.jsonl (its log: the first row describes the run, then a
 // row per step and per validation) with DIR/NAME.meta (size, family, phase,
@@ -63,7 +64,14 @@ struct RunLog {
     double train_seconds = 0, median_ms = 0;
     bool done = false;
     double loss_before_switch = NAN, loss_at_switch = NAN;  // a transition: its MoT model's loss, then routed
+    double decode_loss = NAN;  // NAME.decode: validation loss decoding each sequence alone (eval --decode)
     double final_val() const { return val.empty() ? NAN : val.back().loss; }
+    // the loss of the first validation at or after step (NaN: none)
+    double val_at(double step) const {
+        for (const ValPoint& v : val)
+            if (v.step >= step) return v.loss;
+        return NAN;
+    }
 };
 
 static RunLog read_run(const std::string& log_path) {
@@ -71,6 +79,7 @@ static RunLog read_run(const std::string& log_path) {
     std::string base = log_path.substr(0, log_path.rfind(".jsonl"));
     r.name = base.substr(base.find_last_of('/') + 1);
     r.done = file_exists(base + ".done");
+    if (file_exists(base + ".decode")) r.decode_loss = std::strtod(read_file(base + ".decode", "decode loss").c_str(), nullptr);
     if (file_exists(base + ".meta")) {
         std::string text = read_file(base + ".meta", "run description");
         size_t pos = 0;
@@ -199,6 +208,12 @@ static double seconds_to_reach(const RunLog& r, double target) {
 
 static double hv(const RunLog& r, const char* key) { return r.header.count(key) ? r.header.at(key) : NAN; }
 
+// a token-choice layer's router, from the run row (logs from before routers: softmax)
+static std::string router_of(const RunLog& r) {
+    double k = r.header.count("router") ? r.header.at("router") : 0;
+    return k == 1 ? "threshold" : k == 2 ? "threshold-one" : "softmax";
+}
+
 struct Size {
     std::string name;
     double dense_final = NAN;
@@ -256,6 +271,10 @@ static std::string results_json(const std::vector<RunLog>& runs, const std::vect
               ", \"final_val_loss\": " + json_num(r.final_val()) +
               ", \"loss_before_switch\": " + json_num(r.loss_before_switch) +
               ", \"loss_at_switch\": " + json_num(r.loss_at_switch) +
+              ", \"router\": " + (kind_of(r) == "token-choice" || kind_of(r) == "transition" ? json_str(router_of(r)) : "null") +
+              ", \"val_loss_after_2pct\": " + json_num(kind_of(r) == "transition" ? r.val_at(r.steps_done / 5.0) : NAN) +
+              ", \"val_loss_after_5pct\": " + json_num(kind_of(r) == "transition" ? r.val_at(r.steps_done / 2.0) : NAN) +
+              ", \"decode_val_loss\": " + json_num(r.decode_loss) +
               ", \"dense_final_val_loss\": " + json_num(z.dense_final) +
               ", \"steps_to_dense_final\": " + json_num(steps_to) +
               ", \"wall_clock_to_dense_final_s\": " + json_num(seconds_to, "%.4g") +
@@ -270,9 +289,9 @@ static std::string label_of(const RunLog& r) {
     std::string k = kind_of(r);
     if (k == "dense") return "dense";
     if (k == "transition")
-        return strf("transition of %s to token choice top-%g (validation loss %.3f, at the switch %.3f)",
-                    r.meta.count("from") ? r.meta.at("from").c_str() : "?", hv(r, "topk"), r.loss_before_switch,
-                    r.loss_at_switch);
+        return strf("transition of %s to token choice, %s router, k %g (validation loss %.3f, at the switch %.3f)",
+                    r.meta.count("from") ? r.meta.at("from").c_str() : "?", router_of(r).c_str(), hv(r, "topk"),
+                    r.loss_before_switch, r.loss_at_switch);
     if (k == "token-choice") return strf("token choice top-%g, E %g, f %g", hv(r, "topk"), hv(r, "experts"), hv(r, "expert_size"));
     return strf("MoT E %g G %g f %g, tau %g, %s", hv(r, "experts"), hv(r, "group"), hv(r, "expert_size"),
                 hv(r, "temperature"), layers_of(r).c_str());
@@ -286,10 +305,14 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
           "then, in minutes and as a fraction of the dense run's. Wall-clock: the sum of the training "
           "steps' times (no validation or checkpoints); ms/step: the median step.\n";
     for (const Size& z : sizes) {
-        std::vector<const RunLog*> main, grid;
-        for (const RunLog& r : runs)
-            if (r.meta.at("size") == z.name) (r.meta.at("phase") == "grid" ? grid : main).push_back(&r);
-        if (main.empty() && grid.empty()) continue;
+        std::vector<const RunLog*> main, grid, longr, trans;
+        for (const RunLog& r : runs) {
+            if (r.meta.at("size") != z.name) continue;
+            const std::string& ph = r.meta.at("phase");
+            (ph == "grid" ? grid : ph == "long" ? longr : main).push_back(&r);
+            if (kind_of(r) == "transition") trans.push_back(&r);
+        }
+        if (main.empty() && grid.empty() && longr.empty()) continue;
         const RunLog* any = main.empty() ? grid[0] : main[0];
         md += strf("\n## Size %s: %g layers, d_model %g, d_ff %g, T %g, %g tokens per step\n\n", z.name.c_str(),
                    hv(*any, "layers"), hv(*any, "d_model"), hv(*any, "d_ff"), hv(*any, "seq"), hv(*any, "tokens_per_step"));
@@ -313,11 +336,31 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
                        r->final_val(), r->final_val() - z.dense_final, to.c_str(), tto.c_str(), r->train_seconds / 60,
                        r->median_ms);
         }
+        if (!trans.empty()) {
+            md += strf("\nTransition tuning (%s): validation loss of the MoT model, of the routed model at the switch "
+                       "and after 2%%, 5%% and 10%% more steps (of the MoT run's), and of the routed model decoding "
+                       "each sequence alone (nothing dropped)\n\n| router | k | cf | before | at the switch | +2%% | +5%% | "
+                       "+10%% | decoded alone |\n|---|---|---|---|---|---|---|---|---|\n",
+                       z.name.c_str());
+            for (const RunLog* r : trans)
+                md += strf("| %s | %g | %g | %.4f | %.4f | %.4f | %.4f | %.4f | %s |\n", router_of(*r).c_str(),
+                           hv(*r, "topk"), hv(*r, "capacity_factor"), r->loss_before_switch, r->loss_at_switch,
+                           r->val_at(r->steps_done / 5.0), r->val_at(r->steps_done / 2.0), r->final_val(),
+                           std::isfinite(r->decode_loss) ? strf("%.4f", r->decode_loss).c_str() : "—");
+        }
         if (!grid.empty()) {
             md += strf("\nLearning-rate grid (%s, %d steps each): final validation loss\n\n| family | lr | final val loss |\n|---|---|---|\n",
                        z.name.c_str(), grid[0]->steps_done);
             for (const RunLog* r : grid)
                 md += strf("| %s | %g | %.4f |\n", r->meta.at("family").c_str(), hv(*r, "peak_lr"), r->final_val());
+        }
+        if (!longr.empty()) {
+            md += strf("\nLong runs (%s): validation loss along the way\n\n| run | lr | steps | at 250 | at 1000 | final |%s\n"
+                       "|---|---|---|---|---|---|\n",
+                       z.name.c_str(), "");
+            for (const RunLog* r : longr)
+                md += strf("| %s%s | %g | %d | %.4f | %.4f | %.4f |\n", label_of(*r).c_str(), r->done ? "" : " (unfinished)",
+                           hv(*r, "peak_lr"), r->steps_done, r->val_at(250), r->val_at(1000), r->final_val());
         }
     }
     return md;

@@ -32,16 +32,21 @@
 struct Kinds {
     const char* name;
     std::vector<int> kinds;
+    int router = ROUTER_SOFTMAX;  // of the token-choice layers
 };
 static const std::vector<Kinds> ALL_KINDS = {
     {"dense", {DENSE, DENSE}}, {"mot", {MOT, MOT}},          {"mixed", {DENSE, MOT}},
-    {"mixed2", {MOT, DENSE}},  {"token choice", {TOKEN_CHOICE, DENSE}}, {"mot and token choice", {MOT, TOKEN_CHOICE}}};
+    {"mixed2", {MOT, DENSE}},  {"token choice", {TOKEN_CHOICE, DENSE}}, {"mot and token choice", {MOT, TOKEN_CHOICE}},
+    {"token choice, threshold router", {TOKEN_CHOICE, TOKEN_CHOICE}, ROUTER_THRESHOLD}};
 
 // tiny_config, with a capacity factor at which token choice drops nothing
 // (cap = k N): then a full forward pass equals decoding, which never drops.
+// Threshold routers choose up to 2 experts.
 static Config kinds_config(const Kinds& k, float tau = 1.0f) {
     Config c = tiny_config(k.kinds, tau);
     c.capacity = (float)c.E;
+    c.router = k.router;
+    if (k.router != ROUTER_SOFTMAX) c.topk = 2, c.router_tau = 0.5f;
     return c;
 }
 
@@ -87,10 +92,46 @@ TEST_CASE("decode step logits equal the full forward's, position by position") {
             }
         }
     }
-    // a dense model decodes any number of sequences, including 1 and odd ones
+    // a dense model decodes any number of sequences, including 1 and odd ones; so does token choice
     Config dense = tiny_config({DENSE, DENSE});
     check_decode_vs_forward<double>(dense, 1, 3, 1e-12);
     check_decode_vs_forward<double>(dense, 3, 3, 1e-12);
+    for (const Kinds& k : ALL_KINDS)
+        if (!has_kind(kinds_config(k), MOT)) {
+            INFO(k.name, " B 1");
+            check_decode_vs_forward<double>(kinds_config(k), 1, 5, 1e-12);
+        }
+}
+
+// gpt_decode_loss (eval --decode): each sequence alone, token by token, gives
+// the full forward's loss when nothing is dropped, and another loss when the
+// full forward's capacity drops choices (decoding never drops).
+TEST_CASE("decoding each sequence alone scores the full forward's loss when nothing is dropped") {
+    const int B = 3, T = 8;
+    for (const Kinds& k : ALL_KINDS) {
+        Config c = kinds_config(k);
+        if (has_kind(c, MOT)) continue;
+        INFO(k.name);
+        GPT<double> m;
+        build_random(&m, c, 17, 0.6);
+        std::vector<int> inp = TestRng(18).tokens((size_t)B * T, c.V), tgt = TestRng(19).tokens((size_t)B * T, c.V);
+        gpt_forward(&m, inp.data(), tgt.data(), B, T);
+        double full = m.mean_loss;
+        CHECK(gpt_decode_loss(&m, inp.data(), tgt.data(), B, T) == doctest::Approx(full).epsilon(1e-12));
+        if (has_kind(c, TOKEN_CHOICE)) {  // a small capacity drops choices in the full forward only
+            Config small = c;
+            small.capacity = 0.3f;
+            GPT<double> ms;
+            build_random(&ms, small, 17, 0.6);
+            gpt_forward(&ms, inp.data(), tgt.data(), B, T);
+            CHECK(std::abs(ms.mean_loss - full) > 1e-6);
+            CHECK(gpt_decode_loss(&ms, inp.data(), tgt.data(), B, T) == doctest::Approx(full).epsilon(1e-12));
+        }
+    }
+    GPT<double> mot;
+    build_random(&mot, tiny_config({MOT, DENSE}), 1, 0.6);
+    std::vector<int> two(2 * T, 1);
+    expect_throw([&] { gpt_decode_loss(&mot, two.data(), two.data(), 2, T); }, {"MoT layers", "2 sequences"});
 }
 
 // ---------------------------------------------------------------------------

@@ -290,33 +290,41 @@ GPU_TEST("gpu discrete mot: one-hot mixing at the argmax over the group, as on t
 
 // A token-choice layer's inputs with every routing decision apart by more
 // than 1e-3 on the CPU, so that float rounding cannot route differently.
+// Threshold routers: the shifted logits apart from each other and from 0.
 struct TcCase {
     int N, C, E, f, k, cap;
-    std::vector<float> inp, wc, w1, w2;
+    std::vector<float> inp, wc, w1, w2, bc;
 };
 
-static TcCase tc_case(int N, int C, int E, int f, int k, double cf, uint64_t seed) {
+static TcCase tc_case(int N, int C, int E, int f, int k, double cf, uint64_t seed, TcRouter rt = {}) {
     for (;; seed++) {
         TestRng rng(seed);
         TcCase t{N, C, E, f, k, (int)std::ceil(cf * k * N / E), rng.floats((size_t)N * C),
-                 rng.floats((size_t)E * C, 1.5f), rng.floats((size_t)E * f * C, 0.3f), rng.floats((size_t)E * C * f, 0.3f)};
+                 rng.floats((size_t)E * C, 1.5f), rng.floats((size_t)E * f * C, 0.3f), rng.floats((size_t)E * C * f, 0.3f),
+                 rng.floats((size_t)E, 0.5f)};
+        bool soft = rt.kind == ROUTER_SOFTMAX;
         std::vector<float> z((size_t)N * E);
-        matmul_forward(z.data(), t.inp.data(), t.wc.data(), (const float*)nullptr, N, 1, C, E);
+        matmul_forward(z.data(), t.inp.data(), t.wc.data(), soft ? (const float*)nullptr : t.bc.data(), N, 1, C, E);
         double margin = 1e300;
         for (int n = 0; n < N; n++) {
             std::vector<float> zn(z.begin() + (size_t)n * E, z.begin() + (size_t)(n + 1) * E);
             std::sort(zn.rbegin(), zn.rend());
             for (int r = 0; r < k && r + 1 < E; r++) margin = std::min(margin, (double)(zn[r] - zn[r + 1]));
+            if (!soft)
+                for (float x : zn) margin = std::min(margin, (double)std::fabs(x));
         }
         if (margin > 1e-3) return t;  // logits apart: so are the probabilities, in order
     }
 }
 
-GPU_TEST("gpu token-choice forward and backward: k 1 and 2, drops, odd sizes") {
-    struct Shape { int N, C, E, f, k; double cf; };
-    for (Shape s : {Shape{37, 16, 4, 24, 1, 1.25}, Shape{64, 32, 8, 16, 2, 0.5}, Shape{33, 24, 5, 12, 3, 2.0},
-                    Shape{1, 8, 2, 4, 1, 1.0}, Shape{300, 48, 16, 20, 2, 1.0}}) {
-        TcCase t = tc_case(s.N, s.C, s.E, s.f, s.k, s.cf, 40 + s.N);
+GPU_TEST("gpu token-choice forward and backward: k 1 and 2, drops, odd sizes, threshold routers") {
+    struct Shape { int N, C, E, f, k; double cf; TcRouter rt; };
+    for (Shape s : {Shape{37, 16, 4, 24, 1, 1.25, {}}, Shape{64, 32, 8, 16, 2, 0.5, {}}, Shape{33, 24, 5, 12, 3, 2.0, {}},
+                    Shape{1, 8, 2, 4, 1, 1.0, {}}, Shape{300, 48, 16, 20, 2, 1.0, {}},
+                    Shape{300, 48, 16, 20, 4, 0.5, {ROUTER_THRESHOLD, 0.3f}},
+                    Shape{65, 24, 8, 12, 3, 1.0, {ROUTER_THRESHOLD_ONE, 1.0f}}}) {
+        TcCase t = tc_case(s.N, s.C, s.E, s.f, s.k, s.cf, 40 + s.N, s.rt);
+        const TcRouter rt = s.rt;
         const int N = s.N, C = s.C, E = s.E, f = s.f, k = s.k, cap = t.cap;
         size_t nE = (size_t)N * E, nk = (size_t)N * k, nX = (size_t)E * cap * C, nP = (size_t)E * cap * f;
         std::vector<float> out((size_t)N * C), z(nE), pr(nE), route(nk), slot(nk), load(E), first(E), aux(1), xin(nX),
@@ -325,10 +333,12 @@ GPU_TEST("gpu token-choice forward and backward: k 1 and 2, drops, odd sizes") {
             d_slot(nk), d_load(E), d_first(E), d_aux(1), d_xin(nX), d_pre(nP), d_act(nP), d_yout(nX);
         token_choice_forward(out.data(), z.data(), pr.data(), route.data(), slot.data(), load.data(), first.data(),
                              aux.data(), xin.data(), pre.data(), act.data(), yout.data(), t.inp.data(), t.wc.data(),
-                             t.w1.data(), t.w2.data(), N, C, E, f, k, cap);
+                             t.w1.data(), t.w2.data(), N, C, E, f, k, cap, t.bc.data(), rt);
+        DevF d_bc(t.bc);
         gpu::token_choice_forward(d_out.p, d_z.p, d_pr.p, d_route.p, d_slot.p, d_load.p, d_first.p, d_aux.p, d_xin.p,
-                                  d_pre.p, d_act.p, d_yout.p, d_inp.p, d_wc.p, d_w1.p, d_w2.p, N, C, E, f, k, cap);
-        std::string tag = strf(" N%d C%d E%d f%d k%d cap%d", N, C, E, f, k, cap);
+                                  d_pre.p, d_act.p, d_yout.p, d_inp.p, d_wc.p, d_w1.p, d_w2.p, N, C, E, f, k, cap, d_bc.p,
+                                  rt);
+        std::string tag = strf(" N%d C%d E%d f%d k%d cap%d router %d", N, C, E, f, k, cap, rt.kind);
         REQUIRE_MESSAGE(d_route.get() == route, "routing differs" << tag);
         CHECK_MESSAGE(d_slot.get() == slot, "dispatch differs" << tag);
         CHECK(d_load.get() == load);
@@ -338,17 +348,18 @@ GPU_TEST("gpu token-choice forward and backward: k 1 and 2, drops, odd sizes") {
         TestRng rng(11);
         std::vector<float> dout = rng.floats(out.size()), daux = {0.37f}, dinp = rng.floats(t.inp.size());
         std::vector<float> dwc = rng.floats(t.wc.size()), dw1 = rng.floats(t.w1.size()), dw2 = rng.floats(t.w2.size());
-        std::vector<float> dz(nE), dpr(nE), dxin(nX), dpre(nP), dact(nP), dyout(nX);
+        std::vector<float> dz(nE), dpr(nE), dxin(nX), dpre(nP), dact(nP), dyout(nX), dbc = rng.floats(E);
         DevF d_dout(dout), d_daux(daux), d_dinp(dinp), d_dwc(dwc), d_dw1(dw1), d_dw2(dw2), d_dz(nE), d_dpr(nE),
-            d_dxin(nX), d_dpre(nP), d_dact(nP), d_dyout(nX);
+            d_dxin(nX), d_dpre(nP), d_dact(nP), d_dyout(nX), d_dbc(dbc);
         token_choice_backward(dinp.data(), dwc.data(), dw1.data(), dw2.data(), dz.data(), dpr.data(), dxin.data(),
                               dpre.data(), dact.data(), dyout.data(), daux.data(), dout.data(), t.inp.data(),
                               pr.data(), route.data(), slot.data(), first.data(), xin.data(), pre.data(), act.data(),
-                              yout.data(), t.wc.data(), t.w1.data(), t.w2.data(), N, C, E, f, k, cap);
+                              yout.data(), t.wc.data(), t.w1.data(), t.w2.data(), N, C, E, f, k, cap, dbc.data(), rt);
         gpu::token_choice_backward(d_dinp.p, d_dwc.p, d_dw1.p, d_dw2.p, d_dz.p, d_dpr.p, d_dxin.p, d_dpre.p, d_dact.p,
                                    d_dyout.p, d_daux.p, d_dout.p, d_inp.p, d_pr.p, d_route.p, d_slot.p, d_first.p,
-                                   d_xin.p, d_pre.p, d_act.p, d_yout.p, d_wc.p, d_w1.p, d_w2.p, N, C, E, f, k, cap);
-        check_all(tag, {{"tc dinp", &d_dinp, &dinp}, {"tc dwc", &d_dwc, &dwc}, {"tc dw1", &d_dw1, &dw1},
+                                   d_xin.p, d_pre.p, d_act.p, d_yout.p, d_wc.p, d_w1.p, d_w2.p, N, C, E, f, k, cap,
+                                   d_dbc.p, rt);
+        check_all(tag, {{"tc dinp", &d_dinp, &dinp}, {"tc dwc", &d_dwc, &dwc}, {"tc dbc", &d_dbc, &dbc}, {"tc dw1", &d_dw1, &dw1},
                         {"tc dw2", &d_dw2, &dw2}, {"tc dz", &d_dz, &dz}, {"tc dyout", &d_dyout, &dyout},
                         {"tc dxin", &d_dxin, &dxin}});
     }

@@ -72,8 +72,8 @@ TEST_CASE("token choice trains; the step line and the log carry the aux loss and
 
 TEST_CASE("transition: before any update, the loss is exactly that of a token-choice model of the same tensors") {
     mot_checkpoint("build/tk_mot.ckpt");
-    Run t = run(DATA + MODEL + " --load build/tk_mot.ckpt --transition token-choice --topk 1 --capacity-factor 2"
-                " --val-every 5 --val-batches 4 --steps 5 --log build/tk_transition.jsonl");
+    Run t = run(DATA + MODEL + " --load build/tk_mot.ckpt --transition token-choice --router softmax --topk 1"
+                " --capacity-factor 2 --val-every 5 --val-batches 4 --steps 5 --log build/tk_transition.jsonl");
     INFO(t.out);
     REQUIRE(t.rc == 0);
     double mot = number_after(t.out, "first update on the validation batches: ");
@@ -99,6 +99,44 @@ TEST_CASE("transition: before any update, the loss is exactly that of a token-ch
     std::string log = slurp("build/tk_transition.jsonl");
     CHECK(log.find("\"transition_mot_loss\"") != std::string::npos);
     CHECK(log.find("\"transition_loss\"") != std::string::npos);
+}
+
+TEST_CASE("transition to the default threshold router: calibrated, saved with its router, decoded alone") {
+    mot_checkpoint("build/tk_mot.ckpt");
+    std::remove("build/tk_thr.jsonl");
+    Run t = run(DATA + MODEL + " --load build/tk_mot.ckpt --transition token-choice --capacity-factor 4"
+                " --val-every 5 --val-batches 4 --steps 5 --log build/tk_thr.jsonl --save build/tk_thr.ckpt");
+    INFO(t.out);
+    REQUIRE(t.rc == 0);
+    // E 4, G 2: at most 2E/G = 4 experts per token; the gate temperature is the MoT model's (0.1)
+    CHECK(t.out.find("router threshold, k 4, capacity factor 4, gate temperature 0.1)") != std::string::npos);
+    CHECK(t.out.find("thresholds from 4 training batches") != std::string::npos);
+    CHECK(t.out.find("experts/token ") != std::string::npos);
+    LogRows rows = read_log("build/tk_thr.jsonl");
+    REQUIRE(rows.count(1) == 1);
+    for (int l = 0; l < 2; l++) {  // each expert fires for about 1/G of the tokens: about E/G = 2 per token
+        double per_token = std::atof(rows[1]["experts_" + std::to_string(l)].c_str());
+        CHECK((per_token > 1.0 && per_token < 3.0));
+    }
+    // the saved model is the routed one; decoding each sequence alone drops nothing, as the full
+    // forward at capacity factor 4 (cap = 4 k N / E = 4N) does not either
+    std::string ev = "eval --load build/tk_thr.ckpt --data build/tk_val.bin --batch 4 --seq 8 --batches 4 --device cpu";
+    Run full = run(ev), dec = run(ev + " --decode");
+    INFO(full.out << dec.out);
+    REQUIRE(full.rc == 0);
+    REQUIRE(dec.rc == 0);
+    CHECK(dec.out.find("each sequence decoded alone") != std::string::npos);
+    CHECK(number_after(dec.out, ": loss ") == doctest::Approx(number_after(full.out, ": loss ")).epsilon(1e-5));
+    expect_error("eval --load build/tk_mot.ckpt --data build/tk_val.bin --batch 4 --seq 8 --decode",
+                 {"--decode", "MoT layers"});
+    // a model with MoT and token-choice layers (the MoT model with layer 1's kind set to token choice:
+    // the same tensors) is refused: its token-choice layers' k and router would change silently
+    std::string mixed = slurp("build/tk_mot.ckpt");
+    int32_t two = 2;
+    std::memcpy(&mixed[4 * 33], &two, 4);
+    write_bytes("build/tk_mixed.ckpt", mixed);
+    expect_error(DATA + MODEL + " --load build/tk_mixed.ckpt --transition token-choice --steps 2",
+                 {"build/tk_mixed.ckpt already has token-choice layers"});
 }
 
 TEST_CASE("transition and discrete MoT refuse what they cannot do") {

@@ -26,6 +26,7 @@
 #include "tests/gradcheck.h"
 #include "tests/models.h"
 #include "tests/rng.h"
+#include "train/transition.h"
 
 using Vec = std::vector<double>;
 
@@ -465,6 +466,44 @@ TEST_CASE("checkpoints with kinds 0, 1 and 2 round-trip bit-exactly; bad headers
             std::vector<float> p;
             checkpoint_load("build/tc_bad.ckpt", &k, &p);
         }, {"build/tc_bad.ckpt", needle});
+    }
+}
+
+// The transition to a threshold router (train/transition.h): the routed
+// model keeps every tensor under its name, and calibration sets each
+// expert's bias so that it fires for round(n/G) of the n calibration tokens.
+// Mutations caught: the quantile at 1/G instead of 1 - 1/G, bc = +q.
+TEST_CASE("transition: the routed model keeps the tensors; calibrated thresholds fire each expert for 1/G") {
+    const int B = 8, T = 6;
+    Config mot = make_config(37, 8, 2, 16, 32, 8, 4, 8, 0.1f, {MOT, DENSE});
+    GPT<float> m;
+    build_random(&m, mot, 11, 0.5);
+    Config routed = transition_config(mot, ROUTER_THRESHOLD_ONE, 0.0f, 8, 100.0f);
+    CHECK(routed.kinds == std::vector<int>{TOKEN_CHOICE, DENSE});
+    CHECK(routed.router_tau == 0.1f);  // 0: the MoT temperature
+    std::vector<float> p = transition_params(mot, routed, m.params_memory);
+    std::vector<TensorSpec> from = param_specs(mot);
+    for (const TensorSpec& t : param_specs(routed)) {
+        INFO(t.name);
+        auto s = std::find_if(from.begin(), from.end(), [&](const TensorSpec& x) { return x.name == t.name; });
+        if (s == from.end()) {
+            CHECK(t.name == "h0.bc");
+            continue;
+        }
+        CHECK(std::equal(p.begin() + t.offset, p.begin() + t.offset + t.numel, m.params_memory.begin() + s->offset));
+    }
+    std::vector<std::vector<int>> batches = {TestRng(5).tokens((size_t)B * T, mot.V)};
+    std::vector<std::vector<float>> q = calibrate_thresholds(mot, m.params_memory, routed, &p, batches, B, T);
+    REQUIRE(q.size() == 1);
+    // the routed model on the calibration batch: layer 0 sees what the MoT layer saw, so each expert takes
+    // round(48 / 4) = 12 tokens (k = E and a large capacity: nothing is dropped)
+    GPT<float> r;
+    gpt_build(&r, routed);
+    std::copy(p.begin(), p.end(), r.params_memory.begin());
+    gpt_forward(&r, batches[0].data(), (const int*)nullptr, B, T);
+    for (int e = 0; e < mot.E; e++) {
+        CHECK(r.acts.layer[0].load[e] == 12.0f);
+        CHECK(r.params.layer[0].bc[e] == -q[0][e]);
     }
 }
 

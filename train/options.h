@@ -71,6 +71,7 @@ struct EvalOptions {
     std::string load, data, device = "auto";
     int B = 32, T = 64, batches = 0;  // B: a multiple of the default group size
     bool mot_discrete = false;
+    bool decode = false;  // each sequence decoded alone with the KV cache (no MoT layers)
 };
 
 // plot LOG... -o PNG --title TITLE
@@ -178,6 +179,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     s.eval->add_option("--seq", eo->T, "tokens per sequence")->check(CLI::Range(1, 1 << 20));
     s.eval->add_option("--batches", eo->batches, "batches to average (0: one pass over the data)")->check(CLI::Range(0, 1 << 30));
     s.eval->add_option("--device", eo->device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+    s.eval->add_flag("--decode", eo->decode, "decode every sequence alone, token by token with the KV cache (on the CPU; a model without MoT layers): the loss serving one request");
     s.eval->add_flag("--mot-discrete", eo->mot_discrete, "MoT layers mix with one-hot weights at the argmax over the group");
 
 

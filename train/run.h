@@ -175,8 +175,12 @@ inline void transition_kinds(TrainRun* r) {
 // the run's data position stays).
 inline void transition_calibrate(TrainRun* r) {
     if (r->c.router == ROUTER_SOFTMAX) return;
-    std::vector<std::vector<float>> q = calibrate_thresholds(r->before_transition, r->mot_params, r->c, &r->params,
-                                                             r->train_loader, r->o.calibration_batches, r->B, r->T);
+    DataLoader loader = r->train_loader;
+    std::vector<std::vector<int>> batches(r->o.calibration_batches, std::vector<int>(r->BT));
+    std::vector<int> targets(r->BT);
+    for (std::vector<int>& b : batches) dataloader_next(&loader, b.data(), targets.data());
+    std::vector<std::vector<float>> q =
+        calibrate_thresholds(r->before_transition, r->mot_params, r->c, &r->params, batches, r->B, r->T);
     float lo = 1e30f, hi = -1e30f;
     for (auto& ql : q)
         for (float x : ql) lo = std::min(lo, x), hi = std::max(hi, x);

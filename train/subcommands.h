@@ -62,6 +62,9 @@ inline int eval_main(const EvalOptions& e) {
         pattern = d;
     }
     if (e.mot_discrete && !mixes_batch(c)) fail(strf("--mot-discrete: %s has no MoT layer", e.load.c_str()));
+    if (e.decode && mixes_batch(c))
+        fail(strf("--decode: %s has MoT layers, which mix %d sequences at once: a sequence cannot be decoded alone",
+                  e.load.c_str(), c.G));
     if (mixes_batch(c) && e.B % c.G != 0)
         fail(strf("--batch %d is not divisible by the model's group size %d: MoT mixes tokens in groups of G batch "
                   "rows",
@@ -69,13 +72,22 @@ inline int eval_main(const EvalOptions& e) {
     DataLoader loader;
     dataloader_init(&loader, pattern, e.B, e.T, false, 0, c.V);
     Model model;
-    model_build(&model, c, e.device, e.B, e.T, params.data());
+    model_build(&model, c, e.decode ? "cpu" : e.device, e.B, e.T, params.data());
     model_set_mot_discrete(&model, e.mot_discrete);
     int n = e.batches > 0 ? e.batches : (int)dataloader_batches_per_epoch(&loader);
-    double loss = evaluate(&model, &loader, n);
+    double loss = 0;
+    if (e.decode) {
+        std::vector<int> x((size_t)e.B * e.T), y(x.size());
+        for (int i = 0; i < n; i++) {
+            dataloader_next(&loader, x.data(), y.data());
+            loss += gpt_decode_loss(&model.cpu, x.data(), y.data(), e.B, e.T) / n;
+        }
+    } else {
+        loss = evaluate(&model, &loader, n);
+    }
     std::printf("%s on %s: loss %.4f over %d batches of %d x %d tokens (device %s%s)\n", e.load.c_str(),
                 pattern.c_str(), loss, n, e.B, e.T, device_name(model).c_str(),
-                e.mot_discrete ? ", discrete MoT" : "");
+                e.mot_discrete ? ", discrete MoT" : e.decode ? ", each sequence decoded alone" : "");
     return 0;
 }
 

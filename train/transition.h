@@ -23,7 +23,6 @@
 #include "common/config.h"
 #include "common/layout.h"
 #include "cpu/gpt.h"
-#include "data/dataloader.h"
 
 // The routed model's configuration: MOT layers become TOKEN_CHOICE with the
 // router, its gate temperature (0: the MoT temperature), k and the capacity
@@ -56,20 +55,20 @@ inline std::vector<float> transition_params(const Config& mot, const Config& rou
 }
 
 // Each expert's threshold q_e in every MOT layer: the (1 - 1/G) quantile of
-// its controller logits over `batches` batches of the loader, the MoT model
-// run on the CPU (the oracle; a forward pass per batch). Writes bc = -q into
-// the routed parameters. Returns the thresholds, (layers of MOT, E) in order.
+// its controller logits over the calibration batches (each (B,T) tokens), the
+// MoT model run on the CPU (the oracle; a forward pass per batch): m =
+// round(n/G) of its n logits are at or above q_e. Writes bc = -q into the
+// routed parameters. Returns the thresholds, (layers of MOT, E) in order.
 inline std::vector<std::vector<float>> calibrate_thresholds(const Config& mot, const std::vector<float>& mot_params,
                                                             const Config& routed, std::vector<float>* routed_params,
-                                                            DataLoader loader, int batches, int B, int T) {
+                                                            const std::vector<std::vector<int>>& batches, int B,
+                                                            int T) {
     GPT<float> model;
     gpt_build(&model, mot);
     std::copy(mot_params.begin(), mot_params.end(), model.params_memory.begin());
     const int E = mot.E;
     std::vector<std::vector<std::vector<float>>> logits(mot.L, std::vector<std::vector<float>>(E));
-    std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
-    for (int b = 0; b < batches; b++) {
-        dataloader_next(&loader, inputs.data(), targets.data());
+    for (const std::vector<int>& inputs : batches) {
         gpt_forward(&model, inputs.data(), (const int*)nullptr, B, T);
         for (int l = 0; l < mot.L; l++) {
             if (mot.kinds[l] != MOT) continue;
