@@ -6,21 +6,25 @@
 #
 # The protocol, after the paper (Antoniak et al., NeurIPS 2024) and its
 # authors' configurations, at every model size in SIZES:
-#   1. learning rate: a grid of LR_GRID at a quarter of the steps, per family
-#      (dense, MoT E 32, MoT E 256, token choice); each family then trains at
-#      the rate with the lowest final validation loss;
+#   1. learning rate, per family (dense; MoT E 32 and E 256 at tau 0.1; token
+#      choice top-1 and top-2), at the main runs' length: the grid LR_GRID,
+#      widened by 2x at an edge until the best rate lies inside it (at most
+#      LR_WIDEN times); each family then trains at its best rate;
 #   2. the runs, all on the same tokens in the same order with the same
 #      schedule: dense; MoT E = G = 32, f = d_ff ("/32E") and E 256, G 32,
 #      f = d_ff/8 ("/32E/8"), each in every layer and in the second half of
-#      the blocks only, at every temperature in TAUS; token choice top-1 with
-#      32 experts of width d_ff (the FLOPs and parameters of MoT /32E);
+#      the blocks only, at every temperature in TAUS; token choice with 32
+#      experts, top-1 of width d_ff and top-2 of width d_ff/2 (the expert
+#      FLOPs of dense and of MoT /32E), load-balancing loss on (a run the
+#      grid already made is taken from it);
 #   3. transition tuning: the MoT run with the lowest final validation loss
-#      turned into token choice (same tensors) and trained 10% more steps.
-# Every run validates every steps/20 steps on the same held-out tokens
-# (VAL_BATCHES batches of the corpus's held-out files) and checkpoints every
-# steps/5.
-#
-# 4. the long runs, at LONG_SIZE for LONG_STEPS steps: dense and the best MoT
+#      turned into token choice (same tensors) and trained 10% more steps,
+#      with each router (threshold, the default; threshold with gate 1;
+#      softmax top-1); each routed model then decodes every validation
+#      sequence alone (NAME.decode); then dense, the best MoT, both token
+#      choices and the threshold transition again at every other seed of
+#      SEEDS;
+#   4. the long runs, at LONG_SIZE for LONG_STEPS steps: dense and the best MoT
 #      setting each at three rates (LONG_LRS_DENSE, LONG_LRS_MOT: the short
 #      runs' best, then half and twice it: a rate right for a short run may
 #      not be right for a long one), token choice top-1 at LONG_LR_TC.
@@ -29,8 +33,8 @@
 # steps/5.
 #
 # Settings (environment or make variables): SIZES (XS, S, M; QUICK: S, M),
-# STEPS_XS, STEPS_S, STEPS_M, WARMUP, VAL_BATCHES, VOCAB, LR_GRID, TAUS,
-# SEED, DEVICE (auto, cpu, cuda), PHASES (any of "short long": the protocol's
+# STEPS_XS, STEPS_S, STEPS_M, WARMUP, VAL_BATCHES, VOCAB, LR_GRID, LR_WIDEN,
+# TAUS, SEED, SEEDS, DEVICE (auto, cpu, cuda), PHASES (any of "short long": the protocol's
 # steps 1-3, then 4), LONG_SIZE, LONG_STEPS, LONG_LRS_DENSE, LONG_LRS_MOT,
 # LONG_LR_TC, STORE. Part of the study, e.g. the long runs alone:
 #   make reproduce PHASES=long
@@ -56,6 +60,7 @@ if [[ $QUICK == 1 ]]; then
     SHAPE_M="--layers 2 --d-model 64 --heads 2 --d-ff 256"
     STEPS_S=${STEPS_S:-80} STEPS_M=${STEPS_M:-80}
     SEQ=32 BATCH=32 VOCAB=${VOCAB:-1024} VAL_BATCHES=4 WARMUP=8
+    LR_WIDEN=${LR_WIDEN:-1} SEEDS=${SEEDS:-"1337 1338"}
 else
     OUT=${OUT:-runs/reproduce}
     SIZES=${SIZES:-"XS S"}
@@ -68,6 +73,8 @@ else
     SEQ=128 BATCH=32 VOCAB=${VOCAB:-4096} VAL_BATCHES=${VAL_BATCHES:-4} WARMUP=${WARMUP:-16}
 fi
 LR_GRID=${LR_GRID:-"0.0015 0.003 0.006"}
+LR_WIDEN=${LR_WIDEN:-4}
+SEEDS=${SEEDS:-"1337 1338 1339"}
 TAUS=${TAUS:-"1 0.3 0.1"}
 SEED=${SEED:-1337}
 PHASES=${PHASES:-"short long"}
@@ -181,6 +188,18 @@ needs_checkpoint() {
     RETRAIN=1 STORE="" run "$name" "$size" "$family" "$phase" "$steps" $command
 }
 
+# promote NAME FROM: the main run NAME is the grid run FROM, the same command
+# at the same length: its log (and model) under the main run's name
+promote() {
+    local name=$1 from=$2
+    [[ -f $OUT/runs/$name.done ]] && return 0
+    cp "$OUT/runs/$from.jsonl" "$OUT/runs/$name.jsonl"
+    if [[ -f $OUT/runs/$from.ckpt ]]; then cp "$OUT/runs/$from.ckpt" "$OUT/runs/$name.ckpt"; fi
+    sed 's/^phase grid$/phase main/' "$OUT/runs/$from.meta" > "$OUT/runs/$name.meta"
+    touch "$OUT/runs/$name.done"
+    if [[ -n $STORE ]]; then cp "$OUT/runs/$name.jsonl" "$OUT/runs/$name.meta" "$STORE/"; fi
+}
+
 # decode_loss NAME: NAME.decode, the validation loss of NAME's model decoding
 # every sequence alone with the KV cache (on the CPU); kept in the store
 decode_loss() {
@@ -208,6 +227,7 @@ family_options() {
         mot32) echo "--ffn mot --experts 32 --group 32" ;;
         mot256) echo "--ffn mot --experts 256 --group 32" ;;
         tc32) echo "--ffn token-choice --experts 32 --expert-size $dff --topk 1" ;;
+        tc32k2) echo "--ffn token-choice --experts 32 --expert-size $(( dff / 2 )) --topk 2" ;;
     esac
 }
 
@@ -218,46 +238,77 @@ for size in $SIZES; do
     dff=$(sed -E 's/.*--d-ff ([0-9]+).*/\1/' <<< "$shape")
     short=$(( steps / 4 ))
 
-    # 1. the learning rate of each family
+    # 1. the learning rate of each family, at the main runs' length: the grid
+    # LR_GRID, widened by a factor 2 at whichever edge holds the best rate
+    # until it lies inside (at most LR_WIDEN times); MoT at tau 0.1
     declare -A LR=()
-    for family in dense mot32 mot256 tc32; do
-        tau=""; [[ $family == mot* ]] && tau="--temperature 0.3"
-        best="" best_loss=""
-        for lr in $LR_GRID; do
-            name="$size-lr-$family-$lr"
-            run "$name" "$size" "$family" grid "$short" $shape $(family_options $family $dff) $tau --lr "$lr"
-            loss=$("$STUDY" final "$OUT/runs/$name.jsonl")
-            if [[ -z $best_loss ]] || awk "BEGIN{exit !($loss < $best_loss)}"; then best=$lr best_loss=$loss; fi
+    for family in dense mot32 mot256 tc32 tc32k2; do
+        tau=""; [[ $family == mot* ]] && tau="--temperature 0.1"
+        read -ra rates <<< "$LR_GRID"
+        declare -A loss_at=()
+        for (( widen = 0; ; widen++ )); do
+            for lr in "${rates[@]}"; do
+                [[ -n ${loss_at[$lr]:-} ]] && continue
+                name="$size-lr-$family-$lr"
+                run "$name" "$size" "$family" grid "$steps" $shape $(family_options $family $dff) $tau --lr "$lr"
+                loss_at[$lr]=$("$STUDY" final "$OUT/runs/$name.jsonl")
+            done
+            mapfile -t sorted < <(printf '%s\n' "${rates[@]}" | sort -g)
+            best=${sorted[0]}
+            for lr in "${sorted[@]}"; do
+                awk "BEGIN{exit !(${loss_at[$lr]} < ${loss_at[$best]})}" && best=$lr
+            done
+            (( widen < LR_WIDEN )) || break
+            if [[ $best == "${sorted[0]}" ]]; then rates+=("$(awk "BEGIN{printf \"%g\", $best / 2}")")
+            elif [[ $best == "${sorted[-1]}" ]]; then rates+=("$(awk "BEGIN{printf \"%g\", $best * 2}")")
+            else break; fi
         done
+        unset loss_at
         LR[$family]=$best
-        echo "reproduce: $size $family: lr $best (validation loss $best_loss at $short steps)"
+        echo "reproduce: $size $family: lr $best (rates tried: ${rates[*]})"
     done
 
-    # 2. the runs
-    run "$size-dense" "$size" dense main "$steps" $shape --ffn dense --lr "${LR[dense]}"
+    # 2. the runs; those a grid run already is (the same command) are taken from it
+    promote "$size-dense" "$size-lr-dense-${LR[dense]}"
     for family in mot32 mot256; do
         for where in all second-half; do
             for tau in $TAUS; do
+                if [[ $where == all && $tau == 0.1 ]]; then
+                    promote "$size-$family-$where-t$tau" "$size-lr-$family-${LR[$family]}"
+                    continue
+                fi
                 run "$size-$family-$where-t$tau" "$size" "$family" main "$steps" $shape $(family_options $family $dff) \
                     --mot-layers "$where" --temperature "$tau" --lr "${LR[$family]}"
             done
         done
     done
-    run "$size-tc32" "$size" tc32 main "$steps" $shape $(family_options tc32 $dff) --lr "${LR[tc32]}"
+    promote "$size-tc32" "$size-lr-tc32-${LR[tc32]}"
+    promote "$size-tc32k2" "$size-lr-tc32k2-${LR[tc32k2]}"
 
     # 3. transition tuning of the best MoT run, 10% more steps at token choice's rate: the
     # threshold router (the default), the same with gate 1, and top-1 of a softmax over the
     # experts; then each routed model decoding every validation sequence alone
     best=$("$STUDY" best "$OUT/runs" "$size-mot")
-    needs_checkpoint "$best"
-    for router in threshold threshold-one softmax; do
-        name="$size-transition"
-        [[ $router == threshold ]] || name="$size-transition-$router"
-        extra=()
+    transition() {  # NAME FROM ROUTER
+        local name=$1 from=$2 router=$3 extra=()
+        needs_checkpoint "$from"
         [[ $router == softmax ]] && extra=(--topk 1)
-        FROM=$best run "$name" "$size" transition main $(( steps / 10 )) --load "$OUT/runs/$best.ckpt" \
+        FROM=$from run "$name" "$size" transition main $(( steps / 10 )) --load "$OUT/runs/$from.ckpt" \
             --transition token-choice --router "$router" "${extra[@]}" --lr "${LR[tc32]}" --warmup $(( WARMUP / 4 ))
         decode_loss "$name"
+    }
+    transition "$size-transition" "$best" threshold
+    transition "$size-transition-threshold-one" "$best" threshold-one
+    transition "$size-transition-softmax" "$best" softmax
+
+    # the headline runs again at the other seeds: dense, the best MoT, token choice, the transition
+    for seed in $SEEDS; do
+        [[ $seed == "$SEED" ]] && continue
+        for base in "$size-dense" "$best" "$size-tc32" "$size-tc32k2"; do
+            read -ra cmd <<< "$(sed -n 's/^command //p' "$OUT/runs/$base.meta")"
+            SEED=$seed run "$base-s$seed" "$size" "$(sed -n 's/^family //p' "$OUT/runs/$base.meta")" main "$steps" "${cmd[@]}"
+        done
+        SEED=$seed transition "$size-transition-s$seed" "$best-s$seed" threshold
     done
 done
 

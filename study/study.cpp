@@ -147,12 +147,21 @@ static int cmd_final(const std::string& log) {
     return 0;
 }
 
+// A run at another seed than its setting's first is named SETTING-sSEED.
+static std::string setting_of(const std::string& name) {
+    size_t p = name.rfind("-s");
+    if (p == std::string::npos || p + 2 == name.size()) return name;
+    for (size_t i = p + 2; i < name.size(); i++)
+        if (name[i] < '0' || name[i] > '9') return name;
+    return name.substr(0, p);
+}
+
 static int cmd_best(const std::string& dir, const std::string& prefix) {
     const RunLog* best = nullptr;
     std::vector<RunLog> runs = read_runs(dir);
     for (const RunLog& r : runs)
-        if (r.done && r.name.rfind(prefix, 0) == 0 && r.meta.count("phase") && r.meta.at("phase") == "main" && !r.val.empty() &&
-            (!best || r.final_val() < best->final_val()))
+        if (r.done && r.name.rfind(prefix, 0) == 0 && setting_of(r.name) == r.name && r.meta.count("phase") &&
+            r.meta.at("phase") == "main" && !r.val.empty() && (!best || r.final_val() < best->final_val()))
             best = &r;
     if (!best) fail(strf("%s: no finished run named %s*", dir.c_str(), prefix.c_str()));
     std::printf("%s\n", best->name.c_str());
@@ -253,7 +262,9 @@ static std::string results_json(const std::vector<RunLog>& runs, const std::vect
         double seconds_to = compared ? seconds_to_reach(r, z.dense_final) : NAN;
         js += first ? "  {" : ",\n  {";
         first = false;
-        js += "\"name\": " + json_str(r.name) + ", \"size\": " + json_str(z.name) + ", \"phase\": " +
+        js += "\"name\": " + json_str(r.name) + ", \"setting\": " + json_str(setting_of(r.name)) +
+              ", \"seed\": " + (r.meta.count("seed") ? r.meta.at("seed") : std::string("null")) +
+              ", \"size\": " + json_str(z.name) + ", \"phase\": " +
               json_str(r.meta.at("phase")) + ", \"family\": " + json_str(r.meta.at("family")) +
               ", \"kind\": " + json_str(kind_of(r)) + ", \"layers\": " + json_str(layers_of(r));
         if (r.meta.count("from")) js += ", \"from\": " + json_str(r.meta.at("from"));
@@ -306,9 +317,12 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
           "steps' times (no validation or checkpoints); ms/step: the median step.\n";
     for (const Size& z : sizes) {
         std::vector<const RunLog*> main, grid, longr, trans;
+        std::map<std::string, std::vector<const RunLog*>> seeds;  // setting -> its runs at every seed
         for (const RunLog& r : runs) {
             if (r.meta.at("size") != z.name) continue;
             const std::string& ph = r.meta.at("phase");
+            if (ph == "main") seeds[setting_of(r.name)].push_back(&r);
+            if (setting_of(r.name) != r.name) continue;  // another seed: in the seeds table
             (ph == "grid" ? grid : ph == "long" ? longr : main).push_back(&r);
             if (kind_of(r) == "transition") trans.push_back(&r);
         }
@@ -336,6 +350,32 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
                        r->final_val(), r->final_val() - z.dense_final, to.c_str(), tto.c_str(), r->train_seconds / 60,
                        r->median_ms);
         }
+        std::string seed_rows;
+        const std::vector<const RunLog*>& dense_seeds = seeds[z.name + "-dense"];
+        auto stats = [](const std::vector<const RunLog*>& rs, double* mean, double* lo, double* hi) {
+            *mean = 0, *lo = 1e300, *hi = -1e300;
+            for (const RunLog* r : rs) *mean += r->final_val() / rs.size(), *lo = std::min(*lo, r->final_val()),
+                                       *hi = std::max(*hi, r->final_val());
+        };
+        double dmean = NAN, dlo, dhi;
+        if (!dense_seeds.empty()) stats(dense_seeds, &dmean, &dlo, &dhi);
+        for (const RunLog* r : main) {
+            const std::vector<const RunLog*>& rs = seeds[r->name];
+            if (rs.size() < 2) continue;
+            double mean, lo, hi;
+            stats(rs, &mean, &lo, &hi);
+            std::string each;
+            for (const RunLog* x : rs)
+                each += strf("%s%s %.4f", each.empty() ? "" : ", ", x->meta.count("seed") ? x->meta.at("seed").c_str() : "?",
+                             x->final_val());
+            seed_rows += strf("| %s | %zu | %.4f | %.4f to %.4f | %+.4f | %s |\n", label_of(*r).c_str(), rs.size(), mean,
+                              lo, hi, mean - dmean, each.c_str());
+        }
+        if (!seed_rows.empty())
+            md += strf("\nThe headline runs at every seed (%s): final validation loss, mean over the seeds, its range, "
+                       "the mean against dense's mean, and each seed's\n\n| run | seeds | mean | range | vs dense | "
+                       "seed: loss |\n|---|---|---|---|---|---|\n%s",
+                       z.name.c_str(), seed_rows.c_str());
         if (!trans.empty()) {
             md += strf("\nTransition tuning (%s): validation loss of the MoT model, of the routed model at the switch "
                        "and after 2%%, 5%% and 10%% more steps (of the MoT run's), and of the routed model decoding "

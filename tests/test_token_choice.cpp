@@ -280,7 +280,9 @@ TEST_CASE("the batched form equals the plain loops, forward and backward, at odd
     struct Shape { int N, C, E, f, k; double cf; TcRouter rt; };
     for (Shape s : {Shape{13, 7, 5, 9, 1, 1.25, {}}, Shape{17, 11, 4, 6, 2, 0.6, {}}, Shape{9, 5, 3, 4, 3, 2.0, {}},
                     Shape{1, 3, 2, 5, 1, 1.0, {}}, Shape{17, 11, 5, 6, 3, 0.6, {ROUTER_THRESHOLD, 0.4f}},
-                    Shape{13, 7, 4, 9, 2, 1.0, {ROUTER_THRESHOLD_ONE, 1.0f}}}) {
+                    Shape{13, 7, 4, 9, 2, 1.0, {ROUTER_THRESHOLD_ONE, 1.0f}},
+                    // buffers mostly empty: each expert's products over its taken rows only
+                    Shape{9, 7, 16, 5, 2, 4.0, {ROUTER_THRESHOLD, 0.5f}}, Shape{11, 6, 8, 4, 1, 8.0, {}}}) {
         INFO("N " << s.N << " C " << s.C << " E " << s.E << " f " << s.f << " k " << s.k << " cf " << s.cf
                   << " router " << s.rt.kind);
         TcLayer plain(s.N, s.C, s.E, s.f, s.k, s.cf, 500 + s.N, s.rt), fastL = plain;

@@ -58,9 +58,29 @@ void token_choice_forward(real* out,        // (N,C)
             if (s >= 0) std::copy(inp + (size_t)n * C, inp + (size_t)(n + 1) * C, xin + e * capC + (size_t)s * C);
         }
     // experts, batched over e: pre[e] (cap,f) = xin[e] (cap,C) w1[e]^T; yout[e] (cap,C) = gelu(pre[e]) w2[e]^T
-    ::gemm(false, true, cap, f, C, real(1), xin, C, capC, w1, C, (long long)f * C, real(0), pre, f, capf, E);
-    ::gelu_forward(act, pre, (size_t)E * capf);
-    ::gemm(false, true, cap, C, f, real(1), act, f, capf, w2, f, (long long)C * f, real(0), yout, C, capC, E);
+    double taken = 0;
+    for (int e = 0; e < E; e++) taken += load[e];
+    if (taken * 4 < (double)E * cap) {
+        // mostly empty buffers (decoding one token per sequence: cap = N; a threshold router's few
+        // experts per token): each expert's products over its taken rows only, the rest zero, as
+        // the batched products of zero rows would give
+        std::fill(pre, pre + (size_t)E * capf, real(0));
+        std::fill(act, act + (size_t)E * capf, real(0));
+        std::fill(yout, yout + (size_t)E * capC, real(0));
+        for (int e = 0; e < E; e++) {
+            int rows = (int)load[e];
+            if (rows == 0) continue;
+            ::gemm(false, true, rows, f, C, real(1), xin + e * capC, C, w1 + (size_t)e * f * C, C, real(0),
+                   pre + e * capf, f);
+            ::gelu_forward(act + e * capf, pre + e * capf, (size_t)rows * f);
+            ::gemm(false, true, rows, C, f, real(1), act + e * capf, f, w2 + (size_t)e * C * f, f, real(0),
+                   yout + e * capC, C);
+        }
+    } else {
+        ::gemm(false, true, cap, f, C, real(1), xin, C, capC, w1, C, (long long)f * C, real(0), pre, f, capf, E);
+        ::gelu_forward(act, pre, (size_t)E * capf);
+        ::gemm(false, true, cap, C, f, real(1), act, f, capf, w2, f, (long long)C * f, real(0), yout, C, capC, E);
+    }
     // combine: out_n = sum over the dispatched choices of g_n[e] yout[e,s]
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
