@@ -47,6 +47,9 @@
 # (docs/study/runs, committed): a run found there with the same description
 # is not trained again, so the study survives the loss of OUT.
 set -euo pipefail
+# TEXT and OUT as the caller wrote them, from the caller's folder
+[[ -n ${TEXT:-} && $TEXT != /* ]] && TEXT="$PWD/$TEXT"
+[[ -n ${OUT:-} && $OUT != /* ]] && OUT="$PWD/$OUT"
 cd "$(dirname "$0")/.."
 
 QUICK=${QUICK:-0}
@@ -84,6 +87,41 @@ LONG_LRS_DENSE=${LONG_LRS_DENSE:-"0.0015 0.00075 0.003"}
 LONG_LRS_MOT=${LONG_LRS_MOT:-"0.006 0.003 0.012"}
 LONG_LR_TC=${LONG_LR_TC:-0.006}
 if [[ $QUICK == 1 ]]; then STORE=${STORE:-}; else STORE=${STORE:-docs/study/runs}; fi
+# every setting checked before any work (the slow prepare included)
+bad() { echo "reproduce: $*" >&2; exit 2; }
+need_int() {  # NAME VALUE MIN
+    [[ $2 =~ ^[0-9]+$ ]] && (( 10#$2 >= $3 )) || bad "$1=$2: give a whole number of at least $3"
+}
+need_pos() {  # NAME VALUE
+    [[ $2 =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]] && awk "BEGIN{exit !($2 > 0)}" ||
+        bad "$1=$2: give positive numbers"
+}
+known_size() { local v=SHAPE_$1; [[ $1 =~ ^[A-Z]+$ && -n ${!v:-} ]]; }
+[[ -n $SIZES ]] || bad "SIZES is empty"
+for size in $SIZES; do
+    known_size "$size" || bad "SIZES: unknown size '$size' (QUICK=$QUICK has: $(compgen -v SHAPE_ | sed 's/SHAPE_//' | tr '\n' ' '))"
+    steps_var=STEPS_$size
+    need_int "$steps_var" "${!steps_var:-}" 10
+done
+known_size "$LONG_SIZE" || bad "LONG_SIZE: unknown size '$LONG_SIZE'"
+need_int WARMUP "$WARMUP" 0
+need_int VAL_BATCHES "$VAL_BATCHES" 1
+need_int LONG_STEPS "$LONG_STEPS" 10
+need_int LR_WIDEN "$LR_WIDEN" 0
+need_int VOCAB "$VOCAB" 257
+need_int SEED "$SEED" 0
+for x in $SEEDS; do need_int SEEDS "$x" 0; done
+for x in $LR_GRID; do need_pos LR_GRID "$x"; done
+for x in $TAUS; do need_pos TAUS "$x"; done
+for x in $LONG_LRS_DENSE; do need_pos LONG_LRS_DENSE "$x"; done
+for x in $LONG_LRS_MOT; do need_pos LONG_LRS_MOT "$x"; done
+need_pos LONG_LR_TC "$LONG_LR_TC"
+[[ -n $LR_GRID && -n $TAUS && -n $SEEDS && -n $LONG_LRS_DENSE && -n $LONG_LRS_MOT ]] ||
+    bad "LR_GRID, TAUS, SEEDS, LONG_LRS_DENSE and LONG_LRS_MOT need at least one value each"
+[[ -n $PHASES ]] || bad "PHASES is empty"
+for x in $PHASES; do [[ $x == short || $x == long ]] || bad "PHASES: unknown phase '$x' (short, long)"; done
+[[ $DEVICE == auto || $DEVICE == cpu || $DEVICE == cuda ]] || bad "DEVICE=$DEVICE: give auto, cpu or cuda"
+
 # the programs (a CMake build puts them elsewhere)
 TRAIN_MOT=${MOT_TRAIN_MOT:-./train_mot} PREPARE=${MOT_PREPARE:-./prepare} STUDY=${MOT_STUDY:-build/study}
 
@@ -104,7 +142,7 @@ else echo "reproduce: TEXT=$TEXT: no such file or folder" >&2; exit 2; fi
 mkdir -p "$OUT/runs" "$OUT/ckpt"
 echo "reproduce: ${#FILES[@]} text file(s) from $TEXT into $OUT (QUICK=$QUICK, sizes $SIZES, device $DEVICE)"
 # the tokens, once: a rerun reuses them when the text and vocabulary are the same
-stamp="vocab $VOCAB text $TEXT files ${#FILES[@]}"
+stamp="vocab $VOCAB text $TEXT files ${#FILES[@]} md5 $(cat "${FILES[@]}" | md5sum | cut -d' ' -f1)"
 stamp_old=$(cat "$OUT/data/prepared" 2> /dev/null || true)
 if [[ $stamp_old != "$stamp" ]]; then
     if compgen -G "$OUT/runs/*.jsonl" > /dev/null; then
@@ -124,11 +162,16 @@ run() {
     local name=$1 size=$2 family=$3 phase=$4 steps=$5
     shift 5
     local dir="$OUT/ckpt/$name" log="$OUT/runs/$name.jsonl"
-    [[ -f $OUT/runs/$name.done ]] && return 0
     local meta
     meta=$(printf 'size %s\nfamily %s\nphase %s\nsteps %s\ncommand %s\nseed %s\nseq %s\nbatch %s\nwarmup %s\nval_batches %s\n' \
         "$size" "$family" "$phase" "$steps" "$*" "$SEED" "$SEQ" "$BATCH" "$WARMUP" "$VAL_BATCHES"
         if [[ -n ${FROM:-} ]]; then echo "from $FROM"; fi)
+    # a run of this name, finished or stopped, with other settings is never taken for this one
+    if [[ -f $OUT/runs/$name.meta && ( -f $OUT/runs/$name.done || -d $dir ) ]] &&
+        [[ $(cat "$OUT/runs/$name.meta") != "$meta" ]]; then
+        bad "$OUT/runs/$name ran with other settings ($OUT/runs/$name.meta); give another OUT or remove that run"
+    fi
+    [[ -f $OUT/runs/$name.done ]] && return 0
     # a run the store holds with the same description: taken from there
     if [[ -n $STORE && -z ${RETRAIN:-} && -f $STORE/$name.jsonl && -f $STORE/$name.meta ]] &&
         [[ $(cat "$STORE/$name.meta") == "$meta" ]]; then
