@@ -3,7 +3,8 @@
 // as code), an unwritable plot output, a FIFO or a directory where a
 // checkpoint, shard or tokenizer file belongs (a FIFO once blocked forever),
 // a prepare that fails halfway over an existing data set, and a bad token id
-// in a later shard (once found only when the run reached it).
+// in a later shard (once found only when the run reached it), and a TEXT
+// for make reproduce that is a command line.
 //
 // Scratch files are build/ti_*. Runs that could hang if a check regressed
 // (the FIFOs) go through `timeout`, so a regression fails in seconds.
@@ -301,4 +302,35 @@ TEST_CASE("prepare: an output folder that is a symlink stays one, its target get
         std::vector<std::string> top = {"in.txt", "link", "real"};
         CHECK(names_in(d) == top);
     }
+}
+
+// ---------------------------------------------------------------- make reproduce
+
+TEST_CASE("make reproduce: TEXT is a path, never a command") {
+    if (!exists("Makefile") || std::system("command -v make > /dev/null 2>&1") != 0) {
+        MESSAGE("no make or no Makefile here: make reproduce test skipped");
+        return;
+    }
+    std::string d = scratch("ti_make");
+    // Each TEXT once ran something: the recipe put it in the shell command
+    // unquoted (TEXT=$(TEXT)), so `;` ended the assignment and ran the rest,
+    // `$(shell ...)` ran in make, and a space split the path into a command.
+    // Now reproduce.sh gets it whole and refuses it at once: no such file.
+    // The programs are taken as they are (-o): the script stops before using
+    // them. MAKEFLAGS of an enclosing make test would hand this make its jobs.
+    const std::vector<std::string> texts = {
+        d + "/x; touch " + d + "/semicolon; false",
+        d + "/$(shell touch " + d + "/make_shell) `touch " + d + "/backquote` $(touch " + d + "/dollar).txt",
+        d + "/Romeo's text 'quoted'.txt",
+        d + "/no such file.txt",
+    };
+    for (const std::string& text : texts) {
+        Run r = run_cmd("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -o train_mot -o prepare -o build/study reproduce TEXT=" +
+                        sh_quote(text));
+        INFO("TEXT=", text, "\n", r.out);
+        CHECK(r.rc != 0);
+        CHECK(r.out.find("reproduce: TEXT=" + text + ": no such file or folder") != std::string::npos);
+    }
+    std::vector<std::string> none;
+    CHECK(names_in(d) == none);  // nothing touched
 }
