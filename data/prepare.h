@@ -135,8 +135,25 @@ inline bool prepare_try_reuse(const std::string& dir, const std::string& key, Pr
     return true;
 }
 
+// A shard name prefix (--name) names files inside the output folder: a
+// name with '/' or a name of "." or ".." would put the shards outside it,
+// beyond the data set's all-or-nothing swap; a control character would
+// break the manifest's one name per line.
+inline void check_prepare_name(const std::string& name) {
+    if (name.find('/') != std::string::npos)
+        fail(strf("prepare: --name '%s': a name, not a path: it may not contain '/' (the shards are written into "
+                  "--out; give the folder there)",
+                  name.c_str()));
+    if (name == "." || name == "..")
+        fail(strf("prepare: --name '%s': not a name (the shards are <name>_train_000000.bin ... in --out)", name.c_str()));
+    for (unsigned char ch : name)
+        if (ch < 0x20 || ch == 0x7f)
+            fail(strf("prepare: --name: the name holds a control character (byte %u); give a plain file name", ch));
+}
+
 inline PrepareResult prepare_data(const PrepareConfig& cfg) {
     if (cfg.inputs.empty()) fail("prepare: no input text files");
+    if (!cfg.name.empty()) check_prepare_name(cfg.name);
     if (cfg.vocab_size < 257 || cfg.vocab_size > 65536)
         fail(strf("prepare: vocab size %d out of range (257..65536, tokens are stored as uint16)", cfg.vocab_size));
     if (!(cfg.val_fraction >= 0 && cfg.val_fraction < 1))

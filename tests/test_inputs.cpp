@@ -261,6 +261,31 @@ TEST_CASE("prepare: a run that fails halfway leaves the old data set as it was")
     }
 }
 
+TEST_CASE("prepare: --name is a file name in --out: '/', '.', '..' and an empty name are refused") {
+    std::string d = scratch("ti_prepare_name");
+    std::string text;
+    for (int i = 0; i < 80; i++) text += "Line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog.\n";
+    write_bytes(d + "/in.txt", text);
+    // --name ../esc once wrote d/esc_train_000000.bin beside --out d/out,
+    // outside the data set's all-or-nothing swap; --name '' took the default
+    struct Case {
+        std::string name, why;
+    };
+    for (const Case& c : {Case{"../esc", "may not contain '/'"}, Case{"sub/esc", "may not contain '/'"},
+                          Case{"/abs", "may not contain '/'"}, Case{"..", "not a name"}, Case{".", "not a name"},
+                          Case{"", "--name '': give a name"}}) {
+        Run r = run_cmd(prepare_path() + " --vocab 280 --out " + d + "/out --name " + sh_quote(c.name) + " " + d + "/in.txt");
+        INFO("--name ", c.name);
+        expect_error(r, {c.why});
+        std::vector<std::string> only = {"in.txt"};
+        CHECK(names_in(d) == only);
+    }
+    Run ok = run_cmd(prepare_path() + " --vocab 280 --out " + d + "/out --name 'my..name' " + d + "/in.txt");
+    INFO(ok.out);
+    CHECK(ok.rc == 0);
+    CHECK(exists(d + "/out/my..name_train_000000.bin"));
+}
+
 // ---------------------------------------------------------------- token ids
 
 TEST_CASE("a bad token id in a later shard stops the run at the start, naming the shard") {
