@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -160,6 +161,43 @@ inline std::string read_file(const std::string& path, const char* what = "file")
 inline bool file_exists(const std::string& path) {
     struct stat st;
     return stat(path.c_str(), &st) == 0;
+}
+
+// The absolute path that path names, for comparing paths and guarding
+// folders: its longest existing part resolved by realpath (symlinks, . and
+// ..), the rest appended with its . and .. applied as written. Two paths
+// naming one file give the same string, whether or not the file exists yet.
+inline std::string resolved_path(const std::string& path) {
+    std::string abs = path;
+    if (abs.empty() || abs[0] != '/') {
+        char* cwd = getcwd(nullptr, 0);
+        if (!cwd) fail(strf("%s: cannot resolve the path (the working folder: %s)", path.c_str(), std::strerror(errno)));
+        abs = std::string(cwd) + "/" + abs;
+        std::free(cwd);
+    }
+    std::vector<std::string> tail;  // the missing part, last component first
+    std::string head = abs;
+    while (true) {
+        while (head.size() > 1 && head.back() == '/') head.pop_back();
+        if (char* real = realpath(head.c_str(), nullptr)) {
+            std::string out = real;
+            std::free(real);
+            for (size_t i = tail.size(); i-- > 0;) {
+                if (tail[i].empty() || tail[i] == ".") continue;
+                if (tail[i] == "..") {
+                    size_t slash = out.find_last_of('/');
+                    out = slash == 0 ? "/" : out.substr(0, slash);
+                    continue;
+                }
+                out += (out == "/" ? "" : "/") + tail[i];
+            }
+            return out;
+        }
+        size_t slash = head.find_last_of('/');
+        if (slash == std::string::npos || head == "/") return abs;  // nothing resolves, not even "/"
+        tail.push_back(head.substr(slash + 1));
+        head = slash == 0 ? "/" : head.substr(0, slash);
+    }
 }
 
 // mkdir -p: creates dir and every missing parent.

@@ -204,6 +204,11 @@ inline PrepareResult prepare_data(const PrepareConfig& cfg) {
     if (dest.empty() || dest == "/" || last == "." || last == "..")
         fail(strf("prepare: output folder '%s': give it by name (the data set is built beside it and renamed into place)",
                   cfg.out_dir.c_str()));
+    // a link to / is / too: what it resolves to is what gets swapped
+    if (resolved_path(dest) == "/")
+        fail(strf("prepare: output folder '%s' is / (through a symlink): give a folder below it (the data set is built "
+                  "beside the folder and swapped in, and whatever else it holds moved over)",
+                  cfg.out_dir.c_str()));
     struct stat out_st;
     if (stat(dest.c_str(), &out_st) == 0 && !S_ISDIR(out_st.st_mode))  // before the slow part
         fail(strf("%s: the output folder exists and is not a directory", dest.c_str()));

@@ -286,6 +286,23 @@ TEST_CASE("prepare: --name is a file name in --out: '/', '.', '..' and an empty 
     CHECK(exists(d + "/out/my..name_train_000000.bin"));
 }
 
+TEST_CASE("prepare: an output folder that resolves to / is refused before any work") {
+    std::string d = scratch("ti_prepare_root");
+    fs::create_directory_symlink("/", d + "/root");
+    fs::create_directory_symlink("../ti_prepare_root/root", d + "/via");  // a link to the link
+    // a text too short for a validation split: prepare stops at the split
+    // (before it builds anything) unless the guard stops it first. The guard
+    // once looked at the name only, so --out d/root went on as far as the text
+    // allowed, toward building the data set beside / and moving / into it.
+    write_bytes(d + "/tiny.txt", "hi\n");
+    for (const std::string& out : {d + "/root", d + "/root/", d + "/via", d + "/root/tmp/.."}) {
+        Run r = run_cmd(prepare_path() + " --vocab 280 --out " + out + " " + d + "/tiny.txt");
+        INFO("--out ", out);
+        expect_error(r, {"output folder '" + out + "'", "give"});
+        CHECK(r.out.find("validation split") == std::string::npos);
+    }
+}
+
 // ---------------------------------------------------------------- token ids
 
 TEST_CASE("a bad token id in a later shard stops the run at the start, naming the shard") {
