@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -43,18 +44,51 @@ inline void sync_dir(const std::string& dir) {
     close(fd);
 }
 
+// The number in the next temporary file's name (create_temp_file); shared
+// by every thread of the process.
+inline std::atomic<unsigned>& temp_file_count() {
+    static std::atomic<unsigned> count{0};
+    return count;
+}
+
+// Creates a new, empty temporary file beside path, <path>.tmp.<pid>.<count>,
+// and returns it open for writing (its name in *tmp), or -1 with errno set.
+// The file is made by this call (O_CREAT | O_EXCL, which also never follows
+// a symlink): a file or symlink someone planted under a name the process
+// would use is skipped, never written through, and a name taken by another
+// process or a killed run is skipped too.
+inline int open_temp_file(const std::string& path, std::string* tmp, mode_t mode = 0666) {
+    for (int attempt = 0;; attempt++) {
+        *tmp = strf("%s.tmp.%d.%u", path.c_str(), (int)getpid(), temp_file_count()++);
+        int fd = open(tmp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+        if (fd >= 0 || errno != EEXIST || attempt == 1000) return fd;
+    }
+}
+
+// open_temp_file, failing with a message naming path.
+inline int create_temp_file(const std::string& path, std::string* tmp, mode_t mode = 0666) {
+    int fd = open_temp_file(path, tmp, mode);
+    if (fd < 0) fail(strf("%s: cannot create the temporary file %s (%s)", path.c_str(), tmp->c_str(), std::strerror(errno)));
+    return fd;
+}
+
 // Writes the concatenation of parts to path, atomically and durably: the
-// bytes go to a temporary file of a name no other process uses
-// (<path>.tmp.<pid>.<count>), which is flushed to disk, then renamed over
-// path; the folder is flushed before and after the rename. A crash, a full
-// disk or a second process writing the same path never leaves a torn or
-// mixed file under the real name.
+// bytes go to a new temporary file beside it (create_temp_file), which is
+// flushed to disk, then renamed over path; the folder is flushed before and
+// after the rename. A crash, a full disk or a second process writing the
+// same path never leaves a torn or mixed file under the real name, and a
+// symlink planted at a temporary's name is never written through.
 inline void write_file_atomic(const std::string& path,
                               const std::vector<std::pair<const void*, size_t>>& parts) {
-    static int count = 0;
-    std::string tmp = strf("%s.tmp.%d.%d", path.c_str(), (int)getpid(), count++);
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) fail(strf("%s: cannot create (%s)", tmp.c_str(), std::strerror(errno)));
+    std::string tmp;
+    int fd = create_temp_file(path, &tmp);
+    FILE* f = fdopen(fd, "wb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        std::remove(tmp.c_str());
+        fail(strf("%s: cannot create (%s)", tmp.c_str(), std::strerror(e)));
+    }
     bool ok = true;
     for (const auto& p : parts)
         if (p.second && std::fwrite(p.first, 1, p.second, f) != p.second) ok = false;

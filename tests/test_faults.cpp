@@ -268,6 +268,27 @@ TEST_CASE("a second trainer on one --checkpoint-dir stops with an error naming t
     CHECK(third.rc == 0);
 }
 
+TEST_CASE("a .lock planted in --checkpoint-dir as a symlink or hard link is refused, its target untouched") {
+    make_data();
+    std::string dir = "build/tf_planted_lock", victim = "build/tf_lock_victim.txt";
+    // the lock was opened following symlinks and truncated: a planted link
+    // had its target's contents replaced by the trainer's pid
+    for (bool hard : {false, true}) {
+        clear_dir(dir);
+        REQUIRE(mkdir(dir.c_str(), 0755) == 0);
+        write_bytes(victim, "the victim's own bytes\n");
+        if (hard) REQUIRE(link(victim.c_str(), (dir + "/.lock").c_str()) == 0);
+        else REQUIRE(symlink("../tf_lock_victim.txt", (dir + "/.lock").c_str()) == 0);
+        INFO("planted: ", (hard ? "a hard link" : "a symlink"));
+        expect_error(DATA + TINY + " --val-every 0 --steps 2 --checkpoint-every 1 --checkpoint-dir " + dir,
+                     {"--checkpoint-dir " + dir, dir + "/.lock", hard ? "hard link" : "symlink", "remove it"});
+        CHECK(slurp(victim) == "the victim's own bytes\n");
+        CHECK(checkpoint_steps_in(dir) == 0);
+        std::remove((dir + "/.lock").c_str());
+    }
+    std::remove(victim.c_str());
+}
+
 // A run of 10 steps that checkpoints at 5 and 10 into dir.
 static void two_checkpoints(const std::string& dir) {
     make_data();

@@ -11,6 +11,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "common/fileio.h"
 #include "tests/bad_input.h"
 #include "tests/program.h"
 
@@ -82,7 +83,7 @@ TEST_CASE("plot: quotes in the title, the log names and -o are plain text") {
     INFO(r.out);
     CHECK(r.rc == 0);
     CHECK(slurp(png).substr(0, 8) == PNG_MAGIC);
-    CHECK_FALSE(exists(png + ".tmp"));
+    CHECK(leftover_temp_files(png).empty());
     CHECK_FALSE(exists(d + "/backquote"));
 }
 
@@ -131,12 +132,32 @@ TEST_CASE("plot: an output that cannot be written fails first, naming it, and wr
         INFO("-o ", c.out);
         expect_error(r, {c.out + ": cannot write the plot", c.why});
         CHECK(r.out.find(PNG_MAGIC) == std::string::npos);  // no PNG dumped on the terminal
-        CHECK_FALSE(exists(c.out + ".tmp"));
+        CHECK(leftover_temp_files(c.out).empty());
     }
     CHECK_FALSE(exists(d + "/missing"));
     CHECK(fs::is_directory(d + "/folder"));
     CHECK(fs::is_empty(d + "/folder"));
     if (geteuid() != 0) chmod((d + "/readonly").c_str(), 0755);
+}
+
+TEST_CASE("plot: a symlink planted at the output's temporary name is not written through") {
+    if (!have_gnuplot()) {
+        MESSAGE("gnuplot is not on PATH: plot test skipped");
+        return;
+    }
+    std::string d = scratch("ti_plot_planted");
+    write_log(d + "/run.jsonl");
+    write_bytes(d + "/victim.txt", "the victim's own bytes\n");
+    // the plot once went to <out>.tmp, opened following symlinks with
+    // O_TRUNC: the victim became the PNG (and was then renamed away)
+    fs::create_symlink("victim.txt", d + "/loss.png.tmp");
+    Run r = run("plot " + d + "/run.jsonl -o " + d + "/loss.png");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(slurp(d + "/victim.txt") == "the victim's own bytes\n");
+    CHECK(fs::is_symlink(d + "/loss.png.tmp"));
+    CHECK(slurp(d + "/loss.png").substr(0, 8) == PNG_MAGIC);
+    CHECK(leftover_temp_files(d + "/loss.png").empty());
 }
 
 // ---------------------------------------------------------------- FIFOs and directories
@@ -344,6 +365,35 @@ TEST_CASE("prepare: an output folder that is a symlink stays one, its target get
         std::vector<std::string> top = {"in.txt", "link", "real"};
         CHECK(names_in(d) == top);
     }
+}
+
+// ---------------------------------------------------------------- get_tinyshakespeare.sh
+
+TEST_CASE("get_tinyshakespeare.sh: a symlink planted at the download's temporary name is not written through") {
+    // the script in a scratch tree of its own, with a curl on PATH that
+    // "downloads" the right number of bytes
+    std::string d = scratch("ti_get");
+    fs::create_directories(d + "/data");
+    fs::create_directories(d + "/bin");
+    fs::copy_file("data/get_tinyshakespeare.sh", d + "/data/get_tinyshakespeare.sh");
+    write_bytes(d + "/bin/curl",
+                "#!/bin/sh\n"
+                "while [ $# -gt 0 ]; do [ \"$1\" = -o ] && out=$2; shift; done\n"
+                "head -c 1115394 /dev/zero | tr '\\000' a > \"$out\"\n");
+    fs::permissions(d + "/bin/curl", fs::perms::owner_all);
+    write_bytes(d + "/victim.txt", "the victim's own bytes\n");
+    // the download once went to data/tinyshakespeare.txt.tmp, through a
+    // symlink there into its target, and the symlink was then moved into place
+    fs::create_symlink("../victim.txt", d + "/data/tinyshakespeare.txt.tmp");
+    Run r = run_cmd("PATH=" + sh_quote(fs::absolute(d + "/bin").string()) + ":\"$PATH\" sh " + d +
+                    "/data/get_tinyshakespeare.sh");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(slurp(d + "/victim.txt") == "the victim's own bytes\n");
+    CHECK_FALSE(fs::is_symlink(d + "/data/tinyshakespeare.txt"));
+    CHECK(slurp(d + "/data/tinyshakespeare.txt") == std::string(1115394, 'a'));
+    std::vector<std::string> left = {"get_tinyshakespeare.sh", "tinyshakespeare.txt", "tinyshakespeare.txt.tmp"};
+    CHECK(names_in(d + "/data") == left);  // the planted link stays, no temporary of the script's
 }
 
 // ---------------------------------------------------------------- make reproduce

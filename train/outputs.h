@@ -57,15 +57,31 @@ inline void check_writable_file(const std::string& path, const char* option) {
 // An exclusive lock on a checkpoint folder, held until the process ends: a
 // second run given the same folder stops with an error naming the first.
 // The lock is flock() on DIR/.lock, which also holds the owner's pid; the
-// kernel drops it when the owner exits, however it exits.
+// kernel drops it when the owner exits, however it exits. The lock file is
+// opened without following a symlink and must be a regular file of one
+// link: a .lock planted as a link to another file would have that file
+// truncated and overwritten with the pid.
 inline void lock_checkpoint_dir(const std::string& dir) {
     static std::string locked;  // one folder per process
     if (locked == dir) return;
     if (!locked.empty()) fail(strf("--checkpoint-dir: already writing to %s", locked.c_str()));
     check_writable_dir(dir, "--checkpoint-dir");
     std::string path = dir + "/.lock";
-    int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+    // O_NONBLOCK: a FIFO planted there is refused below instead of waited on
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ELOOP)
+        fail(strf("--checkpoint-dir %s: %s is a symlink, not the folder's lock file; remove it", dir.c_str(), path.c_str()));
     if (fd < 0) fail(strf("--checkpoint-dir %s: cannot create %s (%s)", dir.c_str(), path.c_str(), std::strerror(errno)));
+    struct stat st;
+    const char* odd = fstat(fd, &st) != 0      ? "something fstat cannot examine"
+                      : !S_ISREG(st.st_mode)   ? file_kind(st.st_mode)
+                      : st.st_nlink != 1       ? "a hard link: the file has other names"
+                                               : nullptr;
+    if (odd) {
+        close(fd);
+        fail(strf("--checkpoint-dir %s: %s is not the folder's lock file (it is %s); remove it", dir.c_str(),
+                  path.c_str(), odd));
+    }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
         char buf[32] = {0};
