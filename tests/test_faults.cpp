@@ -1,6 +1,6 @@
 // tests/test_faults.cpp: the program under faults and contradictory input,
 // through ./train_mot as a user runs it. Nothing is lost (a model that cannot
-// be saved where asked is saved beside it; SIGTERM saves a checkpoint),
+// be saved where asked is saved beside it; SIGTERM and SIGHUP save a checkpoint),
 // nothing is silent (every bad option, file or state is an error naming it),
 // and a resumed run continues exactly where the checkpoint left off.
 //   make NVCC= train_mot
@@ -142,6 +142,57 @@ TEST_CASE("SIGTERM saves a checkpoint and exits 143; a second signal exits at on
     CHECK(e.exited);
     CHECK((e.code == 143 || e.code == 130));
     CHECK(out.find("saved, stopping") == std::string::npos);
+}
+
+TEST_CASE("SIGHUP (a closed terminal) saves a checkpoint and exits 129, even when it comes twice") {
+    // SIGHUP once killed the run on the spot, with nothing saved
+    make_data();
+    std::string dir = "build/tf_sighup";
+    std::string args = "--steps 1000000 --checkpoint-dir " + dir;
+    for (int signals : {1, 2}) {  // the kernel's and the shell's
+        clear_dir(dir);
+        pid_t pid = spawn_training(args, "build/tf_sighup.jsonl", "build/tf_sighup.out", 3);
+        for (int i = 0; i < signals; i++) REQUIRE(kill(pid, SIGHUP) == 0);
+        Exit e = wait_exit(pid);
+        std::string out = slurp("build/tf_sighup.out");
+        INFO(signals, " SIGHUP\n", out);
+        CHECK(e.exited);
+        CHECK(e.code == 129);
+        CHECK(out.find("interrupted (SIGHUP): saved") != std::string::npos);
+        CHECK(checkpoint_steps_in(dir) == 1);
+    }
+}
+
+TEST_CASE("SIGHUP with the output in a pipe whose reader is gone (train_mot | tee, terminal closed) still saves") {
+    make_data();
+    std::string dir = "build/tf_sighup_pipe", log = "build/tf_sighup_pipe.jsonl";
+    clear_dir(dir);
+    std::remove(log.c_str());
+    int p[2];
+    REQUIRE(pipe(p) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        setenv("OMP_NUM_THREADS", "1", 1);
+        std::string cmd = "exec " + train_mot_path() + DATA + TINY + " --val-every 0 --steps 1000000 --checkpoint-dir " +
+                          dir + " --log " + log;
+        execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+        _exit(127);
+    }
+    close(p[1]);
+    wait_rows(log, 3);  // a few lines of output: far from filling the pipe
+    // the terminal goes: the run gets SIGHUP, and tee, the pipe's reader, is gone
+    REQUIRE(kill(pid, SIGHUP) == 0);
+    close(p[0]);
+    Exit e = wait_exit(pid);
+    INFO("exited ", e.exited, ", code or signal ", e.code);
+    CHECK(e.exited);  // not killed by SIGPIPE on its next line of output
+    CHECK(e.code == 129);
+    CHECK(checkpoint_steps_in(dir) == 1);
 }
 
 TEST_CASE("--skip-nonfinite gives up after --max-skips updates in a row, and saves no non-finite model") {

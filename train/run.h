@@ -13,6 +13,7 @@
 // exchanges the gradients); rank 0 alone prints, logs, samples and writes
 // checkpoints; the other ranks' standard output is discarded.
 #pragma once
+#include <signal.h>
 #include <unistd.h>
 
 #include <climits>
@@ -39,13 +40,28 @@
 #include "train/state.h"
 #include "train/threads.h"
 
-// SIGINT (Ctrl-C) and SIGTERM (what schedulers and docker stop send): the
-// first asks the training loop to save a checkpoint and stop after the
-// current step; a second one exits at once.
+// SIGINT (Ctrl-C), SIGTERM (what schedulers and docker stop send) and SIGHUP
+// (the terminal was closed): the first asks the training loop to save a
+// checkpoint and stop after the current step; a second SIGINT or SIGTERM
+// exits at once. A second SIGHUP does not: a closed terminal can send two
+// (the kernel's to the foreground job, then the shell's to its jobs).
+// After a SIGHUP, writes to a pipe whose reader went with the terminal
+// (train_mot | tee) must fail quietly, not kill the run with SIGPIPE before
+// it saves.
 inline volatile std::sig_atomic_t stop_signal = 0;
 inline void on_stop_signal(int sig) {
+    if (stop_signal && sig == SIGHUP) return;
     if (stop_signal) _exit(128 + sig);
     stop_signal = sig;
+    if (sig == SIGHUP) {
+        struct sigaction ignore {};
+        ignore.sa_handler = SIG_IGN;
+        sigaction(SIGPIPE, &ignore, nullptr);  // async-signal-safe
+    }
+}
+
+inline const char* stop_signal_name(int sig) {
+    return sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "SIGINT";
 }
 
 // Everything a run holds, filled in by the steps below in order.
@@ -467,6 +483,7 @@ inline int train_loop(TrainRun* r) {
     std::vector<int> eot_prompt = {r->tokp ? r->tok.eot : r->c.V - 1};
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
+    std::signal(SIGHUP, on_stop_signal);
     for (int step = (int)r->state.step; step <= o.steps; step++) {
         bool last = step == o.steps;
         if (r->have_val && (step % o.val_every == 0 || last)) validate(r, step);
@@ -483,7 +500,7 @@ inline int train_loop(TrainRun* r) {
             save_checkpoint(r, step + 1, o.checkpoint_dir.empty() ? "checkpoints" : o.checkpoint_dir);
         if (r->stop) {
             int sig = stop_signal ? stop_signal : SIGTERM;  // a rank the signal did not reach stops as if by SIGTERM
-            std::printf("interrupted (%s%s): saved, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            std::printf("interrupted (%s%s): saved, stopping\n", stop_signal_name(sig),
                         stop_signal ? "" : " on another rank");
             jsonl_close(&r->log);
             return 128 + sig;
