@@ -12,6 +12,8 @@
 #include "data/prepare.h"
 
 int main(int argc, char** argv) {
+    // Ctrl-C, SIGTERM or SIGHUP remove the half-built data set (before any other thread starts)
+    prepare_stop_on_signals();
     PrepareConfig cfg;
     CLI::App app{"prepare: train a BPE tokenizer on text files and write token shards"};
     app.add_option("files", cfg.inputs, "input text files (default: tinyshakespeare)");

@@ -31,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -92,6 +93,7 @@ inline std::vector<std::string> write_shards(const std::string& dir, const std::
     for (int64_t i = 0; i < n; i++) {
         int64_t lo = total * i / n, hi = total * (i + 1) / n;
         std::string name = prefix + strf("_%06lld.bin", (long long)i);
+        std::lock_guard<std::mutex> writing(staging_mutex());  // dir is the staging folder
         write_shard(dir + "/" + name, tokens.data() + lo, size_t(hi - lo));
         names.push_back(name);
     }
@@ -249,12 +251,19 @@ inline PrepareResult prepare_data(const PrepareConfig& cfg) {
     Tokenizer tok = bpe_train_counts(counts, cfg.vocab_size, false);
     counts.clear();
 
-    // everything is written into tmp; on any failure tmp goes and dest stays as it was
+    // everything is written into tmp; on any failure or stop signal tmp goes
+    // and dest stays as it was. Every file operation in tmp holds
+    // staging_mutex() (data/staging.h), the encoding does not.
+    std::unique_lock<std::mutex> writing(staging_mutex());
     const PrepareStaging staging = prepare_staging(dest);
     const std::string& tmp = staging.tmp;
+    staging_folder() = tmp;
+    writing.unlock();
     try {
         r.tokenizer_path = cfg.out_dir + "/tokenizer.bin";
+        writing.lock();
         tokenizer_save(tok, tmp + "/tokenizer.bin");
+        writing.unlock();
         auto t1 = std::chrono::steady_clock::now();
 
         // encode, with a progress bar when stderr is a terminal
@@ -300,8 +309,11 @@ inline PrepareResult prepare_data(const PrepareConfig& cfg) {
         r.train_tokens = int64_t(train_tokens.size());
         r.val_tokens = int64_t(val_tokens.size());
         manifest += strf("counts %lld %lld %lld\n", (long long)r.bytes, (long long)r.train_tokens, (long long)r.val_tokens);
+        writing.lock();
         write_file_atomic(tmp + "/manifest.txt", manifest);
         prepare_commit(staging);
+        staging_folder().clear();
+        writing.unlock();
 
         if (cfg.verbose) {
             auto t3 = std::chrono::steady_clock::now();
@@ -318,7 +330,9 @@ inline PrepareResult prepare_data(const PrepareConfig& cfg) {
         }
         return r;
     } catch (...) {
+        if (!writing.owns_lock()) writing.lock();
         remove_tree(tmp);
+        staging_folder().clear();
         throw;
     }
 }

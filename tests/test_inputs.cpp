@@ -15,7 +15,9 @@
 #include "tests/bad_input.h"
 #include "tests/program.h"
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -279,6 +281,53 @@ TEST_CASE("prepare: a run that fails halfway leaves the old data set as it was")
         CHECK(slurp(out + "/notes.txt") == "the user's own file\n");
         CHECK(slurp(out + "/tokenizer.bin") != before.at("tokenizer.bin"));
         CHECK(names_in(d) == scratch_names);
+    }
+}
+
+TEST_CASE("prepare: Ctrl-C, SIGTERM or SIGHUP while the data set is built removes its folder, the old one stays") {
+    std::string d = scratch("ti_prepare_signal");
+    std::string small, big;
+    for (int i = 0; i < 80; i++) small += "Line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog.\n";
+    // enough text that the encoding and the writes take a while (about 1 s)
+    for (int i = 0; big.size() < (12u << 20); i++)
+        big += "Verse " + std::to_string(i) + ": what light through yonder window breaks, " + std::to_string(i * 7919 % 10007) + "?\n";
+    write_bytes(d + "/old.txt", small);
+    write_bytes(d + "/big.txt", big);
+    std::string out = d + "/out";
+    Run first = run_cmd(prepare_path() + " --out " + out + " --vocab 280 " + d + "/old.txt");
+    INFO(first.out);
+    REQUIRE(first.rc == 0);
+    const std::vector<std::string> scratch_names = {"big.txt", "old.txt", "out"};
+    // The signal once killed prepare on the spot and left out.tmp-<pid>
+    // beside the output, the half-built data set. The signal must come while
+    // that folder exists: the run watches for it; a run that finishes before
+    // the watcher sees it is tried again (another vocabulary: no cache hit).
+    int vocab = 300;
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+        bool signalled = false;
+        for (int attempt = 0; attempt < 5 && !signalled; attempt++, vocab++) {
+            const std::map<std::string, std::string> before = snapshot(out);
+            pid_t pid = spawn_cmd("exec " + prepare_path() + " --out " + out + " --vocab " + std::to_string(vocab) + " " +
+                                      d + "/big.txt",
+                                  "build/ti_prepare_signal.out");
+            int status = 0;
+            bool done = false;
+            while (!signalled && !done) {
+                if (exists(out + ".tmp-" + std::to_string(pid))) signalled = kill(pid, sig) == 0;
+                if (!signalled) done = waitpid(pid, &status, WNOHANG) == pid;
+                if (!signalled && !done) usleep(1000);
+            }
+            if (!signalled) continue;  // finished first: try again
+            Exit e = wait_exit(pid);
+            std::string text = slurp("build/ti_prepare_signal.out");
+            INFO("signal ", sig, ": ", text);
+            CHECK(e.exited);  // handled, not killed by the signal
+            CHECK(e.code == 128 + sig);
+            CHECK(text.find("prepare: interrupted (") != std::string::npos);
+            CHECK(names_in(d) == scratch_names);  // no temporary folder left beside the output
+            CHECK(snapshot(out) == before);       // the old data set, byte for byte
+        }
+        CHECK_MESSAGE(signalled, "prepare finished before its staging folder was seen, 5 times");
     }
 }
 
