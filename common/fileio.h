@@ -234,6 +234,17 @@ inline std::string resolved_path(const std::string& path) {
     }
 }
 
+// Whether paths a and b name one file: the same device and inode when both
+// exist (however they are spelled, through any symlinks or hard links),
+// else the same resolved_path (a file not written yet).
+inline bool same_file(const std::string& a, const std::string& b) {
+    struct stat sa, sb;
+    bool ea = stat(a.c_str(), &sa) == 0, eb = stat(b.c_str(), &sb) == 0;
+    if (ea && eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    if (ea != eb) return false;
+    return resolved_path(a) == resolved_path(b);
+}
+
 // mkdir -p: creates dir and every missing parent.
 inline void make_dirs(const std::string& dir) {
     for (size_t i = 1; i <= dir.size(); i++) {

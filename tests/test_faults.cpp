@@ -116,6 +116,62 @@ TEST_CASE("a --save that fails at the end writes the model beside it and says wh
     std::remove(path.c_str());
 }
 
+TEST_CASE("an output that is an input or another output is refused before the run, naming both") {
+    // --log over a --data shard once truncated the shard and the run still
+    // exited 0; over --load or the tokenizer it destroyed them; --log and
+    // --save on one file lost the log to the model; plot -o over its log
+    // replaced the log with the picture
+    trained("build/tf_model.ckpt");
+    write_bytes("build/tf_tok_in.bin", "not read: the run stops before");
+    std::remove("build/tf_shard_link.bin");
+    REQUIRE(symlink("tf_train.bin", "build/tf_shard_link.bin") == 0);
+    const std::string shard = slurp("build/tf_train.bin"), model = slurp("build/tf_model.ckpt");
+    const std::string steps2 = TINY + " --val-every 0 --steps 2";
+    struct Case {
+        std::string args;
+        std::vector<std::string> needles;
+    };
+    std::vector<Case> cases = {
+        {DATA + steps2 + " --log build/tf_train.bin", {"--log build/tf_train.bin and --data build/tf_train.bin"}},
+        {DATA + steps2 + " --log ./build/../build/tf_train.bin", {"--log ./build/../build/tf_train.bin and --data"}},
+        {DATA + steps2 + " --log build/tf_shard_link.bin", {"--log build/tf_shard_link.bin and --data"}},
+        {" --data 'build/tf_tr*.bin'" + steps2 + " --log build/tf_train.bin",
+         {"--log build/tf_train.bin and --data build/tf_tr*.bin (its file build/tf_train.bin)"}},
+        {DATA + steps2 + " --val-data build/tf_val.bin --val-every 1 --log build/tf_val.bin",
+         {"--log build/tf_val.bin and --val-data build/tf_val.bin"}},
+        {DATA + steps2 + " --save build/tf_train.bin", {"--save build/tf_train.bin and --data build/tf_train.bin"}},
+        {DATA + steps2 + " --load build/tf_model.ckpt --log build/tf_model.ckpt",
+         {"--log build/tf_model.ckpt and --load build/tf_model.ckpt"}},
+        {DATA + steps2 + " --tokenizer build/tf_tok_in.bin --log build/tf_tok_in.bin",
+         {"--log build/tf_tok_in.bin and --tokenizer build/tf_tok_in.bin"}},
+        {DATA + steps2 + " --log build/tf_both.out --save build/tf_both.out",
+         {"--log build/tf_both.out and --save build/tf_both.out", "give another --save"}},
+    };
+    for (const Case& c : cases) {
+        Run r = run_limited(c.args);
+        INFO("args: ", c.args);
+        expect_error(r, c.needles);
+        CHECK(r.out.find("name the same file") != std::string::npos);
+        CHECK(r.out.find("step     1/2") == std::string::npos);  // refused before the first step
+        CHECK(slurp("build/tf_train.bin") == shard);
+        CHECK(slurp("build/tf_model.ckpt") == model);
+    }
+    CHECK(slurp("build/tf_tok_in.bin") == "not read: the run stops before");
+    CHECK_FALSE(exists("build/tf_both.out"));
+    // a model trained further in place: --save over --load is allowed
+    Run again = run(DATA + steps2 + " --load build/tf_model.ckpt --save build/tf_model.ckpt");
+    INFO(again.out);
+    CHECK(again.rc == 0);
+    CHECK(slurp("build/tf_model.ckpt") != model);
+    std::remove("build/tf_shard_link.bin");
+
+    write_bytes("build/tf_plot_in.jsonl", "{\"step\": 1, \"loss\": 3.5}\n{\"step\": 2, \"loss\": 3.25}\n");
+    const std::string log = slurp("build/tf_plot_in.jsonl");
+    expect_error("plot build/tf_plot_in.jsonl -o ./build/tf_plot_in.jsonl",
+                 {"-o ./build/tf_plot_in.jsonl and the log build/tf_plot_in.jsonl name the same file"});
+    CHECK(slurp("build/tf_plot_in.jsonl") == log);
+}
+
 TEST_CASE("SIGTERM saves a checkpoint and exits 143; a second signal exits at once") {
     make_data();
     std::string dir = "build/tf_sigterm";

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "common/checkpoint.h"
 #include "common/error.h"
@@ -51,6 +52,39 @@ inline void check_writable_file(const std::string& path, const char* option) {
         check_writable_dir(parent_dir(path), option);
     } catch (const std::exception& e) {
         fail(strf("%s %s: cannot be written: %s", option, path.c_str(), e.what()));
+    }
+}
+
+// A file a run reads or writes, with the option that names it; a shard
+// found by a glob also keeps the pattern the option gave.
+struct RunFile {
+    const char* option;
+    std::string path, pattern;
+};
+
+inline std::string run_file_name(const RunFile& f) {
+    if (f.pattern.empty() || f.pattern == f.path) return strf("%s %s", f.option, f.path.c_str());
+    return strf("%s %s (its file %s)", f.option, f.pattern.c_str(), f.path.c_str());
+}
+
+// Refuses, before anything is written, a run with an output that is one of
+// its inputs (--log over a training shard would destroy it, and the run
+// would still end well) or that is another of its outputs (--log and --save:
+// the model would replace the log). Paths are compared as files (same_file),
+// so another spelling, a symlink or a hard link is the same file. An empty
+// path is an option not given.
+inline void check_outputs_apart(const std::vector<RunFile>& outputs, const std::vector<RunFile>& inputs) {
+    for (size_t i = 0; i < outputs.size(); i++) {
+        const RunFile& out = outputs[i];
+        if (out.path.empty()) continue;
+        for (const RunFile& in : inputs)
+            if (!in.path.empty() && same_file(out.path, in.path))
+                fail(strf("%s and %s name the same file: writing %s would destroy that input; give another %s",
+                          run_file_name(out).c_str(), run_file_name(in).c_str(), out.option, out.option));
+        for (size_t j = i + 1; j < outputs.size(); j++)
+            if (!outputs[j].path.empty() && same_file(out.path, outputs[j].path))
+                fail(strf("%s and %s name the same file: one would overwrite the other; give another %s",
+                          run_file_name(out).c_str(), run_file_name(outputs[j]).c_str(), outputs[j].option));
     }
 }
 

@@ -125,6 +125,10 @@ inline void render_plot(const std::string& script, int fd, const std::string& tm
 
 inline void plot_logs(const std::vector<std::string>& logs, const std::string& out_png, const std::string& title) {
     if (logs.empty()) fail("plot: give at least one log file");
+    for (const std::string& log : logs)
+        if (same_file(out_png, log))
+            fail(strf("plot: -o %s and the log %s name the same file: the plot would overwrite the log; give another -o",
+                      out_png.c_str(), log.c_str()));
     // the output first: a bad -o fails at once, naming it, and gnuplot never runs
     std::string tmp;
     int fd = open_plot_output(out_png, &tmp);

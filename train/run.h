@@ -126,6 +126,34 @@ inline void check_options(TrainRun* r) {
     if (!o.checkpoint_dir.empty()) lock_checkpoint_dir(o.checkpoint_dir);
 }
 
+// Every input file (the shards, the tokenizer, --load) against the outputs
+// (--log, --save), once the shards are known: no output may be an input or
+// another output (check_outputs_apart). --save over --load is allowed: the
+// checkpoint is read whole at the start and replaced at the end, a model
+// trained further in place.
+inline void check_inputs_kept(TrainRun* r) {
+    const Options& o = r->o;
+    std::vector<RunFile> inputs = {{"--load", o.load, ""},
+                                   {o.tokenizer.empty() ? "the default --tokenizer" : "--tokenizer", r->tok_path, ""}};
+    const char* data = o.data.empty() ? "the default --data" : "--data";
+    const char* val_data = o.val_data.empty() ? "the default --val-data" : "--val-data";
+    for (const auto& [option, pattern] : {std::pair<const char*, std::string>{data, r->train_pattern},
+                                          std::pair<const char*, std::string>{val_data, r->val_pattern}}) {
+        if (pattern.empty()) continue;
+        std::vector<std::string> files;
+        try {
+            files = glob_files(pattern);
+        } catch (const std::exception&) {
+            continue;  // no shard: setup_loaders says so
+        }
+        for (const std::string& f : files) inputs.push_back({option, f, pattern});
+    }
+    check_outputs_apart({{"--log", o.log, ""}}, inputs);
+    inputs.erase(inputs.begin());  // --save may replace --load
+    check_outputs_apart({{"--save", o.save, ""}}, inputs);
+    check_outputs_apart({{"--log", o.log, ""}, {"--save", o.save, ""}}, {});
+}
+
 // The shards and the tokenizer; without --data, the default data set,
 // prepared and cached on first use.
 inline void setup_data(TrainRun* r) {
@@ -143,6 +171,7 @@ inline void setup_data(TrainRun* r) {
         if (r->tok_path.empty()) r->tok_path = d.tokenizer_path;
     }
     if (dist().rank == 0) dist_barrier("waiting for rank 0 to prepare the data", false);
+    check_inputs_kept(r);
     if (!r->tok_path.empty()) {
         r->tok = tokenizer_load(r->tok_path);
         r->tokp = &r->tok;
