@@ -300,6 +300,23 @@ TEST_CASE("a failed log write (a full disk) stops the run with an error") {
     CHECK(r.rc == 1);
     CHECK(r.out.find("--log build/tf_full.jsonl: write failed") != std::string::npos);
     CHECK(r.out.find("step  2000/2000") == std::string::npos);
+    // the row that did not fit is not left half-written: the log once ended
+    // with the part of it that fit under the limit
+    std::string log = slurp("build/tf_full.jsonl");
+    INFO(log);
+    CHECK(log.size() > 500);  // the run row and a few steps
+    CHECK(log.size() <= 4 * 512);
+    REQUIRE(!log.empty());
+    CHECK(log.back() == '\n');
+    size_t pos = 0;
+    while (pos < log.size()) {  // every line a whole row
+        size_t nl = log.find('\n', pos);
+        std::string line = log.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        CHECK(line.front() == '{');
+        CHECK(line.back() == '}');
+        pos = nl == std::string::npos ? log.size() : nl + 1;
+    }
+    CHECK(r.out.find("could not be cut off") == std::string::npos);
 }
 
 TEST_CASE("resuming drops the log rows written after the checkpoint: the log equals an uninterrupted run's") {
