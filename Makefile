@@ -100,8 +100,16 @@ build/study: study/study.cpp $(HEADERS)
 	@mkdir -p build
 	$(CXX) $(CXXFLAGS) $< -o $@
 
+# QUICK, TEXT and OUT reach the script as written (value: make expands no $ in
+# them; unexport: nor does it to put them in the environment) and as one
+# single-quoted shell word each (shell_quote), so a path with spaces, quotes,
+# $ or ; in it is a path and never a command. The script's other settings
+# come through the environment.
+shell_quote = '$(subst ','\'',$(1))'
+unexport QUICK TEXT OUT
 reproduce: train_mot prepare build/study
-	@QUICK=$(QUICK) TEXT=$(TEXT) study/reproduce.sh
+	@QUICK=$(call shell_quote,$(value QUICK)) TEXT=$(call shell_quote,$(value TEXT)) \
+	    OUT=$(call shell_quote,$(value OUT)) study/reproduce.sh
 
 # Copies CLI11 and doctest (from the Debian packages libcli11-dev and
 # doctest-dev; another prefix with INCLUDE_DIR=...) into $(KIT), an ignored folder that

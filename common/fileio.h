@@ -13,9 +13,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -61,18 +63,51 @@ inline void sync_dir(const std::string& dir) {
     close(fd);
 }
 
+// The number in the next temporary file's name (create_temp_file); shared
+// by every thread of the process.
+inline std::atomic<unsigned>& temp_file_count() {
+    static std::atomic<unsigned> count{0};
+    return count;
+}
+
+// Creates a new, empty temporary file beside path, <path>.tmp.<pid>.<count>,
+// and returns it open for writing (its name in *tmp), or -1 with errno set.
+// The file is made by this call (O_CREAT | O_EXCL, which also never follows
+// a symlink): a file or symlink someone planted under a name the process
+// would use is skipped, never written through, and a name taken by another
+// process or a killed run is skipped too.
+inline int open_temp_file(const std::string& path, std::string* tmp, mode_t mode = 0666) {
+    for (int attempt = 0;; attempt++) {
+        *tmp = strf("%s.tmp.%d.%u", path.c_str(), (int)getpid(), temp_file_count()++);
+        int fd = open(tmp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+        if (fd >= 0 || errno != EEXIST || attempt == 1000) return fd;
+    }
+}
+
+// open_temp_file, failing with a message naming path.
+inline int create_temp_file(const std::string& path, std::string* tmp, mode_t mode = 0666) {
+    int fd = open_temp_file(path, tmp, mode);
+    if (fd < 0) fail(strf("%s: cannot create the temporary file %s (%s)", path.c_str(), tmp->c_str(), std::strerror(errno)));
+    return fd;
+}
+
 // Writes the concatenation of parts to path, atomically and durably: the
-// bytes go to a temporary file of a name no other process uses
-// (<path>.tmp.<pid>.<count>), which is flushed to disk, then renamed over
-// path; the folder is flushed before and after the rename. A crash, a full
-// disk or a second process writing the same path never leaves a torn or
-// mixed file under the real name.
+// bytes go to a new temporary file beside it (create_temp_file), which is
+// flushed to disk, then renamed over path; the folder is flushed before and
+// after the rename. A crash, a full disk or a second process writing the
+// same path never leaves a torn or mixed file under the real name, and a
+// symlink planted at a temporary's name is never written through.
 inline void write_file_atomic(const std::string& path,
                               const std::vector<std::pair<const void*, size_t>>& parts) {
-    static int count = 0;
-    std::string tmp = strf("%s.tmp.%d.%d", path.c_str(), (int)getpid(), count++);
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) fail(strf("%s: cannot create (%s)", tmp.c_str(), std::strerror(errno)));
+    std::string tmp;
+    int fd = create_temp_file(path, &tmp);
+    FILE* f = fdopen(fd, "wb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        std::remove(tmp.c_str());
+        fail(strf("%s: cannot create (%s)", tmp.c_str(), std::strerror(e)));
+    }
     bool ok = true;
     for (const auto& p : parts)
         if (p.second && std::fwrite(p.first, 1, p.second, f) != p.second) ok = false;
@@ -179,6 +214,54 @@ inline std::string read_file(const std::string& path, const char* what = "file")
 inline bool file_exists(const std::string& path) {
     struct stat st;
     return stat(path.c_str(), &st) == 0;
+}
+
+// The absolute path that path names, for comparing paths and guarding
+// folders: its longest existing part resolved by realpath (symlinks, . and
+// ..), the rest appended with its . and .. applied as written. Two paths
+// naming one file give the same string, whether or not the file exists yet.
+inline std::string resolved_path(const std::string& path) {
+    std::string abs = path;
+    if (abs.empty() || abs[0] != '/') {
+        char* cwd = getcwd(nullptr, 0);
+        if (!cwd) fail(strf("%s: cannot resolve the path (the working folder: %s)", path.c_str(), std::strerror(errno)));
+        abs = std::string(cwd) + "/" + abs;
+        std::free(cwd);
+    }
+    std::vector<std::string> tail;  // the missing part, last component first
+    std::string head = abs;
+    while (true) {
+        while (head.size() > 1 && head.back() == '/') head.pop_back();
+        if (char* real = realpath(head.c_str(), nullptr)) {
+            std::string out = real;
+            std::free(real);
+            for (size_t i = tail.size(); i-- > 0;) {
+                if (tail[i].empty() || tail[i] == ".") continue;
+                if (tail[i] == "..") {
+                    size_t slash = out.find_last_of('/');
+                    out = slash == 0 ? "/" : out.substr(0, slash);
+                    continue;
+                }
+                out += (out == "/" ? "" : "/") + tail[i];
+            }
+            return out;
+        }
+        size_t slash = head.find_last_of('/');
+        if (slash == std::string::npos || head == "/") return abs;  // nothing resolves, not even "/"
+        tail.push_back(head.substr(slash + 1));
+        head = slash == 0 ? "/" : head.substr(0, slash);
+    }
+}
+
+// Whether paths a and b name one file: the same device and inode when both
+// exist (however they are spelled, through any symlinks or hard links),
+// else the same resolved_path (a file not written yet).
+inline bool same_file(const std::string& a, const std::string& b) {
+    struct stat sa, sb;
+    bool ea = stat(a.c_str(), &sa) == 0, eb = stat(b.c_str(), &sb) == 0;
+    if (ea && eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    if (ea != eb) return false;
+    return resolved_path(a) == resolved_path(b);
 }
 
 // mkdir -p: creates dir and every missing parent.

@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 dest="data/tinyshakespeare.txt"
 expected=1115394
-tmp="$dest.tmp"
 for have in "$dest" ../shared/data/tinyshakespeare.txt; do
     if [ -f "$have" ] && [ "$(wc -c < "$have" | tr -d ' ')" = "$expected" ]; then
         echo "tinyshakespeare is already at $have; nothing to fetch"
@@ -16,6 +15,9 @@ for have in "$dest" ../shared/data/tinyshakespeare.txt; do
     fi
 done
 mkdir -p data
+# a new file of a name of its own (mktemp creates it, O_EXCL): a file or
+# symlink planted at a fixed name is never written through
+tmp=$(mktemp "$dest.tmp.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 if command -v curl >/dev/null 2>&1; then
     curl -fL --retry 3 -o "$tmp" "$url"
@@ -30,5 +32,6 @@ if [ "$size" != "$expected" ]; then
     echo "error: downloaded $size bytes from $url, expected $expected" >&2
     exit 1
 fi
+chmod 644 "$tmp"  # mktemp made it private
 mv "$tmp" "$dest"
 echo "wrote $dest ($size bytes)"

@@ -12,6 +12,8 @@
 #include "data/prepare.h"
 
 int main(int argc, char** argv) {
+    // Ctrl-C, SIGTERM or SIGHUP remove the half-built data set (before any other thread starts)
+    prepare_stop_on_signals();
     PrepareConfig cfg;
     CLI::App app{"prepare: train a BPE tokenizer on text files and write token shards"};
     app.add_option("files", cfg.inputs, "input text files (default: tinyshakespeare)");
@@ -24,6 +26,9 @@ int main(int argc, char** argv) {
     app.add_option("--name", cfg.name, "shard name prefix (default: from the input file or folder name)");
     CLI11_PARSE(app, argc, argv);
     try {
+        // an empty name given is a mistake, not a request for the default one
+        if (app.count("--name") && cfg.name.empty())
+            fail("prepare: --name '': give a name for the shards, or leave --name out to take it from the input");
         if (cfg.inputs.empty()) cfg.inputs.push_back(find_default_text());
         PrepareResult r = prepare_data(cfg);
         std::printf("tokenizer: %s\ntrain: %s\nval: %s\n", r.tokenizer_path.c_str(), r.train_pattern.c_str(),

@@ -31,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -92,6 +93,7 @@ inline std::vector<std::string> write_shards(const std::string& dir, const std::
     for (int64_t i = 0; i < n; i++) {
         int64_t lo = total * i / n, hi = total * (i + 1) / n;
         std::string name = prefix + strf("_%06lld.bin", (long long)i);
+        std::lock_guard<std::mutex> writing(staging_mutex());  // dir is the staging folder
         write_shard(dir + "/" + name, tokens.data() + lo, size_t(hi - lo));
         names.push_back(name);
     }
@@ -135,8 +137,25 @@ inline bool prepare_try_reuse(const std::string& dir, const std::string& key, Pr
     return true;
 }
 
+// A shard name prefix (--name) names files inside the output folder: a
+// name with '/' or a name of "." or ".." would put the shards outside it,
+// beyond the data set's all-or-nothing swap; a control character would
+// break the manifest's one name per line.
+inline void check_prepare_name(const std::string& name) {
+    if (name.find('/') != std::string::npos)
+        fail(strf("prepare: --name '%s': a name, not a path: it may not contain '/' (the shards are written into "
+                  "--out; give the folder there)",
+                  name.c_str()));
+    if (name == "." || name == "..")
+        fail(strf("prepare: --name '%s': not a name (the shards are <name>_train_000000.bin ... in --out)", name.c_str()));
+    for (unsigned char ch : name)
+        if (ch < 0x20 || ch == 0x7f)
+            fail(strf("prepare: --name: the name holds a control character (byte %u); give a plain file name", ch));
+}
+
 inline PrepareResult prepare_data(const PrepareConfig& cfg) {
     if (cfg.inputs.empty()) fail("prepare: no input text files");
+    if (!cfg.name.empty()) check_prepare_name(cfg.name);
     if (cfg.vocab_size < 257 || cfg.vocab_size > 65536)
         fail(strf("prepare: vocab size %d out of range (257..65536, tokens are stored as uint16)", cfg.vocab_size));
     if (!(cfg.val_fraction >= 0 && cfg.val_fraction < 1))
@@ -187,6 +206,11 @@ inline PrepareResult prepare_data(const PrepareConfig& cfg) {
     if (dest.empty() || dest == "/" || last == "." || last == "..")
         fail(strf("prepare: output folder '%s': give it by name (the data set is built beside it and renamed into place)",
                   cfg.out_dir.c_str()));
+    // a link to / is / too: what it resolves to is what gets swapped
+    if (resolved_path(dest) == "/")
+        fail(strf("prepare: output folder '%s' is / (through a symlink): give a folder below it (the data set is built "
+                  "beside the folder and swapped in, and whatever else it holds moved over)",
+                  cfg.out_dir.c_str()));
     struct stat out_st;
     if (stat(dest.c_str(), &out_st) == 0 && !S_ISDIR(out_st.st_mode))  // before the slow part
         fail(strf("%s: the output folder exists and is not a directory", dest.c_str()));
@@ -227,12 +251,19 @@ inline PrepareResult prepare_data(const PrepareConfig& cfg) {
     Tokenizer tok = bpe_train_counts(counts, cfg.vocab_size, false);
     counts.clear();
 
-    // everything is written into tmp; on any failure tmp goes and dest stays as it was
+    // everything is written into tmp; on any failure or stop signal tmp goes
+    // and dest stays as it was. Every file operation in tmp holds
+    // staging_mutex() (data/staging.h), the encoding does not.
+    std::unique_lock<std::mutex> writing(staging_mutex());
     const PrepareStaging staging = prepare_staging(dest);
     const std::string& tmp = staging.tmp;
+    staging_folder() = tmp;
+    writing.unlock();
     try {
         r.tokenizer_path = cfg.out_dir + "/tokenizer.bin";
+        writing.lock();
         tokenizer_save(tok, tmp + "/tokenizer.bin");
+        writing.unlock();
         auto t1 = std::chrono::steady_clock::now();
 
         // encode, with a progress bar when stderr is a terminal
@@ -278,8 +309,11 @@ inline PrepareResult prepare_data(const PrepareConfig& cfg) {
         r.train_tokens = int64_t(train_tokens.size());
         r.val_tokens = int64_t(val_tokens.size());
         manifest += strf("counts %lld %lld %lld\n", (long long)r.bytes, (long long)r.train_tokens, (long long)r.val_tokens);
+        writing.lock();
         write_file_atomic(tmp + "/manifest.txt", manifest);
         prepare_commit(staging);
+        staging_folder().clear();
+        writing.unlock();
 
         if (cfg.verbose) {
             auto t3 = std::chrono::steady_clock::now();
@@ -296,7 +330,9 @@ inline PrepareResult prepare_data(const PrepareConfig& cfg) {
         }
         return r;
     } catch (...) {
+        if (!writing.owns_lock()) writing.lock();
         remove_tree(tmp);
+        staging_folder().clear();
         throw;
     }
 }

@@ -11,8 +11,17 @@
 // An output that is a symlink stays one (its target is swapped); one that is
 // a mount point, which nothing beside it can be renamed onto, gets the
 // folder inside it and the files moved in one by one at the end.
+//
+// Stopped by a signal (prepare_stop_on_signals: Ctrl-C, SIGTERM, SIGHUP),
+// prepare removes the staging folder too and leaves the output as it was.
+// Every file operation in the staging folder, and the swap, holds
+// staging_mutex(); the thread that takes the signal takes the mutex, so it
+// never removes the folder under a write or halfway through the swap, and
+// no operation starts after it.
 #pragma once
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,8 +30,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "common/error.h"
@@ -58,6 +69,44 @@ inline std::vector<std::string> dir_names(const std::string& dir) {
         names.push_back(it->path().filename().string());
     if (ec) fail(strf("%s: cannot list the folder (%s)", dir.c_str(), ec.message().c_str()));
     return names;
+}
+
+// Held by every file operation in the staging folder (see the top).
+inline std::mutex& staging_mutex() {
+    static std::mutex m;
+    return m;
+}
+
+// The staging folder of the data set being built ("" when none), for the
+// signal thread to remove; read and written under staging_mutex().
+inline std::string& staging_folder() {
+    static std::string folder;
+    return folder;
+}
+
+// From here on SIGINT, SIGTERM and SIGHUP stop the process (exit 128 + the
+// signal) after removing the staging folder of a data set being built, so
+// that the output is left as it was and nothing beside it. Call first in
+// main, before any other thread starts: the signals are blocked in every
+// thread and taken by a thread of its own (sigwait), which, unlike a signal
+// handler, may remove a folder and wait for a mutex.
+inline void prepare_stop_on_signals() {
+    static sigset_t set;
+    sigemptyset(&set);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::thread([] {
+        int sig = 0;
+        while (sigwait(&set, &sig) != 0) {
+        }
+        staging_mutex().lock();  // kept until the exit: no file operation in the staging folder starts now
+        const std::string& tmp = staging_folder();
+        if (!tmp.empty()) remove_tree(tmp);
+        const char* name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
+        std::fprintf(stderr, "prepare: interrupted (%s): stopped%s\n", name,
+                     tmp.empty() ? "" : "; the data set being built was removed, the output folder is as it was");
+        _exit(128 + sig);
+    }).detach();
 }
 
 // Where a new data set is built before it replaces the one in dir.

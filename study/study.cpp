@@ -443,7 +443,9 @@ static void plot_report(const std::vector<RunLog>& runs, const std::vector<Size>
         script += "plot " + data_time.substr(0, data_time.size() - 2) + "\n";
     }
     script += "unset multiplot\n";
-    render_plot(script, open_plot_output(png), png);
+    std::string tmp;
+    int fd = open_plot_output(png, &tmp);
+    render_plot(script, fd, tmp, png);
 }
 
 static int cmd_report(const std::string& out) {

@@ -203,6 +203,33 @@ TEST_CASE("two processes writing one file at once never leave a mixed file") {
     std::remove(path.c_str());
 }
 
+// The temporaries' names are predictable (<path>.tmp.<pid>.<count>): a file
+// or symlink planted under the next ones is skipped, never written through.
+// The temporary file was once opened with fopen("wb"), which follows a
+// symlink and truncates its target.
+TEST_CASE("a symlink or file planted at a temporary's name is never written through") {
+    std::string path = "build/ckpt_planted.bin", victim = "build/ckpt_victim.txt";
+    write_bytes(victim, "the victim's own bytes\n");
+    std::vector<std::string> planted;
+    unsigned next = temp_file_count().load();
+    for (unsigned k = next; k < next + 5; k++) {
+        std::string name = strf("%s.tmp.%d.%u", path.c_str(), (int)getpid(), k);
+        std::remove(name.c_str());
+        if (k % 2 == 0) REQUIRE(symlink("ckpt_victim.txt", name.c_str()) == 0);
+        else write_bytes(name, "someone else's file\n");
+        planted.push_back(name);
+    }
+    write_file_atomic(path, std::string("new contents"));
+    CHECK(read_file(path) == "new contents");
+    CHECK(read_file(victim) == "the victim's own bytes\n");
+    for (size_t i = 0; i < planted.size(); i++)
+        if (i % 2 == 1) CHECK(read_file(planted[i]) == "someone else's file\n");
+    CHECK(leftover_temp_files(path).size() == planted.size());  // the planted ones, and none of ours
+    for (const std::string& name : planted) std::remove(name.c_str());
+    std::remove(path.c_str());
+    std::remove(victim.c_str());
+}
+
 TEST_CASE("a failed save leaves no file behind") {
     Config c = mixed3_config();
     std::vector<float> params(num_params(c), 0.0f);

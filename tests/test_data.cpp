@@ -261,6 +261,25 @@ static std::string decode_shards(const Tokenizer& tok, const std::vector<std::st
     return out;
 }
 
+TEST_CASE("resolved_path: one string per file, through links, . and .., existing or not") {
+    TempDir d;
+    std::string real = resolved_path(d.path);  // the temporary folder may itself be behind a link
+    fs::create_directories(d / "a/b");
+    fs::create_directory_symlink(real + "/a", d / "link");
+    fs::create_directory_symlink("/", d / "root");
+    CHECK(resolved_path(d / "a/b") == real + "/a/b");
+    CHECK(resolved_path(d / "link/b") == real + "/a/b");
+    CHECK(resolved_path(d / "link/./b/../b/") == real + "/a/b");
+    CHECK(resolved_path(d / "link/new/file.txt") == real + "/a/new/file.txt");  // a missing tail as written
+    CHECK(resolved_path(d / "a/new/../b") == real + "/a/b");
+    CHECK(resolved_path(d / "root") == "/");
+    CHECK(resolved_path(d / "root/tmp/..") == "/");
+    char* cwd = getcwd(nullptr, 0);
+    REQUIRE(cwd);
+    CHECK(resolved_path("no_such_file_here") == resolved_path(cwd) + "/no_such_file_here");
+    std::free(cwd);
+}
+
 TEST_CASE("prepare: split, several shards, round trip, determinism, cache") {
     TempDir d;
     std::string text;

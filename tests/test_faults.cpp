@@ -1,6 +1,6 @@
 // tests/test_faults.cpp: the program under faults and contradictory input,
 // through ./train_mot as a user runs it. Nothing is lost (a model that cannot
-// be saved where asked is saved beside it; SIGTERM saves a checkpoint),
+// be saved where asked is saved beside it; SIGTERM and SIGHUP save a checkpoint),
 // nothing is silent (every bad option, file or state is an error naming it),
 // and a resumed run continues exactly where the checkpoint left off.
 //   make NVCC= train_mot
@@ -116,6 +116,62 @@ TEST_CASE("a --save that fails at the end writes the model beside it and says wh
     std::remove(path.c_str());
 }
 
+TEST_CASE("an output that is an input or another output is refused before the run, naming both") {
+    // --log over a --data shard once truncated the shard and the run still
+    // exited 0; over --load or the tokenizer it destroyed them; --log and
+    // --save on one file lost the log to the model; plot -o over its log
+    // replaced the log with the picture
+    trained("build/tf_model.ckpt");
+    write_bytes("build/tf_tok_in.bin", "not read: the run stops before");
+    std::remove("build/tf_shard_link.bin");
+    REQUIRE(symlink("tf_train.bin", "build/tf_shard_link.bin") == 0);
+    const std::string shard = slurp("build/tf_train.bin"), model = slurp("build/tf_model.ckpt");
+    const std::string steps2 = TINY + " --val-every 0 --steps 2";
+    struct Case {
+        std::string args;
+        std::vector<std::string> needles;
+    };
+    std::vector<Case> cases = {
+        {DATA + steps2 + " --log build/tf_train.bin", {"--log build/tf_train.bin and --data build/tf_train.bin"}},
+        {DATA + steps2 + " --log ./build/../build/tf_train.bin", {"--log ./build/../build/tf_train.bin and --data"}},
+        {DATA + steps2 + " --log build/tf_shard_link.bin", {"--log build/tf_shard_link.bin and --data"}},
+        {" --data 'build/tf_tr*.bin'" + steps2 + " --log build/tf_train.bin",
+         {"--log build/tf_train.bin and --data build/tf_tr*.bin (its file build/tf_train.bin)"}},
+        {DATA + steps2 + " --val-data build/tf_val.bin --val-every 1 --log build/tf_val.bin",
+         {"--log build/tf_val.bin and --val-data build/tf_val.bin"}},
+        {DATA + steps2 + " --save build/tf_train.bin", {"--save build/tf_train.bin and --data build/tf_train.bin"}},
+        {DATA + steps2 + " --load build/tf_model.ckpt --log build/tf_model.ckpt",
+         {"--log build/tf_model.ckpt and --load build/tf_model.ckpt"}},
+        {DATA + steps2 + " --tokenizer build/tf_tok_in.bin --log build/tf_tok_in.bin",
+         {"--log build/tf_tok_in.bin and --tokenizer build/tf_tok_in.bin"}},
+        {DATA + steps2 + " --log build/tf_both.out --save build/tf_both.out",
+         {"--log build/tf_both.out and --save build/tf_both.out", "give another --save"}},
+    };
+    for (const Case& c : cases) {
+        Run r = run_limited(c.args);
+        INFO("args: ", c.args);
+        expect_error(r, c.needles);
+        CHECK(r.out.find("name the same file") != std::string::npos);
+        CHECK(r.out.find("step     1/2") == std::string::npos);  // refused before the first step
+        CHECK(slurp("build/tf_train.bin") == shard);
+        CHECK(slurp("build/tf_model.ckpt") == model);
+    }
+    CHECK(slurp("build/tf_tok_in.bin") == "not read: the run stops before");
+    CHECK_FALSE(exists("build/tf_both.out"));
+    // a model trained further in place: --save over --load is allowed
+    Run again = run(DATA + steps2 + " --load build/tf_model.ckpt --save build/tf_model.ckpt");
+    INFO(again.out);
+    CHECK(again.rc == 0);
+    CHECK(slurp("build/tf_model.ckpt") != model);
+    std::remove("build/tf_shard_link.bin");
+
+    write_bytes("build/tf_plot_in.jsonl", "{\"step\": 1, \"loss\": 3.5}\n{\"step\": 2, \"loss\": 3.25}\n");
+    const std::string log = slurp("build/tf_plot_in.jsonl");
+    expect_error("plot build/tf_plot_in.jsonl -o ./build/tf_plot_in.jsonl",
+                 {"-o ./build/tf_plot_in.jsonl and the log build/tf_plot_in.jsonl name the same file"});
+    CHECK(slurp("build/tf_plot_in.jsonl") == log);
+}
+
 TEST_CASE("SIGTERM saves a checkpoint and exits 143; a second signal exits at once") {
     make_data();
     std::string dir = "build/tf_sigterm";
@@ -142,6 +198,57 @@ TEST_CASE("SIGTERM saves a checkpoint and exits 143; a second signal exits at on
     CHECK(e.exited);
     CHECK((e.code == 143 || e.code == 130));
     CHECK(out.find("saved, stopping") == std::string::npos);
+}
+
+TEST_CASE("SIGHUP (a closed terminal) saves a checkpoint and exits 129, even when it comes twice") {
+    // SIGHUP once killed the run on the spot, with nothing saved
+    make_data();
+    std::string dir = "build/tf_sighup";
+    std::string args = "--steps 1000000 --checkpoint-dir " + dir;
+    for (int signals : {1, 2}) {  // the kernel's and the shell's
+        clear_dir(dir);
+        pid_t pid = spawn_training(args, "build/tf_sighup.jsonl", "build/tf_sighup.out", 3);
+        for (int i = 0; i < signals; i++) REQUIRE(kill(pid, SIGHUP) == 0);
+        Exit e = wait_exit(pid);
+        std::string out = slurp("build/tf_sighup.out");
+        INFO(signals, " SIGHUP\n", out);
+        CHECK(e.exited);
+        CHECK(e.code == 129);
+        CHECK(out.find("interrupted (SIGHUP): saved") != std::string::npos);
+        CHECK(checkpoint_steps_in(dir) == 1);
+    }
+}
+
+TEST_CASE("SIGHUP with the output in a pipe whose reader is gone (train_mot | tee, terminal closed) still saves") {
+    make_data();
+    std::string dir = "build/tf_sighup_pipe", log = "build/tf_sighup_pipe.jsonl";
+    clear_dir(dir);
+    std::remove(log.c_str());
+    int p[2];
+    REQUIRE(pipe(p) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        setenv("OMP_NUM_THREADS", "1", 1);
+        std::string cmd = "exec " + train_mot_path() + DATA + TINY + " --val-every 0 --steps 1000000 --checkpoint-dir " +
+                          dir + " --log " + log;
+        execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+        _exit(127);
+    }
+    close(p[1]);
+    wait_rows(log, 3);  // a few lines of output: far from filling the pipe
+    // the terminal goes: the run gets SIGHUP, and tee, the pipe's reader, is gone
+    REQUIRE(kill(pid, SIGHUP) == 0);
+    close(p[0]);
+    Exit e = wait_exit(pid);
+    INFO("exited ", e.exited, ", code or signal ", e.code);
+    CHECK(e.exited);  // not killed by SIGPIPE on its next line of output
+    CHECK(e.code == 129);
+    CHECK(checkpoint_steps_in(dir) == 1);
 }
 
 TEST_CASE("--skip-nonfinite gives up after --max-skips updates in a row, and saves no non-finite model") {
@@ -193,6 +300,23 @@ TEST_CASE("a failed log write (a full disk) stops the run with an error") {
     CHECK(r.rc == 1);
     CHECK(r.out.find("--log build/tf_full.jsonl: write failed") != std::string::npos);
     CHECK(r.out.find("step  2000/2000") == std::string::npos);
+    // the row that did not fit is not left half-written: the log once ended
+    // with the part of it that fit under the limit
+    std::string log = slurp("build/tf_full.jsonl");
+    INFO(log);
+    CHECK(log.size() > 500);  // the run row and a few steps
+    CHECK(log.size() <= 4 * 512);
+    REQUIRE(!log.empty());
+    CHECK(log.back() == '\n');
+    size_t pos = 0;
+    while (pos < log.size()) {  // every line a whole row
+        size_t nl = log.find('\n', pos);
+        std::string line = log.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        CHECK(line.front() == '{');
+        CHECK(line.back() == '}');
+        pos = nl == std::string::npos ? log.size() : nl + 1;
+    }
+    CHECK(r.out.find("could not be cut off") == std::string::npos);
 }
 
 TEST_CASE("resuming drops the log rows written after the checkpoint: the log equals an uninterrupted run's") {
@@ -266,6 +390,27 @@ TEST_CASE("a second trainer on one --checkpoint-dir stops with an error naming t
                     " --checkpoint-dir " + dir + " --resume");
     INFO(third.out);
     CHECK(third.rc == 0);
+}
+
+TEST_CASE("a .lock planted in --checkpoint-dir as a symlink or hard link is refused, its target untouched") {
+    make_data();
+    std::string dir = "build/tf_planted_lock", victim = "build/tf_lock_victim.txt";
+    // the lock was opened following symlinks and truncated: a planted link
+    // had its target's contents replaced by the trainer's pid
+    for (bool hard : {false, true}) {
+        clear_dir(dir);
+        REQUIRE(mkdir(dir.c_str(), 0755) == 0);
+        write_bytes(victim, "the victim's own bytes\n");
+        if (hard) REQUIRE(link(victim.c_str(), (dir + "/.lock").c_str()) == 0);
+        else REQUIRE(symlink("../tf_lock_victim.txt", (dir + "/.lock").c_str()) == 0);
+        INFO("planted: ", (hard ? "a hard link" : "a symlink"));
+        expect_error(DATA + TINY + " --val-every 0 --steps 2 --checkpoint-every 1 --checkpoint-dir " + dir,
+                     {"--checkpoint-dir " + dir, dir + "/.lock", hard ? "hard link" : "symlink", "remove it"});
+        CHECK(slurp(victim) == "the victim's own bytes\n");
+        CHECK(checkpoint_steps_in(dir) == 0);
+        std::remove((dir + "/.lock").c_str());
+    }
+    std::remove(victim.c_str());
 }
 
 // A run of 10 steps that checkpoints at 5 and 10 into dir.

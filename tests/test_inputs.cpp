@@ -3,17 +3,21 @@
 // as code), an unwritable plot output, a FIFO or a directory where a
 // checkpoint, shard or tokenizer file belongs (a FIFO once blocked forever),
 // a prepare that fails halfway over an existing data set, and a bad token id
-// in a later shard (once found only when the run reached it).
+// in a later shard (once found only when the run reached it), and a TEXT
+// for make reproduce that is a command line.
 //
 // Scratch files are build/ti_*. Runs that could hang if a check regressed
 // (the FIFOs) go through `timeout`, so a regression fails in seconds.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "common/fileio.h"
 #include "tests/bad_input.h"
 #include "tests/program.h"
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,7 +85,7 @@ TEST_CASE("plot: quotes in the title, the log names and -o are plain text") {
     INFO(r.out);
     CHECK(r.rc == 0);
     CHECK(slurp(png).substr(0, 8) == PNG_MAGIC);
-    CHECK_FALSE(exists(png + ".tmp"));
+    CHECK(leftover_temp_files(png).empty());
     CHECK_FALSE(exists(d + "/backquote"));
 }
 
@@ -130,12 +134,32 @@ TEST_CASE("plot: an output that cannot be written fails first, naming it, and wr
         INFO("-o ", c.out);
         expect_error(r, {c.out + ": cannot write the plot", c.why});
         CHECK(r.out.find(PNG_MAGIC) == std::string::npos);  // no PNG dumped on the terminal
-        CHECK_FALSE(exists(c.out + ".tmp"));
+        CHECK(leftover_temp_files(c.out).empty());
     }
     CHECK_FALSE(exists(d + "/missing"));
     CHECK(fs::is_directory(d + "/folder"));
     CHECK(fs::is_empty(d + "/folder"));
     if (geteuid() != 0) chmod((d + "/readonly").c_str(), 0755);
+}
+
+TEST_CASE("plot: a symlink planted at the output's temporary name is not written through") {
+    if (!have_gnuplot()) {
+        MESSAGE("gnuplot is not on PATH: plot test skipped");
+        return;
+    }
+    std::string d = scratch("ti_plot_planted");
+    write_log(d + "/run.jsonl");
+    write_bytes(d + "/victim.txt", "the victim's own bytes\n");
+    // the plot once went to <out>.tmp, opened following symlinks with
+    // O_TRUNC: the victim became the PNG (and was then renamed away)
+    fs::create_symlink("victim.txt", d + "/loss.png.tmp");
+    Run r = run("plot " + d + "/run.jsonl -o " + d + "/loss.png");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(slurp(d + "/victim.txt") == "the victim's own bytes\n");
+    CHECK(fs::is_symlink(d + "/loss.png.tmp"));
+    CHECK(slurp(d + "/loss.png").substr(0, 8) == PNG_MAGIC);
+    CHECK(leftover_temp_files(d + "/loss.png").empty());
 }
 
 // ---------------------------------------------------------------- FIFOs and directories
@@ -260,6 +284,95 @@ TEST_CASE("prepare: a run that fails halfway leaves the old data set as it was")
     }
 }
 
+TEST_CASE("prepare: Ctrl-C, SIGTERM or SIGHUP while the data set is built removes its folder, the old one stays") {
+    std::string d = scratch("ti_prepare_signal");
+    std::string small, big;
+    for (int i = 0; i < 80; i++) small += "Line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog.\n";
+    // enough text that the encoding and the writes take a while (about 1 s)
+    for (int i = 0; big.size() < (12u << 20); i++)
+        big += "Verse " + std::to_string(i) + ": what light through yonder window breaks, " + std::to_string(i * 7919 % 10007) + "?\n";
+    write_bytes(d + "/old.txt", small);
+    write_bytes(d + "/big.txt", big);
+    std::string out = d + "/out";
+    Run first = run_cmd(prepare_path() + " --out " + out + " --vocab 280 " + d + "/old.txt");
+    INFO(first.out);
+    REQUIRE(first.rc == 0);
+    const std::vector<std::string> scratch_names = {"big.txt", "old.txt", "out"};
+    // The signal once killed prepare on the spot and left out.tmp-<pid>
+    // beside the output, the half-built data set. The signal must come while
+    // that folder exists: the run watches for it; a run that finishes before
+    // the watcher sees it is tried again (another vocabulary: no cache hit).
+    int vocab = 300;
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+        bool signalled = false;
+        for (int attempt = 0; attempt < 5 && !signalled; attempt++, vocab++) {
+            const std::map<std::string, std::string> before = snapshot(out);
+            pid_t pid = spawn_cmd("exec " + prepare_path() + " --out " + out + " --vocab " + std::to_string(vocab) + " " +
+                                      d + "/big.txt",
+                                  "build/ti_prepare_signal.out");
+            int status = 0;
+            bool done = false;
+            while (!signalled && !done) {
+                if (exists(out + ".tmp-" + std::to_string(pid))) signalled = kill(pid, sig) == 0;
+                if (!signalled) done = waitpid(pid, &status, WNOHANG) == pid;
+                if (!signalled && !done) usleep(1000);
+            }
+            if (!signalled) continue;  // finished first: try again
+            Exit e = wait_exit(pid);
+            std::string text = slurp("build/ti_prepare_signal.out");
+            INFO("signal ", sig, ": ", text);
+            CHECK(e.exited);  // handled, not killed by the signal
+            CHECK(e.code == 128 + sig);
+            CHECK(text.find("prepare: interrupted (") != std::string::npos);
+            CHECK(names_in(d) == scratch_names);  // no temporary folder left beside the output
+            CHECK(snapshot(out) == before);       // the old data set, byte for byte
+        }
+        CHECK_MESSAGE(signalled, "prepare finished before its staging folder was seen, 5 times");
+    }
+}
+
+TEST_CASE("prepare: --name is a file name in --out: '/', '.', '..' and an empty name are refused") {
+    std::string d = scratch("ti_prepare_name");
+    std::string text;
+    for (int i = 0; i < 80; i++) text += "Line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog.\n";
+    write_bytes(d + "/in.txt", text);
+    // --name ../esc once wrote d/esc_train_000000.bin beside --out d/out,
+    // outside the data set's all-or-nothing swap; --name '' took the default
+    struct Case {
+        std::string name, why;
+    };
+    for (const Case& c : {Case{"../esc", "may not contain '/'"}, Case{"sub/esc", "may not contain '/'"},
+                          Case{"/abs", "may not contain '/'"}, Case{"..", "not a name"}, Case{".", "not a name"},
+                          Case{"", "--name '': give a name"}}) {
+        Run r = run_cmd(prepare_path() + " --vocab 280 --out " + d + "/out --name " + sh_quote(c.name) + " " + d + "/in.txt");
+        INFO("--name ", c.name);
+        expect_error(r, {c.why});
+        std::vector<std::string> only = {"in.txt"};
+        CHECK(names_in(d) == only);
+    }
+    Run ok = run_cmd(prepare_path() + " --vocab 280 --out " + d + "/out --name 'my..name' " + d + "/in.txt");
+    INFO(ok.out);
+    CHECK(ok.rc == 0);
+    CHECK(exists(d + "/out/my..name_train_000000.bin"));
+}
+
+TEST_CASE("prepare: an output folder that resolves to / is refused before any work") {
+    std::string d = scratch("ti_prepare_root");
+    fs::create_directory_symlink("/", d + "/root");
+    fs::create_directory_symlink("../ti_prepare_root/root", d + "/via");  // a link to the link
+    // a text too short for a validation split: prepare stops at the split
+    // (before it builds anything) unless the guard stops it first. The guard
+    // once looked at the name only, so --out d/root went on as far as the text
+    // allowed, toward building the data set beside / and moving / into it.
+    write_bytes(d + "/tiny.txt", "hi\n");
+    for (const std::string& out : {d + "/root", d + "/root/", d + "/via", d + "/root/tmp/.."}) {
+        Run r = run_cmd(prepare_path() + " --vocab 280 --out " + out + " " + d + "/tiny.txt");
+        INFO("--out ", out);
+        expect_error(r, {"output folder '" + out + "'", "give"});
+        CHECK(r.out.find("validation split") == std::string::npos);
+    }
+}
+
 // ---------------------------------------------------------------- token ids
 
 TEST_CASE("a bad token id in a later shard stops the run at the start, naming the shard") {
@@ -301,4 +414,64 @@ TEST_CASE("prepare: an output folder that is a symlink stays one, its target get
         std::vector<std::string> top = {"in.txt", "link", "real"};
         CHECK(names_in(d) == top);
     }
+}
+
+// ---------------------------------------------------------------- get_tinyshakespeare.sh
+
+TEST_CASE("get_tinyshakespeare.sh: a symlink planted at the download's temporary name is not written through") {
+    // the script in a scratch tree of its own, with a curl on PATH that
+    // "downloads" the right number of bytes
+    std::string d = scratch("ti_get");
+    fs::create_directories(d + "/data");
+    fs::create_directories(d + "/bin");
+    fs::copy_file("data/get_tinyshakespeare.sh", d + "/data/get_tinyshakespeare.sh");
+    write_bytes(d + "/bin/curl",
+                "#!/bin/sh\n"
+                "while [ $# -gt 0 ]; do [ \"$1\" = -o ] && out=$2; shift; done\n"
+                "head -c 1115394 /dev/zero | tr '\\000' a > \"$out\"\n");
+    fs::permissions(d + "/bin/curl", fs::perms::owner_all);
+    write_bytes(d + "/victim.txt", "the victim's own bytes\n");
+    // the download once went to data/tinyshakespeare.txt.tmp, through a
+    // symlink there into its target, and the symlink was then moved into place
+    fs::create_symlink("../victim.txt", d + "/data/tinyshakespeare.txt.tmp");
+    Run r = run_cmd("PATH=" + sh_quote(fs::absolute(d + "/bin").string()) + ":\"$PATH\" sh " + d +
+                    "/data/get_tinyshakespeare.sh");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(slurp(d + "/victim.txt") == "the victim's own bytes\n");
+    CHECK_FALSE(fs::is_symlink(d + "/data/tinyshakespeare.txt"));
+    CHECK(slurp(d + "/data/tinyshakespeare.txt") == std::string(1115394, 'a'));
+    std::vector<std::string> left = {"get_tinyshakespeare.sh", "tinyshakespeare.txt", "tinyshakespeare.txt.tmp"};
+    CHECK(names_in(d + "/data") == left);  // the planted link stays, no temporary of the script's
+}
+
+// ---------------------------------------------------------------- make reproduce
+
+TEST_CASE("make reproduce: TEXT is a path, never a command") {
+    if (!exists("Makefile") || std::system("command -v make > /dev/null 2>&1") != 0) {
+        MESSAGE("no make or no Makefile here: make reproduce test skipped");
+        return;
+    }
+    std::string d = scratch("ti_make");
+    // Each TEXT once ran something: the recipe put it in the shell command
+    // unquoted (TEXT=$(TEXT)), so `;` ended the assignment and ran the rest,
+    // `$(shell ...)` ran in make, and a space split the path into a command.
+    // Now reproduce.sh gets it whole and refuses it at once: no such file.
+    // The programs are taken as they are (-o): the script stops before using
+    // them. MAKEFLAGS of an enclosing make test would hand this make its jobs.
+    const std::vector<std::string> texts = {
+        d + "/x; touch " + d + "/semicolon; false",
+        d + "/$(shell touch " + d + "/make_shell) `touch " + d + "/backquote` $(touch " + d + "/dollar).txt",
+        d + "/Romeo's text 'quoted'.txt",
+        d + "/no such file.txt",
+    };
+    for (const std::string& text : texts) {
+        Run r = run_cmd("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -o train_mot -o prepare -o build/study reproduce TEXT=" +
+                        sh_quote(text));
+        INFO("TEXT=", text, "\n", r.out);
+        CHECK(r.rc != 0);
+        CHECK(r.out.find("reproduce: TEXT=" + text + ": no such file or folder") != std::string::npos);
+    }
+    std::vector<std::string> none;
+    CHECK(names_in(d) == none);  // nothing touched
 }

@@ -244,15 +244,15 @@ TEST_CASE("plot draws logs into a PNG and refuses bad logs") {
     std::string png = slurp("build/tt_plot.png");
     CHECK(png.size() > 1000);
     CHECK(png.substr(0, 8) == std::string("\x89PNG\r\n\x1a\n", 8));
-    CHECK_FALSE(exists("build/tt_plot.png.tmp"));
+    CHECK(leftover_temp_files("build/tt_plot.png").empty());
 
     write_bytes("build/tt_noloss.jsonl", "{\"step\": 1, \"ms\": 3}\nnot json at all\n");
     expect_error("plot build/tt_p1.jsonl build/tt_noloss.jsonl -o build/tt_bad.png", {"build/tt_noloss.jsonl", "no loss rows"});
     CHECK_FALSE(exists("build/tt_bad.png"));
-    CHECK_FALSE(exists("build/tt_bad.png.tmp"));
+    CHECK(leftover_temp_files("build/tt_bad.png").empty());
     expect_error("plot build/tt_no_such.jsonl -o build/tt_bad.png", {"build/tt_no_such.jsonl"});
     CHECK_FALSE(exists("build/tt_bad.png"));
-    CHECK_FALSE(exists("build/tt_bad.png.tmp"));
+    CHECK(leftover_temp_files("build/tt_bad.png").empty());
 }
 
 // ---------------------------------------------------------------------------

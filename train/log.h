@@ -3,14 +3,20 @@
 // val_loss; a new log opens with one row (step 0, no loss) that describes
 // the run: its shape, parameters, FLOPs per token and schedule, so that a log
 // is a record of its run on its own (the study in study/ reads nothing else).
-// Flushed after every row so a crashed run keeps its log.
+// Each row is written to the file at once (no buffer in the process), so a
+// crashed run keeps its log.
 //
 // Every line is valid JSON: a NaN or infinite value is written as null. A
-// failed write (a full disk) stops the run with an error rather than leaving
-// a log that ends mid-line. Resuming from a checkpoint first drops the rows
+// failed write (a full disk) stops the run with an error, and the part of
+// the row that did reach the file is cut off again, so the log never ends
+// mid-line. Resuming from a checkpoint first drops the rows
 // the crashed or stopped run logged after that checkpoint, so that the log
 // of a resumed run holds each step once, as one uninterrupted run would.
 #pragma once
+#include <fcntl.h>
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -24,8 +30,9 @@
 #include "common/fileio.h"
 
 struct JsonlLog {
-    FILE* fp = nullptr;
+    int fd = -1;
     std::string path;
+    off_t end = 0;  // the file's size after its last full line
 };
 
 // The value of "step" in a log line, or -1 when it has none.
@@ -62,29 +69,43 @@ inline void jsonl_open(JsonlLog* log, const std::string& path, bool resume, long
                         resume_step);
         }
     }
-    log->fp = std::fopen(path.c_str(), resume ? "a" : "w");
-    if (!log->fp) fail(strf("--log %s: cannot open for writing (%s)", path.c_str(), std::strerror(errno)));
+    log->fd = open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (resume ? O_APPEND : O_TRUNC), 0666);
+    if (log->fd < 0) fail(strf("--log %s: cannot open for writing (%s)", path.c_str(), std::strerror(errno)));
+    log->end = lseek(log->fd, 0, SEEK_END);
+    if (log->end < 0) fail(strf("--log %s: cannot find its end (%s)", path.c_str(), std::strerror(errno)));
 }
 
 // fields: (name, value) pairs written as numbers (null when not finite), after "step".
+// A write that fails partway (the disk filled within the row) leaves part of
+// the row in the file: it is truncated back to the last full line before
+// the run stops.
 inline void jsonl_write(JsonlLog* log, int step, const std::vector<std::pair<const char*, double>>& fields) {
-    if (!log->fp) return;
+    if (log->fd < 0) return;
     std::string line = strf("{\"step\": %d", step);
     for (auto& f : fields)
         line += std::isfinite(f.second) ? strf(", \"%s\": %.9g", f.first, f.second) : strf(", \"%s\": null", f.first);
     line += "}\n";
-    if (std::fputs(line.c_str(), log->fp) == EOF || std::fflush(log->fp) != 0 || std::ferror(log->fp))
-        fail(strf("--log %s: write failed (%s); stopping rather than training without a log", log->path.c_str(),
-                  std::strerror(errno)));
+    for (size_t done = 0; done < line.size();) {
+        ssize_t n = write(log->fd, line.data() + done, line.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : ENOSPC;
+            bool cut = ftruncate(log->fd, log->end) == 0 && lseek(log->fd, log->end, SEEK_SET) == log->end;
+            fail(strf("--log %s: write failed (%s); stopping rather than training without a log%s", log->path.c_str(),
+                      std::strerror(e), cut ? "" : " (and its torn last line could not be cut off)"));
+        }
+        done += size_t(n);
+    }
+    log->end += off_t(line.size());
 }
 
 // True when the open log holds no rows yet: a new run, not a resumed one.
-inline bool jsonl_empty(JsonlLog* log) {
-    return log->fp && std::fseek(log->fp, 0, SEEK_END) == 0 && std::ftell(log->fp) == 0;
-}
+inline bool jsonl_empty(JsonlLog* log) { return log->fd >= 0 && log->end == 0; }
 
 inline void jsonl_close(JsonlLog* log) {
-    if (log->fp && std::fclose(log->fp) != 0)
+    if (log->fd >= 0 && close(log->fd) != 0) {
+        log->fd = -1;
         fail(strf("--log %s: write failed at close (%s)", log->path.c_str(), std::strerror(errno)));
-    log->fp = nullptr;
+    }
+    log->fd = -1;
 }

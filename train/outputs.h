@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "common/checkpoint.h"
 #include "common/error.h"
@@ -54,18 +55,67 @@ inline void check_writable_file(const std::string& path, const char* option) {
     }
 }
 
+// A file a run reads or writes, with the option that names it; a shard
+// found by a glob also keeps the pattern the option gave.
+struct RunFile {
+    const char* option;
+    std::string path, pattern;
+};
+
+inline std::string run_file_name(const RunFile& f) {
+    if (f.pattern.empty() || f.pattern == f.path) return strf("%s %s", f.option, f.path.c_str());
+    return strf("%s %s (its file %s)", f.option, f.pattern.c_str(), f.path.c_str());
+}
+
+// Refuses, before anything is written, a run with an output that is one of
+// its inputs (--log over a training shard would destroy it, and the run
+// would still end well) or that is another of its outputs (--log and --save:
+// the model would replace the log). Paths are compared as files (same_file),
+// so another spelling, a symlink or a hard link is the same file. An empty
+// path is an option not given.
+inline void check_outputs_apart(const std::vector<RunFile>& outputs, const std::vector<RunFile>& inputs) {
+    for (size_t i = 0; i < outputs.size(); i++) {
+        const RunFile& out = outputs[i];
+        if (out.path.empty()) continue;
+        for (const RunFile& in : inputs)
+            if (!in.path.empty() && same_file(out.path, in.path))
+                fail(strf("%s and %s name the same file: writing %s would destroy that input; give another %s",
+                          run_file_name(out).c_str(), run_file_name(in).c_str(), out.option, out.option));
+        for (size_t j = i + 1; j < outputs.size(); j++)
+            if (!outputs[j].path.empty() && same_file(out.path, outputs[j].path))
+                fail(strf("%s and %s name the same file: one would overwrite the other; give another %s",
+                          run_file_name(out).c_str(), run_file_name(outputs[j]).c_str(), outputs[j].option));
+    }
+}
+
 // An exclusive lock on a checkpoint folder, held until the process ends: a
 // second run given the same folder stops with an error naming the first.
 // The lock is flock() on DIR/.lock, which also holds the owner's pid; the
-// kernel drops it when the owner exits, however it exits.
+// kernel drops it when the owner exits, however it exits. The lock file is
+// opened without following a symlink and must be a regular file of one
+// link: a .lock planted as a link to another file would have that file
+// truncated and overwritten with the pid.
 inline void lock_checkpoint_dir(const std::string& dir) {
     static std::string locked;  // one folder per process
     if (locked == dir) return;
     if (!locked.empty()) fail(strf("--checkpoint-dir: already writing to %s", locked.c_str()));
     check_writable_dir(dir, "--checkpoint-dir");
     std::string path = dir + "/.lock";
-    int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+    // O_NONBLOCK: a FIFO planted there is refused below instead of waited on
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ELOOP)
+        fail(strf("--checkpoint-dir %s: %s is a symlink, not the folder's lock file; remove it", dir.c_str(), path.c_str()));
     if (fd < 0) fail(strf("--checkpoint-dir %s: cannot create %s (%s)", dir.c_str(), path.c_str(), std::strerror(errno)));
+    struct stat st;
+    const char* odd = fstat(fd, &st) != 0      ? "something fstat cannot examine"
+                      : !S_ISREG(st.st_mode)   ? file_kind(st.st_mode)
+                      : st.st_nlink != 1       ? "a hard link: the file has other names"
+                                               : nullptr;
+    if (odd) {
+        close(fd);
+        fail(strf("--checkpoint-dir %s: %s is not the folder's lock file (it is %s); remove it", dir.c_str(),
+                  path.c_str(), odd));
+    }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
         char buf[32] = {0};

@@ -93,22 +93,22 @@ inline int run_gnuplot(const std::string& script, int out_fd) {
     return status;
 }
 
-// Opens out_png's temporary file (out_png.tmp) for a plot; fails naming
-// out_png when it cannot be written. render_plot finishes it.
-inline int open_plot_output(const std::string& out_png) {
+// Opens a new temporary file beside out_png for a plot (create_temp_file:
+// its own name, never a planted file or symlink), its name in *tmp; fails
+// naming out_png when it cannot be written. render_plot finishes it.
+inline int open_plot_output(const std::string& out_png, std::string* tmp) {
     struct stat st;
     if (stat(out_png.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
         fail(strf("%s: cannot write the plot: is a directory (give -o a file name)", out_png.c_str()));
-    int fd = open((out_png + ".tmp").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open_temp_file(out_png, tmp, 0644);
     if (fd < 0) fail(strf("%s: cannot write the plot (%s)", out_png.c_str(), std::strerror(errno)));
     return fd;
 }
 
 // Runs script through gnuplot into fd (from open_plot_output) and renames
-// the temporary file to out_png; closes fd. On failure the temporary file is
-// removed and out_png left as it was.
-inline void render_plot(const std::string& script, int fd, const std::string& out_png) {
-    std::string tmp = out_png + ".tmp";
+// the temporary file tmp to out_png; closes fd. On failure the temporary
+// file is removed and out_png left as it was.
+inline void render_plot(const std::string& script, int fd, const std::string& tmp, const std::string& out_png) {
     int status = run_gnuplot(script, fd);
     off_t size = lseek(fd, 0, SEEK_END);
     if (close(fd) != 0) size = -1;
@@ -125,8 +125,13 @@ inline void render_plot(const std::string& script, int fd, const std::string& ou
 
 inline void plot_logs(const std::vector<std::string>& logs, const std::string& out_png, const std::string& title) {
     if (logs.empty()) fail("plot: give at least one log file");
+    for (const std::string& log : logs)
+        if (same_file(out_png, log))
+            fail(strf("plot: -o %s and the log %s name the same file: the plot would overwrite the log; give another -o",
+                      out_png.c_str(), log.c_str()));
     // the output first: a bad -o fails at once, naming it, and gnuplot never runs
-    int fd = open_plot_output(out_png);
+    std::string tmp;
+    int fd = open_plot_output(out_png, &tmp);
     std::string script;
     try {
         script = "set terminal pngcairo size 1000,600 noenhanced\n";
@@ -163,8 +168,8 @@ inline void plot_logs(const std::vector<std::string>& logs, const std::string& o
         script += "plot " + plots.substr(0, plots.size() - 2) + "\n";
     } catch (...) {
         close(fd);
-        std::remove((out_png + ".tmp").c_str());
+        std::remove(tmp.c_str());
         throw;
     }
-    render_plot(script, fd, out_png);
+    render_plot(script, fd, tmp, out_png);
 }

@@ -13,6 +13,7 @@
 // exchanges the gradients); rank 0 alone prints, logs, samples and writes
 // checkpoints; the other ranks' standard output is discarded.
 #pragma once
+#include <signal.h>
 #include <unistd.h>
 
 #include <climits>
@@ -40,13 +41,28 @@
 #include "train/threads.h"
 #include "train/transition.h"
 
-// SIGINT (Ctrl-C) and SIGTERM (what schedulers and docker stop send): the
-// first asks the training loop to save a checkpoint and stop after the
-// current step; a second one exits at once.
+// SIGINT (Ctrl-C), SIGTERM (what schedulers and docker stop send) and SIGHUP
+// (the terminal was closed): the first asks the training loop to save a
+// checkpoint and stop after the current step; a second SIGINT or SIGTERM
+// exits at once. A second SIGHUP does not: a closed terminal can send two
+// (the kernel's to the foreground job, then the shell's to its jobs).
+// After a SIGHUP, writes to a pipe whose reader went with the terminal
+// (train_mot | tee) must fail quietly, not kill the run with SIGPIPE before
+// it saves.
 inline volatile std::sig_atomic_t stop_signal = 0;
 inline void on_stop_signal(int sig) {
+    if (stop_signal && sig == SIGHUP) return;
     if (stop_signal) _exit(128 + sig);
     stop_signal = sig;
+    if (sig == SIGHUP) {
+        struct sigaction ignore {};
+        ignore.sa_handler = SIG_IGN;
+        sigaction(SIGPIPE, &ignore, nullptr);  // async-signal-safe
+    }
+}
+
+inline const char* stop_signal_name(int sig) {
+    return sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "SIGINT";
 }
 
 // Everything a run holds, filled in by the steps below in order.
@@ -112,6 +128,34 @@ inline void check_options(TrainRun* r) {
     if (!o.checkpoint_dir.empty()) lock_checkpoint_dir(o.checkpoint_dir);
 }
 
+// Every input file (the shards, the tokenizer, --load) against the outputs
+// (--log, --save), once the shards are known: no output may be an input or
+// another output (check_outputs_apart). --save over --load is allowed: the
+// checkpoint is read whole at the start and replaced at the end, a model
+// trained further in place.
+inline void check_inputs_kept(TrainRun* r) {
+    const Options& o = r->o;
+    std::vector<RunFile> inputs = {{"--load", o.load, ""},
+                                   {o.tokenizer.empty() ? "the default --tokenizer" : "--tokenizer", r->tok_path, ""}};
+    const char* data = o.data.empty() ? "the default --data" : "--data";
+    const char* val_data = o.val_data.empty() ? "the default --val-data" : "--val-data";
+    for (const auto& [option, pattern] : {std::pair<const char*, std::string>{data, r->train_pattern},
+                                          std::pair<const char*, std::string>{val_data, r->val_pattern}}) {
+        if (pattern.empty()) continue;
+        std::vector<std::string> files;
+        try {
+            files = glob_files(pattern);
+        } catch (const std::exception&) {
+            continue;  // no shard: setup_loaders says so
+        }
+        for (const std::string& f : files) inputs.push_back({option, f, pattern});
+    }
+    check_outputs_apart({{"--log", o.log, ""}}, inputs);
+    inputs.erase(inputs.begin());  // --save may replace --load
+    check_outputs_apart({{"--save", o.save, ""}}, inputs);
+    check_outputs_apart({{"--log", o.log, ""}, {"--save", o.save, ""}}, {});
+}
+
 // The shards and the tokenizer; without --data, the default data set,
 // prepared and cached on first use.
 inline void setup_data(TrainRun* r) {
@@ -129,6 +173,7 @@ inline void setup_data(TrainRun* r) {
         if (r->tok_path.empty()) r->tok_path = d.tokenizer_path;
     }
     if (dist().rank == 0) dist_barrier("waiting for rank 0 to prepare the data", false);
+    check_inputs_kept(r);
     if (!r->tok_path.empty()) {
         r->tok = tokenizer_load(r->tok_path);
         r->tokp = &r->tok;
@@ -520,6 +565,7 @@ inline int train_loop(TrainRun* r) {
     std::vector<int> eot_prompt = {r->tokp ? r->tok.eot : r->c.V - 1};
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
+    std::signal(SIGHUP, on_stop_signal);
     for (int step = (int)r->state.step; step <= o.steps; step++) {
         bool last = step == o.steps;
         if (r->have_val && (step % o.val_every == 0 || last)) validate(r, step);
@@ -536,7 +582,7 @@ inline int train_loop(TrainRun* r) {
             save_checkpoint(r, step + 1, o.checkpoint_dir.empty() ? "checkpoints" : o.checkpoint_dir);
         if (r->stop) {
             int sig = stop_signal ? stop_signal : SIGTERM;  // a rank the signal did not reach stops as if by SIGTERM
-            std::printf("interrupted (%s%s): saved, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            std::printf("interrupted (%s%s): saved, stopping\n", stop_signal_name(sig),
                         stop_signal ? "" : " on another rank");
             jsonl_close(&r->log);
             return 128 + sig;
