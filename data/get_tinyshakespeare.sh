@@ -1,20 +1,27 @@
 #!/bin/sh
 # Downloads tinyshakespeare (Karpathy's char-rnn data set, 1115394 bytes) to
-# data/tinyshakespeare.txt, where ./prepare and ./train_mot look for it.
-# Needs curl or wget and internet access, unless the text is already there
-# (data/tinyshakespeare.txt, or ../shared/data/ beside the repository).
+# data/tinyshakespeare.txt, or into the folder MOT_DATA names when it is set,
+# where ./prepare and ./train_mot look for it (common/data_path.h).
+# Needs curl or wget and internet access, unless the text is already in a
+# folder they search (MOT_DATA; else data/, then ../shared/data).
 set -eu
+# MOT_DATA relative to where the script was started, as for the programs
+if [ -n "${MOT_DATA:-}" ]; then
+    case $MOT_DATA in /*) ;; *) MOT_DATA="$PWD/$MOT_DATA" ;; esac
+fi
 cd "$(dirname "$0")/.."
 url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-dest="data/tinyshakespeare.txt"
+if [ -n "${MOT_DATA:-}" ]; then set -- "$MOT_DATA"; else set -- data ../shared/data; fi
+dest="$1/tinyshakespeare.txt"
 expected=1115394
-for have in "$dest" ../shared/data/tinyshakespeare.txt; do
+for dir in "$@"; do
+    have="$dir/tinyshakespeare.txt"
     if [ -f "$have" ] && [ "$(wc -c < "$have" | tr -d ' ')" = "$expected" ]; then
         echo "tinyshakespeare is already at $have; nothing to fetch"
         exit 0
     fi
 done
-mkdir -p data
+mkdir -p "$(dirname "$dest")"
 # a new file of a name of its own (mktemp creates it, O_EXCL): a file or
 # symlink planted at a fixed name is never written through
 tmp=$(mktemp "$dest.tmp.XXXXXX")

@@ -2,8 +2,8 @@
 //
 //   prepare [--vocab N] [--val-fraction X] [--out DIR] [--shard-tokens N] [--name NAME] [FILES...]
 //
-// With no files it uses tinyshakespeare (data/tinyshakespeare.txt, else
-// ../shared/data/tinyshakespeare.txt). Re-running with the same inputs and
+// With no files it uses tinyshakespeare.txt from the data folder (MOT_DATA,
+// else data/; common/data_path.h). Re-running with the same inputs and
 // settings reuses the cached output.
 #include <CLI/CLI.hpp>
 

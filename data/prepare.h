@@ -36,6 +36,7 @@
 #include <system_error>
 #include <vector>
 
+#include "common/data_path.h"
 #include "common/error.h"
 #include "data/dataloader.h"
 #include "common/fileio.h"
@@ -69,13 +70,12 @@ struct PrepareResult {
     bool reused = false;                      // true: cache hit, nothing was made
 };
 
-// The default text: data/tinyshakespeare.txt, else ../shared/data/tinyshakespeare.txt.
+// The default text: tinyshakespeare.txt in the data folder (common/data_path.h).
 inline std::string find_default_text() {
-    const char* candidates[] = {"data/tinyshakespeare.txt", "../shared/data/tinyshakespeare.txt"};
-    for (const char* c : candidates)
-        if (file_exists(c)) return c;
-    fail("tinyshakespeare not found: put the text at data/tinyshakespeare.txt "
-         "(on a machine with internet: run data/get_tinyshakespeare.sh)");
+    std::string p = data_path("tinyshakespeare.txt");
+    if (!p.empty()) return p;
+    fail("tinyshakespeare.txt not found in " + data_dirs_text() + ": put the text at " + data_dirs()[0] +
+         "/tinyshakespeare.txt (on a machine with internet: run data/get_tinyshakespeare.sh)");
 }
 
 inline std::string path_basename(const std::string& p) {

@@ -125,11 +125,16 @@ for x in $PHASES; do [[ $x == short || $x == long ]] || bad "PHASES: unknown pha
 # the programs (a CMake build puts them elsewhere)
 TRAIN_MOT=${MOT_TRAIN_MOT:-./train_mot} PREPARE=${MOT_PREPARE:-./prepare} STUDY=${MOT_STUDY:-build/study}
 
-# the corpus: the novels when present, else tinyshakespeare
+# the corpus: the novels when present, else tinyshakespeare, from the data
+# folders of common/data_path.h (MOT_DATA when set, else data/ then ../shared/data)
 if [[ -z ${TEXT:-} ]]; then
-    if [[ -d ../shared/data/novels ]]; then TEXT=../shared/data/novels
-    elif [[ -f ../shared/data/tinyshakespeare.txt ]]; then TEXT=../shared/data/tinyshakespeare.txt
-    else TEXT=data/tinyshakespeare.txt; fi
+    if [[ -n ${MOT_DATA:-} ]]; then DATA_DIRS=("${MOT_DATA%/}"); else DATA_DIRS=(data ../shared/data); fi
+    for want in novels tinyshakespeare.txt; do
+        for dir in "${DATA_DIRS[@]}"; do
+            if [[ -z ${TEXT:-} && -e $dir/$want ]]; then TEXT=$dir/$want; fi
+        done
+    done
+    TEXT=${TEXT:-${DATA_DIRS[0]}/tinyshakespeare.txt}
 fi
 if [[ -d $TEXT ]]; then
     shopt -s nullglob

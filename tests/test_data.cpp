@@ -373,9 +373,66 @@ TEST_CASE("prepare: missing input and the default text") {
     cfg.verbose = false;
     expect_throw([&] { prepare_data(cfg); }, {"nope.txt: input text not found"});
     CHECK(!fs::exists(d / "out"));
-    if (file_exists("data/tinyshakespeare.txt") || file_exists("../shared/data/tinyshakespeare.txt")) {
-        CHECK(find_default_text().find("tinyshakespeare.txt") != std::string::npos);
+    if (!data_path("tinyshakespeare.txt").empty()) {
+        CHECK(find_default_text() == data_path("tinyshakespeare.txt"));
     } else {
-        expect_throw([&] { find_default_text(); }, {"get_tinyshakespeare.sh"});
+        expect_throw([&] { find_default_text(); }, {"tinyshakespeare.txt not found", "get_tinyshakespeare.sh"});
+    }
+}
+
+// Sets MOT_DATA (nullptr: unsets it) for one scope, then puts it back.
+struct DataEnv {
+    std::string old;
+    bool had;
+    explicit DataEnv(const char* value) {
+        const char* o = std::getenv("MOT_DATA");
+        had = o != nullptr;
+        if (had) old = o;
+        if (value) setenv("MOT_DATA", value, 1);
+        else unsetenv("MOT_DATA");
+    }
+    ~DataEnv() {
+        if (had) setenv("MOT_DATA", old.c_str(), 1);
+        else unsetenv("MOT_DATA");
+    }
+};
+
+TEST_CASE("data folder: MOT_DATA, else data/, then the shared folder beside the checkout") {
+    TempDir d;
+    {
+        DataEnv env(nullptr);
+        std::vector<std::string> dirs = data_dirs();
+        REQUIRE(dirs.size() == 2);
+        CHECK(dirs[0] == "data");
+        CHECK(dirs[1].compare(0, 3, "../") == 0);  // outside the checkout, so every checkout shares it
+        CHECK(data_dirs_text().find("data/ or " + dirs[1] + "/") != std::string::npos);
+    }
+    {
+        DataEnv env("");  // empty counts as unset
+        CHECK(data_dirs().size() == 2);
+    }
+    write_file_atomic(d / "tinyshakespeare.txt", "To be, or not to be");
+    fs::create_directories(d / "novels");
+    {
+        DataEnv env(d.path.c_str());
+        CHECK(data_dirs() == std::vector<std::string>{d.path});
+        CHECK(data_path("tinyshakespeare.txt") == d / "tinyshakespeare.txt");
+        CHECK(data_path("novels") == d / "novels");  // folders too
+        CHECK(data_path("nope.txt") == "");
+        CHECK(find_default_text() == d / "tinyshakespeare.txt");
+    }
+    {
+        DataEnv env((d.path + "//").c_str());  // a trailing slash makes no double slash
+        CHECK(data_path("tinyshakespeare.txt") == d / "tinyshakespeare.txt");
+    }
+    {
+        // MOT_DATA is the only place looked at: the default folders are not
+        // taken in its stead, and the message names it
+        fs::create_directories(d / "empty");
+        DataEnv env((d / "empty").c_str());
+        CHECK(data_path("tinyshakespeare.txt") == "");
+        expect_throw([&] { find_default_text(); },
+                     {"tinyshakespeare.txt not found in MOT_DATA=" + d / "empty",
+                      "put the text at " + d / "empty/tinyshakespeare.txt"});
     }
 }

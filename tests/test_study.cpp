@@ -15,18 +15,22 @@
 #include <string>
 #include <vector>
 
+#include "common/data_path.h"
 #include "common/fileio.h"
 #include "tests/program.h"
 #include "tests/train_checks.h"
 
-static const char* TEXT = "../shared/data/tinyshakespeare.txt";
+// the text, found as the program finds it (common/data_path.h: MOT_DATA, else data/, ...)
+static const std::string TEXT = data_path("tinyshakespeare.txt");
 
 // The driver at QUICK scale with one size S (2 layers, d_model 32, d_ff 128),
 // STEPS steps per run, into out.
 static Run study(const std::string& out, int steps, const std::string& grid, const std::string& taus,
                  const std::string& env = "") {
+    REQUIRE_MESSAGE(!TEXT.empty(), "tinyshakespeare.txt not found in ", data_dirs_text(),
+                    ": put it at data/tinyshakespeare.txt (README's set-up) or set MOT_DATA");
     return run_cmd("QUICK=1 SIZES=S STEPS_S=" + std::to_string(steps) + " VOCAB=512 LR_GRID='" + grid + "' TAUS='" +
-                   taus + "' TEXT=" + TEXT + " OUT=" + out + " " + env + " study/reproduce.sh");
+                   taus + "' TEXT='" + TEXT + "' OUT=" + out + " " + env + " study/reproduce.sh");
 }
 
 // results.json: one object per line, each field's value as written
@@ -208,6 +212,24 @@ TEST_CASE("a stopped run continues from its checkpoint; a transition resumes wit
     std::map<std::string, Obj> res = read_results(out + "/results.json");
     CHECK(res.size() == 11);
     CHECK(num(res["S-transition"], "tokens_seen") == 4 * 32 * 32);
+}
+
+// reproduce.sh's default text mirrors common/data_path.h: MOT_DATA alone
+// when set, the novels before tinyshakespeare. Both cases stop before
+// training (a text that is not there, a folder without texts), so the
+// messages show which default was taken.
+TEST_CASE("the study's default text comes from the data folder (MOT_DATA)") {
+    run_cmd("rm -rf build/study_bad build/study_data && mkdir -p build/study_data");
+    Run r = run_cmd("QUICK=1 MOT_DATA=build/study_data OUT=build/study_bad study/reproduce.sh");
+    CHECK(r.rc == 2);
+    CHECK_MESSAGE(r.out.find("TEXT=build/study_data/tinyshakespeare.txt: no such file or folder") != std::string::npos,
+                  r.out);
+    run_cmd("mkdir -p build/study_data/novels && touch build/study_data/tinyshakespeare.txt");
+    r = run_cmd("QUICK=1 MOT_DATA=build/study_data/ OUT=build/study_bad study/reproduce.sh");
+    CHECK(r.rc == 2);
+    CHECK_MESSAGE(r.out.find("TEXT=build/study_data/novels: a folder without .txt files") != std::string::npos, r.out);
+    CHECK(!file_exists("build/study_bad"));
+    run_cmd("rm -rf build/study_data");
 }
 
 TEST_CASE("the study refuses bad settings before it writes anything") {

@@ -13,12 +13,15 @@
 #include <string>
 #include <vector>
 
+#include "common/data_path.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/bpe_plain.h"
 #include "tests/bad_input.h"
 #include "tests/rng.h"
 
-static const char* SHAKESPEARE = "../shared/data/tinyshakespeare.txt";
+// the text, found as the program finds it (common/data_path.h: MOT_DATA,
+// else data/, ...); tests that need it skip without it
+static const std::string SHAKESPEARE = data_path("tinyshakespeare.txt");
 
 static std::vector<std::string> pieces_of(const std::string& s) {
     std::vector<std::string> out;
@@ -92,7 +95,7 @@ TEST_CASE("fast trainer (bpe.h) == plain trainer (bpe_plain.h)") {
     corpora.push_back({random_bytes(rng, 2000), 560});                // arbitrary bytes
     corpora.push_back({std::string(500, 'a') + " aaaa aaa", 540});    // one run, every count a tie
     corpora.push_back({"the cat sat on the mat. the cat ate the rat!", 560});
-    if (file_exists(SHAKESPEARE)) {
+    if (!SHAKESPEARE.empty()) {
         corpora.push_back({read_file(SHAKESPEARE).substr(0, 30000), 860});
     }
     for (const auto& c : corpora) {
@@ -126,7 +129,7 @@ TEST_CASE("round trip: random byte strings, invalid UTF-8 included") {
 
 // Skipped (and reported as skipped by doctest) when the text is not there.
 TEST_CASE("round trip: all of tinyshakespeare; threads give the same tokens" *
-          doctest::skip(!file_exists(SHAKESPEARE))) {
+          doctest::skip(SHAKESPEARE.empty())) {
     std::string text = read_file(SHAKESPEARE);
     Tokenizer tok = bpe_train(text, 2048, false);
     CHECK(tok.vocab_size == 2048);
