@@ -2,6 +2,12 @@
 # tests/gpu_check.sh: everything that needs a GPU, in one go, from any folder.
 #
 #   tests/gpu_check.sh [--build-only] [-j N] [OUTDIR]
+#   tests/gpu_check.sh --print-commands [OUTDIR]
+#
+# --print-commands lists the prepare and train_mot command lines the stages
+# run, in order, one argument a line and an empty line after each command,
+# and runs nothing: tests/test_cli.cpp runs each of them on the CPU for one
+# step, so a change of train_mot's defaults cannot break this check unseen.
 #
 # Stages, each ending in PASS, FAIL or SKIP with its reason:
 #   build           train_mot (CUDA), the GPU test suite, the GPU benchmark and
@@ -35,11 +41,13 @@ set -u
 cd "$(dirname "$0")/.."
 
 build_only=0
+print_commands=0
 jobs=$(nproc 2>/dev/null || echo 4)
 OUTDIR=build/gpu_check
 while [ $# -gt 0 ]; do
     case "$1" in
         --build-only) build_only=1 ;;
+        --print-commands) print_commands=1 ;;
         -j) jobs=$2; shift ;;
         -j*) jobs=${1#-j} ;;
         -h|--help) sed -n '2,/^set -u/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -48,6 +56,22 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+
+# ---- the program's command lines (--print-commands lists them) ----------------
+# A tiny model: 2 layers, one MoT layer with 8 experts mixing groups of 4 (the
+# default group of 32 would not divide the batch of 8).
+DATA=$OUTDIR/data
+PREPARE_CMD=(./prepare --out "$DATA" --vocab 512 README.md)
+TINY=(--data "$DATA/*_train_*.bin" --val-data "$DATA/*_val_*.bin" --tokenizer "$DATA/tokenizer.bin"
+      --device cuda --layers 2 --mot-layers 1 --d-model 64 --heads 2 --batch 8 --seq 32
+      --experts 8 --group 4 --val-batches 2 --sample-len 8)
+TRAIN_SYNC_CMD=(./train_mot "${TINY[@]}" --steps 20 --val-every 10 --sample-every 20 --save "$OUTDIR/sync.ckpt")
+MEMCHECK_TRAIN_CMD=(./train_mot "${TINY[@]}" --steps 3 --val-every 2 --sample-every 3)
+if [ $print_commands -eq 1 ]; then
+    printf '%s\n' "${PREPARE_CMD[@]}" "" "${TRAIN_SYNC_CMD[@]}" "" "${MEMCHECK_TRAIN_CMD[@]}" ""
+    exit 0
+fi
+
 mkdir -p "$OUTDIR" || { echo "gpu_check: cannot create the output folder $OUTDIR" >&2; exit 2; }
 BUDGET_S=${BUDGET_S:-480}
 [ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
@@ -163,16 +187,11 @@ elif [ $built -eq 0 ]; then
     record tests "SKIP" 0 "build failed, nothing run"
 else
     # ---- data: a small vocabulary from README.md --------------------------------
-    DATA=$OUTDIR/data
-    run_limited 60 "$OUTDIR/data.log" ./prepare --out "$DATA" --vocab 512 README.md
+    run_limited 60 "$OUTDIR/data.log" "${PREPARE_CMD[@]}"
     if [ $RC -eq 0 ]; then record data PASS $DT "$DATA"; else record data "FAIL(rc=$RC)" $DT "log $OUTDIR/data.log"; fi
-    TINY=(--data "$DATA/*_train_*.bin" --val-data "$DATA/*_val_*.bin" --tokenizer "$DATA/tokenizer.bin"
-          --device cuda --layers 2 --mot-layers 1 --d-model 64 --heads 2 --batch 8 --seq 32
-          --val-batches 2 --sample-len 8)
 
     # ---- the first model run, synchronised after every launch -------------------
-    run_limited 90 "$OUTDIR/train_sync.log" env MOT_CUDA_SYNC=1 ./train_mot "${TINY[@]}" --steps 20 \
-        --val-every 10 --sample-every 20 --save "$OUTDIR/sync.ckpt"
+    run_limited 90 "$OUTDIR/train_sync.log" env MOT_CUDA_SYNC=1 "${TRAIN_SYNC_CMD[@]}"
     if [ $RC -eq 0 ] && grep -q "cuda" "$OUTDIR/train_sync.log"; then
         record train_sync PASS $DT "$(grep -E '^step +20' "$OUTDIR/train_sync.log" | head -n 1 | cut -c1-80)"
     else
@@ -213,8 +232,7 @@ else
     memcheck memcheck_layers "$OUTDIR/memcheck_layers.log" build/test_gpu_layers
     memcheck memcheck_model "$OUTDIR/memcheck_model.log" build/test_gpu_model \
         --test-case-exclude="*AdamW steps*,*GPT-2-small*,*gpu training:*,*gpu memory:*"
-    memcheck memcheck_train "$OUTDIR/memcheck_train.log" ./train_mot "${TINY[@]}" --steps 3 \
-        --val-every 2 --sample-every 3
+    memcheck memcheck_train "$OUTDIR/memcheck_train.log" "${MEMCHECK_TRAIN_CMD[@]}"
 
     # ---- benchmark ---------------------------------------------------------------------
     run_limited 150 "$OUTDIR/bench.log" build/bench_gpu

@@ -30,6 +30,23 @@ inline std::string train_mot_path() {
     return p && *p ? p : "./train_mot";
 }
 
+// The prepare program: MOT_PREPARE, else beside MOT_TRAIN_MOT (CMake builds
+// both into one folder), else ./prepare.
+inline std::string prepare_path() {
+    const char* p = std::getenv("MOT_PREPARE");
+    if (p && *p) return p;
+    std::string t = train_mot_path();
+    size_t slash = t.find_last_of('/');
+    return slash == std::string::npos ? "./prepare" : t.substr(0, slash + 1) + "prepare";
+}
+
+// s as one word for /bin/sh.
+inline std::string sh_quote(const std::string& s) {
+    std::string q = "'";
+    for (char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    return q + "'";
+}
+
 // Runs a shell command line, capturing its output; rc -1 when it could not
 // be started. Asserts nothing, so it also serves outside a test case (a
 // suite's skip conditions).

@@ -88,6 +88,59 @@ TEST_CASE("a batch not divisible by the group size is refused") {
                  {"--batch 5", "--group 2"});
 }
 
+// tests/gpu_check.sh's own command lines (its --print-commands), each run
+// here on the CPU for one step, so that a change of train_mot's defaults
+// cannot break the GPU check unseen where no GPU runs it. This case fails on
+// the script as it was when the default group became 32: its --batch 8 with
+// no --group was refused ("--batch 8 is not divisible by --group 32").
+TEST_CASE("tests/gpu_check.sh's command lines run (on the CPU, one step)") {
+    const std::string out = "build/cli_gpu_check";
+    run_cmd("rm -rf " + out);
+    Run listed = run_cmd("tests/gpu_check.sh --print-commands " + out);
+    INFO(listed.out);
+    REQUIRE(listed.rc == 0);
+    // one argument a line, an empty line after each command
+    std::vector<std::vector<std::string>> cmds;
+    std::vector<std::string> cur;
+    size_t pos = 0;
+    while (pos < listed.out.size()) {
+        size_t nl = listed.out.find('\n', pos);
+        if (nl == std::string::npos) nl = listed.out.size();
+        std::string line = listed.out.substr(pos, nl - pos);
+        pos = nl + 1;
+        if (!line.empty()) cur.push_back(line);
+        else if (!cur.empty()) cmds.push_back(cur), cur.clear();
+    }
+    REQUIRE_MESSAGE(cur.empty(), "the last command has no empty line after it");
+    int n_prepare = 0, n_train = 0;
+    for (std::vector<std::string>& c : cmds) {
+        if (c[0] == "./prepare") {
+            c[0] = prepare_path();
+            n_prepare++;
+        } else if (c[0] == "./train_mot") {
+            c[0] = train_mot_path();
+            n_train++;
+            bool device = false, steps = false;
+            for (size_t i = 1; i + 1 < c.size(); i++) {
+                if (c[i] == "--device") c[i + 1] = "cpu", device = true;
+                if (c[i] == "--steps") c[i + 1] = "1", steps = true;
+            }
+            CHECK_MESSAGE(device, "a train_mot line without --device");
+            CHECK_MESSAGE(steps, "a train_mot line without --steps");
+        } else {
+            FAIL("gpu_check.sh lists a program this case does not know: ", c[0]);
+        }
+        std::string line;
+        for (const std::string& a : c) line += sh_quote(a) + " ";
+        Run r = run_cmd(line);
+        INFO(line);
+        INFO(r.out);
+        CHECK(r.rc == 0);
+    }
+    CHECK(n_prepare == 1);  // the data the training runs read
+    CHECK(n_train == 2);    // train_sync and memcheck_train
+}
+
 TEST_CASE("bad shards name the file") {
     std::string tail = std::string(" --steps 1") + TINY;
     write_raw_shard("build/cli_short.bin", text_tokens(100), 20240520, -1, 500);

@@ -30,23 +30,6 @@
 
 namespace fs = std::filesystem;
 
-// s as one word for /bin/sh.
-static std::string sh_quote(const std::string& s) {
-    std::string q = "'";
-    for (char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-    return q + "'";
-}
-
-// The prepare program: MOT_PREPARE, else beside MOT_TRAIN_MOT (CMake builds
-// both into one folder), else ./prepare.
-static std::string prepare_path() {
-    const char* p = std::getenv("MOT_PREPARE");
-    if (p && *p) return p;
-    std::string t = train_mot_path();
-    size_t slash = t.find_last_of('/');
-    return slash == std::string::npos ? "./prepare" : t.substr(0, slash + 1) + "prepare";
-}
-
 // A fresh, empty scratch folder.
 static std::string scratch(const std::string& name) {
     std::string d = "build/" + name;
