@@ -147,7 +147,9 @@ KIT=build/offline-kit/include
 if [ -z "$NVCC" ]; then
     record build "FAIL" 0 "nvcc not found (PATH, /usr/local/cuda/bin)"
 elif [ ! -f "$KIT/CLI/CLI.hpp" ] && [ ! -f /usr/include/CLI/CLI.hpp ]; then
-    record build "FAIL" 0 "CLI11 headers not found: run 'make offline-kit' on a machine with libcli11-dev and doctest-dev, and bring build/offline-kit along"
+    record build "FAIL" 0 "CLI11 headers not found ($KIT/CLI/CLI.hpp, /usr/include/CLI/CLI.hpp): run 'make offline-kit' on a machine with libcli11-dev and doctest-dev, and bring build/offline-kit along"
+elif [ ! -f "$KIT/doctest/doctest.h" ] && [ ! -f /usr/include/doctest/doctest.h ]; then
+    record build "FAIL" 0 "doctest header not found ($KIT/doctest/doctest.h, /usr/include/doctest/doctest.h): run 'make offline-kit' on a machine with libcli11-dev and doctest-dev, and bring build/offline-kit along"
 else
     # build for the GPU that is here, else the Makefile's default architectures
     cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
