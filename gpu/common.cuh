@@ -118,11 +118,16 @@ inline int column_chunks(size_t rows, int C) {
 
 // Device scratch for the partial sums, grown on demand and kept for the life
 // of the program (cudaFree waits for work in flight on the default stream).
+// The old buffer is gone before the new one is asked for, so the size is
+// zeroed first: when the allocation fails (and throws), a later request of
+// any size allocates again instead of being handed a null pointer.
 inline float* column_scratch(size_t n) {
     static float* scratch = nullptr;
     static size_t size = 0;
     if (n > size) {
         if (scratch) CUDA_CHECK(cudaFree(scratch));
+        scratch = nullptr;
+        size = 0;
         gpu_malloc(&scratch, n, "column-sum scratch");
         size = n;
     }

@@ -38,6 +38,24 @@ GPU_TEST("gpu gemm: all transposes, padded leading dimensions, strided batches")
             }
 }
 
+GPU_TEST("gpu column-sum scratch: a request after a failed growth gets a buffer") {
+    REQUIRE(column_scratch(1024) != nullptr);
+    bool threw = false;
+    try {
+        column_scratch((size_t)1 << 50);  // 4 PiB: no GPU has it
+    } catch (const std::runtime_error& e) {
+        threw = true;
+        CHECK(std::string(e.what()).find("column-sum scratch") != std::string::npos);
+    }
+    CHECK(threw);
+    // the failed growth freed the old buffer: a smaller request must allocate
+    // again, not be handed the null pointer the failure left
+    float* p = column_scratch(16);
+    REQUIRE(p != nullptr);
+    CHECK(cudaMemset(p, 0, 16 * sizeof(float)) == cudaSuccess);
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 GPU_TEST("gpu matmul forward and backward") {
     TestRng rng(2);
     struct Shape { int B, T, C, OC; };
