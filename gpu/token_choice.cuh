@@ -88,28 +88,33 @@ __global__ void tc_dispatch_kernel(float* slot,         // (N,k)
 
 // first[e] = share of tokens whose first choice is e; aux = E sum_e first[e] P_e,
 // P_e = mean over tokens of probs[:, e]. One block; thread e sums its column in
-// token order, thread 0 adds the experts in order.
+// token order, thread 0 adds the experts in order. The experts go in chunks of
+// the block's width, so the shared memory is one chunk whatever E is.
+constexpr int TC_AUX_THREADS = 256;
 __global__ void tc_aux_kernel(float* first,        // (E)
                               float* aux,          // (1)
                               const float* probs,  // (N,E)
                               const float* route,  // (N,k)
                               int N, int E, int k, bool soft) {
-    extern __shared__ float term[];  // (E)
-    for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        float count = 0.0f, mass = 0.0f;
-        for (int n = 0; n < N; n++) {
-            count += (int)route[(size_t)n * k] == e;
-            mass += probs[(size_t)n * E + e];
+    __shared__ float term[TC_AUX_THREADS];
+    float a = 0.0f;  // thread 0's sum
+    for (int e0 = 0; e0 < E; e0 += TC_AUX_THREADS) {
+        int e = e0 + threadIdx.x;
+        if (e < E) {
+            float count = 0.0f, mass = 0.0f;
+            for (int n = 0; n < N; n++) {
+                count += (int)route[(size_t)n * k] == e;
+                mass += probs[(size_t)n * E + e];
+            }
+            first[e] = count / N;
+            term[threadIdx.x] = first[e] * (mass / N);
         }
-        first[e] = count / N;
-        term[e] = first[e] * (mass / N);
+        __syncthreads();
+        if (threadIdx.x == 0)
+            for (int j = 0; j < TC_AUX_THREADS && e0 + j < E; j++) a += term[j];
+        __syncthreads();
     }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float a = 0.0f;
-        for (int e = 0; e < E; e++) a += term[e];
-        aux[0] = soft ? E * a : 0.0f;  // a threshold router has no load-balancing loss
-    }
+    if (threadIdx.x == 0) aux[0] = soft ? E * a : 0.0f;  // a threshold router has no load-balancing loss
 }
 
 // xin[e, slot] = inp[n] for every dispatched choice (rows are distinct).
@@ -256,7 +261,7 @@ inline void token_choice_forward(float* out,        // (N,C)
     CUDA_CHECK_LAUNCH();
     tc_dispatch_kernel<<<E, 1024>>>(slot, load, route, N, k, cap);
     CUDA_CHECK_LAUNCH();
-    tc_aux_kernel<<<1, 256, E * sizeof(float)>>>(first, aux, probs, route, N, E, k, soft);
+    tc_aux_kernel<<<1, TC_AUX_THREADS>>>(first, aux, probs, route, N, E, k, soft);
     CUDA_CHECK_LAUNCH();
     CUDA_CHECK(cudaMemset(xin, 0, (size_t)E * capC * sizeof(float)));  // rows no token took stay zero
     tc_gather_kernel<<<grid_for((size_t)N * k * C, 256), 256>>>(xin, inp, route, slot, N, C, k, cap);
