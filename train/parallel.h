@@ -118,6 +118,9 @@ inline void parallel_init(Parallel* p, Model* m, int zero) {
         ncclUniqueId id;
         if (d.rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
         dist_broadcast(&id, sizeof id, "sending the NCCL id");
+        // blocks until every rank has joined: a rank that died or hangs after
+        // sending the id must end the job, as in any other collective
+        CollectiveGuard guard("creating the NCCL communicator");
         NCCL_CHECK(ncclCommInitRank(&p->nccl, d.size, id, d.rank));
     }
 #endif
