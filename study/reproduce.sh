@@ -47,8 +47,9 @@
 # (docs/study/runs, committed): a run found there with the same description
 # is not trained again, so the study survives the loss of OUT.
 set -euo pipefail
-# TEXT and OUT as the caller wrote them, from the caller's folder
+# TEXT, OUT and MOT_DATA as the caller wrote them, from the caller's folder
 [[ -n ${TEXT:-} && $TEXT != /* ]] && TEXT="$PWD/$TEXT"
+[[ -n ${MOT_DATA:-} && $MOT_DATA != /* ]] && MOT_DATA="$PWD/$MOT_DATA"
 [[ -n ${OUT:-} && $OUT != /* ]] && OUT="$PWD/$OUT"
 cd "$(dirname "$0")/.."
 

@@ -216,19 +216,19 @@ TEST_CASE("a stopped run continues from its checkpoint; a transition resumes wit
 }
 
 // reproduce.sh's default text mirrors common/data_path.h: MOT_DATA alone
-// when set, the novels before tinyshakespeare. Both cases stop before
-// training (a text that is not there, a folder without texts), so the
-// messages show which default was taken.
+// when set (from the caller's folder), the novels before tinyshakespeare.
+// Both cases stop before training (a text that is not there, a folder
+// without texts), so the messages show which default was taken.
 TEST_CASE("the study's default text comes from the data folder (MOT_DATA)") {
     run_cmd("rm -rf build/study_bad build/study_data && mkdir -p build/study_data");
-    Run r = run_cmd("QUICK=1 MOT_DATA=build/study_data OUT=build/study_bad study/reproduce.sh");
+    Run r = run_cmd("cd build && QUICK=1 MOT_DATA=study_data OUT=study_bad ../study/reproduce.sh");
     CHECK(r.rc == 2);
-    CHECK_MESSAGE(r.out.find("TEXT=build/study_data/tinyshakespeare.txt: no such file or folder") != std::string::npos,
+    CHECK_MESSAGE(r.out.find("/build/study_data/tinyshakespeare.txt: no such file or folder") != std::string::npos,
                   r.out);
     run_cmd("mkdir -p build/study_data/novels && touch build/study_data/tinyshakespeare.txt");
     r = run_cmd("QUICK=1 MOT_DATA=build/study_data/ OUT=build/study_bad study/reproduce.sh");
     CHECK(r.rc == 2);
-    CHECK_MESSAGE(r.out.find("TEXT=build/study_data/novels: a folder without .txt files") != std::string::npos, r.out);
+    CHECK_MESSAGE(r.out.find("/build/study_data/novels: a folder without .txt files") != std::string::npos, r.out);
     CHECK(!file_exists("build/study_bad"));
     run_cmd("rm -rf build/study_data");
 }
@@ -237,7 +237,7 @@ TEST_CASE("the study refuses bad settings before it writes anything") {
     run_cmd("rm -rf build/study_bad");
     Run r = run_cmd("QUICK=1 TEXT=build/no_such_text.txt OUT=build/study_bad study/reproduce.sh");
     CHECK(r.rc == 2);
-    CHECK_MESSAGE(r.out.find("TEXT=build/no_such_text.txt: no such file or folder") != std::string::npos, r.out);
+    CHECK_MESSAGE(r.out.find("/build/no_such_text.txt: no such file or folder") != std::string::npos, r.out);
     CHECK(!file_exists("build/study_bad"));
     r = run_cmd("QUICK=2 OUT=build/study_bad study/reproduce.sh");
     CHECK(r.rc == 2);
