@@ -30,7 +30,7 @@ static Run study(const std::string& out, int steps, const std::string& grid, con
                  const std::string& env = "") {
     REQUIRE_MESSAGE(!TEXT.empty(), "tinyshakespeare.txt not found in ", data_dirs_text(),
                     ": put it at data/tinyshakespeare.txt (README's set-up) or set MOT_DATA");
-    return run_cmd("QUICK=1 SIZES=S STEPS_S=" + std::to_string(steps) + " VOCAB=512 PHASES=short LR_GRID='" + grid + "' TAUS='" +
+    return run_cmd("QUICK=1 SIZES=S STEPS_S=" + std::to_string(steps) + " VOCAB=512 PHASES=short LR_WIDEN=0 LR_GRID='" + grid + "' TAUS='" +
                    taus + "' TEXT='" + TEXT + "' OUT=" + out + " " + env + " study/reproduce.sh");
 }
 
@@ -80,23 +80,26 @@ static std::map<int, double> val_losses(const std::string& log) {
 TEST_CASE("make reproduce at its smallest: every run of the protocol, the table from their logs, a rerun redoes nothing") {
     const std::string out = "build/study_test";
     run_cmd("rm -rf " + out);
-    Run r = study(out, 20, "0.003 0.006", "1 0.1");
+    Run r = study(out, 20, "0.003 0.006", "1 0.1", "SEEDS='1337 1338'");
     INFO(r.out);
     REQUIRE(r.rc == 0);
 
-    std::vector<std::string> names = {"S-dense", "S-tc32", "S-transition"};
-    for (const char* fam : {"dense", "mot32", "mot256", "tc32"})
+    std::vector<std::string> names = {"S-dense", "S-tc32", "S-tc32k2", "S-transition", "S-transition-threshold-one",
+                                      "S-transition-softmax", "S-dense-s1338", "S-tc32-s1338", "S-tc32k2-s1338",
+                                      "S-transition-s1338"};
+    for (const char* fam : {"dense", "mot32", "mot256", "tc32", "tc32k2"})
         for (const char* lr : {"0.003", "0.006"}) names.push_back(std::string("S-lr-") + fam + "-" + lr);
     for (const char* fam : {"mot32", "mot256"})
         for (const char* where : {"all", "second-half"})
             for (const char* tau : {"1", "0.1"}) names.push_back(std::string("S-") + fam + "-" + where + "-t" + tau);
     std::map<std::string, Obj> res = read_results(out + "/results.json");
-    CHECK(res.size() == names.size());
+    CHECK(res.size() == names.size() + 1);  // and the best MoT run at the second seed
     for (const std::string& n : names) {
         REQUIRE_MESSAGE(res.count(n), "results.json lacks run ", n);
         CHECK(res[n]["finished"] == "true");
         for (const char* key : {"kind", "layers", "E", "G", "f", "tau", "top_k", "lr", "parameters", "flops_per_token",
-                                "tokens_seen", "final_val_loss", "steps_to_dense_final", "wall_clock_to_dense_final_s", "wall_clock_s"})
+                                "tokens_seen", "final_val_loss", "steps_to_dense_final", "wall_clock_to_dense_final_s",
+                                "wall_clock_s", "seed", "setting"})
             CHECK_MESSAGE(res[n].count(key), n, " lacks ", key);
         // the final validation loss is the log's last one
         std::map<int, double> v = val_losses(out + "/runs/" + n + ".jsonl");
@@ -104,6 +107,20 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
         CHECK(num(res[n], "final_val_loss") == doctest::Approx(v.rbegin()->second).epsilon(1e-5));
         CHECK(num(res[n], "wall_clock_s") > 0);
     }
+    CHECK(num(res["S-dense-s1338"], "seed") == 1338);
+    CHECK(res["S-dense-s1338"]["setting"] == "S-dense");
+    CHECK(num(res["S-dense-s1338"], "final_val_loss") != num(res["S-dense"], "final_val_loss"));
+    // the grid runs at the main runs' length; a main run the grid already made is that run
+    CHECK(num(res["S-lr-dense-0.003"], "tokens_seen") == 20 * 32 * 32);
+    std::string dense_lr = num(res["S-lr-dense-0.003"], "final_val_loss") <= num(res["S-lr-dense-0.006"], "final_val_loss")
+                               ? "0.003" : "0.006";
+    CHECK(slurp(out + "/runs/S-dense.jsonl") == slurp(out + "/runs/S-lr-dense-" + dense_lr + ".jsonl"));
+    // each transition decoded alone; the routers as named
+    for (const char* t : {"S-transition", "S-transition-threshold-one", "S-transition-softmax", "S-transition-s1338"})
+        CHECK_MESSAGE(num(res[t], "decode_val_loss") > 0, t);
+    CHECK(res["S-transition"]["router"] == "threshold");
+    CHECK(res["S-transition-threshold-one"]["router"] == "threshold-one");
+    CHECK(res["S-transition-softmax"]["router"] == "softmax");
 
     // the shapes of the protocol (d_ff 128 at size S)
     Obj &dense = res["S-dense"], &m32 = res["S-mot32-all-t0.1"], &m256 = res["S-mot256-second-half-t1"],
@@ -124,10 +141,11 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
     CHECK(num(res["S-transition"], "tokens_seen") == 2 * 32 * 32);        // 10% more steps
 
     // each family trains at the rate of its best grid run
-    for (const char* fam : {"dense", "mot32", "mot256", "tc32"}) {
+    for (const char* fam : {"dense", "mot32", "mot256", "tc32", "tc32k2"}) {
         std::string a = std::string("S-lr-") + fam + "-0.003", b = std::string("S-lr-") + fam + "-0.006";
         double best = num(res[a], "final_val_loss") <= num(res[b], "final_val_loss") ? 0.003 : 0.006;
-        std::string main_run = std::string(fam) == "dense" ? "S-dense" : std::string(fam) == "tc32" ? "S-tc32" : "S-" + std::string(fam) + "-all-t1";
+        std::string f = fam;
+        std::string main_run = f == "dense" ? "S-dense" : f.rfind("tc", 0) == 0 ? "S-" + f : "S-" + f + "-all-t1";
         CHECK_MESSAGE(num(res[main_run], "lr") == best, fam);
     }
 
@@ -135,7 +153,7 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
     double dense_final = val_losses(out + "/runs/S-dense.jsonl").rbegin()->second;
     std::string best_mot;
     for (const std::string& n : names) {
-        if (res[n]["phase"] != "main" || n == "S-transition") continue;
+        if (res[n]["phase"] != "main" || res[n]["kind"] == "transition" || n.find("-s1338") != std::string::npos) continue;
         int first = -1;
         for (auto& [step, loss] : val_losses(out + "/runs/" + n + ".jsonl"))
             if (loss <= dense_final) { first = step; break; }
@@ -145,6 +163,8 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
             best_mot = n;
     }
     CHECK(res["S-transition"]["from"] == best_mot);
+    CHECK(res.count(best_mot + "-s1338"));
+    CHECK(res["S-transition-s1338"]["from"] == best_mot + "-s1338");
     // the transition starts from that model: its loss before the switch is the MoT run's last
     CHECK(num(res["S-transition"], "loss_before_switch") ==
           doctest::Approx(num(res[best_mot], "final_val_loss")).epsilon(1e-4));
@@ -153,20 +173,28 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
     std::string md = slurp(out + "/results.md");
     CHECK(md.find("## Size S") != std::string::npos);
     CHECK(md.find("Learning-rate grid") != std::string::npos);
+    CHECK(md.find("The headline runs at every seed (S)") != std::string::npos);
+    CHECK(md.find("Transition tuning (S)") != std::string::npos);
     std::string png = slurp(out + "/loss.png");
     CHECK((png.size() > 1000 && png.substr(1, 3) == "PNG"));
 
     // a second invocation trains nothing and writes the same table
     std::string json = slurp(out + "/results.json");
-    Run again = study(out, 20, "0.003 0.006", "1 0.1");
+    Run again = study(out, 20, "0.003 0.006", "1 0.1", "SEEDS='1337 1338'");
     INFO(again.out);
     REQUIRE(again.rc == 0);
     CHECK(again.out.find("(new)") == std::string::npos);
     CHECK(again.out.find("(--resume)") == std::string::npos);
     CHECK(slurp(out + "/results.json") == json);
 
+    // a rerun with other settings into the same folder is refused: its runs would have been taken as done
+    Run changed = study(out, 21, "0.003 0.006", "1 0.1", "SEEDS='1337 1338'");
+    CHECK(changed.rc == 2);
+    CHECK_MESSAGE(changed.out.find("ran with other settings") != std::string::npos, changed.out);
+    CHECK(slurp(out + "/results.json") == json);
+
     // the same folder on other tokens is refused, and left as it was
-    Run other = study(out, 20, "0.003 0.006", "1 0.1", "VOCAB=600");
+    Run other = study(out, 20, "0.003 0.006", "1 0.1", "SEEDS='1337 1338' VOCAB=600");
     CHECK(other.rc == 2);
     CHECK_MESSAGE(other.out.find("holds runs on other tokens") != std::string::npos, other.out);
     CHECK(slurp(out + "/results.json") == json);
@@ -186,18 +214,23 @@ TEST_CASE("a stopped run continues from its checkpoint; a transition resumes wit
                                "    " + prog + " \"$@\"; exit 130; fi ;;\n"
                                "esac\nexec " + prog + " \"$@\"\n");
     run_cmd("chmod +x " + wrapper);
-    Run r = study(out, 40, "0.006", "1", "MOT_TRAIN_MOT=" + wrapper);
+    Run r = study(out, 40, "0.006", "1", "SEEDS=1337 MOT_TRAIN_MOT=" + wrapper);
     INFO(r.out);
     REQUIRE(r.rc == 130);
     CHECK(r.out.find("S-transition stopped (exit status 130)") != std::string::npos);
     CHECK(!file_exists(out + "/runs/S-transition.done"));
     CHECK(!file_exists(out + "/results.json"));
 
-    Run again = study(out, 40, "0.006", "1", "MOT_TRAIN_MOT=" + wrapper);
+    Run again = study(out, 40, "0.006", "1", "SEEDS=1337 MOT_TRAIN_MOT=" + wrapper);
     INFO(again.out);
     REQUIRE(again.rc == 0);
-    // only the transition ran, from its checkpoint, without --load
-    CHECK(again.out.find("(new)") == std::string::npos);
+    // the stopped transition resumed from its checkpoint, without --load; what started anew are
+    // only the two transitions that come after it
+    for (size_t p = 0; (p = again.out.find("(new)", p)) != std::string::npos; p++) {
+        size_t bol = again.out.rfind('\n', p) + 1;
+        std::string l = again.out.substr(bol, p - bol);
+        CHECK_MESSAGE((l == "reproduce: S-transition-threshold-one " || l == "reproduce: S-transition-softmax "), l);
+    }
     std::string line = after(again.out, "reproduce: S-transition (--resume):");
     CHECK(!line.empty());
     CHECK(line.find("--load") == std::string::npos);
@@ -211,7 +244,7 @@ TEST_CASE("a stopped run continues from its checkpoint; a transition resumes wit
     for (size_t p = 0; (p = log.find("\"params\"", p)) != std::string::npos; p++) n_run_rows++;
     CHECK(n_run_rows == 1);
     std::map<std::string, Obj> res = read_results(out + "/results.json");
-    CHECK(res.size() == 11);
+    CHECK(res.size() == 15);  // 5 grid runs, 4 MoT main runs, 3 promoted from the grid, 3 transitions
     CHECK(num(res["S-transition"], "tokens_seen") == 4 * 32 * 32);
 }
 
@@ -243,4 +276,16 @@ TEST_CASE("the study refuses bad settings before it writes anything") {
     CHECK(r.rc == 2);
     CHECK_MESSAGE(r.out.find("QUICK=2") != std::string::npos, r.out);
     CHECK(!file_exists("build/study_bad"));
+    // each was accepted before, and failed late (unbound variables after the slow prepare) or wrote
+    // 0-step runs with -nan into the table
+    for (auto [env, needle] : {std::pair{"STEPS_S=0", "STEPS_S=0: give a whole number of at least 10"},
+                               {"STEPS_S=abc", "STEPS_S=abc"}, {"STEPS_S=-5", "STEPS_S=-5"},
+                               {"SIZES=XS", "unknown size 'XS'"}, {"SIZES='S;x'", "unknown size 'S;x'"},
+                               {"LR_GRID=0", "LR_GRID=0: give positive numbers"}, {"TAUS=abc", "TAUS=abc"},
+                               {"PHASES=foo", "unknown phase 'foo'"}, {"SEEDS=1.5", "SEEDS=1.5"}}) {
+        r = run_cmd(std::string("QUICK=1 ") + env + " OUT=build/study_bad study/reproduce.sh");
+        CHECK_MESSAGE(r.rc == 2, env);
+        CHECK_MESSAGE(r.out.find(needle) != std::string::npos, env, ": ", r.out);
+        CHECK(!file_exists("build/study_bad"));
+    }
 }
