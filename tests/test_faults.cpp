@@ -466,6 +466,63 @@ TEST_CASE("--resume refuses options that contradict the checkpoint") {
     CHECK(r.out.find("note: --d-model is ignored") != std::string::npos);
 }
 
+TEST_CASE("a new run into a --checkpoint-dir that holds checkpoints is refused, the folder untouched") {
+    // a new run there pruned by step number across both runs: with the other
+    // run's steps 5 and 10 and --keep-checkpoints 1 it reported
+    // "checkpoint: .../step_00000002.ckpt" and deleted it at once, then
+    // deleted the other run's; a later --resume continued the other run
+    std::string dir = "build/tf_other_run";
+    two_checkpoints(dir);  // steps 5 and 10
+    std::vector<std::string> before = list_dir(dir);
+    REQUIRE(before.size() == 4);
+    std::string newest = slurp(dir + "/step_00000010.ckpt");
+    std::string fresh = DATA + TINY + " --val-every 0 --steps 4 --checkpoint-every 2 --keep-checkpoints 1 --checkpoint-dir " + dir;
+    Run r = run(fresh);
+    expect_error(r, {"--checkpoint-dir " + dir + " already holds checkpoints", "step_00000010.state", "--resume",
+                     "another folder"});
+    CHECK(r.out.find("step     1/4") == std::string::npos);  // refused before the first step
+    CHECK(list_dir(dir) == before);
+    CHECK(slurp(dir + "/step_00000010.ckpt") == newest);
+    // a lone model or state file (a pair cut short) is a checkpoint too
+    for (const char* lone : {"step_00000010.ckpt", "step_00000005.state"}) {
+        two_checkpoints(dir);
+        for (const std::string& n : list_dir(dir))
+            if (n != lone) std::remove((dir + "/" + n).c_str());
+        INFO("only ", lone);
+        expect_error(fresh, {"already holds checkpoints", lone});
+        CHECK(list_dir(dir) == std::vector<std::string>{lone});
+    }
+    // other files do not count: the folder takes a new run
+    two_checkpoints(dir);
+    for (const std::string& n : list_dir(dir)) std::remove((dir + "/" + n).c_str());
+    write_bytes(dir + "/notes.txt", "the user's");
+    Run ok = run(fresh);
+    INFO(ok.out);
+    CHECK(ok.rc == 0);
+    CHECK(list_dir(dir) == std::vector<std::string>{"notes.txt", "step_00000004.ckpt", "step_00000004.state"});
+}
+
+TEST_CASE("a resumed run never prunes the checkpoint it just wrote for a newer one it skipped") {
+    // pruning kept the newest steps of the folder: with a damaged step-10
+    // pair that --resume skipped and --keep-checkpoints 1, the resumed run
+    // deleted each pair it wrote (6, then 7) as soon as it wrote it, and
+    // only the damaged pair was left
+    std::string dir = "build/tf_prune_resumed";
+    two_checkpoints(dir);
+    std::string ckpt = dir + "/step_00000010.ckpt", bytes = slurp(ckpt);
+    write_bytes(ckpt, bytes.substr(0, bytes.size() / 2));  // torn
+    Run r = run(DATA + TINY + " --val-every 0 --steps 7 --checkpoint-every 1 --keep-checkpoints 1 --resume --checkpoint-dir " + dir);
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+    CHECK(r.out.find("resuming at step 5") != std::string::npos);
+    CHECK(list_dir(dir) == std::vector<std::string>{"step_00000007.ckpt", "step_00000007.state", "step_00000010.ckpt",
+                                                    "step_00000010.state"});
+    Run again = run(DATA + TINY + " --val-every 0 --steps 8 --resume --checkpoint-dir " + dir);
+    INFO(again.out);
+    CHECK(again.rc == 0);
+    CHECK(again.out.find("resuming at step 7") != std::string::npos);
+}
+
 TEST_CASE("--checkpoint-every without --checkpoint-dir is refused") {
     make_data();
     expect_error(DATA + TINY + " --steps 4 --checkpoint-every 2", {"--checkpoint-every 2", "--checkpoint-dir"});

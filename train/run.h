@@ -93,6 +93,19 @@ struct TrainRun {
     std::vector<double> transition_losses;  // with --transition: the loss before the switch and after
 };
 
+// A new run (no --resume) into a folder that holds checkpoints would mix
+// its checkpoints with that run's: pruning by step number would delete one
+// run's for the other's, and a later --resume would continue whichever has
+// the newest step. Refused; the folder is left as it is.
+inline void refuse_other_checkpoints(const std::string& dir) {
+    std::vector<std::string> files = checkpoint_files(dir);
+    if (files.empty()) return;
+    fail(strf("--checkpoint-dir %s already holds checkpoints of a run (%s%s): give --resume to continue it, or "
+              "another folder for a new run",
+              dir.c_str(), files.back().c_str(),
+              files.size() > 1 ? strf(" and %zu more files", files.size() - 1).c_str() : ""));
+}
+
 // Contradictions and impossible sizes, refused before any work; where the
 // run writes, checked now rather than after hours of training.
 inline void check_options(TrainRun* r) {
@@ -125,7 +138,10 @@ inline void check_options(TrainRun* r) {
     if (dist().rank != 0) return;  // rank 0 alone writes
     if (!o.save.empty()) check_writable_file(o.save, "--save");
     if (!o.log.empty()) check_writable_file(o.log, "--log");
-    if (!o.checkpoint_dir.empty()) lock_checkpoint_dir(o.checkpoint_dir);
+    if (!o.checkpoint_dir.empty()) {
+        lock_checkpoint_dir(o.checkpoint_dir);
+        if (!o.resume) refuse_other_checkpoints(o.checkpoint_dir);
+    }
 }
 
 // Every input file (the shards, the tokenizer, --load) against the outputs
