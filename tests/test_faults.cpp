@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -198,6 +199,78 @@ TEST_CASE("SIGTERM saves a checkpoint and exits 143; a second signal exits at on
     CHECK(e.exited);
     CHECK((e.code == 143 || e.code == 130));
     CHECK(out.find("saved, stopping") == std::string::npos);
+}
+
+// ./train_mot run from the folder cwd (made first), in the background: the
+// TINY model on build/tf_train.bin, logging to log (paths as seen from the
+// repository root), once the log has `rows` rows.
+static pid_t spawn_in(const std::string& cwd, const std::string& args, const std::string& log, const std::string& out,
+                      size_t rows) {
+    make_data();
+    mkdir(cwd.c_str(), 0755);
+    char* program = realpath(train_mot_path().c_str(), nullptr);
+    char* root = realpath(".", nullptr);
+    REQUIRE(program);
+    REQUIRE(root);
+    std::string r = root;
+    std::remove(log.c_str());
+    pid_t pid = spawn_cmd("cd " + cwd + " && exec " + program + " --data " + r + "/build/tf_train.bin" + TINY +
+                              " --val-every 0 " + args + " --log " + r + "/" + log,
+                          r + "/" + out);  // the redirection is made after the cd
+    std::free(program);
+    std::free(root);
+    wait_rows(log, rows);
+    return pid;
+}
+
+TEST_CASE("SIGTERM without --checkpoint-dir writes the model to --save, and nothing in the working folder") {
+    // the signal wrote a checkpoint to ./checkpoints, a folder no option
+    // named: it pruned what was there to the newest 3 (another run's pairs
+    // among them) and failed in a working folder that takes no files,
+    // though --save was checked writable
+    std::string cwd = "build/tf_stop_cwd", save = "build/tf_stop_save.ckpt";
+    std::filesystem::remove_all(cwd);
+    REQUIRE(mkdir(cwd.c_str(), 0755) == 0);
+    REQUIRE(mkdir((cwd + "/checkpoints").c_str(), 0755) == 0);
+    for (int s = 1; s <= 4; s++)  // someone's folder of that name
+        for (const char* ext : {"ckpt", "state"}) write_bytes(strf("%s/checkpoints/step_%08d.%s", cwd.c_str(), s, ext), "theirs");
+    std::vector<std::string> theirs = list_dir(cwd + "/checkpoints");
+    std::remove(save.c_str());
+    char* root = realpath(".", nullptr);
+    REQUIRE(root);
+    std::string abs_save = std::string(root) + "/" + save;
+    std::free(root);
+    pid_t pid = spawn_in(cwd, "--steps 1000000 --save " + abs_save, "build/tf_stop.jsonl", "build/tf_stop.out", 3);
+    REQUIRE(kill(pid, SIGTERM) == 0);
+    Exit e = wait_exit(pid);
+    std::string out = slurp("build/tf_stop.out");
+    INFO(out);
+    CHECK(e.exited);
+    CHECK(e.code == 143);
+    CHECK(out.find("interrupted (SIGTERM): saved the model of step ") != std::string::npos);
+    CHECK(out.find("to --save " + abs_save) != std::string::npos);
+    CHECK(out.find("note: no --checkpoint-dir or --save") == std::string::npos);
+    CHECK(list_dir(cwd) == std::vector<std::string>{"checkpoints"});
+    CHECK(list_dir(cwd + "/checkpoints") == theirs);
+    CHECK(slurp(cwd + "/checkpoints/step_00000004.ckpt") == "theirs");
+    Run ev = run("eval --load " + save + " --data build/tf_val.bin --device cpu --seq 8 --batch 4");
+    INFO(ev.out);
+    CHECK(ev.rc == 0);  // the model of the step it stopped at loads
+
+    // neither --save nor --checkpoint-dir: said at the start and at the signal; nothing written
+    std::filesystem::remove_all(cwd);
+    pid = spawn_in(cwd, "--steps 1000000", "build/tf_stop.jsonl", "build/tf_stop.out", 3);
+    REQUIRE(kill(pid, SIGTERM) == 0);
+    e = wait_exit(pid);
+    out = slurp("build/tf_stop.out");
+    INFO(out);
+    CHECK(e.exited);
+    CHECK(e.code == 143);
+    CHECK(out.find("note: no --checkpoint-dir or --save: nothing of this run is saved, not even when a signal") <
+          out.find("step     1/"));
+    CHECK(out.find("interrupted (SIGTERM): nothing saved (no --checkpoint-dir or --save), stopping") !=
+          std::string::npos);
+    CHECK(list_dir(cwd).empty());
 }
 
 TEST_CASE("SIGHUP (a closed terminal) saves a checkpoint and exits 129, even when it comes twice") {

@@ -412,6 +412,9 @@ inline void setup_device(TrainRun* r) {
                 r->T, r->accum, ranks.c_str(), (long long)(r->BT * r->micro), o.steps, o.lr,
                 device_name(r->model).c_str());
     if (d.size > 1) print_ranks(r, max_threads);
+    if (o.checkpoint_dir.empty() && o.save.empty())
+        std::printf("note: no --checkpoint-dir or --save: nothing of this run is saved, not even when a signal "
+                    "(Ctrl-C, SIGTERM, SIGHUP) stops it\n");
     // CPU threads per step, chosen by timing the steps (--threads N, or several ranks: fixed)
     tuner_init(&r->tuner, r->model.on_gpu || o.threads > 0 || d.size > 1 ? 1 : max_threads);
 }
@@ -438,6 +441,24 @@ inline void save_checkpoint(TrainRun* r, int step, const std::string& dir) {
     }
     std::vector<float>().swap(s.m);
     std::vector<float>().swap(s.v);
+}
+
+// What a stop signal saves, where the user asked for output: a checkpoint
+// in --checkpoint-dir (unless `checkpointed`: one of this step is written);
+// without one, the model to --save (the optimizer state has nowhere to go);
+// without either, nothing, as the start said (setup_device). Every rank
+// calls it; returns what was saved, for the message.
+inline std::string save_on_stop(TrainRun* r, int step, bool checkpointed) {
+    const Options& o = r->o;
+    if (!o.checkpoint_dir.empty()) {
+        if (!checkpointed) save_checkpoint(r, step, o.checkpoint_dir);
+        return "saved";
+    }
+    if (o.save.empty()) return "nothing saved (no --checkpoint-dir or --save)";
+    if (dist().rank == 0) save_final(o.save, r->c, model_params(&r->model));
+    return strf("saved the model of step %d to --save %s (without --checkpoint-dir there is no training state to "
+                "--resume: --load it to go on)",
+                step, o.save.c_str());
 }
 
 // Validation loss (and bits per byte) after `step` steps, printed and logged;
@@ -594,12 +615,12 @@ inline int train_loop(TrainRun* r) {
         // a signal reached this rank or another one during the step (train_step); one process also
         // stops for a signal that came after its step's check
         if (dist().size == 1 && stop_signal) r->stop = true;
-        if (periodic || r->stop)
-            save_checkpoint(r, step + 1, o.checkpoint_dir.empty() ? "checkpoints" : o.checkpoint_dir);
+        if (periodic) save_checkpoint(r, step + 1, o.checkpoint_dir);
         if (r->stop) {
             int sig = stop_signal ? stop_signal : SIGTERM;  // a rank the signal did not reach stops as if by SIGTERM
-            std::printf("interrupted (%s%s): saved, stopping\n", stop_signal_name(sig),
-                        stop_signal ? "" : " on another rank");
+            std::string saved = save_on_stop(r, step + 1, periodic);
+            std::printf("interrupted (%s%s): %s, stopping\n", stop_signal_name(sig),
+                        stop_signal ? "" : " on another rank", saved.c_str());
             jsonl_close(&r->log);
             return 128 + sig;
         }
