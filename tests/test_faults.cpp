@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -271,6 +272,109 @@ TEST_CASE("SIGTERM without --checkpoint-dir writes the model to --save, and noth
     CHECK(out.find("interrupted (SIGTERM): nothing saved (no --checkpoint-dir or --save), stopping") !=
           std::string::npos);
     CHECK(list_dir(cwd).empty());
+}
+
+// Waits (up to `seconds`) until the file holds needle; on a timeout kills
+// pid (so that no run is left behind) and fails.
+static void wait_output(pid_t pid, const std::string& file, const std::string& needle, int seconds) {
+    for (int i = 0; i < seconds * 20 && slurp(file).find(needle) == std::string::npos; i++) usleep(50000);
+    bool found = slurp(file).find(needle) != std::string::npos;
+    if (!found) {
+        kill(pid, SIGKILL);
+        wait_exit(pid);
+    }
+    INFO(slurp(file));
+    REQUIRE_MESSAGE(found, "no '", needle, "' within ", seconds, " s");
+}
+
+TEST_CASE("Ctrl-C during the final sample or validation stops it; the trained model is saved first") {
+    // the final --save came after the final validation and sample, which
+    // ignored Ctrl-C until they ended (a long sample ran to its end), and a
+    // second Ctrl-C then exited without saving the trained model
+    make_data();
+    std::string save = "build/tf_final.ckpt", out = "build/tf_final.out";
+    std::remove(save.c_str());
+    std::remove(out.c_str());
+    // a sample of 2^20 tokens at the end only: a minute or more
+    pid_t pid = spawn(DATA + TINY + " --val-every 0 --steps 3 --sample-every 1000000 --sample-len 1048576 --save " + save, out);
+    wait_output(pid, out, "saved " + save, 60);
+    usleep(300000);  // into the sample
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(kill(pid, SIGINT) == 0);
+    Exit e = wait_exit(pid);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::string text = slurp(out);
+    INFO(text.substr(text.size() > 3000 ? text.size() - 3000 : 0));
+    CHECK(secs < 20);
+    CHECK(e.exited);
+    CHECK(e.code == 130);
+    CHECK(text.find("step     3/3") < text.find("saved " + save));
+    CHECK(text.find("(cut short by a stop signal after ") != std::string::npos);
+    CHECK(text.find("interrupted (SIGINT) during the final sample of step 3: the trained model is saved "
+                    "(--save " + save + "), stopping") != std::string::npos);
+    Run ev = run("eval --load " + save + " --data build/tf_val.bin --device cpu --seq 8 --batch 4");
+    INFO(ev.out);
+    CHECK(ev.rc == 0);
+
+    // the final validation (2^20 batches; resumed at step 2, so that no validation comes before),
+    // with --checkpoint-dir: the model is saved, and a checkpoint of the last step
+    std::string dir = "build/tf_final_ckpt";
+    std::filesystem::remove_all(dir);
+    Run first = run(DATA + TINY + " --val-every 0 --steps 3 --checkpoint-every 2 --checkpoint-dir " + dir);
+    INFO(first.out);
+    REQUIRE(first.rc == 0);
+    REQUIRE(list_dir(dir) == std::vector<std::string>{"step_00000002.ckpt", "step_00000002.state"});
+    std::remove(save.c_str());
+    pid = spawn(DATA + TINY + " --val-data build/tf_val.bin --val-every 3 --val-batches 1048576 --steps 3 --resume"
+                " --checkpoint-dir " + dir + " --save " + save,
+                out);
+    wait_output(pid, out, "saved " + save, 60);
+    usleep(300000);  // into the validation
+    t0 = std::chrono::steady_clock::now();
+    REQUIRE(kill(pid, SIGINT) == 0);
+    e = wait_exit(pid);
+    secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    text = slurp(out);
+    INFO(text);
+    CHECK(secs < 20);
+    CHECK(e.exited);
+    CHECK(e.code == 130);
+    CHECK(text.find("val loss") == std::string::npos);  // the cut validation's partial mean is not reported
+    CHECK(text.find("interrupted (SIGINT) during the final validation of step 3: saved, stopping") !=
+          std::string::npos);
+    CHECK(exists(save));
+    CHECK(list_dir(dir) == std::vector<std::string>{"step_00000002.ckpt", "step_00000002.state", "step_00000003.ckpt",
+                                                    "step_00000003.state"});
+}
+
+TEST_CASE("Ctrl-C during a validation stops at that step, with a checkpoint of it that resumes") {
+    // the validation ignored Ctrl-C until it ended, then the run trained one more step
+    make_data();
+    std::string dir = "build/tf_val_stop", out = "build/tf_val_stop.out", log = "build/tf_val_stop.jsonl";
+    std::filesystem::remove_all(dir);
+    std::remove(out.c_str());
+    std::remove(log.c_str());
+    // a validation of 2^20 batches at step 0
+    pid_t pid = spawn(DATA + TINY + " --val-data build/tf_val.bin --val-every 2 --val-batches 1048576 --steps 4"
+                      " --checkpoint-dir " + dir + " --log " + log, out);
+    wait_output(pid, log, "\"params\"", 60);  // the log's first row, written right before the validation
+    usleep(500000);  // into the validation
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(kill(pid, SIGINT) == 0);
+    Exit e = wait_exit(pid);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::string text = slurp(out);
+    INFO(text);
+    CHECK(secs < 20);
+    CHECK(e.exited);
+    CHECK(e.code == 130);
+    CHECK(text.find("interrupted (SIGINT) during the validation of step 0: saved, stopping") != std::string::npos);
+    CHECK(text.find("step     1/4") == std::string::npos);
+    CHECK(list_dir(dir) == std::vector<std::string>{"step_00000000.ckpt", "step_00000000.state"});
+    Run r = run(DATA + TINY + " --val-every 0 --steps 2 --resume --checkpoint-dir " + dir);
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("resuming at step 0") != std::string::npos);
 }
 
 TEST_CASE("SIGHUP (a closed terminal) saves a checkpoint and exits 129, even when it comes twice") {

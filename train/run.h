@@ -6,7 +6,7 @@
 //   setup_loaders    training and validation batches; what --resume must agree with
 //   setup_device     the model on its device, the resumed moments and data position
 //   train_loop       validate, sample, step, log, checkpoint; stop on a signal
-//   finish           the last checks and the final --save
+//   finish           the last checks and the final --save, before the final validation and sample
 //
 // With several ranks (mpirun -np R; DESIGN.md section 6) every rank runs all
 // of this on its own share of each step's micro-batches (train/parallel.h
@@ -463,9 +463,17 @@ inline std::string save_on_stop(TrainRun* r, int step, bool checkpointed) {
 
 // Validation loss (and bits per byte) after `step` steps, printed and logged;
 // the batches are split over the ranks (rank r takes batches r, r + R, ...).
+// A stop signal on any rank cuts it short: nothing is printed or logged, and
+// every rank sets r->stop.
 inline void validate(TrainRun* r, int step) {
-    double vl = evaluate(&r->model, &r->val_loader, r->o.val_batches, dist().rank, dist().size);
-    dist_sum(&vl, 1, "the validation loss's all-reduce");
+    double sums[2] = {evaluate(&r->model, &r->val_loader, r->o.val_batches, dist().rank, dist().size, &stop_signal),
+                      stop_signal ? 1.0 : 0.0};
+    dist_sum(sums, 2, "the validation loss's all-reduce");
+    if (sums[1] > 0) {
+        r->stop = true;
+        return;
+    }
+    double vl = sums[0];
     if (r->val_bytes_per_token > 0) {
         double bpb = vl / std::log(2.0) / r->val_bytes_per_token;
         std::printf("step %5d | val loss %.4f | %.3f bits per byte\n", step, vl, bpb);
@@ -585,9 +593,21 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
                              {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)}});
 }
 
+// A run that ended still skipping non-finite updates failed; otherwise the
+// final --save. Called by train_loop after the last step, before the final
+// validation and sample.
+inline void finish(TrainRun* r) {
+    if (r->consecutive_skips > 0)
+        fail(strf("the run ended with its last %d updates skipped for a non-finite loss or gradient: the model is "
+                  "not training%s. Lower --lr, or resume from an earlier checkpoint",
+                  r->consecutive_skips, r->o.save.empty() ? "" : "; --save not written"));
+    if (!r->o.save.empty() && dist().rank == 0) save_final(r->o.save, r->c, model_params(&r->model));
+}
+
 // The steps from the state's step to --steps: validation and samples on
-// their schedule (and at the end), checkpoints on theirs. Returns 0, or
-// 128 + the signal when one stopped the run (after saving a checkpoint).
+// their schedule (and at the end, after the final --save), checkpoints on
+// theirs. Returns 0, or 128 + the signal when one stopped the run (after
+// saving what save_on_stop saves).
 inline int train_loop(TrainRun* r) {
     const Options& o = r->o;
     std::string peak_how;
@@ -603,19 +623,46 @@ inline int train_loop(TrainRun* r) {
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
     std::signal(SIGHUP, on_stop_signal);
+    int checkpointed = -1;  // the step of the last checkpoint this run wrote
     for (int step = (int)r->state.step; step <= o.steps; step++) {
         bool last = step == o.steps;
-        if (r->have_val && (step % o.val_every == 0 || last)) validate(r, step);
-        if (o.sample_len > 0 && o.sample_every > 0 && step > 0 && (step % o.sample_every == 0 || last) &&
-            dist().rank == 0)
-            print_samples(&r->model, r->tokp, eot_prompt, "", 1, o.sample_len, 1.0f, 0, &r->sample_rng);
+        // the trained model is saved before the final validation and sample: a stop during them keeps it
+        if (last) finish(r), std::fflush(stdout);
+        // a stop during this step's validation or sample stops the run at `step`: the sample it cut
+        // did not happen, and a resumed run validates and samples at `step` again
+        const uint64_t rng_before = r->sample_rng.state;
+        bool validation = r->have_val && (step % o.val_every == 0 || last);
+        bool sample = o.sample_len > 0 && o.sample_every > 0 && step > 0 && (step % o.sample_every == 0 || last);
+        if (validation) validate(r, step);
+        if (sample && !r->stop && dist().rank == 0)
+            print_samples(&r->model, r->tokp, eot_prompt, "", 1, o.sample_len, 1.0f, 0, &r->sample_rng, &stop_signal);
+        if (sample && dist().size > 1) {  // rank 0 alone samples: whether a signal came meanwhile, for every rank
+            double stopped = stop_signal ? 1 : 0;
+            dist_sum(&stopped, 1, "the stop check after the sample");
+            if (stopped > 0) r->stop = true;
+        }
+        if ((validation || sample) && dist().size == 1 && stop_signal) r->stop = true;
+        if (r->stop) {
+            int sig = stop_signal ? stop_signal : SIGTERM;
+            r->sample_rng.state = rng_before;
+            std::string saved = last && o.checkpoint_dir.empty()
+                                    ? (o.save.empty() ? "nothing saved (no --checkpoint-dir or --save)"
+                                                      : strf("the trained model is saved (--save %s)", o.save.c_str()))
+                                    : save_on_stop(r, step, checkpointed == step);
+            std::printf("interrupted (%s%s) during the %s%s of step %d: %s, stopping\n", stop_signal_name(sig),
+                        stop_signal ? "" : " on another rank", last ? "final " : "",
+                        validation && sample ? "validation and sample" : validation ? "validation" : "sample", step,
+                        saved.c_str());
+            jsonl_close(&r->log);
+            return 128 + sig;
+        }
         if (last) break;
         train_step(r, step, peak, flops_per_step);
         bool periodic = !o.checkpoint_dir.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0;
         // a signal reached this rank or another one during the step (train_step); one process also
         // stops for a signal that came after its step's check
         if (dist().size == 1 && stop_signal) r->stop = true;
-        if (periodic) save_checkpoint(r, step + 1, o.checkpoint_dir);
+        if (periodic) save_checkpoint(r, step + 1, o.checkpoint_dir), checkpointed = step + 1;
         if (r->stop) {
             int sig = stop_signal ? stop_signal : SIGTERM;  // a rank the signal did not reach stops as if by SIGTERM
             std::string saved = save_on_stop(r, step + 1, periodic);
@@ -627,16 +674,6 @@ inline int train_loop(TrainRun* r) {
     }
     jsonl_close(&r->log);
     return 0;
-}
-
-// A run that ended still skipping non-finite updates failed; otherwise the
-// final --save.
-inline void finish(TrainRun* r) {
-    if (r->consecutive_skips > 0)
-        fail(strf("the run ended with its last %d updates skipped for a non-finite loss or gradient: the model is "
-                  "not training%s. Lower --lr, or resume from an earlier checkpoint",
-                  r->consecutive_skips, r->o.save.empty() ? "" : "; --save not written"));
-    if (!r->o.save.empty() && dist().rank == 0) save_final(r->o.save, r->c, model_params(&r->model));
 }
 
 // The whole run; returns the program's exit status.
@@ -664,7 +701,6 @@ inline int train(const Options& o) {
     setup_loaders(&r);
     setup_device(&r);
     int status = train_loop(&r);
-    if (status == 0) finish(&r);
     parallel_free(&r.par);
     dist_finalize();
     return status;
