@@ -496,6 +496,70 @@ TEST_CASE("a failed log write (a full disk) stops the run with an error") {
     CHECK(r.out.find("could not be cut off") == std::string::npos);
 }
 
+TEST_CASE("a periodic checkpoint that fails on a full disk: the model is written beside it, and the error says where") {
+    // a failed checkpoint stopped the run with the model nowhere (the final
+    // --save has a rescue, the checkpoints had none)
+    make_data();
+    std::string dir = "build/tf_ckfull";
+    std::filesystem::remove_all(dir);
+    // files may grow to 200 blocks of 512 bytes: the model file of the TINY
+    // model (64,640 bytes) fits, its training state (127,488 bytes) does not;
+    // SIGXFSZ is ignored, so the write fails with EFBIG as on a full disk
+    Run r = run_cmd("sh -c \"trap '' XFSZ; ulimit -f 200; exec " + train_mot_path() + DATA + TINY +
+                    " --val-every 0 --steps 100 --checkpoint-every 2 --checkpoint-dir " + dir + "\"");
+    INFO(r.out);
+    CHECK(r.rc == 1);
+    CHECK(r.out.find("--checkpoint-dir " + dir + ": writing the checkpoint of step 2 failed (") != std::string::npos);
+    CHECK(r.out.find("File too large") != std::string::npos);
+    CHECK(r.out.find("step     3/100") == std::string::npos);  // the run stopped there
+    std::string where = after(r.out, "the model alone (without the optimizer's state) was written to ");
+    REQUIRE(!where.empty());
+    std::string path = where.substr(0, where.find(": --load"));
+    CHECK(path.find(dir + "/step_00000002.ckpt.rescue-") == 0);
+    // the rescued model and nothing else: no lone state, no temporary file, no empty rescue folder
+    CHECK(list_dir(dir) == std::vector<std::string>{path.substr(dir.size() + 1)});
+    for (const std::string& n : list_dir("build")) CHECK(n.find("tf_ckfull.rescue-") == std::string::npos);
+    for (const std::string& n : list_dir(".")) CHECK(n.find("tf_ckfull.rescue-") == std::string::npos);
+    Run ev = run("eval --load " + path + " --data build/tf_val.bin --device cpu --seq 8 --batch 4");
+    INFO(ev.out);
+    CHECK(ev.rc == 0);
+}
+
+TEST_CASE("a periodic checkpoint whose folder went away: the checkpoint is written beside it and resumes") {
+    // the run stopped with "not a directory" and nothing kept
+    make_data();
+    std::string dir = "build/tf_ckgone", out = "build/tf_ckgone.out";
+    std::filesystem::remove_all(dir);
+    std::filesystem::remove_all(dir + ".moved");
+    pid_t pid = spawn_training("--steps 1000000 --checkpoint-every 200 --checkpoint-dir " + dir, "build/tf_ckgone.jsonl",
+                               out, 3);
+    // the folder is moved away and a file takes its name: the next checkpoint cannot go there
+    REQUIRE(std::rename(dir.c_str(), (dir + ".moved").c_str()) == 0);
+    write_bytes(dir, "a file, not the folder");
+    Exit e = wait_exit(pid);
+    std::string text = slurp(out);
+    INFO(text.substr(text.size() > 3000 ? text.size() - 3000 : 0));
+    CHECK(e.exited);
+    CHECK(e.code == 1);
+    CHECK(text.find("--checkpoint-dir " + dir + ": writing the checkpoint of step ") != std::string::npos);
+    std::string where = after(text, "the checkpoint was written to ");
+    REQUIRE(!where.empty());
+    std::string rescue = where.substr(0, where.find(" instead"));
+    CHECK(rescue.find(dir + ".rescue-") == 0);
+    CHECK(text.find("--checkpoint-dir " + rescue + " --resume continues the run") != std::string::npos);
+    std::vector<std::string> pair = list_dir(rescue);
+    REQUIRE(pair.size() == 2);
+    long long step = std::atoll(pair[0].c_str() + 5);
+    CHECK(step % 200 == 0);
+    Run resumed = run(DATA + TINY + " --val-every 0 --resume --checkpoint-dir " + rescue + " --steps " + std::to_string(step + 1));
+    INFO(resumed.out);
+    CHECK(resumed.rc == 0);
+    CHECK(resumed.out.find("resuming at step " + std::to_string(step)) != std::string::npos);
+    CHECK(slurp(dir) == "a file, not the folder");
+    std::remove(dir.c_str());
+    std::filesystem::remove_all(rescue);
+}
+
 TEST_CASE("resuming drops the log rows written after the checkpoint: the log equals an uninterrupted run's") {
     make_data();
     std::string dir = "build/tf_logresume";

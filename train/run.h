@@ -436,7 +436,7 @@ inline void save_checkpoint(TrainRun* r, int step, const std::string& dir) {
     const float* params = model_params(&r->model);
     parallel_check_same_params(params, num_params(r->c), step);
     if (writer) {
-        checkpoint_dir_save(dir, r->c, params, s, r->o.keep_checkpoints);
+        save_checkpoint_or_rescue(dir, r->c, params, s, r->o.keep_checkpoints);
         std::printf("checkpoint: %s\n", checkpoint_name(dir, step, "ckpt").c_str());
     }
     std::vector<float>().swap(s.m);
