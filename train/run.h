@@ -106,6 +106,78 @@ inline void refuse_other_checkpoints(const std::string& dir) {
               files.size() > 1 ? strf(" and %zu more files", files.size() - 1).c_str() : ""));
 }
 
+// The options as every rank must have them, each as its option's name and
+// a canonical value (numbers as parsed, so --lr 1e-3 and --lr 0.001 agree):
+// every option of Options but --threads, whose best value is a node's own
+// (the results are the same for any thread count).
+inline std::vector<std::pair<std::string, std::string>> rank_options(const Options& o) {
+    auto text = [](const std::string& s) { return s.empty() ? std::string("(not given)") : s; };
+    auto num = [](double x) { return strf("%.17g", x); };
+    auto fnum = [](float x) {  // the shortest text that reads back as the same float (9 digits always do)
+        std::string t;
+        for (int digits = 6; digits <= 9; digits++)
+            if (std::strtof((t = strf("%.*g", digits, (double)x)).c_str(), nullptr) == x) break;
+        return t;
+    };
+    return {{"--data", text(o.data)}, {"--val-data", text(o.val_data)}, {"--tokenizer", text(o.tokenizer)},
+            {"--vocab", num(o.vocab)}, {"--batch", num(o.B)}, {"--seq", num(o.T)}, {"--total-batch", num(o.total_batch)},
+            {"--shuffle", num(o.shuffle)}, {"--layers", num(o.layers)}, {"--heads", num(o.heads)},
+            {"--d-model", num(o.d_model)}, {"--d-ff", num(o.d_ff)}, {"--ffn", o.ffn}, {"--mot-layers", o.mot_layers},
+            {"--experts", num(o.experts)}, {"--group", num(o.group)}, {"--expert-size", num(o.expert_size)},
+            {"--temperature", fnum(o.temperature)}, {"--topk", num(o.topk)},
+            {"--capacity-factor", fnum(o.capacity_factor)}, {"--aux-loss", fnum(o.aux_loss)},
+            {"--transition", text(o.transition)}, {"--router", text(o.router)},
+            {"--router-temperature", fnum(o.router_temperature)}, {"--calibration-batches", num(o.calibration_batches)},
+            {"--steps", num(o.steps)}, {"--warmup", num(o.warmup)}, {"--lr", fnum(o.lr)},
+            {"--lr-min-frac", fnum(o.lr_min_frac)}, {"--wd", fnum(o.wd)}, {"--grad-clip", fnum(o.grad_clip)},
+            {"--beta1", fnum(o.beta1)}, {"--beta2", fnum(o.beta2)}, {"--adam-eps", fnum(o.adam_eps)},
+            {"--seed", strf("%llu", (unsigned long long)o.seed)}, {"--skip-nonfinite", o.skip_nonfinite ? "on" : "off"},
+            {"--max-skips", num(o.max_skips)}, {"--device", o.device}, {"--tf32", o.tf32 ? "on" : "off"},
+            {"--load", text(o.load)}, {"--save", text(o.save)}, {"--log", text(o.log)},
+            {"--checkpoint-dir", text(o.checkpoint_dir)}, {"--resume", o.resume ? "on" : "off"},
+            {"--checkpoint-every", num(o.checkpoint_every)}, {"--keep-checkpoints", num(o.keep_checkpoints)},
+            {"--zero", num(o.zero)}, {"--collective-timeout", fnum(o.collective_timeout)},
+            {"--val-every", num(o.val_every)}, {"--val-batches", num(o.val_batches)},
+            {"--sample-every", num(o.sample_every)}, {"--sample-len", num(o.sample_len)}};
+}
+
+// With several ranks, before anything else: every rank was given the same
+// options (mpirun's MPMD form, -np 1 ./train_mot A : -np 1 ./train_mot B,
+// or a wrapper script, can give them others). Ranks with another model
+// exchanged gradients of other sizes (MPI corrupted the heap), with another
+// seed, rate or data trained apart, with other --steps or --zero hung.
+inline void check_ranks_options(const Options& o) {
+    dist_agree(rank_options(o), "comparing the ranks' options",
+               "every rank must be given the same options (all but --threads)");
+}
+
+// With several ranks, once the model and data are set up and before any
+// collective whose size depends on them: the ranks agree on what the options
+// led to, which files decide (--load, --resume's checkpoint, the tokenizer,
+// the shards, each rank reading its own node's copy).
+inline void check_ranks_setup(const TrainRun* r) {
+    const Config& c = r->c;
+    std::string kinds;
+    for (int k : c.kinds) kinds += std::to_string(k);
+    auto num = [](double x) { return strf("%.9g", x); };
+    std::string weights = strf("checksum %016llx", (unsigned long long)checksum64(r->params.data(), r->params.size() * sizeof(float)));
+    dist_agree({{"the model's vocabulary", num(c.V)}, {"the model's maximum sequence length", num(c.maxT)},
+                {"the model's layers", num(c.L)}, {"the model's heads", num(c.NH)}, {"the model's width", num(c.C)},
+                {"the model's d_ff", num(c.dff)}, {"the model's layer kinds", kinds}, {"the model's experts", num(c.E)},
+                {"the model's group", num(c.G)}, {"the model's expert size", num(c.f)},
+                {"the model's temperature", num(c.tau)}, {"the model's top-k", num(c.topk)},
+                {"the model's capacity factor", num(c.capacity)}, {"the model's router", num(c.router)},
+                {"the model's router temperature", num(c.router_tau)},
+                {"the starting weights", weights}, {"the starting step", num((double)r->state.step)},
+                {"the training data (shard names and sizes)", strf("fingerprint %016llx", (unsigned long long)r->data_id)},
+                {"the training shards", num((double)r->train_loader.files.size())},
+                {"the validation shards", num(r->have_val ? (double)r->val_loader.files.size() : 0)},
+                {"the tokenizer's vocabulary", num(r->tokp ? r->tok.vocab_size : 0)}},
+               "comparing the ranks' models and data",
+               "the ranks read different files (--load, the checkpoint --resume takes, --tokenizer, the --data or "
+               "--val-data shards); give every rank the same");
+}
+
 // Contradictions and impossible sizes, refused before any work; where the
 // run writes, checked now rather than after hours of training.
 inline void check_options(TrainRun* r) {
@@ -693,12 +765,14 @@ inline int train(const Options& o) {
         gpu_select_device(d.local_rank);
     }
 #endif
+    check_ranks_options(o);
     TrainRun r;
     r.o = o;
     check_options(&r);
     setup_data(&r);
     setup_model(&r);
     setup_loaders(&r);
+    check_ranks_setup(&r);
     setup_device(&r);
     int status = train_loop(&r);
     parallel_free(&r.par);
