@@ -6,6 +6,7 @@
 //   logits = lnf(x) wte^T;  loss = mean cross-entropy over the first V logits
 #pragma once
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -296,10 +297,12 @@ double gpt_decode_loss(GPT<real>* model, const int* inputs, const int* targets, 
 // window slides: decoding starts again from the last maxT/2 tokens of each
 // sequence (re-reading them into the KV cache), so any length can be
 // generated, each token conditioned on at least maxT/2 before it. Returns
-// n_seq rows of new tokens.
+// n_seq rows of new tokens. A set *stop (a stop signal's flag) ends the
+// generation at the next token: the rows are then shorter than len.
 template <typename real>
 std::vector<std::vector<int>> gpt_generate(GPT<real>* model, const std::vector<int>& prompt, int n_seq, int len,
-                                           float temperature, int top_k, Rng* rng) {
+                                           float temperature, int top_k, Rng* rng,
+                                           const volatile std::sig_atomic_t* stop = nullptr) {
     const Config& c = model->cfg;
     if (prompt.empty()) fail("generation needs at least one prompt token");
     if ((int)prompt.size() >= c.maxT)
@@ -311,7 +314,7 @@ std::vector<std::vector<int>> gpt_generate(GPT<real>* model, const std::vector<i
     const int keep = std::max(1, c.maxT / 2);
     size_t start = 0;  // index into seq of the token at window position 0
     int pos = 0;       // window position of the next token fed
-    while ((int)(seq[0].size() - prompt.size()) < len) {
+    while ((int)(seq[0].size() - prompt.size()) < len && !(stop && *stop)) {
         if (pos == c.maxT) {  // the window is full: slide it
             start = seq[0].size() - keep;
             pos = 0;

@@ -214,6 +214,10 @@ inline PrepareResult prepare_data(const PrepareConfig& cfg) {
     struct stat out_st;
     if (stat(dest.c_str(), &out_st) == 0 && !S_ISDIR(out_st.st_mode))  // before the slow part
         fail(strf("%s: the output folder exists and is not a directory", dest.c_str()));
+    {  // the folder to build in can be made, with the output folder's owner: tried before the slow part
+        std::lock_guard<std::mutex> probing(staging_mutex());
+        remove_tree(prepare_staging(dest).tmp);
+    }
 
     // split into training and validation documents
     std::vector<std::string> train_docs, val_docs;

@@ -117,8 +117,9 @@ struct PrepareStaging {
 };
 
 // Makes the staging folder: <dir>.tmp-<pid> beside dir, on the same file
-// system so that one rename swaps it in. When dir is a mount point (nothing
-// beside it is on its file system), dir/.prepare-tmp-<pid> instead.
+// system so that one rename swaps it in, with dir's owner, group and mode
+// (refused when they cannot be given to it). When dir is a mount point
+// (nothing beside it is on its file system), dir/.prepare-tmp-<pid> instead.
 inline PrepareStaging prepare_staging(const std::string& out) {
     PrepareStaging s;
     s.dir = out;
@@ -143,7 +144,21 @@ inline PrepareStaging prepare_staging(const std::string& out) {
             fail(strf("%s: cannot create the folder %s to build the data set in (%s)", out.c_str(), s.tmp.c_str(),
                       std::strerror(errno)));
     }
-    if (exists && !s.inside) chmod(s.tmp.c_str(), st.st_mode & 07777);  // the folder keeps its permissions
+    // the swap puts this folder in the output folder's place: it takes that folder's owner, group and
+    // permissions (the owner first: changing it may clear set-id bits)
+    if (exists && !s.inside) {
+        struct stat made;
+        if (stat(s.tmp.c_str(), &made) != 0 ||
+            ((made.st_uid != st.st_uid || made.st_gid != st.st_gid) && chown(s.tmp.c_str(), st.st_uid, st.st_gid) != 0) ||
+            chmod(s.tmp.c_str(), st.st_mode & 07777) != 0) {
+            int e = errno;
+            rmdir(s.tmp.c_str());
+            fail(strf("%s: the output folder belongs to user %d, group %d, mode %04o; the new data set is built in a "
+                      "folder beside it that takes its place, and that folder cannot be given the same (%s): run "
+                      "prepare as the folder's owner, or give another --out",
+                      out.c_str(), (int)st.st_uid, (int)st.st_gid, (unsigned)(st.st_mode & 07777), std::strerror(e)));
+        }
+    }
     return s;
 }
 

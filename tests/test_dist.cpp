@@ -211,6 +211,93 @@ MPI_TEST("--total-batch that the ranks cannot share is refused, naming the optio
           std::string::npos);
 }
 
+// mpirun's MPMD form: rank 0 runs ./train_mot a, rank 1 ./train_mot b;
+// killed after `seconds` if it hangs. `pre0` and `pre1` go before each
+// program (mpirun's per-rank options, such as -wdir).
+static std::string mpirun_two(const std::string& a, const std::string& b, int seconds = 60, const std::string& pre0 = "",
+                              const std::string& pre1 = "") {
+    char* found = realpath(train_mot_path().c_str(), nullptr);  // found from any working folder
+    REQUIRE(found);
+    std::string program = found;
+    std::free(found);
+    return "env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 timeout -s KILL " + std::to_string(seconds) +
+           " mpirun --allow-run-as-root --oversubscribe -np 1 " + pre0 + " " + program + " " + a + " : -np 1 " + pre1 +
+           " " + program + " " + b;
+}
+
+MPI_TEST("ranks started with different options stop at the start, naming the first difference and both values") {
+    // another model on one rank corrupted the heap inside MPI_Allreduce;
+    // another --seed, --lr, --data or --total-batch trained to the end
+    // apart; another --steps or --zero hung until "a rank has died"
+    make_data();
+    write_raw_shard("build/dist_train2.bin", text_tokens(3000, 13));
+    std::string base = DATA + std::string(KINDS[1][1]) + " --batch 4 --steps 4 --collective-timeout 10";
+    struct Case {
+        std::string a, b, said;
+    };
+    std::vector<Case> cases = {
+        {"", " --ffn token-choice", "--ffn is mot on rank 0 and token-choice on rank 1"},
+        {"", " --d-model 32", "--d-model is 16 on rank 0 and 32 on rank 1"},
+        {" --seed 1", " --seed 2", "--seed is 1 on rank 0 and 2 on rank 1"},
+        {" --lr 1e-2", " --lr 2e-2", "--lr is 0.01 on rank 0 and 0.02 on rank 1"},
+        {"", " --data build/dist_train2.bin", "--data is build/dist_train.bin on rank 0 and build/dist_train2.bin on rank 1"},
+        {" --total-batch 64", " --total-batch 128", "--total-batch is 64 on rank 0 and 128 on rank 1"},
+        {"", " --steps 6", "--steps is 4 on rank 0 and 6 on rank 1"},
+        {"", " --zero 1", "--zero is 0 on rank 0 and 1 on rank 1"},
+    };
+    for (const Case& c : cases) {
+        Run r = run_cmd(mpirun_two(base + c.a, base + c.b));
+        INFO("rank 1: ", c.b, "\n", r.out);
+        CHECK(r.rc != 0);
+        CHECK(r.rc != 137);  // not a hang
+        CHECK(r.out.find("the ranks differ: " + c.said + "; every rank must be given the same options") !=
+              std::string::npos);
+        CHECK(r.out.find("step     1/") == std::string::npos);  // before any training
+    }
+    // the same values spelled otherwise, and --threads (a node's own), agree
+    Run same = run_cmd(mpirun_two(base + " --lr 1e-2 --threads 1", base + " --lr 0.01 --threads 2"));
+    INFO(same.out);
+    CHECK(same.rc == 0);
+    CHECK(same.out.find("step     4/4") != std::string::npos);
+}
+
+MPI_TEST("ranks that read different files under the same names stop at the start, naming what differs") {
+    // each rank in a working folder of its own (mpirun -wdir), with the same options: the files decide
+    make_data();
+    char* root = realpath(".", nullptr);
+    REQUIRE(root);
+    std::string r = root;
+    std::free(root);
+    for (int k : {0, 1}) {
+        std::string d = "build/dist_wdir" + std::to_string(k);
+        mkdir(d.c_str(), 0755);
+        write_raw_shard(d + "/train.bin", text_tokens(3000 + 500 * k, 11));
+    }
+    std::string args = "--data train.bin --vocab 257 --seq 8 --sample-every 0 --val-every 0 --batch 4 --steps 4" +
+                       std::string(KINDS[1][1]);
+    Run data = run_cmd(mpirun_two(args, args, 60, "-wdir " + r + "/build/dist_wdir0", "-wdir " + r + "/build/dist_wdir1"));
+    INFO(data.out);
+    CHECK(data.rc != 0);
+    CHECK(data.out.find("the ranks differ: the training data (shard names and sizes) is fingerprint ") != std::string::npos);
+    CHECK(data.out.find("the ranks read different files") != std::string::npos);
+    CHECK(data.out.find("step     1/") == std::string::npos);
+    // models of other widths under one --load name
+    for (int k : {0, 1}) {
+        std::string d = r + "/build/dist_wdir" + std::to_string(k);
+        write_raw_shard(d + "/train.bin", text_tokens(3000, 11));
+        Run m = run("--data " + d + "/train.bin --vocab 257 --seq 8 --sample-every 0 --val-every 0 --batch 4 --steps 1"
+                    " --layers 2 --heads 2 --ffn dense --d-model " + std::to_string(16 * (k + 1)) + " --save " + d + "/m.ckpt");
+        INFO(m.out);
+        REQUIRE(m.rc == 0);
+    }
+    Run load = run_cmd(mpirun_two(args + " --load m.ckpt", args + " --load m.ckpt", 60, "-wdir " + r + "/build/dist_wdir0",
+                                  "-wdir " + r + "/build/dist_wdir1"));
+    INFO(load.out);
+    CHECK(load.rc != 0);
+    CHECK(load.out.find("the ranks differ: the model's width is 16 on rank 0 and 32 on rank 1") != std::string::npos);
+    CHECK(load.out.find("step     1/") == std::string::npos);
+}
+
 // The pids of a process's children (the ranks mpirun started).
 static std::vector<pid_t> children(pid_t parent) {
     std::vector<pid_t> kids;
@@ -305,7 +392,9 @@ MPI_TEST("a hung rank: the others stop at --collective-timeout, naming the colle
     CHECK(e.exited);
     CHECK(e.code != 0);
     CHECK(out.find("error (rank 0 of 2): ") != std::string::npos);
-    CHECK(out.find("waited 3 s for the other ranks (--collective-timeout 3)") != std::string::npos);
+    // it once said "a rank has died or hangs" for a slow rank too
+    CHECK(out.find("did not complete within --collective-timeout 3 s (waited 3 s): a rank may have died, hang, or be "
+                   "slow") != std::string::npos);
     for (pid_t p : ranks) kill(p, SIGKILL);  // in case mpirun left the stopped one
 }
 

@@ -12,9 +12,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -200,6 +202,181 @@ TEST_CASE("SIGTERM saves a checkpoint and exits 143; a second signal exits at on
     CHECK(out.find("saved, stopping") == std::string::npos);
 }
 
+// ./train_mot run from the folder cwd (made first), in the background: the
+// TINY model on build/tf_train.bin, logging to log (paths as seen from the
+// repository root), once the log has `rows` rows.
+static pid_t spawn_in(const std::string& cwd, const std::string& args, const std::string& log, const std::string& out,
+                      size_t rows) {
+    make_data();
+    mkdir(cwd.c_str(), 0755);
+    char* program = realpath(train_mot_path().c_str(), nullptr);
+    char* root = realpath(".", nullptr);
+    REQUIRE(program);
+    REQUIRE(root);
+    std::string r = root;
+    std::remove(log.c_str());
+    pid_t pid = spawn_cmd("cd " + cwd + " && exec " + program + " --data " + r + "/build/tf_train.bin" + TINY +
+                              " --val-every 0 " + args + " --log " + r + "/" + log,
+                          r + "/" + out);  // the redirection is made after the cd
+    std::free(program);
+    std::free(root);
+    wait_rows(log, rows);
+    return pid;
+}
+
+TEST_CASE("SIGTERM without --checkpoint-dir writes the model to --save, and nothing in the working folder") {
+    // the signal wrote a checkpoint to ./checkpoints, a folder no option
+    // named: it pruned what was there to the newest 3 (another run's pairs
+    // among them) and failed in a working folder that takes no files,
+    // though --save was checked writable
+    std::string cwd = "build/tf_stop_cwd", save = "build/tf_stop_save.ckpt";
+    std::filesystem::remove_all(cwd);
+    REQUIRE(mkdir(cwd.c_str(), 0755) == 0);
+    REQUIRE(mkdir((cwd + "/checkpoints").c_str(), 0755) == 0);
+    for (int s = 1; s <= 4; s++)  // someone's folder of that name
+        for (const char* ext : {"ckpt", "state"}) write_bytes(strf("%s/checkpoints/step_%08d.%s", cwd.c_str(), s, ext), "theirs");
+    std::vector<std::string> theirs = list_dir(cwd + "/checkpoints");
+    std::remove(save.c_str());
+    char* root = realpath(".", nullptr);
+    REQUIRE(root);
+    std::string abs_save = std::string(root) + "/" + save;
+    std::free(root);
+    pid_t pid = spawn_in(cwd, "--steps 1000000 --save " + abs_save, "build/tf_stop.jsonl", "build/tf_stop.out", 3);
+    REQUIRE(kill(pid, SIGTERM) == 0);
+    Exit e = wait_exit(pid);
+    std::string out = slurp("build/tf_stop.out");
+    INFO(out);
+    CHECK(e.exited);
+    CHECK(e.code == 143);
+    CHECK(out.find("interrupted (SIGTERM): saved the model of step ") != std::string::npos);
+    CHECK(out.find("to --save " + abs_save) != std::string::npos);
+    CHECK(out.find("note: no --checkpoint-dir or --save") == std::string::npos);
+    CHECK(list_dir(cwd) == std::vector<std::string>{"checkpoints"});
+    CHECK(list_dir(cwd + "/checkpoints") == theirs);
+    CHECK(slurp(cwd + "/checkpoints/step_00000004.ckpt") == "theirs");
+    Run ev = run("eval --load " + save + " --data build/tf_val.bin --device cpu --seq 8 --batch 4");
+    INFO(ev.out);
+    CHECK(ev.rc == 0);  // the model of the step it stopped at loads
+
+    // neither --save nor --checkpoint-dir: said at the start and at the signal; nothing written
+    std::filesystem::remove_all(cwd);
+    pid = spawn_in(cwd, "--steps 1000000", "build/tf_stop.jsonl", "build/tf_stop.out", 3);
+    REQUIRE(kill(pid, SIGTERM) == 0);
+    e = wait_exit(pid);
+    out = slurp("build/tf_stop.out");
+    INFO(out);
+    CHECK(e.exited);
+    CHECK(e.code == 143);
+    CHECK(out.find("note: no --checkpoint-dir or --save: nothing of this run is saved, not even when a signal") <
+          out.find("step     1/"));
+    CHECK(out.find("interrupted (SIGTERM): nothing saved (no --checkpoint-dir or --save), stopping") !=
+          std::string::npos);
+    CHECK(list_dir(cwd).empty());
+}
+
+// Waits (up to `seconds`) until the file holds needle; on a timeout kills
+// pid (so that no run is left behind) and fails.
+static void wait_output(pid_t pid, const std::string& file, const std::string& needle, int seconds) {
+    for (int i = 0; i < seconds * 20 && slurp(file).find(needle) == std::string::npos; i++) usleep(50000);
+    bool found = slurp(file).find(needle) != std::string::npos;
+    if (!found) {
+        kill(pid, SIGKILL);
+        wait_exit(pid);
+    }
+    INFO(slurp(file));
+    REQUIRE_MESSAGE(found, "no '", needle, "' within ", seconds, " s");
+}
+
+TEST_CASE("Ctrl-C during the final sample or validation stops it; the trained model is saved first") {
+    // the final --save came after the final validation and sample, which
+    // ignored Ctrl-C until they ended (a long sample ran to its end), and a
+    // second Ctrl-C then exited without saving the trained model
+    make_data();
+    std::string save = "build/tf_final.ckpt", out = "build/tf_final.out";
+    std::remove(save.c_str());
+    std::remove(out.c_str());
+    // a sample of 2^20 tokens at the end only: a minute or more
+    pid_t pid = spawn(DATA + TINY + " --val-every 0 --steps 3 --sample-every 1000000 --sample-len 1048576 --save " + save, out);
+    wait_output(pid, out, "saved " + save, 60);
+    usleep(300000);  // into the sample
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(kill(pid, SIGINT) == 0);
+    Exit e = wait_exit(pid);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::string text = slurp(out);
+    INFO(text.substr(text.size() > 3000 ? text.size() - 3000 : 0));
+    CHECK(secs < 20);
+    CHECK(e.exited);
+    CHECK(e.code == 130);
+    CHECK(text.find("step     3/3") < text.find("saved " + save));
+    CHECK(text.find("(cut short by a stop signal after ") != std::string::npos);
+    CHECK(text.find("interrupted (SIGINT) during the final sample of step 3: the trained model is saved "
+                    "(--save " + save + "), stopping") != std::string::npos);
+    Run ev = run("eval --load " + save + " --data build/tf_val.bin --device cpu --seq 8 --batch 4");
+    INFO(ev.out);
+    CHECK(ev.rc == 0);
+
+    // the final validation (2^20 batches; resumed at step 2, so that no validation comes before),
+    // with --checkpoint-dir: the model is saved, and a checkpoint of the last step
+    std::string dir = "build/tf_final_ckpt";
+    std::filesystem::remove_all(dir);
+    Run first = run(DATA + TINY + " --val-every 0 --steps 3 --checkpoint-every 2 --checkpoint-dir " + dir);
+    INFO(first.out);
+    REQUIRE(first.rc == 0);
+    REQUIRE(list_dir(dir) == std::vector<std::string>{"step_00000002.ckpt", "step_00000002.state"});
+    std::remove(save.c_str());
+    pid = spawn(DATA + TINY + " --val-data build/tf_val.bin --val-every 3 --val-batches 1048576 --steps 3 --resume"
+                " --checkpoint-dir " + dir + " --save " + save,
+                out);
+    wait_output(pid, out, "saved " + save, 60);
+    usleep(300000);  // into the validation
+    t0 = std::chrono::steady_clock::now();
+    REQUIRE(kill(pid, SIGINT) == 0);
+    e = wait_exit(pid);
+    secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    text = slurp(out);
+    INFO(text);
+    CHECK(secs < 20);
+    CHECK(e.exited);
+    CHECK(e.code == 130);
+    CHECK(text.find("val loss") == std::string::npos);  // the cut validation's partial mean is not reported
+    CHECK(text.find("interrupted (SIGINT) during the final validation of step 3: saved, stopping") !=
+          std::string::npos);
+    CHECK(exists(save));
+    CHECK(list_dir(dir) == std::vector<std::string>{"step_00000002.ckpt", "step_00000002.state", "step_00000003.ckpt",
+                                                    "step_00000003.state"});
+}
+
+TEST_CASE("Ctrl-C during a validation stops at that step, with a checkpoint of it that resumes") {
+    // the validation ignored Ctrl-C until it ended, then the run trained one more step
+    make_data();
+    std::string dir = "build/tf_val_stop", out = "build/tf_val_stop.out", log = "build/tf_val_stop.jsonl";
+    std::filesystem::remove_all(dir);
+    std::remove(out.c_str());
+    std::remove(log.c_str());
+    // a validation of 2^20 batches at step 0
+    pid_t pid = spawn(DATA + TINY + " --val-data build/tf_val.bin --val-every 2 --val-batches 1048576 --steps 4"
+                      " --checkpoint-dir " + dir + " --log " + log, out);
+    wait_output(pid, log, "\"params\"", 60);  // the log's first row, written right before the validation
+    usleep(500000);  // into the validation
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(kill(pid, SIGINT) == 0);
+    Exit e = wait_exit(pid);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::string text = slurp(out);
+    INFO(text);
+    CHECK(secs < 20);
+    CHECK(e.exited);
+    CHECK(e.code == 130);
+    CHECK(text.find("interrupted (SIGINT) during the validation of step 0: saved, stopping") != std::string::npos);
+    CHECK(text.find("step     1/4") == std::string::npos);
+    CHECK(list_dir(dir) == std::vector<std::string>{"step_00000000.ckpt", "step_00000000.state"});
+    Run r = run(DATA + TINY + " --val-every 0 --steps 2 --resume --checkpoint-dir " + dir);
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("resuming at step 0") != std::string::npos);
+}
+
 TEST_CASE("SIGHUP (a closed terminal) saves a checkpoint and exits 129, even when it comes twice") {
     // SIGHUP once killed the run on the spot, with nothing saved
     make_data();
@@ -317,6 +494,70 @@ TEST_CASE("a failed log write (a full disk) stops the run with an error") {
         pos = nl == std::string::npos ? log.size() : nl + 1;
     }
     CHECK(r.out.find("could not be cut off") == std::string::npos);
+}
+
+TEST_CASE("a periodic checkpoint that fails on a full disk: the model is written beside it, and the error says where") {
+    // a failed checkpoint stopped the run with the model nowhere (the final
+    // --save has a rescue, the checkpoints had none)
+    make_data();
+    std::string dir = "build/tf_ckfull";
+    std::filesystem::remove_all(dir);
+    // files may grow to 200 blocks of 512 bytes: the model file of the TINY
+    // model (64,640 bytes) fits, its training state (127,488 bytes) does not;
+    // SIGXFSZ is ignored, so the write fails with EFBIG as on a full disk
+    Run r = run_cmd("sh -c \"trap '' XFSZ; ulimit -f 200; exec " + train_mot_path() + DATA + TINY +
+                    " --val-every 0 --steps 100 --checkpoint-every 2 --checkpoint-dir " + dir + "\"");
+    INFO(r.out);
+    CHECK(r.rc == 1);
+    CHECK(r.out.find("--checkpoint-dir " + dir + ": writing the checkpoint of step 2 failed (") != std::string::npos);
+    CHECK(r.out.find("File too large") != std::string::npos);
+    CHECK(r.out.find("step     3/100") == std::string::npos);  // the run stopped there
+    std::string where = after(r.out, "the model alone (without the optimizer's state) was written to ");
+    REQUIRE(!where.empty());
+    std::string path = where.substr(0, where.find(": --load"));
+    CHECK(path.find(dir + "/step_00000002.ckpt.rescue-") == 0);
+    // the rescued model and nothing else: no lone state, no temporary file, no empty rescue folder
+    CHECK(list_dir(dir) == std::vector<std::string>{path.substr(dir.size() + 1)});
+    for (const std::string& n : list_dir("build")) CHECK(n.find("tf_ckfull.rescue-") == std::string::npos);
+    for (const std::string& n : list_dir(".")) CHECK(n.find("tf_ckfull.rescue-") == std::string::npos);
+    Run ev = run("eval --load " + path + " --data build/tf_val.bin --device cpu --seq 8 --batch 4");
+    INFO(ev.out);
+    CHECK(ev.rc == 0);
+}
+
+TEST_CASE("a periodic checkpoint whose folder went away: the checkpoint is written beside it and resumes") {
+    // the run stopped with "not a directory" and nothing kept
+    make_data();
+    std::string dir = "build/tf_ckgone", out = "build/tf_ckgone.out";
+    std::filesystem::remove_all(dir);
+    std::filesystem::remove_all(dir + ".moved");
+    pid_t pid = spawn_training("--steps 1000000 --checkpoint-every 200 --checkpoint-dir " + dir, "build/tf_ckgone.jsonl",
+                               out, 3);
+    // the folder is moved away and a file takes its name: the next checkpoint cannot go there
+    REQUIRE(std::rename(dir.c_str(), (dir + ".moved").c_str()) == 0);
+    write_bytes(dir, "a file, not the folder");
+    Exit e = wait_exit(pid);
+    std::string text = slurp(out);
+    INFO(text.substr(text.size() > 3000 ? text.size() - 3000 : 0));
+    CHECK(e.exited);
+    CHECK(e.code == 1);
+    CHECK(text.find("--checkpoint-dir " + dir + ": writing the checkpoint of step ") != std::string::npos);
+    std::string where = after(text, "the checkpoint was written to ");
+    REQUIRE(!where.empty());
+    std::string rescue = where.substr(0, where.find(" instead"));
+    CHECK(rescue.find(dir + ".rescue-") == 0);
+    CHECK(text.find("--checkpoint-dir " + rescue + " --resume continues the run") != std::string::npos);
+    std::vector<std::string> pair = list_dir(rescue);
+    REQUIRE(pair.size() == 2);
+    long long step = std::atoll(pair[0].c_str() + 5);
+    CHECK(step % 200 == 0);
+    Run resumed = run(DATA + TINY + " --val-every 0 --resume --checkpoint-dir " + rescue + " --steps " + std::to_string(step + 1));
+    INFO(resumed.out);
+    CHECK(resumed.rc == 0);
+    CHECK(resumed.out.find("resuming at step " + std::to_string(step)) != std::string::npos);
+    CHECK(slurp(dir) == "a file, not the folder");
+    std::remove(dir.c_str());
+    std::filesystem::remove_all(rescue);
 }
 
 TEST_CASE("resuming drops the log rows written after the checkpoint: the log equals an uninterrupted run's") {
@@ -464,6 +705,63 @@ TEST_CASE("--resume refuses options that contradict the checkpoint") {
     INFO(r.out);
     CHECK(r.rc == 0);
     CHECK(r.out.find("note: --d-model is ignored") != std::string::npos);
+}
+
+TEST_CASE("a new run into a --checkpoint-dir that holds checkpoints is refused, the folder untouched") {
+    // a new run there pruned by step number across both runs: with the other
+    // run's steps 5 and 10 and --keep-checkpoints 1 it reported
+    // "checkpoint: .../step_00000002.ckpt" and deleted it at once, then
+    // deleted the other run's; a later --resume continued the other run
+    std::string dir = "build/tf_other_run";
+    two_checkpoints(dir);  // steps 5 and 10
+    std::vector<std::string> before = list_dir(dir);
+    REQUIRE(before.size() == 4);
+    std::string newest = slurp(dir + "/step_00000010.ckpt");
+    std::string fresh = DATA + TINY + " --val-every 0 --steps 4 --checkpoint-every 2 --keep-checkpoints 1 --checkpoint-dir " + dir;
+    Run r = run(fresh);
+    expect_error(r, {"--checkpoint-dir " + dir + " already holds checkpoints", "step_00000010.state", "--resume",
+                     "another folder"});
+    CHECK(r.out.find("step     1/4") == std::string::npos);  // refused before the first step
+    CHECK(list_dir(dir) == before);
+    CHECK(slurp(dir + "/step_00000010.ckpt") == newest);
+    // a lone model or state file (a pair cut short) is a checkpoint too
+    for (const char* lone : {"step_00000010.ckpt", "step_00000005.state"}) {
+        two_checkpoints(dir);
+        for (const std::string& n : list_dir(dir))
+            if (n != lone) std::remove((dir + "/" + n).c_str());
+        INFO("only ", lone);
+        expect_error(fresh, {"already holds checkpoints", lone});
+        CHECK(list_dir(dir) == std::vector<std::string>{lone});
+    }
+    // other files do not count: the folder takes a new run
+    two_checkpoints(dir);
+    for (const std::string& n : list_dir(dir)) std::remove((dir + "/" + n).c_str());
+    write_bytes(dir + "/notes.txt", "the user's");
+    Run ok = run(fresh);
+    INFO(ok.out);
+    CHECK(ok.rc == 0);
+    CHECK(list_dir(dir) == std::vector<std::string>{"notes.txt", "step_00000004.ckpt", "step_00000004.state"});
+}
+
+TEST_CASE("a resumed run never prunes the checkpoint it just wrote for a newer one it skipped") {
+    // pruning kept the newest steps of the folder: with a damaged step-10
+    // pair that --resume skipped and --keep-checkpoints 1, the resumed run
+    // deleted each pair it wrote (6, then 7) as soon as it wrote it, and
+    // only the damaged pair was left
+    std::string dir = "build/tf_prune_resumed";
+    two_checkpoints(dir);
+    std::string ckpt = dir + "/step_00000010.ckpt", bytes = slurp(ckpt);
+    write_bytes(ckpt, bytes.substr(0, bytes.size() / 2));  // torn
+    Run r = run(DATA + TINY + " --val-every 0 --steps 7 --checkpoint-every 1 --keep-checkpoints 1 --resume --checkpoint-dir " + dir);
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+    CHECK(r.out.find("resuming at step 5") != std::string::npos);
+    CHECK(list_dir(dir) == std::vector<std::string>{"step_00000007.ckpt", "step_00000007.state", "step_00000010.ckpt",
+                                                    "step_00000010.state"});
+    Run again = run(DATA + TINY + " --val-every 0 --steps 8 --resume --checkpoint-dir " + dir);
+    INFO(again.out);
+    CHECK(again.rc == 0);
+    CHECK(again.out.find("resuming at step 7") != std::string::npos);
 }
 
 TEST_CASE("--checkpoint-every without --checkpoint-dir is refused") {

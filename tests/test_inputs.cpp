@@ -399,6 +399,62 @@ TEST_CASE("prepare: an output folder that is a symlink stays one, its target get
     }
 }
 
+TEST_CASE("prepare: an output folder of another user keeps its owner, group and mode" *
+          doctest::skip(geteuid() != 0) * doctest::description("needs root, to give a folder to another user")) {
+    // the swap put a new folder in its place, owned by whoever ran prepare
+    // (root): the folder's owner and group were lost
+    std::string d = scratch("ti_prepare_owner");
+    std::string text;
+    for (int i = 0; i < 80; i++) text += "Line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog.\n";
+    write_bytes(d + "/in.txt", text);
+    std::string out = d + "/out";
+    for (const char* where : {"out", "link"}) {  // the folder itself, and through a symlink to it
+        fs::remove_all(out);
+        fs::remove(d + "/link");
+        fs::create_directories(out);
+        write_bytes(out + "/notes.txt", "the user's own file\n");
+        REQUIRE(chown(out.c_str(), 65534, 65534) == 0);
+        REQUIRE(chmod(out.c_str(), 02750) == 0);
+        fs::create_directory_symlink("out", d + "/link");
+        INFO("--out ", where);
+        for (const char* vocab : {" --vocab 280", " --vocab 290"}) {  // a new data set, then one over it
+            Run r = run_cmd(prepare_path() + " --out " + d + "/" + where + vocab + " " + d + "/in.txt");
+            INFO(r.out);
+            REQUIRE(r.rc == 0);
+            struct stat after;
+            REQUIRE(stat(out.c_str(), &after) == 0);
+            CHECK(after.st_uid == 65534u);
+            CHECK(after.st_gid == 65534u);
+            CHECK((after.st_mode & 07777) == 02750u);
+            CHECK(slurp(out + "/notes.txt") == "the user's own file\n");
+        }
+    }
+    // run by a user who cannot give the new folder that owner (the folder and its parent writable by
+    // anyone, so the swap itself goes through: the folder became that user's): refused before the
+    // slow part, everything left as it was
+    if (std::system("command -v setpriv > /dev/null 2>&1") != 0) return;
+    fs::remove_all(d + "/link");
+    fs::remove_all(out);
+    fs::create_directories(out);
+    write_bytes(out + "/notes.txt", "the user's own file\n");
+    REQUIRE(chown(out.c_str(), 65533, 65533) == 0);
+    REQUIRE(chmod(out.c_str(), 0777) == 0);
+    REQUIRE(chmod(d.c_str(), 0777) == 0);
+    char* program = realpath(prepare_path().c_str(), nullptr);
+    REQUIRE(program);
+    Run r = run_cmd("setpriv --reuid 65534 --regid 65534 --clear-groups " + std::string(program) + " --out " + out +
+                    " --vocab 280 " + d + "/in.txt");
+    std::free(program);
+    expect_error(r, {out + ": the output folder belongs to user 65533, group 65533, mode 0777",
+                     "run prepare as the folder's owner, or give another --out"});
+    CHECK(r.out.find("prepare: in:") == std::string::npos);  // nothing built
+    struct stat after;
+    REQUIRE(stat(out.c_str(), &after) == 0);
+    CHECK(after.st_uid == 65533u);
+    CHECK(names_in(out) == std::vector<std::string>{"notes.txt"});
+    CHECK(names_in(d) == std::vector<std::string>{"in.txt", "out"});  // no folder left beside it
+}
+
 // ---------------------------------------------------------------- get_tinyshakespeare.sh
 
 TEST_CASE("get_tinyshakespeare.sh: a symlink planted at the download's temporary name is not written through") {

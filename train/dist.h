@@ -12,6 +12,7 @@
 //   dist_sum           element-wise sum over the ranks, in place (doubles, floats)
 //   dist_reduce_scatter_sum / dist_allgather / dist_gather   ZeRO-1's pieces
 //   dist_barrier       every rank reaches this point
+//   dist_agree         every rank has rank 0's settings, or rank 0 names the first difference
 //   dist_abort         one rank's error stops every rank
 #pragma once
 #include <unistd.h>
@@ -24,6 +25,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "common/error.h"
 #ifdef MOT_MPI
@@ -94,9 +97,10 @@ inline void watchdog_loop() {
         if (w.cv.wait_until(lock, deadline, [&] { return w.quit || w.generation != gen || !w.what; })) continue;
         double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - w.since).count();
         std::fprintf(stderr,
-                     "error (rank %d of %d): %s: waited %.0f s for the other ranks (--collective-timeout %g): a rank "
-                     "has died or hangs; stopping every rank\n",
-                     dist().rank, dist().size, w.what, waited, dist().timeout_s);
+                     "error (rank %d of %d): %s did not complete within --collective-timeout %g s (waited %.0f s): "
+                     "a rank may have died, hang, or be slow; stopping every rank (a larger --collective-timeout "
+                     "waits longer)\n",
+                     dist().rank, dist().size, w.what, dist().timeout_s, waited);
         std::fflush(stderr);
         _exit(1);  // mpirun stops the job when a rank exits without MPI_Finalize
     }
@@ -300,4 +304,64 @@ inline void dist_broadcast(void* bytes, size_t n, const char* what) {
 #else
     (void)bytes, (void)n, (void)what;
 #endif
+}
+
+// Whether every rank holds rank 0's settings (name, value pairs in a fixed
+// order): ranks started with other options or reading other files would
+// exchange buffers of other sizes (MPI then corrupts memory) or train apart.
+// Rank 0's list goes to every rank (its length, then the text: sizes every
+// rank knows); each rank finds its first difference and rank 0 gathers them
+// in fixed-size reports. On a difference rank 0 fails naming the setting,
+// its value on rank 0 and on the first rank that differs, followed by
+// `advice`; the other ranks wait for it to stop the job. Every rank calls
+// it; with one rank it does nothing.
+inline void dist_agree(const std::vector<std::pair<std::string, std::string>>& settings, const char* what,
+                       const char* advice) {
+    const Dist& d = dist();
+    if (d.size == 1) return;
+    // one line per setting, name and value apart by a tab: tabs and newlines in a value (a path) escaped
+    std::vector<std::pair<std::string, std::string>> lines;
+    for (const auto& [name, value] : settings) {
+        std::string v;
+        for (char ch : value) v += ch == '\t' ? std::string("\\t") : ch == '\n' ? std::string("\\n") : std::string(1, ch);
+        lines.push_back({name, v});
+    }
+    std::string mine;
+    for (const auto& [name, value] : lines) mine += name + '\t' + value + '\n';
+    uint64_t n = mine.size();
+    dist_broadcast(&n, sizeof n, what);
+    std::string root = d.rank == 0 ? mine : std::string(n, '\0');
+    dist_broadcast(&root[0], n, what);
+    auto shorten = [](std::string s) { return s.size() > 200 ? s.substr(0, 200) + "..." : s; };
+    std::string report;  // this rank's first difference from rank 0, "" when none
+    size_t pos = 0, i = 0;
+    for (; i < lines.size() && report.empty(); i++) {
+        size_t tab = root.find('\t', pos), nl = root.find('\n', pos);
+        if (tab == std::string::npos || nl == std::string::npos || tab > nl) {
+            report = strf("rank %d has %s rank 0 lacks (another build of train_mot?)", d.rank, lines[i].first.c_str());
+            break;
+        }
+        std::string name = root.substr(pos, tab - pos), value = root.substr(tab + 1, nl - tab - 1);
+        pos = nl + 1;
+        if (name != lines[i].first)
+            report = strf("rank 0 has %s where rank %d has %s (another build of train_mot?)", shorten(name).c_str(), d.rank,
+                          lines[i].first.c_str());
+        else if (value != lines[i].second)
+            report = strf("%s is %s on rank 0 and %s on rank %d", name.c_str(), shorten(value).c_str(),
+                          shorten(lines[i].second).c_str(), d.rank);
+    }
+    if (report.empty() && pos < root.size())
+        report = strf("rank 0 has %s that rank %d lacks (another build of train_mot?)",
+                      shorten(root.substr(pos, root.find('\t', pos) - pos)).c_str(), d.rank);
+    const size_t W = 1024;
+    report.resize(W - 1, '\0');
+    std::vector<char> all(d.rank == 0 ? W * d.size : 0);
+    dist_gather(all.data(), report.c_str(), W, what);
+    int first = -1;
+    for (int k = 1; d.rank == 0 && k < d.size && first < 0; k++)
+        if (all[W * k]) first = k;
+    dist_broadcast(&first, sizeof first, what);
+    if (first < 0) return;
+    if (d.rank == 0) fail(strf("the ranks differ: %s; %s", all.data() + W * first, advice));
+    dist_barrier("waiting for rank 0 to stop the job: the ranks' settings differ");  // rank 0 never comes
 }

@@ -5,6 +5,7 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -285,9 +286,10 @@ inline void model_update(Model* m, float lr, float beta1, float beta2, float eps
 
 // Generation runs on the host copy with a KV cache (cpu/gpt.h).
 inline std::vector<std::vector<int>> model_generate(Model* m, const std::vector<int>& prompt, int n_seq, int len,
-                                                    float temperature, int top_k, Rng* rng) {
+                                                    float temperature, int top_k, Rng* rng,
+                                                    const volatile std::sig_atomic_t* stop = nullptr) {
     model_params(m);  // refresh the host copy
-    return gpt_generate(&m->cpu, prompt, n_seq, len, temperature, top_k, rng);
+    return gpt_generate(&m->cpu, prompt, n_seq, len, temperature, top_k, rng, stop);
 }
 
 inline bool all_finite(const float* p, size_t n) {

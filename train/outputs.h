@@ -15,6 +15,7 @@
 #include "common/checkpoint.h"
 #include "common/error.h"
 #include "common/fileio.h"
+#include "train/state.h"
 
 // Fails unless files can be created in dir (made first if missing): creates
 // and removes a probe file there. option names the flag for the message.
@@ -160,4 +161,61 @@ inline void save_final(const std::string& path, const Config& c, const float* pa
     }
     fail(strf("--save %s failed (%s), and so did writing the model beside it and in the working folder",
               path.c_str(), first_error.c_str()));
+}
+
+// Writes step's checkpoint pair to --checkpoint-dir (checkpoint_dir_save).
+// If that fails (the disk filled, the folder went away), the run stops, as
+// it cannot keep its checkpoints, but the training so far is kept as the
+// final --save keeps its model (save_final): the pair is written to a new
+// folder beside (DIR.rescue-PID), then to one in the working folder; failing
+// both, the model alone beside the pair's name in DIR and in the working
+// folder; the error says what went where. Parameters that are not finite
+// are refused with no rescue: there is nothing worth keeping.
+inline void save_checkpoint_or_rescue(const std::string& dir, const Config& c, const float* params, const TrainState& s,
+                                      int keep) {
+    const long long step = (long long)s.step;
+    std::string bad = first_nonfinite_tensor(c, params);
+    if (!bad.empty()) fail(strf("step %lld: the parameters are not finite (%s); no checkpoint written", step, bad.c_str()));
+    std::string first_error;
+    try {
+        checkpoint_dir_save(dir, c, params, s, keep);
+        return;
+    } catch (const std::exception& e) {
+        first_error = e.what();
+    }
+    // a state file whose model file did not follow is no checkpoint: not left behind
+    auto drop_lone_state = [&](const std::string& d) {
+        if (!file_exists(checkpoint_name(d, step, "ckpt"))) std::remove(checkpoint_name(d, step, "state").c_str());
+    };
+    drop_lone_state(dir);
+    std::string failed = strf("--checkpoint-dir %s: writing the checkpoint of step %lld failed (%s)", dir.c_str(), step,
+                              first_error.c_str());
+    std::string stem = dir;
+    while (stem.size() > 1 && stem.back() == '/') stem.pop_back();
+    std::string base = stem.substr(stem.find_last_of('/') + 1);
+    const int pid = (int)getpid();
+    for (const std::string& fallback : {strf("%s.rescue-%d", stem.c_str(), pid), strf("%s.rescue-%d", base.c_str(), pid)}) {
+        if (mkdir(fallback.c_str(), 0755) != 0) continue;  // a folder of that name is someone else's
+        try {
+            checkpoint_dir_save(fallback, c, params, s, 0);
+        } catch (const std::exception&) {
+            drop_lone_state(fallback);
+            rmdir(fallback.c_str());
+            continue;
+        }
+        fail(strf("%s; the checkpoint was written to %s instead: --checkpoint-dir %s --resume continues the run",
+                  failed.c_str(), fallback.c_str(), fallback.c_str()));
+    }
+    std::string name = strf("step_%08lld.ckpt.rescue-%d", step, pid);
+    for (const std::string& fallback : {stem + "/" + name, name}) {
+        try {
+            checkpoint_save(fallback, c, params);
+        } catch (const std::exception&) {
+            continue;
+        }
+        fail(strf("%s, and so did writing the checkpoint beside the folder and in the working folder; the model alone "
+                  "(without the optimizer's state) was written to %s: --load it to go on",
+                  failed.c_str(), fallback.c_str()));
+    }
+    fail(strf("%s, and so did writing it or the model alone beside the folder and in the working folder", failed.c_str()));
 }

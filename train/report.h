@@ -1,6 +1,7 @@
 // What a run reports besides the loss of each step: the loss on held-out
 // data (in nats per token and bits per byte of text) and decoded samples.
 #pragma once
+#include <csignal>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -13,12 +14,14 @@
 
 // Mean loss over n batches of the loader, from its start. Split over ranks,
 // rank r of R evaluates batches r, r + R, ... and returns their part of the
-// mean: the parts summed over the ranks are the mean.
-inline double evaluate(Model* model, DataLoader* loader, int n, int rank = 0, int ranks = 1) {
+// mean: the parts summed over the ranks are the mean. A set *stop (a stop
+// signal's flag) ends it before the next batch; the result is then partial.
+inline double evaluate(Model* model, DataLoader* loader, int n, int rank = 0, int ranks = 1,
+                       const volatile std::sig_atomic_t* stop = nullptr) {
     std::vector<int> x((size_t)loader->B * loader->T), y(x.size());
     dataloader_reset(loader);
     double sum = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !(stop && *stop); i++) {
         if (i % ranks != rank) {
             dataloader_skip(loader);
             continue;
@@ -52,14 +55,16 @@ inline std::string decode(const Tokenizer* tok, const std::vector<int>& ids) {
     return bpe_decode(*tok, ids.data(), ids.size());
 }
 
-// Prints n_show samples, each the prompt's text followed by the generated text.
+// Prints n_show samples, each the prompt's text followed by the generated
+// text; a set *stop (a stop signal's flag) cuts them short, which is said.
 inline void print_samples(Model* model, const Tokenizer* tok, const std::vector<int>& prompt,
-                          const std::string& prompt_text, int n_show, int len, float temperature, int top_k, Rng* rng) {
+                          const std::string& prompt_text, int n_show, int len, float temperature, int top_k, Rng* rng,
+                          const volatile std::sig_atomic_t* stop = nullptr) {
     const Config& c = model->cfg;
     bool any_mot = mixes_batch(c);
     int n_seq = std::max(any_mot ? c.G : 1, n_show);
     if (any_mot) n_seq = (n_seq + c.G - 1) / c.G * c.G;  // whole groups: MoT mixes them
-    std::vector<std::vector<int>> rows = model_generate(model, prompt, n_seq, len, temperature, top_k, rng);
+    std::vector<std::vector<int>> rows = model_generate(model, prompt, n_seq, len, temperature, top_k, rng, stop);
     for (int i = 0; i < n_show; i++) {
         // the text's raw bytes, NUL and all: printf("%s") would stop at a NUL
         std::string text = prompt_text + decode(tok, rows[i]);
@@ -67,6 +72,7 @@ inline void print_samples(Model* model, const Tokenizer* tok, const std::vector<
         std::fwrite(text.data(), 1, text.size(), stdout);
         std::printf("\n");
     }
+    if ((int)rows[0].size() < len) std::printf("(cut short by a stop signal after %zu tokens)\n", rows[0].size());
     std::printf("------------------\n");
 }
 

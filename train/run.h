@@ -6,7 +6,7 @@
 //   setup_loaders    training and validation batches; what --resume must agree with
 //   setup_device     the model on its device, the resumed moments and data position
 //   train_loop       validate, sample, step, log, checkpoint; stop on a signal
-//   finish           the last checks and the final --save
+//   finish           the last checks and the final --save, before the final validation and sample
 //
 // With several ranks (mpirun -np R; DESIGN.md section 6) every rank runs all
 // of this on its own share of each step's micro-batches (train/parallel.h
@@ -93,6 +93,91 @@ struct TrainRun {
     std::vector<double> transition_losses;  // with --transition: the loss before the switch and after
 };
 
+// A new run (no --resume) into a folder that holds checkpoints would mix
+// its checkpoints with that run's: pruning by step number would delete one
+// run's for the other's, and a later --resume would continue whichever has
+// the newest step. Refused; the folder is left as it is.
+inline void refuse_other_checkpoints(const std::string& dir) {
+    std::vector<std::string> files = checkpoint_files(dir);
+    if (files.empty()) return;
+    fail(strf("--checkpoint-dir %s already holds checkpoints of a run (%s%s): give --resume to continue it, or "
+              "another folder for a new run",
+              dir.c_str(), files.back().c_str(),
+              files.size() > 1 ? strf(" and %zu more files", files.size() - 1).c_str() : ""));
+}
+
+// The options as every rank must have them, each as its option's name and
+// a canonical value (numbers as parsed, so --lr 1e-3 and --lr 0.001 agree):
+// every option of Options but --threads, whose best value is a node's own
+// (the results are the same for any thread count).
+inline std::vector<std::pair<std::string, std::string>> rank_options(const Options& o) {
+    auto text = [](const std::string& s) { return s.empty() ? std::string("(not given)") : s; };
+    auto num = [](double x) { return strf("%.17g", x); };
+    auto fnum = [](float x) {  // the shortest text that reads back as the same float (9 digits always do)
+        std::string t;
+        for (int digits = 6; digits <= 9; digits++)
+            if (std::strtof((t = strf("%.*g", digits, (double)x)).c_str(), nullptr) == x) break;
+        return t;
+    };
+    return {{"--data", text(o.data)}, {"--val-data", text(o.val_data)}, {"--tokenizer", text(o.tokenizer)},
+            {"--vocab", num(o.vocab)}, {"--batch", num(o.B)}, {"--seq", num(o.T)}, {"--total-batch", num(o.total_batch)},
+            {"--shuffle", num(o.shuffle)}, {"--layers", num(o.layers)}, {"--heads", num(o.heads)},
+            {"--d-model", num(o.d_model)}, {"--d-ff", num(o.d_ff)}, {"--ffn", o.ffn}, {"--mot-layers", o.mot_layers},
+            {"--experts", num(o.experts)}, {"--group", num(o.group)}, {"--expert-size", num(o.expert_size)},
+            {"--temperature", fnum(o.temperature)}, {"--topk", num(o.topk)},
+            {"--capacity-factor", fnum(o.capacity_factor)}, {"--aux-loss", fnum(o.aux_loss)},
+            {"--transition", text(o.transition)}, {"--router", text(o.router)},
+            {"--router-temperature", fnum(o.router_temperature)}, {"--calibration-batches", num(o.calibration_batches)},
+            {"--steps", num(o.steps)}, {"--warmup", num(o.warmup)}, {"--lr", fnum(o.lr)},
+            {"--lr-min-frac", fnum(o.lr_min_frac)}, {"--wd", fnum(o.wd)}, {"--grad-clip", fnum(o.grad_clip)},
+            {"--beta1", fnum(o.beta1)}, {"--beta2", fnum(o.beta2)}, {"--adam-eps", fnum(o.adam_eps)},
+            {"--seed", strf("%llu", (unsigned long long)o.seed)}, {"--skip-nonfinite", o.skip_nonfinite ? "on" : "off"},
+            {"--max-skips", num(o.max_skips)}, {"--device", o.device}, {"--tf32", o.tf32 ? "on" : "off"},
+            {"--load", text(o.load)}, {"--save", text(o.save)}, {"--log", text(o.log)},
+            {"--checkpoint-dir", text(o.checkpoint_dir)}, {"--resume", o.resume ? "on" : "off"},
+            {"--checkpoint-every", num(o.checkpoint_every)}, {"--keep-checkpoints", num(o.keep_checkpoints)},
+            {"--zero", num(o.zero)}, {"--collective-timeout", fnum(o.collective_timeout)},
+            {"--val-every", num(o.val_every)}, {"--val-batches", num(o.val_batches)},
+            {"--sample-every", num(o.sample_every)}, {"--sample-len", num(o.sample_len)}};
+}
+
+// With several ranks, before anything else: every rank was given the same
+// options (mpirun's MPMD form, -np 1 ./train_mot A : -np 1 ./train_mot B,
+// or a wrapper script, can give them others). Ranks with another model
+// exchanged gradients of other sizes (MPI corrupted the heap), with another
+// seed, rate or data trained apart, with other --steps or --zero hung.
+inline void check_ranks_options(const Options& o) {
+    dist_agree(rank_options(o), "comparing the ranks' options",
+               "every rank must be given the same options (all but --threads)");
+}
+
+// With several ranks, once the model and data are set up and before any
+// collective whose size depends on them: the ranks agree on what the options
+// led to, which files decide (--load, --resume's checkpoint, the tokenizer,
+// the shards, each rank reading its own node's copy).
+inline void check_ranks_setup(const TrainRun* r) {
+    const Config& c = r->c;
+    std::string kinds;
+    for (int k : c.kinds) kinds += std::to_string(k);
+    auto num = [](double x) { return strf("%.9g", x); };
+    std::string weights = strf("checksum %016llx", (unsigned long long)checksum64(r->params.data(), r->params.size() * sizeof(float)));
+    dist_agree({{"the model's vocabulary", num(c.V)}, {"the model's maximum sequence length", num(c.maxT)},
+                {"the model's layers", num(c.L)}, {"the model's heads", num(c.NH)}, {"the model's width", num(c.C)},
+                {"the model's d_ff", num(c.dff)}, {"the model's layer kinds", kinds}, {"the model's experts", num(c.E)},
+                {"the model's group", num(c.G)}, {"the model's expert size", num(c.f)},
+                {"the model's temperature", num(c.tau)}, {"the model's top-k", num(c.topk)},
+                {"the model's capacity factor", num(c.capacity)}, {"the model's router", num(c.router)},
+                {"the model's router temperature", num(c.router_tau)},
+                {"the starting weights", weights}, {"the starting step", num((double)r->state.step)},
+                {"the training data (shard names and sizes)", strf("fingerprint %016llx", (unsigned long long)r->data_id)},
+                {"the training shards", num((double)r->train_loader.files.size())},
+                {"the validation shards", num(r->have_val ? (double)r->val_loader.files.size() : 0)},
+                {"the tokenizer's vocabulary", num(r->tokp ? r->tok.vocab_size : 0)}},
+               "comparing the ranks' models and data",
+               "the ranks read different files (--load, the checkpoint --resume takes, --tokenizer, the --data or "
+               "--val-data shards); give every rank the same");
+}
+
 // Contradictions and impossible sizes, refused before any work; where the
 // run writes, checked now rather than after hours of training.
 inline void check_options(TrainRun* r) {
@@ -125,7 +210,10 @@ inline void check_options(TrainRun* r) {
     if (dist().rank != 0) return;  // rank 0 alone writes
     if (!o.save.empty()) check_writable_file(o.save, "--save");
     if (!o.log.empty()) check_writable_file(o.log, "--log");
-    if (!o.checkpoint_dir.empty()) lock_checkpoint_dir(o.checkpoint_dir);
+    if (!o.checkpoint_dir.empty()) {
+        lock_checkpoint_dir(o.checkpoint_dir);
+        if (!o.resume) refuse_other_checkpoints(o.checkpoint_dir);
+    }
 }
 
 // Every input file (the shards, the tokenizer, --load) against the outputs
@@ -396,6 +484,9 @@ inline void setup_device(TrainRun* r) {
                 r->T, r->accum, ranks.c_str(), (long long)(r->BT * r->micro), o.steps, o.lr,
                 device_name(r->model).c_str());
     if (d.size > 1) print_ranks(r, max_threads);
+    if (o.checkpoint_dir.empty() && o.save.empty())
+        std::printf("note: no --checkpoint-dir or --save: nothing of this run is saved, not even when a signal "
+                    "(Ctrl-C, SIGTERM, SIGHUP) stops it\n");
     // CPU threads per step, chosen by timing the steps (--threads N, or several ranks: fixed)
     tuner_init(&r->tuner, r->model.on_gpu || o.threads > 0 || d.size > 1 ? 1 : max_threads);
 }
@@ -417,18 +508,44 @@ inline void save_checkpoint(TrainRun* r, int step, const std::string& dir) {
     const float* params = model_params(&r->model);
     parallel_check_same_params(params, num_params(r->c), step);
     if (writer) {
-        checkpoint_dir_save(dir, r->c, params, s, r->o.keep_checkpoints);
+        save_checkpoint_or_rescue(dir, r->c, params, s, r->o.keep_checkpoints);
         std::printf("checkpoint: %s\n", checkpoint_name(dir, step, "ckpt").c_str());
     }
     std::vector<float>().swap(s.m);
     std::vector<float>().swap(s.v);
 }
 
+// What a stop signal saves, where the user asked for output: a checkpoint
+// in --checkpoint-dir (unless `checkpointed`: one of this step is written);
+// without one, the model to --save (the optimizer state has nowhere to go);
+// without either, nothing, as the start said (setup_device). Every rank
+// calls it; returns what was saved, for the message.
+inline std::string save_on_stop(TrainRun* r, int step, bool checkpointed) {
+    const Options& o = r->o;
+    if (!o.checkpoint_dir.empty()) {
+        if (!checkpointed) save_checkpoint(r, step, o.checkpoint_dir);
+        return "saved";
+    }
+    if (o.save.empty()) return "nothing saved (no --checkpoint-dir or --save)";
+    if (dist().rank == 0) save_final(o.save, r->c, model_params(&r->model));
+    return strf("saved the model of step %d to --save %s (without --checkpoint-dir there is no training state to "
+                "--resume: --load it to go on)",
+                step, o.save.c_str());
+}
+
 // Validation loss (and bits per byte) after `step` steps, printed and logged;
 // the batches are split over the ranks (rank r takes batches r, r + R, ...).
+// A stop signal on any rank cuts it short: nothing is printed or logged, and
+// every rank sets r->stop.
 inline void validate(TrainRun* r, int step) {
-    double vl = evaluate(&r->model, &r->val_loader, r->o.val_batches, dist().rank, dist().size);
-    dist_sum(&vl, 1, "the validation loss's all-reduce");
+    double sums[2] = {evaluate(&r->model, &r->val_loader, r->o.val_batches, dist().rank, dist().size, &stop_signal),
+                      stop_signal ? 1.0 : 0.0};
+    dist_sum(sums, 2, "the validation loss's all-reduce");
+    if (sums[1] > 0) {
+        r->stop = true;
+        return;
+    }
+    double vl = sums[0];
     if (r->val_bytes_per_token > 0) {
         double bpb = vl / std::log(2.0) / r->val_bytes_per_token;
         std::printf("step %5d | val loss %.4f | %.3f bits per byte\n", step, vl, bpb);
@@ -548,9 +665,21 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
                              {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)}});
 }
 
+// A run that ended still skipping non-finite updates failed; otherwise the
+// final --save. Called by train_loop after the last step, before the final
+// validation and sample.
+inline void finish(TrainRun* r) {
+    if (r->consecutive_skips > 0)
+        fail(strf("the run ended with its last %d updates skipped for a non-finite loss or gradient: the model is "
+                  "not training%s. Lower --lr, or resume from an earlier checkpoint",
+                  r->consecutive_skips, r->o.save.empty() ? "" : "; --save not written"));
+    if (!r->o.save.empty() && dist().rank == 0) save_final(r->o.save, r->c, model_params(&r->model));
+}
+
 // The steps from the state's step to --steps: validation and samples on
-// their schedule (and at the end), checkpoints on theirs. Returns 0, or
-// 128 + the signal when one stopped the run (after saving a checkpoint).
+// their schedule (and at the end, after the final --save), checkpoints on
+// theirs. Returns 0, or 128 + the signal when one stopped the run (after
+// saving what save_on_stop saves).
 inline int train_loop(TrainRun* r) {
     const Options& o = r->o;
     std::string peak_how;
@@ -566,40 +695,57 @@ inline int train_loop(TrainRun* r) {
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
     std::signal(SIGHUP, on_stop_signal);
+    int checkpointed = -1;  // the step of the last checkpoint this run wrote
     for (int step = (int)r->state.step; step <= o.steps; step++) {
         bool last = step == o.steps;
-        if (r->have_val && (step % o.val_every == 0 || last)) validate(r, step);
-        if (o.sample_len > 0 && o.sample_every > 0 && step > 0 && (step % o.sample_every == 0 || last) &&
-            dist().rank == 0)
-            print_samples(&r->model, r->tokp, eot_prompt, "", 1, o.sample_len, 1.0f, 0, &r->sample_rng);
+        // the trained model is saved before the final validation and sample: a stop during them keeps it
+        if (last) finish(r), std::fflush(stdout);
+        // a stop during this step's validation or sample stops the run at `step`: the sample it cut
+        // did not happen, and a resumed run validates and samples at `step` again
+        const uint64_t rng_before = r->sample_rng.state;
+        bool validation = r->have_val && (step % o.val_every == 0 || last);
+        bool sample = o.sample_len > 0 && o.sample_every > 0 && step > 0 && (step % o.sample_every == 0 || last);
+        if (validation) validate(r, step);
+        if (sample && !r->stop && dist().rank == 0)
+            print_samples(&r->model, r->tokp, eot_prompt, "", 1, o.sample_len, 1.0f, 0, &r->sample_rng, &stop_signal);
+        if (sample && dist().size > 1) {  // rank 0 alone samples: whether a signal came meanwhile, for every rank
+            double stopped = stop_signal ? 1 : 0;
+            dist_sum(&stopped, 1, "the stop check after the sample");
+            if (stopped > 0) r->stop = true;
+        }
+        if ((validation || sample) && dist().size == 1 && stop_signal) r->stop = true;
+        if (r->stop) {
+            int sig = stop_signal ? stop_signal : SIGTERM;
+            r->sample_rng.state = rng_before;
+            std::string saved = last && o.checkpoint_dir.empty()
+                                    ? (o.save.empty() ? "nothing saved (no --checkpoint-dir or --save)"
+                                                      : strf("the trained model is saved (--save %s)", o.save.c_str()))
+                                    : save_on_stop(r, step, checkpointed == step);
+            std::printf("interrupted (%s%s) during the %s%s of step %d: %s, stopping\n", stop_signal_name(sig),
+                        stop_signal ? "" : " on another rank", last ? "final " : "",
+                        validation && sample ? "validation and sample" : validation ? "validation" : "sample", step,
+                        saved.c_str());
+            jsonl_close(&r->log);
+            return 128 + sig;
+        }
         if (last) break;
         train_step(r, step, peak, flops_per_step);
         bool periodic = !o.checkpoint_dir.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0;
         // a signal reached this rank or another one during the step (train_step); one process also
         // stops for a signal that came after its step's check
         if (dist().size == 1 && stop_signal) r->stop = true;
-        if (periodic || r->stop)
-            save_checkpoint(r, step + 1, o.checkpoint_dir.empty() ? "checkpoints" : o.checkpoint_dir);
+        if (periodic) save_checkpoint(r, step + 1, o.checkpoint_dir), checkpointed = step + 1;
         if (r->stop) {
             int sig = stop_signal ? stop_signal : SIGTERM;  // a rank the signal did not reach stops as if by SIGTERM
-            std::printf("interrupted (%s%s): saved, stopping\n", stop_signal_name(sig),
-                        stop_signal ? "" : " on another rank");
+            std::string saved = save_on_stop(r, step + 1, periodic);
+            std::printf("interrupted (%s%s): %s, stopping\n", stop_signal_name(sig),
+                        stop_signal ? "" : " on another rank", saved.c_str());
             jsonl_close(&r->log);
             return 128 + sig;
         }
     }
     jsonl_close(&r->log);
     return 0;
-}
-
-// A run that ended still skipping non-finite updates failed; otherwise the
-// final --save.
-inline void finish(TrainRun* r) {
-    if (r->consecutive_skips > 0)
-        fail(strf("the run ended with its last %d updates skipped for a non-finite loss or gradient: the model is "
-                  "not training%s. Lower --lr, or resume from an earlier checkpoint",
-                  r->consecutive_skips, r->o.save.empty() ? "" : "; --save not written"));
-    if (!r->o.save.empty() && dist().rank == 0) save_final(r->o.save, r->c, model_params(&r->model));
 }
 
 // The whole run; returns the program's exit status.
@@ -619,15 +765,16 @@ inline int train(const Options& o) {
         gpu_select_device(d.local_rank);
     }
 #endif
+    check_ranks_options(o);
     TrainRun r;
     r.o = o;
     check_options(&r);
     setup_data(&r);
     setup_model(&r);
     setup_loaders(&r);
+    check_ranks_setup(&r);
     setup_device(&r);
     int status = train_loop(&r);
-    if (status == 0) finish(&r);
     parallel_free(&r.par);
     dist_finalize();
     return status;

@@ -138,7 +138,29 @@ inline std::vector<int64_t> checkpoint_steps(const std::string& dir) {
     return steps;
 }
 
-// Writes step's checkpoint pair, then deletes all but the newest `keep`.
+// The checkpoint files in dir (step_N.ckpt or step_N.state, complete pairs
+// or not), sorted by name: a new run refuses a folder that holds any.
+inline std::vector<std::string> checkpoint_files(const std::string& dir) {
+    std::vector<std::string> names;
+    DIR* d = opendir(dir.c_str());
+    if (!d) return names;
+    while (dirent* e = readdir(d)) {
+        long long step;
+        int end = 0;
+        const char* n = e->d_name;
+        if (std::sscanf(n, "step_%lld%n", &step, &end) == 1 && n[5] >= '0' && n[5] <= '9' &&
+            (std::strcmp(n + end, ".ckpt") == 0 || std::strcmp(n + end, ".state") == 0))
+            names.push_back(n);
+    }
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+// Writes step's checkpoint pair, then deletes all but the newest `keep` of
+// the pairs up to this step. A pair of a later step is not this run's past
+// (a damaged newest pair that --resume skipped): it is left, so the run
+// never deletes the pair it just wrote in favour of one it did not write.
 inline void checkpoint_dir_save(const std::string& dir, const Config& c, const float* params, const TrainState& s,
                                 int keep) {
     std::string bad = first_nonfinite_tensor(c, params);  // before any file is written
@@ -147,6 +169,7 @@ inline void checkpoint_dir_save(const std::string& dir, const Config& c, const f
     train_state_save(checkpoint_name(dir, s.step, "state"), s);
     checkpoint_save(checkpoint_name(dir, s.step, "ckpt"), c, params);
     std::vector<int64_t> steps = checkpoint_steps(dir);
+    steps.erase(std::upper_bound(steps.begin(), steps.end(), s.step), steps.end());
     for (size_t i = 0; keep > 0 && i + keep < steps.size(); i++) {
         std::remove(checkpoint_name(dir, steps[i], "ckpt").c_str());
         std::remove(checkpoint_name(dir, steps[i], "state").c_str());
