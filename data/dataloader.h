@@ -249,3 +249,15 @@ inline int64_t dataloader_batches_per_epoch(const DataLoader* L) {
         n += L->shuffle ? dataloader_rows(L, int(f)) / L->B : (L->shard_tokens[f] - 1) / BT;
     return n;
 }
+
+// The batches of a pass over the data that reads n of them (n = 0: all of
+// them, one epoch). Asking for more than the data holds would read some
+// twice and average them in silently, so it is refused, naming the option
+// and how many there are.
+inline int64_t dataloader_pass_batches(const DataLoader* L, int64_t n, const char* option, const std::string& data) {
+    int64_t have = dataloader_batches_per_epoch(L);
+    if (n > have)
+        fail(strf("%s %lld: %s holds %lld batches of %d x %d tokens; give at most %lld (0: all of them)", option,
+                  (long long)n, data.c_str(), (long long)have, L->B, L->T, (long long)have));
+    return n > 0 ? n : have;
+}

@@ -123,3 +123,59 @@ TEST_CASE("a failing run leaves no checkpoint or temp file behind") {
     CHECK_FALSE(exists("build/cli_fail.ckpt"));
     CHECK(leftover_temp_files("build/cli_fail.ckpt").empty());
 }
+
+// build/cli.ckpt (maxT 8, MoT G 2, vocab 257) from the first test case, or made here.
+static void cli_model() {
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
+    if (!exists("build/cli.ckpt"))
+        REQUIRE(run("--data build/cli_train.bin --steps 1" + std::string(TINY) + " --save build/cli.ckpt").rc == 0);
+}
+
+TEST_CASE("eval --batches beyond the data is refused, naming how many there are") {
+    cli_model();
+    write_raw_shard("build/cli_val.bin", text_tokens(500));  // (500 - 1) / 32 = 15 batches of 4 x 8
+    std::string e = "eval --load build/cli.ckpt --data build/cli_val.bin --batch 4 --seq 8 --device cpu";
+    // --batches 16 once read the first batch twice, averaged it in and said nothing
+    expect_error(e + " --batches 16", {"--batches 16", "build/cli_val.bin holds 15 batches", "give at most 15"});
+    Run r = run(e + " --batches 15");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("over 15 batches of 4 x 8 tokens") != std::string::npos);
+}
+
+// A shell command line (single-threaded) whose standard error is captured,
+// its standard output going where the line itself says.
+static Run shell_group(const std::string& line) {
+    Run r = capture("export OMP_NUM_THREADS=1; { " + line + "; }");
+    REQUIRE(r.rc != -1);
+    return r;
+}
+static Run with_stdout(const std::string& cmd, const std::string& to) { return shell_group(cmd + " " + to); }
+
+TEST_CASE("sample and eval fail when their output cannot be written") {
+    cli_model();
+    write_raw_shard("build/cli_val.bin", text_tokens(500));
+    const std::string prog = train_mot_path();
+    const std::vector<std::string> cmds = {
+        prog + " sample --load build/cli.ckpt --length 5",
+        prog + " eval --load build/cli.ckpt --data build/cli_val.bin --batch 4 --seq 8 --device cpu",
+    };
+    for (const std::string& cmd : cmds) {
+        INFO(cmd);
+        // a full disk: these once exited 0, the samples or the loss lost
+        Run full = with_stdout(cmd, "> /dev/full");
+        expect_error(full, {"error: standard output:", "could not be written", "No space left on device"});
+        // a pipe whose reader has gone, SIGPIPE ignored (as under some
+        // supervisors and language runtimes): the write fails with EPIPE
+        Run pipe = shell_group("(trap '' PIPE; sleep 1; " + cmd + "; echo \"exit status $?\" >&2) | true");
+        INFO(pipe.out);
+        CHECK(pipe.out.find("error: standard output:") != std::string::npos);
+        CHECK(pipe.out.find("Broken pipe") != std::string::npos);
+        CHECK(pipe.out.find("exit status 1") != std::string::npos);
+        // the same to a file: written, exit 0
+        Run ok = with_stdout(cmd, "> build/cli_stdout.txt");
+        INFO(ok.out);
+        CHECK(ok.rc == 0);
+        CHECK(slurp("build/cli_stdout.txt").size() > 0);
+    }
+}

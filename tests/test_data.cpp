@@ -210,6 +210,26 @@ TEST_CASE("glob_files: a file of exactly the name given wins over the pattern; g
     expect_throw([&] { glob_files(d / "none[1]_*.bin"); }, {d / "none[1]_*.bin", "no such file"});
 }
 
+TEST_CASE("loader: a pass reads at most the batches the data holds, counted in 64 bits") {
+    TempDir d;
+    DataLoader L;
+    write_shard(d / "a.bin", iota_tokens(100));  // (100 - 1) / 8 = 12 batches of 2 x 4
+    dataloader_init(&L, d / "a.bin", 2, 4, false, 0, 200);
+    CHECK(dataloader_pass_batches(&L, 0, "--batches", "a.bin") == 12);
+    CHECK(dataloader_pass_batches(&L, 12, "--batches", "a.bin") == 12);
+    CHECK(dataloader_pass_batches(&L, 5, "--batches", "a.bin") == 5);
+    // eval --batches 13 once read the first batch twice and said nothing
+    expect_throw([&] { dataloader_pass_batches(&L, 13, "--batches", "a.bin"); },
+                 {"--batches 13", "a.bin holds 12 batches of 2 x 4 tokens", "give at most 12"});
+    // shards of 2^31 + 1 tokens in batches of 1 x 1: 2^32 batches, which eval
+    // once cast to int (0 here; -4 over four such shards), the count it printed
+    DataLoader huge;
+    huge.B = huge.T = 1;
+    huge.files = {"a", "b"};
+    huge.shard_tokens = {(int64_t(1) << 31) + 1, (int64_t(1) << 31) + 1};
+    CHECK(dataloader_pass_batches(&huge, 0, "--batches", "huge") == int64_t(1) << 32);
+}
+
 TEST_CASE("loader: shuffled mode is a seeded permutation, resumable from its state") {
     TempDir d;
     write_shard(d / "s_000000.bin", iota_tokens(101));         // 20 rows of T=5

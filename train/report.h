@@ -1,6 +1,7 @@
 // What a run reports besides the loss of each step: the loss on held-out
 // data (in nats per token and bits per byte of text) and decoded samples.
 #pragma once
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -14,11 +15,13 @@
 // Mean loss over n batches of the loader, from its start. Split over ranks,
 // rank r of R evaluates batches r, r + R, ... and returns their part of the
 // mean: the parts summed over the ranks are the mean.
-inline double evaluate(Model* model, DataLoader* loader, int n, int rank = 0, int ranks = 1) {
+// n is 64-bit: one pass over large shards in small batches has more than
+// 2^31 of them.
+inline double evaluate(Model* model, DataLoader* loader, int64_t n, int rank = 0, int ranks = 1) {
     std::vector<int> x((size_t)loader->B * loader->T), y(x.size());
     dataloader_reset(loader);
     double sum = 0;
-    for (int i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         if (i % ranks != rank) {
             dataloader_skip(loader);
             continue;
@@ -26,7 +29,7 @@ inline double evaluate(Model* model, DataLoader* loader, int n, int rank = 0, in
         dataloader_next(loader, x.data(), y.data());
         sum += model_forward(model, x.data(), y.data(), loader->B, loader->T);
     }
-    return sum / n;
+    return sum / (double)n;
 }
 
 // Bytes of text per token in the shards: converts a loss in nats per token
