@@ -179,3 +179,60 @@ TEST_CASE("sample and eval fail when their output cannot be written") {
         CHECK(slurp("build/cli_stdout.txt").size() > 0);
     }
 }
+
+TEST_CASE("an option that cannot apply to the model being built is refused, naming it and why") {
+    cli_model();
+    std::string d = "--data build/cli_train.bin --steps 1 --val-every 0 --sample-every 0 --device cpu --batch 4 --seq 8"
+                    " --layers 2 --heads 2 --d-model 16";
+    // each was once ignored without a word: the run trained another model than the command described
+    expect_error(d + " --ffn dense --mot-layers 9", {"--mot-layers", "--ffn dense makes every layer dense"});
+    expect_error(d + " --ffn dense --mot-layers 1", {"--mot-layers", "--ffn dense makes every layer dense"});
+    for (const char* opt : {"--topk 99", "--capacity-factor 2", "--aux-loss 0.1", "--router threshold",
+                            "--router-temperature 2"}) {
+        std::string name = std::string(opt).substr(0, std::string(opt).find(' '));
+        expect_error(d + " --experts 4 --group 2 --ffn mot " + opt, {name + " applies to token-choice layers", "--ffn mot has none"});
+        expect_error(d + " --ffn dense " + opt, {name + " applies to token-choice layers", "--ffn dense has none"});
+        // a checkpoint without token-choice layers, loaded without --transition
+        expect_error(d + " --load build/cli.ckpt " + opt, {name + " applies to token-choice layers", "build/cli.ckpt has none"});
+    }
+    expect_error(d + " --experts 4 --ffn token-choice --router-temperature 2",
+                 {"--router-temperature", "the router is softmax"});
+    expect_error(d + " --experts 4 --ffn token-choice --calibration-batches 2", {"--calibration-batches", "no --transition"});
+    // --vocab with a tokenizer: the tokenizer (0 merges: 257 tokens) sets the vocabulary
+    std::vector<int32_t> tok = {20261129, 1, 257, 0};
+    write_bytes("build/cli_tok.bin", std::string((const char*)tok.data(), tok.size() * 4));
+    expect_error(d + " --ffn dense --tokenizer build/cli_tok.bin --vocab 1000",
+                 {"--vocab applies to shards given without a tokenizer", "--tokenizer build/cli_tok.bin"});
+    // the default data set: refused before it is prepared
+    Run v = run("--steps 1 --vocab 1000");
+    expect_error(v, {"--vocab applies to shards given without a tokenizer", "the default data set's tokenizer"});
+    CHECK(v.out.find("prepare") == std::string::npos);
+    // what applies still runs: token-choice options with token-choice layers, and MoT's
+    // shape options given to another kind (scripts comparing kinds keep one set) get a note
+    Run ok = run(d + " --experts 4 --ffn token-choice --topk 2 --capacity-factor 2 --aux-loss 0.1 --group 2"
+                     " --tokenizer build/cli_tok.bin");
+    INFO(ok.out);
+    CHECK(ok.rc == 0);
+    CHECK(ok.out.find("note: --group is ignored: it shapes MoT layers, and --ffn token-choice has none") != std::string::npos);
+    Run dense = run(d + " --ffn dense --experts 4 --group 2 --vocab 257");
+    INFO(dense.out);
+    CHECK(dense.rc == 0);
+    CHECK(dense.out.find("note: --experts is ignored") != std::string::npos);
+}
+
+TEST_CASE("--seed is a whole number from 0 to 2^64 - 1; anything else is refused, naming it") {
+    cli_model();
+    std::string d = "--data build/cli_train.bin --steps 0 --val-every 0" + std::string(TINY);
+    // 1e23, -1 and 2^64 each once became the seed 2^64 - 1
+    for (const char* bad : {"1e23", "-1", "18446744073709551616", "99999999999999999999999", "1.5", "abc", "0x10", "' 7'"}) {
+        expect_error(d + " --seed " + bad, {"--seed", "whole number from 0 to 18446744073709551615"});
+        expect_error(std::string("sample --load build/cli.ckpt --length 2 --seed ") + bad, {"--seed", "whole number"});
+    }
+    for (const char* good : {"0", "18446744073709551615", "1337"}) {
+        Run r = run(d + " --seed " + good);
+        INFO(r.out);
+        CHECK(r.rc == 0);
+        Run s = run(std::string("sample --load build/cli.ckpt --length 2 --seed ") + good);
+        CHECK(s.rc == 0);
+    }
+}

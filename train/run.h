@@ -122,6 +122,7 @@ inline void check_options(TrainRun* r) {
         r->accum = (int)(o.total_batch / (r->BT * R));
     }
     r->micro = r->accum * R;
+    if (o.load.empty() && !o.resume) check_options_apply(o, layer_kinds(o), false, "--ffn " + o.ffn);
     if (dist().rank != 0) return;  // rank 0 alone writes
     if (!o.save.empty()) check_writable_file(o.save, "--save");
     if (!o.log.empty()) check_writable_file(o.log, "--log");
@@ -242,11 +243,14 @@ inline void setup_model(TrainRun* r) {
     if (o.resume) {
         int64_t step = find_resume_checkpoint(o.checkpoint_dir, &r->c, &r->params, &r->state);
         std::printf("loaded %s\n", checkpoint_name(o.checkpoint_dir, step, "ckpt").c_str());
+        check_options_apply(o, r->c.kinds, true, checkpoint_name(o.checkpoint_dir, step, "ckpt"));
     } else if (!o.load.empty()) {
         checkpoint_load(o.load, &r->c, &r->params);
         std::printf("loaded %s\n", o.load.c_str());
+        check_options_apply(o, r->c.kinds, true, o.load);
         if (!o.transition.empty()) transition_kinds(r);
     } else {
+        check_vocab_applies(o, r->tokp ? "--tokenizer " + r->tok_path : std::string());
         r->c = config_from_options(o, r->tokp ? r->tok.vocab_size : o.vocab);
         check_host_memory(r->c, 0, 0, false);
         GPT<float> init;
