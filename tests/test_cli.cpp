@@ -236,3 +236,37 @@ TEST_CASE("--seed is a whole number from 0 to 2^64 - 1; anything else is refused
         CHECK(s.rc == 0);
     }
 }
+
+TEST_CASE("--resume with another --lr, --warmup, --wd or --aux-loss says so, as for --steps") {
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
+    std::string dir = "build/cli_resume";
+    clear_dir(dir);
+    std::string d = "--data build/cli_train.bin --val-every 0 --sample-every 0 --device cpu --batch 4 --seq 8 --vocab 257"
+                    " --layers 1 --heads 1 --d-model 16 --experts 4 --ffn token-choice --checkpoint-every 1 --checkpoint-dir " + dir;
+    REQUIRE(run(d + " --steps 2").rc == 0);
+    // the same settings: no note
+    Run same = run(d + " --steps 3 --resume");
+    INFO(same.out);
+    CHECK(same.rc == 0);
+    CHECK(same.out.find("note: the run was trained with") == std::string::npos);
+    // each of these once continued without a word (a changed --steps got a note)
+    Run r = run(d + " --steps 4 --resume --lr 1e-3 --warmup 7 --wd 0.2 --aux-loss 0.5 --grad-clip 2");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    for (const char* note : {"--lr 0.003, now --lr 0.001", "--warmup 50, now --warmup 7", "--wd 0.1, now --wd 0.2",
+                             "--aux-loss 0.01, now --aux-loss 0.5", "--grad-clip 1, now --grad-clip 2"})
+        CHECK_MESSAGE(r.out.find(std::string("note: the run was trained with ") + note) != std::string::npos, note);
+    CHECK(r.out.find("--beta1") == std::string::npos);  // unchanged: not mentioned
+    // the checkpoints of step 4 record the new settings
+    Run again = run(d + " --steps 5 --resume --lr 1e-3 --warmup 7 --wd 0.2 --aux-loss 0.5 --grad-clip 2");
+    INFO(again.out);
+    CHECK(again.rc == 0);
+    CHECK(again.out.find("note: the run was trained with") == std::string::npos);
+    // a damaged setting is refused, naming it
+    std::string state = dir + "/step_00000005.state";
+    patch_file(state, 8 * 17, (int64_t)0x7fc00000);  // --lr: a float NaN
+    Run bad = run(d + " --steps 6 --resume --lr 1e-3 --warmup 7 --wd 0.2 --aux-loss 0.5 --grad-clip 2");
+    INFO(bad.out);
+    CHECK(bad.out.find("skipping the checkpoint of step 5") != std::string::npos);
+    CHECK(bad.out.find("the --lr it trained with is not a number") != std::string::npos);
+}

@@ -339,6 +339,38 @@ inline void print_ranks(TrainRun* r, int threads) {
     for (int k = 0; d.rank == 0 && k < d.size; k++) std::printf("  %s\n", all.data() + (size_t)W * k);
 }
 
+// The optimizer settings of this run, which its checkpoints record.
+inline TrainSettings train_settings(const Options& o) {
+    TrainSettings t;
+    t.known = true;
+    t.lr = o.lr, t.lr_min_frac = o.lr_min_frac, t.wd = o.wd, t.grad_clip = o.grad_clip, t.beta1 = o.beta1;
+    t.beta2 = o.beta2, t.adam_eps = o.adam_eps, t.aux_loss = o.aux_loss, t.warmup = o.warmup;
+    return t;
+}
+
+// --resume with an optimizer setting other than the checkpoint's: allowed
+// (a run may be continued at a lower --lr), and said, as for --steps.
+inline void note_changed_settings(const TrainSettings& was, const TrainSettings& now) {
+    if (!was.known) return;
+    const struct {
+        const char* name;
+        double was, now;
+    } settings[] = {{"--lr", was.lr, now.lr},
+                    {"--lr-min-frac", was.lr_min_frac, now.lr_min_frac},
+                    {"--warmup", (double)was.warmup, (double)now.warmup},
+                    {"--wd", was.wd, now.wd},
+                    {"--grad-clip", was.grad_clip, now.grad_clip},
+                    {"--beta1", was.beta1, now.beta1},
+                    {"--beta2", was.beta2, now.beta2},
+                    {"--adam-eps", was.adam_eps, now.adam_eps},
+                    {"--aux-loss", was.aux_loss, now.aux_loss}};
+    for (const auto& s : settings)
+        if (s.was != s.now)
+            std::printf("note: the run was trained with %s %g, now %s %g: the updates from here on use the new "
+                        "value, so the run differs from one trained with it throughout\n",
+                        s.name, s.was, s.name, s.now);
+}
+
 // The model on its device; with --resume its moments, the data position and
 // the sampling RNG where the checkpoint left them. Prints the run's plan.
 inline void setup_device(TrainRun* r) {
@@ -371,7 +403,9 @@ inline void setup_device(TrainRun* r) {
             std::printf("note: the run was planned for %lld steps, now --steps %d: the learning-rate schedule "
                         "changes from here, so the run differs from one planned for %d steps throughout\n",
                         (long long)r->state.total_steps, o.steps, o.steps);
+        note_changed_settings(r->state.settings, train_settings(o));
     }
+    r->state.settings = train_settings(o);
     int n_mot = count_kind(c, MOT), n_tc = count_kind(c, TOKEN_CHOICE);
     std::string kinds;
     if (n_mot) kinds += strf("%d MoT layers (E %d, G %d, f %d, tau %g), ", n_mot, c.E, c.G, c.f, c.tau);
