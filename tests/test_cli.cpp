@@ -270,3 +270,27 @@ TEST_CASE("--resume with another --lr, --warmup, --wd or --aux-loss says so, as 
     CHECK(bad.out.find("skipping the checkpoint of step 5") != std::string::npos);
     CHECK(bad.out.find("the --lr it trained with is not a number") != std::string::npos);
 }
+
+TEST_CASE("a training state with absurd counts is refused, naming the field") {
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
+    std::string dir = "build/cli_state";
+    std::string d = "--data build/cli_train.bin --val-every 0 --sample-every 0 --device cpu --batch 4 --seq 8 --vocab 257"
+                    " --layers 1 --heads 1 --d-model 16 --ffn dense --checkpoint-every 2 --checkpoint-dir " + dir;
+    struct Damage {
+        int slot;
+        int64_t value;
+        const char* needle;
+    };
+    // each was once accepted: a state claiming 2^40 ranks resumed, and said it had been trained on them
+    const int64_t huge = int64_t(1) << 40;
+    for (Damage dm : {Damage{16, huge, "the number of ranks is 1099511627776"}, Damage{16, 3, "the number of ranks"},
+                      Damage{15, huge, "the micro-batches per step"}, Damage{13, huge, "the planned number of steps"},
+                      Damage{9, huge, "the batch size"}, Damage{10, huge, "the sequence length"},
+                      Damage{4, huge, "the data epoch"}}) {
+        clear_dir(dir);
+        REQUIRE(run(d + " --steps 2").rc == 0);
+        patch_file(dir + "/step_00000002.state", 8 * dm.slot, dm.value);
+        INFO("slot ", dm.slot);
+        expect_error(d + " --steps 4 --resume", {"no valid checkpoint", "damaged training state", dm.needle});
+    }
+}

@@ -103,17 +103,24 @@ inline TrainState train_state_load(const std::string& path, size_t expected_para
     auto need = [&](bool ok, const char* field, int64_t value) {
         if (!ok) fail(strf("%s: damaged training state: %s is %lld", name, field, (long long)value));
     };
+    // counts within what the options allow (--steps, --batch, --seq up to 2^30, 2^20, 2^20;
+    // micro-batches per step at most --total-batch's 2^30); ranks at most 2^20
+    const int64_t M = int64_t(1) << 30, K = int64_t(1) << 20;
     need(h[2] == expected_step, "the step (the file name says a different one)", h[2]);
-    need(h[4] >= 0, "the data epoch", h[4]);
+    need(h[2] >= 0 && h[2] <= M, "the step", h[2]);
     need(h[5] >= 0, "the data shard", h[5]);
     need(h[6] >= 0, "the data position", h[6]);
-    need(h[9] > 0, "the batch size", h[9]);
-    need(h[10] > 0, "the sequence length", h[10]);
+    need(h[9] > 0 && h[9] <= K, "the batch size", h[9]);
+    need(h[10] > 0 && h[10] <= K, "the sequence length", h[10]);
     need(h[11] >= 0 && h[11] <= h[2], "the count of skipped updates", h[11]);
     need(h[12] == 0 || h[12] == 1, "the shuffle flag", h[12]);
-    need(h[13] >= 0, "the planned number of steps", h[13]);
-    need(h[15] >= 0, "the micro-batches per step", h[15]);
-    need(h[16] >= 0, "the number of ranks", h[16]);
+    need(h[13] >= 0 && h[13] <= M, "the planned number of steps", h[13]);
+    need(h[15] >= 0 && h[15] <= M, "the micro-batches per step", h[15]);
+    need(h[16] >= 0 && h[16] <= K, "the number of ranks", h[16]);
+    // the ranks share each step's micro-batches evenly
+    need(h[15] == 0 || h[16] == 0 || h[15] % h[16] == 0, "the number of ranks (not a divisor of the micro-batches per step)", h[16]);
+    // a micro-batch moves the data on by at most one epoch
+    need(h[4] >= 0 && (h[15] == 0 || h[4] <= h[2] * h[15]), "the data epoch", h[4]);
     TrainState s;
     if (h[1] >= 4) {  // the optimizer settings, each within its option's range
         TrainSettings& o = s.settings;
