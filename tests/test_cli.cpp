@@ -9,6 +9,7 @@
 #include "tests/program.h"
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -293,4 +294,34 @@ TEST_CASE("a training state with absurd counts is refused, naming the field") {
         INFO("slot ", dm.slot);
         expect_error(d + " --steps 4 --resume", {"no valid checkpoint", "damaged training state", dm.needle});
     }
+}
+
+TEST_CASE("OMP_NUM_THREADS above the cores or not a count is capped at the cores, with a note") {
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    std::string d = " --data build/cli_train.bin --steps 2 --val-every 0 --sample-every 0 --device cpu --batch 4 --seq 8"
+                    " --vocab 257 --layers 1 --heads 1 --d-model 16 --ffn dense";
+    // the threads MFU is computed against, from "peak for MFU: N threads x ..."
+    auto peak_threads = [](const std::string& out) {
+        size_t at = out.find("peak for MFU: ");
+        return at == std::string::npos ? -1L : std::atol(out.c_str() + at + 14);
+    };
+    // 1000 once ran 1000 threads (a 0.3 ms step took 1.3 s) and computed MFU
+    // against their peak; 99999999999 died in libgomp (out of memory) at the
+    // first parallel region; abc and 0 ran on every core without a word from train_mot
+    for (const char* v : {"1000", "99999999999", "abc", "0", "4000,2"}) {
+        INFO("OMP_NUM_THREADS=", v);
+        Run r = run_cmd(std::string("OMP_NUM_THREADS=") + v + " " + train_mot_path() + d);
+        INFO(r.out);
+        CHECK(r.rc == 0);
+        CHECK(r.out.find(std::string("note: OMP_NUM_THREADS=") + v + " is ") != std::string::npos);
+        CHECK(peak_threads(r.out) >= 1);
+        CHECK(peak_threads(r.out) <= cores);
+    }
+    // a count within the cores is taken as it is, without a note
+    Run one = run_cmd("OMP_NUM_THREADS=1 " + train_mot_path() + d);
+    INFO(one.out);
+    CHECK(one.rc == 0);
+    CHECK(one.out.find("note: OMP_NUM_THREADS") == std::string::npos);
+    CHECK(peak_threads(one.out) == 1);
 }
