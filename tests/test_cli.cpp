@@ -4,6 +4,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "common/checkpoint.h"
 #include "common/fileio.h"
 #include "tests/bad_input.h"
 #include "tests/program.h"
@@ -13,6 +14,8 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -324,4 +327,35 @@ TEST_CASE("OMP_NUM_THREADS above the cores or not a count is capped at the cores
     CHECK(one.rc == 0);
     CHECK(one.out.find("note: OMP_NUM_THREADS") == std::string::npos);
     CHECK(peak_threads(one.out) == 1);
+}
+
+// ---------------------------------------------------------------- messages that say what to do
+
+// The losses of the step lines in out, in order.
+static std::vector<std::string> step_losses(const std::string& out) {
+    std::vector<std::string> v;
+    for (size_t at = out.find("| loss "); at != std::string::npos; at = out.find("| loss ", at + 1))
+        v.push_back(out.substr(at + 7, out.find(' ', at + 7) - at - 7));
+    return v;
+}
+
+TEST_CASE("--capacity-factor beyond what an expert can take sizes no more than N rows; the memory message names it") {
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
+    std::string d = "--data build/cli_train.bin --steps 3 --val-every 0 --sample-every 0 --device cpu --vocab 257"
+                    " --layers 1 --heads 1 --d-model 16 --ffn token-choice --experts 4 --batch 4 --seq 8";
+    // cf 1e6 once sized each expert for 8 million rows of the 32 tokens and ran out of memory;
+    // cf 4 (k 1, E 4) already lets an expert take every token, so the two runs are the same
+    Run big = run(d + " --capacity-factor 1e6");
+    Run all = run(d + " --capacity-factor 4");
+    INFO(big.out);
+    INFO(all.out);
+    REQUIRE(big.rc == 0);
+    REQUIRE(all.rc == 0);
+    CHECK(step_losses(big.out).size() == 3);
+    CHECK(step_losses(big.out) == step_losses(all.out));
+    // a model whose expert buffers are too large: the message names what sizes them
+    expect_error("--data build/cli_train.bin --steps 1 --device cpu --vocab 257 --layers 1 --heads 1 --d-model 16"
+                 " --ffn token-choice --experts 8192 --capacity-factor 1e6 --batch 1024 --seq 64",
+                 {"out of memory", "the token-choice layers' expert buffers", "8192 experts x 65536 rows",
+                  "--capacity-factor 1e+06"});
 }
