@@ -359,3 +359,29 @@ TEST_CASE("--capacity-factor beyond what an expert can take sizes no more than N
                  {"out of memory", "the token-choice layers' expert buffers", "8192 experts x 65536 rows",
                   "--capacity-factor 1e+06"});
 }
+
+TEST_CASE("eval without --data and without the default data set says what makes it") {
+    cli_model();
+    std::string d = "build/cli_nodata";
+    std::filesystem::remove_all(d);
+    std::filesystem::create_directories(d + "/data");
+    std::string text;
+    for (int i = 0; text.size() < 30000; i++)
+        text += "Line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog.\n";
+    write_bytes(d + "/data/tinyshakespeare.txt", text);  // the default text, where the tools look for it
+    std::string prog = "../../" + train_mot_path();
+    if (train_mot_path()[0] == '/') prog = train_mot_path();
+    // the message once said "run ./prepare", which writes to data/cache, where eval does not look
+    Run r = run_cmd("cd " + d + " && " + prog + " eval --load ../cli.ckpt --batch 4 --seq 8 --device cpu");
+    expect_error(r, {"eval without --data", "data/cache/tinyshakespeare/tinyshakespeare_val_*.bin",
+                     "./train_mot --steps 0 --val-every 0", "./prepare --out data/cache/tinyshakespeare"});
+    // what it says to run makes the shards eval then reads
+    Run prep = run_cmd("cd " + d + " && " + prog + " --steps 0 --val-every 0 --layers 1 --heads 1 --d-model 16"
+                       " --ffn dense --batch 4 --seq 8 --save m.ckpt");
+    INFO(prep.out);
+    REQUIRE(prep.rc == 0);
+    Run e = run_cmd("cd " + d + " && " + prog + " eval --load m.ckpt --batch 4 --seq 8 --device cpu");
+    INFO(e.out);
+    CHECK(e.rc == 0);
+    CHECK(e.out.find("data/cache/tinyshakespeare/tinyshakespeare_val_*.bin: loss") != std::string::npos);
+}

@@ -73,8 +73,19 @@ inline int eval_main(const EvalOptions& e) {
     checkpoint_load(e.load, &c, &params);
     std::string pattern = e.data;
     if (pattern.empty()) {
-        std::string d = std::string(DEFAULT_DATA_DIR) + "/tinyshakespeare_val_*.bin";
-        pattern = d;
+        pattern = std::string(DEFAULT_DATA_DIR) + "/tinyshakespeare_val_*.bin";
+        bool found = true;
+        try {
+            glob_files(pattern);
+        } catch (const std::exception&) {
+            found = false;
+        }
+        // ./prepare alone writes to data/cache, not where this looks
+        if (!found)
+            fail(strf("eval without --data reads the default data set's validation shards, %s, and there are none: "
+                      "./train_mot prepares them on its first run (./train_mot --steps 0 --val-every 0 does that and "
+                      "trains nothing), as does ./prepare --out %s; or give --data",
+                      pattern.c_str(), DEFAULT_DATA_DIR));
     }
     if (e.mot_discrete && !mixes_batch(c)) fail(strf("--mot-discrete: %s has no MoT layer", e.load.c_str()));
     if (e.decode && mixes_batch(c))
