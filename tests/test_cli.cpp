@@ -385,3 +385,18 @@ TEST_CASE("eval without --data and without the default data set says what makes 
     CHECK(e.rc == 0);
     CHECK(e.out.find("data/cache/tinyshakespeare/tinyshakespeare_val_*.bin: loss") != std::string::npos);
 }
+
+TEST_CASE("a prompt longer than the model's window is refused, without a note that the window slides") {
+    cli_model();  // maxT 8, vocab 257
+    std::vector<int32_t> tok = {20261129, 1, 257, 0};  // a tokenizer of bytes: a character is a token
+    write_bytes("build/cli_tok.bin", std::string((const char*)tok.data(), tok.size() * 4));
+    std::string s = "sample --load build/cli.ckpt --tokenizer build/cli_tok.bin --length 5";
+    // it once printed that the samples slide the window, then failed on the prompt
+    Run r = run(s + " --prompt abcdefg");
+    expect_error(r, {"--prompt: 7 tokens", "context is 8", "at most 6 tokens"});
+    CHECK(r.out.find("note:") == std::string::npos);
+    Run ok = run(s + " --prompt abcdef");
+    INFO(ok.out);
+    CHECK(ok.rc == 0);
+    CHECK(ok.out.find("note: the model's context is 8 tokens") != std::string::npos);
+}

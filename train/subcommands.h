@@ -53,6 +53,12 @@ inline int sample_main(const SampleOptions& s) {
         std::vector<int> ids = bpe_encode(tok, s.prompt);
         prompt.insert(prompt.end(), ids.begin(), ids.end());
     }
+    // the window slides over the generated tokens; a prompt must fit in it, with the end-of-text token
+    // that starts it and room for the first new token
+    if ((int)prompt.size() >= c.maxT)
+        fail(strf("--prompt: %zu tokens, and the model's context is %d: a prompt of at most %d tokens fits (the "
+                  "end-of-text token before it and the first new token take the rest); shorten it",
+                  prompt.size() - 1, c.maxT, c.maxT - 2));
     if ((int)prompt.size() + s.length > c.maxT)
         std::printf("note: the model's context is %d tokens; past it, each sample continues from its last %d tokens\n",
                     c.maxT, std::max(1, c.maxT / 2));
