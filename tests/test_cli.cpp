@@ -400,3 +400,22 @@ TEST_CASE("a prompt longer than the model's window is refused, without a note th
     CHECK(ok.rc == 0);
     CHECK(ok.out.find("note: the model's context is 8 tokens") != std::string::npos);
 }
+
+TEST_CASE("--save that names a folder, or the --checkpoint-dir, is refused before training") {
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
+    std::filesystem::remove_all("build/cli_out");
+    std::filesystem::remove_all("build/cli_same");
+    std::string d = "--data build/cli_train.bin --steps 3 --val-every 0" + std::string(TINY);
+    // each was once found only after training, when the save failed
+    Run slash = run(d + " --save build/cli_out/");
+    expect_error(slash, {"--save build/cli_out/", "names a folder"});
+    CHECK(slash.out.find("| loss ") == std::string::npos);
+    Run same = run(d + " --save build/cli_same --checkpoint-dir build/cli_same");
+    expect_error(same, {"--save build/cli_same and --checkpoint-dir build/cli_same name the same path"});
+    CHECK(same.out.find("| loss ") == std::string::npos);
+    expect_error(d + " --log ./build/cli_same/ --checkpoint-dir build/cli_same",
+                 {"--log ./build/cli_same/ and --checkpoint-dir build/cli_same name the same path"});
+    expect_error(d + " --log build/../build/cli_same --checkpoint-dir build/cli_same",
+                 {"--log build/../build/cli_same and --checkpoint-dir build/cli_same name the same path"});
+    CHECK_FALSE(exists("build/cli_out"));
+}

@@ -124,6 +124,7 @@ inline void check_options(TrainRun* r) {
     r->micro = r->accum * R;
     if (o.load.empty() && !o.resume) check_options_apply(o, layer_kinds(o), false, "--ffn " + o.ffn);
     if (dist().rank != 0) return;  // rank 0 alone writes
+    check_not_checkpoint_dir({{"--save", o.save, ""}, {"--log", o.log, ""}}, o.checkpoint_dir);
     if (!o.save.empty()) check_writable_file(o.save, "--save");
     if (!o.log.empty()) check_writable_file(o.log, "--log");
     if (!o.checkpoint_dir.empty()) lock_checkpoint_dir(o.checkpoint_dir);
