@@ -419,3 +419,29 @@ TEST_CASE("--save that names a folder, or the --checkpoint-dir, is refused befor
                  {"--log build/../build/cli_same and --checkpoint-dir build/cli_same name the same path"});
     CHECK_FALSE(exists("build/cli_out"));
 }
+
+// ckpt with its checksum (slots 30-31) recomputed, so that it stands for the changed model.
+static std::string with_checksum(std::string ckpt) {
+    std::vector<int32_t> h(256);
+    std::memcpy(h.data(), ckpt.data(), 1024);
+    uint64_t sum = checkpoint_checksum(h, ckpt.data() + 1024, ckpt.size() - 1024);
+    int32_t lo = (int32_t)(uint32_t)sum, hi = (int32_t)(uint32_t)(sum >> 32);
+    std::memcpy(&ckpt[4 * 30], &lo, 4);
+    std::memcpy(&ckpt[4 * 31], &hi, 4);
+    return ckpt;
+}
+
+TEST_CASE("a first step that is not finite right after --load names the loaded file") {
+    cli_model();
+    std::string ckpt = slurp("build/cli.ckpt");
+    for (size_t at = 1024; at + 4 <= ckpt.size(); at += 4) {  // every weight huge, yet finite
+        float v = (at / 4) % 2 ? 1e30f : -1e30f;
+        std::memcpy(&ckpt[at], &v, 4);
+    }
+    write_bytes("build/cli_huge.ckpt", with_checksum(ckpt));
+    // it once said "Lower --lr", of a step that had not updated anything yet
+    Run r = run("--data build/cli_train.bin --steps 2 --val-every 0 --sample-every 0 --device cpu --batch 4 --seq 8"
+                " --load build/cli_huge.ckpt");
+    expect_error(r, {"step 1:", "not finite", "before any update", "--load build/cli_huge.ckpt", "likely cause"});
+    CHECK(r.out.find("Lower --lr") == std::string::npos);
+}

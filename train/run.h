@@ -512,6 +512,11 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     double norm = parallel_grad_norm(&r->par, &r->model);
     float lr = lr_at(step, o.steps, o.lr, o.warmup, o.lr_min_frac);
     bool finite = std::isfinite(loss) && std::isfinite(norm);
+    // on the first step from --load no update has run yet: the lr cannot be the cause, the weights are
+    if (!finite && !o.skip_nonfinite && step == 0 && !o.load.empty())
+        fail(strf("step 1: the %s is not finite (loss %g, grad norm %g) before any update: the weights of --load %s "
+                  "are the likely cause (a value so large that the forward or backward pass overflows); stopping",
+                  std::isfinite(loss) ? "gradient" : "loss", loss, norm, o.load.c_str()));
     if (!finite && !o.skip_nonfinite)
         fail(strf("step %d: the %s is not finite (loss %g, grad norm %g); stopping. Lower --lr, or "
                   "--skip-nonfinite to skip such updates",
