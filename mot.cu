@@ -23,8 +23,11 @@
 #include "train/options.h"
 #include "train/run.h"
 #include "train/subcommands.h"
+#include "train/threads.h"
 
 int main(int argc, char** argv) {
+    // before any OpenMP parallel region (train/threads.h)
+    const std::string threads_note = cap_omp_threads();
     Options o;
     SampleOptions so;
     EvalOptions eo;
@@ -38,6 +41,7 @@ int main(int argc, char** argv) {
     if (nccl_compiled()) built += ", GPU ranks (NCCL)";
     app.set_version_flag("--version", built, "print what this build can do and exit");
     CLI11_PARSE(app, argc, argv);
+    if (!threads_note.empty()) std::printf("%s\n", threads_note.c_str());
     try {
         if (*sub.sample) return sample_main(so);
         if (*sub.eval) return eval_main(eo);

@@ -38,7 +38,7 @@ struct Config {
     int f = 0;      // MOT expert hidden width
     float tau = 1;  // MOT softmax temperature
     int topk = 1;          // TOKEN_CHOICE: experts each token chooses (k)
-    float capacity = 1.25f;  // TOKEN_CHOICE: capacity factor cf; an expert takes ceil(cf k N / E) of N tokens
+    float capacity = 1.25f;  // TOKEN_CHOICE: capacity factor cf; an expert takes min(N, ceil(cf k N / E)) of N tokens
     int router = ROUTER_SOFTMAX;  // TOKEN_CHOICE: RouterKind
     float router_tau = 1;         // TOKEN_CHOICE, ROUTER_THRESHOLD: the gate's temperature
     int activation = 0;      // 0 = gelu (tanh approximation)

@@ -147,13 +147,16 @@ struct MotFfn {
 
 // TOKEN_CHOICE (cpu/token_choice.h has the math): a Switch-style sparse
 // mixture of experts on MOT's tensors. Each expert holds up to cap tokens
-// of the N = B*T of a micro-batch: cap = ceil(cf k N / E); while decoding
-// (one token per sequence) nothing is dropped, cap = N.
+// of the N = B*T of a micro-batch: cap = min(N, ceil(cf k N / E)); while
+// decoding (one token per sequence) nothing is dropped, cap = N. A token
+// chooses an expert at most once, so no expert ever takes more than N: a
+// larger cap (cf above E/k) would only size buffers that stay empty (cf 1e6
+// asked for millions of rows per expert, and ran out of memory).
 struct TokenChoiceFfn {
     static constexpr int kind = TOKEN_CHOICE;
     static int capacity(const Config& c, int N, bool decoding) {
         if (decoding) return N;
-        return (int)std::ceil((double)c.capacity * c.topk * N / c.E);
+        return (int)std::min<double>(N, std::ceil((double)c.capacity * c.topk * N / c.E));
     }
     template <typename real, typename Fn>
     static void params(LayerWeights<real>& w, const Config& c, const std::string& p, Fn fn) {

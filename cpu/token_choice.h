@@ -17,7 +17,7 @@
 //   temperature, where each expert takes about the one token of a group of G
 //   with the largest logit for it: calibrated so that each expert fires for
 //   1/G of the tokens (train/transition.h), it keeps most of what MoT computed.
-//   cap = ceil(cf * k * N / E)  (common/layout.h; decoding: N, nothing dropped)
+//   cap = min(N, ceil(cf * k * N / E))  (common/layout.h; decoding: N, nothing dropped)
 //   dispatch in order r = 1..k, and within r n = 0..N-1: token n goes to
 //     expert e_{n,r} if it holds fewer than cap tokens, else the choice is dropped
 //   out_n = sum over the dispatched choices r of g_n[e] gelu(h_n w1[e]^T) w2[e]^T

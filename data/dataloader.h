@@ -1,6 +1,8 @@
 // The data loader: token shards -> (B, T) batches of inputs and targets.
 //
-// Shards are one file or a glob(3) pattern, taken in sorted file-name order.
+// Shards are one file or a glob(3) pattern, taken in sorted file-name order;
+// a file of exactly the name given is taken as it is, even where the name
+// holds glob characters ('run[1]/a.bin' is that file, not 'run1/a.bin').
 // Only the current shard is held in memory. Every shard's tokens are checked
 // against the vocabulary when the loader is made (one pass over the files),
 // so a bad id in the last shard stops the run before its first step, not
@@ -28,6 +30,7 @@
 // shuffled mode), seed.
 #pragma once
 #include <glob.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -85,8 +88,24 @@ inline uint64_t derive_seed(uint64_t seed, uint64_t a, uint64_t b) {
     return splitmix64(s);
 }
 
-// The files matching a pattern (or the one named file), sorted.
+// s with glob(3)'s special characters (* ? [ ] \\) escaped: a pattern that
+// matches the file named s and nothing else.
+inline std::string glob_escape(const std::string& s) {
+    std::string out;
+    for (char ch : s) {
+        if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\') out += '\\';
+        out += ch;
+    }
+    return out;
+}
+
+// The files a --data argument names: the file of exactly that name when one
+// exists (a name may hold glob characters, and a pattern that also matches
+// another file must not take that one instead), else the files that match it
+// as a glob(3) pattern, sorted.
 inline std::vector<std::string> glob_files(const std::string& pattern) {
+    struct stat st;
+    if (lstat(pattern.c_str(), &st) == 0) return {pattern};
     glob_t g;
     std::memset(&g, 0, sizeof(g));
     int rc = glob(pattern.c_str(), 0, nullptr, &g);
@@ -94,7 +113,10 @@ inline std::vector<std::string> glob_files(const std::string& pattern) {
     if (rc == 0)
         for (size_t i = 0; i < g.gl_pathc; i++) out.push_back(g.gl_pathv[i]);
     globfree(&g);
-    if (out.empty()) fail(strf("%s: no files match (run ./prepare to make token shards?)", pattern.c_str()));
+    if (out.empty())
+        fail(strf("%s: no such file, and no file matches it as a pattern (./prepare --out DIR makes token shards, "
+                  "and prints the pattern that names them)",
+                  pattern.c_str()));
     std::sort(out.begin(), out.end());
     return out;
 }
@@ -226,4 +248,16 @@ inline int64_t dataloader_batches_per_epoch(const DataLoader* L) {
     for (size_t f = 0; f < L->files.size(); f++)
         n += L->shuffle ? dataloader_rows(L, int(f)) / L->B : (L->shard_tokens[f] - 1) / BT;
     return n;
+}
+
+// The batches of a pass over the data that reads n of them (n = 0: all of
+// them, one epoch). Asking for more than the data holds would read some
+// twice and average them in silently, so it is refused, naming the option
+// and how many there are.
+inline int64_t dataloader_pass_batches(const DataLoader* L, int64_t n, const char* option, const std::string& data) {
+    int64_t have = dataloader_batches_per_epoch(L);
+    if (n > have)
+        fail(strf("%s %lld: %s holds %lld batches of %d x %d tokens; give at most %lld (0: all of them)", option,
+                  (long long)n, data.c_str(), (long long)have, L->B, L->T, (long long)have));
+    return n > 0 ? n : have;
 }

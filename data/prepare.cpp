@@ -11,6 +11,18 @@
 
 #include "data/prepare.h"
 
+// The pattern to give train_mot's --data for shards named PATTERN's way
+// (DIR/NAME_train_*.bin): the folder and the name as they are, with any glob
+// characters in them escaped (a file play[1].txt makes play[1]_train_*.bin,
+// which as a pattern would match play1_train_... only), the shard number a
+// wildcard.
+static std::string data_pattern(const std::string& pattern) {
+    const std::string wild = "*.bin";
+    if (pattern.size() < wild.size() || pattern.compare(pattern.size() - wild.size(), wild.size(), wild) != 0)
+        return pattern;
+    return glob_escape(pattern.substr(0, pattern.size() - wild.size())) + wild;
+}
+
 int main(int argc, char** argv) {
     // Ctrl-C, SIGTERM or SIGHUP remove the half-built data set (before any other thread starts)
     prepare_stop_on_signals();
@@ -31,8 +43,8 @@ int main(int argc, char** argv) {
             fail("prepare: --name '': give a name for the shards, or leave --name out to take it from the input");
         if (cfg.inputs.empty()) cfg.inputs.push_back(find_default_text());
         PrepareResult r = prepare_data(cfg);
-        std::printf("tokenizer: %s\ntrain: %s\nval: %s\n", r.tokenizer_path.c_str(), r.train_pattern.c_str(),
-                    r.val_pattern.empty() ? "(none)" : r.val_pattern.c_str());
+        std::printf("tokenizer: %s\ntrain: %s\nval: %s\n", r.tokenizer_path.c_str(), data_pattern(r.train_pattern).c_str(),
+                    r.val_pattern.empty() ? "(none)" : data_pattern(r.val_pattern).c_str());
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

@@ -187,6 +187,49 @@ TEST_CASE("loader: bad input is rejected with clear messages") {
     expect_throw([&] { dataloader_init(&L, d / "gpt2.bin", 2, 4, false, 0, 50256); }, {"token 50256 at position 99"});
 }
 
+TEST_CASE("glob_files: a file of exactly the name given wins over the pattern; glob_escape names one file") {
+    // 'gl[1]/a.bin' once took gl1/a.bin even where gl[1]/a.bin existed, and a
+    // name with brackets alone was not found at all
+    TempDir d;
+    fs::create_directories(d / "gl[1]");
+    fs::create_directories(d / "gl1");
+    write_shard(d / "gl[1]/a.bin", iota_tokens(20));
+    write_shard(d / "gl1/a.bin", iota_tokens(20));
+    CHECK(glob_files(d / "gl[1]/a.bin") == std::vector<std::string>{d / "gl[1]/a.bin"});
+    CHECK(glob_files(d / "gl*/a.bin") == std::vector<std::string>{d / "gl1/a.bin", d / "gl[1]/a.bin"});
+    fs::remove(d / "gl[1]/a.bin");
+    CHECK(glob_files(d / "gl[1]/a.bin") == std::vector<std::string>{d / "gl1/a.bin"});  // no such file: a pattern
+    // an escaped name matches that file alone, whatever glob characters it holds
+    for (const std::string name : {"p[1]_x.bin", "p*q.bin", "p?.bin", "p\\q.bin"}) {
+        write_shard(d / name, iota_tokens(20));
+        CHECK(glob_files(glob_escape(d / name)) == std::vector<std::string>{d / name});
+    }
+    write_shard(d / "pq.bin", iota_tokens(20));  // matched by p*q.bin and p?.bin as patterns
+    CHECK(glob_files(glob_escape(d / "p*q.bin")) == std::vector<std::string>{d / "p*q.bin"});
+    CHECK(glob_files(glob_escape(d / "p?.bin")) == std::vector<std::string>{d / "p?.bin"});
+    expect_throw([&] { glob_files(d / "none[1]_*.bin"); }, {d / "none[1]_*.bin", "no such file"});
+}
+
+TEST_CASE("loader: a pass reads at most the batches the data holds, counted in 64 bits") {
+    TempDir d;
+    DataLoader L;
+    write_shard(d / "a.bin", iota_tokens(100));  // (100 - 1) / 8 = 12 batches of 2 x 4
+    dataloader_init(&L, d / "a.bin", 2, 4, false, 0, 200);
+    CHECK(dataloader_pass_batches(&L, 0, "--batches", "a.bin") == 12);
+    CHECK(dataloader_pass_batches(&L, 12, "--batches", "a.bin") == 12);
+    CHECK(dataloader_pass_batches(&L, 5, "--batches", "a.bin") == 5);
+    // eval --batches 13 once read the first batch twice and said nothing
+    expect_throw([&] { dataloader_pass_batches(&L, 13, "--batches", "a.bin"); },
+                 {"--batches 13", "a.bin holds 12 batches of 2 x 4 tokens", "give at most 12"});
+    // shards of 2^31 + 1 tokens in batches of 1 x 1: 2^32 batches, which eval
+    // once cast to int (0 here; -4 over four such shards), the count it printed
+    DataLoader huge;
+    huge.B = huge.T = 1;
+    huge.files = {"a", "b"};
+    huge.shard_tokens = {(int64_t(1) << 31) + 1, (int64_t(1) << 31) + 1};
+    CHECK(dataloader_pass_batches(&huge, 0, "--batches", "huge") == int64_t(1) << 32);
+}
+
 TEST_CASE("loader: shuffled mode is a seeded permutation, resumable from its state") {
     TempDir d;
     write_shard(d / "s_000000.bin", iota_tokens(101));         // 20 rows of T=5

@@ -12,6 +12,7 @@
 #include <doctest/doctest.h>
 
 #include "common/fileio.h"
+#include "data/dataloader.h"
 #include "tests/bad_input.h"
 #include "tests/program.h"
 
@@ -377,6 +378,57 @@ TEST_CASE("a bad token id in a later shard stops the run at the start, naming th
     expect_error(v, {d + "/b_001.bin: token 200 at position 123 is >= vocab size 64"});
     CHECK(v.out.find("| loss ") == std::string::npos);
     CHECK(v.out.find("val loss") == std::string::npos);
+}
+
+// ---------------------------------------------------------------- names with glob characters
+
+TEST_CASE("--data: a file whose name holds glob characters is that file, not what the pattern matches") {
+    std::string d = scratch("ti_glob");
+    fs::create_directories(d + "/gl[1]");
+    fs::create_directories(d + "/gl1");
+    std::vector<uint16_t> good(600), bad(600);
+    for (size_t i = 0; i < good.size(); i++) good[i] = bad[i] = uint16_t(i * 7 % 64);
+    bad[5] = 200;  // >= --vocab 64: a run that reads this file stops
+    write_raw_shard(d + "/gl[1]/a.bin", good);
+    write_raw_shard(d + "/gl1/a.bin", bad);
+    // 'gl[1]/a.bin' once trained on gl1/a.bin, the file the pattern matches
+    Run r = run("--data " + sh_quote(d + "/gl[1]/a.bin") + " --steps 1 --val-every 0" + std::string(TINY));
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("gl1/a.bin") == std::string::npos);
+}
+
+TEST_CASE("prepare: the shard patterns it prints find its shards, whatever glob characters the names hold") {
+    std::string d = scratch("ti_prepare_glob");
+    std::string text;
+    for (int i = 0; i < 80; i++) text += "Line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog.\n";
+    write_bytes(d + "/play[1].txt", text);
+    write_bytes(d + "/play1.txt", text);  // what play[1] matches as a pattern
+    // an output folder of such a name too, and a decoy beside it that [1] matches
+    std::string out = d + "/o[1]";
+    Run decoy = run_cmd(prepare_path() + " --vocab 280 --out " + d + "/o1 " + d + "/play1.txt");
+    REQUIRE(decoy.rc == 0);
+    Run p = run_cmd(prepare_path() + " --vocab 280 --out " + sh_quote(out) + " " + sh_quote(d + "/play[1].txt"));
+    INFO(p.out);
+    REQUIRE(p.rc == 0);
+    // prepare once printed o[1]/play[1]_train_*.bin: as a pattern it matches
+    // o1/play1_train_... only, so train_mot found no shards
+    auto line = [&](const std::string& key) {
+        size_t at = p.out.find("\n" + key + ": ");
+        REQUIRE(at != std::string::npos);
+        at += key.size() + 3;
+        return p.out.substr(at, p.out.find('\n', at) - at);
+    };
+    std::string train = line("train"), val = line("val");
+    CHECK(glob_files(train) == std::vector<std::string>{out + "/play[1]_train_000000.bin"});
+    CHECK(glob_files(val) == std::vector<std::string>{out + "/play[1]_val_000000.bin"});
+    Run r = run("--data " + sh_quote(train) + " --val-data " + sh_quote(val) + " --tokenizer " +
+                sh_quote(out + "/tokenizer.bin") +
+                " --layers 1 --heads 1 --d-model 16 --ffn dense --batch 4 --seq 8 --val-batches 1 --sample-every 0"
+                " --device cpu --steps 1 --val-every 1");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("val loss") != std::string::npos);
 }
 
 TEST_CASE("prepare: an output folder that is a symlink stays one, its target gets the new data set") {

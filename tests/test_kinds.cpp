@@ -50,7 +50,7 @@ TEST_CASE("token choice trains; the step line and the log carry the aux loss and
     make_train_data("build/tk");
     std::remove("build/tk_tc.jsonl");
     Run r = run(DATA + MODEL + " --ffn token-choice --mot-layers 1 --topk 2 --capacity-factor 0.5 --aux-loss 0.1"
-                " --val-every 5 --steps 10 --log build/tk_tc.jsonl --save build/tk_tc.ckpt");
+                " --val-every 5 --val-batches 12 --steps 10 --log build/tk_tc.jsonl --save build/tk_tc.ckpt");
     INFO(r.out);
     REQUIRE(r.rc == 0);
     CHECK(r.out.find("| aux ") != std::string::npos);
@@ -71,7 +71,8 @@ TEST_CASE("token choice trains; the step line and the log carry the aux loss and
     // cf 0.5 with k 2: an expert takes half of the N*k/E choices it would on average: drops happen
     CHECK(std::atof(rows[1]["dropped_1"].c_str()) > 0);
     // the logged loss is the cross-entropy alone: eval of the saved model agrees with the last validation
-    Run e = run("eval --load build/tk_tc.ckpt --data build/tk_val.bin --batch 4 --seq 8 --batches 16 --device cpu");
+    // (the 12 batches of 4 x 8 tokens that tk_val.bin's 400 hold)
+    Run e = run("eval --load build/tk_tc.ckpt --data build/tk_val.bin --batch 4 --seq 8 --batches 12 --device cpu");
     INFO(e.out);
     REQUIRE(e.rc == 0);
     LogRows val = read_log("build/tk_tc.jsonl", true);

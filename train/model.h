@@ -96,6 +96,14 @@ inline void check_host_memory(const Config& c, int B, int T, bool on_gpu) {
     std::string parts = strf("%.2f GiB of parameters, gradients and AdamW moments, set by --layers, --d-model, "
                              "--d-ff, --experts and --expert-size", params / GiB);
     if (acts > 0) parts += strf("; %.2f GiB of activations, set by --batch %d and --seq %d", acts / GiB, B, T);
+    if (acts > 0 && has_kind(c, TOKEN_CHOICE)) {
+        // each token-choice layer's expert buffers (inputs, hidden, activated, outputs) and their gradients
+        int cap = TokenChoiceFfn::capacity(c, B * T, false);
+        double buffers = 2.0 * count_kind(c, TOKEN_CHOICE) * c.E * (double)cap * (2.0 * c.C + 2.0 * c.f) * sizeof(float);
+        parts += strf(", of which %.2f GiB are the token-choice layers' expert buffers, %d experts x %d rows (set by "
+                      "--experts, --capacity-factor %g and --topk %d)",
+                      buffers / GiB, c.E, cap, c.capacity, c.topk);
+    }
     fail(strf("out of memory: the model needs %.2f GiB (%s), and %.2f GiB are available", (params + acts) / GiB,
               parts.c_str(), avail / GiB));
 }

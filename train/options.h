@@ -6,8 +6,10 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -90,6 +92,19 @@ inline const CLI::Validator FINITE(
     },
     "FINITE");
 
+// --seed: a whole number 0..2^64-1, written as one. CLI11's conversion to
+// an unsigned 64-bit value took 1e23, -1 and 2^64 alike and made each
+// 2^64 - 1: three different requests, one seed, no word said.
+inline const CLI::Validator SEED(
+    [](std::string& text) {
+        bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+        errno = 0;
+        if (digits) (void)std::strtoull(text.c_str(), nullptr, 10);
+        if (digits && errno != ERANGE) return std::string();
+        return "must be a whole number from 0 to 18446744073709551615 (2^64 - 1), got " + text;
+    },
+    "SEED");
+
 // The subcommands, to see which one the command line chose.
 struct Subcommands {
     CLI::App *sample = nullptr, *eval = nullptr, *plot = nullptr;
@@ -124,7 +139,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--grad-clip", o->grad_clip, "clip the global gradient norm to this (0: off)")->check(CLI::Range(0.0, 1e9))->check(FINITE);
     app.add_flag("--skip-nonfinite", o->skip_nonfinite, "skip an update whose loss or gradient is NaN/Inf instead of stopping");
     app.add_option("--max-skips", o->max_skips, "with --skip-nonfinite: stop after this many skipped updates in a row")->check(CLI::Range(1, 1 << 30));
-    app.add_option("--seed", o->seed, "random seed: weights, shuffling, samples");
+    app.add_option("--seed", o->seed, "random seed: weights, shuffling, samples (0..2^64-1)")->check(SEED);
     app.add_option("--shuffle", o->shuffle, "1: shuffled batches, 0: sequential (DESIGN.md section 4)")->check(CLI::Range(0, 1));
     app.add_option("--layers", o->layers, "transformer blocks (L)")->check(CLI::Range(1, MAX_LAYERS));
     app.add_option("--heads", o->heads, "attention heads (NH)")->check(CLI::Range(1, 1 << 16));
@@ -166,7 +181,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     s.sample->add_option("--temperature", so->temperature, "sampling temperature (0: greedy)")->check(CLI::Range(0.0, 100.0))->check(FINITE);
     s.sample->add_option("--top-k", so->top_k, "sample among the k most likely tokens (0: all)")->check(CLI::Range(0, 1 << 20));
     s.sample->add_option("--num", so->num, "samples to print")->check(CLI::Range(1, 1 << 16));
-    s.sample->add_option("--seed", so->seed, "random seed");
+    s.sample->add_option("--seed", so->seed, "random seed (0..2^64-1)")->check(SEED);
     s.sample->add_flag("--mot-discrete", so->mot_discrete, "MoT layers mix with one-hot weights at the argmax over the group");
     s.sample->footer("An MoT model decodes G sequences at once (its groups mix them): a lone prompt's group is filled "
                      "with G-1 more samples of the same prompt, generated alongside and not printed unless --num asks "
@@ -277,6 +292,52 @@ inline Config config_from_options(const Options& o, int vocab) {
 
 inline bool given(const Options& o, const std::string& name) {
     return std::find(o.given.begin(), o.given.end(), name) != o.given.end();
+}
+
+// --vocab sizes a new model for shards given without a tokenizer; with one
+// (`tokenizer` names it) the tokenizer sets the vocabulary, and --vocab
+// cannot apply.
+inline void check_vocab_applies(const Options& o, const std::string& tokenizer) {
+    if (given(o, "--vocab") && !tokenizer.empty())
+        fail(strf("--vocab applies to shards given without a tokenizer; %s sets the vocabulary", tokenizer.c_str()));
+}
+
+// Options that configure something the model being built does not have
+// cannot apply, and are refused rather than ignored: a command with
+// --ffn mot --topk 2 would otherwise train without the token choice it asks
+// for. kinds are the layers' kinds: of the new model (loaded = false), or of
+// the checkpoint that `model` names; --transition makes token-choice layers
+// of a loaded model's MoT layers. The shape options of MoT and of either
+// sparse kind (--group, --temperature, --experts, --expert-size) only get a
+// note: scripts that compare kinds give one set of them to every --ffn.
+inline void check_options_apply(const Options& o, const std::vector<int>& kinds, bool loaded, const std::string& model) {
+    const bool transition = !o.transition.empty();
+    const bool any_tc = transition || std::count(kinds.begin(), kinds.end(), (int)TOKEN_CHOICE) > 0;
+    const bool any_mot = std::count(kinds.begin(), kinds.end(), (int)MOT) > 0;
+    if (!loaded && given(o, "--mot-layers") && ffn_kind(o.ffn) == DENSE)
+        fail("--mot-layers picks the layers of --ffn mot or token-choice; --ffn dense makes every layer dense");
+    for (const char* name : {"--topk", "--capacity-factor", "--aux-loss", "--router", "--router-temperature"})
+        if (given(o, name) && !any_tc)
+            fail(strf("%s applies to token-choice layers; %s has none", name, model.c_str()));
+    if (!loaded || transition) {  // the router of the token-choice layers being made
+        int router = router_kind(o.router.empty() ? (transition ? "threshold" : "softmax") : o.router);
+        if (any_tc && given(o, "--router-temperature") && router != ROUTER_THRESHOLD)
+            fail(strf("--router-temperature is the gate temperature of --router threshold; the router is %s",
+                      router_name(router)));
+        if (given(o, "--calibration-batches") && !(transition && router != ROUTER_SOFTMAX))
+            fail(strf("--calibration-batches sets the thresholds of a --transition to a threshold router; %s",
+                      transition ? "the router is softmax" : "there is no --transition"));
+    }
+    if (!loaded && o.data.empty()) check_vocab_applies(o, "the default data set's tokenizer");
+    if (loaded) return;  // note_ignored_model_options speaks of the shape options
+    const bool sparse = any_mot || any_tc;
+    for (const auto& [name, used] : {std::pair<const char*, bool>{"--group", any_mot}, {"--temperature", any_mot},
+                                     {"--experts", sparse}, {"--expert-size", sparse}})
+        if (given(o, name) && !used)
+            std::printf("note: %s is ignored: it shapes %s layers, and %s has none\n", name,
+                        std::string(name) == "--group" || std::string(name) == "--temperature" ? "MoT"
+                                                                                             : "MoT or token-choice",
+                        model.c_str());
 }
 
 // With --load or --resume the checkpoint's header sets the model's shape:

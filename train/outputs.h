@@ -46,6 +46,9 @@ inline std::string parent_dir(const std::string& path) {
 // and its folder must take new files (the file is written to a temporary
 // name there and renamed).
 inline void check_writable_file(const std::string& path, const char* option) {
+    // a name ending in '/' is a folder's, even before it exists: the file could never be written there
+    if (!path.empty() && path.back() == '/')
+        fail(strf("%s %s: names a folder (it ends in '/'); give a file name", option, path.c_str()));
     struct stat st;
     if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
         fail(strf("%s %s: exists and is not a regular file", option, path.c_str()));
@@ -66,6 +69,18 @@ struct RunFile {
 inline std::string run_file_name(const RunFile& f) {
     if (f.pattern.empty() || f.pattern == f.path) return strf("%s %s", f.option, f.path.c_str());
     return strf("%s %s (its file %s)", f.option, f.pattern.c_str(), f.path.c_str());
+}
+
+// Refuses an output file (--save, --log) that is the --checkpoint-dir folder,
+// however spelled: the run makes that folder at the start, and the file
+// could not be written over it at the end.
+inline void check_not_checkpoint_dir(const std::vector<RunFile>& files, const std::string& dir) {
+    if (dir.empty()) return;
+    for (const RunFile& f : files)
+        if (!f.path.empty() && resolved_path(f.path) == resolved_path(dir))
+            fail(strf("%s %s and --checkpoint-dir %s name the same path: the run makes it the folder of its "
+                      "checkpoints, and %s could not be written over it; give %s another name",
+                      f.option, f.path.c_str(), dir.c_str(), f.option, f.option));
 }
 
 // Refuses, before anything is written, a run with an output that is one of

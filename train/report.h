@@ -2,6 +2,7 @@
 // data (in nats per token and bits per byte of text) and decoded samples.
 #pragma once
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -16,12 +17,14 @@
 // rank r of R evaluates batches r, r + R, ... and returns their part of the
 // mean: the parts summed over the ranks are the mean. A set *stop (a stop
 // signal's flag) ends it before the next batch; the result is then partial.
-inline double evaluate(Model* model, DataLoader* loader, int n, int rank = 0, int ranks = 1,
+// n is 64-bit: one pass over large shards in small batches has more than
+// 2^31 of them.
+inline double evaluate(Model* model, DataLoader* loader, int64_t n, int rank = 0, int ranks = 1,
                        const volatile std::sig_atomic_t* stop = nullptr) {
     std::vector<int> x((size_t)loader->B * loader->T), y(x.size());
     dataloader_reset(loader);
     double sum = 0;
-    for (int i = 0; i < n && !(stop && *stop); i++) {
+    for (int64_t i = 0; i < n && !(stop && *stop); i++) {
         if (i % ranks != rank) {
             dataloader_skip(loader);
             continue;
@@ -29,7 +32,7 @@ inline double evaluate(Model* model, DataLoader* loader, int n, int rank = 0, in
         dataloader_next(loader, x.data(), y.data());
         sum += model_forward(model, x.data(), y.data(), loader->B, loader->T);
     }
-    return sum / n;
+    return sum / (double)n;
 }
 
 // Bytes of text per token in the shards: converts a loss in nats per token

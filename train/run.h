@@ -207,7 +207,9 @@ inline void check_options(TrainRun* r) {
         r->accum = (int)(o.total_batch / (r->BT * R));
     }
     r->micro = r->accum * R;
+    if (o.load.empty() && !o.resume) check_options_apply(o, layer_kinds(o), false, "--ffn " + o.ffn);
     if (dist().rank != 0) return;  // rank 0 alone writes
+    check_not_checkpoint_dir({{"--save", o.save, ""}, {"--log", o.log, ""}}, o.checkpoint_dir);
     if (!o.save.empty()) check_writable_file(o.save, "--save");
     if (!o.log.empty()) check_writable_file(o.log, "--log");
     if (!o.checkpoint_dir.empty()) {
@@ -330,11 +332,14 @@ inline void setup_model(TrainRun* r) {
     if (o.resume) {
         int64_t step = find_resume_checkpoint(o.checkpoint_dir, &r->c, &r->params, &r->state);
         std::printf("loaded %s\n", checkpoint_name(o.checkpoint_dir, step, "ckpt").c_str());
+        check_options_apply(o, r->c.kinds, true, checkpoint_name(o.checkpoint_dir, step, "ckpt"));
     } else if (!o.load.empty()) {
         checkpoint_load(o.load, &r->c, &r->params);
         std::printf("loaded %s\n", o.load.c_str());
+        check_options_apply(o, r->c.kinds, true, o.load);
         if (!o.transition.empty()) transition_kinds(r);
     } else {
+        check_vocab_applies(o, r->tokp ? "--tokenizer " + r->tok_path : std::string());
         r->c = config_from_options(o, r->tokp ? r->tok.vocab_size : o.vocab);
         check_host_memory(r->c, 0, 0, false);
         GPT<float> init;
@@ -423,6 +428,38 @@ inline void print_ranks(TrainRun* r, int threads) {
     for (int k = 0; d.rank == 0 && k < d.size; k++) std::printf("  %s\n", all.data() + (size_t)W * k);
 }
 
+// The optimizer settings of this run, which its checkpoints record.
+inline TrainSettings train_settings(const Options& o) {
+    TrainSettings t;
+    t.known = true;
+    t.lr = o.lr, t.lr_min_frac = o.lr_min_frac, t.wd = o.wd, t.grad_clip = o.grad_clip, t.beta1 = o.beta1;
+    t.beta2 = o.beta2, t.adam_eps = o.adam_eps, t.aux_loss = o.aux_loss, t.warmup = o.warmup;
+    return t;
+}
+
+// --resume with an optimizer setting other than the checkpoint's: allowed
+// (a run may be continued at a lower --lr), and said, as for --steps.
+inline void note_changed_settings(const TrainSettings& was, const TrainSettings& now) {
+    if (!was.known) return;
+    const struct {
+        const char* name;
+        double was, now;
+    } settings[] = {{"--lr", was.lr, now.lr},
+                    {"--lr-min-frac", was.lr_min_frac, now.lr_min_frac},
+                    {"--warmup", (double)was.warmup, (double)now.warmup},
+                    {"--wd", was.wd, now.wd},
+                    {"--grad-clip", was.grad_clip, now.grad_clip},
+                    {"--beta1", was.beta1, now.beta1},
+                    {"--beta2", was.beta2, now.beta2},
+                    {"--adam-eps", was.adam_eps, now.adam_eps},
+                    {"--aux-loss", was.aux_loss, now.aux_loss}};
+    for (const auto& s : settings)
+        if (s.was != s.now)
+            std::printf("note: the run was trained with %s %g, now %s %g: the updates from here on use the new "
+                        "value, so the run differs from one trained with it throughout\n",
+                        s.name, s.was, s.name, s.now);
+}
+
 // The model on its device; with --resume its moments, the data position and
 // the sampling RNG where the checkpoint left them. Prints the run's plan.
 inline void setup_device(TrainRun* r) {
@@ -455,7 +492,9 @@ inline void setup_device(TrainRun* r) {
             std::printf("note: the run was planned for %lld steps, now --steps %d: the learning-rate schedule "
                         "changes from here, so the run differs from one planned for %d steps throughout\n",
                         (long long)r->state.total_steps, o.steps, o.steps);
+        note_changed_settings(r->state.settings, train_settings(o));
     }
+    r->state.settings = train_settings(o);
     int n_mot = count_kind(c, MOT), n_tc = count_kind(c, TOKEN_CHOICE);
     std::string kinds;
     if (n_mot) kinds += strf("%d MoT layers (E %d, G %d, f %d, tau %g), ", n_mot, c.E, c.G, c.f, c.tau);
@@ -590,6 +629,11 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     double norm = parallel_grad_norm(&r->par, &r->model);
     float lr = lr_at(step, o.steps, o.lr, o.warmup, o.lr_min_frac);
     bool finite = std::isfinite(loss) && std::isfinite(norm);
+    // on the first step from --load no update has run yet: the lr cannot be the cause, the weights are
+    if (!finite && !o.skip_nonfinite && step == 0 && !o.load.empty())
+        fail(strf("step 1: the %s is not finite (loss %g, grad norm %g) before any update: the weights of --load %s "
+                  "are the likely cause (a value so large that the forward or backward pass overflows); stopping",
+                  std::isfinite(loss) ? "gradient" : "loss", loss, norm, o.load.c_str()));
     if (!finite && !o.skip_nonfinite)
         fail(strf("step %d: the %s is not finite (loss %g, grad norm %g); stopping. Lower --lr, or "
                   "--skip-nonfinite to skip such updates",

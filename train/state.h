@@ -12,9 +12,13 @@
 //     [14] fingerprint of the training data (version 2), [15] micro-batches
 //     per step over all ranks (version 2), [16] ranks that trained it (version
 //     3; the data position [4..7] is every rank's, DESIGN.md section 6);
-//     every other slot 0
+//     [17..25] the optimizer settings it trained with (version 4): --lr,
+//     --lr-min-frac, --warmup, --wd, --grad-clip, --beta1, --beta2,
+//     --adam-eps, --aux-loss (the floats as float32 bits), so that --resume
+//     can say which of them changed; every other slot 0
 //   float32 AdamW m (num_params), then v (num_params)
-// Version 1 and 2 files (without [14], [15] or [16]) still load; those are then unknown.
+// Files of versions 1 to 3 (without [14], [15], [16] or [17..25]) still
+// load; those fields are then unknown.
 // Loading checks every field, so a damaged or foreign file is refused with
 // the field that is wrong, never trained from.
 #pragma once
@@ -32,7 +36,14 @@
 #include "data/dataloader.h"
 
 constexpr int64_t STATE_MAGIC = 20261130;
-constexpr int64_t STATE_VERSION = 3;
+constexpr int64_t STATE_VERSION = 4;
+
+// The optimizer settings of a run (the options of the same names).
+struct TrainSettings {
+    bool known = false;  // false: from a file of version 1 to 3
+    float lr = 0, lr_min_frac = 0, wd = 0, grad_clip = 0, beta1 = 0, beta2 = 0, adam_eps = 0, aux_loss = 0;
+    int64_t warmup = 0;
+};
 
 struct TrainState {
     int64_t step = 0;
@@ -42,6 +53,7 @@ struct TrainState {
     uint64_t data_id = 0;  // data_fingerprint of the training shards; 0: unknown (version 1)
     int64_t accum = 0;     // micro-batches per optimizer step, all ranks; 0: unknown (version 1)
     int64_t ranks = 0;     // ranks that trained it; 0: unknown (versions 1, 2)
+    TrainSettings settings;  // known from version 4
     std::vector<float> m, v;  // (num_params) each
 };
 
@@ -64,6 +76,11 @@ inline void train_state_save(const std::string& path, const TrainState& s) {
     h[14] = (int64_t)s.data_id;
     h[15] = s.accum;
     h[16] = s.ranks;
+    const TrainSettings& o = s.settings;
+    int k = 17;
+    for (float f : {o.lr, o.lr_min_frac}) std::memcpy(&h[k++], &f, 4);  // the low half of the slot
+    h[k++] = o.warmup;
+    for (float f : {o.wd, o.grad_clip, o.beta1, o.beta2, o.adam_eps, o.aux_loss}) std::memcpy(&h[k++], &f, 4);
     write_file_atomic(path, {{h.data(), h.size() * 8}, {s.m.data(), s.m.size() * 4}, {s.v.data(), s.v.size() * 4}});
 }
 
@@ -86,18 +103,47 @@ inline TrainState train_state_load(const std::string& path, size_t expected_para
     auto need = [&](bool ok, const char* field, int64_t value) {
         if (!ok) fail(strf("%s: damaged training state: %s is %lld", name, field, (long long)value));
     };
+    // counts within what the options allow (--steps, --batch, --seq up to 2^30, 2^20, 2^20;
+    // micro-batches per step at most --total-batch's 2^30); ranks at most 2^20
+    const int64_t M = int64_t(1) << 30, K = int64_t(1) << 20;
     need(h[2] == expected_step, "the step (the file name says a different one)", h[2]);
-    need(h[4] >= 0, "the data epoch", h[4]);
+    need(h[2] >= 0 && h[2] <= M, "the step", h[2]);
     need(h[5] >= 0, "the data shard", h[5]);
     need(h[6] >= 0, "the data position", h[6]);
-    need(h[9] > 0, "the batch size", h[9]);
-    need(h[10] > 0, "the sequence length", h[10]);
+    need(h[9] > 0 && h[9] <= K, "the batch size", h[9]);
+    need(h[10] > 0 && h[10] <= K, "the sequence length", h[10]);
     need(h[11] >= 0 && h[11] <= h[2], "the count of skipped updates", h[11]);
     need(h[12] == 0 || h[12] == 1, "the shuffle flag", h[12]);
-    need(h[13] >= 0, "the planned number of steps", h[13]);
-    need(h[15] >= 0, "the micro-batches per step", h[15]);
-    need(h[16] >= 0, "the number of ranks", h[16]);
+    need(h[13] >= 0 && h[13] <= M, "the planned number of steps", h[13]);
+    need(h[15] >= 0 && h[15] <= M, "the micro-batches per step", h[15]);
+    need(h[16] >= 0 && h[16] <= K, "the number of ranks", h[16]);
+    // the ranks share each step's micro-batches evenly
+    need(h[15] == 0 || h[16] == 0 || h[15] % h[16] == 0, "the number of ranks (not a divisor of the micro-batches per step)", h[16]);
+    // a micro-batch moves the data on by at most one epoch
+    need(h[4] >= 0 && (h[15] == 0 || h[4] <= h[2] * h[15]), "the data epoch", h[4]);
     TrainState s;
+    if (h[1] >= 4) {  // the optimizer settings, each within its option's range
+        TrainSettings& o = s.settings;
+        o.known = true;
+        const char* names[] = {"--lr", "--lr-min-frac", "--warmup", "--wd", "--grad-clip", "--beta1", "--beta2",
+                               "--adam-eps", "--aux-loss"};
+        float* floats[] = {&o.lr, &o.lr_min_frac, nullptr, &o.wd, &o.grad_clip, &o.beta1, &o.beta2, &o.adam_eps,
+                           &o.aux_loss};
+        const double high[] = {10, 1, 1 << 30, 10, 1e9, 1, 1, 1, 1e6};
+        for (int i = 0; i < 9; i++) {
+            int64_t slot = h[17 + i];
+            double v = (double)slot;
+            if (floats[i]) {
+                uint32_t bits = (uint32_t)slot;
+                std::memcpy(floats[i], &bits, 4);
+                v = slot == (int64_t)bits ? (double)*floats[i] : NAN;
+            }
+            if (!(v >= 0 && v <= high[i]))
+                fail(strf("%s: damaged training state: the %s it trained with is %s (slot %d)", name, names[i],
+                          std::isfinite(v) ? strf("%g", v).c_str() : "not a number", 17 + i));
+        }
+        o.warmup = h[19];
+    }
     s.step = h[2];
     s.loader = {h[4], h[5], h[6], (uint64_t)h[7]};
     s.rng = (uint64_t)h[8];
