@@ -139,6 +139,11 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
     if (bytes.size() != expected)
         fail(strf("%s: size %zu bytes does not match its header (%zu parameters, %zu bytes expected)", name,
                   bytes.size(), n, expected));
+    params->resize(n);
+    std::memcpy(params->data(), bytes.data() + CHECKPOINT_HEADER_INTS * 4, n * 4);
+    std::string bad = first_nonfinite_tensor(k, params->data());
+    if (!bad.empty()) fail(strf("%s: damaged checkpoint: a parameter is not finite (%s)", name, bad.c_str()));
+    // a non-finite parameter is named above; any other change is found by the checksum
     if (h[1] == 1) {
         std::printf("note: %s: a version 1 checkpoint, written before checksums: a damaged parameter cannot be "
                     "told\n", name);
@@ -149,9 +154,5 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
                       "header or the parameters)",
                       name));
     }
-    params->resize(n);
-    std::memcpy(params->data(), bytes.data() + CHECKPOINT_HEADER_INTS * 4, n * 4);
-    std::string bad = first_nonfinite_tensor(k, params->data());
-    if (!bad.empty()) fail(strf("%s: damaged checkpoint: a parameter is not finite (%s)", name, bad.c_str()));
     *c = k;
 }

@@ -48,6 +48,7 @@
 # is not trained again, so the study survives the loss of OUT.
 set -euo pipefail
 # TEXT, OUT and MOT_DATA as the caller wrote them, from the caller's folder
+TEXT_GIVEN=${TEXT:-}  # for messages: the path as the caller wrote it
 [[ -n ${TEXT:-} && $TEXT != /* ]] && TEXT="$PWD/$TEXT"
 [[ -n ${MOT_DATA:-} && $MOT_DATA != /* ]] && MOT_DATA="$PWD/$MOT_DATA"
 [[ -n ${OUT:-} && $OUT != /* ]] && OUT="$PWD/$OUT"
@@ -143,7 +144,7 @@ if [[ -d $TEXT ]]; then
     shopt -u nullglob
     [[ ${#FILES[@]} -gt 0 ]] || { echo "reproduce: TEXT=$TEXT: a folder without .txt files" >&2; exit 2; }
 elif [[ -f $TEXT ]]; then FILES=("$TEXT")
-else echo "reproduce: TEXT=$TEXT: no such file or folder" >&2; exit 2; fi
+else echo "reproduce: TEXT=${TEXT_GIVEN:-$TEXT}: no such file or folder" >&2; exit 2; fi
 
 mkdir -p "$OUT/runs" "$OUT/ckpt"
 echo "reproduce: ${#FILES[@]} text file(s) from $TEXT into $OUT (QUICK=$QUICK, sizes $SIZES, device $DEVICE)"
