@@ -255,6 +255,8 @@ TEST_CASE("an option that cannot apply to the model being built is refused, nami
     expect_error(d + " --experts 4 --ffn token-choice --router-temperature 2",
                  {"--router-temperature", "the router is softmax"});
     expect_error(d + " --experts 4 --ffn token-choice --calibration-batches 2", {"--calibration-batches", "no --transition"});
+    // --load without --transition: nothing to calibrate either (this case once passed in silence)
+    expect_error(d + " --load build/cli.ckpt --calibration-batches 2", {"--calibration-batches", "no --transition"});
     // --vocab with a tokenizer: the tokenizer (0 merges: 257 tokens) sets the vocabulary
     std::vector<int32_t> tok = {20261129, 1, 257, 0};
     write_bytes("build/cli_tok.bin", std::string((const char*)tok.data(), tok.size() * 4));

@@ -319,24 +319,28 @@ inline void check_options_apply(const Options& o, const std::vector<int>& kinds,
     for (const char* name : {"--topk", "--capacity-factor", "--aux-loss", "--router", "--router-temperature"})
         if (given(o, name) && !any_tc)
             fail(strf("%s applies to token-choice layers; %s has none", name, model.c_str()));
-    if (!loaded || transition) {  // the router of the token-choice layers being made
-        int router = router_kind(o.router.empty() ? (transition ? "threshold" : "softmax") : o.router);
-        if (any_tc && given(o, "--router-temperature") && router != ROUTER_THRESHOLD)
-            fail(strf("--router-temperature is the gate temperature of --router threshold; the router is %s",
-                      router_name(router)));
-        if (given(o, "--calibration-batches") && !(transition && router != ROUTER_SOFTMAX))
-            fail(strf("--calibration-batches sets the thresholds of a --transition to a threshold router; %s",
-                      transition ? "the router is softmax" : "there is no --transition"));
-    }
+    // the router of the token-choice layers being made (a loaded model's own router is its header's)
+    const int router = router_kind(o.router.empty() ? (transition ? "threshold" : "softmax") : o.router);
+    if ((!loaded || transition) && any_tc && given(o, "--router-temperature") && router != ROUTER_THRESHOLD)
+        fail(strf("--router-temperature is the gate temperature of --router threshold; the router is %s",
+                  router_name(router)));
+    if (given(o, "--calibration-batches") && !(transition && router != ROUTER_SOFTMAX))
+        fail(strf("--calibration-batches sets the thresholds of a --transition to a threshold router; %s",
+                  transition ? "the router is softmax" : "there is no --transition"));
     if (!loaded && o.data.empty()) check_vocab_applies(o, "the default data set's tokenizer");
     if (loaded) return;  // note_ignored_model_options speaks of the shape options
     const bool sparse = any_mot || any_tc;
-    for (const auto& [name, used] : {std::pair<const char*, bool>{"--group", any_mot}, {"--temperature", any_mot},
-                                     {"--experts", sparse}, {"--expert-size", sparse}})
-        if (given(o, name) && !used)
-            std::printf("note: %s is ignored: it shapes %s layers, and %s has none\n", name,
-                        std::string(name) == "--group" || std::string(name) == "--temperature" ? "MoT"
-                                                                                             : "MoT or token-choice",
+    const struct {
+        const char* name;
+        bool used;
+        const char* shapes;
+    } shape[] = {{"--group", any_mot, "MoT"},
+                 {"--temperature", any_mot, "MoT"},
+                 {"--experts", sparse, "MoT or token-choice"},
+                 {"--expert-size", sparse, "MoT or token-choice"}};
+    for (const auto& opt : shape)
+        if (given(o, opt.name) && !opt.used)
+            std::printf("note: %s is ignored: it shapes %s layers, and %s has none\n", opt.name, opt.shapes,
                         model.c_str());
 }
 
