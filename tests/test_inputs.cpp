@@ -525,7 +525,7 @@ TEST_CASE("get_tinyshakespeare.sh: a symlink planted at the download's temporary
     // the download once went to data/tinyshakespeare.txt.tmp, through a
     // symlink there into its target, and the symlink was then moved into place
     fs::create_symlink("../victim.txt", d + "/data/tinyshakespeare.txt.tmp");
-    Run r = run_cmd("PATH=" + sh_quote(fs::absolute(d + "/bin").string()) + ":\"$PATH\" sh " + d +
+    Run r = run_cmd("env -u MOT_DATA PATH=" + sh_quote(fs::absolute(d + "/bin").string()) + ":\"$PATH\" sh " + d +
                     "/data/get_tinyshakespeare.sh");
     INFO(r.out);
     CHECK(r.rc == 0);
@@ -534,6 +534,31 @@ TEST_CASE("get_tinyshakespeare.sh: a symlink planted at the download's temporary
     CHECK(slurp(d + "/data/tinyshakespeare.txt") == std::string(1115394, 'a'));
     std::vector<std::string> left = {"get_tinyshakespeare.sh", "tinyshakespeare.txt", "tinyshakespeare.txt.tmp"};
     CHECK(names_in(d + "/data") == left);  // the planted link stays, no temporary of the script's
+}
+
+TEST_CASE("get_tinyshakespeare.sh: MOT_DATA names where the text goes and where it is looked for") {
+    // as common/data_path.h: only the MOT_DATA folder, taken from the caller's folder
+    std::string d = fs::absolute(scratch("ti_get_data")).string();
+    fs::create_directories(d + "/tree/data");
+    fs::create_directories(d + "/bin");
+    fs::copy_file("data/get_tinyshakespeare.sh", d + "/tree/data/get_tinyshakespeare.sh");
+    write_bytes(d + "/bin/curl",
+                "#!/bin/sh\n"
+                "while [ $# -gt 0 ]; do [ \"$1\" = -o ] && out=$2; shift; done\n"
+                "head -c 1115394 /dev/zero | tr '\\000' a > \"$out\"\n");
+    fs::permissions(d + "/bin/curl", fs::perms::owner_all);
+    std::string get = "cd " + sh_quote(d) + " && PATH=" + sh_quote(d + "/bin") + ":\"$PATH\" MOT_DATA=mine sh tree/data/get_tinyshakespeare.sh";
+    Run r = run_cmd(get);
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(slurp(d + "/mine/tinyshakespeare.txt") == std::string(1115394, 'a'));
+    CHECK_FALSE(fs::exists(d + "/tree/data/tinyshakespeare.txt"));
+    // there already: nothing is fetched (this curl would fail)
+    write_bytes(d + "/bin/curl", "#!/bin/sh\nexit 7\n");
+    Run again = run_cmd(get);
+    INFO(again.out);
+    CHECK(again.rc == 0);
+    CHECK(again.out.find("already at " + d + "/mine/tinyshakespeare.txt") != std::string::npos);
 }
 
 // ---------------------------------------------------------------- make reproduce
