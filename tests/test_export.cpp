@@ -509,6 +509,14 @@ TEST_CASE("eval --dump: the first batch's logits give the losses and the mean lo
                  "--dump build/export_dump2.safetensors",
                  {"--dump", "--decode"});
     CHECK_FALSE(exists("build/export_dump2.safetensors"));
+    std::string shard = read_file("build/export_val.bin");
+    expect_error("eval --load build/export.ckpt --data build/export_val.bin --batch 4 --seq 8 --device cpu --batches 1 "
+                 "--dump build/export_val.bin",
+                 {"--dump build/export_val.bin is a shard of --data"});
+    expect_error("eval --load build/export.ckpt --data build/export_val.bin --batch 4 --seq 8 --device cpu --batches 1 "
+                 "--dump build/export.ckpt",
+                 {"--dump build/export.ckpt is the model --load reads"});
+    CHECK(read_file("build/export_val.bin") == shard);
 }
 
 TEST_CASE("the tokenizer named in the metadata decodes samples; --save over a safetensors --load is refused") {

@@ -143,6 +143,9 @@ inline int eval_main(const EvalOptions& e) {
     }
     DataLoader loader;
     dataloader_init(&loader, pattern, e.B, e.T, false, 0, c.V);
+    if (!e.dump.empty())
+        for (const std::string& f : glob_files(pattern))
+            if (same_file(e.dump, f)) fail(strf("--dump %s is a shard of --data %s", e.dump.c_str(), pattern.c_str()));
     const int64_t n = dataloader_pass_batches(&loader, e.batches, "--batches", pattern);
     Model model;
     model_build(&model, c, e.decode ? "cpu" : e.device, e.B, e.T, params.data());
