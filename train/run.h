@@ -26,6 +26,7 @@
 #include "common/checkpoint.h"
 #include "common/clock.h"
 #include "common/config.h"
+#include "common/model_file.h"
 #include "common/rng.h"
 #include "common/schedule.h"
 #include "data/dataloader.h"
@@ -220,9 +221,9 @@ inline void check_options(TrainRun* r) {
 
 // Every input file (the shards, the tokenizer, --load) against the outputs
 // (--log, --save), once the shards are known: no output may be an input or
-// another output (check_outputs_apart). --save over --load is allowed: the
-// checkpoint is read whole at the start and replaced at the end, a model
-// trained further in place.
+// another output (check_outputs_apart). --save over a checkpoint --load is
+// allowed: the checkpoint is read whole at the start and replaced at the
+// end, a model trained further in place.
 inline void check_inputs_kept(TrainRun* r) {
     const Options& o = r->o;
     std::vector<RunFile> inputs = {{"--load", o.load, ""},
@@ -241,6 +242,12 @@ inline void check_inputs_kept(TrainRun* r) {
         for (const std::string& f : files) inputs.push_back({option, f, pattern});
     }
     check_outputs_apart({{"--log", o.log, ""}}, inputs);
+    // --save writes a mot checkpoint: over a safetensors --load it would change the file's format under its name
+    if (!o.save.empty() && !o.load.empty() && same_file(o.save, o.load) &&
+        sniff_model_file(o.load) == MODEL_FILE_SAFETENSORS)
+        fail(strf("--save %s is the safetensors file --load reads, and --save writes a mot checkpoint: give "
+                  "another file (train_mot export makes safetensors of it afterwards)",
+                  o.save.c_str()));
     inputs.erase(inputs.begin());  // --save may replace --load
     check_outputs_apart({{"--save", o.save, ""}}, inputs);
     check_outputs_apart({{"--log", o.log, ""}, {"--save", o.save, ""}}, {});
@@ -334,7 +341,7 @@ inline void setup_model(TrainRun* r) {
         std::printf("loaded %s\n", checkpoint_name(o.checkpoint_dir, step, "ckpt").c_str());
         check_options_apply(o, r->c.kinds, true, checkpoint_name(o.checkpoint_dir, step, "ckpt"));
     } else if (!o.load.empty()) {
-        checkpoint_load(o.load, &r->c, &r->params);
+        model_file_load(o.load, &r->c, &r->params);
         std::printf("loaded %s\n", o.load.c_str());
         check_options_apply(o, r->c.kinds, true, o.load);
         if (!o.transition.empty()) transition_kinds(r);
