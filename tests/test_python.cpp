@@ -17,9 +17,13 @@
 //    tensors moves a signal by at most D 2^-9 of its size when no product
 //    cancels; D counts the rounded tensors on the longest path from the
 //    tokens to the logits: wte, per layer ln_1, c_attn, c_proj, ln_2 and the
-//    feed-forward layer's matrices in series (dense 2; MoT and token choice 3,
-//    the controller or router with w1 and w2), ln_f, the LM head. The loss
-//    moves by at most twice the largest logit change, held to the same bound.
+//    feed-forward layer's matrices in series (dense 2; MoT 3, the controller
+//    with w1 and w2), ln_f, the LM head. The per-token losses and the mean
+//    loss are held to the same bound. This holds for functions continuous in
+//    the weights (dense and MoT layers); token choice routes by comparisons
+//    (top-k, capacity, a threshold at 0), and a token that rounding moves
+//    across one changes experts: no rounding bound holds for it, so there
+//    the gap is reported, not asserted.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -59,7 +63,7 @@ static const bool banner = [] {
 static const std::string DATA = " --data build/py_train.bin --val-data build/py_val.bin";
 static const std::string MODEL =
     " --vocab 257 --heads 2 --d-model 16 --experts 4 --group 2 --batch 4 --seq 8 --device cpu --sample-every 0"
-    " --val-every 0 --steps 6 --lr 1e-2";
+    " --val-every 0 --steps 6 --warmup 2 --lr 1e-2";
 
 // python/compare.py MODEL DUMP at tol; its output shown with the result.
 static Run compare(const std::string& model, const std::string& dump, double tol, const std::string& extra = "") {
@@ -70,40 +74,44 @@ static Run compare(const std::string& model, const std::string& dump, double tol
     return r;
 }
 
-// eval --dump of the first batch of build/py_val.bin by the model in file.
-static void dump(const std::string& file, const std::string& out, const std::string& extra = "") {
-    Run r = run("eval --load " + file + " --data build/py_val.bin --batch 4 --seq 8 --batches 1 --device cpu --dump " +
-                out + extra);
+// Runs ./train_mot args, which must succeed; its output shows only on failure.
+static void must_run(const std::string& args) {
+    Run r = run(args);
     INFO(r.out);
     REQUIRE(r.rc == 0);
 }
 
+// eval --dump of the first batch of build/py_val.bin by the model in file.
+static void dump(const std::string& file, const std::string& out, const std::string& extra = "") {
+    must_run("eval --load " + file + " --data build/py_val.bin --batch 4 --seq 8 --batches 1 --device cpu --dump " +
+             out + extra);
+}
+
 // Trains a model with the options `train`, exports it as f32 and bf16, and
-// checks the twin against the engine: f32 and bf16 within 1e-5, the bf16
-// twin against the f32 engine within the bf16 bound of D rounded tensors.
-static void check_kind(const std::string& name, const std::string& train, int depth) {
+// checks the twin against the engine: f32 and bf16 within 1e-5; with
+// `continuous` (no routing decision: dense and MoT layers only) the bf16
+// twin against the f32 engine within D 2^-9. A token-choice layer's routing
+// (top-k, capacity, threshold) is not continuous in the weights: a token
+// whose router logit lies within bf16's reach of a decision changes experts,
+// and then no rounding bound holds; its gap is reported, not held to one.
+static void check_kind(const std::string& name, const std::string& train, int depth, bool continuous) {
     make_train_data("build/py");
     std::string p = "build/py_" + name;
-    Run r = run(DATA + MODEL + train + " --save " + p + ".ckpt");
-    INFO(r.out);
-    REQUIRE(r.rc == 0);
-    for (const char* dt : {"f32", "bf16"}) {
-        Run e = run(std::string("export --load ") + p + ".ckpt -o " + p + "_" + dt + ".safetensors --dtype " + dt);
-        INFO(e.out);
-        REQUIRE(e.rc == 0);
+    must_run(DATA + MODEL + train + " --save " + p + ".ckpt");
+    for (std::string dt : {"f32", "bf16"}) {
+        must_run("export --load " + p + ".ckpt -o " + p + "_" + dt + ".safetensors --dtype " + dt);
         dump(p + "_" + dt + ".safetensors", p + "_" + dt + "_dump.safetensors");
     }
-    SUBCASE("f32: the twin and the engine agree within 1e-5") {
-        CHECK(compare(p + "_f32.safetensors", p + "_f32_dump.safetensors", 1e-5).rc == 0);
-    }
-    SUBCASE("bf16: the twin and the engine on the same bf16 weights agree within 1e-5") {
-        CHECK(compare(p + "_bf16.safetensors", p + "_bf16_dump.safetensors", 1e-5).rc == 0);
-    }
-    SUBCASE("bf16 twin against the f32 engine: within D 2^-9") {
-        double bound = depth * std::ldexp(1.0, -9);
-        MESSAGE(name << ": D = " << depth << ", bound " << bound);
-        CHECK(compare(p + "_bf16.safetensors", p + "_f32_dump.safetensors", bound).rc == 0);
-    }
+    // f32: the twin and the engine agree within 1e-5
+    CHECK(compare(p + "_f32.safetensors", p + "_f32_dump.safetensors", 1e-5).rc == 0);
+    // bf16: the twin and the engine on the same bf16 weights agree within 1e-5
+    CHECK(compare(p + "_bf16.safetensors", p + "_bf16_dump.safetensors", 1e-5).rc == 0);
+    // the bf16 twin against the f32 engine
+    double bound = depth * std::ldexp(1.0, -9);
+    MESSAGE(name << ": bf16 twin against the f32 engine, D = " << depth << ", bound D 2^-9 = " << bound
+                 << std::string(continuous ? "" : " (reported only: routing decisions)"));
+    Run r = compare(p + "_bf16.safetensors", p + "_f32_dump.safetensors", bound);
+    if (continuous) CHECK(r.rc == 0);
 }
 
 // D for L layers whose feed-forward matrices in series are ffn each: wte,
@@ -114,49 +122,43 @@ static int depth(const std::vector<int>& ffn) {
     return d;
 }
 
-PY_TEST("dense") { check_kind("dense", " --layers 2 --ffn dense", depth({2, 2})); }
+PY_TEST("dense") { check_kind("dense", " --layers 2 --ffn dense", depth({2, 2}), true); }
 
-PY_TEST("MoT") { check_kind("mot", " --layers 2 --ffn mot --temperature 0.5", depth({3, 3})); }
+PY_TEST("MoT") { check_kind("mot", " --layers 2 --ffn mot --temperature 0.5", depth({3, 3}), true); }
 
 PY_TEST("token choice, softmax router, top-2 with dropped choices") {
     check_kind("tc_softmax", " --layers 2 --ffn token-choice --topk 2 --capacity-factor 0.75 --aux-loss 0.1",
-               depth({3, 3}));
+               depth({3, 3}), false);
 }
 
 PY_TEST("token choice, threshold router") {
     check_kind("tc_threshold",
                " --layers 2 --ffn token-choice --router threshold --router-temperature 0.5 --topk 2"
                " --capacity-factor 0.75",
-               depth({3, 3}));
+               depth({3, 3}), false);
 }
 
 PY_TEST("token choice, threshold-one router") {
-    check_kind("tc_threshold_one", " --layers 2 --ffn token-choice --router threshold-one --topk 2", depth({3, 3}));
+    check_kind("tc_threshold_one", " --layers 2 --ffn token-choice --router threshold-one --topk 2", depth({3, 3}), false);
 }
 
 PY_TEST("mixed: dense, MoT, dense") {
-    check_kind("mixed", " --layers 3 --ffn mot --mot-layers 1", depth({2, 3, 2}));
+    check_kind("mixed", " --layers 3 --ffn mot --mot-layers 1", depth({2, 3, 2}), true);
 }
 
 PY_TEST("mixed: dense and a MoT layer turned into a threshold router by transition tuning") {
     // its thresholds -bc come from calibration on the MoT model's logits, not from zero
     make_train_data("build/py");
-    Run m = run(DATA + MODEL + " --layers 2 --ffn mot --mot-layers 1 --save build/py_tr_mot.ckpt");
-    INFO(m.out);
-    REQUIRE(m.rc == 0);
+    must_run(DATA + MODEL + " --layers 2 --ffn mot --mot-layers 1 --save build/py_tr_mot.ckpt");
     check_kind("transition", " --layers 2 --ffn mot --mot-layers 1 --load build/py_tr_mot.ckpt --transition token-choice"
                " --router threshold --topk 2 --capacity-factor 1",
-               depth({2, 3}));
+               depth({2, 3}), false);
 }
 
 PY_TEST("discrete MoT: the twin's one-hot mixing agrees with eval --mot-discrete") {
     make_train_data("build/py");
-    Run r = run(DATA + MODEL + " --layers 2 --ffn mot --save build/py_disc.ckpt");
-    INFO(r.out);
-    REQUIRE(r.rc == 0);
-    Run e = run("export --load build/py_disc.ckpt -o build/py_disc.safetensors");
-    INFO(e.out);
-    REQUIRE(e.rc == 0);
+    must_run(DATA + MODEL + " --layers 2 --ffn mot --save build/py_disc.ckpt");
+    must_run("export --load build/py_disc.ckpt -o build/py_disc.safetensors");
     dump("build/py_disc.safetensors", "build/py_disc_dump.safetensors", " --mot-discrete");
     CHECK(compare("build/py_disc.safetensors", "build/py_disc_dump.safetensors", 1e-5, " --mot-discrete").rc == 0);
     // and the measure sees the difference between the two mixings
@@ -165,12 +167,9 @@ PY_TEST("discrete MoT: the twin's one-hot mixing agrees with eval --mot-discrete
 
 PY_TEST("compare.py fails on a model that is not the one the engine ran, and on a bad dump") {
     make_train_data("build/py");
-    for (const char* s : {"1", "2"}) {
-        Run r = run(DATA + MODEL + " --layers 2 --ffn dense --seed " + s + " --save build/py_seed" + s + ".ckpt");
-        INFO(r.out);
-        REQUIRE(r.rc == 0);
-        Run e = run(std::string("export --load build/py_seed") + s + ".ckpt -o build/py_seed" + s + ".safetensors");
-        REQUIRE(e.rc == 0);
+    for (std::string s : {"1", "2"}) {
+        must_run(DATA + MODEL + " --layers 2 --ffn dense --seed " + s + " --save build/py_seed" + s + ".ckpt");
+        must_run("export --load build/py_seed" + s + ".ckpt -o build/py_seed" + s + ".safetensors");
     }
     dump("build/py_seed1.safetensors", "build/py_seed1_dump.safetensors");
     CHECK(compare("build/py_seed1.safetensors", "build/py_seed1_dump.safetensors", 1e-5).rc == 0);
