@@ -15,6 +15,8 @@ tensor's scale:
 (one number per tensor; an element near zero in a tensor of large values is
 held to the tensor's scale, not its own: tests/close.h's scaled_tol). The mean loss: |twin - engine| /
 |engine|. Exits 1 when any of them exceeds --tol, 2 on bad input.
+--decode-loss also checks the twin in decoding mode (what generate() runs:
+token choice drops nothing) against `eval --decode` on the same batch.
 """
 import argparse
 import os
@@ -40,6 +42,8 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-5, help="largest relative difference accepted (default 1e-5)")
     ap.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="the twin's arithmetic")
     ap.add_argument("--mot-discrete", action="store_true", help="MoT mixes with one-hot weights (eval --mot-discrete)")
+    ap.add_argument("--decode-loss", type=float, help="also check the twin's loss in decoding mode (token choice "
+                    "drops nothing) against this one, what `eval --decode --batches 1` printed for the same batch")
     args = ap.parse_args()
     try:
         model = mot.load(args.model, getattr(torch, args.dtype))
@@ -72,7 +76,16 @@ def main():
     print(f"losses  max|twin - engine| / max|engine| = {rt:.3e}")
     print(f"loss    twin {loss.item():.8f} engine {engine_loss:.8f} relative {rm:.3e}")
     ok = all(r <= args.tol for r in (rl, rt, rm))  # NaN fails
-    worst = max(rl, rt, rm) if ok else next(r for r in (rl, rt, rm) if not r <= args.tol)
+    if args.decode_loss is not None:
+        # eval prints 4 decimals: held to half a unit of the last, plus the tolerance
+        with torch.no_grad():
+            _, dloss = model(tokens, targets, decoding=True)
+        dd = abs(dloss.item() - args.decode_loss)
+        dok = dd <= 5e-5 + args.tol * abs(args.decode_loss)
+        print(f"decoding loss  twin {dloss.item():.8f} engine {args.decode_loss:.4f} "
+              f"{'agree' if dok else 'DIFFER'} (|difference| {dd:.2e})")
+        ok = ok and dok
+    worst = float("nan") if any(r != r for r in (rl, rt, rm)) else max(rl, rt, rm)
     print(f"{'agree' if ok else 'DIFFER'}: largest relative difference {worst:.3e}, tolerance {args.tol:.1e}")
     return 0 if ok else 1
 

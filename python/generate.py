@@ -5,8 +5,9 @@
 Every sequence starts from the end-of-text token (the last id), as the
 engine's sample does. A model with MoT layers continues --num sequences
 together, a multiple of the group size G: its layers mix the G tokens of
-each position across the sequences. Without --tokenizer the tokens are read
-as bytes (ids 0..255; the end-of-text token prints as a newline).
+each position across the sequences. The tokens are decoded with --tokenizer,
+else the tokenizer the metadata names, else read as bytes (ids 0..255; the
+end-of-text token prints as a newline).
 """
 import argparse
 import os
@@ -48,7 +49,11 @@ def main():
     num = args.num or (cfg.G if mot.MOT in cfg.kinds else 1)
     if mot.MOT in cfg.kinds and num % cfg.G:
         sys.exit(f"generate.py: --num {num} is not a multiple of the group size {cfg.G}: MoT mixes G sequences")
-    pieces = read_tokenizer(args.tokenizer) if args.tokenizer else [bytes([i]) for i in range(256)] + [b"\n"]
+    tok = args.tokenizer or model.meta.get("tokenizer", "")
+    if tok and not os.path.exists(tok):
+        print(f"generate.py: the model's tokenizer {tok} is not here; printing bytes", file=sys.stderr)
+        tok = ""
+    pieces = read_tokenizer(tok) if tok else [bytes([i]) for i in range(256)] + [b"\n"]
     prompt = torch.full((num, 1), cfg.V - 1, dtype=torch.long)
     g = torch.Generator().manual_seed(args.seed)
     out = mot.generate(model, prompt, args.length, args.temperature, g)

@@ -269,6 +269,7 @@ def load(path, dtype=torch.float64):
         if tuple(tensors[name].shape) != tuple(t.shape):
             raise ValueError(f"{path}: {name} has shape {list(tensors[name].shape)}, the metadata asks {list(t.shape)}")
     model.load_state_dict(tensors)
+    model.meta = meta  # the file's metadata: the tokenizer's file name, the dtype
     return model.to(dtype).eval()
 
 

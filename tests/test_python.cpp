@@ -88,13 +88,15 @@ static void dump(const std::string& file, const std::string& out, const std::str
 }
 
 // Trains a model with the options `train`, exports it as f32 and bf16, and
-// checks the twin against the engine: f32 and bf16 within 1e-5; with
+// checks the twin against the engine: f32 and bf16 within 1e-5, and without
+// MoT layers (`mot` false) the decoding loss against eval --decode; with
 // `continuous` (no routing decision: dense and MoT layers only) the bf16
 // twin against the f32 engine within D 2^-9. A token-choice layer's routing
 // (top-k, capacity, threshold) is not continuous in the weights: a token
 // whose router logit lies within bf16's reach of a decision changes experts,
 // and then no rounding bound holds; its gap is reported, not held to one.
-static void check_kind(const std::string& name, const std::string& train, int depth, bool continuous) {
+static void check_kind(const std::string& name, const std::string& train, int depth, bool continuous,
+                       bool mot = false) {
     make_train_data("build/py");
     std::string p = "build/py_" + name;
     must_run(DATA + MODEL + train + " --save " + p + ".ckpt");
@@ -102,8 +104,17 @@ static void check_kind(const std::string& name, const std::string& train, int de
         must_run("export --load " + p + ".ckpt -o " + p + "_" + dt + ".safetensors --dtype " + dt);
         dump(p + "_" + dt + ".safetensors", p + "_" + dt + "_dump.safetensors");
     }
-    // f32: the twin and the engine agree within 1e-5
-    CHECK(compare(p + "_f32.safetensors", p + "_f32_dump.safetensors", 1e-5).rc == 0);
+    // f32: the twin and the engine agree within 1e-5; without MoT also the
+    // twin's decoding mode (what generate() runs) against eval --decode
+    std::string decode;
+    if (!mot) {
+        Run d = run("eval --load " + p + "_f32.safetensors --data build/py_val.bin --batch 4 --seq 8 --batches 1"
+                    " --device cpu --decode");
+        INFO(d.out);
+        REQUIRE(d.rc == 0);
+        decode = " --decode-loss " + after(d.out, ": loss ").substr(0, after(d.out, ": loss ").find(' '));
+    }
+    CHECK(compare(p + "_f32.safetensors", p + "_f32_dump.safetensors", 1e-5, decode).rc == 0);
     // bf16: the twin and the engine on the same bf16 weights agree within 1e-5
     CHECK(compare(p + "_bf16.safetensors", p + "_bf16_dump.safetensors", 1e-5).rc == 0);
     // the bf16 twin against the f32 engine
@@ -124,7 +135,7 @@ static int depth(const std::vector<int>& ffn) {
 
 PY_TEST("dense") { check_kind("dense", " --layers 2 --ffn dense", depth({2, 2}), true); }
 
-PY_TEST("MoT") { check_kind("mot", " --layers 2 --ffn mot --temperature 0.5", depth({3, 3}), true); }
+PY_TEST("MoT") { check_kind("mot", " --layers 2 --ffn mot --temperature 0.5", depth({3, 3}), true, true); }
 
 PY_TEST("token choice, softmax router, top-2 with dropped choices") {
     check_kind("tc_softmax", " --layers 2 --ffn token-choice --topk 2 --capacity-factor 0.75 --aux-loss 0.1",
@@ -143,7 +154,7 @@ PY_TEST("token choice, threshold-one router") {
 }
 
 PY_TEST("mixed: dense, MoT, dense") {
-    check_kind("mixed", " --layers 3 --ffn mot --mot-layers 1", depth({2, 3, 2}), true);
+    check_kind("mixed", " --layers 3 --ffn mot --mot-layers 1", depth({2, 3, 2}), true, true);
 }
 
 PY_TEST("mixed: dense and a MoT layer turned into a threshold router by transition tuning") {
@@ -179,4 +190,25 @@ PY_TEST("compare.py fails on a model that is not the one the engine ran, and on 
     Run bad = compare("build/py_seed1.safetensors", "build/py_seed1.safetensors", 1e-5);
     CHECK(bad.rc == 2);
     CHECK(bad.out.find("no tensor 'tokens'") != std::string::npos);
+}
+
+PY_TEST("the twin's own checks (python/test_mot.py) pass") {
+    Run r = run_cmd(sh_quote(python) + " python/test_mot.py");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+}
+
+PY_TEST("generate.py continues G sequences of a MoT model together, and refuses a number that is not a multiple") {
+    make_train_data("build/py");
+    must_run(DATA + MODEL + " --layers 2 --ffn mot --save build/py_gen.ckpt");
+    must_run("export --load build/py_gen.ckpt -o build/py_gen.safetensors");
+    Run g = run_cmd(sh_quote(python) + " python/generate.py build/py_gen.safetensors --length 5");
+    INFO(g.out);
+    CHECK(g.rc == 0);
+    size_t rows = 0;
+    for (size_t p = g.out.find("---\n"); p != std::string::npos; p = g.out.find("---\n", p + 1)) rows++;
+    CHECK(rows == 2);  // G = 2
+    Run bad = run_cmd(sh_quote(python) + " python/generate.py build/py_gen.safetensors --num 3");
+    CHECK(bad.rc != 0);
+    CHECK(bad.out.find("not a multiple of the group size 2") != std::string::npos);
 }
