@@ -1,7 +1,9 @@
 // tests/test_python.cpp: the PyTorch twin (python/mot.py) against the engine.
 // For a small model of each kind, trained a few steps and exported, the
 // engine's logits and losses of one batch (eval --dump) and the twin's on the
-// same tokens, through python/compare.py. Every case is skipped, with the
+// same tokens, through python/compare.py; without MoT layers also the twin's
+// decoding mode against eval --decode. Then the twin's own checks
+// (python/test_mot.py) and generate.py. Every case is skipped, with the
 // reason, where no python3 with torch is found (MOT_PYTHON, else python3,
 // else /usr/bin/python3).
 //   make NVCC= train_mot build/test_python && ./build/test_python
