@@ -9,6 +9,7 @@
 
 #include "common/checkpoint.h"
 #include "common/fileio.h"
+#include "common/llmc.h"
 #include "common/rng.h"
 #include "data/dataloader.h"
 #include "tokenizer/bpe.h"
@@ -38,7 +39,8 @@ inline void check_stdout(const char* what) {
 inline int sample_main(const SampleOptions& s) {
     Config c;
     std::vector<float> params;
-    checkpoint_load(s.load, &c, &params);
+    if (llmc_is_model_file(s.load)) llmc_model_load(s.load, &c, &params);
+    else checkpoint_load(s.load, &c, &params);
     std::string tok_path = default_tokenizer(s.tokenizer);
     Tokenizer tok;
     if (!tok_path.empty()) tok = tokenizer_load(tok_path);
@@ -50,6 +52,7 @@ inline int sample_main(const SampleOptions& s) {
     std::vector<int> prompt = {tok_path.empty() ? c.V - 1 : tok.eot};
     if (!s.prompt.empty()) {
         if (tok_path.empty()) fail("--prompt needs --tokenizer to encode it");
+        if (!tok.cannot_encode.empty()) fail("--prompt: " + tok.cannot_encode);
         std::vector<int> ids = bpe_encode(tok, s.prompt);
         prompt.insert(prompt.end(), ids.begin(), ids.end());
     }
@@ -76,7 +79,8 @@ inline int sample_main(const SampleOptions& s) {
 inline int eval_main(const EvalOptions& e) {
     Config c;
     std::vector<float> params;
-    checkpoint_load(e.load, &c, &params);
+    if (llmc_is_model_file(e.load)) llmc_model_load(e.load, &c, &params);
+    else checkpoint_load(e.load, &c, &params);
     std::string pattern = e.data;
     if (pattern.empty()) {
         pattern = std::string(DEFAULT_DATA_DIR) + "/tinyshakespeare_val_*.bin";
