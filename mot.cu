@@ -8,6 +8,7 @@
 //   ./train_mot sample --load CKPT       generate text from a checkpoint
 //   ./train_mot eval --load CKPT         loss of a checkpoint on a data set
 //   ./train_mot plot LOG... -o loss.png  loss curves of one or several runs
+//   ./train_mot export --load CKPT -o M.safetensors   the model for PyTorch
 //   ./train_mot --help                   every option with its default
 //
 // The pieces live in train/: options.h (every option and default), run.h
@@ -32,8 +33,9 @@ int main(int argc, char** argv) {
     SampleOptions so;
     EvalOptions eo;
     PlotOptions po;
+    ExportOptions xo;
     CLI::App app{"train_mot: train a GPT with Mixture-of-Tokens feed-forward layers"};
-    Subcommands sub = define_options(app, &o, &so, &eo, &po);
+    Subcommands sub = define_options(app, &o, &so, &eo, &po, &xo);
     // what this build can do: the paths compiled in and the multi-rank backends
     std::string built = "train_mot: CPU (OpenMP)";
     if (gpu_compiled()) built += ", GPU (CUDA)";
@@ -46,6 +48,7 @@ int main(int argc, char** argv) {
         if (*sub.sample) return sample_main(so);
         if (*sub.eval) return eval_main(eo);
         if (*sub.plot) return plot_main(po);
+        if (*sub.export_model) return export_main(xo);
         o.given = given_options(app);
         return train(o);
     } catch (const std::bad_alloc&) {

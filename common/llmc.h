@@ -36,36 +36,12 @@
 #include "config.h"
 #include "fileio.h"
 #include "layout.h"
+#include "safetensors.h"  // bf16_to_float: bfloat16 widens exactly (the high half of a float32)
 
 constexpr int LLMC_MODEL_MAGIC = 20240326;
 constexpr int LLMC_VERSION_F32 = 3;
 constexpr int LLMC_VERSION_BF16 = 5;
 constexpr size_t LLMC_HEADER_INTS = 256;
-
-// True when path is a readable file that starts with llm.c's model magic.
-// Anything else (no file, a FIFO, a mot checkpoint) is false: the loader
-// the caller falls back to says what is wrong with it.
-inline bool llmc_is_model_file(const std::string& path) {
-    FILE* f = nullptr;
-    try {
-        f = open_or_fail(path, "model file");
-    } catch (const std::exception&) {
-        return false;
-    }
-    int32_t magic = 0;
-    bool ok = std::fread(&magic, 4, 1, f) == 1 && magic == LLMC_MODEL_MAGIC;
-    std::fclose(f);
-    return ok;
-}
-
-// bfloat16 is the high half of a float32: widening appends 16 zero bits,
-// exactly.
-inline float bf16_to_float(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float x;
-    std::memcpy(&x, &u, 4);
-    return x;
-}
 
 // The config of llm.c's GPT-2 with the given shape: L DENSE blocks, dff 4C,
 // no experts; Vp is this engine's padding of V.

@@ -17,6 +17,7 @@
 
 #include "common/checkpoint.h"
 #include "common/llmc.h"
+#include "common/model_file.h"
 #include "cpu/gpt.h"
 #include "tests/bad_input.h"
 #include "tests/models.h"
@@ -167,7 +168,7 @@ TEST_CASE("float32: llm.c's layout loads to the engine's model, the same logits 
     std::string path = tmp("f32.bin");
     // llm.c's padding to 128 rows; its rows beyond V hold junk, which must not reach the model
     write_bytes(path, llmc_model_bytes(c, ref.params_memory, 128, false, 7.5f));
-    CHECK(llmc_is_model_file(path));
+    CHECK(sniff_model_file(path) == MODEL_FILE_LLMC);
     Config k;
     std::vector<float> p;
     load_model(path, &k, &p);
@@ -288,19 +289,27 @@ TEST_CASE("a bad llm.c model file is refused, naming the file and the problem") 
     std::remove(path.c_str());
 }
 
-TEST_CASE("llmc_is_model_file: llm.c's magic only") {
+TEST_CASE("model_file_load tells llm.c's files by their magic") {
     Config c = gpt2_mini();
     GPT<float> m;
     random_model(&m, c, 17);
     checkpoint_save(tmp("mot.ckpt"), c, m.params_memory.data());
-    CHECK_FALSE(llmc_is_model_file(tmp("mot.ckpt")));
-    CHECK_FALSE(llmc_is_model_file(tmp("missing.bin")));
-    CHECK_FALSE(llmc_is_model_file("build"));  // a directory
+    CHECK(sniff_model_file(tmp("mot.ckpt")) == MODEL_FILE_CHECKPOINT);
     write_bytes(tmp("short.bin"), "ab");
-    CHECK_FALSE(llmc_is_model_file(tmp("short.bin")));
+    CHECK(sniff_model_file(tmp("short.bin")) == MODEL_FILE_UNKNOWN);
     write_bytes(tmp("magic.bin"), patched(std::string(8, '\0'), 0, int32_t(20240326)));
-    CHECK(llmc_is_model_file(tmp("magic.bin")));
-    for (const char* n : {"mot.ckpt", "short.bin", "magic.bin"}) std::remove(tmp(n).c_str());
+    CHECK(sniff_model_file(tmp("magic.bin")) == MODEL_FILE_LLMC);
+    // through the dispatcher: the llm.c reader's checks and its format
+    expect_throw([&] { Config k; std::vector<float> p; model_file_load(tmp("magic.bin"), &k, &p); },
+                 {tmp("magic.bin"), "truncated llm.c model file"});
+    write_bytes(tmp("whole.bin"), llmc_model_bytes(c, m.params_memory, 128, false));
+    Config k;
+    std::vector<float> p;
+    ModelFileInfo info;
+    model_file_load(tmp("whole.bin"), &k, &p, &info);
+    CHECK(info.format == "llm.c");
+    check_same_bits(p, expected_params(m));
+    for (const char* n : {"mot.ckpt", "short.bin", "magic.bin", "whole.bin"}) std::remove(tmp(n).c_str());
 }
 
 // ---------------------------------------------------------------- the tokenizer file
@@ -434,6 +443,17 @@ TEST_CASE("eval --load an llm.c file: the loss of the same weights as a mot chec
         CHECK(la == lb);  // the same printed digits
         CHECK(la > 1.0);  // random weights: far from a trained model
     }
+    // export writes the model as safetensors, which evaluates the same
+    std::string st = tmp("cli_f32.safetensors");
+    std::remove(st.c_str());
+    Run x = run("export --load " + f.f32 + " -o " + st + " --tokenizer " + f.tok);
+    INFO(x.out);
+    REQUIRE(x.rc == 0);
+    std::string args = " --data " + f.val + " --batch 4 --seq 16 --batches 3 --device cpu";
+    Run e1 = run("eval --load " + f.f32 + args), e2 = run("eval --load " + st + args);
+    INFO(e1.out, e2.out);
+    CHECK(number_after(e1.out, ": loss ") == number_after(e2.out, ": loss "));
+    std::remove(st.c_str());
     // the float32 and bfloat16 models are different models
     Run a = run("eval --load " + f.f32 + " --data " + f.val + " --batch 4 --seq 16 --batches 3 --device cpu");
     Run b = run("eval --load " + f.bf16 + " --data " + f.val + " --batch 4 --seq 16 --batches 3 --device cpu");

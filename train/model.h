@@ -185,6 +185,22 @@ inline double model_forward(Model* m, const int* inputs, const int* targets, int
     return m->cpu.mean_loss;
 }
 
+// The last forward's logits (B,T,Vp) and per-token losses (B,T) on the host.
+inline void model_logits_losses(Model* m, int B, int T, std::vector<float>* logits, std::vector<float>* losses) {
+    const size_t BT = (size_t)B * T, Vp = m->cfg.Vp;
+    logits->resize(BT * Vp);
+    losses->resize(BT);
+#ifdef __CUDACC__
+    if (m->on_gpu) {
+        CUDA_CHECK(cudaMemcpy(logits->data(), m->gpu.acts.logits, BT * Vp * sizeof(float), cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(losses->data(), m->gpu.acts.losses, BT * sizeof(float), cudaMemcpyDeviceToHost));
+        return;
+    }
+#endif
+    std::copy(m->cpu.acts.logits, m->cpu.acts.logits + BT * Vp, logits->begin());
+    std::copy(m->cpu.acts.losses, m->cpu.acts.losses + BT, losses->begin());
+}
+
 // TOKEN_CHOICE layers: the weight of their load-balancing loss in the
 // objective (--aux-loss), and its value (summed over the layers) in the last
 // forward with targets.

@@ -74,6 +74,12 @@ struct EvalOptions {
     int B = 32, T = 64, batches = 0;  // B: a multiple of the default group size
     bool mot_discrete = false;
     bool decode = false;  // each sequence decoded alone with the KV cache (no MoT layers)
+    std::string dump;     // safetensors file for the first batch's tokens, targets, logits and losses
+};
+
+// export --load MODEL -o FILE.safetensors [--dtype f32|bf16]
+struct ExportOptions {
+    std::string load, out, dtype = "f32", tokenizer;
 };
 
 // plot LOG... -o PNG --title TITLE
@@ -107,12 +113,13 @@ inline const CLI::Validator SEED(
 
 // The subcommands, to see which one the command line chose.
 struct Subcommands {
-    CLI::App *sample = nullptr, *eval = nullptr, *plot = nullptr;
+    CLI::App *sample = nullptr, *eval = nullptr, *plot = nullptr, *export_model = nullptr;
 };
 
 // Defines every option of the program and its subcommands on app, bound to
 // the structs above.
-inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, EvalOptions* eo, PlotOptions* po) {
+inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, EvalOptions* eo, PlotOptions* po,
+                                  ExportOptions* xo) {
     app.option_defaults()->always_capture_default()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     app.get_formatter()->column_width(34);
     app.require_subcommand(0, 1);
@@ -159,7 +166,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--router-temperature", o->router_temperature, "threshold router: the gate's temperature (0: with --transition the MoT model's tau, else 1)")->check(CLI::Range(0.0, 1e6))->check(FINITE);
     app.add_option("--calibration-batches", o->calibration_batches, "--transition to a threshold router: training batches whose MoT controller logits set each expert's threshold")->check(CLI::Range(1, 1 << 16));
     app.add_option("--transition", o->transition, "with --load: turn every MoT layer into this kind (token-choice), same tensors, fresh optimizer")->check(CLI::IsMember({"token-choice"}));
-    app.add_option("--load", o->load, "start from this checkpoint or llm.c GPT-2 model file (its header sets the model shape)");
+    app.add_option("--load", o->load, "start from this model: a checkpoint, a safetensors file of export or an llm.c GPT-2 model file (its header sets the model shape)");
     app.add_option("--save", o->save, "write the final model to this checkpoint");
     app.add_option("--log", o->log, "write one JSON object per step to this file");
     app.add_option("--checkpoint-dir", o->checkpoint_dir, "directory for periodic checkpoints (model + training state)");
@@ -174,7 +181,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
 
     Subcommands s;
     s.sample = app.add_subcommand("sample", "generate text from a checkpoint");
-    s.sample->add_option("--load", so->load, "checkpoint or llm.c GPT-2 model file")->required();
+    s.sample->add_option("--load", so->load, "model: a checkpoint, a safetensors file or an llm.c GPT-2 model file")->required();
     s.sample->add_option("--tokenizer", so->tokenizer, "tokenizer file, this program's or llm.c's (default: the default data set's)");
     s.sample->add_option("--prompt", so->prompt, "text to continue");
     s.sample->add_option("--length", so->length, "new tokens per sample")->check(CLI::Range(1, 1 << 20));
@@ -188,7 +195,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
                      "for them. A token-choice or dense model decodes one sequence alone.");
 
     s.eval = app.add_subcommand("eval", "loss of a checkpoint on a data set");
-    s.eval->add_option("--load", eo->load, "checkpoint or llm.c GPT-2 model file")->required();
+    s.eval->add_option("--load", eo->load, "model: a checkpoint, a safetensors file or an llm.c GPT-2 model file")->required();
     s.eval->add_option("--data", eo->data, "token shards (default: tinyshakespeare's validation split)");
     s.eval->add_option("--batch", eo->B, "sequences per batch")->check(CLI::Range(1, 1 << 20));
     s.eval->add_option("--seq", eo->T, "tokens per sequence")->check(CLI::Range(1, 1 << 20));
@@ -196,7 +203,14 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     s.eval->add_option("--device", eo->device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
     s.eval->add_flag("--decode", eo->decode, "decode every sequence alone, token by token with the KV cache (on the CPU; a model without MoT layers): the loss serving one request");
     s.eval->add_flag("--mot-discrete", eo->mot_discrete, "MoT layers mix with one-hot weights at the argmax over the group");
+    s.eval->add_option("--dump", eo->dump, "write the first batch's tokens, targets, logits (the first V columns) and per-token losses to this safetensors file");
 
+
+    s.export_model = app.add_subcommand("export", "write a model as safetensors, for PyTorch and other tools (README, \"Using the models elsewhere\")");
+    s.export_model->add_option("--load", xo->load, "model: a checkpoint, a safetensors file or an llm.c GPT-2 model file")->required();
+    s.export_model->add_option("-o,--out", xo->out, "safetensors file to write")->required();
+    s.export_model->add_option("--dtype", xo->dtype, "f32, or bf16 (rounded to nearest even)")->check(CLI::IsMember({"f32", "bf16"}));
+    s.export_model->add_option("--tokenizer", xo->tokenizer, "the tokenizer the model was trained with, named in the metadata (default: the default data set's, when its vocabulary is the model's)");
 
     s.plot = app.add_subcommand("plot", "draw train and validation loss of runs on one PNG (gnuplot)");
     s.plot->add_option("logs", po->logs, "JSONL logs written by --log")->required();

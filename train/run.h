@@ -26,7 +26,7 @@
 #include "common/checkpoint.h"
 #include "common/clock.h"
 #include "common/config.h"
-#include "common/llmc.h"
+#include "common/model_file.h"
 #include "common/rng.h"
 #include "common/schedule.h"
 #include "data/dataloader.h"
@@ -335,8 +335,7 @@ inline void setup_model(TrainRun* r) {
         std::printf("loaded %s\n", checkpoint_name(o.checkpoint_dir, step, "ckpt").c_str());
         check_options_apply(o, r->c.kinds, true, checkpoint_name(o.checkpoint_dir, step, "ckpt"));
     } else if (!o.load.empty()) {
-        if (llmc_is_model_file(o.load)) llmc_model_load(o.load, &r->c, &r->params);
-        else checkpoint_load(o.load, &r->c, &r->params);
+        model_file_load(o.load, &r->c, &r->params);
         std::printf("loaded %s\n", o.load.c_str());
         check_options_apply(o, r->c.kinds, true, o.load);
         if (!o.transition.empty()) transition_kinds(r);

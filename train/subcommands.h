@@ -1,5 +1,5 @@
-// The subcommands: sample (text from a checkpoint), eval (its loss on a
-// data set), plot (loss curves of runs).
+// The subcommands: sample (text from a model), eval (its loss on a data
+// set), plot (loss curves of runs), export (a model as safetensors).
 #pragma once
 #include <cerrno>
 #include <cstdio>
@@ -8,13 +8,15 @@
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "common/model_file.h"
+#include "common/safetensors.h"
 #include "common/fileio.h"
-#include "common/llmc.h"
 #include "common/rng.h"
 #include "data/dataloader.h"
 #include "tokenizer/bpe.h"
 #include "train/model.h"
 #include "train/options.h"
+#include "train/outputs.h"
 #include "train/plot.h"
 #include "train/report.h"
 
@@ -39,9 +41,12 @@ inline void check_stdout(const char* what) {
 inline int sample_main(const SampleOptions& s) {
     Config c;
     std::vector<float> params;
-    if (llmc_is_model_file(s.load)) llmc_model_load(s.load, &c, &params);
-    else checkpoint_load(s.load, &c, &params);
-    std::string tok_path = default_tokenizer(s.tokenizer);
+    ModelFileInfo info;
+    model_file_load(s.load, &c, &params, &info);
+    // without --tokenizer: the one a safetensors file names, when it is there, else the default data set's
+    std::string tok_path = s.tokenizer.empty() && !info.tokenizer.empty() && file_exists(info.tokenizer)
+                               ? info.tokenizer
+                               : default_tokenizer(s.tokenizer);
     Tokenizer tok;
     if (!tok_path.empty()) tok = tokenizer_load(tok_path);
     // the default data set's tokenizer only decodes a model of its vocabulary
@@ -76,11 +81,36 @@ inline int sample_main(const SampleOptions& s) {
     return 0;
 }
 
+// eval --dump: the first batch of the loader, its inputs and targets, the
+// logits (the first V of each row's Vp) and the per-token losses, with the
+// batch's mean loss in the metadata, as safetensors. Returns that mean.
+inline double dump_first_batch(Model* model, DataLoader* loader, const std::string& path) {
+    const Config& c = model->cfg;
+    const int B = loader->B, T = loader->T, V = c.V;
+    const size_t BT = (size_t)B * T;
+    std::vector<int32_t> x(BT), y(BT);
+    dataloader_reset(loader);
+    dataloader_next(loader, x.data(), y.data());
+    double loss = model_forward(model, x.data(), y.data(), B, T);
+    std::vector<float> logits_p, losses;  // (B,T,Vp), (B,T)
+    model_logits_losses(model, B, T, &logits_p, &losses);
+    std::vector<float> logits(BT * V);  // (B,T,V)
+    for (size_t i = 0; i < BT; i++)
+        std::copy(logits_p.begin() + i * c.Vp, logits_p.begin() + i * c.Vp + V, logits.begin() + i * V);
+    safetensors_write(path,
+                      {{"tokens", "I32", {B, T}, x.data()},
+                       {"targets", "I32", {B, T}, y.data()},
+                       {"logits", "F32", {B, T, V}, logits.data()},
+                       {"losses", "F32", {B, T}, losses.data()}},
+                      {{"loss", strf("%.9g", loss)}});
+    dataloader_reset(loader);
+    return loss;
+}
+
 inline int eval_main(const EvalOptions& e) {
     Config c;
     std::vector<float> params;
-    if (llmc_is_model_file(e.load)) llmc_model_load(e.load, &c, &params);
-    else checkpoint_load(e.load, &c, &params);
+    model_file_load(e.load, &c, &params);
     std::string pattern = e.data;
     if (pattern.empty()) {
         pattern = std::string(DEFAULT_DATA_DIR) + "/tinyshakespeare_val_*.bin";
@@ -105,12 +135,23 @@ inline int eval_main(const EvalOptions& e) {
         fail(strf("--batch %d is not divisible by the model's group size %d: MoT mixes tokens in groups of G batch "
                   "rows",
                   e.B, c.G));
+    if (!e.dump.empty() && e.decode)
+        fail("--dump writes the logits of a batch's forward pass; --decode computes the loss token by token and has "
+             "none: give one of them");
+    if (!e.dump.empty()) {
+        check_writable_file(e.dump, "--dump");
+        if (same_file(e.dump, e.load)) fail(strf("--dump %s is the model --load reads", e.dump.c_str()));
+    }
     DataLoader loader;
     dataloader_init(&loader, pattern, e.B, e.T, false, 0, c.V);
     const int64_t n = dataloader_pass_batches(&loader, e.batches, "--batches", pattern);
     Model model;
     model_build(&model, c, e.decode ? "cpu" : e.device, e.B, e.T, params.data());
     model_set_mot_discrete(&model, e.mot_discrete);
+    if (!e.dump.empty()) {
+        double first = dump_first_batch(&model, &loader, e.dump);
+        std::printf("wrote %s: the first batch's logits and losses (its loss %.4f)\n", e.dump.c_str(), first);
+    }
     double loss = 0;
     if (e.decode) {
         std::vector<int> x((size_t)e.B * e.T), y(x.size());
@@ -125,6 +166,35 @@ inline int eval_main(const EvalOptions& e) {
                 pattern.c_str(), loss, (long long)n, e.B, e.T, device_name(model).c_str(),
                 e.mot_discrete ? ", discrete MoT" : e.decode ? ", each sequence decoded alone" : "");
     check_stdout("the loss");
+    return 0;
+}
+
+// export: the model as safetensors (common/model_file.h). The metadata names
+// the tokenizer: --tokenizer, else the one a safetensors --load names, else
+// the default data set's when its vocabulary is the model's.
+inline int export_main(const ExportOptions& x) {
+    Config c;
+    std::vector<float> params;
+    ModelFileInfo info;
+    model_file_load(x.load, &c, &params, &info);
+    std::string tok_path = x.tokenizer;
+    if (!tok_path.empty()) {
+        Tokenizer tok = tokenizer_load(tok_path);
+        if (tok.vocab_size != c.V)
+            fail(strf("--tokenizer %s has %d tokens, the model's vocabulary has %d: give the tokenizer the model was "
+                      "trained with",
+                      tok_path.c_str(), tok.vocab_size, c.V));
+    } else if (!info.tokenizer.empty()) {
+        tok_path = info.tokenizer;
+    } else if (!(tok_path = default_tokenizer("")).empty()) {
+        if (tokenizer_load(tok_path).vocab_size != c.V) tok_path.clear();
+    }
+    check_writable_file(x.out, "-o");
+    model_export(x.out, c, params.data(), x.dtype, tok_path);
+    std::printf("wrote %s: %zu tensors, %zu parameters as %s%s\n", x.out.c_str(), export_tensors(c).size(),
+                params.size(), x.dtype.c_str(),
+                tok_path.empty() ? ", no tokenizer named" : (", tokenizer " + tok_path).c_str());
+    check_stdout("the summary");
     return 0;
 }
 

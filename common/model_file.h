@@ -1,0 +1,324 @@
+// Models in and out of the engine: the mot checkpoint (common/checkpoint.h)
+// and the safetensors file (common/safetensors.h) that PyTorch and Hugging
+// Face tooling read; in only, llm.c's GPT-2 model file (common/llmc.h).
+// model_file_load() tells the formats apart by their first bytes, so that
+// --load takes any of them.
+//
+// A model as safetensors (README, "Using the models elsewhere"): one tensor
+// per engine parameter, in nn.Linear orientation (out, in) as the engine
+// stores them, named as GPT-2's PyTorch code names the shared parts:
+//
+//   name                          shape        engine (layout.h)
+//   wte                           (Vp, C)      wte: padded rows kept, also the LM head
+//   wpe                           (maxT, C)    wpe
+//   h.N.ln_1.weight / .bias       (C)          ln1w / ln1b
+//   h.N.attn.c_attn.weight        (3C, C)      qkvw
+//   h.N.attn.c_attn.bias          (3C)         qkvb
+//   h.N.attn.c_proj.weight        (C, C)       attprojw
+//   h.N.attn.c_proj.bias          (C)          attprojb
+//   h.N.ln_2.weight / .bias       (C)          ln2w / ln2b
+//   h.N.mlp.c_fc.weight           (dff, C)     DENSE fcw
+//   h.N.mlp.c_fc.bias             (dff)        DENSE fcb
+//   h.N.mlp.c_proj.weight         (C, dff)     DENSE fcprojw
+//   h.N.mlp.c_proj.bias           (C)          DENSE fcprojb
+//   h.N.mot.controller.weight     (E, C)       MOT wc
+//   h.N.mot.w1                    (E, f, C)    MOT w1
+//   h.N.mot.w2                    (E, C, f)    MOT w2
+//   h.N.moe.router.weight         (E, C)       TOKEN_CHOICE wc
+//   h.N.moe.router.bias           (E)          TOKEN_CHOICE bc (threshold routers only)
+//   h.N.moe.w1                    (E, f, C)    TOKEN_CHOICE w1
+//   h.N.moe.w2                    (E, C, f)    TOKEN_CHOICE w2
+//   ln_f.weight / ln_f.bias       (C)          lnfw / lnfb
+//
+// N is the block, 0-based. The metadata holds the whole configuration as
+// strings (model_metadata): format "mot", format_version "1", the sizes,
+// the layer kinds, the MoT and token-choice settings (floats as "%.9g",
+// which reads back as the same float32), the activation, LayerNorm's
+// epsilon, the tokenizer's file name and the dtype.
+#pragma once
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/config.h"
+#include "common/layout.h"
+#include "common/llmc.h"
+#include "common/safetensors.h"
+
+constexpr const char* MODEL_FORMAT_VERSION = "1";
+
+// One parameter tensor as safetensors names it, where it lies in the
+// engine's parameter block, and its shape.
+struct ExportTensor {
+    std::string name;
+    size_t offset, numel;
+    std::vector<int64_t> shape;
+};
+
+// The tensors of a model in the engine's order (visit_params), each named by
+// which Weights slot visit_params hands over: the order and sizes come from
+// layout.h alone, the names and shapes from the table above.
+inline std::vector<ExportTensor> export_tensors(const Config& c) {
+    using S = std::vector<int64_t>;
+    const int64_t C = c.C, E = c.E, f = c.f, dff = c.dff;
+    Weights<float> w;
+    std::vector<ExportTensor> out;
+    size_t offset = 0;
+    visit_params(w, c, [&](const std::string& engine_name, float*& slot, size_t n, int, Init) {
+        std::string name;
+        S shape;
+        if (&slot == &w.wte) name = "wte", shape = {c.Vp, C};
+        else if (&slot == &w.wpe) name = "wpe", shape = {c.maxT, C};
+        else if (&slot == &w.lnfw) name = "ln_f.weight", shape = {C};
+        else if (&slot == &w.lnfb) name = "ln_f.bias", shape = {C};
+        for (int l = 0; l < c.L && name.empty(); l++) {
+            LayerWeights<float>& lw = w.layer[l];
+            const std::string h = "h." + std::to_string(l) + ".";
+            const std::string sparse = c.kinds[l] == MOT ? "mot." : "moe.";
+            const struct { float** slot; std::string name; S shape; } table[] = {
+                {&lw.ln1w, "ln_1.weight", {C}},
+                {&lw.ln1b, "ln_1.bias", {C}},
+                {&lw.qkvw, "attn.c_attn.weight", {3 * C, C}},
+                {&lw.qkvb, "attn.c_attn.bias", {3 * C}},
+                {&lw.attprojw, "attn.c_proj.weight", {C, C}},
+                {&lw.attprojb, "attn.c_proj.bias", {C}},
+                {&lw.ln2w, "ln_2.weight", {C}},
+                {&lw.ln2b, "ln_2.bias", {C}},
+                {&lw.fcw, "mlp.c_fc.weight", {dff, C}},
+                {&lw.fcb, "mlp.c_fc.bias", {dff}},
+                {&lw.fcprojw, "mlp.c_proj.weight", {C, dff}},
+                {&lw.fcprojb, "mlp.c_proj.bias", {C}},
+                {&lw.wc, sparse + (c.kinds[l] == MOT ? "controller.weight" : "router.weight"), {E, C}},
+                {&lw.bc, "moe.router.bias", {E}},
+                {&lw.w1, sparse + "w1", {E, f, C}},
+                {&lw.w2, sparse + "w2", {E, C, f}},
+            };
+            for (const auto& t : table)
+                if (&slot == t.slot) name = h + t.name, shape = t.shape;
+        }
+        // a tensor added to layout.h without a row above, or a row whose shape disagrees, stops here
+        if (name.empty() || st_numel(shape) != n)
+            fail(strf("export: the engine's tensor %s (%zu elements) has no safetensors name of that size",
+                      engine_name.c_str(), n));
+        out.push_back({name, offset, n, shape});
+        offset += n;
+    });
+    return out;
+}
+
+inline std::string kind_name(int kind) { return kind == MOT ? "mot" : kind == TOKEN_CHOICE ? "token_choice" : "dense"; }
+
+// "%.9g": nine significant digits read back as the same float32.
+inline std::string float_text(float x) { return strf("%.9g", (double)x); }
+
+// The configuration as safetensors metadata (every value a string).
+// tokenizer: the file name of the tokenizer the model was trained with, or "".
+inline std::vector<std::pair<std::string, std::string>> model_metadata(const Config& c, const std::string& tokenizer,
+                                                                       const std::string& dtype) {
+    std::string kinds;
+    for (int l = 0; l < c.L; l++) kinds += (l ? "," : "") + kind_name(c.kinds[l]);
+    auto i = [](int x) { return std::to_string(x); };
+    return {{"format", "mot"},
+            {"format_version", MODEL_FORMAT_VERSION},
+            {"vocab_size", i(c.V)},
+            {"padded_vocab_size", i(c.Vp)},
+            {"max_seq_len", i(c.maxT)},
+            {"n_layer", i(c.L)},
+            {"n_head", i(c.NH)},
+            {"n_embd", i(c.C)},
+            {"dense_ffn_width", i(c.dff)},
+            {"kinds", kinds},
+            {"experts", i(c.E)},
+            {"group_size", i(c.G)},
+            {"expert_width", i(c.f)},
+            {"temperature", float_text(c.tau)},
+            {"top_k", i(c.topk)},
+            {"capacity_factor", float_text(c.capacity)},
+            {"router", router_name(c.router)},
+            {"router_temperature", float_text(c.router_tau)},
+            {"activation", "gelu_tanh"},
+            {"layernorm_eps", "1e-05"},
+            {"tokenizer", tokenizer},
+            {"dtype", dtype}};
+}
+
+// Writes the model (num_params(c) floats in engine order) as safetensors,
+// dtype "f32" or "bf16" (rounded to nearest even).
+inline void model_export(const std::string& path, const Config& c, const float* params, const std::string& dtype,
+                         const std::string& tokenizer) {
+    if (dtype != "f32" && dtype != "bf16") fail(strf("%s: dtype %s (must be f32 or bf16)", path.c_str(), dtype.c_str()));
+    std::vector<ExportTensor> ts = export_tensors(c);
+    std::vector<uint16_t> half;
+    if (dtype == "bf16") {
+        half.resize(num_params(c));
+        for (size_t i = 0; i < half.size(); i++) half[i] = bf16_from_float(params[i]);
+    }
+    std::vector<StTensorOut> out;
+    for (const ExportTensor& t : ts) {
+        const void* data = dtype == "f32" ? (const void*)(params + t.offset) : (const void*)(half.data() + t.offset);
+        out.push_back({t.name, dtype == "f32" ? "F32" : "BF16", t.shape, data});
+    }
+    safetensors_write(path, out, model_metadata(c, tokenizer, dtype));
+}
+
+// What a model file said besides the configuration and the weights.
+struct ModelFileInfo {
+    std::string format;     // "checkpoint", "safetensors", "llm.c"
+    std::string tokenizer;  // safetensors: the tokenizer's file name in the metadata, "" when not known
+    std::string dtype;      // safetensors: "f32" or "bf16"
+};
+
+// A model from a safetensors file of this program's metadata: the metadata
+// checked as strictly as a checkpoint's header, every tensor present with
+// its shape, none other, every weight finite.
+inline void safetensors_model_load(const std::string& path, Config* c, std::vector<float>* params,
+                                   ModelFileInfo* info = nullptr) {
+    SafeTensors st = safetensors_read(path);
+    const char* name = path.c_str();
+    if (!st.has_metadata || !st.metadata.count("format"))
+        fail(strf("%s: a safetensors file without this program's metadata (no \"format\" in __metadata__): the "
+                  "model's configuration is unknown",
+                  name));
+    if (st.metadata["format"] != "mot")
+        fail(strf("%s: metadata format \"%s\", this program reads \"mot\"", name, st.metadata["format"].c_str()));
+    auto get = [&](const char* key) -> std::string {
+        auto it = st.metadata.find(key);
+        if (it == st.metadata.end()) fail(strf("%s: metadata lacks \"%s\"", name, key));
+        return it->second;
+    };
+    if (get("format_version") != MODEL_FORMAT_VERSION)
+        fail(strf("%s: metadata format_version \"%s\", this build reads version %s", name,
+                  get("format_version").c_str(), MODEL_FORMAT_VERSION));
+    // integers and floats written whole: "12x" or "" is refused, not read as 12 or 0
+    auto integer = [&](const char* key, int lo, int hi) {
+        std::string s = get(key);
+        char* end = nullptr;
+        errno = 0;
+        long v = std::strtol(s.c_str(), &end, 10);
+        if (s.empty() || *end != '\0' || errno == ERANGE || v < lo || v > hi)
+            fail(strf("%s: metadata %s \"%s\" (must be a whole number %d..%d)", name, key, s.c_str(), lo, hi));
+        return (int)v;
+    };
+    // lo 0: any positive, finite, normal float (the router temperature, as in a checkpoint)
+    auto real = [&](const char* key, float lo) {
+        std::string s = get(key);
+        char* end = nullptr;
+        float v = std::strtof(s.c_str(), &end);
+        bool in = lo > 0 ? v >= lo && v <= 1e6f : std::isnormal(v) && v > 0;
+        if (s.empty() || *end != '\0' || !in)
+            fail(strf("%s: metadata %s \"%s\" (must be a %s)", name, key, s.c_str(),
+                      lo > 0 ? "number, 1e-6..1e6" : "positive, finite, normal number"));
+        return v;
+    };
+    Config k;
+    k.V = integer("vocab_size", 2, 1 << 24);
+    k.Vp = integer("padded_vocab_size", 2, 1 << 24);
+    if (k.Vp != pad_vocab(k.V))
+        fail(strf("%s: metadata padded_vocab_size %d, expected %d for vocab_size %d", name, k.Vp, pad_vocab(k.V), k.V));
+    k.maxT = integer("max_seq_len", 1, 1 << 20);
+    k.L = integer("n_layer", 1, MAX_LAYERS);
+    k.NH = integer("n_head", 1, 1 << 16);
+    k.C = integer("n_embd", 1, 1 << 16);
+    k.dff = integer("dense_ffn_width", 0, 1 << 20);
+    k.E = integer("experts", 0, 1 << 16);
+    k.G = integer("group_size", 0, 1 << 16);
+    k.f = integer("expert_width", 0, 1 << 20);
+    k.tau = real("temperature", 1e-6f);
+    k.topk = integer("top_k", 1, 1 << 16);
+    k.capacity = real("capacity_factor", 1e-6f);
+    std::string router = get("router");
+    if (router == "softmax") k.router = ROUTER_SOFTMAX;
+    else if (router == "threshold") k.router = ROUTER_THRESHOLD;
+    else if (router == "threshold-one") k.router = ROUTER_THRESHOLD_ONE;
+    else fail(strf("%s: metadata router \"%s\" (must be softmax, threshold or threshold-one)", name, router.c_str()));
+    k.router_tau = real("router_temperature", 0);
+    if (get("activation") != "gelu_tanh")
+        fail(strf("%s: metadata activation \"%s\": this program computes gelu_tanh only", name, get("activation").c_str()));
+    if (get("layernorm_eps") != "1e-05")
+        fail(strf("%s: metadata layernorm_eps \"%s\": this program's LayerNorm uses 1e-05", name,
+                  get("layernorm_eps").c_str()));
+    k.activation = 0;
+    std::string kinds = get("kinds") + ",";
+    for (size_t pos = 0, comma; (comma = kinds.find(',', pos)) != std::string::npos; pos = comma + 1) {
+        std::string kind = kinds.substr(pos, comma - pos);
+        if (kind == "dense") k.kinds.push_back(DENSE);
+        else if (kind == "mot") k.kinds.push_back(MOT);
+        else if (kind == "token_choice") k.kinds.push_back(TOKEN_CHOICE);
+        else fail(strf("%s: metadata kinds \"%s\": \"%s\" is not dense, mot or token_choice", name,
+                       get("kinds").c_str(), kind.c_str()));
+    }
+    if ((int)k.kinds.size() != k.L)
+        fail(strf("%s: metadata kinds \"%s\" names %zu layers, n_layer is %d", name, get("kinds").c_str(),
+                  k.kinds.size(), k.L));
+    try {
+        config_validate(k);
+    } catch (const std::exception& e) {
+        fail(strf("%s: inconsistent metadata: %s", name, e.what()));
+    }
+    std::vector<ExportTensor> ts = export_tensors(k);
+    for (const auto& [key, e] : st.tensors) {
+        bool known = false;
+        for (const ExportTensor& t : ts) known = known || t.name == key;
+        if (!known) fail(strf("%s: tensor %s is not a tensor of the model its metadata describes", name, key.c_str()));
+    }
+    std::vector<float> p(num_params(k));
+    for (const ExportTensor& t : ts) safetensors_get_f32(st, t.name, t.shape, p.data() + t.offset);
+    std::string bad = first_nonfinite_tensor(k, p.data());
+    if (!bad.empty()) fail(strf("%s: a parameter is not finite (%s)", name, bad.c_str()));
+    *c = k;
+    params->swap(p);
+    if (info) {
+        info->format = "safetensors";
+        info->tokenizer = st.metadata.count("tokenizer") ? st.metadata["tokenizer"] : "";
+        info->dtype = st.metadata.count("dtype") ? st.metadata["dtype"] : "";
+    }
+}
+
+// The formats model_file_load tells apart by their first bytes.
+enum ModelFileFormat { MODEL_FILE_UNKNOWN, MODEL_FILE_CHECKPOINT, MODEL_FILE_SAFETENSORS, MODEL_FILE_LLMC };
+
+inline ModelFileFormat sniff_model_file(const std::string& path) {
+    unsigned char b[16] = {0};
+    FILE* fp = std::fopen(path.c_str(), "rb");
+    if (!fp) return MODEL_FILE_UNKNOWN;
+    size_t n = std::fread(b, 1, sizeof b, fp);
+    std::fclose(fp);
+    int32_t magic = 0;
+    if (n >= 4) std::memcpy(&magic, b, 4);
+    if (magic == CHECKPOINT_MAGIC) return MODEL_FILE_CHECKPOINT;
+    if (magic == LLMC_MODEL_MAGIC) return MODEL_FILE_LLMC;
+    // safetensors: a little-endian u64 header length, then the JSON's opening brace
+    if (n >= 9 && b[8] == '{') return MODEL_FILE_SAFETENSORS;
+    return MODEL_FILE_UNKNOWN;
+}
+
+// Reads a model from a mot checkpoint or a safetensors file, whichever the
+// file's first bytes say it is; fills the configuration and the parameters
+// (num_params(c) floats in engine order). A file of neither kind is read as
+// a checkpoint, whose errors then say what is wrong with it.
+inline void model_file_load(const std::string& path, Config* c, std::vector<float>* params,
+                            ModelFileInfo* info = nullptr) {
+    ModelFileInfo none;
+    if (!info) info = &none;
+    switch (sniff_model_file(path)) {
+        case MODEL_FILE_SAFETENSORS:
+            safetensors_model_load(path, c, params, info);
+            return;
+        case MODEL_FILE_LLMC:
+            llmc_model_load(path, c, params);
+            info->format = "llm.c";
+            return;
+        // another format: a value above, a test in sniff_model_file, a case here
+        case MODEL_FILE_CHECKPOINT:
+        case MODEL_FILE_UNKNOWN:
+            break;
+    }
+    checkpoint_load(path, c, params);
+    info->format = "checkpoint";
+}
