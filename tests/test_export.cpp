@@ -510,3 +510,28 @@ TEST_CASE("eval --dump: the first batch's logits give the losses and the mean lo
                  {"--dump", "--decode"});
     CHECK_FALSE(exists("build/export_dump2.safetensors"));
 }
+
+TEST_CASE("the tokenizer named in the metadata decodes samples; --save over a safetensors --load is refused") {
+    trained_model();
+    // a byte-level tokenizer without merges: vocabulary 256 + 0 + 1 = 257, the model's
+    std::vector<int32_t> tok = {20261129, 1, 257, 0};
+    write_bytes("build/export_tok.bin", std::string((const char*)tok.data(), 16));
+    std::string st = "build/export_tok.safetensors";
+    Run x = run("export --load build/export.ckpt -o " + st + " --tokenizer build/export_tok.bin");
+    INFO(x.out);
+    REQUIRE(x.rc == 0);
+    CHECK(safetensors_read(st).metadata["tokenizer"] == "build/export_tok.bin");
+    Run s = run("sample --load " + st + " --prompt 'the' --length 4");
+    INFO(s.out);
+    CHECK(s.rc == 0);
+    CHECK(s.out.find("---- sample 1 ----\nthe") != std::string::npos);
+    CHECK(s.out.find("token ids") == std::string::npos);
+    // a checkpoint names no tokenizer: the same sample cannot encode its prompt
+    expect_error("sample --load build/export.ckpt --prompt 'the' --length 4", {"--prompt needs --tokenizer"});
+
+    std::string before = read_file(st);
+    expect_error("--data build/export_train.bin --load " + st + " --save " + st +
+                     " --batch 4 --seq 8 --steps 1 --val-every 0 --sample-every 0 --device cpu",
+                 {"--save " + st, "safetensors", "--load"});
+    CHECK(read_file(st) == before);
+}

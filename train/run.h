@@ -221,9 +221,9 @@ inline void check_options(TrainRun* r) {
 
 // Every input file (the shards, the tokenizer, --load) against the outputs
 // (--log, --save), once the shards are known: no output may be an input or
-// another output (check_outputs_apart). --save over --load is allowed: the
-// checkpoint is read whole at the start and replaced at the end, a model
-// trained further in place.
+// another output (check_outputs_apart). --save over a checkpoint --load is
+// allowed: the checkpoint is read whole at the start and replaced at the
+// end, a model trained further in place.
 inline void check_inputs_kept(TrainRun* r) {
     const Options& o = r->o;
     std::vector<RunFile> inputs = {{"--load", o.load, ""},
@@ -242,6 +242,12 @@ inline void check_inputs_kept(TrainRun* r) {
         for (const std::string& f : files) inputs.push_back({option, f, pattern});
     }
     check_outputs_apart({{"--log", o.log, ""}}, inputs);
+    // --save writes a mot checkpoint: over a safetensors --load it would change the file's format under its name
+    if (!o.save.empty() && !o.load.empty() && same_file(o.save, o.load) &&
+        sniff_model_file(o.load) == MODEL_FILE_SAFETENSORS)
+        fail(strf("--save %s is the safetensors file --load reads, and --save writes a mot checkpoint: give "
+                  "another file (train_mot export makes safetensors of it afterwards)",
+                  o.save.c_str()));
     inputs.erase(inputs.begin());  // --save may replace --load
     check_outputs_apart({{"--save", o.save, ""}}, inputs);
     check_outputs_apart({{"--log", o.log, ""}, {"--save", o.save, ""}}, {});
