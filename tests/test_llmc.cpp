@@ -524,4 +524,10 @@ TEST_CASE("train --load an llm.c file: steps, bits per byte through llm.c's toke
     for (size_t i = 0; i < p.size(); i++) moved += p[i] != p0[i];
     CHECK(moved > p.size() / 2);  // two AdamW steps move nearly every weight
     std::remove(save.c_str());
+    // --save writes a mot checkpoint: not over the llm.c file --load reads
+    std::string before = slurp(f.f32);
+    expect_error(run("--load " + f.f32 + " --data " + f.train + " --steps 1 --batch 4 --seq 16 --val-every 0"
+                     " --sample-every 0 --device cpu --save " + f.f32),
+                 {"--save " + f.f32, "llm.c model", "--load"});
+    CHECK(slurp(f.f32) == before);
 }
