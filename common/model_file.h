@@ -1,7 +1,8 @@
 // Models in and out of the engine: the mot checkpoint (common/checkpoint.h)
 // and the safetensors file (common/safetensors.h) that PyTorch and Hugging
-// Face tooling read. model_file_load() tells the formats apart by their
-// first bytes, so that --load takes either.
+// Face tooling read; in only, llm.c's GPT-2 model file (common/llmc.h).
+// model_file_load() tells the formats apart by their first bytes, so that
+// --load takes any of them.
 //
 // A model as safetensors (README, "Using the models elsewhere"): one tensor
 // per engine parameter, in nn.Linear orientation (out, in) as the engine
@@ -47,6 +48,7 @@
 #include "common/checkpoint.h"
 #include "common/config.h"
 #include "common/layout.h"
+#include "common/llmc.h"
 #include "common/safetensors.h"
 
 constexpr const char* MODEL_FORMAT_VERSION = "1";
@@ -167,7 +169,7 @@ inline void model_export(const std::string& path, const Config& c, const float* 
 
 // What a model file said besides the configuration and the weights.
 struct ModelFileInfo {
-    std::string format;     // "checkpoint", "safetensors"
+    std::string format;     // "checkpoint", "safetensors", "llm.c"
     std::string tokenizer;  // safetensors: the tokenizer's file name in the metadata, "" when not known
     std::string dtype;      // safetensors: "f32" or "bf16"
 };
@@ -279,7 +281,7 @@ inline void safetensors_model_load(const std::string& path, Config* c, std::vect
 }
 
 // The formats model_file_load tells apart by their first bytes.
-enum ModelFileFormat { MODEL_FILE_UNKNOWN, MODEL_FILE_CHECKPOINT, MODEL_FILE_SAFETENSORS };
+enum ModelFileFormat { MODEL_FILE_UNKNOWN, MODEL_FILE_CHECKPOINT, MODEL_FILE_SAFETENSORS, MODEL_FILE_LLMC };
 
 inline ModelFileFormat sniff_model_file(const std::string& path) {
     unsigned char b[16] = {0};
@@ -290,6 +292,7 @@ inline ModelFileFormat sniff_model_file(const std::string& path) {
     int32_t magic = 0;
     if (n >= 4) std::memcpy(&magic, b, 4);
     if (magic == CHECKPOINT_MAGIC) return MODEL_FILE_CHECKPOINT;
+    if (magic == LLMC_MODEL_MAGIC) return MODEL_FILE_LLMC;
     // safetensors: a little-endian u64 header length, then the JSON's opening brace
     if (n >= 9 && b[8] == '{') return MODEL_FILE_SAFETENSORS;
     return MODEL_FILE_UNKNOWN;
@@ -306,6 +309,10 @@ inline void model_file_load(const std::string& path, Config* c, std::vector<floa
     switch (sniff_model_file(path)) {
         case MODEL_FILE_SAFETENSORS:
             safetensors_model_load(path, c, params, info);
+            return;
+        case MODEL_FILE_LLMC:
+            llmc_model_load(path, c, params);
+            info->format = "llm.c";
             return;
         // another format: a value above, a test in sniff_model_file, a case here
         case MODEL_FILE_CHECKPOINT:

@@ -28,6 +28,15 @@
 //     then n_merges pairs (a, b): merge i creates token 256 + i, and a, b
 //     must be ids < 256 + i. File size is exactly 16 + 8 * n_merges bytes.
 // Version 1 implies the pre-split rules of pretokenize.h and eot = last id.
+//
+// tokenizer_load also reads llm.c's GPT-2 tokenizer file (little-endian):
+//     uint32 header[256]: [0] magic 20240328, [1] version 1 or 2,
+//     [2] vocab_size, [3] (version 2) the end-of-text token's id
+//     then per token: a uint8 length and that many bytes.
+// Version 1 has no end-of-text slot; its eot is the last id, as GPT-2's
+// 50256 of 50257. The file holds each token's bytes but not GPT-2's merges
+// (nor its pre-split rules), so such a tokenizer decodes (samples, bits per
+// byte) and refuses to encode (Tokenizer::cannot_encode says why).
 #pragma once
 #include <algorithm>
 #include <climits>
@@ -61,6 +70,7 @@ struct Tokenizer {
     // lookup tables, filled by tokenizer_from_merges
     std::vector<std::string> token_bytes;       // bytes of each token (eot: empty)
     std::unordered_map<uint64_t, int> merge_id; // pair_key(a, b) -> id of the merged token
+    std::string cannot_encode;  // empty when bpe_encode works; else why not (llm.c's file: no merges)
 };
 
 inline uint64_t pair_key(int a, int b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
@@ -242,6 +252,7 @@ inline void bpe_encode_piece(const Tokenizer& tok, const char* s, size_t n, std:
 // after each block of pieces.
 inline std::vector<int> bpe_encode(const Tokenizer& tok, const std::string& text,
                                    const std::function<void(size_t, size_t)>& progress = nullptr) {
+    if (!tok.cannot_encode.empty()) fail(tok.cannot_encode);
     std::vector<std::pair<size_t, size_t>> pieces = split_pieces(text);
     int nthreads = 1;
 #ifdef _OPENMP
@@ -309,9 +320,58 @@ inline void tokenizer_save(const Tokenizer& tok, const std::string& path) {
     write_file_atomic(path, {{data.data(), data.size() * sizeof(int32_t)}});
 }
 
+constexpr uint32_t LLMC_TOKENIZER_MAGIC = 20240328;
+constexpr size_t LLMC_TOKENIZER_HEADER_INTS = 256;
+
+// llm.c's tokenizer file (the format above), already read into s.
+inline Tokenizer llmc_tokenizer_parse(const std::string& path, const std::string& s) {
+    const char* p = path.c_str();
+    const size_t header_bytes = LLMC_TOKENIZER_HEADER_INTS * 4;
+    if (s.size() < header_bytes)
+        fail(strf("%s: truncated llm.c tokenizer file: %zu bytes, shorter than the 1024-byte header", p, s.size()));
+    std::vector<uint32_t> h(LLMC_TOKENIZER_HEADER_INTS);
+    std::memcpy(h.data(), s.data(), header_bytes);
+    if (h[1] != 1 && h[1] != 2)
+        fail(strf("%s: llm.c tokenizer version %u, this build reads versions 1 and 2", p, h[1]));
+    if (h[2] < 2 || h[2] > (1u << 24))
+        fail(strf("%s: vocabulary size %u in the llm.c tokenizer header (must be 2..%d)", p, h[2], 1 << 24));
+    Tokenizer tok;
+    tok.vocab_size = (int)h[2];
+    if (h[1] == 2 && h[3] >= h[2])
+        fail(strf("%s: end-of-text token %u in the llm.c tokenizer header is outside the vocabulary 0..%u", p, h[3],
+                  h[2] - 1));
+    tok.eot = h[1] == 2 ? (int)h[3] : tok.vocab_size - 1;
+    tok.token_bytes.resize(tok.vocab_size);
+    size_t at = header_bytes;
+    for (int id = 0; id < tok.vocab_size; id++) {
+        if (at >= s.size())
+            fail(strf("%s: truncated llm.c tokenizer file: it ends before token %d of %d", p, id, tok.vocab_size));
+        size_t n = (unsigned char)s[at++];
+        if (at + n > s.size())
+            fail(strf("%s: truncated llm.c tokenizer file: token %d of %d has %zu bytes, %zu are left", p, id,
+                      tok.vocab_size, n, s.size() - at));
+        // the end-of-text token is a separator, no text: it has no bytes (bytes per token counts none,
+        // bpe_decode writes EOT_TEXT for it)
+        if (id != tok.eot) tok.token_bytes[id] = s.substr(at, n);
+        at += n;
+    }
+    if (at != s.size())
+        fail(strf("%s: %zu bytes of trailing data after the %d tokens of the llm.c tokenizer file", p, s.size() - at,
+                  tok.vocab_size));
+    tok.cannot_encode = strf("%s is llm.c's tokenizer file: it holds each token's bytes but not GPT-2's merges, so "
+                             "it decodes token ids but cannot encode text; give a prompt with a tokenizer of this "
+                             "program (./prepare), or sample without --prompt",
+                             p);
+    return tok;
+}
+
+// Reads a tokenizer file: this program's (the format above) or llm.c's.
 inline Tokenizer tokenizer_load(const std::string& path) {
     std::string s = read_file(path, "tokenizer file");
     const char* p = path.c_str();
+    uint32_t magic = 0;
+    if (s.size() >= 4) std::memcpy(&magic, s.data(), 4);
+    if (magic == LLMC_TOKENIZER_MAGIC) return llmc_tokenizer_parse(path, s);
     if (s.size() < 16) fail(strf("%s: truncated tokenizer header (%zu of 16 bytes)", p, s.size()));
     auto at = [&](size_t i) {
         int32_t v;
@@ -319,7 +379,8 @@ inline Tokenizer tokenizer_load(const std::string& path) {
         return v;
     };
     if (at(0) != TOKENIZER_MAGIC)
-        fail(strf("%s: not a mot tokenizer file (magic %d, expected %d)", p, at(0), TOKENIZER_MAGIC));
+        fail(strf("%s: not a mot tokenizer file (magic %d, expected %d; or llm.c's tokenizer, magic %u)", p, at(0),
+                  TOKENIZER_MAGIC, LLMC_TOKENIZER_MAGIC));
     if (at(1) != TOKENIZER_VERSION)
         fail(strf("%s: unsupported tokenizer version %d (this build reads version %d)", p, at(1), TOKENIZER_VERSION));
     int32_t vocab = at(2), n = at(3);

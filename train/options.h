@@ -125,7 +125,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.require_subcommand(0, 1);
     app.add_option("--data", o->data, "training token shards (file or glob); default: tinyshakespeare, prepared on first run");
     app.add_option("--val-data", o->val_data, "validation token shards (file or glob)");
-    app.add_option("--tokenizer", o->tokenizer, "tokenizer file: decodes samples, sets the vocabulary");
+    app.add_option("--tokenizer", o->tokenizer, "tokenizer file, this program's or llm.c's: decodes samples, sets the vocabulary");
     app.add_option("--vocab", o->vocab, "vocabulary size for shards given without a tokenizer")->check(CLI::Range(2, 65536));
     app.add_option("--device", o->device, "cpu, cuda or auto (the GPU when one works)")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
     app.add_flag("--tf32", o->tf32, "GPU: allow TF32 tensor cores for fp32 matmuls");
@@ -166,7 +166,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--router-temperature", o->router_temperature, "threshold router: the gate's temperature (0: with --transition the MoT model's tau, else 1)")->check(CLI::Range(0.0, 1e6))->check(FINITE);
     app.add_option("--calibration-batches", o->calibration_batches, "--transition to a threshold router: training batches whose MoT controller logits set each expert's threshold")->check(CLI::Range(1, 1 << 16));
     app.add_option("--transition", o->transition, "with --load: turn every MoT layer into this kind (token-choice), same tensors, fresh optimizer")->check(CLI::IsMember({"token-choice"}));
-    app.add_option("--load", o->load, "start from this model: a checkpoint or a safetensors file of export (its header sets the model shape)");
+    app.add_option("--load", o->load, "start from this model: a checkpoint, a safetensors file of export or an llm.c GPT-2 model file (its header sets the model shape)");
     app.add_option("--save", o->save, "write the final model to this checkpoint");
     app.add_option("--log", o->log, "write one JSON object per step to this file");
     app.add_option("--checkpoint-dir", o->checkpoint_dir, "directory for periodic checkpoints (model + training state)");
@@ -181,8 +181,8 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
 
     Subcommands s;
     s.sample = app.add_subcommand("sample", "generate text from a checkpoint");
-    s.sample->add_option("--load", so->load, "model: a checkpoint or a safetensors file")->required();
-    s.sample->add_option("--tokenizer", so->tokenizer, "tokenizer file (default: the default data set's)");
+    s.sample->add_option("--load", so->load, "model: a checkpoint, a safetensors file or an llm.c GPT-2 model file")->required();
+    s.sample->add_option("--tokenizer", so->tokenizer, "tokenizer file, this program's or llm.c's (default: the default data set's)");
     s.sample->add_option("--prompt", so->prompt, "text to continue");
     s.sample->add_option("--length", so->length, "new tokens per sample")->check(CLI::Range(1, 1 << 20));
     s.sample->add_option("--temperature", so->temperature, "sampling temperature (0: greedy)")->check(CLI::Range(0.0, 100.0))->check(FINITE);
@@ -195,7 +195,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
                      "for them. A token-choice or dense model decodes one sequence alone.");
 
     s.eval = app.add_subcommand("eval", "loss of a checkpoint on a data set");
-    s.eval->add_option("--load", eo->load, "model: a checkpoint or a safetensors file")->required();
+    s.eval->add_option("--load", eo->load, "model: a checkpoint, a safetensors file or an llm.c GPT-2 model file")->required();
     s.eval->add_option("--data", eo->data, "token shards (default: tinyshakespeare's validation split)");
     s.eval->add_option("--batch", eo->B, "sequences per batch")->check(CLI::Range(1, 1 << 20));
     s.eval->add_option("--seq", eo->T, "tokens per sequence")->check(CLI::Range(1, 1 << 20));
@@ -207,7 +207,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
 
 
     s.export_model = app.add_subcommand("export", "write a model as safetensors, for PyTorch and other tools (README, \"Using the models elsewhere\")");
-    s.export_model->add_option("--load", xo->load, "model: a checkpoint or a safetensors file")->required();
+    s.export_model->add_option("--load", xo->load, "model: a checkpoint, a safetensors file or an llm.c GPT-2 model file")->required();
     s.export_model->add_option("-o,--out", xo->out, "safetensors file to write")->required();
     s.export_model->add_option("--dtype", xo->dtype, "f32, or bf16 (rounded to nearest even)")->check(CLI::IsMember({"f32", "bf16"}));
     s.export_model->add_option("--tokenizer", xo->tokenizer, "the tokenizer the model was trained with, named in the metadata (default: the default data set's, when its vocabulary is the model's)");

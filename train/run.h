@@ -242,12 +242,15 @@ inline void check_inputs_kept(TrainRun* r) {
         for (const std::string& f : files) inputs.push_back({option, f, pattern});
     }
     check_outputs_apart({{"--log", o.log, ""}}, inputs);
-    // --save writes a mot checkpoint: over a safetensors --load it would change the file's format under its name
-    if (!o.save.empty() && !o.load.empty() && same_file(o.save, o.load) &&
-        sniff_model_file(o.load) == MODEL_FILE_SAFETENSORS)
-        fail(strf("--save %s is the safetensors file --load reads, and --save writes a mot checkpoint: give "
-                  "another file (train_mot export makes safetensors of it afterwards)",
-                  o.save.c_str()));
+    // --save writes a mot checkpoint: over a safetensors or llm.c --load it would change the file's format
+    // under its name
+    if (!o.save.empty() && !o.load.empty() && same_file(o.save, o.load)) {
+        ModelFileFormat f = sniff_model_file(o.load);
+        if (f == MODEL_FILE_SAFETENSORS || f == MODEL_FILE_LLMC)
+            fail(strf("--save %s is the %s file --load reads, and --save writes a mot checkpoint: give another file%s",
+                      o.save.c_str(), f == MODEL_FILE_LLMC ? "llm.c model" : "safetensors",
+                      f == MODEL_FILE_LLMC ? "" : " (train_mot export makes safetensors of it afterwards)"));
+    }
     inputs.erase(inputs.begin());  // --save may replace --load
     check_outputs_apart({{"--save", o.save, ""}}, inputs);
     check_outputs_apart({{"--log", o.log, ""}, {"--save", o.save, ""}}, {});

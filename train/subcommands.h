@@ -57,6 +57,7 @@ inline int sample_main(const SampleOptions& s) {
     std::vector<int> prompt = {tok_path.empty() ? c.V - 1 : tok.eot};
     if (!s.prompt.empty()) {
         if (tok_path.empty()) fail("--prompt needs --tokenizer to encode it");
+        if (!tok.cannot_encode.empty()) fail("--prompt: " + tok.cannot_encode);
         std::vector<int> ids = bpe_encode(tok, s.prompt);
         prompt.insert(prompt.end(), ids.begin(), ids.end());
     }
