@@ -20,83 +20,11 @@
 #include "common/model_file.h"
 #include "cpu/gpt.h"
 #include "tests/bad_input.h"
+#include "tests/llmc_files.h"
 #include "tests/models.h"
 #include "tests/program.h"
 #include "tokenizer/bpe.h"
 #include "train/report.h"
-
-// ---------------------------------------------------------------- writers
-
-// float32 -> bfloat16, rounding to nearest even (finite x).
-static uint16_t to_bf16(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    u += 0x7FFF + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
-
-static float from_bf16(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float x;
-    std::memcpy(&x, &u, 4);
-    return x;
-}
-
-template <typename T>
-static void append(std::string* out, const T& v) {
-    out->append((const char*)&v, sizeof v);
-}
-
-// llm.c's model file for an engine model of DENSE layers with dff 4C: the
-// header, then llm.c's tensors in its order, each stacked over the layers.
-// wte gets Vp_file rows: the model's first V, then rows that hold `pad`.
-static std::string llmc_model_bytes(const Config& c, const std::vector<float>& params, int Vp_file, bool bf16,
-                                    float pad = 0) {
-    REQUIRE(c.dff == 4 * c.C);
-    for (int k : c.kinds) REQUIRE(k == DENSE);
-    std::map<std::string, TensorSpec> spec;
-    for (const TensorSpec& s : param_specs(c)) spec[s.name] = s;
-    std::string out;
-    std::vector<int32_t> h(256, 0);
-    h[0] = 20240326, h[1] = bf16 ? 5 : 3, h[2] = c.maxT, h[3] = c.V, h[4] = c.L, h[5] = c.NH, h[6] = c.C;
-    h[7] = Vp_file;
-    out.append((const char*)h.data(), 1024);
-    auto put = [&](float x) {
-        if (bf16) append(&out, to_bf16(x));
-        else append(&out, x);
-    };
-    auto put_tensor = [&](const std::string& name, size_t n) {
-        const TensorSpec& s = spec.at(name);
-        REQUIRE(n <= s.numel);
-        for (size_t i = 0; i < n; i++) put(params[s.offset + i]);
-    };
-    put_tensor("wte", (size_t)c.V * c.C);
-    for (size_t i = (size_t)c.V * c.C; i < (size_t)Vp_file * c.C; i++) put(pad);
-    put_tensor("wpe", (size_t)c.maxT * c.C);
-    for (const char* key : {"ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb", "ln2w", "ln2b", "fcw", "fcb",
-                            "fcprojw", "fcprojb"})
-        for (int l = 0; l < c.L; l++) {
-            std::string name = "h" + std::to_string(l) + "." + key;
-            put_tensor(name, spec.at(name).numel);
-        }
-    put_tensor("lnfw", c.C);
-    put_tensor("lnfb", c.C);
-    return out;
-}
-
-// llm.c's tokenizer file: version 1 (no end-of-text slot) or 2 (eot in [3]).
-static std::string llmc_tokenizer_bytes(const std::vector<std::string>& tokens, int version, int eot) {
-    std::vector<uint32_t> h(256, 0);
-    h[0] = 20240328, h[1] = version, h[2] = (uint32_t)tokens.size();
-    if (version == 2) h[3] = eot;
-    std::string out((const char*)h.data(), 1024);
-    for (const std::string& t : tokens) {
-        REQUIRE(t.size() < 256);
-        out.push_back((char)(unsigned char)t.size());
-        out += t;
-    }
-    return out;
-}
 
 // A vocabulary of V tokens: token i is "<i>" with a space every seventh,
 // one holds a NUL and a byte above 0x7f; the last is GPT-2's end-of-text.
@@ -194,7 +122,7 @@ TEST_CASE("bfloat16: each parameter widens exactly; the logits of the rounded we
     std::string path = tmp("bf16.bin");
     write_bytes(path, llmc_model_bytes(c, ref.params_memory, 128, true, -3.0f));
     // the model the file holds: every weight rounded to bfloat16
-    for (float& x : ref.params_memory) x = from_bf16(to_bf16(x));
+    for (float& x : ref.params_memory) x = writer_from_bf16(writer_to_bf16(x));
     Config k;
     std::vector<float> p;
     load_model(path, &k, &p);
@@ -418,7 +346,7 @@ struct Files {
         write_bytes(bf16, llmc_model_bytes(c, m.params_memory, 128, true, 2.0f));
         std::vector<float> p = expected_params(m);
         checkpoint_save(ckpt, c, p.data());
-        for (float& x : p) x = from_bf16(to_bf16(x));
+        for (float& x : p) x = writer_from_bf16(writer_to_bf16(x));
         checkpoint_save(ckpt_bf16, c, p.data());
         write_bytes(tok, llmc_tokenizer_bytes(vocab, 2, 49));
         TestRng r(22);

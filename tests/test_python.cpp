@@ -35,6 +35,9 @@
 #include <string>
 #include <vector>
 
+#include "common/llmc.h"
+#include "tests/llmc_files.h"
+#include "tests/models.h"
 #include "tests/program.h"
 #include "tests/train_checks.h"
 
@@ -176,6 +179,30 @@ PY_TEST("discrete MoT: the twin's one-hot mixing agrees with eval --mot-discrete
     CHECK(compare("build/py_disc.safetensors", "build/py_disc_dump.safetensors", 1e-5, " --mot-discrete").rc == 0);
     // and the measure sees the difference between the two mixings
     CHECK(compare("build/py_disc.safetensors", "build/py_disc_dump.safetensors", 1e-5).rc == 1);
+}
+
+PY_TEST("GPT-2 weights from an llm.c file: the twin and the engine agree on the same weights, f32 and bf16") {
+    // A GPT-2 in miniature (V 257, which llm.c pads to 384 and the engine to
+    // 320; maxT 16, 2 layers, 2 heads, C 16, dff 4C) with random weights,
+    // written in llm.c's layout; the engine evaluates the llm.c file itself,
+    // the twin reads its export.
+    make_train_data("build/py");
+    Config c = llmc_config(257, 16, 2, 2, 16);
+    GPT<float> m;
+    build_random(&m, c, 11, 0.3);
+    for (bool bf16 : {false, true}) {
+        std::string p = std::string("build/py_llmc_") + (bf16 ? "bf16" : "f32");
+        FILE* f = std::fopen((p + ".bin").c_str(), "wb");
+        REQUIRE(f);
+        std::string bytes = llmc_model_bytes(c, m.params_memory, 384, bf16);
+        REQUIRE(std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
+        REQUIRE(std::fclose(f) == 0);
+        must_run("export --load " + p + ".bin -o " + p + ".safetensors");
+        dump(p + ".bin", p + "_dump.safetensors");
+        CHECK(compare(p + ".safetensors", p + "_dump.safetensors", 1e-5).rc == 0);
+    }
+    // the two files hold different weights, and the measure sees it
+    CHECK(compare("build/py_llmc_f32.safetensors", "build/py_llmc_bf16_dump.safetensors", 1e-5).rc == 1);
 }
 
 PY_TEST("compare.py fails on a model that is not the one the engine ran, and on a bad dump") {
