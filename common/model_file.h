@@ -285,8 +285,10 @@ enum ModelFileFormat { MODEL_FILE_UNKNOWN, MODEL_FILE_CHECKPOINT, MODEL_FILE_SAF
 
 inline ModelFileFormat sniff_model_file(const std::string& path) {
     unsigned char b[16] = {0};
-    FILE* fp = std::fopen(path.c_str(), "rb");
-    if (!fp) return MODEL_FILE_UNKNOWN;
+    // open_or_fail refuses a FIFO or a device instead of blocking on it; a
+    // file that cannot be opened is left to checkpoint_load's message
+    if (!file_exists(path)) return MODEL_FILE_UNKNOWN;
+    FILE* fp = open_or_fail(path, "checkpoint");
     size_t n = std::fread(b, 1, sizeof b, fp);
     std::fclose(fp);
     int32_t magic = 0;
