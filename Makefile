@@ -25,7 +25,7 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null)
 GPU_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 NVCCFLAGS := -O3 -std=c++17 -I. $(KIT_INC) $(GPU_ARCH) -Xcompiler "-fopenmp $(FPFLAGS) -march=native -Wall" -diag-suppress 20012
 
-# Several ranks (DESIGN.md section 6): train_mot links MPI when mpicxx is
+# Several ranks (docs/design.md section 11): train_mot links MPI when mpicxx is
 # present (Debian: libopenmpi-dev openmpi-bin), and, built by nvcc, NCCL when
 # its header is in the CUDA toolkit (or NCCL_HOME). MPI=0 / NCCL=0 leave them out.
 MPICXX ?= $(shell command -v mpicxx 2>/dev/null)

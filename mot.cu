@@ -2,7 +2,7 @@
 //
 // One program for both devices: compiled by nvcc it can train on the GPU
 // (gpu/), compiled as plain C++ (g++ -x c++) the GPU parts are left out and it
-// trains on the CPU (cpu/). The options are DESIGN.md section 5's contract.
+// trains on the CPU (cpu/). The options are a contract (docs/design.md section 10).
 //
 //   ./train_mot                          prepare tinyshakespeare, train, sample
 //   ./train_mot sample --load CKPT       generate text from a checkpoint

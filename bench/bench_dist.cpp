@@ -1,4 +1,4 @@
-// bench/bench_dist.cpp: data-parallel training (DESIGN.md section 6) on this
+// bench/bench_dist.cpp: data-parallel training (docs/design.md section 11) on this
 // machine: tokens per second with 1 rank and with 2 ranks at the same global
 // batch, the gradient all-reduce's time per step, and the optimizer memory
 // per rank with and without ZeRO-1.

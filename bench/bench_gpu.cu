@@ -59,7 +59,7 @@ static void fill_uniform(float* p, size_t n, float scale, unsigned long long see
     CUDA_CHECK_LAUNCH();
 }
 
-// The DESIGN.md init (std 0.02, residual projections / sqrt(2L), LayerNorm
+// The init of docs/design.md section 2.3 (std 0.02, residual projections / sqrt(2L), LayerNorm
 // weights 1, biases 0), drawn on the device: host init of ~2e9 MoT weights
 // would take longer than the benchmark.
 static void init_on_device(gpu::GPT* model) {

@@ -1,4 +1,4 @@
-// Model checkpoint file (DESIGN.md section 3, a contract: tools outside the
+// Model checkpoint file (docs/design.md section 5, a contract: tools outside the
 // project read it). Little-endian:
 //   int32 header[256]: [0] magic 20261128, [1] version 2 (1: no checksum),
 //     [2..11] V, Vp, maxT, L, NH, C, dff, E, G, f, [12] tau as float32 bits,

@@ -1,4 +1,4 @@
-// The model's configuration (DESIGN.md sections 2 and 3), shared by the CPU
+// The model's configuration (docs/design.md sections 2, 3 and 5), shared by the CPU
 // and GPU paths, and the checks a configuration and a batch must pass.
 //
 // Config has no defaults of its own: the program's options (train/options.h)

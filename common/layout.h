@@ -1,7 +1,7 @@
 // Where every tensor lives, shared by the CPU and GPU paths: the parameters
 // and the activations each sit in one allocation, carved into named tensors.
 // visit_params() and visit_acts() are the one place each order is written
-// down; carving, the checkpoint (DESIGN.md section 3), weight decay, the
+// down; carving, the checkpoint (docs/design.md section 5), weight decay, the
 // initialisation and the tests all go through them.
 //
 // A feed-forward kind (DENSE, MOT, TOKEN_CHOICE) is declared once, in the table below: its
@@ -19,7 +19,7 @@
 
 #include "config.h"
 
-// How a parameter starts (DESIGN.md section 2): matrices N(0, 0.02), the
+// How a parameter starts (docs/design.md section 2.3): matrices N(0, 0.02), the
 // output projections of a residual branch N(0, 0.02/sqrt(2L)), LayerNorm
 // weights 1, biases 0.
 enum Init { INIT_ZERO, INIT_ONE, INIT_NORMAL, INIT_RESIDUAL };

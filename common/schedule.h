@@ -1,4 +1,4 @@
-// The optimizer's schedule (DESIGN.md section 2). Learning rate: linear
+// The optimizer's schedule (docs/design.md sections 4.2, 4.4). Learning rate: linear
 // warmup, then cosine decay from lr to lr * min_frac over the remaining
 // steps; step counts from 0.
 #pragma once

@@ -1,4 +1,4 @@
-// Optimizer: global gradient norm, clipping, AdamW (DESIGN.md section 2).
+// Optimizer: global gradient norm, clipping, AdamW (docs/design.md sections 4.2, 4.3).
 #pragma once
 #include <algorithm>
 #include <cmath>

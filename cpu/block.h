@@ -1,4 +1,4 @@
-// One transformer block (DESIGN.md section 2), forward and backward, for
+// One transformer block (docs/design.md section 2), forward and backward, for
 // training and for decoding:
 //
 //   res2 = x + attproj(attention(ln1(x)))

@@ -1,5 +1,5 @@
 // The whole model on the CPU: GPT-2 blocks whose FFN is DENSE or MOT per layer
-// (DESIGN.md section 2), built from the layer functions of this folder.
+// (docs/design.md section 2), built from the layer functions of this folder.
 //
 //   x = wte[tok] + wpe[pos]
 //   for each layer: x = x + attn(ln1(x));  x = x + ffn(ln2(x))
@@ -57,7 +57,7 @@ void gpt_build(GPT<real>* model, const Config& cfg) {
     model->B = model->T = 0;
 }
 
-// The initialisation of DESIGN.md section 2, by each tensor's Init
+// The initialisation of docs/design.md section 2.3, by each tensor's Init
 // (common/layout.h): N(0, 0.02) for matrices, output projections of a
 // residual branch scaled by 1/sqrt(2L), biases 0, LayerNorm weights 1. Drawn
 // in double so float and double models start identical.

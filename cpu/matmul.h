@@ -1,7 +1,7 @@
-// Matrix products. Everything in the model that is a product of matrices goes
-// through gemm(): the linear layers, the tied LM head, and the Mixture-of-Tokens
-// merge, experts and emit (batched with strides, DESIGN.md section 2). The GPU
-// path makes the same calls to cuBLAS, so the two files read side by side.
+// Matrix products. The linear layers and the tied LM head go through gemm(),
+// and so do the batched Mixture-of-Tokens products of fast/mot.h (merge,
+// experts and emit, strided over the groups: docs/design.md section 3.2). The
+// GPU path makes the same calls to cuBLAS, so the two files read side by side.
 #pragma once
 #include <algorithm>
 #include <cstddef>

@@ -1,5 +1,5 @@
 // Mixture of Tokens feed-forward layer (Antoniak et al., NeurIPS 2024;
-// DESIGN.md section 2), written as plain loops over the groups.
+// docs/design.md section 3.2), written as plain loops over the groups.
 //
 // Tokens are mixed across examples, never across positions, so the layer stays
 // causal. With S = B/G, group (k, t) for k < S holds the G rows
@@ -14,7 +14,7 @@
 //   P[e] = U[e] w1[e]^T         (f)     expert pre-activation
 //   A[e] = gelu(P[e]);  Y[e] = A[e] w2[e]^T   (C)
 //   O = M Y                     (G, C)  emit: each token takes back its share
-// Discrete MoT (evaluation only, DESIGN.md section 2): M is one-hot over the
+// Discrete MoT (evaluation only, docs/design.md section 3.2): M is one-hot over the
 // group at the argmax of Z, per expert, for merge and emit alike.
 //
 // Every expert sees exactly one token per group: no capacity, no dropping,

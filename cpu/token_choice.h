@@ -1,4 +1,4 @@
-// TOKEN_CHOICE feed-forward layer (DESIGN.md section 2): a Switch-style
+// TOKEN_CHOICE feed-forward layer (docs/design.md section 3.3): a Switch-style
 // sparse mixture of experts, the paper's baseline and the target of
 // transition tuning from MoT. Written as plain loops over the tokens.
 //

@@ -10,7 +10,7 @@
 // file changed since. Every shard must hold at least B*T+1 tokens (one full
 // batch plus the last target).
 //
-// Sequential mode (shuffle = false), exactly DESIGN.md section 4: a batch
+// Sequential mode (shuffle = false), exactly docs/design.md section 7: a batch
 // reads B*T+1 tokens at position p of the current shard; inputs are tokens
 // [p, p+B*T), targets [p+1, p+B*T+1), row b is the b-th run of T tokens. p
 // starts at 0 and advances by B*T; when the next read would pass the end of
@@ -190,8 +190,8 @@ inline void dataloader_advance_shard(DataLoader* L) {
 }
 
 // Moves past the batch dataloader_next would return now, without reading
-// it: a rank skips the micro-batches of the other ranks (DESIGN.md section
-// 6), and after either call the loader is in the same state.
+// it: a rank skips the micro-batches of the other ranks (docs/design.md
+// section 11), and after either call the loader is in the same state.
 inline void dataloader_skip(DataLoader* L) {
     if (!L->shuffle) {
         L->st.position += int64_t(L->B) * L->T;

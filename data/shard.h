@@ -1,4 +1,4 @@
-// Token shards, the llm.c format (DESIGN.md section 4, a contract):
+// Token shards, the llm.c format (docs/design.md section 7, a contract):
 //     256 int32 header: [0] magic 20240520, [1] version 1, [2] token count,
 //                       the rest zero
 //     then `token count` uint16 tokens.

@@ -1,4 +1,4 @@
-// The whole model on the GPU (cpu/gpt.h, DESIGN.md section 2), built from the
+// The whole model on the GPU (cpu/gpt.h, docs/design.md section 2), built from the
 // layer functions of this folder. Same function names and argument order as
 // the CPU model, in namespace gpu; the GPU model holds one device allocation
 // each for the parameters, their gradients, the AdamW moments (m and v in one

@@ -1,5 +1,5 @@
-// Mixture of Tokens feed-forward layer on the GPU (cpu/mot.h, DESIGN.md
-// section 2). The same strided-batched products as the CPU path, each one
+// Mixture of Tokens feed-forward layer on the GPU (cpu/mot.h, docs/design.md
+// section 3.2). The same strided-batched products as cpu/fast/mot.h, each one
 // cublasSgemmStridedBatched call: per-group products batch over the ST = S*T
 // groups (group g = k*T + t holds rows b = j*S + k, j < G, at position t; its
 // member j sits j*ST*C floats after its first row, which is g*C floats into

@@ -1,7 +1,7 @@
 // TOKEN_CHOICE feed-forward layer on the GPU (cpu/token_choice.h has the
 // math and the plain loops; cpu/fast/token_choice.h the batched form this
 // mirrors). Routing is one thread per token (softmax and the top k); the
-// dispatch, which must follow the order of DESIGN.md (choice rank first, then
+// dispatch, which must follow the order of docs/design.md section 3.3 (choice rank first, then
 // token), is a prefix count per expert: one block per expert scans the
 // choices in that order. Each expert's tokens are gathered into its rows,
 // each product is one strided-batched cuBLAS call over the experts, and the

@@ -1,4 +1,4 @@
-// Checkpoint file (DESIGN.md section 3): round trip to the last bit, the exact
+// Checkpoint file (docs/design.md section 5): round trip to the last bit, the exact
 // header layout, and rejection of truncated, foreign and inconsistent files.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>

@@ -1,5 +1,5 @@
 // Tests of data/: token shards, the data loader (the exact order of
-// DESIGN.md section 4, multi-shard order, shuffling, resume) and prepare
+// docs/design.md section 7, multi-shard order, shuffling, resume) and prepare
 // (splits, several shards, determinism, the cache, bad input).
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -89,7 +89,7 @@ TEST_CASE("shard: bad files are rejected, naming the file") {
     expect_throw([&] { read_shard(d / "missing.bin"); }, {"missing.bin"});
 }
 
-TEST_CASE("loader: sequential order exactly as DESIGN.md section 4") {
+TEST_CASE("loader: sequential order exactly as docs/design.md section 7") {
     TempDir d;
     write_shard(d / "s.bin", iota_tokens(100));  // token i at position i
     DataLoader L;

@@ -1,4 +1,4 @@
-// Several ranks (DESIGN.md section 6, train/parallel.h): ./train_mot under
+// Several ranks (docs/design.md section 11, train/parallel.h): ./train_mot under
 // mpirun against one process accumulating the same micro-batches; resume
 // across rank counts; ZeRO-1 against the plain all-reduce; signals, a killed
 // and a hung rank. Every case runs the real program with mpirun; without MPI

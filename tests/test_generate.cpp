@@ -327,7 +327,7 @@ TEST_CASE("sample_token: draws follow softmax(logits / temperature)") {
 }
 
 // ---------------------------------------------------------------------------
-// learning-rate schedule (DESIGN.md section 2)
+// learning-rate schedule (docs/design.md section 4.4)
 
 TEST_CASE("lr_at: linear warmup, peak, cosine down to lr * min_frac") {
     const float lr = 3e-3f, min_frac = 0.1f;

@@ -1,5 +1,5 @@
 // tests/test_layers.cpp: every CPU layer's backward against finite differences
-// of its forward, in double (DESIGN.md section 6), plus the optimizer pieces
+// of its forward, in double (docs/design.md sections 2.2, 3 and 12), plus the optimizer pieces
 // and gemm (its plain loops, in double) against a naive loop.
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_layers.cpp -o /tmp/test_layers
 //
@@ -165,7 +165,7 @@ TEST_CASE("gelu backward matches finite differences, and accumulates") {
     CHECK_GRAD("inp", loss, inp, dinp);
 }
 
-TEST_CASE("gelu is the tanh approximation of DESIGN.md") {
+TEST_CASE("gelu is the tanh approximation of docs/design.md section 2.2") {
     for (double x : {-3.0, -0.7, 0.0, 0.3, 1.0, 2.5}) {
         double want = 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
         CHECK(gelu(x) == doctest::Approx(want).epsilon(1e-14));
@@ -317,7 +317,7 @@ TEST_CASE("grad_norm_squared and clip_scale follow the clipping formula") {
     CHECK(clip_scale(0.5, 1.0) == 1.0f);  // below the threshold: exactly 1, the gradient unchanged
 }
 
-// The AdamW step of DESIGN.md written out for one scalar, in double.
+// The AdamW step of docs/design.md section 4.3 written out for one scalar, in double.
 static void adamw_scalar(double& p, double g, double& m, double& v, double lr, double b1, double b2, double eps,
                          double wd, int t) {
     m = b1 * m + (1 - b1) * g;

@@ -1,5 +1,5 @@
 // tests/test_mot.cpp: properties of the Mixture-of-Tokens layer and of the model
-// around it (DESIGN.md sections 2 and 6), in double: the per-group loops of
+// around it (docs/design.md sections 3.2 and 12), in double: the per-group loops of
 // cpu/mot.h. (tests/test_fast.cpp holds the batched form of cpu/fast/mot.h
 // against them; tests/test_layers.cpp checks their gradients.)
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_mot.cpp -o /tmp/test_mot

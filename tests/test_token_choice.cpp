@@ -1,5 +1,5 @@
 // tests/test_token_choice.cpp: the TOKEN_CHOICE layer (cpu/token_choice.h,
-// DESIGN.md section 2) and the model and checkpoint around it; discrete MoT.
+// docs/design.md section 3.3) and the model and checkpoint around it; discrete MoT.
 //   make build/test_token_choice && ./build/test_token_choice
 //
 // - backward against finite differences in double, routing held fixed

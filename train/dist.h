@@ -1,4 +1,4 @@
-// Several processes training one model (DESIGN.md section 6): the ranks of
+// Several processes training one model (docs/design.md section 11): the ranks of
 // an MPI job, started by mpirun (or srun). This file is the host side: who
 // this process is, and the collectives train_mot needs on host memory, each
 // with a time limit, so that a rank that died or hangs stops the job with an

@@ -1,4 +1,4 @@
-// The training log: one JSON object per line (DESIGN.md section 5). Train rows
+// The training log: one JSON object per line (docs/design.md section 10). Train rows
 // carry step, loss, lr, grad_norm, ms, tok_per_s, mfu; validation rows carry
 // val_loss; a new log opens with one row (step 0, no loss) that describes
 // the run: its shape, parameters, FLOPs per token and schedule, so that a log

@@ -44,7 +44,7 @@ struct Options {
     // optimization
     int steps = 750, warmup = 50;
     float lr = 3e-3f, lr_min_frac = 0.1f, wd = 0.1f, grad_clip = 1.0f;
-    float beta1 = 0.9f, beta2 = 0.95f, adam_eps = 1e-8f;  // AdamW (DESIGN.md section 2)
+    float beta1 = 0.9f, beta2 = 0.95f, adam_eps = 1e-8f;  // AdamW (docs/design.md section 4.3)
     uint64_t seed = 1337;
     bool skip_nonfinite = false;
     int max_skips = 25;  // with --skip-nonfinite: consecutive skipped updates before giving up
@@ -53,7 +53,7 @@ struct Options {
     bool tf32 = false, resume = false;
     int checkpoint_every = 0, keep_checkpoints = 3;
     int threads = 0;  // CPU threads per step; 0: chosen by timing the steps (train/threads.h)
-    // several ranks (mpirun; DESIGN.md section 6, train/parallel.h)
+    // several ranks (mpirun; docs/design.md section 11, train/parallel.h)
     int zero = 0;                    // 1: ZeRO-1, the AdamW moments and update sharded over the ranks
     float collective_timeout = 600;  // seconds a rank waits for the others before the job stops
     // evaluation and samples
@@ -147,7 +147,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_flag("--skip-nonfinite", o->skip_nonfinite, "skip an update whose loss or gradient is NaN/Inf instead of stopping");
     app.add_option("--max-skips", o->max_skips, "with --skip-nonfinite: stop after this many skipped updates in a row")->check(CLI::Range(1, 1 << 30));
     app.add_option("--seed", o->seed, "random seed: weights, shuffling, samples (0..2^64-1)")->check(SEED);
-    app.add_option("--shuffle", o->shuffle, "1: shuffled batches, 0: sequential (DESIGN.md section 4)")->check(CLI::Range(0, 1));
+    app.add_option("--shuffle", o->shuffle, "1: shuffled batches, 0: sequential (docs/design.md section 7)")->check(CLI::Range(0, 1));
     app.add_option("--layers", o->layers, "transformer blocks (L)")->check(CLI::Range(1, MAX_LAYERS));
     app.add_option("--heads", o->heads, "attention heads (NH)")->check(CLI::Range(1, 1 << 16));
     app.add_option("--d-model", o->d_model, "model width (C)")->check(CLI::Range(1, 1 << 16));

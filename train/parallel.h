@@ -1,5 +1,5 @@
 // Data-parallel training of the Model (train/model.h) over the ranks of
-// train/dist.h (DESIGN.md section 6). Every rank holds the whole model and
+// train/dist.h (docs/design.md section 11). Every rank holds the whole model and
 // runs its own micro-batches; between the backward passes and the update the
 // ranks exchange gradients, so every rank applies the same update:
 //

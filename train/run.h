@@ -8,7 +8,7 @@
 //   train_loop       validate, sample, step, log, checkpoint; stop on a signal
 //   finish           the last checks and the final --save, before the final validation and sample
 //
-// With several ranks (mpirun -np R; DESIGN.md section 6) every rank runs all
+// With several ranks (mpirun -np R; docs/design.md section 11) every rank runs all
 // of this on its own share of each step's micro-batches (train/parallel.h
 // exchanges the gradients); rank 0 alone prints, logs, samples and writes
 // checkpoints; the other ranks' standard output is discarded.
@@ -609,7 +609,7 @@ inline void validate(TrainRun* r, int step) {
 // clipping, and the AdamW update unless the loss or gradient is not finite.
 // Prints and logs the step's line. With R ranks the step's R*A micro-batches
 // are read in order by every rank; rank r computes micro-batch a*R + r at
-// accumulation step a (DESIGN.md section 6) and skips the others, so each
+// accumulation step a (docs/design.md section 11) and skips the others, so each
 // rank's loader ends the step where one process's would.
 inline void train_step(TrainRun* r, int step, double peak_flops, double flops_per_step) {
     const Options& o = r->o;

@@ -11,7 +11,7 @@
 //     [12] shuffle (0/1), [13] total steps of the run (the schedule's length),
 //     [14] fingerprint of the training data (version 2), [15] micro-batches
 //     per step over all ranks (version 2), [16] ranks that trained it (version
-//     3; the data position [4..7] is every rank's, DESIGN.md section 6);
+//     3; the data position [4..7] is every rank's, docs/design.md section 11);
 //     [17..25] the optimizer settings it trained with (version 4): --lr,
 //     --lr-min-frac, --warmup, --wd, --grad-clip, --beta1, --beta2,
 //     --adam-eps, --aux-loss (the floats as float32 bits), so that --resume
