@@ -1,11 +1,11 @@
 // Large buffers on 2 MB pages: the parameters, gradients, moments and
 // activations are each one allocation of up to gigabytes, and the MoT
 // layer's products read them with strides of S*T*E floats, a new 4 KB page at
-// almost every row; on 2 MB pages they span far fewer pages (bench_mot's
-// steps 1-7% faster in three alternating runs). Linux
-// hands out such pages to ranges advised MADV_HUGEPAGE (transparent huge
-// pages in mode "madvise" or "always"); elsewhere, or if the advice is
-// refused, the buffer is the same on 4 KB pages.
+// almost every row; on 2 MB pages they span far fewer pages (the README's
+// "Speed" gives the gain). Linux hands out such pages to ranges advised
+// MADV_HUGEPAGE (transparent huge pages in mode "madvise" or "always");
+// elsewhere, or if the advice is refused, the buffer is the same on 4 KB
+// pages.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -1,6 +1,7 @@
 // Training checks shared by the CPU suite (tests/test_train.cpp, --device cpu)
-// and the GPU suite (tests/test_gpu.cu, --device cuda): bit-exact resume, and
-// two runs of one command giving the same log and checkpoint. They run
+// and the GPU suite (tests/test_gpu_model.cu, --device cuda): bit-exact resume,
+// and two runs of one command giving the same log and checkpoint; other suites
+// that run the program use its data and log helpers. They run
 // ./train_mot (tests/program.h) on hand-written shards named by a prefix,
 // so that the suites do not share scratch files.
 #pragma once

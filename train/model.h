@@ -316,11 +316,6 @@ inline std::vector<std::vector<int>> model_generate(Model* m, const std::vector<
     return gpt_generate(&m->cpu, prompt, n_seq, len, temperature, top_k, rng, stop);
 }
 
-inline bool all_finite(const float* p, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (!std::isfinite(p[i])) return false;
-    return true;
-}
 // Peak FLOP rate of the training device, with how it was derived: the GPU's
 // fp32 rate (its TF32 tensor-core rate under --tf32), or the CPU's.
 inline double device_peak_flops(const Model& m, std::string* how) {
