@@ -13,11 +13,11 @@ OPT ?= -O3 -march=native
 KIT := build/offline-kit/include
 KIT_INC := $(if $(wildcard $(KIT)/CLI/CLI.hpp),-isystem $(KIT))
 # -fno-math-errno: no code reads errno after a math call, and with it GCC
-# vectorizes sqrt (AdamW's update runs 4x faster). -fno-trapping-math: no code
-# turns floating-point exceptions into traps, and with it GCC if-converts the
-# clamps and selects of fast/exp.h, so the loops of GELU and the softmaxes
-# vectorize (GELU 5x faster). Neither makes code wrong; vectorized, the
-# softmaxes' sums add in another order, so results move in float rounding.
+# vectorizes AdamW's sqrt. -fno-trapping-math: no code turns floating-point
+# exceptions into traps, and with it GCC if-converts the clamps and selects of
+# fast/exp.h, so the loops of GELU and the softmaxes vectorize (the README's
+# "Speed" says what each flag gains). Neither makes code wrong; vectorized,
+# the softmaxes' sums add in another order, so results move in float rounding.
 FPFLAGS := -fno-math-errno -fno-trapping-math
 CXXFLAGS := $(OPT) -std=c++17 -fopenmp $(FPFLAGS) -Wall -Wextra -I. $(KIT_INC)
 NVCC ?= $(shell command -v nvcc 2>/dev/null)

@@ -37,7 +37,7 @@ inline std::vector<int32_t> checkpoint_header(const Config& c) {
     for (int i = 0; i < 10; i++) h[2 + i] = fields[i];
     std::memcpy(&h[12], &c.tau, 4);
     h[13] = c.activation;
-    if (has_kind(c, TOKEN_CHOICE)) {  // otherwise 0: the defaults, as in files from before TOKEN_CHOICE
+    if (has_kind(c, TOKEN_CHOICE)) {  // otherwise 0, which loading reads as the defaults
         h[14] = c.topk;
         std::memcpy(&h[15], &c.capacity, 4);
         h[16] = c.router;

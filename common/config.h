@@ -1,8 +1,9 @@
 // The model's configuration (docs/design.md sections 2, 3 and 5), shared by the CPU
 // and GPU paths, and the checks a configuration and a batch must pass.
 //
-// Config has no defaults of its own: the program's options (train/options.h)
-// are the one set of defaults, and tests spell out every field. Errors here
+// The program never relies on Config's initial values: the program's options
+// (train/options.h) are the one set of defaults, and tests spell out every
+// field. Errors here
 // speak of the model (layers, width, experts); the program maps them to its
 // options.
 #pragma once

@@ -150,8 +150,8 @@ struct MotFfn {
 // of the N = B*T of a micro-batch: cap = min(N, ceil(cf k N / E)); while
 // decoding (one token per sequence) nothing is dropped, cap = N. A token
 // chooses an expert at most once, so no expert ever takes more than N: a
-// larger cap (cf above E/k) would only size buffers that stay empty (cf 1e6
-// asked for millions of rows per expert, and ran out of memory).
+// larger cap (cf above E/k) would only size buffers that stay empty (at cf
+// 1e6, millions of rows per expert).
 struct TokenChoiceFfn {
     static constexpr int kind = TOKEN_CHOICE;
     static int capacity(const Config& c, int N, bool decoding) {

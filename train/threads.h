@@ -35,10 +35,10 @@
 #include "common/error.h"
 
 // OMP_NUM_THREADS is capped at the cores before any parallel region runs.
-// More threads than cores only wait for each other: at 1000 threads on 2
-// cores a step of 0.3 ms took 1.3 s, and MFU was computed against 1000
-// threads' peak. 99999999999 (wrapped by libgomp to 1215752191) made libgomp
-// allocate 250 GB for its threads at the first parallel region and die.
+// More threads than cores only wait for each other (a step slows by orders
+// of magnitude), and MFU would be computed against their peak; a huge count
+// (99999999999, which libgomp wraps to 1215752191) makes libgomp try to
+// allocate hundreds of GB for its threads at the first parallel region.
 // libgomp reads the variable when the program loads, so the count is set
 // again here (omp_set_num_threads, before any parallel region), and in the
 // environment for processes started later. A value that is not a thread

@@ -68,10 +68,10 @@ static inline void sg_store_n(float* p, sg_v v, int n) { for (int l = 0; l < n; 
 
 #define SG_NR (2 * SG_VL)  // micro-tile width: two vectors
 static_assert(SG_MR <= SG_VL, "a packed A column (SG_MR floats) is moved as one masked vector");
-// Tuning knobs (overridable with -D for experiments; defaults measured on the
-// 2-core Sapphire Rapids VM against OpenBLAS, see bench/bench_matmul.cpp):
+// Tuning knobs (overridable with -D for experiments; the defaults were chosen
+// with bench/bench_matmul.cpp, and bench/NOTES.md records what each gained):
 //   SG_PREFETCH_C  prefetch the C tile at micro-kernel entry (hides the C miss
-//                  behind the K loop; +3..20% on shapes with K <= 256)
+//                  behind the K loop; helps shapes with K <= 256)
 //   SG_DIRECT_B    read op(B) = B in place, unpacked, when K*ldb floats fit in
 //                  L1 (attention P V, controller backward); larger B is packed
 #ifndef SG_PREFETCH_C
@@ -82,13 +82,12 @@ static_assert(SG_MR <= SG_VL, "a packed A column (SG_MR floats) is moved as one 
 #endif
 // cache blocking (floats). KC x NR B micro-panel = 32 KB of the 48 KB L1d at
 // KC=256 (AVX-512); MC x KC A block = 84 KB (L2 is 2 MB); KC x NC B block = 1 MB.
-// KC 128/192/384, NC 512/2048 and MC 56/112/168 measured no better or worse.
 #ifndef SG_KC
 #define SG_KC 256
 #endif
 #ifndef SG_MC
 #if defined(__AVX512F__)
-#define SG_MC (SG_MR * 6)   // 84: +15% on the 2048x4096 LM head vs 168, neutral elsewhere
+#define SG_MC (SG_MR * 6)   // 84
 #else
 #define SG_MC (SG_MR * 12)
 #endif
