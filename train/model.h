@@ -343,6 +343,30 @@ inline void model_zero_router_bias_grads(Model* m) {
     }
 }
 
+// The controller's step (--router-balance ETA), after the AdamW update
+// (whose gradients of bc model_zero_router_bias_grads zeroed): bc holds the
+// biases from before the update, fires the step's counts over all its
+// micro-batches and ranks; each bias becomes bc_e - ETA (r_e - 1/G), r_e =
+// fires[e] / tokens, 1/G the share each expert fired for at the switch (the
+// transition calibrates the thresholds so and keeps the MoT model's G in the
+// routed model). Every rank computes the same. Returns per layer the mean
+// over the experts of |r_e - 1/G| * G, before the move.
+inline std::vector<double> model_router_balance(Model* m, std::vector<float>* bc, const std::vector<double>& fires,
+                                                double tokens, float eta) {
+    const Config& c = m->cfg;
+    const double target = 1.0 / c.G;
+    std::vector<double> err;
+    for (size_t i = 0; i * c.E < fires.size(); i++) {
+        const double* f = fires.data() + i * c.E;
+        double sum = 0;
+        for (int e = 0; e < c.E; e++) sum += std::fabs(f[e] / tokens - target) / target;
+        err.push_back(sum / c.E);
+        router_balance_update(bc->data() + i * c.E, f, tokens, target, eta, c.E);
+    }
+    model_set_router_bias(m, *bc);
+    return err;
+}
+
 inline void model_zero_grad(Model* m) {
 #ifdef __CUDACC__
     if (m->on_gpu) { gpu::gpt_zero_grad(&m->gpu); return; }

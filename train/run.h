@@ -613,30 +613,6 @@ inline void validate(TrainRun* r, int step) {
     }
 }
 
-// --router-balance ETA: the threshold routers' biases follow a controller on
-// the firing rates instead of AdamW (cpu/token_choice.h): bc holds the
-// biases from before the update, fires the step's counts over all
-// micro-batches and ranks; each bias becomes bc_e - ETA (r_e - 1/G), r_e =
-// fires[e] / tokens, 1/G the share each expert fired for at the switch (the
-// transition calibrates the thresholds so, and keeps the MoT model's G in the
-// routed model). Every rank computes the same. Returns per layer the mean
-// over the experts of |r_e - 1/G| * G, before the move.
-inline std::vector<double> router_balance_step(Model* m, std::vector<float>* bc, const std::vector<double>& fires,
-                                               double tokens, float eta) {
-    const Config& c = m->cfg;
-    const double target = 1.0 / c.G;
-    std::vector<double> err;
-    for (size_t i = 0; i * c.E < fires.size(); i++) {
-        const double* f = fires.data() + i * c.E;
-        double sum = 0;
-        for (int e = 0; e < c.E; e++) sum += std::fabs(f[e] / tokens - target) / target;
-        err.push_back(sum / c.E);
-        router_balance_update(bc->data() + i * c.E, f, tokens, target, eta, c.E);
-    }
-    model_set_router_bias(m, *bc);
-    return err;
-}
-
 // One optimizer step (step counts from 0): accumulated micro-batches,
 // clipping, and the AdamW update unless the loss or gradient is not finite.
 // Prints and logs the step's line. With R ranks the step's R*A micro-batches
@@ -692,7 +668,7 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     if (finite) {
         std::vector<float> bc = balance ? model_router_bias(&r->model) : std::vector<float>();
         parallel_update(&r->par, &r->model, lr, o.beta1, o.beta2, o.adam_eps, o.wd, step, clip_scale(norm, o.grad_clip));
-        if (balance) rate_err = router_balance_step(&r->model, &bc, fires, (double)(r->BT * r->micro), o.router_balance);
+        if (balance) rate_err = model_router_balance(&r->model, &bc, fires, (double)(r->BT * r->micro), o.router_balance);
         r->consecutive_skips = 0;
     } else {
         model_zero_grad(&r->model);  // the skipped update did not consume them
