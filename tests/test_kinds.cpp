@@ -183,7 +183,9 @@ TEST_CASE("transition with --router-balance: the biases follow the controller, n
     INFO(tiny.out);
     REQUIRE(tiny.rc == 0);
     CHECK(checkpoint_router_bias("build/tk_bal_tiny.ckpt") == calibrated);
-    Run off = run(transition + " --steps 5 --lr 1e-2 --val-every 0 --save build/tk_bal_off.ckpt");
+    Run off = run(transition + " --router-balance 0 --steps 5 --lr 1e-2 --val-every 0 --save build/tk_bal_off.ckpt");
+    INFO(off.out);
+    CHECK(off.out.find("--router-balance") == std::string::npos);
     REQUIRE(off.rc == 0);
     CHECK(checkpoint_router_bias("build/tk_bal_off.ckpt") != calibrated);
     LogRows rows = read_log("build/tk_bal.jsonl");
@@ -194,11 +196,22 @@ TEST_CASE("transition with --router-balance: the biases follow the controller, n
             CHECK(std::atof(rows[step][key].c_str()) >= 0);
         }
     CHECK(slurp("build/tk_bal.jsonl").find("\"router_balance\": 1e-30") != std::string::npos);
-    // a real gain moves them
+    // a real gain moves them; the transition to the threshold router runs the controller by default
     Run on = run(transition + " --router-balance 1 --steps 5 --lr 1e-2 --val-every 0 --save build/tk_bal_on.ckpt");
     INFO(on.out);
     REQUIRE(on.rc == 0);
     CHECK(checkpoint_router_bias("build/tk_bal_on.ckpt") != calibrated);
+    std::remove("build/tk_bal_default.jsonl");
+    Run def = run(transition + " --steps 2 --val-every 0 --log build/tk_bal_default.jsonl");
+    INFO(def.out);
+    REQUIRE(def.rc == 0);
+    CHECK(def.out.find("firing rate 1/2 by a controller (--router-balance 2)") != std::string::npos);
+    CHECK(read_log("build/tk_bal_default.jsonl")[1].count("rate_err_0") == 1);
+    // not for threshold-one, whose runs were not measured with it
+    Run one = run(transition + " --router threshold-one --steps 2 --val-every 0");
+    INFO(one.out);
+    REQUIRE(one.rc == 0);
+    CHECK(one.out.find("--router-balance") == std::string::npos);
 }
 
 TEST_CASE("--router-balance is refused without a threshold router or without token-choice layers") {

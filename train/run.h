@@ -305,6 +305,8 @@ inline void transition_kinds(TrainRun* r) {
         if (!given(o, "--capacity-factor")) cf = 1.0f;
     }
     if (topk > mot.E) fail(strf("--topk %d is above the model's %d experts", topk, mot.E));
+    // the threshold router holds its calibrated firing rates unless told otherwise
+    if (router == ROUTER_THRESHOLD && !given(o, "--router-balance")) r->o.router_balance = TRANSITION_ROUTER_BALANCE;
     r->before_transition = mot;
     r->c = transition_config(mot, router, o.router_temperature, topk, cf);
     config_validate(r->c);
@@ -314,6 +316,10 @@ inline void transition_kinds(TrainRun* r) {
                 "the same tensors\n",
                 router_name(r->c.router), r->c.topk, r->c.capacity,
                 r->c.router == ROUTER_THRESHOLD ? strf(", gate temperature %g", r->c.router_tau).c_str() : "");
+    if (o.router_balance > 0)
+        std::printf("transition: each expert's bias is held at its calibrated firing rate 1/%d by a controller "
+                    "(--router-balance %g), not trained\n",
+                    mot.G, o.router_balance);
 }
 
 // A threshold router's thresholds, from the MoT model's controller logits on
