@@ -175,6 +175,13 @@ TEST_CASE("transition with --router-balance: the biases follow the controller, n
     REQUIRE(sw.rc == 0);
     const std::vector<float> calibrated = checkpoint_router_bias("build/tk_bal_sw.ckpt");
     REQUIRE(calibrated.size() == 8);  // 2 layers of E 4
+    {  // the controller's target 1/G: the routed model keeps the MoT model's G in its header
+        Config c;
+        std::vector<float> p;
+        checkpoint_load("build/tk_bal_sw.ckpt", &c, &p);
+        CHECK(c.G == 2);
+        CHECK(c.router == ROUTER_THRESHOLD);
+    }
     // a gain so small that the controller cannot move a float: the biases stay as calibrated, bit for bit,
     // through 5 AdamW steps at a high rate (without the controller they move)
     std::remove("build/tk_bal.jsonl");
