@@ -303,6 +303,30 @@ void token_choice_backward(real* dinp,         // (N,C)
     matmul_backward(dinp, dwc, rt.kind == ROUTER_SOFTMAX ? (real*)nullptr : dbc, dz, inp, wc, N, 1, C, E);
 }
 
+// Threshold routers held at a firing rate (--router-balance): instead of
+// its gradient, each expert's bias follows a controller on the share of
+// tokens it fires for. Over a step's tokens (all its micro-batches and
+// ranks), fires[e] counts the tokens n with z_n[e] >= 0 (the shifted logit
+// clears the threshold; counted before the top-k and the capacity, so the
+// count says what the router asks for, not what the buffers could hold).
+template <typename real>
+void token_choice_count_fires(double* fires,  // (E) added to
+                              const real* z,  // (N,E) router logits, shifted by bc
+                              int N, int E) {
+    for (int n = 0; n < N; n++)
+        for (int e = 0; e < E; e++) fires[e] += z[(size_t)n * E + e] >= 0;
+}
+
+// The controller: r_e = fires[e] / tokens, bc_e -= eta (r_e - target). An
+// expert firing too often raises its threshold (-bc_e), one firing too
+// rarely lowers it; at the target bc stays.
+template <typename real>
+void router_balance_update(real* bc,             // (E) updated
+                           const double* fires,  // (E) tokens each expert fired for
+                           double tokens, double target, double eta, int E) {
+    for (int e = 0; e < E; e++) bc[e] = real((double)bc[e] - eta * (fires[e] / tokens - target));
+}
+
 // TOKEN_CHOICE as a block's feed-forward layer (common/layout.h,
 // TokenChoiceFfn): the layer functions above on the block's tensors. The
 // gradient of the objective by this layer's aux loss arrives in da.aux.

@@ -51,6 +51,7 @@ struct GPT {
     double aux_weight = 0;  // --aux-loss
     double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward with targets
     bool mot_discrete = false;  // MOT layers run discrete (eval; common/layout.h FfnMode)
+    float* fire_scratch = nullptr;  // (E) device: a threshold router's fire counts (gpt_count_fires)
 
     GPT() = default;
     GPT(const GPT&) = delete;
@@ -61,7 +62,7 @@ struct GPT {
 // Frees every device block of the model (safe to call twice).
 inline void gpt_free(GPT* model) {
     float** blocks[] = {&model->params_memory, &model->grads_memory, &model->mv_memory,
-                        &model->acts_memory, &model->grad_acts_memory};
+                        &model->acts_memory, &model->grad_acts_memory, &model->fire_scratch};
     for (float** b : blocks) {
         if (*b) cudaFree(*b);  // no throw: also runs from the destructor
         *b = nullptr;
@@ -101,6 +102,19 @@ inline void gpt_build(GPT* model, const Config& cfg) {
                           cudaMemcpyHostToDevice));
     model->params = carve_weights(model->params_memory, cfg);
     model->grads = carve_weights(model->grads_memory, cfg);
+    if (has_kind(cfg, TOKEN_CHOICE) && cfg.router != ROUTER_SOFTMAX)
+        gpu_malloc(&model->fire_scratch, (size_t)cfg.E, "the routers' fire counts", hint);
+}
+
+// Threshold routers (--router-balance): adds to fires ((TOKEN_CHOICE
+// layers, E) on the host, layers in order) the tokens of the last forward
+// each expert fired for (token_choice_count_fires).
+inline void gpt_count_fires(GPT* model, double* fires) {
+    const Config& c = model->cfg;
+    int N = model->B * model->T, i = 0;
+    for (int l = 0; l < c.L; l++)
+        if (c.kinds[l] == TOKEN_CHOICE)
+            token_choice_count_fires(fires + (size_t)(i++) * c.E, model->fire_scratch, model->acts.layer[l].z, N, c.E);
 }
 
 // Host <-> device copies of the blocks, num_params floats each (moments: m and v).

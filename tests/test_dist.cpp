@@ -81,12 +81,16 @@ static void make_data() {
     write_raw_shard("build/dist_val.bin", text_tokens(600, 12));
 }
 
-// The models: dense, MoT in every layer, MoT and dense mixed, token choice.
+// The models: dense, MoT in every layer, MoT and dense mixed, token choice (softmax, and threshold with
+// --router-balance).
 static const char* KINDS[][2] = {
     {"dense", " --layers 2 --heads 2 --d-model 16 --ffn dense"},
     {"mot", " --layers 2 --heads 2 --d-model 16 --ffn mot --experts 4 --group 2"},
     {"mixed", " --layers 2 --heads 2 --d-model 16 --ffn mot --mot-layers second-half --experts 4 --group 2"},
     {"token-choice", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 4"},
+    // the rate controller sums the fire counts over the ranks
+    {"threshold-balanced", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 4 --router threshold"
+                           " --topk 2 --group 2 --router-balance 1"},
 };
 
 MPI_TEST("2 ranks compute what 1 process accumulating the same micro-batches computes (1e-5 over 8 steps)") {

@@ -302,3 +302,51 @@ GPU_TEST("gpu device queries and tf32 switch") {
     CHECK((fp32_peak > 1e12 && fp32_peak < 5e14));
     CHECK(tf32_peak >= fp32_peak);
 }
+
+GPU_TEST("gpu model: the threshold routers' rate controller (--router-balance) counts and moves bc as specified") {
+    Config c = small_config({DENSE, TOKEN_CHOICE});
+    c.topk = c.E;
+    c.capacity = 100.0f;  // nothing dropped
+    c.router = ROUTER_THRESHOLD;
+    c.router_tau = 0.5f;
+    const int B = 4, T = 16, N = B * T, E = c.E;
+    GPT<float> init;
+    build_random(&init, c, 5, 0.3);
+    Model m;
+    model_build(&m, c, "cuda", B, T, init.params_memory.data());
+    REQUIRE(m.on_gpu);
+    TestRng r(12);
+    std::vector<int> inp = r.tokens(N, c.V), tgt = r.tokens(N, c.V);
+    model_forward(&m, inp.data(), tgt.data(), B, T);
+    std::vector<float> z((size_t)N * E);
+    CUDA_CHECK(cudaMemcpy(z.data(), m.gpu.acts.layer[1].z, z.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    std::vector<double> mine(E, 0.0), fires;
+    token_choice_count_fires(mine.data(), z.data(), N, E);
+    model_count_fires(&m, &fires);
+    CHECK(fires == mine);
+    model_backward(&m, 1.0);
+    model_zero_router_bias_grads(&m);
+    std::vector<float> g(num_params(c));
+    gpu::gpu_gpt_get_grads(&m.gpu, g.data());
+    const size_t bc_at = init.params.layer[1].bc - init.params_memory.data(),
+                 wc_at = init.params.layer[1].wc - init.params_memory.data();
+    for (int e = 0; e < E; e++) CHECK(g[bc_at + e] == 0.0f);
+    std::vector<float> bc = model_router_bias(&m), before = bc;
+    model_update(&m, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 0, 1.0f);
+    const float eta = 0.75f;
+    model_router_balance(&m, &bc, fires, (double)N, eta);
+    std::vector<float> after(num_params(c)), mom, vel;
+    gpu::gpu_gpt_get_params(&m.gpu, after.data());
+    model_get_moments(&m, &mom, &vel);
+    bool moved = false;
+    for (int e = 0; e < E; e++) {
+        float want = (float)((double)before[e] - eta * (mine[e] / N - 1.0 / c.G));
+        CHECK(after[bc_at + e] == want);
+        moved |= want != before[e];
+        CHECK(mom[bc_at + e] == 0.0f);
+        CHECK(vel[bc_at + e] == 0.0f);
+    }
+    CHECK(moved);
+    CHECK(!std::equal(after.begin() + wc_at, after.begin() + wc_at + (size_t)E * c.C,
+                      init.params_memory.begin() + wc_at));  // AdamW ran
+}

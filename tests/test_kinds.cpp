@@ -1,6 +1,7 @@
 // tests/test_kinds.cpp: the three feed-forward kinds through ./train_mot:
-// token choice trains and logs its routing, transition tuning from MoT, and
-// discrete MoT in eval and sample.
+// token choice trains and logs its routing, transition tuning from MoT (with
+// the threshold routers' rate controller, --router-balance), and discrete MoT
+// in eval and sample.
 //   make NVCC= train_mot build/test_kinds && ./build/test_kinds
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "common/layout.h"
 #include "tests/bad_input.h"
 #include "tests/program.h"
 #include "tests/train_checks.h"
@@ -151,6 +153,97 @@ TEST_CASE("transition to the default threshold router: calibrated, saved with it
     write_bytes("build/tk_mixed.ckpt", with_checksum(mixed));
     expect_error(DATA + MODEL + " --load build/tk_mixed.ckpt --transition token-choice --steps 2",
                  {"build/tk_mixed.ckpt already has token-choice layers"});
+}
+
+// The biases (E) of every token-choice layer of a checkpoint, layers in order.
+static std::vector<float> checkpoint_router_bias(const std::string& path) {
+    Config c;
+    std::vector<float> p;
+    checkpoint_load(path, &c, &p);
+    std::vector<float> bc;
+    for (const TensorSpec& s : param_specs(c))
+        if (s.name.size() > 3 && s.name.compare(s.name.size() - 3, 3, ".bc") == 0)
+            bc.insert(bc.end(), p.begin() + s.offset, p.begin() + s.offset + s.numel);
+    return bc;
+}
+
+TEST_CASE("transition with --router-balance: the biases follow the controller, not AdamW; the rate error is logged") {
+    mot_checkpoint("build/tk_mot.ckpt");
+    const std::string transition = DATA + MODEL + " --load build/tk_mot.ckpt --transition token-choice --capacity-factor 4";
+    Run sw = run(transition + " --steps 0 --val-every 0 --save build/tk_bal_sw.ckpt");
+    INFO(sw.out);
+    REQUIRE(sw.rc == 0);
+    const std::vector<float> calibrated = checkpoint_router_bias("build/tk_bal_sw.ckpt");
+    REQUIRE(calibrated.size() == 8);  // 2 layers of E 4
+    {  // the controller's target 1/G: the routed model keeps the MoT model's G in its header
+        Config c;
+        std::vector<float> p;
+        checkpoint_load("build/tk_bal_sw.ckpt", &c, &p);
+        CHECK(c.G == 2);
+        CHECK(c.router == ROUTER_THRESHOLD);
+    }
+    // a gain so small that the controller cannot move a float: the biases stay as calibrated, bit for bit,
+    // through 5 AdamW steps at a high rate (without the controller they move)
+    std::remove("build/tk_bal.jsonl");
+    Run tiny = run(transition + " --router-balance 1e-30 --steps 5 --lr 1e-2 --val-every 0 --log build/tk_bal.jsonl"
+                   " --save build/tk_bal_tiny.ckpt");
+    INFO(tiny.out);
+    REQUIRE(tiny.rc == 0);
+    CHECK(checkpoint_router_bias("build/tk_bal_tiny.ckpt") == calibrated);
+    Run off = run(transition + " --router-balance 0 --steps 5 --lr 1e-2 --val-every 0 --save build/tk_bal_off.ckpt");
+    INFO(off.out);
+    CHECK(off.out.find("--router-balance") == std::string::npos);
+    REQUIRE(off.rc == 0);
+    CHECK(checkpoint_router_bias("build/tk_bal_off.ckpt") != calibrated);
+    LogRows rows = read_log("build/tk_bal.jsonl");
+    for (int step = 1; step <= 5; step++)
+        for (const char* key : {"rate_err_0", "rate_err_1"}) {
+            INFO("step " << step << " " << key);
+            REQUIRE(rows[step].count(key) == 1);
+            CHECK(std::atof(rows[step][key].c_str()) >= 0);
+        }
+    CHECK(slurp("build/tk_bal.jsonl").find("\"router_balance\": 1e-30") != std::string::npos);
+    // a real gain moves them; the transition to the threshold router runs the controller by default
+    Run on = run(transition + " --router-balance 1 --steps 5 --lr 1e-2 --val-every 0 --save build/tk_bal_on.ckpt");
+    INFO(on.out);
+    REQUIRE(on.rc == 0);
+    CHECK(checkpoint_router_bias("build/tk_bal_on.ckpt") != calibrated);
+    std::remove("build/tk_bal_default.jsonl");
+    Run def = run(transition + " --steps 2 --val-every 0 --log build/tk_bal_default.jsonl");
+    INFO(def.out);
+    REQUIRE(def.rc == 0);
+    CHECK(def.out.find("firing rate 1/2 by a controller (--router-balance 2)") != std::string::npos);
+    CHECK(read_log("build/tk_bal_default.jsonl")[1].count("rate_err_0") == 1);
+    // not for threshold-one, whose runs were not measured with it
+    Run one = run(transition + " --router threshold-one --steps 2 --val-every 0");
+    INFO(one.out);
+    REQUIRE(one.rc == 0);
+    CHECK(one.out.find("--router-balance") == std::string::npos);
+}
+
+TEST_CASE("--router-balance is refused without a threshold router or without token-choice layers") {
+    mot_checkpoint("build/tk_mot.ckpt");
+    expect_error(DATA + MODEL + " --load build/tk_mot.ckpt --transition token-choice --router softmax --topk 1"
+                 " --router-balance 1 --steps 2",
+                 {"--router-balance", "the router is softmax"});
+    expect_error(DATA + MODEL + " --ffn token-choice --router-balance 1 --steps 2",
+                 {"--router-balance", "the router is softmax"});
+    expect_error(DATA + MODEL + " --router-balance 1 --steps 2",
+                 {"--router-balance applies to token-choice layers", "--ffn mot has none"});
+    expect_error(DATA + MODEL + " --load build/tk_mot.ckpt --router-balance 1 --steps 2",
+                 {"--router-balance applies to token-choice layers", "build/tk_mot.ckpt has none"});
+    // a loaded token-choice model whose router is softmax (its header's)
+    Run tc = run(DATA + MODEL + " --ffn token-choice --val-every 0 --steps 1 --save build/tk_soft.ckpt");
+    REQUIRE(tc.rc == 0);
+    expect_error(DATA + MODEL + " --load build/tk_soft.ckpt --router-balance 1 --steps 2",
+                 {"--router-balance", "build/tk_soft.ckpt", "softmax"});
+    // a threshold router trained from scratch takes it (its target is 1/--group)
+    Run ok = run(DATA + MODEL + " --ffn token-choice --router threshold --topk 2 --router-balance 1 --val-every 0"
+                 " --steps 2");
+    INFO(ok.out);
+    CHECK(ok.rc == 0);
+    expect_error(DATA + MODEL + " --ffn token-choice --router threshold --router-balance -1 --steps 2",
+                 {"--router-balance"});
 }
 
 TEST_CASE("transition and discrete MoT refuse what they cannot do") {

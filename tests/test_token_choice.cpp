@@ -9,7 +9,9 @@
 // - the batched form (cpu/fast/token_choice.h) against the plain loops;
 // - a model with TOKEN_CHOICE layers against finite differences;
 // - checkpoints with kinds 0, 1 and 2 round-trip; bad headers are refused;
-// - discrete MoT at a sharp controller equals soft MoT at low tau.
+// - discrete MoT at a sharp controller equals soft MoT at low tau;
+// - the threshold routers' rate controller (--router-balance): its move by
+//   hand, bc left to it alone by AdamW, and the rates brought to 1/G.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -26,6 +28,7 @@
 #include "tests/gradcheck.h"
 #include "tests/models.h"
 #include "tests/rng.h"
+#include "train/model.h"
 #include "train/transition.h"
 
 using Vec = std::vector<double>;
@@ -526,4 +529,122 @@ TEST_CASE("discrete MoT: one-hot mixing at the argmax; at a sharp controller it 
     check_close(run(1e-3, false, nullptr), hard, scaled_tol(1e-9, hard), "soft MoT at tau 1e-3");
     Vec soft = run(1.0, false, nullptr);
     CHECK(closeness(soft, hard, scaled_tol(1e-3, hard)).worst > 1);  // at tau 1 the two differ
+}
+
+TEST_CASE("router balance: the fire counts and the controller's move, worked out by hand") {
+    // N 4 tokens, E 3 experts; an expert fires where the shifted logit is >= 0 (0 itself fires)
+    const std::vector<float> z = {0.1f, -1.0f, 0.0f,   //
+                                  0.3f, -0.5f, -0.1f,  //
+                                  -0.2f, 2.0f, 0.5f,   //
+                                  1.0f, -3.0f, 0.7f};
+    std::vector<double> fires(3, 0.0);
+    token_choice_count_fires(fires.data(), z.data(), 4, 3);
+    CHECK(fires == std::vector<double>{3, 1, 3});
+    token_choice_count_fires(fires.data(), z.data(), 4, 3);  // a second micro-batch adds
+    CHECK(fires == std::vector<double>{6, 2, 6});
+    // over the 8 tokens: rates 0.75, 0.25, 0.75 against the target 0.25; eta 2 moves bc by -1, 0, -1
+    std::vector<float> bc = {0.5f, -0.2f, 1.0f};
+    router_balance_update(bc.data(), fires.data(), 8.0, 0.25, 2.0, 3);
+    CHECK(bc[0] == doctest::Approx(-0.5).epsilon(1e-6));
+    CHECK(bc[1] == -0.2f);
+    CHECK(bc[2] == doctest::Approx(0.0).epsilon(1e-6));
+    // an expert firing too rarely has its threshold lowered: rate 0 against 0.25, eta 2 -> +0.5
+    std::vector<double> none(3, 0.0);
+    router_balance_update(bc.data(), none.data(), 8.0, 0.25, 2.0, 3);
+    CHECK(bc[1] == doctest::Approx(0.3).epsilon(1e-6));
+}
+
+// A CPU model with one threshold-routed TOKEN_CHOICE layer (E 8, G 4: the
+// target rate 1/4; k = E and a large capacity: nothing dropped) and one dense.
+static Config balance_config() {
+    Config c = make_config(37, 8, 2, 16, 32, 8, 4, 8, 0.1f, {TOKEN_CHOICE, DENSE}, 8, 100.0f);
+    c.router = ROUTER_THRESHOLD;
+    c.router_tau = 0.5f;
+    return c;
+}
+
+// One optimizer step as train_step takes it with --router-balance eta:
+// forward and counts, backward, bc's gradient zeroed, AdamW, the controller.
+// Returns the layer's mean relative rate error before the move.
+static double balance_step(Model* m, const std::vector<int>& inp, const std::vector<int>& tgt, int B, int T,
+                           float lr, float eta, std::vector<double>* fires_out = nullptr) {
+    std::vector<double> fires;
+    model_forward(m, inp.data(), tgt.data(), B, T);
+    model_count_fires(m, &fires);
+    model_backward(m, 1.0);
+    model_zero_router_bias_grads(m);
+    std::vector<float> bc = model_router_bias(m);
+    model_update(m, lr, 0.9f, 0.95f, 1e-8f, 0.1f, 0, 1.0f);
+    if (fires_out) *fires_out = fires;
+    return model_router_balance(m, &bc, fires, (double)B * T, eta)[0];
+}
+
+TEST_CASE("router balance: bc moves by the controller alone; AdamW moves the other weights") {
+    const Config c = balance_config();
+    const int B = 4, T = 8, E = c.E;
+    GPT<float> init;
+    build_random(&init, c, 21, 0.5);
+    Model m;
+    model_build(&m, c, "cpu", B, T, init.params_memory.data());
+    TestRng r(8);
+    std::vector<int> inp = r.tokens(B * T, c.V), tgt = r.tokens(B * T, c.V);
+    // without the controller the bias has a gradient, which AdamW would follow
+    model_forward(&m, inp.data(), tgt.data(), B, T);
+    model_backward(&m, 1.0);
+    double grad = 0;
+    for (int e = 0; e < E; e++) grad += std::fabs(m.cpu.grads.layer[0].bc[e]);
+    CHECK(grad > 1e-4);
+    model_zero_grad(&m);
+    // the rates the test counts itself from the routed logits of the same forward
+    model_forward(&m, inp.data(), tgt.data(), B, T);
+    std::vector<double> mine(E, 0.0);
+    for (int n = 0; n < B * T; n++)
+        for (int e = 0; e < E; e++) mine[e] += m.cpu.acts.layer[0].z[(size_t)n * E + e] >= 0;
+    const std::vector<float> bc0(m.cpu.params.layer[0].bc, m.cpu.params.layer[0].bc + E),
+        wc0(m.cpu.params.layer[0].wc, m.cpu.params.layer[0].wc + (size_t)E * c.C);
+    const float eta = 0.75f;
+    std::vector<double> fires;
+    double err = balance_step(&m, inp, tgt, B, T, 1e-2f, eta, &fires);
+    CHECK(fires == mine);
+    double want_err = 0;
+    bool moved = false;
+    for (int e = 0; e < E; e++) {
+        INFO("expert " << e << ": fired for " << mine[e] << " of " << B * T);
+        double rate = mine[e] / (B * T);
+        want_err += std::fabs(rate - 0.25) / 0.25 / E;
+        float want = (float)((double)bc0[e] - eta * (rate - 0.25));
+        CHECK(m.cpu.params.layer[0].bc[e] == want);
+        moved |= want != bc0[e];
+        CHECK(m.cpu.m_memory[m.cpu.params.layer[0].bc - m.cpu.params_memory.data() + e] == 0.0f);
+        CHECK(m.cpu.v_memory[m.cpu.params.layer[0].bc - m.cpu.params_memory.data() + e] == 0.0f);
+    }
+    CHECK(moved);  // the case is not one where every rate is on target
+    CHECK(err == doctest::Approx(want_err).epsilon(1e-9));
+    CHECK(!std::equal(wc0.begin(), wc0.end(), m.cpu.params.layer[0].wc));  // AdamW ran
+}
+
+TEST_CASE("router balance: the firing rates converge to 1/G over a few steps, and stay off it without") {
+    const Config c = balance_config();
+    const int B = 8, T = 8;
+    GPT<float> init;
+    build_random(&init, c, 33, 0.5);
+    for (int e = 0; e < c.E; e++) init.params.layer[0].bc[e] = 1.5f;  // nearly every expert fires for every token
+    for (float eta : {0.0f, 2.0f}) {
+        INFO("eta " << eta);
+        Model m;
+        model_build(&m, c, "cpu", B, T, init.params_memory.data());
+        TestRng r(17);
+        std::vector<double> err;
+        for (int step = 0; step < 24; step++) {
+            std::vector<int> inp = r.tokens(B * T, c.V), tgt = r.tokens(B * T, c.V);
+            err.push_back(balance_step(&m, inp, tgt, B, T, 1e-3f, eta));
+        }
+        INFO("rate errors: first " << err[0] << ", last " << err.back());
+        CHECK(err[0] > 1.5);  // rates near 1 against 1/4
+        if (eta == 0) {
+            CHECK(err.back() > 1.0);
+        } else {
+            for (int s = 18; s < 24; s++) CHECK(err[s] < 0.25 * err[0]);
+        }
+    }
 }

@@ -275,6 +275,98 @@ inline std::vector<RouterStats> model_router_stats(Model* m) {
     return stats;
 }
 
+// Threshold routers held at a firing rate (--router-balance;
+// cpu/token_choice.h, router_balance_update). fires and bc hold (TOKEN_CHOICE
+// layers, E), the layers in order.
+
+// Adds the tokens of the last forward each expert fired for.
+inline void model_count_fires(Model* m, std::vector<double>* fires) {
+    const Config& c = m->cfg;
+    fires->resize((size_t)count_kind(c, TOKEN_CHOICE) * c.E, 0.0);
+#ifdef __CUDACC__
+    if (m->on_gpu) { gpu::gpt_count_fires(&m->gpu, fires->data()); return; }
+#endif
+    int N = m->cpu.B * m->cpu.T, i = 0;
+    for (int l = 0; l < c.L; l++)
+        if (c.kinds[l] == TOKEN_CHOICE)
+            token_choice_count_fires(fires->data() + (size_t)(i++) * c.E, m->cpu.acts.layer[l].z, N, c.E);
+}
+
+// The routers' biases, read or written.
+inline std::vector<float> model_router_bias(Model* m) {
+    const Config& c = m->cfg;
+    std::vector<float> bc;
+    for (int l = 0; l < c.L; l++) {
+        if (c.kinds[l] != TOKEN_CHOICE) continue;
+        bc.resize(bc.size() + c.E);
+        float* out = bc.data() + bc.size() - c.E;
+#ifdef __CUDACC__
+        if (m->on_gpu) {
+            CUDA_CHECK(cudaMemcpy(out, m->gpu.params.layer[l].bc, c.E * sizeof(float), cudaMemcpyDeviceToHost));
+            continue;
+        }
+#endif
+        std::copy(m->cpu.params.layer[l].bc, m->cpu.params.layer[l].bc + c.E, out);
+    }
+    return bc;
+}
+
+inline void model_set_router_bias(Model* m, const std::vector<float>& bc) {
+    const Config& c = m->cfg;
+    int i = 0;
+    for (int l = 0; l < c.L; l++) {
+        if (c.kinds[l] != TOKEN_CHOICE) continue;
+        const float* in = bc.data() + (size_t)(i++) * c.E;
+#ifdef __CUDACC__
+        if (m->on_gpu) {
+            CUDA_CHECK(cudaMemcpy(m->gpu.params.layer[l].bc, in, c.E * sizeof(float), cudaMemcpyHostToDevice));
+            continue;
+        }
+#endif
+        std::copy(in, in + c.E, m->cpu.params.layer[l].bc);
+    }
+}
+
+// The routers' biases get no gradient: zeroed before the gradients are
+// summed, their norm taken and AdamW run (their moments then stay zero).
+inline void model_zero_router_bias_grads(Model* m) {
+    const Config& c = m->cfg;
+    for (int l = 0; l < c.L; l++) {
+        if (c.kinds[l] != TOKEN_CHOICE) continue;
+#ifdef __CUDACC__
+        if (m->on_gpu) {
+            CUDA_CHECK(cudaMemset(m->gpu.grads.layer[l].bc, 0, c.E * sizeof(float)));
+            continue;
+        }
+#endif
+        std::fill(m->cpu.grads.layer[l].bc, m->cpu.grads.layer[l].bc + c.E, 0.0f);
+    }
+}
+
+// The controller's step (--router-balance ETA), after the AdamW update
+// (whose gradients of bc model_zero_router_bias_grads zeroed): bc holds the
+// biases from before the update, fires the step's counts over all its
+// micro-batches and ranks; each bias becomes bc_e - ETA (r_e - 1/G), r_e =
+// fires[e] / tokens, 1/G the share each expert fired for at the switch (the
+// transition calibrates the thresholds so and keeps the MoT model's G in the
+// routed model). Every rank computes the same. Returns per layer the mean
+// over the experts of |r_e - 1/G| * G, before the move.
+inline std::vector<double> model_router_balance(Model* m, std::vector<float>* bc, const std::vector<double>& fires,
+                                                double tokens, float eta) {
+    const Config& c = m->cfg;
+    const double target = 1.0 / c.G;
+    std::vector<double> err;
+    for (size_t i = 0; i * c.E < fires.size(); i++) {
+        const double* f = fires.data() + i * c.E;
+        double sum = 0;
+        for (int e = 0; e < c.E; e++) sum += std::fabs(f[e] / tokens - target) / target;
+        err.push_back(sum / c.E);
+        router_balance_update(bc->data() + i * c.E, f, tokens, target, eta, c.E);
+    }
+    model_set_router_bias(m, *bc);
+    return err;
+}
+
 inline void model_zero_grad(Model* m) {
 #ifdef __CUDACC__
     if (m->on_gpu) { gpu::gpt_zero_grad(&m->gpu); return; }

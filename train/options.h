@@ -41,6 +41,8 @@ struct Options {
     std::string router;             // TOKEN_CHOICE: softmax, threshold or threshold-one; "": softmax, a transition threshold
     float router_temperature = 0;   // threshold router's gate temperature; 0: a transition's MoT tau, else 1
     int calibration_batches = 4;    // transition to a threshold router: training batches that set the thresholds
+    float router_balance = 0;       // threshold routers: the bias controller's gain eta; 0: bc trained by AdamW;
+                                    // a --transition to --router threshold: TRANSITION_ROUTER_BALANCE unless given
     // optimization
     int steps = 750, warmup = 50;
     float lr = 3e-3f, lr_min_frac = 0.1f, wd = 0.1f, grad_clip = 1.0f;
@@ -60,6 +62,10 @@ struct Options {
     int val_every = 250, val_batches = 16, sample_every = 500, sample_len = 128;
     std::vector<std::string> given;  // the options given on the command line
 };
+
+// The gain of the rate controller a transition to the threshold router runs
+// unless --router-balance is given (README, "Transition tuning, measured").
+inline constexpr float TRANSITION_ROUTER_BALANCE = 2.0f;
 
 struct SampleOptions {
     std::string load, tokenizer, prompt;
@@ -165,6 +171,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--router", o->router, "token-choice router: softmax (top-k of a softmax over the experts), threshold (expert e fires when its logit + bias >= 0, gate sigmoid(./router-temperature)) or threshold-one (gate 1); default softmax, with --transition threshold")->check(CLI::IsMember({"softmax", "threshold", "threshold-one"}));
     app.add_option("--router-temperature", o->router_temperature, "threshold router: the gate's temperature (0: with --transition the MoT model's tau, else 1)")->check(CLI::Range(0.0, 1e6))->check(FINITE);
     app.add_option("--calibration-batches", o->calibration_batches, "--transition to a threshold router: training batches whose MoT controller logits set each expert's threshold")->check(CLI::Range(1, 1 << 16));
+    app.add_option("--router-balance", o->router_balance, "threshold routers: after every step move each expert's bias by -ETA * (its firing rate - 1/G), G the group the thresholds were calibrated for (the MoT model's), instead of by its gradient; 0: off; default 0, with --transition to --router threshold 2")->check(CLI::Range(0.0, 1e6))->check(FINITE);
     app.add_option("--transition", o->transition, "with --load: turn every MoT layer into this kind (token-choice), same tensors, fresh optimizer")->check(CLI::IsMember({"token-choice"}));
     app.add_option("--load", o->load, "start from this model: a checkpoint, a safetensors file of export or an llm.c GPT-2 model file (its header sets the model shape)");
     app.add_option("--save", o->save, "write the final model to this checkpoint");
@@ -333,11 +340,16 @@ inline void check_options_apply(const Options& o, const std::vector<int>& kinds,
     for (const char* name : {"--topk", "--capacity-factor", "--aux-loss", "--router", "--router-temperature"})
         if (given(o, name) && !any_tc)
             fail(strf("%s applies to token-choice layers; %s has none", name, model.c_str()));
+    if (o.router_balance > 0 && !any_tc)
+        fail(strf("--router-balance applies to token-choice layers with a threshold router; %s has none",
+                  model.c_str()));
     // the router of the token-choice layers being made (a loaded model's own router is its header's)
     const int router = router_kind(o.router.empty() ? (transition ? "threshold" : "softmax") : o.router);
     if ((!loaded || transition) && any_tc && given(o, "--router-temperature") && router != ROUTER_THRESHOLD)
         fail(strf("--router-temperature is the gate temperature of --router threshold; the router is %s",
                   router_name(router)));
+    if ((!loaded || transition) && any_tc && o.router_balance > 0 && router == ROUTER_SOFTMAX)
+        fail("--router-balance holds the firing rates of --router threshold or threshold-one; the router is softmax");
     if (given(o, "--calibration-batches") && !(transition && router != ROUTER_SOFTMAX))
         fail(strf("--calibration-batches sets the thresholds of a --transition to a threshold router; %s",
                   transition ? "the router is softmax" : "there is no --transition"));
@@ -348,7 +360,7 @@ inline void check_options_apply(const Options& o, const std::vector<int>& kinds,
         const char* name;
         bool used;
         const char* shapes;
-    } shape[] = {{"--group", any_mot, "MoT"},
+    } shape[] = {{"--group", any_mot || (any_tc && o.router_balance > 0), "MoT"},
                  {"--temperature", any_mot, "MoT"},
                  {"--experts", sparse, "MoT or token-choice"},
                  {"--expert-size", sparse, "MoT or token-choice"}};

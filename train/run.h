@@ -129,6 +129,7 @@ inline std::vector<std::pair<std::string, std::string>> rank_options(const Optio
             {"--capacity-factor", fnum(o.capacity_factor)}, {"--aux-loss", fnum(o.aux_loss)},
             {"--transition", text(o.transition)}, {"--router", text(o.router)},
             {"--router-temperature", fnum(o.router_temperature)}, {"--calibration-batches", num(o.calibration_batches)},
+            {"--router-balance", fnum(o.router_balance)},
             {"--steps", num(o.steps)}, {"--warmup", num(o.warmup)}, {"--lr", fnum(o.lr)},
             {"--lr-min-frac", fnum(o.lr_min_frac)}, {"--wd", fnum(o.wd)}, {"--grad-clip", fnum(o.grad_clip)},
             {"--beta1", fnum(o.beta1)}, {"--beta2", fnum(o.beta2)}, {"--adam-eps", fnum(o.adam_eps)},
@@ -304,6 +305,8 @@ inline void transition_kinds(TrainRun* r) {
         if (!given(o, "--capacity-factor")) cf = 1.0f;
     }
     if (topk > mot.E) fail(strf("--topk %d is above the model's %d experts", topk, mot.E));
+    // the threshold router holds its calibrated firing rates unless told otherwise
+    if (router == ROUTER_THRESHOLD && !given(o, "--router-balance")) r->o.router_balance = TRANSITION_ROUTER_BALANCE;
     r->before_transition = mot;
     r->c = transition_config(mot, router, o.router_temperature, topk, cf);
     config_validate(r->c);
@@ -313,6 +316,10 @@ inline void transition_kinds(TrainRun* r) {
                 "the same tensors\n",
                 router_name(r->c.router), r->c.topk, r->c.capacity,
                 r->c.router == ROUTER_THRESHOLD ? strf(", gate temperature %g", r->c.router_tau).c_str() : "");
+    if (o.router_balance > 0)
+        std::printf("transition: each expert's bias is held at its calibrated firing rate 1/%d by a controller "
+                    "(--router-balance %g), not trained\n",
+                    mot.G, o.router_balance);
 }
 
 // A threshold router's thresholds, from the MoT model's controller logits on
@@ -359,6 +366,13 @@ inline void setup_model(TrainRun* r) {
     }
     const Config& c = r->c;
     if (o.resume || !o.load.empty()) note_ignored_model_options(o, c);
+    if (o.router_balance > 0 && c.router == ROUTER_SOFTMAX)  // a loaded model's router is its header's
+        fail(strf("--router-balance holds the firing rates of a threshold router; the token-choice layers of %s "
+                  "route by softmax",
+                  o.resume ? "the checkpoint" : o.load.c_str()));
+    if (o.router_balance > 0 && c.G < 1)
+        fail(strf("--router-balance holds each expert at 1/G of the tokens; the group size G of %s is %d",
+                  o.resume ? "the checkpoint" : o.load.c_str(), c.G));
     if (r->tokp && r->tok.vocab_size != c.V)
         fail(strf("%s has %d tokens, the model's vocabulary has %d: samples could not be decoded; give the "
                   "tokenizer the model was trained with",
@@ -619,6 +633,8 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     double t0 = now_ms();
     // the cross-entropy; the TOKEN_CHOICE layers' load-balancing loss; whether a stop signal came (summed over ranks)
     double sums[3] = {0, 0, 0};
+    const bool balance = o.router_balance > 0;
+    std::vector<double> fires;  // --router-balance: (TOKEN_CHOICE layers, E) tokens each expert fired for
     // the gradients are zero here: the last update left them so (or model_build, or a skipped step)
     for (int m = 0; m < r->micro; m++) {
         if (m % R != rank) {
@@ -628,7 +644,13 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
         dataloader_next(&r->train_loader, x.data(), y.data());
         sums[0] += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / r->micro;
         sums[1] += model_aux_loss(r->model) / r->micro;
+        if (balance) model_count_fires(&r->model, &fires);
         model_backward(&r->model, 1.0 / r->micro);
+    }
+    if (balance) {
+        model_zero_router_bias_grads(&r->model);
+        fires.resize((size_t)count_kind(r->c, TOKEN_CHOICE) * r->c.E, 0.0);  // a rank with no micro-batch
+        dist_sum(fires.data(), fires.size(), "the routers' fire counts' all-reduce");
     }
     std::vector<RouterStats> routing = model_router_stats(&r->model);  // of this rank's last micro-batch
     parallel_sum_grads(&r->par, &r->model);
@@ -648,8 +670,11 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
         fail(strf("step %d: the %s is not finite (loss %g, grad norm %g); stopping. Lower --lr, or "
                   "--skip-nonfinite to skip such updates",
                   step + 1, std::isfinite(loss) ? "gradient" : "loss", loss, norm));
+    std::vector<double> rate_err;  // --router-balance: per layer, mean over experts of |r_e - target| / target
     if (finite) {
+        std::vector<float> bc = balance ? model_router_bias(&r->model) : std::vector<float>();
         parallel_update(&r->par, &r->model, lr, o.beta1, o.beta2, o.adam_eps, o.wd, step, clip_scale(norm, o.grad_clip));
+        if (balance) rate_err = model_router_balance(&r->model, &bc, fires, (double)(r->BT * r->micro), o.router_balance);
         r->consecutive_skips = 0;
     } else {
         model_zero_grad(&r->model);  // the skipped update did not consume them
@@ -693,6 +718,9 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
         fields.push_back({names[4 * i + 2].c_str(), routing[i].max_share});
         fields.push_back({names[4 * i + 3].c_str(), routing[i].per_token});
     }
+    std::vector<std::string> err_names;  // --router-balance: rate_err_l
+    for (size_t i = 0; i < rate_err.size(); i++) err_names.push_back(strf("rate_err_%d", routing[i].layer));
+    for (size_t i = 0; i < rate_err.size(); i++) fields.push_back({err_names[i].c_str(), rate_err[i]});
     for (auto f : std::vector<std::pair<const char*, double>>{{"ms", ms}, {"tok_per_s", tok_s}, {"mfu", mfu},
                                                               {"threads", (double)threads}})
         fields.push_back(f);
@@ -716,6 +744,7 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
                              {"experts", (double)c.E}, {"group", (double)c.G}, {"expert_size", (double)c.f},
                              {"temperature", c.tau}, {"topk", (double)c.topk}, {"capacity_factor", c.capacity},
                              {"router", (double)c.router}, {"router_temperature", c.router_tau},
+                             {"router_balance", o.router_balance},
                              {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)}});
 }
 

@@ -13,9 +13,9 @@ ft() {  # tag lr options: 32 more steps
     echo "== $tag fine-tuned at $lr"; grep "val loss" ${tag}.out | awk '{print $2, $6}' | tr '\n' ' '; echo
 }
 sw S_threshold --router threshold
-ft S_threshold_lr0.0006 0.0006 --router threshold
+ft S_threshold_lr0.0006 0.0006 --router threshold --router-balance 0
 sw S_softmax --router softmax --topk 1
 sw S_threshold-one --router threshold-one
 OMP_NUM_THREADS=1 $TMX eval --load S_threshold_sw.ckpt --data "$D/corpus_val_*.bin" --batch 32 --seq 128 --batches 4 --decode --device cpu
-ft S_threshold_lr0.006 0.006 --router threshold
+ft S_threshold_lr0.006 0.006 --router threshold --router-balance 0
 ft S_softmax_lr0.006 0.006 --router softmax --topk 1

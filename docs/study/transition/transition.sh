@@ -22,11 +22,11 @@ variant() {
 for v in ${VARIANTS:-threshold threshold-one softmax}; do
     echo "== $v"
     case $v in
-        threshold) variant threshold --router threshold ;;
+        threshold) variant threshold --router threshold --router-balance 0 ;;  # as logged, before the controller
         threshold-one) variant threshold-one --router threshold-one ;;
         softmax) variant softmax --router softmax --topk 1 ;;
-        threshold-cf2) variant threshold-cf2 --router threshold --capacity-factor 2 ;;
-        threshold-k8) variant threshold-k8 --router threshold --topk 8 ;;
-        threshold-t1) variant threshold-t1 --router threshold --router-temperature 1 ;;
+        threshold-cf2) variant threshold-cf2 --router threshold --router-balance 0 --capacity-factor 2 ;;
+        threshold-k8) variant threshold-k8 --router threshold --router-balance 0 --topk 8 ;;
+        threshold-t1) variant threshold-t1 --router threshold --router-balance 0 --router-temperature 1 ;;
     esac
 done
