@@ -267,6 +267,19 @@ inline void safetensors_model_load(const std::string& path, Config* c, std::vect
         for (const ExportTensor& t : ts) known = known || t.name == key;
         if (!known) fail(strf("%s: tensor %s is not a tensor of the model its metadata describes", name, key.c_str()));
     }
+    // every tensor present with its shape and a float dtype before the
+    // parameters are allocated: the metadata alone could ask for any size
+    for (const ExportTensor& t : ts) {
+        auto it = st.tensors.find(t.name);
+        if (it == st.tensors.end()) fail(strf("%s: missing tensor %s", name, t.name.c_str()));
+        const StEntry& e = it->second;
+        if (e.shape != t.shape)
+            fail(strf("%s: tensor %s has shape %s, the model needs %s", name, t.name.c_str(),
+                      st_shape_text(e.shape).c_str(), st_shape_text(t.shape).c_str()));
+        if (e.dtype != "F32" && e.dtype != "BF16")
+            fail(strf("%s: tensor %s has dtype %s; a model's tensors are F32 or BF16", name, t.name.c_str(),
+                      e.dtype.c_str()));
+    }
     std::vector<float> p(num_params(k));
     for (const ExportTensor& t : ts) safetensors_get_f32(st, t.name, t.shape, p.data() + t.offset);
     std::string bad = first_nonfinite_tensor(k, p.data());

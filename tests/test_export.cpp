@@ -348,6 +348,23 @@ TEST_CASE("a safetensors model that does not match its metadata is refused, nami
     std::remove(path.c_str());
 }
 
+TEST_CASE("a tiny safetensors file whose metadata describes a huge model is refused before any allocation") {
+    // 40 dense layers of C 8192, dff 32768: about 32e9 parameters, 128 GB of
+    // floats, in a file of a few hundred bytes without a single tensor
+    Config c = make_config(50257, 1024, 64, 8192, 32768, 0, 0, 0, 1.0f, std::vector<int>(40, DENSE));
+    std::string path = tmp_path("huge.safetensors");
+    safetensors_write(path, {}, model_metadata(c, "", "f32"));
+    CHECK(read_file(path).size() < 2000);
+    Config k;
+    std::vector<float> p;
+    expect_throw([&] { model_file_load(path, &k, &p); }, {path, "missing tensor wte"});
+    // every tensor there but one too small: its shape is named, nothing allocated
+    std::vector<float> zero(16);
+    safetensors_write(path, {{"wte", "F32", {4, 4}, zero.data()}}, model_metadata(c, "", "f32"));
+    expect_throw([&] { model_file_load(path, &k, &p); }, {path, "tensor wte has shape [4, 4]", "[50304, 8192]"});
+    std::remove(path.c_str());
+}
+
 TEST_CASE("model_file_load tells the formats apart by their first bytes, whatever the file is called") {
     Config c = kind_models()[1].second;
     GPT<float> g;
