@@ -36,6 +36,7 @@
 // which reads back as the same float32), the activation, LayerNorm's
 // epsilon, the tokenizer's file name and the dtype.
 #pragma once
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -195,13 +196,15 @@ inline void safetensors_model_load(const std::string& path, Config* c, std::vect
     if (get("format_version") != MODEL_FORMAT_VERSION)
         fail(strf("%s: metadata format_version \"%s\", this build reads version %s", name,
                   get("format_version").c_str(), MODEL_FORMAT_VERSION));
-    // integers and floats written whole: "12x" or "" is refused, not read as 12 or 0
+    // integers and floats written whole: "12x", " 12", "+12" or "" is refused, not read as 12 or 0
     auto integer = [&](const char* key, int lo, int hi) {
         std::string s = get(key);
         char* end = nullptr;
         errno = 0;
         long v = std::strtol(s.c_str(), &end, 10);
-        if (s.empty() || *end != '\0' || errno == ERANGE || v < lo || v > hi)
+        // strtol would skip leading spaces and take a '+': a digit or '-' must come first
+        bool whole = !s.empty() && (std::isdigit((unsigned char)s[0]) || s[0] == '-');
+        if (!whole || *end != '\0' || errno == ERANGE || v < lo || v > hi)
             fail(strf("%s: metadata %s \"%s\" (must be a whole number %d..%d)", name, key, s.c_str(), lo, hi));
         return (int)v;
     };
@@ -210,7 +213,8 @@ inline void safetensors_model_load(const std::string& path, Config* c, std::vect
         std::string s = get(key);
         char* end = nullptr;
         float v = std::strtof(s.c_str(), &end);
-        bool in = lo > 0 ? v >= lo && v <= 1e6f : std::isnormal(v) && v > 0;
+        bool in = !s.empty() && !std::isspace((unsigned char)s[0]) && s[0] != '+' &&
+                  (lo > 0 ? v >= lo && v <= 1e6f : std::isnormal(v) && v > 0);
         if (s.empty() || *end != '\0' || !in)
             fail(strf("%s: metadata %s \"%s\" (must be a %s)", name, key, s.c_str(),
                       lo > 0 ? "number, 1e-6..1e6" : "positive, finite, normal number"));

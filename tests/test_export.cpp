@@ -325,6 +325,12 @@ TEST_CASE("a safetensors model that does not match its metadata is refused, nami
     expect_model_error({"names 4 layers, n_layer is 3"});
     write("", "", "n_embd", "16x");
     expect_model_error({"metadata n_embd \"16x\""});
+    write("", "", "n_embd", "+16");
+    expect_model_error({"metadata n_embd \"+16\"", "whole number"});
+    write("", "", "n_embd", " 16");
+    expect_model_error({"metadata n_embd \" 16\"", "whole number"});
+    write("", "", "temperature", "+0.75");
+    expect_model_error({"metadata temperature \"+0.75\""});
     write("", "", "n_head", "3");
     expect_model_error({"inconsistent metadata", "heads"});
     write("", "", "temperature", "nan");
