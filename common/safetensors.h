@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -62,9 +63,22 @@ inline std::string st_shape_text(const std::vector<int64_t>& shape) {
     return s + "]";
 }
 
+// The product of the dimensions into *n; false when it does not fit in 64
+// bits (then *n is meaningless).
+inline bool st_numel_fits(const std::vector<int64_t>& shape, uint64_t* n) {
+    *n = 1;
+    for (int64_t d : shape) {
+        if (d < 0) return false;
+        if (d != 0 && *n > UINT64_MAX / (uint64_t)d) return false;
+        *n *= (uint64_t)d;
+    }
+    return true;
+}
+
 inline uint64_t st_numel(const std::vector<int64_t>& shape) {
-    uint64_t n = 1;
-    for (int64_t d : shape) n *= (uint64_t)d;
+    uint64_t n;
+    if (!st_numel_fits(shape, &n))
+        fail(strf("a tensor of shape %s has more elements than 64 bits count", st_shape_text(shape).c_str()));
     return n;
 }
 
@@ -271,15 +285,14 @@ struct StJson {
     template <typename Fn>
     void object(Fn fn) {
         expect('{');
-        std::vector<std::string> seen;
+        std::set<std::string> seen;
         if (peek('}')) {
             i++;
             return;
         }
         while (true) {
             std::string key = str();
-            if (std::find(seen.begin(), seen.end(), key) != seen.end()) bad("the key \"" + key + "\" given twice");
-            seen.push_back(key);
+            if (!seen.insert(key).second) bad("the key \"" + key + "\" given twice");
             expect(':');
             fn(key);
             if (peek(',')) {
@@ -356,11 +369,16 @@ inline SafeTensors safetensors_read(const std::string& path) {
             fail(strf("%s: tensor %s: data_offsets [%llu, %llu] out of range (the data section holds %llu bytes)",
                       name, key.c_str(), (unsigned long long)e.begin, (unsigned long long)e.end,
                       (unsigned long long)data));
-        long double want = (long double)st_numel(e.shape) * size;
-        if ((long double)(e.end - e.begin) != want)
-            fail(strf("%s: tensor %s: data_offsets [%llu, %llu] hold %llu bytes, its shape %s of %s needs %.0Lf", name,
+        uint64_t numel;
+        if (!st_numel_fits(e.shape, &numel) || numel > UINT64_MAX / size)
+            fail(strf("%s: tensor %s has shape %s of %s, whose size in bytes does not fit in 64 bits", name,
+                      key.c_str(), st_shape_text(e.shape).c_str(), e.dtype.c_str()));
+        const uint64_t want = numel * size;
+        if (e.end - e.begin != want)
+            fail(strf("%s: tensor %s: data_offsets [%llu, %llu] hold %llu bytes, its shape %s of %s needs %llu", name,
                       key.c_str(), (unsigned long long)e.begin, (unsigned long long)e.end,
-                      (unsigned long long)(e.end - e.begin), st_shape_text(e.shape).c_str(), e.dtype.c_str(), want));
+                      (unsigned long long)(e.end - e.begin), st_shape_text(e.shape).c_str(), e.dtype.c_str(),
+                      (unsigned long long)want));
         order.push_back({e.begin, key});
     }
     std::sort(order.begin(), order.end(), [&](const auto& x, const auto& y) {

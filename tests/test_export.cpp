@@ -270,6 +270,16 @@ TEST_CASE("a broken safetensors header is refused, naming the file and what is w
                       {"belong to no tensor"});
     expect_read_error(st_bytes(t, data8 + "xx"), {"bytes after its last tensor"});
     expect_read_error(st_bytes("{\"__metadata__\":{\"k\":1}}", ""), {"bad safetensors header", "expected '\"'"});
+    // 2^32 x 2^32 elements wrap a 64-bit count to 0, which empty offsets would match
+    expect_read_error(st_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}", ""),
+                      {"tensor a has shape [4294967296, 4294967296]", "does not fit in 64 bits"});
+    expect_read_error(st_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[1099511627776,4194304],\"data_offsets\":[0,0]}}", ""),
+                      {"tensor a has shape [1099511627776, 4194304]", "does not fit in 64 bits"});
+    // a header of many keys is read (the check for repeated keys is not quadratic)
+    std::string many = "{\"__metadata__\":{";
+    for (int i = 0; i < 50000; i++) many += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":\"v\"";
+    write_bytes(tmp_path("many.safetensors"), st_bytes(many + "}}", ""));
+    CHECK(safetensors_read(tmp_path("many.safetensors")).metadata.size() == 50000);
 
     // escapes in strings are read as JSON writes them
     write_bytes(tmp_path("esc.safetensors"), st_bytes("{\"__metadata__\":{\"k\\u00e9\\n\":\"a\\\"b\\\\\"}}", ""));
