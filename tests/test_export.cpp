@@ -493,6 +493,29 @@ TEST_CASE("export refuses what it cannot write, and leaves no file") {
                  {"build/export_tok_not.bin"});
     CHECK_FALSE(exists("build/export_no.safetensors"));
     CHECK(leftover_temp_files("build/export_no.safetensors").empty());
+
+    // -o naming the file --load or --tokenizer reads is refused, and that file is kept
+    std::string ckpt = read_file("build/export.ckpt");
+    expect_error("export --load build/export.ckpt -o build/export.ckpt",
+                 {"-o build/export.ckpt", "--load build/export.ckpt"});
+    expect_error("export --load build/export.ckpt -o build/../build/export.ckpt",
+                 {"-o build/../build/export.ckpt", "--load build/export.ckpt"});
+    CHECK(read_file("build/export.ckpt") == ckpt);
+    std::vector<int32_t> tok = {20261129, 1, 257, 0};
+    const std::string tok_bytes((const char*)tok.data(), 16);
+    write_bytes("build/export_tok_in.bin", tok_bytes);
+    expect_error("export --load build/export.ckpt -o build/export_tok_in.bin --tokenizer build/export_tok_in.bin",
+                 {"-o build/export_tok_in.bin", "tokenizer build/export_tok_in.bin", "--tokenizer"});
+    CHECK(read_file("build/export_tok_in.bin") == tok_bytes);
+    // the tokenizer a safetensors --load names, which the export would name too
+    std::string st = "build/export_tok_in.safetensors";
+    REQUIRE(run("export --load build/export.ckpt -o " + st + " --tokenizer build/export_tok_in.bin").rc == 0);
+    std::string st_bytes_before = read_file(st);
+    expect_error("export --load " + st + " -o build/export_tok_in.bin",
+                 {"-o build/export_tok_in.bin", "tokenizer build/export_tok_in.bin", "--load's metadata"});
+    expect_error("export --load " + st + " -o " + st, {"-o " + st, "--load " + st});
+    CHECK(read_file("build/export_tok_in.bin") == tok_bytes);
+    CHECK(read_file(st) == st_bytes_before);
 }
 
 TEST_CASE("eval --dump: the first batch's logits give the losses and the mean loss eval prints") {

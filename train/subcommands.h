@@ -193,6 +193,15 @@ inline int export_main(const ExportOptions& x) {
         if (tokenizer_load(tok_path).vocab_size != c.V) tok_path.clear();
     }
     check_writable_file(x.out, "-o");
+    // the model is in memory by now, but the file it came from would be lost
+    if (same_file(x.out, x.load))
+        fail(strf("-o %s is the model --load %s reads: write the export to another file", x.out.c_str(),
+                  x.load.c_str()));
+    if (!tok_path.empty() && same_file(x.out, tok_path))
+        fail(strf("-o %s is the tokenizer %s (%s), which the export names: write the export to another file",
+                  x.out.c_str(), tok_path.c_str(),
+                  !x.tokenizer.empty() ? "--tokenizer" : tok_path == info.tokenizer ? "named in --load's metadata"
+                                                                                     : "the default data set's"));
     model_export(x.out, c, params.data(), x.dtype, tok_path);
     std::printf("wrote %s: %zu tensors, %zu parameters as %s%s\n", x.out.c_str(), export_tensors(c).size(),
                 params.size(), x.dtype.c_str(),
