@@ -15,6 +15,9 @@ tensor's scale:
 (one number per tensor; an element near zero in a tensor of large values is
 held to the tensor's scale, not its own: tests/close.h's scaled_tol). The mean loss: |twin - engine| /
 |engine|. Exits 1 when any of them exceeds --tol, 2 on bad input.
+--mot-discrete: MoT mixes with one-hot weights, as eval --mot-discrete; the
+dump's metadata mot_discrete ("1" or "0") says how the engine mixed and
+decides when the flag is not given (the flag contradicting it is an error).
 --decode-loss also checks the twin in decoding mode (what generate() runs:
 token choice drops nothing) against `eval --decode` on the same batch.
 """
@@ -57,7 +60,15 @@ def main():
         if tuple(engine_logits.shape) != tuple(tokens.shape) + (model.cfg.V,):
             raise ValueError(f"{args.dump}: logits of shape {list(dump['logits'].shape)} for tokens "
                              f"{list(tokens.shape)} and a vocabulary of {model.cfg.V}")
-        discrete = args.mot_discrete or meta.get("mot_discrete", "0") in ("1", "true")
+        # eval --dump records whether MoT mixed discretely; --mot-discrete may
+        # only agree with it (a dump without the field: the flag decides)
+        recorded = meta.get("mot_discrete")
+        if recorded not in (None, "0", "1"):
+            raise ValueError(f"{args.dump}: metadata mot_discrete {recorded!r} (must be \"0\" or \"1\")")
+        if recorded == "0" and args.mot_discrete:
+            raise ValueError(f"--mot-discrete: {args.dump} was written by eval without --mot-discrete "
+                             "(metadata mot_discrete \"0\")")
+        discrete = args.mot_discrete or recorded == "1"
     except (OSError, ValueError, KeyError) as e:
         print(f"compare.py: {e}", file=sys.stderr)
         return 2

@@ -176,9 +176,26 @@ PY_TEST("discrete MoT: the twin's one-hot mixing agrees with eval --mot-discrete
     must_run(DATA + MODEL + " --layers 2 --ffn mot --save build/py_disc.ckpt");
     must_run("export --load build/py_disc.ckpt -o build/py_disc.safetensors");
     dump("build/py_disc.safetensors", "build/py_disc_dump.safetensors", " --mot-discrete");
+    dump("build/py_disc.safetensors", "build/py_soft_dump.safetensors");
+    SafeTensors d = safetensors_read("build/py_disc_dump.safetensors");
+    CHECK(d.metadata["mot_discrete"] == "1");
+    CHECK(safetensors_read("build/py_soft_dump.safetensors").metadata["mot_discrete"] == "0");
     CHECK(compare("build/py_disc.safetensors", "build/py_disc_dump.safetensors", 1e-5, " --mot-discrete").rc == 0);
-    // and the measure sees the difference between the two mixings
-    CHECK(compare("build/py_disc.safetensors", "build/py_disc_dump.safetensors", 1e-5).rc == 1);
+    // the dump's metadata alone tells compare.py how the engine mixed
+    CHECK(compare("build/py_disc.safetensors", "build/py_disc_dump.safetensors", 1e-5).rc == 0);
+    CHECK(compare("build/py_disc.safetensors", "build/py_soft_dump.safetensors", 1e-5).rc == 0);
+    // --mot-discrete against a dump of soft mixing is refused
+    Run r = compare("build/py_disc.safetensors", "build/py_soft_dump.safetensors", 1e-5, " --mot-discrete");
+    CHECK(r.rc == 2);
+    CHECK(r.out.find("mot_discrete \"0\"") != std::string::npos);
+    // and the measure sees the difference between the two mixings: the
+    // discrete dump's tensors labelled soft mixing differ from the twin's
+    std::vector<StTensorOut> ts;
+    for (const auto& [key, e] : d.tensors)
+        ts.push_back({key, e.dtype, e.shape, d.bytes.data() + d.data_start + e.begin});
+    auto meta = std::vector<std::pair<std::string, std::string>>{{"loss", d.metadata["loss"]}, {"mot_discrete", "0"}};
+    safetensors_write("build/py_disc_relabelled.safetensors", ts, meta);
+    CHECK(compare("build/py_disc.safetensors", "build/py_disc_relabelled.safetensors", 1e-5).rc == 1);
 }
 
 PY_TEST("GPT-2 weights from an llm.c file: the twin and the engine agree on the same weights, f32 and bf16") {

@@ -83,7 +83,8 @@ inline int sample_main(const SampleOptions& s) {
 
 // eval --dump: the first batch of the loader, its inputs and targets, the
 // logits (the first V of each row's Vp) and the per-token losses, with the
-// batch's mean loss in the metadata, as safetensors. Returns that mean.
+// batch's mean loss in the metadata, as safetensors, and whether MoT mixed
+// with one-hot weights (mot_discrete "1" or "0"). Returns that mean.
 inline double dump_first_batch(Model* model, DataLoader* loader, const std::string& path) {
     const Config& c = model->cfg;
     const int B = loader->B, T = loader->T, V = c.V;
@@ -102,7 +103,7 @@ inline double dump_first_batch(Model* model, DataLoader* loader, const std::stri
                        {"targets", "I32", {B, T}, y.data()},
                        {"logits", "F32", {B, T, V}, logits.data()},
                        {"losses", "F32", {B, T}, losses.data()}},
-                      {{"loss", strf("%.9g", loss)}});
+                      {{"loss", strf("%.9g", loss)}, {"mot_discrete", model->cpu.mot_discrete ? "1" : "0"}});
     dataloader_reset(loader);
     return loss;
 }
