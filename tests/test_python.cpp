@@ -29,13 +29,16 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <regex>
 #include <string>
 #include <vector>
 
 #include "common/llmc.h"
+#include "common/safetensors.h"
 #include "tests/llmc_files.h"
 #include "tests/models.h"
 #include "tests/program.h"
@@ -257,4 +260,36 @@ PY_TEST("generate.py continues G sequences of a MoT model together, and refuses 
     Run bad = run_cmd(sh_quote(python) + " python/generate.py build/py_gen.safetensors --num 3");
     CHECK(bad.rc != 0);
     CHECK(bad.out.find("not a multiple of the group size 2") != std::string::npos);
+}
+
+PY_TEST("generate.py decodes with an llm.c tokenizer the metadata names, and refuses an unknown file cleanly") {
+    make_train_data("build/py");
+    must_run(DATA + MODEL + " --layers 1 --ffn dense --save build/py_gen_llmc.ckpt");
+    // 257 tokens: id i decodes to "<i>", 256 is the end-of-text token (version 2)
+    std::vector<std::string> pieces;
+    for (int i = 0; i < 257; i++) pieces.push_back("<" + std::to_string(i) + ">");
+    write_bytes("build/py_tok_llmc.bin", llmc_tokenizer_bytes(pieces, 2, 256));
+    must_run("export --load build/py_gen_llmc.ckpt -o build/py_gen_llmc.safetensors --tokenizer build/py_tok_llmc.bin");
+    Run g = run_cmd(sh_quote(python) + " python/generate.py build/py_gen_llmc.safetensors --length 6 --temperature 0");
+    INFO(g.out);
+    REQUIRE(g.rc == 0);
+    // the one sample is made of the tokenizer's pieces: "<i>" for ids below 256, the end-of-text text for 256
+    std::string line = g.out.substr(0, g.out.find('\n'));
+    CHECK(std::regex_match(line, std::regex("((<[0-9]+>)|(<\\|endoftext\\|>))+")));
+    CHECK(std::count(line.begin(), line.end(), '<') == 6);
+    CHECK(g.out.find("---\n") == line.size() + 1);
+    // not a tokenizer of either format: a message naming the file, no traceback
+    write_bytes("build/py_tok_bad.bin", "certainly not a tokenizer file");
+    Run bad = run_cmd(sh_quote(python) +
+                      " python/generate.py build/py_gen_llmc.safetensors --length 2 --tokenizer build/py_tok_bad.bin");
+    CHECK(bad.rc != 0);
+    CHECK(bad.out.find("generate.py: build/py_tok_bad.bin: not a tokenizer file") != std::string::npos);
+    CHECK(bad.out.find("Traceback") == std::string::npos);
+    // an llm.c tokenizer cut short
+    write_bytes("build/py_tok_bad.bin", llmc_tokenizer_bytes(pieces, 2, 256).substr(0, 1100));
+    bad = run_cmd(sh_quote(python) +
+                  " python/generate.py build/py_gen_llmc.safetensors --length 2 --tokenizer build/py_tok_bad.bin");
+    CHECK(bad.rc != 0);
+    CHECK(bad.out.find("build/py_tok_bad.bin: truncated llm.c tokenizer file") != std::string::npos);
+    CHECK(bad.out.find("Traceback") == std::string::npos);
 }
