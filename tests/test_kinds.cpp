@@ -221,6 +221,118 @@ TEST_CASE("transition with --router-balance: the biases follow the controller, n
     CHECK(one.out.find("--router-balance") == std::string::npos);
 }
 
+// Removes the checkpoint pairs of dir after step `keep`.
+static void drop_checkpoints_after(const std::string& dir, int keep) {
+    for (const std::string& n : list_dir(dir))
+        if (n.compare(0, 5, "step_") == 0 && std::atoi(n.c_str() + 5) > keep) std::remove((dir + "/" + n).c_str());
+}
+
+TEST_CASE("--resume keeps the run's --router-balance: the controller goes on bit for bit; another gain is noted") {
+    mot_checkpoint("build/tk_mot.ckpt");
+    const std::string dir = "build/tk_bal_resume_ckpt", tag = "build/tk_bal_resume";
+    clear_dir(dir);
+    for (const char* f : {"_full.jsonl", "_b.jsonl", "_old.jsonl"}) std::remove((tag + f).c_str());
+    const std::string common = DATA + MODEL + " --val-every 0 --steps 8 --lr 1e-2 --checkpoint-every 2"
+                               " --keep-checkpoints 0 --checkpoint-dir " + dir;
+    // the transition to the threshold router runs the controller (--router-balance 2, not given)
+    Run full = run(common + " --load build/tk_mot.ckpt --transition token-choice --capacity-factor 4 --log " + tag +
+                   "_full.jsonl --save " + tag + "_full.ckpt");
+    INFO(full.out);
+    REQUIRE(full.rc == 0);
+    REQUIRE(full.out.find("(--router-balance 2)") != std::string::npos);
+    REQUIRE(exists(dir + "/step_00000004.state"));
+    drop_checkpoints_after(dir, 4);
+    // resumed without --router-balance: the checkpoint's gain, the same steps
+    Run b = run(common + " --resume --log " + tag + "_b.jsonl --save " + tag + "_b.ckpt");
+    INFO(b.out);
+    REQUIRE(b.rc == 0);
+    CHECK(b.out.find("resuming at step 4") != std::string::npos);
+    CHECK(b.out.find("note: the run was trained with") == std::string::npos);
+    LogRows f = read_log(tag + "_full.jsonl"), rb = read_log(tag + "_b.jsonl");
+    REQUIRE(f.count(8) == 1);
+    REQUIRE(rb.size() == 4);
+    CHECK(rb.begin()->first == 5);
+    for (int s = 5; s <= 8; s++) {
+        INFO("step ", s);
+        CHECK(rb[s]["loss"] == f[s]["loss"]);
+        CHECK(rb[s]["grad_norm"] == f[s]["grad_norm"]);
+        CHECK(rb[s].count("rate_err_0") == 1);
+        CHECK(rb[s]["rate_err_0"] == f[s]["rate_err_0"]);
+    }
+    CHECK(f[5]["loss"] != f[6]["loss"]);
+    CHECK(slurp(tag + "_b.ckpt") == slurp(tag + "_full.ckpt"));  // the biases bc among the weights
+    CHECK(checkpoint_router_bias(tag + "_b.ckpt") == checkpoint_router_bias(tag + "_full.ckpt"));
+    // another gain: allowed, and said; its checkpoints record it
+    drop_checkpoints_after(dir, 4);
+    Run other = run(common + " --resume --router-balance 1 --steps 6");
+    INFO(other.out);
+    REQUIRE(other.rc == 0);
+    CHECK(other.out.find("note: the run was trained with --router-balance 2, now --router-balance 1") !=
+          std::string::npos);
+    Run same = run(common + " --resume --router-balance 1 --steps 7");
+    INFO(same.out);
+    REQUIRE(same.rc == 0);
+    CHECK(same.out.find("resuming at step 6") != std::string::npos);
+    CHECK(same.out.find("note: the run was trained with") == std::string::npos);
+    drop_checkpoints_after(dir, 6);
+    std::remove((tag + "_kept.jsonl").c_str());
+    Run kept = run(common + " --resume --log " + tag + "_kept.jsonl");
+    INFO(kept.out);
+    REQUIRE(kept.rc == 0);
+    CHECK(kept.out.find("resuming at step 6") != std::string::npos);
+    CHECK(kept.out.find("note: the run was trained with") == std::string::npos);
+    CHECK(number_after(slurp(tag + "_kept.jsonl"), "\"router_balance\": ") == 1);
+    // a training state of version 4 records no gain: the controller is off, and said to be
+    drop_checkpoints_after(dir, 4);
+    const std::string state = dir + "/step_00000004.state";
+    const std::string v5 = slurp(state);
+    patch_file(state, 8 * 1, (int64_t)4);
+    patch_file(state, 8 * 26, (int64_t)0);
+    Run old = run(common + " --resume --log " + tag + "_old.jsonl");
+    INFO(old.out);
+    REQUIRE(old.rc == 0);
+    CHECK(old.out.find("resuming at step 4") != std::string::npos);
+    CHECK(old.out.find("does not record --router-balance") != std::string::npos);
+    CHECK(old.out.find("--router-balance 2 holds each expert at") != std::string::npos);
+    CHECK(read_log(tag + "_old.jsonl")[5].count("rate_err_0") == 0);
+    // a damaged gain is refused, naming it, and the checkpoint skipped
+    drop_checkpoints_after(dir, 4);
+    write_bytes(state, v5);
+    patch_file(state, 8 * 26, (int64_t)0xbf800000);  // float -1
+    Run bad = run(common + " --resume");
+    INFO(bad.out);
+    CHECK(bad.out.find("skipping the checkpoint of step 4") != std::string::npos);
+    CHECK(bad.out.find("the --router-balance it trained with is -1 (slot 26)") != std::string::npos);
+    CHECK(bad.out.find("resuming at step 2") != std::string::npos);  // the one before it
+}
+
+TEST_CASE("--load of a threshold-routed model without --router-balance says that AdamW trains the biases") {
+    mot_checkpoint("build/tk_mot.ckpt");
+    Run sw = run(DATA + MODEL + " --load build/tk_mot.ckpt --transition token-choice --steps 0 --val-every 0"
+                 " --save build/tk_bal_load.ckpt");
+    INFO(sw.out);
+    REQUIRE(sw.rc == 0);
+    const std::string load = DATA + MODEL + " --load build/tk_bal_load.ckpt --steps 1 --val-every 0";
+    Run plain = run(load);
+    INFO(plain.out);
+    REQUIRE(plain.rc == 0);
+    CHECK(plain.out.find("note: build/tk_bal_load.ckpt has threshold-routed token-choice layers") != std::string::npos);
+    CHECK(plain.out.find("--router-balance 2 holds each expert at a firing rate of 1/2") != std::string::npos);
+    for (const char* eta : {" --router-balance 0", " --router-balance 2"}) {
+        Run r = run(load + eta);
+        INFO(r.out);
+        REQUIRE(r.rc == 0);
+        CHECK(r.out.find("has threshold-routed token-choice layers") == std::string::npos);
+    }
+    // a softmax-routed model has no biases to hold: no note
+    Run tc = run(DATA + MODEL + " --ffn token-choice --val-every 0 --steps 1 --save build/tk_bal_soft.ckpt");
+    REQUIRE(tc.rc == 0);
+    Run soft = run(DATA + MODEL + " --load build/tk_bal_soft.ckpt --steps 1 --val-every 0");
+    INFO(soft.out);
+    REQUIRE(soft.rc == 0);
+    CHECK(soft.out.find("--router-balance") == std::string::npos);
+}
+
 TEST_CASE("--router-balance is refused without a threshold router or without token-choice layers") {
     mot_checkpoint("build/tk_mot.ckpt");
     expect_error(DATA + MODEL + " --load build/tk_mot.ckpt --transition token-choice --router softmax --topk 1"

@@ -43,6 +43,7 @@ struct Options {
     int calibration_batches = 4;    // transition to a threshold router: training batches that set the thresholds
     float router_balance = 0;       // threshold routers: the bias controller's gain eta; 0: bc trained by AdamW;
                                     // a --transition to --router threshold: TRANSITION_ROUTER_BALANCE unless given
+                                    // --resume: the training state's unless given
     // optimization
     int steps = 750, warmup = 50;
     float lr = 3e-3f, lr_min_frac = 0.1f, wd = 0.1f, grad_clip = 1.0f;
@@ -171,7 +172,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--router", o->router, "token-choice router: softmax (top-k of a softmax over the experts), threshold (expert e fires when its logit + bias >= 0, gate sigmoid(./router-temperature)) or threshold-one (gate 1); default softmax, with --transition threshold")->check(CLI::IsMember({"softmax", "threshold", "threshold-one"}));
     app.add_option("--router-temperature", o->router_temperature, "threshold router: the gate's temperature (0: with --transition the MoT model's tau, else 1)")->check(CLI::Range(0.0, 1e6))->check(FINITE);
     app.add_option("--calibration-batches", o->calibration_batches, "--transition to a threshold router: training batches whose MoT controller logits set each expert's threshold")->check(CLI::Range(1, 1 << 16));
-    app.add_option("--router-balance", o->router_balance, "threshold routers: after every step move each expert's bias by -ETA * (its firing rate - 1/G), G the group the thresholds were calibrated for (the MoT model's), instead of by its gradient; 0: off; default 0, with --transition to --router threshold 2")->check(CLI::Range(0.0, 1e6))->check(FINITE);
+    app.add_option("--router-balance", o->router_balance, "threshold routers: after every step move each expert's bias by -ETA * (its firing rate - 1/G), G the group the thresholds were calibrated for (the MoT model's), instead of by its gradient; 0: off; default 0, with --transition to --router threshold 2; --resume keeps the run's")->check(CLI::Range(0.0, 1e6))->check(FINITE);
     app.add_option("--transition", o->transition, "with --load: turn every MoT layer into this kind (token-choice), same tensors, fresh optimizer")->check(CLI::IsMember({"token-choice"}));
     app.add_option("--load", o->load, "start from this model: a checkpoint, a safetensors file of export or an llm.c GPT-2 model file (its header sets the model shape)");
     app.add_option("--save", o->save, "write the final model to this checkpoint");

@@ -341,6 +341,30 @@ inline void transition_calibrate(TrainRun* r) {
                 r->o.calibration_batches, r->before_transition.G, lo, hi);
 }
 
+// A loaded model whose threshold routers' biases will train by AdamW
+// because no --router-balance was given: --load without --transition (a
+// new run: the default 0), or --resume from a training state that does not
+// record the gain (version 4 or older). Said, since the transition that
+// made such a model ran the controller by default.
+inline void note_router_balance_off(const TrainRun* r) {
+    const Options& o = r->o;
+    const Config& c = r->c;
+    if (given(o, "--router-balance") || !o.transition.empty() || !has_kind(c, TOKEN_CHOICE) ||
+        c.router != ROUTER_THRESHOLD)
+        return;
+    std::string why;
+    if (!o.load.empty())
+        why = strf("%s has threshold-routed token-choice layers and --router-balance is not given", o.load.c_str());
+    else if (o.resume && !r->state.settings.router_balance_known)
+        why = "the checkpoint's training state (from an older version) does not record --router-balance, and it "
+              "is not given";
+    else
+        return;
+    std::printf("note: %s: the routers' biases bc train by AdamW; --router-balance %g holds each expert at a firing "
+                "rate of 1/%d, as after --transition\n",
+                why.c_str(), TRANSITION_ROUTER_BALANCE, c.G);
+}
+
 // The configuration and starting weights: from the newest valid checkpoint
 // with --resume, from --load, or new from the options; then the checks of
 // the options against the model.
@@ -349,6 +373,8 @@ inline void setup_model(TrainRun* r) {
     if (o.resume) {
         int64_t step = find_resume_checkpoint(o.checkpoint_dir, &r->c, &r->params, &r->state);
         std::printf("loaded %s\n", checkpoint_name(o.checkpoint_dir, step, "ckpt").c_str());
+        // the run goes on with its controller (0 from a state that does not record it)
+        if (!given(o, "--router-balance")) r->o.router_balance = r->state.settings.router_balance;
         check_options_apply(o, r->c.kinds, true, checkpoint_name(o.checkpoint_dir, step, "ckpt"));
     } else if (!o.load.empty()) {
         model_file_load(o.load, &r->c, &r->params);
@@ -366,6 +392,7 @@ inline void setup_model(TrainRun* r) {
     }
     const Config& c = r->c;
     if (o.resume || !o.load.empty()) note_ignored_model_options(o, c);
+    note_router_balance_off(r);
     if (o.router_balance > 0 && c.router == ROUTER_SOFTMAX)  // a loaded model's router is its header's
         fail(strf("--router-balance holds the firing rates of a threshold router; the token-choice layers of %s "
                   "route by softmax",
@@ -458,6 +485,7 @@ inline TrainSettings train_settings(const Options& o) {
     t.known = true;
     t.lr = o.lr, t.lr_min_frac = o.lr_min_frac, t.wd = o.wd, t.grad_clip = o.grad_clip, t.beta1 = o.beta1;
     t.beta2 = o.beta2, t.adam_eps = o.adam_eps, t.aux_loss = o.aux_loss, t.warmup = o.warmup;
+    t.router_balance_known = true, t.router_balance = o.router_balance;
     return t;
 }
 
@@ -476,7 +504,9 @@ inline void note_changed_settings(const TrainSettings& was, const TrainSettings&
                     {"--beta1", was.beta1, now.beta1},
                     {"--beta2", was.beta2, now.beta2},
                     {"--adam-eps", was.adam_eps, now.adam_eps},
-                    {"--aux-loss", was.aux_loss, now.aux_loss}};
+                    {"--aux-loss", was.aux_loss, now.aux_loss},
+                    {"--router-balance", was.router_balance_known ? was.router_balance : now.router_balance,
+                     now.router_balance}};
     for (const auto& s : settings)
         if (s.was != s.now)
             std::printf("note: the run was trained with %s %g, now %s %g: the updates from here on use the new "

@@ -4,7 +4,7 @@
 // state first, so a model file only exists once its state is complete.
 //
 // State file, little-endian:
-//   int64 header[32]: [0] magic 20261130, [1] version 1, [2] step (the number
+//   int64 header[32]: [0] magic 20261130, [1] version 5, [2] step (the number
 //     of optimizer steps done), [3] number of parameters, [4..7] train loader
 //     epoch, shard, position, seed, [8] sampling RNG state, [9] batch B,
 //     [10] sequence T, [11] updates skipped for non-finite values,
@@ -15,10 +15,12 @@
 //     [17..25] the optimizer settings it trained with (version 4): --lr,
 //     --lr-min-frac, --warmup, --wd, --grad-clip, --beta1, --beta2,
 //     --adam-eps, --aux-loss (the floats as float32 bits), so that --resume
-//     can say which of them changed; every other slot 0
+//     can say which of them changed; [26] --router-balance, the threshold
+//     routers' controller gain (version 5, float32 bits), which --resume
+//     keeps unless given; every other slot 0
 //   float32 AdamW m (num_params), then v (num_params)
-// Files of versions 1 to 3 (without [14], [15], [16] or [17..25]) still
-// load; those fields are then unknown.
+// Files of versions 1 to 4 (without [14], [15], [16], [17..25] or [26])
+// still load; those fields are then unknown (the gain read as 0: off).
 // Loading checks every field, so a damaged or foreign file is refused with
 // the field that is wrong, never trained from.
 #pragma once
@@ -36,13 +38,15 @@
 #include "data/dataloader.h"
 
 constexpr int64_t STATE_MAGIC = 20261130;
-constexpr int64_t STATE_VERSION = 4;
+constexpr int64_t STATE_VERSION = 5;
 
 // The optimizer settings of a run (the options of the same names).
 struct TrainSettings {
     bool known = false;  // false: from a file of version 1 to 3
     float lr = 0, lr_min_frac = 0, wd = 0, grad_clip = 0, beta1 = 0, beta2 = 0, adam_eps = 0, aux_loss = 0;
     int64_t warmup = 0;
+    bool router_balance_known = false;  // false: from a file of version 1 to 4 (router_balance 0)
+    float router_balance = 0;
 };
 
 struct TrainState {
@@ -80,7 +84,8 @@ inline void train_state_save(const std::string& path, const TrainState& s) {
     int k = 17;
     for (float f : {o.lr, o.lr_min_frac}) std::memcpy(&h[k++], &f, 4);  // the low half of the slot
     h[k++] = o.warmup;
-    for (float f : {o.wd, o.grad_clip, o.beta1, o.beta2, o.adam_eps, o.aux_loss}) std::memcpy(&h[k++], &f, 4);
+    for (float f : {o.wd, o.grad_clip, o.beta1, o.beta2, o.adam_eps, o.aux_loss, o.router_balance})
+        std::memcpy(&h[k++], &f, 4);
     write_file_atomic(path, {{h.data(), h.size() * 8}, {s.m.data(), s.m.size() * 4}, {s.v.data(), s.v.size() * 4}});
 }
 
@@ -125,12 +130,13 @@ inline TrainState train_state_load(const std::string& path, size_t expected_para
     if (h[1] >= 4) {  // the optimizer settings, each within its option's range
         TrainSettings& o = s.settings;
         o.known = true;
+        o.router_balance_known = h[1] >= 5;
         const char* names[] = {"--lr", "--lr-min-frac", "--warmup", "--wd", "--grad-clip", "--beta1", "--beta2",
-                               "--adam-eps", "--aux-loss"};
+                               "--adam-eps", "--aux-loss", "--router-balance"};
         float* floats[] = {&o.lr, &o.lr_min_frac, nullptr, &o.wd, &o.grad_clip, &o.beta1, &o.beta2, &o.adam_eps,
-                           &o.aux_loss};
-        const double high[] = {10, 1, 1 << 30, 10, 1e9, 1, 1, 1, 1e6};
-        for (int i = 0; i < 9; i++) {
+                           &o.aux_loss, &o.router_balance};
+        const double high[] = {10, 1, 1 << 30, 10, 1e9, 1, 1, 1, 1e6, 1e6};
+        for (int i = 0; i < (o.router_balance_known ? 10 : 9); i++) {
             int64_t slot = h[17 + i];
             double v = (double)slot;
             if (floats[i]) {
