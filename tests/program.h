@@ -79,6 +79,12 @@ inline Run run_limited(const std::string& args, int seconds = 10) {
 // A command in the background through sh -c, single-threaded, stdout and
 // stderr to out_file. Returns the pid (the command's own with "exec ...").
 inline pid_t spawn_cmd(const std::string& command, const std::string& out_file) {
+    // emptied here, before the fork: the child's shell truncates it only when
+    // it gets to run, and until then a caller waiting on the file's output
+    // would read what an earlier run left in it
+    FILE* f = std::fopen(out_file.c_str(), "w");
+    REQUIRE(f);
+    std::fclose(f);
     std::string cmd = command + " > " + out_file + " 2>&1";
     pid_t pid = fork();
     REQUIRE(pid >= 0);

@@ -69,6 +69,23 @@ static void trained(const std::string& path) {
 // ---------------------------------------------------------------------------
 // crashes, hangs, sizes
 
+// The tests below wait on a spawned run's output file for a line ("saved
+// ...") and then signal it. The file must not show an earlier run's lines
+// meanwhile: under load the child's shell may truncate it seconds later, and
+// the signal then came before the run had even started.
+TEST_CASE("spawn empties the output file before the command runs") {
+    std::string out = "build/tf_spawn.out";
+    FILE* f = std::fopen(out.c_str(), "w");
+    REQUIRE(f);
+    std::fputs("saved build/old.ckpt\n", f);
+    std::fclose(f);
+    pid_t pid = spawn_cmd("sleep 1; echo new", out);
+    CHECK(slurp(out).find("saved") == std::string::npos);
+    Exit e = wait_exit(pid);
+    CHECK(e.exited);
+    CHECK(slurp(out) == "new\n");
+}
+
 TEST_CASE("sizes whose product overflows int are refused, not a SIGFPE") {
     make_data();
     expect_error(DATA + TINY + " --batch 65536 --seq 65536 --total-batch 8", {"--batch 65536", "--seq 65536", "2^31"});
