@@ -91,14 +91,14 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
         fail(strf("%s: checkpoint version %d, this build reads versions 1 and %d", name, h[1], CHECKPOINT_VERSION));
     // every field within what the options allow (train/options.h): a damaged
     // field that leaves the size unchanged is caught here or by the checksum
-    struct Field { const char* what; int value, lo, hi; };
-    for (Field f : {Field{"vocabulary size", h[2], 2, 1 << 24}, Field{"padded vocabulary", h[3], 2, 1 << 24},
-                    Field{"maximum sequence length", h[4], 1, 1 << 20}, Field{"heads", h[6], 1, 1 << 16},
-                    Field{"model width", h[7], 1, 1 << 16}, Field{"dense FFN width", h[8], 0, 1 << 20},
-                    Field{"experts", h[9], 0, 1 << 16}, Field{"group size", h[10], 0, 1 << 16},
-                    Field{"expert width", h[11], 0, 1 << 20}})
-        if (f.value < f.lo || f.value > f.hi)
-            fail(strf("%s: %s %d in header (must be %d..%d)", name, f.what, f.value, f.lo, f.hi));
+    struct Field { const char* what; int value; SizeBound b; };
+    for (Field f : {Field{"vocabulary size", h[2], BOUND_VOCAB}, Field{"padded vocabulary", h[3], BOUND_VOCAB},
+                    Field{"maximum sequence length", h[4], BOUND_SEQ}, Field{"heads", h[6], BOUND_HEADS},
+                    Field{"model width", h[7], BOUND_WIDTH}, Field{"dense FFN width", h[8], BOUND_DFF},
+                    Field{"experts", h[9], BOUND_EXPERTS}, Field{"group size", h[10], BOUND_GROUP},
+                    Field{"expert width", h[11], BOUND_EXPERT_WIDTH}})
+        if (f.value < f.b.lo || f.value > f.b.hi)
+            fail(strf("%s: %s %d in header (must be %d..%d)", name, f.what, f.value, f.b.lo, f.b.hi));
     if (h[3] != pad_vocab(h[2]))
         fail(strf("%s: padded vocabulary %d in header, expected %d for vocabulary %d", name, h[3], pad_vocab(h[2]), h[2]));
     Config k;

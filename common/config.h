@@ -26,6 +26,15 @@ inline const char* router_name(int r) {
 }
 constexpr int MAX_LAYERS = 224;  // checkpoint header slots 32..255 hold one kind per layer
 
+// The sizes a stored model may have (a checkpoint's header, a safetensors
+// file's metadata, an llm.c file's header), the options' bounds
+// (train/options.h): a damaged or hostile field is refused by name, never
+// allocated.
+struct SizeBound { int lo, hi; };
+constexpr SizeBound BOUND_VOCAB{2, 1 << 24}, BOUND_SEQ{1, 1 << 20}, BOUND_HEADS{1, 1 << 16},
+    BOUND_WIDTH{1, 1 << 16}, BOUND_DFF{0, 1 << 20}, BOUND_EXPERTS{0, 1 << 16}, BOUND_GROUP{0, 1 << 16},
+    BOUND_EXPERT_WIDTH{0, 1 << 20};
+
 struct Config {
     int V = 0;      // vocabulary size (logits beyond V never enter the softmax)
     int Vp = 0;     // V padded up to a multiple of 64: the rows of wte

@@ -84,12 +84,12 @@ inline void llmc_model_load(const std::string& path, Config* c, std::vector<floa
     const bool bf16 = h[1] == LLMC_VERSION_BF16;
     const int maxT = h[2], V = h[3], L = h[4], NH = h[5], C = h[6], Vp = h[7];
     // the same bounds as a mot checkpoint's (common/checkpoint.h)
-    struct Field { const char* what; int value, lo, hi; };
-    for (Field f : {Field{"maximum sequence length", maxT, 1, 1 << 20}, Field{"vocabulary size", V, 2, 1 << 24},
-                    Field{"layers", L, 1, MAX_LAYERS}, Field{"heads", NH, 1, 1 << 16},
-                    Field{"model width", C, 1, 1 << 16}, Field{"padded vocabulary", Vp, 2, 1 << 24}})
-        if (f.value < f.lo || f.value > f.hi)
-            fail(strf("%s: %s %d in the llm.c header (must be %d..%d)", name, f.what, f.value, f.lo, f.hi));
+    struct Field { const char* what; int value; SizeBound b; };
+    for (Field f : {Field{"maximum sequence length", maxT, BOUND_SEQ}, Field{"vocabulary size", V, BOUND_VOCAB},
+                    Field{"layers", L, {1, MAX_LAYERS}}, Field{"heads", NH, BOUND_HEADS},
+                    Field{"model width", C, BOUND_WIDTH}, Field{"padded vocabulary", Vp, BOUND_VOCAB}})
+        if (f.value < f.b.lo || f.value > f.b.hi)
+            fail(strf("%s: %s %d in the llm.c header (must be %d..%d)", name, f.what, f.value, f.b.lo, f.b.hi));
     if (C % NH != 0) fail(strf("%s: model width %d in the llm.c header is not divisible by its %d heads", name, C, NH));
     if (Vp < V)
         fail(strf("%s: padded vocabulary %d in the llm.c header is smaller than the vocabulary %d", name, Vp, V));

@@ -221,18 +221,18 @@ inline void safetensors_model_load(const std::string& path, Config* c, std::vect
         return v;
     };
     Config k;
-    k.V = integer("vocab_size", 2, 1 << 24);
-    k.Vp = integer("padded_vocab_size", 2, 1 << 24);
+    k.V = integer("vocab_size", BOUND_VOCAB.lo, BOUND_VOCAB.hi);
+    k.Vp = integer("padded_vocab_size", BOUND_VOCAB.lo, BOUND_VOCAB.hi);
     if (k.Vp != pad_vocab(k.V))
         fail(strf("%s: metadata padded_vocab_size %d, expected %d for vocab_size %d", name, k.Vp, pad_vocab(k.V), k.V));
-    k.maxT = integer("max_seq_len", 1, 1 << 20);
+    k.maxT = integer("max_seq_len", BOUND_SEQ.lo, BOUND_SEQ.hi);
     k.L = integer("n_layer", 1, MAX_LAYERS);
-    k.NH = integer("n_head", 1, 1 << 16);
-    k.C = integer("n_embd", 1, 1 << 16);
-    k.dff = integer("dense_ffn_width", 0, 1 << 20);
-    k.E = integer("experts", 0, 1 << 16);
-    k.G = integer("group_size", 0, 1 << 16);
-    k.f = integer("expert_width", 0, 1 << 20);
+    k.NH = integer("n_head", BOUND_HEADS.lo, BOUND_HEADS.hi);
+    k.C = integer("n_embd", BOUND_WIDTH.lo, BOUND_WIDTH.hi);
+    k.dff = integer("dense_ffn_width", BOUND_DFF.lo, BOUND_DFF.hi);
+    k.E = integer("experts", BOUND_EXPERTS.lo, BOUND_EXPERTS.hi);
+    k.G = integer("group_size", BOUND_GROUP.lo, BOUND_GROUP.hi);
+    k.f = integer("expert_width", BOUND_EXPERT_WIDTH.lo, BOUND_EXPERT_WIDTH.hi);
     k.tau = real("temperature", 1e-6f);
     k.topk = integer("top_k", 1, 1 << 16);
     k.capacity = real("capacity_factor", 1e-6f);
