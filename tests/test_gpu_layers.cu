@@ -323,15 +323,8 @@ static TcCase tc_case(int N, int C, int E, int f, int k, double cf, uint64_t see
         bool soft = rt.kind == ROUTER_SOFTMAX;
         std::vector<float> z((size_t)N * E);
         matmul_forward(z.data(), t.inp.data(), t.wc.data(), soft ? (const float*)nullptr : t.bc.data(), N, 1, C, E);
-        double margin = 1e300;
-        for (int n = 0; n < N; n++) {
-            std::vector<float> zn(z.begin() + (size_t)n * E, z.begin() + (size_t)(n + 1) * E);
-            std::sort(zn.rbegin(), zn.rend());
-            for (int r = 0; r < k && r + 1 < E; r++) margin = std::min(margin, (double)(zn[r] - zn[r + 1]));
-            if (!soft)
-                for (float x : zn) margin = std::min(margin, (double)std::fabs(x));
-        }
-        if (margin > 1e-3) return t;  // logits apart: so are the probabilities, in order
+        // logits apart: so are the probabilities, in order
+        if (routing_margin(z.data(), N, E, k, soft) > 1e-3) return t;
     }
 }
 

@@ -31,11 +31,13 @@ GPU_TEST("gpu model: loss, logits and every parameter gradient") {
         CHECK(back == cpu.params_memory);
         TestRng rng(99);
         size_t BT = (size_t)mc.B * mc.T;
-        std::vector<int> inputs = rng.tokens(BT, mc.cfg.V), targets = rng.tokens(BT, mc.cfg.V);
-        gpt_forward(&cpu, inputs.data(), targets.data(), mc.B, mc.T);
+        std::vector<int> inputs, targets;
+        routable_batch(&cpu, rng, mc.B, mc.T, &inputs, &targets);  // the CPU's forward
         gpu::gpt_forward(&gm, inputs.data(), targets.data(), mc.B, mc.T);
         double loss_err = std::fabs(gm.mean_loss - cpu.mean_loss) / std::fabs(cpu.mean_loss);
         CHECK_MESSAGE(loss_err < TOL, mc.name << " loss " << gm.mean_loss << " vs " << cpu.mean_loss);
+        check_aux(cpu, gm, TOL, mc.name);
+        if (mc.cfg.router == ROUTER_SOFTMAX && has_kind(mc.cfg, TOKEN_CHOICE)) CHECK(cpu.aux_loss > 0);
         std::vector<float> logits(BT * mc.cfg.Vp);
         CUDA_CHECK(cudaMemcpy(logits.data(), gm.acts.logits, logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
         Span<float> want = span(cpu.acts.logits, logits.size());
@@ -86,13 +88,13 @@ GPU_TEST("gpu model: 10 AdamW steps") {
         gpu::GPT gm;
         build_both(&cpu, &gm, mc.cfg, 77);
         TestRng rng(5);
-        size_t BT = (size_t)mc.B * mc.T;
         for (int step = 0; step < 10; step++) {
-            std::vector<int> inputs = rng.tokens(BT, mc.cfg.V), targets = rng.tokens(BT, mc.cfg.V);
-            gpt_forward(&cpu, inputs.data(), targets.data(), mc.B, mc.T);
+            std::vector<int> inputs, targets;
+            routable_batch(&cpu, rng, mc.B, mc.T, &inputs, &targets);  // the CPU's forward
             gpu::gpt_forward(&gm, inputs.data(), targets.data(), mc.B, mc.T);
             CHECK_MESSAGE(std::fabs(gm.mean_loss - cpu.mean_loss) < TOL * cpu.mean_loss,
                           mc.name << " step " << step << " loss " << gm.mean_loss << " vs " << cpu.mean_loss);
+            check_aux(cpu, gm, TOL, strf("%s step %d", mc.name, step));
             gpt_zero_grad(&cpu); gpu::gpt_zero_grad(&gm);
             gpt_backward(&cpu);
             gpu::gpt_backward(&gm);
@@ -111,6 +113,66 @@ GPU_TEST("gpu model: 10 AdamW steps") {
     }
 }
 
+// ZeRO-1 on one GPU (train/parallel.h): a rank's AdamW step covers its slice
+// [lo, lo + S) and the tail [tail_lo, N) of the parameters, with the moments
+// of its share packed from 0 (the tail's after the slice's), so the chunk
+// table's moment offsets differ from its parameter offsets. Against the CPU's
+// gpt_update_range on the same two ranges: parameters, moments, and the
+// gradients (zero where updated, untouched elsewhere). The model's w1 has
+// 2 x ADAMW_CHUNK elements, and the ranges cut tensors.
+GPU_TEST("gpu model: a ZeRO-1 share's AdamW step (chunk table, packed moments) matches the CPU's") {
+    Config c = small_config({DENSE, MOT}, 1.0f, 8);
+    GPT<float> cpu;
+    gpu::GPT gm;
+    build_both(&cpu, &gm, c, 91);
+    const size_t N = gm.num_params;
+    const int R = N % 3 ? 3 : N % 5 ? 5 : 7;  // ranks: N % R leaves a tail
+    REQUIRE(N % R != 0);
+    TestRng rng(92);
+    std::vector<int> x = rng.tokens((size_t)8 * 16, c.V), y = rng.tokens((size_t)8 * 16, c.V);
+    gpt_forward(&cpu, x.data(), y.data(), 8, 16);
+    gpu::gpt_forward(&gm, x.data(), y.data(), 8, 16);
+    gpt_zero_grad(&cpu);
+    gpu::gpt_zero_grad(&gm);
+    gpt_backward(&cpu);
+    gpu::gpt_backward(&gm);
+    // the same gradients on both paths, so that only the update is compared
+    gpu::gpu_gpt_get_grads(&gm, cpu.grads_memory.data());
+    std::vector<float> grads0 = cpu.grads_memory;
+    for (int rank = 0; rank < R; rank++) {
+        INFO("rank " << rank << " of " << R);
+        const size_t S = N / R, lo = rank * S, tail_lo = R * S, tail_n = N - tail_lo, share = S + tail_n;
+        std::vector<gpu::AdamwChunk> chunks = gpu::adamw_chunk_table(c, lo, S, 0);
+        std::vector<gpu::AdamwChunk> tail = gpu::adamw_chunk_table(c, tail_lo, tail_n, S);
+        chunks.insert(chunks.end(), tail.begin(), tail.end());
+        CHECK(std::any_of(chunks.begin(), chunks.end(),
+                          [](const gpu::AdamwChunk& ch) { return ch.moment_offset != ch.offset; }));
+        Dev<gpu::AdamwChunk> d_chunks(chunks);
+        std::vector<float> mo = rng.floats(share, 0.01f), ve = rng.floats(share, 0.01f);
+        for (float& a : ve) a = std::fabs(a);
+        DevF d_m(mo), d_v(ve);
+        gpu::gpu_gpt_load_params(&gm, cpu.params_memory.data());
+        cpu.grads_memory = grads0;
+        CUDA_CHECK(cudaMemcpy(gm.grads_memory, grads0.data(), N * sizeof(float), cudaMemcpyHostToDevice));
+        for (int step = 0; step < 2; step++) {
+            gpt_update_range(&cpu, lo, S, cpu.grads_memory.data() + lo, mo.data(), ve.data(), 1e-3f, 0.9f, 0.95f,
+                             1e-5f, 0.1f, step, 0.7f);
+            gpt_update_range(&cpu, tail_lo, tail_n, cpu.grads_memory.data() + tail_lo, mo.data() + S, ve.data() + S,
+                             1e-3f, 0.9f, 0.95f, 1e-5f, 0.1f, step, 0.7f);
+            gpu::gpt_update_range(&gm, d_chunks.p, (int)chunks.size(), d_m.p, d_v.p, 1e-3f, 0.9f, 0.95f, 1e-5f, 0.1f,
+                                  step, 0.7f);
+        }
+        std::vector<float> params(N), grads(N);
+        gpu::gpu_gpt_get_params(&gm, params.data());
+        gpu::gpu_gpt_get_grads(&gm, grads.data());
+        check_tensors(c, params, cpu.params_memory, "params after the share's update");
+        check_close(d_m.get(), mo, scaled_tol(TOL, mo), "the share's m");
+        check_close(d_v.get(), ve, scaled_tol(TOL, ve), "the share's v");
+        CHECK(grads == cpu.grads_memory);  // zero in the share, the rest as they were
+        CHECK(std::any_of(grads.begin(), grads.end(), [](float g) { return g != 0.0f; }));
+    }
+}
+
 // One forward + backward of both models on the same batch; returns the GPU
 // loss. Checks the loss, the logits and every parameter gradient within tol.
 static double check_model_step(GPT<float>* cpu, gpu::GPT* gm, const std::vector<int>& inputs,
@@ -120,6 +182,7 @@ static double check_model_step(GPT<float>* cpu, gpu::GPT* gm, const std::vector<
     gpu::gpt_forward(gm, inputs.data(), targets.data(), B, T);
     double loss_err = std::fabs(gm->mean_loss - cpu->mean_loss) / std::fabs(cpu->mean_loss);
     CHECK_MESSAGE(loss_err < tol, what << " loss " << gm->mean_loss << " vs " << cpu->mean_loss);
+    check_aux(*cpu, *gm, tol, what);
     std::vector<float> logits((size_t)B * T * c.Vp);
     CUDA_CHECK(cudaMemcpy(logits.data(), gm->acts.logits, logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
     Span<float> want = span(cpu->acts.logits, logits.size());
