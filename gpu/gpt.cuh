@@ -51,7 +51,7 @@ struct GPT {
     double aux_weight = 0;  // --aux-loss
     double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward with targets
     bool mot_discrete = false;  // MOT layers run discrete (eval; common/layout.h FfnMode)
-    float* fire_scratch = nullptr;  // (E) device: a threshold router's fire counts (gpt_count_fires)
+    unsigned long long* fire_scratch = nullptr;  // (E) device: a threshold router's fire counts (gpt_count_fires)
 
     GPT() = default;
     GPT(const GPT&) = delete;
@@ -62,11 +62,13 @@ struct GPT {
 // Frees every device block of the model (safe to call twice).
 inline void gpt_free(GPT* model) {
     float** blocks[] = {&model->params_memory, &model->grads_memory, &model->mv_memory,
-                        &model->acts_memory, &model->grad_acts_memory, &model->fire_scratch};
+                        &model->acts_memory, &model->grad_acts_memory};
     for (float** b : blocks) {
         if (*b) cudaFree(*b);  // no throw: also runs from the destructor
         *b = nullptr;
     }
+    if (model->fire_scratch) cudaFree(model->fire_scratch);
+    model->fire_scratch = nullptr;
     if (model->adamw_chunks) cudaFree(model->adamw_chunks);
     model->adamw_chunks = nullptr;
     int** ints[] = {&model->inputs, &model->targets, &model->buckets};

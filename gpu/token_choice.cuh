@@ -312,23 +312,23 @@ inline void token_choice_backward(float* dinp, float* dwc, float* dw1, float* dw
 // Threshold routers held at a firing rate (cpu/token_choice.h,
 // token_choice_count_fires): fires[e] = #{n : z_n[e] >= 0}. One thread per
 // expert walks the tokens; neighbouring threads read neighbouring logits.
-__global__ void tc_count_fires_kernel(float* fires,   // (E)
-                                      const float* z,  // (N,E)
+__global__ void tc_count_fires_kernel(unsigned long long* fires,  // (E)
+                                      const float* z,              // (N,E)
                                       int N, int E) {
     int e = blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= E) return;
-    int count = 0;
+    unsigned long long count = 0;
     for (int n = 0; n < N; n++) count += z[(size_t)n * E + e] >= 0.0f;
-    fires[e] = (float)count;
+    fires[e] = count;
 }
 
-// Adds the counts to the host's fires (E); scratch: (E) device floats.
-inline void token_choice_count_fires(double* fires, float* scratch, const float* z, int N, int E) {
+// Adds the counts to the host's fires (E); scratch: (E) device counters.
+inline void token_choice_count_fires(double* fires, unsigned long long* scratch, const float* z, int N, int E) {
     tc_count_fires_kernel<<<ceil_div(E, 128), 128>>>(scratch, z, N, E);
     CUDA_CHECK_LAUNCH();
-    std::vector<float> host(E);
-    CUDA_CHECK(cudaMemcpy(host.data(), scratch, E * sizeof(float), cudaMemcpyDeviceToHost));
-    for (int e = 0; e < E; e++) fires[e] += host[e];
+    std::vector<unsigned long long> host(E);
+    CUDA_CHECK(cudaMemcpy(host.data(), scratch, E * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
+    for (int e = 0; e < E; e++) fires[e] += (double)host[e];
 }
 
 // TOKEN_CHOICE as a block's feed-forward layer (common/layout.h, TokenChoiceFfn).
