@@ -219,6 +219,8 @@ inline void model_set_mot_discrete(Model* m, bool on) {
     gpu_model_set_mot_discrete(&m->gpu, on);
 }
 
+inline bool model_mot_discrete(const Model& m) { return m.cpu.mot_discrete; }
+
 // How a TOKEN_CHOICE layer routed the last forward: the share of choices
 // dropped for capacity (of those made: a threshold router makes only the
 // choices above its thresholds), the smallest and largest share of the
@@ -402,6 +404,13 @@ inline std::vector<std::vector<int>> model_generate(Model* m, const std::vector<
                                                     const volatile std::sig_atomic_t* stop = nullptr) {
     model_params(m);  // refresh the host copy
     return gpt_generate(&m->cpu, prompt, n_seq, len, temperature, top_k, rng, stop);
+}
+
+// The mean loss of a batch (B,T) with every sequence decoded alone
+// (cpu/gpt.h gpt_decode_loss), on the host copy.
+inline double model_decode_loss(Model* m, const int* inputs, const int* targets, int B, int T) {
+    model_params(m);  // refresh the host copy
+    return gpt_decode_loss(&m->cpu, inputs, targets, B, T);
 }
 
 // Peak FLOP rate of the training device, with how it was derived: the GPU's
