@@ -13,9 +13,10 @@
 //
 // The pieces live in train/: options.h (every option and default), run.h
 // (a training run, step by step), subcommands.h, and what they use: the
-// model on either device (model.h), checkpoints with their training state
-// (state.h), the log (log.h), the outputs (outputs.h), the CPU threads
-// (threads.h), the FLOP peak (peak.h), samples and validation (report.h).
+// model on either device (model.h; device.h holds all that only a build by
+// nvcc has), checkpoints with their training state (state.h), the log
+// (log.h), the outputs (outputs.h), the CPU threads (threads.h), the FLOP
+// peak (peak.h), samples and validation (report.h).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>

@@ -382,7 +382,7 @@ GPU_TEST("gpu model: the threshold routers' rate controller (--router-balance) c
     std::vector<int> inp = r.tokens(N, c.V), tgt = r.tokens(N, c.V);
     model_forward(&m, inp.data(), tgt.data(), B, T);
     std::vector<float> z((size_t)N * E);
-    CUDA_CHECK(cudaMemcpy(z.data(), m.gpu.acts.layer[1].z, z.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(z.data(), m.gpu.gpt.acts.layer[1].z, z.size() * sizeof(float), cudaMemcpyDeviceToHost));
     std::vector<double> mine(E, 0.0), fires;
     token_choice_count_fires(mine.data(), z.data(), N, E);
     model_count_fires(&m, &fires);
@@ -390,7 +390,7 @@ GPU_TEST("gpu model: the threshold routers' rate controller (--router-balance) c
     model_backward(&m, 1.0);
     model_zero_router_bias_grads(&m);
     std::vector<float> g(num_params(c));
-    gpu::gpu_gpt_get_grads(&m.gpu, g.data());
+    gpu::gpu_gpt_get_grads(&m.gpu.gpt, g.data());
     const size_t bc_at = init.params.layer[1].bc - init.params_memory.data(),
                  wc_at = init.params.layer[1].wc - init.params_memory.data();
     for (int e = 0; e < E; e++) CHECK(g[bc_at + e] == 0.0f);
@@ -399,7 +399,7 @@ GPU_TEST("gpu model: the threshold routers' rate controller (--router-balance) c
     const float eta = 0.75f;
     model_router_balance(&m, &bc, fires, (double)N, eta);
     std::vector<float> after(num_params(c)), mom, vel;
-    gpu::gpu_gpt_get_params(&m.gpu, after.data());
+    gpu::gpu_gpt_get_params(&m.gpu.gpt, after.data());
     model_get_moments(&m, &mom, &vel);
     bool moved = false;
     for (int e = 0; e < E; e++) {

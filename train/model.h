@@ -1,6 +1,8 @@
 // The model on whichever device trains it. train_mot calls these functions
 // and never looks inside: on the CPU they call cpu/gpt.h, on the GPU (when
-// built by nvcc and chosen by --device) gpu/gpt.cuh, with the same names.
+// built by nvcc and chosen by --device) the GPU half of train/device.h,
+// which holds every difference between a build with nvcc and one without:
+// nothing here asks how the program was built.
 // Include from one translation unit only (gpu/ headers define kernels).
 #pragma once
 #include <algorithm>
@@ -13,58 +15,56 @@
 #include "common/config.h"
 #include "common/layout.h"
 #include "cpu/gpt.h"
+#include "train/device.h"
 #include "train/peak.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __CUDACC__
-#include "gpu/gpt.cuh"
-#endif
-
-inline bool gpu_compiled() {
-#ifdef __CUDACC__
-    return true;
-#else
-    return false;
-#endif
-}
 
 struct Model {
     Config cfg;
     bool on_gpu = false;
     GPT<float> cpu;  // the CPU model; on the GPU path a host copy used for generation
-#ifdef __CUDACC__
-    gpu::GPT gpu;
-#endif
+    GpuModel gpu;    // the GPU model (train/device.h); empty in a build without nvcc
+    std::vector<ParamRange> share;  // ZeRO-1: the parameters this rank updates (model_shard); empty: all
 };
+
+// A block of the model's floats: where it starts, how many, and whether it
+// lives in the GPU's memory (on_device) or the host's.
+struct FloatSpan {
+    float* data;
+    size_t n;
+    bool on_device;
+};
+
+inline FloatSpan span_part(FloatSpan s, size_t at, size_t n) { return {s.data + at, n, s.on_device}; }
+
+// Host copies of a span's floats: out (s.n) from it, or in (s.n) into it.
+inline void span_to_host(FloatSpan s, float* out) {
+    if (s.on_device) device_to_host(out, s.data, s.n);
+    else std::copy(s.data, s.data + s.n, out);
+}
+inline void span_from_host(FloatSpan s, const float* in) {
+    if (s.on_device) host_to_device(s.data, in, s.n);
+    else std::copy(in, in + s.n, s.data);
+}
+
+// The sum of squares of a span's floats, in double, in one fixed order.
+inline double span_norm_squared(FloatSpan s) {
+    return s.on_device ? device_norm_squared(s.data, s.n) : grad_norm_squared(s.data, s.n);
+}
 
 // Chooses the device for --device cpu|cuda|auto and a batch shape; says why
 // when the GPU is not used. Fails for an explicit cuda that cannot work.
 inline bool choose_gpu(const std::string& device, const Config& c, int B, int T, std::string* why) {
     if (device == "cpu") return false;
-#ifdef __CUDACC__
-    if (!gpu_available()) {
-        *why = gpu_unavailable_reason();
-    } else {
-        size_t need = gpu::gpt_device_bytes(c, B, T), free_bytes = gpu_free_memory();
-        if (need < free_bytes) return true;
-        *why = strf("the model needs %.2f GiB of GPU memory at --batch %d --seq %d (%.2f GiB of it for cuBLAS, "
-                    "scratch and margin), %.2f GiB are free",
-                    need / 1073741824.0, B, T, gpu::GPU_RESERVE_BYTES / 1073741824.0, free_bytes / 1073741824.0);
-    }
-#else
-    (void)c, (void)B, (void)T;
-    *why = "this build has no GPU code (built without nvcc)";
-#endif
+    if (gpu_model_fits(c, B, T, why)) return true;
     if (device == "cuda") fail("--device cuda: " + *why);
     return false;  // auto falls back to the CPU
 }
 
 inline std::string device_name(const Model& m) {
-#ifdef __CUDACC__
     if (m.on_gpu) return "cuda (" + gpu_device_name() + ")";
-#endif
-    (void)m;
     return "cpu";
 }
 
@@ -120,18 +120,15 @@ inline void model_build(Model* m, const Config& c, const std::string& device, in
     check_host_memory(c, B, T, m->on_gpu);
     gpt_build(&m->cpu, c);
     std::copy(params, params + num_params(c), m->cpu.params_memory.begin());
-#ifdef __CUDACC__
     if (m->on_gpu) {
         try {
-            gpu::gpt_build(&m->gpu, c);
-            gpu::gpu_gpt_load_params(&m->gpu, params);
-            gpu::gpt_ensure_acts(&m->gpu, B, T);
+            gpu_model_build(&m->gpu, c, params, B, T);
         } catch (const std::exception& e) {
             if (device != "auto")
                 fail(strf("--device cuda: %s (the options: --batch, --seq; --d-model, --layers, --experts, "
                           "--expert-size; or --device cpu)",
                           e.what()));
-            gpu::gpt_free(&m->gpu);
+            gpu_model_free(&m->gpu);
             m->on_gpu = false;
             why = strf("the GPU build failed: %s", e.what());
             check_host_memory(c, B, T, false);
@@ -143,44 +140,49 @@ inline void model_build(Model* m, const Config& c, const std::string& device, in
         std::vector<float>().swap(m->cpu.m_memory);
         std::vector<float>().swap(m->cpu.v_memory);
     }
-#endif
     if (!m->on_gpu && device == "auto" && gpu_compiled()) std::printf("device auto: using the CPU (%s)\n", why.c_str());
 }
 
 // Host copy of the current weights (for checkpoints and generation).
 inline const float* model_params(Model* m) {
-#ifdef __CUDACC__
-    if (m->on_gpu) gpu::gpu_gpt_get_params(&m->gpu, m->cpu.params_memory.data());
-#endif
+    if (m->on_gpu) gpu_model_get_params(&m->gpu, m->cpu.params_memory.data());
     return m->cpu.params_memory.data();
 }
 
+// The blocks the device trains, (num_params) each in checkpoint order: the
+// parameters and their gradients (train/parallel.h exchanges them).
+inline FloatSpan model_param_span(Model* m) {
+    if (m->on_gpu) return {gpu_model_params(&m->gpu), num_params(m->cfg), true};
+    return {m->cpu.params_memory.data(), m->cpu.params_memory.size(), false};
+}
+inline FloatSpan model_grad_span(Model* m) {
+    if (m->on_gpu) return {gpu_model_grads(&m->gpu), num_params(m->cfg), true};
+    return {m->cpu.grads_memory.data(), m->cpu.grads_memory.size(), false};
+}
+
+// The AdamW moments the model holds, m and v, on the host: those of every
+// parameter, or after model_shard those of its ranges, packed in order.
 inline void model_get_moments(Model* m, std::vector<float>* mom, std::vector<float>* vel) {
-#ifdef __CUDACC__
     if (m->on_gpu) {
-        mom->resize(num_params(m->cfg));
-        vel->resize(num_params(m->cfg));
-        gpu::gpu_gpt_get_moments(&m->gpu, mom->data(), vel->data());
+        gpu_model_get_moments(&m->gpu, mom, vel);
         return;
     }
-#endif
     *mom = m->cpu.m_memory;
     *vel = m->cpu.v_memory;
 }
 
 inline void model_set_moments(Model* m, const std::vector<float>& mom, const std::vector<float>& vel) {
-#ifdef __CUDACC__
-    if (m->on_gpu) { gpu::gpu_gpt_load_moments(&m->gpu, mom.data(), vel.data()); return; }
-#endif
+    if (m->on_gpu) {
+        gpu_model_set_moments(&m->gpu, mom.data(), vel.data());
+        return;
+    }
     m->cpu.m_memory = mom;
     m->cpu.v_memory = vel;
 }
 
 // Forward pass; returns the mean loss when targets are given.
 inline double model_forward(Model* m, const int* inputs, const int* targets, int B, int T) {
-#ifdef __CUDACC__
-    if (m->on_gpu) { gpu::gpt_forward(&m->gpu, inputs, targets, B, T); return m->gpu.mean_loss; }
-#endif
+    if (m->on_gpu) return gpu_model_forward(&m->gpu, inputs, targets, B, T);
     gpt_forward(&m->cpu, inputs, targets, B, T);
     return m->cpu.mean_loss;
 }
@@ -190,13 +192,10 @@ inline void model_logits_losses(Model* m, int B, int T, std::vector<float>* logi
     const size_t BT = (size_t)B * T, Vp = m->cfg.Vp;
     logits->resize(BT * Vp);
     losses->resize(BT);
-#ifdef __CUDACC__
     if (m->on_gpu) {
-        CUDA_CHECK(cudaMemcpy(logits->data(), m->gpu.acts.logits, BT * Vp * sizeof(float), cudaMemcpyDeviceToHost));
-        CUDA_CHECK(cudaMemcpy(losses->data(), m->gpu.acts.losses, BT * sizeof(float), cudaMemcpyDeviceToHost));
+        gpu_model_logits_losses(&m->gpu, BT, Vp, logits->data(), losses->data());
         return;
     }
-#endif
     std::copy(m->cpu.acts.logits, m->cpu.acts.logits + BT * Vp, logits->begin());
     std::copy(m->cpu.acts.losses, m->cpu.acts.losses + BT, losses->begin());
 }
@@ -206,25 +205,21 @@ inline void model_logits_losses(Model* m, int B, int T, std::vector<float>* logi
 // forward with targets.
 inline void model_set_aux_weight(Model* m, double weight) {
     m->cpu.aux_weight = weight;
-#ifdef __CUDACC__
-    m->gpu.aux_weight = weight;
-#endif
+    gpu_model_set_aux_weight(&m->gpu, weight);
 }
 
 inline double model_aux_loss(const Model& m) {
-#ifdef __CUDACC__
-    if (m.on_gpu) return m.gpu.aux_loss;
-#endif
+    if (m.on_gpu) return gpu_model_aux_loss(m.gpu);
     return m.cpu.aux_loss;
 }
 
 // MOT layers with one-hot mixing weights (eval and sample --mot-discrete).
 inline void model_set_mot_discrete(Model* m, bool on) {
     m->cpu.mot_discrete = on;
-#ifdef __CUDACC__
-    m->gpu.mot_discrete = on;
-#endif
+    gpu_model_set_mot_discrete(&m->gpu, on);
 }
+
+inline bool model_mot_discrete(const Model& m) { return m.cpu.mot_discrete; }
 
 // How a TOKEN_CHOICE layer routed the last forward: the share of choices
 // dropped for capacity (of those made: a threshold router makes only the
@@ -245,19 +240,10 @@ inline std::vector<RouterStats> model_router_stats(Model* m) {
         int N = 0;
         const float* route = nullptr;  // (N,k) the choices; -1 where a threshold router made none
         std::vector<float> route_host;
-#ifdef __CUDACC__
         if (m->on_gpu) {
-            N = m->gpu.B * m->gpu.T;
-            CUDA_CHECK(cudaMemcpy(load.data(), m->gpu.acts.layer[l].load, c.E * sizeof(float), cudaMemcpyDeviceToHost));
-            if (c.router != ROUTER_SOFTMAX) {
-                route_host.resize((size_t)N * c.topk);
-                CUDA_CHECK(cudaMemcpy(route_host.data(), m->gpu.acts.layer[l].route, route_host.size() * sizeof(float),
-                                      cudaMemcpyDeviceToHost));
-                route = route_host.data();
-            }
-        }
-#endif
-        if (!m->on_gpu) {
+            N = gpu_model_routing(&m->gpu, l, load.data(), &route_host);
+            if (c.router != ROUTER_SOFTMAX) route = route_host.data();
+        } else {
             std::copy(m->cpu.acts.layer[l].load, m->cpu.acts.layer[l].load + c.E, load.begin());
             N = m->cpu.B * m->cpu.T;
             route = m->cpu.acts.layer[l].route;
@@ -283,9 +269,10 @@ inline std::vector<RouterStats> model_router_stats(Model* m) {
 inline void model_count_fires(Model* m, std::vector<double>* fires) {
     const Config& c = m->cfg;
     fires->resize((size_t)count_kind(c, TOKEN_CHOICE) * c.E, 0.0);
-#ifdef __CUDACC__
-    if (m->on_gpu) { gpu::gpt_count_fires(&m->gpu, fires->data()); return; }
-#endif
+    if (m->on_gpu) {
+        gpu_model_count_fires(&m->gpu, fires->data());
+        return;
+    }
     int N = m->cpu.B * m->cpu.T, i = 0;
     for (int l = 0; l < c.L; l++)
         if (c.kinds[l] == TOKEN_CHOICE)
@@ -300,13 +287,8 @@ inline std::vector<float> model_router_bias(Model* m) {
         if (c.kinds[l] != TOKEN_CHOICE) continue;
         bc.resize(bc.size() + c.E);
         float* out = bc.data() + bc.size() - c.E;
-#ifdef __CUDACC__
-        if (m->on_gpu) {
-            CUDA_CHECK(cudaMemcpy(out, m->gpu.params.layer[l].bc, c.E * sizeof(float), cudaMemcpyDeviceToHost));
-            continue;
-        }
-#endif
-        std::copy(m->cpu.params.layer[l].bc, m->cpu.params.layer[l].bc + c.E, out);
+        if (m->on_gpu) gpu_model_router_bias(&m->gpu, l, out);
+        else std::copy(m->cpu.params.layer[l].bc, m->cpu.params.layer[l].bc + c.E, out);
     }
     return bc;
 }
@@ -317,13 +299,8 @@ inline void model_set_router_bias(Model* m, const std::vector<float>& bc) {
     for (int l = 0; l < c.L; l++) {
         if (c.kinds[l] != TOKEN_CHOICE) continue;
         const float* in = bc.data() + (size_t)(i++) * c.E;
-#ifdef __CUDACC__
-        if (m->on_gpu) {
-            CUDA_CHECK(cudaMemcpy(m->gpu.params.layer[l].bc, in, c.E * sizeof(float), cudaMemcpyHostToDevice));
-            continue;
-        }
-#endif
-        std::copy(in, in + c.E, m->cpu.params.layer[l].bc);
+        if (m->on_gpu) gpu_model_set_router_bias(&m->gpu, l, in);
+        else std::copy(in, in + c.E, m->cpu.params.layer[l].bc);
     }
 }
 
@@ -333,13 +310,8 @@ inline void model_zero_router_bias_grads(Model* m) {
     const Config& c = m->cfg;
     for (int l = 0; l < c.L; l++) {
         if (c.kinds[l] != TOKEN_CHOICE) continue;
-#ifdef __CUDACC__
-        if (m->on_gpu) {
-            CUDA_CHECK(cudaMemset(m->gpu.grads.layer[l].bc, 0, c.E * sizeof(float)));
-            continue;
-        }
-#endif
-        std::fill(m->cpu.grads.layer[l].bc, m->cpu.grads.layer[l].bc + c.E, 0.0f);
+        if (m->on_gpu) gpu_model_zero_router_bias_grad(&m->gpu, l);
+        else std::fill(m->cpu.grads.layer[l].bc, m->cpu.grads.layer[l].bc + c.E, 0.0f);
     }
 }
 
@@ -368,24 +340,18 @@ inline std::vector<double> model_router_balance(Model* m, std::vector<float>* bc
 }
 
 inline void model_zero_grad(Model* m) {
-#ifdef __CUDACC__
-    if (m->on_gpu) { gpu::gpt_zero_grad(&m->gpu); return; }
-#endif
-    gpt_zero_grad(&m->cpu);
+    if (m->on_gpu) gpu_model_zero_grad(&m->gpu);
+    else gpt_zero_grad(&m->cpu);
 }
 
 inline void model_backward(Model* m, double loss_scale) {
-#ifdef __CUDACC__
-    if (m->on_gpu) { gpu::gpt_backward(&m->gpu, loss_scale); return; }
-#endif
-    gpt_backward(&m->cpu, loss_scale);
+    if (m->on_gpu) gpu_model_backward(&m->gpu, loss_scale);
+    else gpt_backward(&m->cpu, loss_scale);
 }
 
 // The global gradient norm (one read of the gradients).
 inline double model_grad_norm(Model* m) {
-#ifdef __CUDACC__
-    if (m->on_gpu) return gpu::gpt_grad_norm(&m->gpu);
-#endif
+    if (m->on_gpu) return gpu_model_grad_norm(&m->gpu);
     return gpt_grad_norm(&m->cpu);
 }
 
@@ -394,10 +360,42 @@ inline double model_grad_norm(Model* m) {
 // are zero afterwards, ready for the next step.
 inline void model_update(Model* m, float lr, float beta1, float beta2, float eps, float wd, int step,
                          float grad_scale) {
-#ifdef __CUDACC__
-    if (m->on_gpu) { gpu::gpt_update(&m->gpu, lr, beta1, beta2, eps, wd, step, grad_scale); return; }
-#endif
-    gpt_update(&m->cpu, lr, beta1, beta2, eps, wd, step, grad_scale);
+    if (m->on_gpu) gpu_model_update(&m->gpu, lr, beta1, beta2, eps, wd, step, grad_scale);
+    else gpt_update(&m->cpu, lr, beta1, beta2, eps, wd, step, grad_scale);
+}
+
+// ZeRO-1 (train/parallel.h): from here on the model keeps AdamW moments for
+// the given ranges of the parameters alone (packed in order, zero), and
+// model_update_share updates those ranges, each reading its gradients at its
+// grads_at. Call once, after model_build and before any update.
+inline void model_shard(Model* m, const std::vector<ParamRange>& ranges) {
+    m->share = ranges;
+    if (m->on_gpu) {
+        gpu_model_shard(&m->gpu, ranges);
+        return;
+    }
+    size_t n = 0;
+    for (const ParamRange& r : ranges) n += r.n;
+    std::vector<float>(n, 0.0f).swap(m->cpu.m_memory);
+    std::vector<float>(n, 0.0f).swap(m->cpu.v_memory);
+}
+
+// One AdamW step (model_update's arguments) on the ranges of model_shard;
+// every gradient is zero afterwards, the other ranges' too (not consumed).
+inline void model_update_share(Model* m, float lr, float beta1, float beta2, float eps, float wd, int step,
+                               float grad_scale) {
+    if (m->on_gpu) {
+        gpu_model_update_share(&m->gpu, lr, beta1, beta2, eps, wd, step, grad_scale);
+        return;
+    }
+    GPT<float>& g = m->cpu;
+    size_t at = 0;  // the range's first moment
+    for (const ParamRange& r : m->share) {
+        gpt_update_range(&g, r.lo, r.n, g.grads_memory.data() + r.grads_at, g.m_memory.data() + at,
+                         g.v_memory.data() + at, lr, beta1, beta2, eps, wd, step, grad_scale);
+        at += r.n;
+    }
+    std::fill(g.grads_memory.begin(), g.grads_memory.end(), 0.0f);
 }
 
 // Generation runs on the host copy with a KV cache (cpu/gpt.h).
@@ -408,13 +406,17 @@ inline std::vector<std::vector<int>> model_generate(Model* m, const std::vector<
     return gpt_generate(&m->cpu, prompt, n_seq, len, temperature, top_k, rng, stop);
 }
 
+// The mean loss of a batch (B,T) with every sequence decoded alone
+// (cpu/gpt.h gpt_decode_loss), on the host copy.
+inline double model_decode_loss(Model* m, const int* inputs, const int* targets, int B, int T) {
+    model_params(m);  // refresh the host copy
+    return gpt_decode_loss(&m->cpu, inputs, targets, B, T);
+}
+
 // Peak FLOP rate of the training device, with how it was derived: the GPU's
 // fp32 rate (its TF32 tensor-core rate under --tf32), or the CPU's.
 inline double device_peak_flops(const Model& m, std::string* how) {
-#ifdef __CUDACC__
     if (m.on_gpu) return gpu_peak_flops(gpu_tf32(), how);
-#endif
-    (void)m;
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();

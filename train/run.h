@@ -519,9 +519,7 @@ inline void note_changed_settings(const TrainSettings& was, const TrainSettings&
 inline void setup_device(TrainRun* r) {
     const Options& o = r->o;
     const Config& c = r->c;
-#ifdef __CUDACC__
     if (o.device != "cpu" && gpu_available()) gpu_set_tf32(o.tf32);
-#endif
     if (!r->before_transition.kinds.empty()) {
         transition_calibrate(r);
         transition_report(r);
@@ -869,7 +867,6 @@ inline int train(const Options& o) {
     const Dist& d = dist_init(o.collective_timeout);
     if (d.rank != 0 && !std::freopen("/dev/null", "w", stdout))  // rank 0 speaks for the job
         fail("cannot discard the standard output of a rank other than 0 (/dev/null)");
-#ifdef __CUDACC__
     if (d.size > 1 && o.device != "cpu" && gpu_available()) {  // one GPU per rank
         if (d.local_size > gpu_device_count())
             fail(strf("%d ranks on this node and %d GPUs: each rank needs a GPU of its own; start at most %d ranks "
@@ -877,7 +874,6 @@ inline int train(const Options& o) {
                       d.local_size, gpu_device_count(), gpu_device_count()));
         gpu_select_device(d.local_rank);
     }
-#endif
     check_ranks_options(o);
     TrainRun r;
     r.o = o;

@@ -103,7 +103,7 @@ inline double dump_first_batch(Model* model, DataLoader* loader, const std::stri
                        {"targets", "I32", {B, T}, y.data()},
                        {"logits", "F32", {B, T, V}, logits.data()},
                        {"losses", "F32", {B, T}, losses.data()}},
-                      {{"loss", strf("%.9g", loss)}, {"mot_discrete", model->cpu.mot_discrete ? "1" : "0"}});
+                      {{"loss", strf("%.9g", loss)}, {"mot_discrete", model_mot_discrete(*model) ? "1" : "0"}});
     dataloader_reset(loader);
     return loss;
 }
@@ -161,7 +161,7 @@ inline int eval_main(const EvalOptions& e) {
         std::vector<int> x((size_t)e.B * e.T), y(x.size());
         for (int64_t i = 0; i < n; i++) {
             dataloader_next(&loader, x.data(), y.data());
-            loss += gpt_decode_loss(&model.cpu, x.data(), y.data(), e.B, e.T) / (double)n;
+            loss += model_decode_loss(&model, x.data(), y.data(), e.B, e.T) / (double)n;
         }
     } else {
         loss = evaluate(&model, &loader, n);
