@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 #include "gpu/gpt.cuh"
 #include "tests/close.h"
@@ -91,8 +92,9 @@ inline std::vector<ModelCase> model_cases() {
             {"token choice k 2", token_choice_config(), 4, 37}};
 }
 
-// The same model on both paths: CPU weights from gpt_init_weights(seed), copied to the GPU.
-inline void build_both(GPT<float>* cpu, gpu::GPT* gm, const Config& c, uint64_t seed) {
+// The same model on both paths: CPU weights from gpt_init_weights(seed), copied to the GPU. The CPU
+// model runs the kernels of CPU training.
+inline void build_both(GPT<float, FastKernels>* cpu, gpu::GPT* gm, const Config& c, uint64_t seed) {
     gpt_build(cpu, c);
     gpt_init_weights(cpu, seed);
     gpu::gpt_build(gm, c);

@@ -12,6 +12,7 @@
 
 #include "common/config.h"
 #include "common/layout.h"
+#include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 #include "train/peak.h"
 #ifdef _OPENMP
@@ -32,7 +33,7 @@ inline bool gpu_compiled() {
 struct Model {
     Config cfg;
     bool on_gpu = false;
-    GPT<float> cpu;  // the CPU model; on the GPU path a host copy used for generation
+    GPT<float, FastKernels> cpu;  // the CPU model; on the GPU path a host copy used for generation
 #ifdef __CUDACC__
     gpu::GPT gpu;
 #endif

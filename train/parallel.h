@@ -232,7 +232,7 @@ inline void parallel_update(Parallel* p, Model* m, float lr, float beta1, float 
     }
 #endif
     if (!m->on_gpu) {
-        GPT<float>& g = m->cpu;
+        GPT<float, FastKernels>& g = m->cpu;
         float *grads = g.grads_memory.data(), *mo = g.m_memory.data(), *ve = g.v_memory.data();
         gpt_update_range(&g, p->lo, p->S, grads, mo, ve, lr, beta1, beta2, eps, wd, step, grad_scale);
         gpt_update_range(&g, p->tail_lo, p->tail_n, grads + p->tail_lo, mo + p->S, ve + p->S, lr, beta1, beta2, eps,
