@@ -34,7 +34,7 @@
 
 #include "common/layout.h"
 #include "common/rng.h"
-#include "cpu/fast/mot.h"
+#include "cpu/fast/kernels.h"
 #include "cpu/ffn.h"
 #include "cpu/gpt.h"
 #include "train/peak.h"
@@ -97,7 +97,7 @@ static Config model_config(const Shape& s) {
 // backward, norm, AdamW) per call of step().
 struct Trainer {
     Config c;
-    GPT<float> model;
+    GPT<float, FastKernels> model;
     std::vector<int> x, y;
     int B, T, t = 0;
     Trainer(const Shape& s) : c(model_config(s)), B(s.B), T(s.T) {
@@ -161,13 +161,13 @@ static std::vector<Part> ffn_parts(const Shape& s, int layers, int reps) {
                            pb = rnd(&rng, C, 0.1f), dfcw(fcw.size()), dfcb(dff), dpw(pw.size()), dpb(C);
         std::vector<float> fch(BT * dff), fchg(BT * dff), dfch(BT * dff), dfchg(BT * dff);
         add("dense FFN (2 GEMMs, gelu)", 3 * 2.0 * 2 * BT * C * dff, 0,
-            [&] { ffn_forward(out.data(), fch.data(), fchg.data(), x.data(), fcw.data(), fcb.data(), pw.data(),
-                              pb.data(), s.B, s.T, s.C, s.dff); },
+            [&] { ffn_forward<FastKernels>(out.data(), fch.data(), fchg.data(), x.data(), fcw.data(), fcb.data(),
+                                           pw.data(), pb.data(), s.B, s.T, s.C, s.dff); },
             [&] {
                 std::fill(dfch.begin(), dfch.end(), 0.0f), std::fill(dfchg.begin(), dfchg.end(), 0.0f);
-                ffn_backward(dx.data(), dfcw.data(), dfcb.data(), dpw.data(), dpb.data(), dfch.data(), dfchg.data(),
-                             dout.data(), x.data(), fch.data(), fchg.data(), fcw.data(), pw.data(), s.B, s.T, s.C,
-                             s.dff);
+                ffn_backward<FastKernels>(dx.data(), dfcw.data(), dfcb.data(), dpw.data(), dpb.data(), dfch.data(),
+                                          dfchg.data(), dout.data(), x.data(), fch.data(), fchg.data(), fcw.data(),
+                                          pw.data(), s.B, s.T, s.C, s.dff);
             });
         return parts;
     }

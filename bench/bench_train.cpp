@@ -7,10 +7,10 @@
 // step's time goes by layer, and resident memory.
 //   make build/bench_train && ./build/bench_train [steps] [reference steps]
 // Each model runs twice in the same process: with the reference loops of cpu/
-// ("ref": fast_kernels_on = false, cpu/select.h; the GEMM too is the plain
-// loop, so these steps take seconds and run fewer times) and with the fast
-// kernels of cpu/fast/ (the training path). Ratios between rows come from
-// one run on a noisy shared machine.
+// ("ref": GPT<float, PlainKernels>; the GEMM too is the plain loop, so these
+// steps take seconds and run fewer times) and with the fast kernels of
+// cpu/fast/ (GPT<float, FastKernels>, the training path). Ratios between
+// rows come from one run on a noisy shared machine.
 //   ./build/bench_train 10 1    10 fast steps, 1 reference step (the default)
 //   ./build/bench_train 10 0    no reference rows
 //
@@ -33,6 +33,7 @@
 
 #include "train/peak.h"
 #include "common/rng.h"
+#include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 
 static double now() {
@@ -106,15 +107,15 @@ struct Result {
     double loss0 = 0, loss1 = 0;
 };
 
-// Median of `steps` training steps after `warmup` ones, with the fast kernels
-// on or off.
-static Result bench_model(const char* name, int kind, bool fast, int B, int T, int warmup, int steps, double peak) {
+// Median of `steps` training steps after `warmup` ones, on the kernel set
+// Kernels (cpu/kernels.h).
+template <typename Kernels>
+static Result bench_model(const char* name, int kind, int B, int T, int warmup, int steps, double peak) {
     Result r;
     r.name = name;
-    fast_kernels_on = fast;
     reset_peak_rss();
     Config c = bench_config(kind);
-    GPT<float> model;
+    GPT<float, Kernels> model;
     gpt_build(&model, c);
     gpt_init_weights(&model, 1234);
     r.params = (long)num_params(c);
@@ -159,7 +160,6 @@ static Result bench_model(const char* name, int kind, bool fast, int B, int T, i
     r.tok_s = B * T / r.step_s;
     r.gflops = model_flops_per_token(c, T) * B * T / r.step_s / 1e9;
     r.frac = r.gflops * 1e9 / peak;
-    fast_kernels_on = true;
     return r;
 }
 
@@ -176,6 +176,7 @@ struct Part {
 // the clip folded in, as gpt_grad_norm and gpt_update run them) is one part,
 // in the bwd column.
 static std::vector<Part> layer_parts(int kind, int B, int T) {
+    using K = FastKernels;  // the kernels of the training path
     const Config c = bench_config(kind);
     const int C = c.C, NH = c.NH, L = c.L, V = c.V, Vp = c.Vp, dff = c.dff, E = c.E, G = c.G, f = c.f;
     const size_t BT = (size_t)B * T, BTC = BT * C, TT = (size_t)B * NH * T * T;
@@ -205,24 +206,24 @@ static std::vector<Part> layer_parts(int kind, int B, int T) {
 
     std::vector<float> lw = rnd(C), lb = rnd(C), dlw(C), dlb(C), mean(BT), rstd(BT);
     add("layernorm", 2 * L + 1,
-        [&] { layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), lw.data(), lb.data(), B, T, C); },
-        [&] { layernorm_backward(dx.data(), dlw.data(), dlb.data(), dout.data(), x.data(), lw.data(), mean.data(),
-                                 rstd.data(), B, T, C); });
+        [&] { K::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), lw.data(), lb.data(), B, T, C); },
+        [&] { K::layernorm_backward(dx.data(), dlw.data(), dlb.data(), dout.data(), x.data(), lw.data(), mean.data(),
+                                    rstd.data(), B, T, C); });
 
     std::vector<float> qkvw = rnd((size_t)3 * C * C, 0.02f), qkvb = rnd(3 * C), qkv = rnd(BT * 3 * C), dqkv(BT * 3 * C);
     std::vector<float> dqkvw(qkvw.size()), dqkvb(3 * C), dout3 = rnd(BT * 3 * C), qkv_out(BT * 3 * C);
-    add("matmul qkv", L, [&] { matmul_forward(qkv_out.data(), x.data(), qkvw.data(), qkvb.data(), B, T, C, 3 * C); },
-        [&] { matmul_backward(dx.data(), dqkvw.data(), dqkvb.data(), dout3.data(), x.data(), qkvw.data(), B, T, C,
-                              3 * C); });
+    add("matmul qkv", L, [&] { K::matmul_forward(qkv_out.data(), x.data(), qkvw.data(), qkvb.data(), B, T, C, 3 * C); },
+        [&] { K::matmul_backward(dx.data(), dqkvw.data(), dqkvb.data(), dout3.data(), x.data(), qkvw.data(), B, T, C,
+                                 3 * C); });
 
     std::vector<float> preatt(TT), att(TT), dpreatt(TT), datt(TT);
-    add("attention", L, [&] { attention_forward(out.data(), preatt.data(), att.data(), qkv.data(), B, T, C, NH); },
-        [&] { attention_backward(dqkv.data(), dpreatt.data(), datt.data(), dout.data(), qkv.data(), att.data(), B, T,
-                                 C, NH); });
+    add("attention", L, [&] { K::attention_forward(out.data(), preatt.data(), att.data(), qkv.data(), B, T, C, NH); },
+        [&] { K::attention_backward(dqkv.data(), dpreatt.data(), datt.data(), dout.data(), qkv.data(), att.data(), B, T,
+                                    C, NH); });
 
     std::vector<float> pw = rnd((size_t)C * C, 0.02f), pb = rnd(C), dpw(pw.size()), dpb(C);
-    add("matmul attproj", L, [&] { matmul_forward(out.data(), x.data(), pw.data(), pb.data(), B, T, C, C); },
-        [&] { matmul_backward(dx.data(), dpw.data(), dpb.data(), dout.data(), x.data(), pw.data(), B, T, C, C); });
+    add("matmul attproj", L, [&] { K::matmul_forward(out.data(), x.data(), pw.data(), pb.data(), B, T, C, C); },
+        [&] { K::matmul_backward(dx.data(), dpw.data(), dpb.data(), dout.data(), x.data(), pw.data(), B, T, C, C); });
 
     add("residual", 2 * L, [&] { residual_forward(out.data(), x.data(), x2.data(), BTC); },
         [&] { residual_backward(dx.data(), dx2.data(), dout.data(), BTC); });
@@ -232,30 +233,31 @@ static std::vector<Part> layer_parts(int kind, int B, int T) {
                            fpb = rnd(C), dfcw(fcw.size()), dfcb(dff), dfpw(fpw.size()), dfpb(C);
         std::vector<float> h(BT * dff), hg(BT * dff), dh(BT * dff), dhg(BT * dff);
         add("dense ffn", L,
-            [&] { ffn_forward(out.data(), h.data(), hg.data(), x.data(), fcw.data(), fcb.data(), fpw.data(), fpb.data(),
-                              B, T, C, dff); },
-            [&] { ffn_backward(dx.data(), dfcw.data(), dfcb.data(), dfpw.data(), dfpb.data(), dh.data(), dhg.data(),
-                               dout.data(), x.data(), h.data(), hg.data(), fcw.data(), fpw.data(), B, T, C, dff); });
+            [&] { ffn_forward<K>(out.data(), h.data(), hg.data(), x.data(), fcw.data(), fcb.data(), fpw.data(),
+                                 fpb.data(), B, T, C, dff); },
+            [&] { ffn_backward<K>(dx.data(), dfcw.data(), dfcb.data(), dfpw.data(), dfpb.data(), dh.data(), dhg.data(),
+                                  dout.data(), x.data(), h.data(), hg.data(), fcw.data(), fpw.data(), B, T, C, dff); });
     } else {
         std::vector<float> wc = rnd((size_t)E * C, 0.02f), w1 = rnd((size_t)E * f * C, 0.02f),
                            w2 = rnd((size_t)E * C * f, 0.02f), dwc(wc.size()), dw1(w1.size()), dw2(w2.size());
         std::vector<float> z(BT * E), m(BT * E), u(nu), p(np), a(np), y(nu), dz(BT * E), dm(BT * E), du(nu),
             dp(np), da(np), dy(nu);
         add("mot ffn", L,
-            [&] { mot_forward(out.data(), z.data(), m.data(), u.data(), p.data(), a.data(), y.data(), x.data(),
-                              wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, c.tau); },
-            [&] { mot_backward(dx.data(), dwc.data(), dw1.data(), dw2.data(), dz.data(), dm.data(), du.data(),
-                               dp.data(), da.data(), dy.data(), dout.data(), x.data(), m.data(), u.data(), p.data(),
-                               a.data(), y.data(), wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, c.tau); });
+            [&] { K::mot_forward(out.data(), z.data(), m.data(), u.data(), p.data(), a.data(), y.data(), x.data(),
+                                 wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, c.tau); },
+            [&] { K::mot_backward(dx.data(), dwc.data(), dw1.data(), dw2.data(), dz.data(), dm.data(), du.data(),
+                                  dp.data(), da.data(), dy.data(), dout.data(), x.data(), m.data(), u.data(), p.data(),
+                                  a.data(), y.data(), wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, c.tau); });
     }
 
     std::vector<float> logits = rnd(BT * Vp, 4.0f), probs(BT * Vp), dlogits(BT * Vp), losses(BT), dlosses(BT, 1.0f);
-    add("lm head", 1, [&] { matmul_forward(logits.data(), x.data(), wte.data(), (const float*)nullptr, B, T, C, Vp); },
-        [&] { matmul_backward(dx.data(), dwte.data(), (float*)nullptr, dlogits.data(), x.data(), wte.data(), B, T, C,
-                              Vp); });
+    add("lm head", 1,
+        [&] { K::matmul_forward(logits.data(), x.data(), wte.data(), (const float*)nullptr, B, T, C, Vp); },
+        [&] { K::matmul_backward(dx.data(), dwte.data(), (float*)nullptr, dlogits.data(), x.data(), wte.data(), B, T, C,
+                                 Vp); });
     add("crossentropy", 1,
-        [&] { crossentropy_forward(losses.data(), probs.data(), logits.data(), tgt.data(), B, T, V, Vp); },
-        [&] { crossentropy_backward(dlogits.data(), dlosses.data(), probs.data(), tgt.data(), B, T, V, Vp); });
+        [&] { K::crossentropy_forward(losses.data(), probs.data(), logits.data(), tgt.data(), B, T, V, Vp); },
+        [&] { K::crossentropy_backward(dlogits.data(), dlosses.data(), probs.data(), tgt.data(), B, T, V, Vp); });
 
     const size_t n = num_params(c);
     const std::vector<TensorSpec> specs = param_specs(c);
@@ -305,6 +307,7 @@ struct FfnGemms {
     double dense = 0, mot = 0, flop = 0;
 };
 static FfnGemms ffn_gemms(int B, int T) {
+    using K = FastKernels;
     const Config c = bench_config(MOT);
     const int C = c.C, E = c.E, G = c.G, f = c.f, dff = c.dff, ST = B / G * T;
     const long long EC = (long long)E * C, Ef = (long long)E * f, fC = (long long)f * C;
@@ -324,18 +327,18 @@ static FfnGemms ffn_gemms(int B, int T) {
     FfnGemms r;
     r.flop = 3.0 * 2 * 2 * (double)B * T * C * dff;  // fc and fcproj: forward + 2 backward products each
     r.dense = time_median([&] {
-        matmul_forward(fch.data(), inp.data(), fcw.data(), fcb.data(), B, T, C, dff);
-        matmul_forward(out.data(), fchg.data(), pw.data(), pb.data(), B, T, dff, C);
-        matmul_backward(dfchg.data(), dpw.data(), dpb.data(), dout.data(), fchg.data(), pw.data(), B, T, dff, C);
-        matmul_backward(dinp.data(), dfcw.data(), dfcb.data(), dfch.data(), inp.data(), fcw.data(), B, T, C, dff);
+        K::matmul_forward(fch.data(), inp.data(), fcw.data(), fcb.data(), B, T, C, dff);
+        K::matmul_forward(out.data(), fchg.data(), pw.data(), pb.data(), B, T, dff, C);
+        K::matmul_backward(dfchg.data(), dpw.data(), dpb.data(), dout.data(), fchg.data(), pw.data(), B, T, dff, C);
+        K::matmul_backward(dinp.data(), dfcw.data(), dfcb.data(), dfch.data(), inp.data(), fcw.data(), B, T, C, dff);
     }, 9);
     r.mot = time_median([&] {  // the expert products of cpu/fast/mot.h, batched over the E experts
-        gemm(false, true, ST, f, C, 1.0f, u.data(), EC, C, w1.data(), C, fC, 0.0f, p.data(), Ef, f, E);
-        gemm(false, true, ST, C, f, 1.0f, a.data(), Ef, f, w2.data(), f, fC, 0.0f, y.data(), EC, C, E);
-        gemm(false, false, ST, f, C, 1.0f, dy.data(), EC, C, w2.data(), f, fC, 0.0f, da.data(), Ef, f, E);
-        gemm(true, false, C, f, ST, 1.0f, dy.data(), EC, C, a.data(), Ef, f, 1.0f, dw2.data(), f, fC, E);
-        gemm(true, false, f, C, ST, 1.0f, dp.data(), Ef, f, u.data(), EC, C, 1.0f, dw1.data(), C, fC, E);
-        gemm(false, false, ST, C, f, 1.0f, dp.data(), Ef, f, w1.data(), C, fC, 0.0f, du.data(), EC, C, E);
+        fast::gemm(false, true, ST, f, C, 1.0f, u.data(), EC, C, w1.data(), C, fC, 0.0f, p.data(), Ef, f, E);
+        fast::gemm(false, true, ST, C, f, 1.0f, a.data(), Ef, f, w2.data(), f, fC, 0.0f, y.data(), EC, C, E);
+        fast::gemm(false, false, ST, f, C, 1.0f, dy.data(), EC, C, w2.data(), f, fC, 0.0f, da.data(), Ef, f, E);
+        fast::gemm(true, false, C, f, ST, 1.0f, dy.data(), EC, C, a.data(), Ef, f, 1.0f, dw2.data(), f, fC, E);
+        fast::gemm(true, false, f, C, ST, 1.0f, dp.data(), Ef, f, u.data(), EC, C, 1.0f, dw1.data(), C, fC, E);
+        fast::gemm(false, false, ST, C, f, 1.0f, dp.data(), Ef, f, w1.data(), C, fC, 0.0f, du.data(), EC, C, E);
     }, 9);
     return r;
 }
@@ -354,11 +357,11 @@ int main(int argc, char** argv) {
 
     std::vector<Result> all;
     if (ref_steps > 0) {
-        all.push_back(bench_model("dense ref", DENSE, false, B, T, 0, ref_steps, peak));
-        all.push_back(bench_model("mot ref", MOT, false, B, T, 0, ref_steps, peak));
+        all.push_back(bench_model<PlainKernels>("dense ref", DENSE, B, T, 0, ref_steps, peak));
+        all.push_back(bench_model<PlainKernels>("mot ref", MOT, B, T, 0, ref_steps, peak));
     }
-    all.push_back(bench_model("dense", DENSE, true, B, T, 2, steps, peak));
-    all.push_back(bench_model("mot", MOT, true, B, T, 2, steps, peak));
+    all.push_back(bench_model<FastKernels>("dense", DENSE, B, T, 2, steps, peak));
+    all.push_back(bench_model<FastKernels>("mot", MOT, B, T, 2, steps, peak));
     const Result* res = &all[all.size() - 2];  // the details below are of the fast kernels
     for (int i = 0; i < 2; i++) {
         const Result& r = res[i];

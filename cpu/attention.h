@@ -6,11 +6,7 @@
 #pragma once
 #include <cmath>
 #include <cstddef>
-#include <type_traits>
 #include <vector>
-
-#include "fast/attention.h"
-#include "select.h"
 
 template <typename real>
 void attention_forward(real* out,        // (B,T,C)
@@ -18,8 +14,6 @@ void attention_forward(real* out,        // (B,T,C)
                        real* att,        // (B,NH,T,T)
                        const real* inp,  // (B,T,3C) q, k, v
                        int B, int T, int C, int NH) {
-    if constexpr (std::is_same_v<real, float>)
-        if (use_fast<real>()) return fast::attention_forward(out, preatt, att, inp, B, T, C, NH);
     int hs = C / NH;
     real scale = real(1) / std::sqrt(real(hs));
     #pragma omp parallel for collapse(3)
@@ -66,8 +60,6 @@ void attention_backward(real* dinp,        // (B,T,3C)
                         const real* inp,   // (B,T,3C)
                         const real* att,   // (B,NH,T,T)
                         int B, int T, int C, int NH) {
-    if constexpr (std::is_same_v<real, float>)
-        if (use_fast<real>()) return fast::attention_backward(dinp, dpreatt, datt, dout, inp, att, B, T, C, NH);
     int hs = C / NH;
     real scale = real(1) / std::sqrt(real(hs));
     #pragma omp parallel for collapse(2)

@@ -6,13 +6,13 @@
 //
 // The feed-forward layer is found by its kind's tag: ffn_kind_forward(DenseFfn,
 // ...) lives in ffn.h, (MotFfn, ...) in mot.h, (TokenChoiceFfn, ...) in
-// token_choice.h.
+// token_choice.h. The layers with a fast form come from the kernel set
+// Kernels (kernels.h).
 #pragma once
 #include "../common/layout.h"
 #include "attention.h"
 #include "ffn.h"
-#include "layernorm.h"
-#include "matmul.h"
+#include "kernels.h"
 #include "mot.h"
 #include "residual.h"
 #include "token_choice.h"
@@ -31,30 +31,30 @@ struct KVCache {
 // output is la.res3. Training passes no cache: causal attention over the T
 // positions. Decoding passes T = 1, the block's cache, and a mode with
 // decoding set (common/layout.h, FfnMode).
-template <typename real>
+template <typename Kernels = PlainKernels, typename real>
 void block_forward(LayerActs<real>& la,       // the block's activations, la.res3 (B,T,C) its output
                    const real* inp,           // (B,T,C)
                    const LayerWeights<real>& lw, int kind, int B, int T, const Config& c,
                    const KVCache<real>* cache = nullptr, const FfnMode& mode = FfnMode()) {
     const int C = c.C;
     const size_t BTC = (size_t)B * T * C;
-    layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, inp, lw.ln1w, lw.ln1b, B, T, C);
-    matmul_forward(la.qkv, la.ln1, lw.qkvw, lw.qkvb, B, T, C, 3 * C);
+    Kernels::layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, inp, lw.ln1w, lw.ln1b, B, T, C);
+    Kernels::matmul_forward(la.qkv, la.ln1, lw.qkvw, lw.qkvb, B, T, C, 3 * C);
     if (cache)
         attention_decode_forward(la.atty, cache->k, cache->v, la.qkv, cache->pos, cache->maxT, B, C, c.NH);
     else
-        attention_forward(la.atty, la.preatt, la.att, la.qkv, B, T, C, c.NH);
-    matmul_forward(la.attproj, la.atty, lw.attprojw, lw.attprojb, B, T, C, C);
+        Kernels::attention_forward(la.atty, la.preatt, la.att, la.qkv, B, T, C, c.NH);
+    Kernels::matmul_forward(la.attproj, la.atty, lw.attprojw, lw.attprojb, B, T, C, C);
     residual_forward(la.res2, inp, la.attproj, BTC);
-    layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lw.ln2w, lw.ln2b, B, T, C);
-    with_ffn_kind(kind, [&](auto k) { ffn_kind_forward(k, la.ffn, la.ln2, lw, la, B, T, c, mode); });
+    Kernels::layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lw.ln2w, lw.ln2b, B, T, C);
+    with_ffn_kind(kind, [&](auto k) { ffn_kind_forward<Kernels>(k, la.ffn, la.ln2, lw, la, B, T, c, mode); });
     residual_forward(la.res3, la.res2, la.ffn, BTC);
 }
 
 // Backward of one block, given the gradient of its output in ld.res3.
 // Parameter gradients accumulate (+=) into lg; dinp (B,T,C) += the gradient
 // of the block's input.
-template <typename real>
+template <typename Kernels = PlainKernels, typename real>
 void block_backward(real* dinp,              // (B,T,C)
                     LayerWeights<real>& lg,  // the block's parameter gradients
                     LayerActs<real>& ld,     // the block's activation gradients; ld.res3 given
@@ -64,11 +64,13 @@ void block_backward(real* dinp,              // (B,T,C)
     const int C = c.C;
     const size_t BTC = (size_t)B * T * C;
     residual_backward(ld.res2, ld.ffn, ld.res3, BTC);
-    with_ffn_kind(kind, [&](auto k) { ffn_kind_backward(k, ld.ln2, lg, ld, ld.ffn, la.ln2, lw, la, B, T, c); });
-    layernorm_backward(ld.res2, lg.ln2w, lg.ln2b, ld.ln2, la.res2, lw.ln2w, la.ln2_mean, la.ln2_rstd, B, T, C);
+    with_ffn_kind(kind,
+                  [&](auto k) { ffn_kind_backward<Kernels>(k, ld.ln2, lg, ld, ld.ffn, la.ln2, lw, la, B, T, c); });
+    Kernels::layernorm_backward(ld.res2, lg.ln2w, lg.ln2b, ld.ln2, la.res2, lw.ln2w, la.ln2_mean, la.ln2_rstd, B, T,
+                                C);
     residual_backward(dinp, ld.attproj, ld.res2, BTC);
-    matmul_backward(ld.atty, lg.attprojw, lg.attprojb, ld.attproj, la.atty, lw.attprojw, B, T, C, C);
-    attention_backward(ld.qkv, ld.preatt, ld.att, ld.atty, la.qkv, la.att, B, T, C, c.NH);
-    matmul_backward(ld.ln1, lg.qkvw, lg.qkvb, ld.qkv, la.ln1, lw.qkvw, B, T, C, 3 * C);
-    layernorm_backward(dinp, lg.ln1w, lg.ln1b, ld.ln1, inp, lw.ln1w, la.ln1_mean, la.ln1_rstd, B, T, C);
+    Kernels::matmul_backward(ld.atty, lg.attprojw, lg.attprojb, ld.attproj, la.atty, lw.attprojw, B, T, C, C);
+    Kernels::attention_backward(ld.qkv, ld.preatt, ld.att, ld.atty, la.qkv, la.att, B, T, C, c.NH);
+    Kernels::matmul_backward(ld.ln1, lg.qkvw, lg.qkvb, ld.qkv, la.ln1, lw.qkvw, B, T, C, 3 * C);
+    Kernels::layernorm_backward(dinp, lg.ln1w, lg.ln1b, ld.ln1, inp, lw.ln1w, la.ln1_mean, la.ln1_rstd, B, T, C);
 }

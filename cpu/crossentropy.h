@@ -4,10 +4,6 @@
 #pragma once
 #include <cmath>
 #include <cstddef>
-#include <type_traits>
-
-#include "fast/crossentropy.h"
-#include "select.h"
 
 template <typename real>
 void crossentropy_forward(real* losses,        // (B,T) -log p[target]
@@ -15,8 +11,6 @@ void crossentropy_forward(real* losses,        // (B,T) -log p[target]
                           const real* logits,  // (B,T,Vp)
                           const int* targets,  // (B,T)
                           int B, int T, int V, int Vp) {
-    if constexpr (std::is_same_v<real, float>)
-        if (use_fast<real>()) return fast::crossentropy_forward(losses, probs, logits, targets, B, T, V, Vp);
     #pragma omp parallel for
     for (int i = 0; i < B * T; i++) {
         const real* z = logits + (size_t)i * Vp;

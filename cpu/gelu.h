@@ -3,10 +3,6 @@
 #pragma once
 #include <cmath>
 #include <cstddef>
-#include <type_traits>
-
-#include "fast/gelu.h"
-#include "select.h"
 
 template <typename real>
 inline real gelu(real x) {
@@ -27,8 +23,6 @@ template <typename real>
 void gelu_forward(real* out,        // (N)
                   const real* inp,  // (N)
                   size_t N) {
-    if constexpr (std::is_same_v<real, float>)
-        if (use_fast<real>()) return fast::gelu_forward(out, inp, N);
     #pragma omp parallel for
     for (size_t i = 0; i < N; i++) out[i] = gelu(inp[i]);
 }
@@ -38,8 +32,6 @@ void gelu_backward(real* dinp,        // (N)
                    const real* inp,   // (N)
                    const real* dout,  // (N)
                    size_t N) {
-    if constexpr (std::is_same_v<real, float>)
-        if (use_fast<real>()) return fast::gelu_backward(dinp, inp, dout, N);
     #pragma omp parallel for
     for (size_t i = 0; i < N; i++) dinp[i] += gelu_grad(inp[i]) * dout[i];
 }

@@ -18,12 +18,12 @@
 #include "../common/sampler.h"
 #include "adamw.h"
 #include "block.h"
-#include "crossentropy.h"
 #include "encoder.h"
-#include "layernorm.h"
-#include "matmul.h"
+#include "kernels.h"
 
-template <typename real>
+// Kernels: the kernel set the model runs its layers with (kernels.h), passed
+// down to every block; PlainKernels, the loops of this folder, unless chosen.
+template <typename real, typename Kernels = PlainKernels>
 struct GPT {
     Config cfg;
     std::vector<real> params_memory;  // (num_params) every weight, checkpoint order
@@ -43,8 +43,8 @@ struct GPT {
 };
 
 // Allocates the model for cfg with every parameter and moment zero.
-template <typename real>
-void gpt_build(GPT<real>* model, const Config& cfg) {
+template <typename real, typename Kernels>
+void gpt_build(GPT<real, Kernels>* model, const Config& cfg) {
     config_validate(cfg);
     model->cfg = cfg;
     size_t n = num_params(cfg);
@@ -61,8 +61,8 @@ void gpt_build(GPT<real>* model, const Config& cfg) {
 // (common/layout.h): N(0, 0.02) for matrices, output projections of a
 // residual branch scaled by 1/sqrt(2L), biases 0, LayerNorm weights 1. Drawn
 // in double so float and double models start identical.
-template <typename real>
-void gpt_init_weights(GPT<real>* model, uint64_t seed) {
+template <typename real, typename Kernels>
+void gpt_init_weights(GPT<real, Kernels>* model, uint64_t seed) {
     Rng rng = rng_seed(seed);
     const Config& c = model->cfg;
     for (const TensorSpec& s : param_specs(c)) {
@@ -77,8 +77,8 @@ void gpt_init_weights(GPT<real>* model, uint64_t seed) {
 }
 
 // (Re)carves the activation blocks when the batch shape changes.
-template <typename real>
-void gpt_ensure_acts(GPT<real>* model, int B, int T) {
+template <typename real, typename Kernels>
+void gpt_ensure_acts(GPT<real, Kernels>* model, int B, int T) {
     if (model->B == B && model->T == T) return;
     size_t n = num_acts(model->cfg, B, T);
     assign_zeros_huge(model->acts_memory, n);
@@ -90,8 +90,8 @@ void gpt_ensure_acts(GPT<real>* model, int B, int T) {
 }
 
 // Forward pass on inputs (B,T); with targets (B,T) also the loss.
-template <typename real>
-void gpt_forward(GPT<real>* model, const int* inputs, const int* targets, int B, int T) {
+template <typename real, typename Kernels>
+void gpt_forward(GPT<real, Kernels>* model, const int* inputs, const int* targets, int B, int T) {
     const Config& c = model->cfg;
     batch_validate(c, inputs, targets, B, T);
     gpt_ensure_acts(model, B, T);
@@ -105,17 +105,17 @@ void gpt_forward(GPT<real>* model, const int* inputs, const int* targets, int B,
     encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C);
     const real* residual = a.encoded;  // (B,T,C) input of the current block
     for (int l = 0; l < c.L; l++) {
-        block_forward(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c, (const KVCache<real>*)nullptr,
-                      FfnMode{false, model->mot_discrete});
+        block_forward<Kernels>(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c, (const KVCache<real>*)nullptr,
+                               FfnMode{false, model->mot_discrete});
         residual = a.layer[l].res3;
     }
     model->aux_loss = 0;
     for (int l = 0; l < c.L; l++)
         if (c.kinds[l] == TOKEN_CHOICE) model->aux_loss += a.layer[l].aux[0];
-    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
-    matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, T, C, c.Vp);
+    Kernels::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
+    Kernels::matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, T, C, c.Vp);
     if (!targets) return;
-    crossentropy_forward(a.losses, a.probs, a.logits, targets, B, T, c.V, c.Vp);
+    Kernels::crossentropy_forward(a.losses, a.probs, a.logits, targets, B, T, c.V, c.Vp);
     double sum = 0;
     for (size_t i = 0; i < (size_t)B * T; i++) sum += a.losses[i];
     model->mean_loss = sum / ((double)B * T);
@@ -123,8 +123,8 @@ void gpt_forward(GPT<real>* model, const int* inputs, const int* targets, int B,
 
 // Zeroes the parameter gradients. gpt_update leaves them zero, so training
 // needs this only after a step whose update it skipped.
-template <typename real>
-void gpt_zero_grad(GPT<real>* model) {
+template <typename real, typename Kernels>
+void gpt_zero_grad(GPT<real, Kernels>* model) {
     real* g = model->grads_memory.data();  // in parallel: one core cannot fill memory at full bandwidth
     #pragma omp parallel for simd
     for (size_t i = 0; i < model->grads_memory.size(); i++) g[i] = real(0);
@@ -134,8 +134,8 @@ void gpt_zero_grad(GPT<real>* model) {
 // skipping those it overwrites whole before reading them (common/layout.h,
 // GRAD_OVERWRITES: attention's dpreatt and datt, the MoT scratch, dprobs): on
 // the bench MoT model most of the block.
-template <typename real>
-void gpt_zero_grad_acts(GPT<real>* model) {
+template <typename real, typename Kernels>
+void gpt_zero_grad_acts(GPT<real, Kernels>* model) {
     Acts<real> da = model->grad_acts;  // a copy: visit_acts hands out its slots
     visit_acts(da, model->cfg, model->B, model->T, [&](real*& slot, size_t n, GradUse use) {
         if (use == GRAD_OVERWRITES) return;
@@ -149,8 +149,8 @@ void gpt_zero_grad_acts(GPT<real>* model) {
 // gradients accumulate (+=) into model->grads, scaled by loss_scale: the
 // gradient of loss_scale * mean loss. Gradient accumulation over k
 // micro-batches passes loss_scale = 1/k.
-template <typename real>
-void gpt_backward(GPT<real>* model, double loss_scale = 1.0) {
+template <typename real, typename Kernels>
+void gpt_backward(GPT<real, Kernels>* model, double loss_scale = 1.0) {
     if (!model->has_targets) fail("gpt_backward: the last forward pass had no targets");
     const Config& c = model->cfg;
     const int B = model->B, T = model->T, C = c.C;
@@ -165,24 +165,25 @@ void gpt_backward(GPT<real>* model, double loss_scale = 1.0) {
     gpt_zero_grad_acts(model);
     for (size_t i = 0; i < (size_t)B * T; i++) da.losses[i] = real(loss_scale / ((double)B * T));
 
-    crossentropy_backward(da.logits, da.losses, a.probs, targets, B, T, c.V, c.Vp);
-    matmul_backward(da.lnf, dw.wte, (real*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
-    layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw, a.lnf_mean,
-                       a.lnf_rstd, B, T, C);
+    Kernels::crossentropy_backward(da.logits, da.losses, a.probs, targets, B, T, c.V, c.Vp);
+    Kernels::matmul_backward(da.lnf, dw.wte, (real*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
+    Kernels::layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw,
+                                a.lnf_mean, a.lnf_rstd, B, T, C);
     // each TOKEN_CHOICE layer's aux loss enters the objective with weight aux_weight
     for (int l = 0; l < c.L; l++)
         if (c.kinds[l] == TOKEN_CHOICE) da.layer[l].aux[0] = real(model->aux_weight * loss_scale);
     for (int l = c.L - 1; l >= 0; l--) {
         const real* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
         real* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
-        block_backward(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B, T, c);
+        block_backward<Kernels>(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B,
+                                T, c);
     }
     encoder_backward(dw.wte, dw.wpe, da.encoded, inputs, B, T, C);
 }
 
 // The global gradient norm, summed in double in a fixed order (one read).
-template <typename real>
-double gpt_grad_norm(GPT<real>* model) {
+template <typename real, typename Kernels>
+double gpt_grad_norm(GPT<real, Kernels>* model) {
     return std::sqrt(grad_norm_squared(model->grads_memory.data(), model->grads_memory.size()));
 }
 
@@ -193,8 +194,8 @@ double gpt_grad_norm(GPT<real>* model) {
 // decay only on tensors of two or more dimensions; a range may cut a tensor.
 // step is 0-based; bias correction uses step + 1. The range's gradients are
 // zero afterwards (adamw_update consumes them).
-template <typename real>
-void gpt_update_range(GPT<real>* model, size_t lo, size_t n,
+template <typename real, typename Kernels>
+void gpt_update_range(GPT<real, Kernels>* model, size_t lo, size_t n,
                       real* grads,  // (n)
                       real* m,      // (n)
                       real* v,      // (n)
@@ -209,8 +210,8 @@ void gpt_update_range(GPT<real>* model, size_t lo, size_t n,
 
 // One AdamW step on the gradients scaled by grad_scale (clip_scale(norm,
 // clip) clips them), every parameter; the gradients are zero afterwards.
-template <typename real>
-void gpt_update(GPT<real>* model, float lr, float beta1, float beta2, float eps, float wd, int step,
+template <typename real, typename Kernels>
+void gpt_update(GPT<real, Kernels>* model, float lr, float beta1, float beta2, float eps, float wd, int step,
                 float grad_scale = 1.0f) {
     gpt_update_range(model, 0, model->params_memory.size(), model->grads_memory.data(), model->m_memory.data(),
                      model->v_memory.data(), lr, beta1, beta2, eps, wd, step, grad_scale);
@@ -244,8 +245,8 @@ void decoder_init(Decoder<real>* d, const Config& c, int B) {
 
 // Feeds tokens (B) at position pos (0-based, < maxT); returns the logits
 // (B, Vp) of the next token, valid until the next call.
-template <typename real>
-const real* gpt_decode_step(GPT<real>* model, Decoder<real>* d, const int* tokens, int pos) {
+template <typename real, typename Kernels>
+const real* gpt_decode_step(GPT<real, Kernels>* model, Decoder<real>* d, const int* tokens, int pos) {
     const Config& c = model->cfg;
     const int B = d->B, C = c.C;
     if (pos < 0 || pos >= c.maxT) fail(strf("generation position %d is beyond the model's maximum %d", pos, c.maxT));
@@ -259,20 +260,20 @@ const real* gpt_decode_step(GPT<real>* model, Decoder<real>* d, const int* token
     for (int l = 0; l < c.L; l++) {
         size_t layer_cache = (size_t)l * B * c.maxT * C;
         KVCache<real> cache{d->kcache.data() + layer_cache, d->vcache.data() + layer_cache, pos, c.maxT};
-        block_forward(a.layer[l], residual, w.layer[l], c.kinds[l], B, 1, c, &cache,
-                      FfnMode{true, model->mot_discrete});
+        block_forward<Kernels>(a.layer[l], residual, w.layer[l], c.kinds[l], B, 1, c, &cache,
+                               FfnMode{true, model->mot_discrete});
         residual = a.layer[l].res3;
     }
-    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, 1, C);
-    matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, 1, C, c.Vp);
+    Kernels::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, 1, C);
+    Kernels::matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, 1, C, c.Vp);
     return a.logits;
 }
 
 // The mean cross-entropy of a batch (B,T) when every sequence is decoded
 // alone, one token at a time with the KV cache: what a sparse or dense model
 // scores serving one request. (A MoT model decodes G sequences at once.)
-template <typename real>
-double gpt_decode_loss(GPT<real>* model, const int* inputs, const int* targets, int B, int T) {
+template <typename real, typename Kernels>
+double gpt_decode_loss(GPT<real, Kernels>* model, const int* inputs, const int* targets, int B, int T) {
     const Config& c = model->cfg;
     if (mixes_batch(c))
         fail(strf("decoding one sequence alone: the model has MoT layers, which mix %d sequences at once", c.G));
@@ -299,9 +300,9 @@ double gpt_decode_loss(GPT<real>* model, const int* inputs, const int* targets, 
 // generated, each token conditioned on at least maxT/2 before it. Returns
 // n_seq rows of new tokens. A set *stop (a stop signal's flag) ends the
 // generation at the next token: the rows are then shorter than len.
-template <typename real>
-std::vector<std::vector<int>> gpt_generate(GPT<real>* model, const std::vector<int>& prompt, int n_seq, int len,
-                                           float temperature, int top_k, Rng* rng,
+template <typename real, typename Kernels>
+std::vector<std::vector<int>> gpt_generate(GPT<real, Kernels>* model, const std::vector<int>& prompt, int n_seq,
+                                           int len, float temperature, int top_k, Rng* rng,
                                            const volatile std::sig_atomic_t* stop = nullptr) {
     const Config& c = model->cfg;
     if (prompt.empty()) fail("generation needs at least one prompt token");

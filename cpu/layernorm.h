@@ -2,10 +2,6 @@
 #pragma once
 #include <cmath>
 #include <cstddef>
-#include <type_traits>
-
-#include "fast/layernorm.h"
-#include "select.h"
 
 template <typename real>
 void layernorm_forward(real* out,           // (B,T,C)
@@ -45,9 +41,6 @@ void layernorm_backward(real* dinp,          // (B,T,C)
                         const real* mean,    // (B,T)
                         const real* rstd,    // (B,T)
                         int B, int T, int C) {
-    if constexpr (std::is_same_v<real, float>)
-        if (use_fast<real>())
-            return fast::layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, B, T, C);
     int N = B * T;
     #pragma omp parallel for
     for (int i = 0; i < N; i++) {

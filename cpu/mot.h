@@ -19,18 +19,16 @@
 //
 // Every expert sees exactly one token per group: no capacity, no dropping,
 // no load-balancing loss. Tensors U, P, A, Y are laid out (S, T, E, .), i.e.
-// group-major, expert-minor. fast/mot.h computes the same with every product
-// batched over the groups or the experts; training in float runs that.
+// group-major, expert-minor. cpu/fast/mot.h computes the same with every
+// product batched over the groups or the experts; training runs that
+// (cpu/kernels.h).
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <type_traits>
 
 #include "../common/layout.h"
-#include "fast/mot.h"
 #include "gelu.h"
-#include "select.h"
 
 template <typename real>
 void mot_forward(real* out,        // (B,T,C)
@@ -45,9 +43,6 @@ void mot_forward(real* out,        // (B,T,C)
                  const real* w1,   // (E,f,C)
                  const real* w2,   // (E,C,f)
                  int B, int T, int C, int E, int G, int f, real tau, bool discrete = false) {
-    if constexpr (std::is_same_v<real, float>)
-        if (use_fast<real>())
-            return fast::mot_forward(out, z, m, u, p, a, y, inp, wc, w1, w2, B, T, C, E, G, f, tau, discrete);
     const int S = B / G;
     #pragma omp parallel for collapse(2)
     for (int k = 0; k < S; k++)
@@ -149,10 +144,6 @@ void mot_backward(real* dinp,        // (B,T,C)
                   const real* w1,    // (E,f,C)
                   const real* w2,    // (E,C,f)
                   int B, int T, int C, int E, int G, int f, real tau) {
-    if constexpr (std::is_same_v<real, float>)
-        if (use_fast<real>())
-            return fast::mot_backward(dinp, dwc, dw1, dw2, dz, dm, du, dp, da, dy, dout, inp, m, u, p, a, y, wc, w1,
-                                      w2, B, T, C, E, G, f, tau);
     const int S = B / G;
     #pragma omp parallel for collapse(2)
     for (int k = 0; k < S; k++)
@@ -253,18 +244,19 @@ void mot_backward(real* dinp,        // (B,T,C)
 }
 
 // MOT as a block's feed-forward layer (common/layout.h, MotFfn): the layer
-// functions above on the block's tensors.
-template <typename real>
+// above, in the form of the kernel set Kernels (kernels.h), on the block's
+// tensors.
+template <typename Kernels, typename real>
 void ffn_kind_forward(MotFfn, real* out, const real* inp, const LayerWeights<real>& w, LayerActs<real>& a, int B,
                       int T, const Config& c, const FfnMode& mode) {
-    mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, real(c.tau),
-                mode.mot_discrete);
+    Kernels::mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f,
+                         real(c.tau), mode.mot_discrete);
 }
 
-template <typename real>
+template <typename Kernels, typename real>
 void ffn_kind_backward(MotFfn, real* dinp, LayerWeights<real>& dw, LayerActs<real>& da, const real* dout,
                        const real* inp, const LayerWeights<real>& w, const LayerActs<real>& a, int B, int T,
                        const Config& c) {
-    mot_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, dout, inp, a.m, a.u, a.p, a.a, a.y,
-                 w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, real(c.tau));
+    Kernels::mot_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, dout, inp, a.m, a.u, a.p,
+                          a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, real(c.tau));
 }

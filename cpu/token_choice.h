@@ -27,9 +27,10 @@
 // choice a threshold router does not make has route -1 and slot -1.
 //
 // Each expert's tokens are gathered into rows of its buffer (E, cap, .): xin,
-// pre-activations, gelu, outputs. Rows no token took stay zero. fast/
-// token_choice.h computes the same with each product one batched GEMM over
-// the experts; training in float runs that.
+// pre-activations, gelu, outputs. Rows no token took stay zero.
+// cpu/fast/token_choice.h computes the same with each product one batched
+// GEMM over the experts, sharing the routing and the gate functions below;
+// training runs that (cpu/kernels.h).
 //
 // Backward, with the routing held fixed (the choices are constants):
 //   dyout[e,s] = g_n[e] dout_n               dg_n[e] += dout_n . yout[e,s]
@@ -45,30 +46,24 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <type_traits>
 
 #include "../common/layout.h"
-#include "fast/token_choice.h"
 #include "gelu.h"
 #include "matmul.h"
-#include "select.h"
 
-// Router, top-k choices, dispatch with capacity, and the load-balancing loss:
-// everything the forward decides before the experts run. Shared with fast/.
+// From the router logits, the gates, the top-k choices, the dispatch with
+// capacity, and the load-balancing loss: everything the forward decides
+// before the experts run.
 template <typename real>
-void token_choice_route(real* z,          // (N,E) router logits (threshold: shifted by bc)
-                        real* probs,      // (N,E) gates
-                        real* route,      // (N,k) expert of the r-th choice; -1 none
-                        real* slot,       // (N,k) its row in the expert's buffer; -1 dropped or none
-                        real* load,       // (E) tokens each expert took
-                        real* first,      // (E) f_e: share of tokens whose first choice is e
-                        real* aux,        // (1) load-balancing loss
-                        const real* inp,  // (N,C)
-                        const real* wc,   // (E,C)
-                        const real* bc,   // (E) threshold routers; null for softmax
-                        int N, int C, int E, int k, int cap, TcRouter rt) {
+void token_choice_route(real* probs,    // (N,E) gates
+                        real* route,    // (N,k) expert of the r-th choice; -1 none
+                        real* slot,     // (N,k) its row in the expert's buffer; -1 dropped or none
+                        real* load,     // (E) tokens each expert took
+                        real* first,    // (E) f_e: share of tokens whose first choice is e
+                        real* aux,      // (1) load-balancing loss
+                        const real* z,  // (N,E) router logits (threshold: shifted by bc)
+                        int N, int E, int k, int cap, TcRouter rt) {
     const bool soft = rt.kind == ROUTER_SOFTMAX;
-    matmul_forward(z, inp, wc, soft ? (const real*)nullptr : bc, N, 1, C, E);
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         const real* zn = z + (size_t)n * E;
@@ -121,7 +116,7 @@ void token_choice_route(real* z,          // (N,E) router logits (threshold: shi
 }
 
 // The gradient of the objective by the gates starts with the load-balancing
-// term (softmax router: aux through P_e only; threshold: none). Shared with fast/.
+// term (softmax router: aux through P_e only; threshold: none).
 template <typename real>
 void token_choice_dgate_init(real* dprobs,       // (N,E)
                              const real* first,  // (E)
@@ -132,7 +127,7 @@ void token_choice_dgate_init(real* dprobs,       // (N,E)
             dprobs[(size_t)n * E + e] = rt.kind == ROUTER_SOFTMAX ? daux[0] * E * first[e] / N : real(0);
 }
 
-// From the gates' gradient to the logits'. Shared with fast/.
+// From the gates' gradient to the logits'.
 template <typename real>
 void token_choice_gate_backward(real* dz,             // (N,E)
                                 const real* dprobs,   // (N,E)
@@ -175,11 +170,9 @@ void token_choice_forward(real* out,        // (N,C)
                           int N, int C, int E, int f, int k, int cap,
                           const real* bc = nullptr,  // (E) threshold routers
                           TcRouter rt = {}) {
-    if constexpr (std::is_same_v<real, float>)
-        if (use_fast<real>())
-            return fast::token_choice_forward(out, z, probs, route, slot, load, first, aux, xin, pre, act, yout,
-                                              inp, wc, w1, w2, N, C, E, f, k, cap, bc, rt);
-    token_choice_route(z, probs, route, slot, load, first, aux, inp, wc, bc, N, C, E, k, cap, rt);
+    // the router's logits: z = inp wc^T (threshold routers: + bc)
+    matmul_forward(z, inp, wc, rt.kind == ROUTER_SOFTMAX ? (const real*)nullptr : bc, N, 1, C, E);
+    token_choice_route(probs, route, slot, load, first, aux, z, N, E, k, cap, rt);
     // gather each expert's tokens; rows no token took stay zero
     std::fill(xin, xin + (size_t)E * cap * C, real(0));
     for (int n = 0; n < N; n++)
@@ -250,11 +243,6 @@ void token_choice_backward(real* dinp,         // (N,C)
                            int N, int C, int E, int f, int k, int cap,
                            real* dbc = nullptr,  // (E) threshold routers
                            TcRouter rt = {}) {
-    if constexpr (std::is_same_v<real, float>)
-        if (use_fast<real>())
-            return fast::token_choice_backward(dinp, dwc, dw1, dw2, dz, dprobs, dxin, dpre, dact, dyout, daux, dout,
-                                               inp, probs, route, slot, first, xin, pre, act, yout, wc, w1, w2, N, C,
-                                               E, f, k, cap, dbc, rt);
     token_choice_dgate_init(dprobs, first, daux, N, E, rt);
     // combine backward: dyout rows of the dispatched choices, dp from each
     std::fill(dyout, dyout + (size_t)E * cap * C, real(0));
@@ -328,22 +316,23 @@ void router_balance_update(real* bc,             // (E) updated
 }
 
 // TOKEN_CHOICE as a block's feed-forward layer (common/layout.h,
-// TokenChoiceFfn): the layer functions above on the block's tensors. The
-// gradient of the objective by this layer's aux loss arrives in da.aux.
-template <typename real>
+// TokenChoiceFfn): the layer above, in the form of the kernel set Kernels
+// (kernels.h), on the block's tensors. The gradient of the objective by this
+// layer's aux loss arrives in da.aux.
+template <typename Kernels, typename real>
 void ffn_kind_forward(TokenChoiceFfn, real* out, const real* inp, const LayerWeights<real>& w, LayerActs<real>& a,
                       int B, int T, const Config& c, const FfnMode& mode) {
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, mode.decoding);
-    token_choice_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.p, a.a, a.y, inp, w.wc,
-                         w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc, tc_router(c));
+    Kernels::token_choice_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.p, a.a, a.y, inp,
+                                  w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc, tc_router(c));
 }
 
-template <typename real>
+template <typename Kernels, typename real>
 void ffn_kind_backward(TokenChoiceFfn, real* dinp, LayerWeights<real>& dw, LayerActs<real>& da, const real* dout,
                        const real* inp, const LayerWeights<real>& w, const LayerActs<real>& a, int B, int T,
                        const Config& c) {
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, false);
-    token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp, a.m,
-                          a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E, c.f,
-                          c.topk, cap, dw.bc, tc_router(c));
+    Kernels::token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp,
+                                   a.m, a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E,
+                                   c.f, c.topk, cap, dw.bc, tc_router(c));
 }

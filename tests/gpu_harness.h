@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 #include "gpu/gpt.cuh"
 #include "tests/close.h"
@@ -105,8 +106,9 @@ inline std::vector<ModelCase> model_cases() {
 // (--aux-loss 0.01), so its gradient and its read-back value are compared too.
 static const double AUX_WEIGHT = 0.01;
 
-// The same model on both paths: CPU weights from gpt_init_weights(seed), copied to the GPU.
-inline void build_both(GPT<float>* cpu, gpu::GPT* gm, const Config& c, uint64_t seed) {
+// The same model on both paths: CPU weights from gpt_init_weights(seed), copied to the GPU. The CPU
+// model runs the kernels of CPU training.
+inline void build_both(GPT<float, FastKernels>* cpu, gpu::GPT* gm, const Config& c, uint64_t seed) {
     gpt_build(cpu, c);
     gpt_init_weights(cpu, seed);
     gpu::gpt_build(gm, c);
@@ -133,7 +135,7 @@ inline double routing_margin(const float* z, int N, int E, int k, bool soft) {
 
 // The routing margin of a model's last forward on the CPU, over its
 // TOKEN_CHOICE layers (1e300 without any).
-inline double model_routing_margin(const GPT<float>& m, int B, int T) {
+inline double model_routing_margin(const GPT<float, FastKernels>& m, int B, int T) {
     const Config& c = m.cfg;
     double margin = 1e300;
     for (int l = 0; l < c.L; l++)
@@ -150,7 +152,7 @@ static const double MODEL_ROUTING_MARGIN = 1e-4;
 // A batch of random tokens that the model routes with MODEL_ROUTING_MARGIN
 // (any batch for a model without token choice); leaves the CPU model's
 // forward of that batch done.
-inline void routable_batch(GPT<float>* cpu, TestRng& rng, int B, int T, std::vector<int>* inputs,
+inline void routable_batch(GPT<float, FastKernels>* cpu, TestRng& rng, int B, int T, std::vector<int>* inputs,
                            std::vector<int>* targets) {
     const Config& c = cpu->cfg;
     for (int tries = 0; tries < 1000; tries++) {
@@ -163,7 +165,7 @@ inline void routable_batch(GPT<float>* cpu, TestRng& rng, int B, int T, std::vec
 }
 
 // The GPU's load-balancing loss against the CPU's (both 0 without a softmax router).
-inline void check_aux(const GPT<float>& cpu, const gpu::GPT& gm, double tol, const std::string& what) {
+inline void check_aux(const GPT<float, FastKernels>& cpu, const gpu::GPT& gm, double tol, const std::string& what) {
     CHECK_MESSAGE(std::fabs(gm.aux_loss - cpu.aux_loss) <= tol * std::fabs(cpu.aux_loss),
                   what << " aux loss " << gm.aux_loss << " vs " << cpu.aux_loss);
 }

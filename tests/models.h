@@ -62,8 +62,8 @@ inline Config gpt2_small_config() { return make_config(50257, 1024, 12, 768, 307
 // stand well above the finite-difference noise floor and the sequences of a
 // batch diverge: matrices uniform in +-scale, biases +-0.1, LayerNorm weights
 // 1 +- 0.2.
-template <typename real>
-void randomize_params(GPT<real>* model, uint64_t seed, double scale) {
+template <typename real, typename Kernels>
+void randomize_params(GPT<real, Kernels>* model, uint64_t seed, double scale) {
     TestRng r(seed);
     for (const TensorSpec& s : param_specs(model->cfg)) {
         real* p = model->params_memory.data() + s.offset;
@@ -74,8 +74,8 @@ void randomize_params(GPT<real>* model, uint64_t seed, double scale) {
 }
 
 // gpt_build, then randomize_params.
-template <typename real>
-void build_random(GPT<real>* model, const Config& c, uint64_t seed, double scale) {
+template <typename real, typename Kernels>
+void build_random(GPT<real, Kernels>* model, const Config& c, uint64_t seed, double scale) {
     gpt_build(model, c);
     randomize_params(model, seed, scale);
 }

@@ -1,10 +1,11 @@
-// tests/test_fast.cpp: the fast forms of the CPU path (cpu/fast/, chosen by
-// use_fast() of cpu/select.h) against the reference loops of cpu/, which run
-// in double on the same inputs. Odd shapes: T 1, 7, 37; C not a multiple of
-// 16; NH 1..4. The batched-GEMM MoT of cpu/fast/mot.h also runs in double,
-// against the per-group loops of cpu/mot.h. Then a whole float training step
-// with the fast kernels against the float reference path, and a second
-// backward on dirty scratch (gpt_backward does not zero the scratch blocks).
+// tests/test_fast.cpp: the fast forms of the CPU path (cpu/fast/, the kernel
+// set FastKernels of cpu/fast/kernels.h) in float against the reference loops
+// of cpu/, which run in double on the same inputs. Odd shapes: T 1, 7, 37; C
+// not a multiple of 16; NH 1..4. The batched-GEMM MoT of cpu/fast/mot.h also
+// runs in double, against the per-group loops of cpu/mot.h. Then a whole float
+// training step of a GPT<float, FastKernels> against the same model on
+// PlainKernels, and a second backward on dirty scratch (gpt_backward does not
+// zero the scratch blocks), on both sets.
 // Each comparison passes when |fast - reference| < abs + rel |reference|
 // elementwise (Tol{abs, rel}, tests/close.h).
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_fast.cpp -o /tmp/test_fast
@@ -18,17 +19,13 @@
 #include <utility>
 #include <vector>
 
+#include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 #include "tests/close.h"
 #include "tests/models.h"
 #include "tests/rng.h"
 
 static std::vector<float> to_float(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
-
-// Runs the fast float path in this scope, whatever the test before left.
-struct FastOn {
-    FastOn() { fast_kernels_on = true; }
-};
 
 TEST_CASE("fast_exp matches std::exp to about one ulp") {
     double worst = 0;
@@ -47,22 +44,20 @@ TEST_CASE("fast_exp matches std::exp to about one ulp") {
 }
 
 TEST_CASE("gelu forward and backward, fast vs reference") {
-    FastOn on;
     TestRng r(1);
     for (size_t N : {1, 7, 37, 1000, 4099}) {
         std::vector<double> x = r.doubles(N, 9), d = r.doubles(N), y(N), dx = r.doubles(N);
         std::vector<float> xf = to_float(x), df = to_float(d), yf(N), dxf = to_float(dx);
         gelu_forward(y.data(), x.data(), N);
-        gelu_forward(yf.data(), xf.data(), N);
+        FastKernels::gelu_forward(yf.data(), xf.data(), N);
         check_close(yf, y, Tol{1e-6, 1e-5}, "gelu");
         gelu_backward(dx.data(), x.data(), d.data(), N);
-        gelu_backward(dxf.data(), xf.data(), df.data(), N);
+        FastKernels::gelu_backward(dxf.data(), xf.data(), df.data(), N);
         check_close(dxf, dx, Tol{1e-5, 1e-5}, "gelu backward");  // += onto O(1) values
     }
 }
 
 TEST_CASE("layernorm forward and backward, fast vs reference") {
-    FastOn on;
     TestRng r(2);
     for (int C : {1, 5, 24, 37, 130})
         for (int T : {1, 7}) {
@@ -74,12 +69,13 @@ TEST_CASE("layernorm forward and backward, fast vs reference") {
             std::vector<float> outf((size_t)N * C), meanf(N), rstdf(N), dxf = to_float(dx), dwf = to_float(dw),
                 dbf = to_float(db);
             layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), bias.data(), B, T, C);
-            layernorm_forward(outf.data(), meanf.data(), rstdf.data(), xf.data(), wf.data(), bf.data(), B, T, C);
+            FastKernels::layernorm_forward(outf.data(), meanf.data(), rstdf.data(), xf.data(), wf.data(), bf.data(), B,
+                                           T, C);
             check_close(outf, out, Tol{1e-4, 1e-4}, "layernorm");
             layernorm_backward(dx.data(), dw.data(), db.data(), d.data(), x.data(), w.data(), mean.data(), rstd.data(),
                                B, T, C);
-            layernorm_backward(dxf.data(), dwf.data(), dbf.data(), df.data(), xf.data(), wf.data(), meanf.data(),
-                               rstdf.data(), B, T, C);
+            FastKernels::layernorm_backward(dxf.data(), dwf.data(), dbf.data(), df.data(), xf.data(), wf.data(),
+                                            meanf.data(), rstdf.data(), B, T, C);
             check_close(dxf, dx, Tol{1e-4, 1e-4}, "layernorm dx");
             check_close(dwf, dw, Tol{1e-4, 1e-4}, "layernorm dw");
             check_close(dbf, db, Tol{1e-4, 1e-4}, "layernorm db");
@@ -87,7 +83,6 @@ TEST_CASE("layernorm forward and backward, fast vs reference") {
 }
 
 TEST_CASE("matmul_backward in float (fast gemm) vs double") {
-    FastOn on;
     TestRng r(3);
     for (int OC : {1, 17, 64, 100, 768})
         for (int T : {1, 7, 37}) {
@@ -98,7 +93,8 @@ TEST_CASE("matmul_backward in float (fast gemm) vs double") {
             std::vector<float> doutf = to_float(dout), inpf = to_float(inp), wf = to_float(w), dinpf = to_float(dinp),
                                dwf = to_float(dw), dbf = to_float(db);
             matmul_backward(dinp.data(), dw.data(), db.data(), dout.data(), inp.data(), w.data(), B, T, C, OC);
-            matmul_backward(dinpf.data(), dwf.data(), dbf.data(), doutf.data(), inpf.data(), wf.data(), B, T, C, OC);
+            FastKernels::matmul_backward(dinpf.data(), dwf.data(), dbf.data(), doutf.data(), inpf.data(), wf.data(), B,
+                                         T, C, OC);
             check_close(dinpf, dinp, Tol{1e-4, 1e-4}, "dinp");
             check_close(dwf, dw, Tol{1e-4, 1e-4}, "dweight");
             check_close(dbf, db, Tol{1e-4, 1e-4}, "dbias");
@@ -106,7 +102,6 @@ TEST_CASE("matmul_backward in float (fast gemm) vs double") {
 }
 
 TEST_CASE("attention forward and backward, fast vs reference") {
-    FastOn on;
     TestRng r(4);
     struct S { int B, T, C, NH; };
     for (S s : {S{2, 1, 8, 1}, S{2, 7, 12, 2}, S{1, 37, 20, 4}, S{3, 37, 36, 3}, S{2, 64, 64, 4}}) {
@@ -117,20 +112,19 @@ TEST_CASE("attention forward and backward, fast vs reference") {
         std::vector<float> qkvf = to_float(qkv), df = to_float(d), outf(BT * s.C), pref(TT, 7.f), attf(TT, 7.f),
                            dpref(TT, 7.f), dattf(TT, 7.f), dqkvf = to_float(dqkv);
         attention_forward(out.data(), pre.data(), att.data(), qkv.data(), s.B, s.T, s.C, s.NH);
-        attention_forward(outf.data(), pref.data(), attf.data(), qkvf.data(), s.B, s.T, s.C, s.NH);
+        FastKernels::attention_forward(outf.data(), pref.data(), attf.data(), qkvf.data(), s.B, s.T, s.C, s.NH);
         check_close(outf, out, Tol{1e-5, 1e-4}, "attention out");
         check_close(pref, pre, Tol{1e-5, 1e-4}, "preatt");
         check_close(attf, att, Tol{1e-6, 1e-4}, "att");
         attention_backward(dqkv.data(), dpre.data(), datt.data(), d.data(), qkv.data(), att.data(), s.B, s.T, s.C,
                            s.NH);
-        attention_backward(dqkvf.data(), dpref.data(), dattf.data(), df.data(), qkvf.data(), attf.data(), s.B, s.T,
-                           s.C, s.NH);
+        FastKernels::attention_backward(dqkvf.data(), dpref.data(), dattf.data(), df.data(), qkvf.data(), attf.data(),
+                                        s.B, s.T, s.C, s.NH);
         check_close(dqkvf, dqkv, Tol{1e-5, 1e-4}, "attention dinp");
     }
 }
 
 TEST_CASE("crossentropy forward, fast vs reference") {
-    FastOn on;
     TestRng r(5);
     for (int V : {1, 11, 37, 1000}) {
         int Vp = (V + 63) / 64 * 64, B = 2, T = 7;
@@ -139,14 +133,13 @@ TEST_CASE("crossentropy forward, fast vs reference") {
         std::vector<int> tgt(B * T);
         for (int& t : tgt) t = r.below(V);
         crossentropy_forward(loss.data(), p.data(), z.data(), tgt.data(), B, T, V, Vp);
-        crossentropy_forward(lossf.data(), pf.data(), zf.data(), tgt.data(), B, T, V, Vp);
+        FastKernels::crossentropy_forward(lossf.data(), pf.data(), zf.data(), tgt.data(), B, T, V, Vp);
         check_close(lossf, loss, Tol{1e-5, 1e-5}, "loss");
         check_close(pf, p, Tol{1e-9, 1e-5}, "probs");
     }
 }
 
 TEST_CASE("dense ffn and mot forward and backward, fast vs reference") {
-    FastOn on;
     TestRng r(6);
     for (int T : {1, 7}) {
         int B = 4, C = 20, dff = 24, E = 3, G = 2, f = 12, S = B / G;
@@ -161,13 +154,14 @@ TEST_CASE("dense ffn and mot forward and backward, fast vs reference") {
         std::vector<float> outf(BT * C), hf(BT * dff), hgf(BT * dff), dhf(BT * dff), dhgf(BT * dff), dxf(BT * C);
         std::vector<float> dfcwf((size_t)dff * C), dfcbf(dff), dpwf((size_t)C * dff), dpbf(C);
         ffn_forward(out.data(), h.data(), hg.data(), x.data(), fcw.data(), fcb.data(), pw.data(), pb.data(), B, T, C, dff);
-        ffn_forward(outf.data(), hf.data(), hgf.data(), xf.data(), fcwf.data(), fcbf.data(), pwf.data(), pbf.data(), B,
-                    T, C, dff);
+        ffn_forward<FastKernels>(outf.data(), hf.data(), hgf.data(), xf.data(), fcwf.data(), fcbf.data(), pwf.data(),
+                                 pbf.data(), B, T, C, dff);
         check_close(outf, out, Tol{1e-4, 1e-4}, "ffn out");
         ffn_backward(dx.data(), dfcw.data(), dfcb.data(), dpw.data(), dpb.data(), dh.data(), dhg.data(), d.data(),
                      x.data(), h.data(), hg.data(), fcw.data(), pw.data(), B, T, C, dff);
-        ffn_backward(dxf.data(), dfcwf.data(), dfcbf.data(), dpwf.data(), dpbf.data(), dhf.data(), dhgf.data(),
-                     df.data(), xf.data(), hf.data(), hgf.data(), fcwf.data(), pwf.data(), B, T, C, dff);
+        ffn_backward<FastKernels>(dxf.data(), dfcwf.data(), dfcbf.data(), dpwf.data(), dpbf.data(), dhf.data(),
+                                  dhgf.data(), df.data(), xf.data(), hf.data(), hgf.data(), fcwf.data(), pwf.data(), B,
+                                  T, C, dff);
         check_close(dxf, dx, Tol{1e-4, 1e-4}, "ffn dinp");
         check_close(dfcwf, dfcw, Tol{1e-4, 1e-4}, "dfcw");
         check_close(dfcbf, dfcb, Tol{1e-4, 1e-4}, "dfcb");
@@ -187,15 +181,16 @@ TEST_CASE("dense ffn and mot forward and backward, fast vs reference") {
         std::fill(dxf.begin(), dxf.end(), 0.0f);
         mot_forward(out.data(), z.data(), m.data(), u.data(), p.data(), a.data(), y.data(), x.data(), wc.data(),
                     w1.data(), w2.data(), B, T, C, E, G, f, 1.0);
-        mot_forward(outf.data(), zf.data(), mf.data(), uf.data(), pf.data(), af.data(), yf.data(), xf.data(),
-                    wcf.data(), w1f.data(), w2f.data(), B, T, C, E, G, f, 1.0f);
+        FastKernels::mot_forward(outf.data(), zf.data(), mf.data(), uf.data(), pf.data(), af.data(), yf.data(),
+                                 xf.data(), wcf.data(), w1f.data(), w2f.data(), B, T, C, E, G, f, 1.0f);
         check_close(outf, out, Tol{1e-4, 1e-4}, "mot out");
         mot_backward(dx.data(), dwc.data(), dw1.data(), dw2.data(), dz.data(), dm.data(), du.data(), dp.data(),
                      da.data(), dy.data(), d.data(), x.data(), m.data(), u.data(), p.data(), a.data(), y.data(),
                      wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, 1.0);
-        mot_backward(dxf.data(), dwcf.data(), dw1f.data(), dw2f.data(), dzf.data(), dmf.data(), duf.data(),
-                     dpf.data(), daf.data(), dyf.data(), df.data(), xf.data(), mf.data(), uf.data(), pf.data(),
-                     af.data(), yf.data(), wcf.data(), w1f.data(), w2f.data(), B, T, C, E, G, f, 1.0f);
+        FastKernels::mot_backward(dxf.data(), dwcf.data(), dw1f.data(), dw2f.data(), dzf.data(), dmf.data(),
+                                  duf.data(), dpf.data(), daf.data(), dyf.data(), df.data(), xf.data(), mf.data(),
+                                  uf.data(), pf.data(), af.data(), yf.data(), wcf.data(), w1f.data(), w2f.data(), B, T,
+                                  C, E, G, f, 1.0f);
         check_close(dxf, dx, Tol{1e-3, 1e-3}, "mot dinp");
         check_close(dwcf, dwc, Tol{1e-3, 1e-3}, "dwc");
         check_close(dw1f, dw1, Tol{1e-3, 1e-3}, "dw1");
@@ -258,12 +253,15 @@ TEST_CASE("mot: the batched GEMMs of cpu/fast/mot.h equal the per-group loops of
     }
 }
 
-// one step: forward, zero_grad, backward, clip, AdamW; returns the loss
-static double train_step(GPT<float>* m, const std::vector<int>& inp, const std::vector<int>& tgt, int B, int T,
-                         int step) {
+// one step: forward, zero_grad, backward, clip, AdamW; returns the loss and
+// the step's gradients in *grads (taken before the update, which consumes them)
+template <typename Kernels>
+static double train_step(GPT<float, Kernels>* m, const std::vector<int>& inp, const std::vector<int>& tgt, int B,
+                         int T, int step, std::vector<float>* grads) {
     gpt_forward(m, inp.data(), tgt.data(), B, T);
     gpt_zero_grad(m);
     gpt_backward(m);
+    *grads = m->grads_memory;
     gpt_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step, clip_scale(gpt_grad_norm(m), 1.0));
     return m->mean_loss;
 }
@@ -273,49 +271,53 @@ TEST_CASE("whole model: a float step with fast kernels matches the reference pat
     int B = 4, T = 7;
     TestRng r(7);
     std::vector<int> inp = r.tokens(B * T, c.V), tgt = r.tokens(B * T, c.V);
-    GPT<float> fast, ref;
-    for (GPT<float>* m : {&fast, &ref}) {
+    GPT<float, FastKernels> fast;
+    GPT<float, PlainKernels> ref;
+    auto build = [&](auto* m) {
         gpt_build(m, c);
         gpt_init_weights(m, 99);
         for (float& p : m->params_memory) p *= 5;  // wider than the init, so layers are not near-linear
-    }
+    };
+    build(&fast);
+    build(&ref);
     for (int step = 0; step < 3; step++) {
-        fast_kernels_on = false;
-        double lr = train_step(&ref, inp, tgt, B, T, step);
-        std::vector<float> gref = ref.grads_memory;
-        fast_kernels_on = true;
-        double lf = train_step(&fast, inp, tgt, B, T, step);
+        std::vector<float> gref, gfast;
+        double lr = train_step(&ref, inp, tgt, B, T, step, &gref);
+        double lf = train_step(&fast, inp, tgt, B, T, step, &gfast);
         CHECK(lf == doctest::Approx(lr).epsilon(1e-5));
+        // the fast set ran its own forms, not the loops: their rounding shows
+        CHECK(gfast != gref);
         // Some gradients are zero in exact arithmetic (the key bias: softmax
         // ignores a per-row constant) and rounding noise in float, so the
         // absolute tolerance is relative to the largest gradient.
-        check_close(fast.grads_memory, gref, Tol{1e-4 * max_abs(gref), 1e-3}, "gradients");
+        check_close(gfast, gref, Tol{1e-4 * max_abs(gref), 1e-3}, "gradients");
         // AdamW turns such noise into steps of up to lr each way: 2 lr per step
         check_close(fast.params_memory, ref.params_memory, Tol{2e-3 * (step + 1), 1e-4}, "parameters after the update");
     }
 }
 
+// gpt_backward zeroes only the activation gradients it accumulates into; the
+// scratch it skips is left from the last call and must not leak in.
+template <typename Kernels>
+static void check_dirty_scratch() {
+    Config c = odd_config();
+    int B = 4, T = 7;
+    TestRng r(8);
+    std::vector<int> inp = r.tokens(B * T, c.V), tgt = r.tokens(B * T, c.V);
+    GPT<float, Kernels> m;
+    gpt_build(&m, c);
+    gpt_init_weights(&m, 5);
+    gpt_forward(&m, inp.data(), tgt.data(), B, T);
+    gpt_zero_grad(&m);
+    gpt_backward(&m);
+    std::vector<float> first = m.grads_memory;
+    for (float& x : m.grad_acts_memory) x = NAN;  // every activation gradient dirty
+    gpt_zero_grad(&m);
+    gpt_backward(&m);
+    CHECK(m.grads_memory == first);
+}
+
 TEST_CASE("whole model: backward on dirty scratch gives the same gradients") {
-    // gpt_backward zeroes only the activation gradients it accumulates into;
-    // the scratch it skips is left from the last call and must not leak in.
-    FastOn on;
-    for (bool fast_on : {true, false}) {
-        fast_kernels_on = fast_on;
-        Config c = odd_config();
-        int B = 4, T = 7;
-        TestRng r(8);
-        std::vector<int> inp = r.tokens(B * T, c.V), tgt = r.tokens(B * T, c.V);
-        GPT<float> m;
-        gpt_build(&m, c);
-        gpt_init_weights(&m, 5);
-        gpt_forward(&m, inp.data(), tgt.data(), B, T);
-        gpt_zero_grad(&m);
-        gpt_backward(&m);
-        std::vector<float> first = m.grads_memory;
-        for (float& x : m.grad_acts_memory) x = NAN;  // every activation gradient dirty
-        gpt_zero_grad(&m);
-        gpt_backward(&m);
-        CHECK(m.grads_memory == first);
-    }
-    fast_kernels_on = true;
+    check_dirty_scratch<FastKernels>();
+    check_dirty_scratch<PlainKernels>();
 }

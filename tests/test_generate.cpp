@@ -3,7 +3,8 @@
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_generate.cpp -o build/test_generate
 //
 // - gpt_decode_step's logits equal gpt_forward's, position by position, for
-//   dense, MoT and mixed models (double 1e-12, float close).
+//   dense, MoT and mixed models (double 1e-12; float, on the fast kernels of
+//   training, close).
 // - gpt_generate (cached) produces exactly the tokens of an uncached oracle
 //   that reruns gpt_forward on the whole prefix for every new token: several
 //   prompt lengths, temperature 1, greedy, top-k, past the model's maxT (the window slides).
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "common/schedule.h"
+#include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 #include "tests/bad_input.h"
 #include "tests/close.h"
@@ -55,9 +57,9 @@ static Config kinds_config(const Kinds& k, float tau = 1.0f) {
 
 // The decoded logits (the first V of every row and position) against
 // gpt_forward's, within tol of their largest magnitude (scaled_tol).
-template <typename real>
+template <typename real, typename Kernels = PlainKernels>
 static void check_decode_vs_forward(const Config& c, int B, uint64_t seed, double tol) {
-    GPT<real> m;
+    GPT<real, Kernels> m;
     build_random(&m, c, seed, 0.6);
     const int T = c.maxT;
     std::vector<int> inp = TestRng(seed + 1).tokens((size_t)B * T, c.V);
@@ -88,7 +90,7 @@ TEST_CASE("decode step logits equal the full forward's, position by position") {
             for (int B : {2, 4, 6}) {
                 INFO(k.name, " tau ", tau, " B ", B);
                 check_decode_vs_forward<double>(c, B, 11 + B, 1e-12);
-                check_decode_vs_forward<float>(c, B, 11 + B, 1e-5);
+                check_decode_vs_forward<float, FastKernels>(c, B, 11 + B, 1e-5);
             }
         }
     }
@@ -141,9 +143,9 @@ TEST_CASE("decoding each sequence alone scores the full forward's loss when noth
 // batch and samples from the last position's logits, sequence by sequence, in
 // the order gpt_generate draws them. The window is the sequence from `start`;
 // when it would exceed maxT, it restarts at the last maxT/2 tokens.
-template <typename real>
-static std::vector<std::vector<int>> generate_uncached(GPT<real>* m, const std::vector<int>& prompt, int n_seq,
-                                                       int len, float temperature, int top_k, Rng* rng) {
+template <typename real, typename Kernels>
+static std::vector<std::vector<int>> generate_uncached(GPT<real, Kernels>* m, const std::vector<int>& prompt,
+                                                       int n_seq, int len, float temperature, int top_k, Rng* rng) {
     const Config& c = m->cfg;
     std::vector<std::vector<int>> seqs(n_seq, prompt), out(n_seq);
     size_t start = 0;
@@ -163,11 +165,11 @@ static std::vector<std::vector<int>> generate_uncached(GPT<real>* m, const std::
     return out;
 }
 
-template <typename real>
+template <typename real, typename Kernels = PlainKernels>
 static void check_generation(const Kinds& k, int n_seq, const std::vector<int>& prompt, int len, float temperature,
                              int top_k) {
     Config c = kinds_config(k);
-    GPT<real> m;
+    GPT<real, Kernels> m;
     build_random(&m, c, 42, 0.6);
     Rng r1 = rng_seed(7), r2 = rng_seed(7);
     std::vector<std::vector<int>> cached = gpt_generate(&m, prompt, n_seq, len, temperature, top_k, &r1);
@@ -193,8 +195,8 @@ TEST_CASE("cached generation produces the tokens of uncached generation") {
                 check_generation<double>(k, n_seq, prompt, 3, 1.0f, 0);
                 check_generation<double>(k, n_seq, prompt, 20, 0.0f, 0);  // greedy
                 check_generation<double>(k, n_seq, prompt, 20, 0.8f, 3);  // top-k
-                check_generation<float>(k, n_seq, prompt, 20, 1.0f, 0);
-                check_generation<float>(k, n_seq, prompt, 20, 0.0f, 0);
+                check_generation<float, FastKernels>(k, n_seq, prompt, 20, 1.0f, 0);
+                check_generation<float, FastKernels>(k, n_seq, prompt, 20, 0.0f, 0);
             }
     check_generation<double>(ALL_KINDS[0], 3, {2, 7}, 20, 1.0f, 0);  // dense: any number of sequences
     check_generation<double>(ALL_KINDS[0], 1, {2, 7}, 20, 1.0f, 5);

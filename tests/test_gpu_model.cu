@@ -23,7 +23,7 @@
 GPU_TEST("gpu model: loss, logits and every parameter gradient") {
     for (const ModelCase& mc : model_cases()) {
         INFO("model " << mc.name);
-        GPT<float> cpu;
+        GPT<float, FastKernels> cpu;
         gpu::GPT gm;
         build_both(&cpu, &gm, mc.cfg, 1234);
         std::vector<float> back(gm.num_params);
@@ -84,7 +84,7 @@ GPU_TEST("gpu model: bad batches are rejected before any launch") {
 GPU_TEST("gpu model: 10 AdamW steps") {
     for (const ModelCase& mc : model_cases()) {
         INFO("model " << mc.name);
-        GPT<float> cpu;
+        GPT<float, FastKernels> cpu;
         gpu::GPT gm;
         build_both(&cpu, &gm, mc.cfg, 77);
         TestRng rng(5);
@@ -122,7 +122,7 @@ GPU_TEST("gpu model: 10 AdamW steps") {
 // 2 x ADAMW_CHUNK elements, and the ranges cut tensors.
 GPU_TEST("gpu model: a ZeRO-1 share's AdamW step (chunk table, packed moments) matches the CPU's") {
     Config c = small_config({DENSE, MOT}, 1.0f, 8);
-    GPT<float> cpu;
+    GPT<float, FastKernels> cpu;
     gpu::GPT gm;
     build_both(&cpu, &gm, c, 91);
     const size_t N = gm.num_params;
@@ -175,8 +175,9 @@ GPU_TEST("gpu model: a ZeRO-1 share's AdamW step (chunk table, packed moments) m
 
 // One forward + backward of both models on the same batch; returns the GPU
 // loss. Checks the loss, the logits and every parameter gradient within tol.
-static double check_model_step(GPT<float>* cpu, gpu::GPT* gm, const std::vector<int>& inputs,
-                               const std::vector<int>& targets, int B, int T, double tol, const std::string& what) {
+static double check_model_step(GPT<float, FastKernels>* cpu, gpu::GPT* gm, const std::vector<int>& inputs,
+                               const std::vector<int>& targets, int B, int T, double tol,
+                               const std::string& what) {
     const Config& c = cpu->cfg;
     gpt_forward(cpu, inputs.data(), targets.data(), B, T);
     gpu::gpt_forward(gm, inputs.data(), targets.data(), B, T);
@@ -204,7 +205,7 @@ static double check_model_step(GPT<float>* cpu, gpu::GPT* gm, const std::vector<
 GPU_TEST("gpu model at GPT-2-small shapes: loss, logits and every parameter gradient") {
     Config c = gpt2_small_config();
     const int B = 8, T = 1024;
-    GPT<float> cpu;
+    GPT<float, FastKernels> cpu;
     gpu::GPT gm;
     build_both(&cpu, &gm, c, 2024);
     TestRng rng(7);
@@ -216,7 +217,7 @@ GPU_TEST("gpu model at GPT-2-small shapes: loss, logits and every parameter grad
 // freed and carved again), then the first again: every time against the CPU.
 GPU_TEST("gpu model: the batch shape changes between calls") {
     Config c = small_config({MOT, DENSE});
-    GPT<float> cpu;
+    GPT<float, FastKernels> cpu;
     gpu::GPT gm;
     build_both(&cpu, &gm, c, 31);
     TestRng rng(32);
@@ -234,7 +235,7 @@ GPU_TEST("gpu model: the batch shape changes between calls") {
 GPU_TEST("gpu model: AdamW moments loaded from the host continue a run") {
     Config c = small_config({DENSE, MOT});
     const int B = 4, T = 37;
-    GPT<float> cpu;
+    GPT<float, FastKernels> cpu;
     gpt_build(&cpu, c);
     gpt_init_weights(&cpu, 41);
     TestRng rng(42);
@@ -279,7 +280,7 @@ GPU_TEST("gpu model: AdamW moments loaded from the host continue a run") {
 GPU_TEST("gpu model: TF32 tensor cores agree with the fp32 reference within 1e-2") {
     for (const ModelCase& mc : {model_cases()[1], model_cases()[2]}) {
         INFO("model " << mc.name);
-        GPT<float> cpu;
+        GPT<float, FastKernels> cpu;
         gpu::GPT gm;
         build_both(&cpu, &gm, mc.cfg, 51);
         TestRng rng(52);
@@ -299,7 +300,7 @@ GPU_TEST("gpu model: TF32 tensor cores agree with the fp32 reference within 1e-2
 GPU_TEST("gpu model: forward and backward repeat bit for bit") {
     for (const ModelCase& mc : model_cases()) {
         INFO("model " << mc.name);
-        GPT<float> cpu;
+        GPT<float, FastKernels> cpu;
         gpu::GPT gm;
         build_both(&cpu, &gm, mc.cfg, 61);
         TestRng rng(62);

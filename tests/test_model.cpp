@@ -4,7 +4,8 @@
 // - gpt_backward against finite differences of the mean loss of gpt_forward,
 //   for every parameter, in double: all DENSE, all MOT, mixed, tau != 1.
 // - loss_scale scales the gradients; gradients accumulate over backward calls.
-// - training memorizes one fixed batch; float and double agree over 5 steps.
+// - training memorizes one fixed batch; float (the fast kernels, as training
+//   runs it) and double agree over 5 steps.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 #include "tests/close.h"
 #include "tests/gradcheck.h"
@@ -124,9 +126,9 @@ TEST_CASE("gpt_backward: loss_scale scales the gradients, and gradients accumula
 }
 
 // One training step as the training loop does it.
-template <typename real>
-static double train_step(GPT<real>* model, const std::vector<int>& inp, const std::vector<int>& tgt, int B, int T,
-                         float lr, int step) {
+template <typename real, typename Kernels>
+static double train_step(GPT<real, Kernels>* model, const std::vector<int>& inp, const std::vector<int>& tgt, int B,
+                         int T, float lr, int step) {
     gpt_forward(model, inp.data(), tgt.data(), B, T);
     gpt_zero_grad(model);
     gpt_backward(model);
@@ -139,7 +141,7 @@ TEST_CASE("training in float memorizes one fixed batch") {
         CAPTURE(kind);
         Config cfg = tiny_config({kind, kind});
         const int B = 4, T = 5;
-        GPT<float> model;
+        GPT<float, FastKernels> model;  // as training runs it
         gpt_build(&model, cfg);
         gpt_init_weights(&model, 1);
         std::vector<int> inp, tgt;
@@ -161,7 +163,7 @@ TEST_CASE("training in float memorizes one fixed batch") {
 TEST_CASE("float and double training agree for 5 steps from the same init") {
     Config cfg = tiny_config({MOT, DENSE});
     const int B = 4, T = 5;
-    GPT<float> mf;
+    GPT<float, FastKernels> mf;  // as training runs it
     GPT<double> md;
     gpt_build(&mf, cfg);
     gpt_build(&md, cfg);

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 #include "cpu/token_choice.h"
 #include "tests/bad_input.h"
@@ -493,7 +494,7 @@ TEST_CASE("transition: the routed model keeps the tensors; calibrated thresholds
     REQUIRE(q.size() == 1);
     // the routed model on the calibration batch: layer 0 sees what the MoT layer saw, so each expert takes
     // round(48 / 4) = 12 tokens (k = E and a large capacity: nothing is dropped)
-    GPT<float> r;
+    GPT<float, FastKernels> r;  // the kernels calibration ran the MoT model with
     gpt_build(&r, routed);
     std::copy(p.begin(), p.end(), r.params_memory.begin());
     gpt_forward(&r, batches[0].data(), (const int*)nullptr, B, T);

@@ -14,6 +14,7 @@
 
 #include "common/config.h"
 #include "common/layout.h"
+#include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 #include "train/device.h"
 #include "train/peak.h"
@@ -24,7 +25,7 @@
 struct Model {
     Config cfg;
     bool on_gpu = false;
-    GPT<float> cpu;  // the CPU model; on the GPU path a host copy used for generation
+    GPT<float, FastKernels> cpu;  // the CPU model; on the GPU path a host copy used for generation
     GpuModel gpu;    // the GPU model (train/device.h); empty in a build without nvcc
     std::vector<ParamRange> share;  // ZeRO-1: the parameters this rank updates (model_shard); empty: all
 };
@@ -388,7 +389,7 @@ inline void model_update_share(Model* m, float lr, float beta1, float beta2, flo
         gpu_model_update_share(&m->gpu, lr, beta1, beta2, eps, wd, step, grad_scale);
         return;
     }
-    GPT<float>& g = m->cpu;
+    GPT<float, FastKernels>& g = m->cpu;
     size_t at = 0;  // the range's first moment
     for (const ParamRange& r : m->share) {
         gpt_update_range(&g, r.lo, r.n, g.grads_memory.data() + r.grads_at, g.m_memory.data() + at,

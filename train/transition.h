@@ -22,6 +22,7 @@
 
 #include "common/config.h"
 #include "common/layout.h"
+#include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 
 // The routed model's configuration: MOT layers become TOKEN_CHOICE with the
@@ -56,14 +57,14 @@ inline std::vector<float> transition_params(const Config& mot, const Config& rou
 
 // Each expert's threshold q_e in every MOT layer: the (1 - 1/G) quantile of
 // its controller logits over the calibration batches (each (B,T) tokens), the
-// MoT model run on the CPU (the oracle; a forward pass per batch): m =
-// round(n/G) of its n logits are at or above q_e. Writes bc = -q into the
+// MoT model run on the CPU (the training kernels; a forward pass per batch):
+// m = round(n/G) of its n logits are at or above q_e. Writes bc = -q into the
 // routed parameters. Returns the thresholds, (layers of MOT, E) in order.
 inline std::vector<std::vector<float>> calibrate_thresholds(const Config& mot, const std::vector<float>& mot_params,
                                                             const Config& routed, std::vector<float>* routed_params,
                                                             const std::vector<std::vector<int>>& batches, int B,
                                                             int T) {
-    GPT<float> model;
+    GPT<float, FastKernels> model;
     gpt_build(&model, mot);
     std::copy(mot_params.begin(), mot_params.end(), model.params_memory.begin());
     const int E = mot.E;

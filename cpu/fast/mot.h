@@ -11,9 +11,10 @@
 // expert-minor, as in cpu/mot.h.
 //
 // Templated on real so the tests run it in double against the per-group
-// loops; its products go through gemm() and gelu_forward() of cpu/, which in
-// float run the fast kernels (cpu/select.h). Training calls it through
-// mot_forward / mot_backward in float only.
+// loops. Its products and its gelu are the fast ones of matmul.h and gelu.h
+// of this folder: in float the blocked GEMM and the vectorized gelu, in any
+// other type the loops of cpu/. Training runs it in float (FastKernels,
+// kernels.h).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -21,10 +22,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "../gelu.h"
-#include "../matmul.h"
 #include "exp.h"
 #include "gelu.h"
+#include "matmul.h"
 
 namespace fast {
 
@@ -46,7 +46,7 @@ void mot_controller(real* z,          // (B,T,E)
     const int ST = B / G * T;
     const size_t mj = (size_t)ST * E;  // stride between group members in (B,T,E)
     const real inv_tau = real(1) / tau;
-    ::matmul_forward(z, inp, wc, (const real*)nullptr, B, T, C, E);
+    matmul_forward(z, inp, wc, (const real*)nullptr, B, T, C, E);
     #pragma omp parallel
     {
         std::vector<real> maxv(E), sum(E);
@@ -92,8 +92,8 @@ void mot_merge(real* u,          // (S,T,E,C)
                const real* inp,  // (B,T,C)
                int B, int T, int C, int E, int G) {
     const int ST = B / G * T;
-    ::gemm(true, false, E, C, G, real(1), m, (long long)ST * E, E, inp, (long long)ST * C, C, real(0), u, C,
-           (long long)E * C, ST);
+    gemm(true, false, E, C, G, real(1), m, (long long)ST * E, E, inp, (long long)ST * C, C, real(0), u, C,
+         (long long)E * C, ST);
 }
 
 // Experts, per expert e over all groups: P[:,e] (ST,f) = U[:,e] (ST,C) w1[e]^T;
@@ -106,11 +106,11 @@ void mot_experts(real* p,         // (S,T,E,f)
                  const real* w1,  // (E,f,C)
                  const real* w2,  // (E,C,f)
                  int ST, int C, int E, int f) {
-    ::gemm(false, true, ST, f, C, real(1), u, (long long)E * C, C, w1, C, (long long)f * C, real(0), p,
-           (long long)E * f, f, E);
-    ::gelu_forward(a, p, (size_t)ST * E * f);
-    ::gemm(false, true, ST, C, f, real(1), a, (long long)E * f, f, w2, f, (long long)C * f, real(0), y,
-           (long long)E * C, C, E);
+    gemm(false, true, ST, f, C, real(1), u, (long long)E * C, C, w1, C, (long long)f * C, real(0), p,
+         (long long)E * f, f, E);
+    gelu_forward(a, p, (size_t)ST * E * f);
+    gemm(false, true, ST, C, f, real(1), a, (long long)E * f, f, w2, f, (long long)C * f, real(0), y,
+         (long long)E * C, C, E);
 }
 
 // Emit, per group: O (G,C) = M (G,E) Y (E,C).
@@ -120,8 +120,8 @@ void mot_emit(real* out,       // (B,T,C)
               const real* y,   // (S,T,E,C)
               int B, int T, int C, int E, int G) {
     const int ST = B / G * T;
-    ::gemm(false, false, G, C, E, real(1), m, (long long)ST * E, E, y, C, (long long)E * C, real(0), out,
-           (long long)ST * C, C, ST);
+    gemm(false, false, G, C, E, real(1), m, (long long)ST * E, E, y, C, (long long)E * C, real(0), out,
+         (long long)ST * C, C, ST);
 }
 
 template <typename real>
@@ -153,8 +153,8 @@ void mot_emit_backward(real* dy,          // (S,T,E,C) overwritten
                        int B, int T, int C, int E, int G) {
     const int ST = B / G * T;
     const long long xj = (long long)ST * C, mj = (long long)ST * E, EC = (long long)E * C;
-    ::gemm(true, false, E, C, G, real(1), m, mj, E, dout, xj, C, real(0), dy, C, EC, ST);
-    ::gemm(false, true, G, E, C, real(1), dout, xj, C, y, C, EC, real(0), dm, mj, E, ST);
+    gemm(true, false, E, C, G, real(1), m, mj, E, dout, xj, C, real(0), dy, C, EC, ST);
+    gemm(false, true, G, E, C, real(1), dout, xj, C, y, C, EC, real(0), dm, mj, E, ST);
 }
 
 // Experts backward, batched over experts e, each over all ST groups:
@@ -174,8 +174,8 @@ void mot_experts_backward(real* du,         // (S,T,E,C) overwritten
                           const real* w2,   // (E,C,f)
                           int ST, int C, int E, int f) {
     const long long EC = (long long)E * C, Ef = (long long)E * f;
-    ::gemm(false, false, ST, f, C, real(1), dy, EC, C, w2, f, (long long)C * f, real(0), da, Ef, f, E);
-    ::gemm(true, false, C, f, ST, real(1), dy, EC, C, a, Ef, f, real(1), dw2, f, (long long)C * f, E);
+    gemm(false, false, ST, f, C, real(1), dy, EC, C, w2, f, (long long)C * f, real(0), da, Ef, f, E);
+    gemm(true, false, C, f, ST, real(1), dy, EC, C, a, Ef, f, real(1), dw2, f, (long long)C * f, E);
     // dP = dA * gelu'(P); in float with the vectorized gelu' of fast/gelu.h
     if constexpr (std::is_same_v<real, float>) {
         #pragma omp parallel for simd
@@ -184,8 +184,8 @@ void mot_experts_backward(real* du,         // (S,T,E,C) overwritten
         #pragma omp parallel for
         for (size_t i = 0; i < (size_t)ST * E * f; i++) dp[i] = da[i] * ::gelu_grad(p[i]);
     }
-    ::gemm(true, false, f, C, ST, real(1), dp, Ef, f, u, EC, C, real(1), dw1, C, (long long)f * C, E);
-    ::gemm(false, false, ST, C, f, real(1), dp, Ef, f, w1, C, (long long)f * C, real(0), du, EC, C, E);
+    gemm(true, false, f, C, ST, real(1), dp, Ef, f, u, EC, C, real(1), dw1, C, (long long)f * C, E);
+    gemm(false, false, ST, C, f, real(1), dp, Ef, f, w1, C, (long long)f * C, real(0), du, EC, C, E);
 }
 
 // Merge backward, per group: dM (G,E) += X (G,C) dU^T (C,E);  dX (G,C) += M (G,E) dU (E,C).
@@ -198,8 +198,8 @@ void mot_merge_backward(real* dinp,        // (B,T,C)
                         int B, int T, int C, int E, int G) {
     const int ST = B / G * T;
     const long long xj = (long long)ST * C, mj = (long long)ST * E, EC = (long long)E * C;
-    ::gemm(false, true, G, E, C, real(1), inp, xj, C, du, C, EC, real(1), dm, mj, E, ST);
-    ::gemm(false, false, G, C, E, real(1), m, mj, E, du, C, EC, real(1), dinp, xj, C, ST);
+    gemm(false, true, G, E, C, real(1), inp, xj, C, du, C, EC, real(1), dm, mj, E, ST);
+    gemm(false, false, G, C, E, real(1), m, mj, E, du, C, EC, real(1), dinp, xj, C, ST);
 }
 
 // Softmax over the group, then the controller:
@@ -234,7 +234,7 @@ void mot_controller_backward(real* dinp,        // (B,T,C)
                 }
         }
     }
-    ::matmul_backward(dinp, dwc, (real*)nullptr, dz, inp, wc, B, T, C, E);
+    matmul_backward(dinp, dwc, (real*)nullptr, dz, inp, wc, B, T, C, E);
 }
 
 // Backward: the per-group products of cpu/mot.h's backward, each batched the

@@ -36,7 +36,7 @@
 //
 // The SIMD vectors, the micro-kernel and the packing live in sgemm_kernel.h;
 // this file holds the blocking loops, the threading and the entry points.
-// fast::gemm at the end is gemm() of cpu/matmul.h for float (cpu/select.h).
+// matmul.h calls them with the arguments of gemm() of cpu/matmul.h.
 #pragma once
 
 #include <algorithm>
@@ -180,16 +180,6 @@ static inline void sgemm_strided_batched(bool transA, bool transB, int M, int N,
             sg_gemm_threads(transA, transB, M, N, K, alpha, A + b * strideA, lda,
                             B + b * strideB, ldb, beta, C + b * strideC, ldc, nt);
     }
-}
-
-// gemm() of cpu/matmul.h in float, with its arguments: the same products, on
-// the kernel above (which takes leading dimensions as int).
-static inline void gemm(bool transA, bool transB, int M, int N, int K, float alpha,
-                        const float* A, long long lda, long long strideA,
-                        const float* B, long long ldb, long long strideB, float beta,
-                        float* C, long long ldc, long long strideC, int batch) {
-    sgemm_strided_batched(transA, transB, M, N, K, alpha, A, (int)lda, strideA, B, (int)ldb, strideB,
-                          beta, C, (int)ldc, strideC, batch);
 }
 
 }  // namespace fast

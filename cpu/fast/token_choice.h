@@ -3,27 +3,18 @@
 // products over its gathered rows are one strided-batched GEMM over the E
 // experts, each expert's buffer (cap, .) one batch item.
 //
-// Templated on real so the tests run it in double against the plain loops;
-// its products go through gemm() and gelu of cpu/, which in float run the
-// fast kernels (cpu/select.h). Training calls it through token_choice_forward
-// / token_choice_backward in float only.
+// Templated on real so the tests run it in double against the plain loops.
+// Its products and its gelu are the fast ones of matmul.h and gelu.h of this
+// folder: in float the blocked GEMM and the vectorized gelu, in any other type
+// the loops of cpu/. Training runs it in float (FastKernels, kernels.h).
 #pragma once
 #include <algorithm>
 #include <cstddef>
 
 #include "../../common/layout.h"
-#include "../gelu.h"
-#include "../matmul.h"
-
-// Defined in cpu/token_choice.h, which includes this file first.
-template <typename real>
-void token_choice_route(real* z, real* probs, real* route, real* slot, real* load, real* first, real* aux,
-                        const real* inp, const real* wc, const real* bc, int N, int C, int E, int k, int cap,
-                        TcRouter rt);
-template <typename real>
-void token_choice_dgate_init(real* dprobs, const real* first, const real* daux, int N, int E, TcRouter rt);
-template <typename real>
-void token_choice_gate_backward(real* dz, const real* dprobs, const real* probs, int N, int E, TcRouter rt);
+#include "../token_choice.h"
+#include "gelu.h"
+#include "matmul.h"
 
 namespace fast {
 
@@ -47,7 +38,9 @@ void token_choice_forward(real* out,        // (N,C)
                           int N, int C, int E, int f, int k, int cap,
                           const real* bc = nullptr,  // (E) threshold routers
                           TcRouter rt = {}) {
-    ::token_choice_route(z, probs, route, slot, load, first, aux, inp, wc, bc, N, C, E, k, cap, rt);
+    // the router's logits: z = inp wc^T (threshold routers: + bc)
+    matmul_forward(z, inp, wc, rt.kind == ROUTER_SOFTMAX ? (const real*)nullptr : bc, N, 1, C, E);
+    ::token_choice_route(probs, route, slot, load, first, aux, z, N, E, k, cap, rt);
     const long long capC = (long long)cap * C, capf = (long long)cap * f;
     // gather: each dispatched choice copies its token into its row (rows are distinct)
     std::fill(xin, xin + (size_t)E * capC, real(0));
@@ -70,16 +63,16 @@ void token_choice_forward(real* out,        // (N,C)
         for (int e = 0; e < E; e++) {
             int rows = (int)load[e];
             if (rows == 0) continue;
-            ::gemm(false, true, rows, f, C, real(1), xin + e * capC, C, w1 + (size_t)e * f * C, C, real(0),
-                   pre + e * capf, f);
-            ::gelu_forward(act + e * capf, pre + e * capf, (size_t)rows * f);
-            ::gemm(false, true, rows, C, f, real(1), act + e * capf, f, w2 + (size_t)e * C * f, f, real(0),
-                   yout + e * capC, C);
+            gemm(false, true, rows, f, C, real(1), xin + e * capC, C, w1 + (size_t)e * f * C, C, real(0),
+                 pre + e * capf, f);
+            gelu_forward(act + e * capf, pre + e * capf, (size_t)rows * f);
+            gemm(false, true, rows, C, f, real(1), act + e * capf, f, w2 + (size_t)e * C * f, f, real(0),
+                 yout + e * capC, C);
         }
     } else {
-        ::gemm(false, true, cap, f, C, real(1), xin, C, capC, w1, C, (long long)f * C, real(0), pre, f, capf, E);
-        ::gelu_forward(act, pre, (size_t)E * capf);
-        ::gemm(false, true, cap, C, f, real(1), act, f, capf, w2, f, (long long)C * f, real(0), yout, C, capC, E);
+        gemm(false, true, cap, f, C, real(1), xin, C, capC, w1, C, (long long)f * C, real(0), pre, f, capf, E);
+        gelu_forward(act, pre, (size_t)E * capf);
+        gemm(false, true, cap, C, f, real(1), act, f, capf, w2, f, (long long)C * f, real(0), yout, C, capC, E);
     }
     // combine: out_n = sum over the dispatched choices of g_n[e] yout[e,s]
     #pragma omp parallel for
@@ -127,12 +120,12 @@ void token_choice_backward(real* dinp, real* dwc, real* dw1, real* dw2,     // (
             dprobs[(size_t)n * E + e] += dot;
         }
     // experts backward, batched over e
-    ::gemm(false, false, cap, f, C, real(1), dyout, C, capC, w2, f, (long long)C * f, real(0), dact, f, capf, E);
-    ::gemm(true, false, C, f, cap, real(1), dyout, C, capC, act, f, capf, real(1), dw2, f, (long long)C * f, E);
+    gemm(false, false, cap, f, C, real(1), dyout, C, capC, w2, f, (long long)C * f, real(0), dact, f, capf, E);
+    gemm(true, false, C, f, cap, real(1), dyout, C, capC, act, f, capf, real(1), dw2, f, (long long)C * f, E);
     std::fill(dpre, dpre + (size_t)E * capf, real(0));
-    ::gelu_backward(dpre, pre, dact, (size_t)E * capf);
-    ::gemm(true, false, f, C, cap, real(1), dpre, f, capf, xin, C, capC, real(1), dw1, C, (long long)f * C, E);
-    ::gemm(false, false, cap, C, f, real(1), dpre, f, capf, w1, C, (long long)f * C, real(0), dxin, C, capC, E);
+    gelu_backward(dpre, pre, dact, (size_t)E * capf);
+    gemm(true, false, f, C, cap, real(1), dpre, f, capf, xin, C, capC, real(1), dw1, C, (long long)f * C, E);
+    gemm(false, false, cap, C, f, real(1), dpre, f, capf, w1, C, (long long)f * C, real(0), dxin, C, capC, E);
     // gather backward: each dispatched choice hands its row's gradient back
     #pragma omp parallel for
     for (int n = 0; n < N; n++)
@@ -145,7 +138,7 @@ void token_choice_backward(real* dinp, real* dwc, real* dw1, real* dw2,     // (
         }
     // the gates, then the router
     ::token_choice_gate_backward(dz, dprobs, probs, N, E, rt);
-    ::matmul_backward(dinp, dwc, rt.kind == ROUTER_SOFTMAX ? (real*)nullptr : dbc, dz, inp, wc, N, 1, C, E);
+    matmul_backward(dinp, dwc, rt.kind == ROUTER_SOFTMAX ? (real*)nullptr : dbc, dz, inp, wc, N, 1, C, E);
 }
 
 }  // namespace fast
