@@ -736,22 +736,16 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
     std::printf("step %5d/%d | loss %.4f |%s norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s | MFU %.1f%%\n", step + 1,
                 o.steps, loss, sparse.c_str(), norm, lr, ms, comm.c_str(), tok_s, 100 * mfu);
     std::fflush(stdout);
-    std::vector<std::string> names;  // per TOKEN_CHOICE layer l: dropped_l, load_min_l, load_max_l, experts_l
-    for (const RouterStats& st : routing)
-        for (const char* what : {"dropped", "load_min", "load_max", "experts"})
-            names.push_back(strf("%s_%d", what, st.layer));
-    std::vector<std::pair<const char*, double>> fields = {{"loss", loss}, {"lr", lr}, {"grad_norm", norm}};
+    std::vector<std::pair<std::string, double>> fields = {{"loss", loss}, {"lr", lr}, {"grad_norm", norm}};
     if (!routing.empty()) fields.push_back({"aux_loss", aux});
-    for (size_t i = 0; i < routing.size(); i++) {
-        fields.push_back({names[4 * i].c_str(), routing[i].dropped});
-        fields.push_back({names[4 * i + 1].c_str(), routing[i].min_share});
-        fields.push_back({names[4 * i + 2].c_str(), routing[i].max_share});
-        fields.push_back({names[4 * i + 3].c_str(), routing[i].per_token});
+    for (const RouterStats& st : routing) {
+        fields.push_back({strf("dropped_%d", st.layer), st.dropped});
+        fields.push_back({strf("load_min_%d", st.layer), st.min_share});
+        fields.push_back({strf("load_max_%d", st.layer), st.max_share});
+        fields.push_back({strf("experts_%d", st.layer), st.per_token});
     }
-    std::vector<std::string> err_names;  // --router-balance: rate_err_l
-    for (size_t i = 0; i < rate_err.size(); i++) err_names.push_back(strf("rate_err_%d", routing[i].layer));
-    for (size_t i = 0; i < rate_err.size(); i++) fields.push_back({err_names[i].c_str(), rate_err[i]});
-    for (auto f : std::vector<std::pair<const char*, double>>{{"ms", ms}, {"tok_per_s", tok_s}, {"mfu", mfu},
+    for (size_t i = 0; i < rate_err.size(); i++) fields.push_back({strf("rate_err_%d", routing[i].layer), rate_err[i]});
+    for (auto f : std::vector<std::pair<std::string, double>>{{"ms", ms}, {"tok_per_s", tok_s}, {"mfu", mfu},
                                                               {"threads", (double)threads}})
         fields.push_back(f);
     if (R > 1) fields.push_back({"allreduce_ms", r->par.comm_ms});
