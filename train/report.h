@@ -58,24 +58,33 @@ inline std::string decode(const Tokenizer* tok, const std::vector<int>& ids) {
     return bpe_decode(*tok, ids.data(), ids.size());
 }
 
-// Prints n_show samples, each the prompt's text followed by the generated
+// How print_samples draws: the defaults are the training run's own samples
+// (one, from the end-of-text token alone, at temperature 1 over every token).
+struct SampleSettings {
+    std::string prompt_text;   // the prompt as text, printed before each sample's generated text
+    int count = 1;             // samples printed
+    int length = 0;            // tokens generated for each
+    float temperature = 1.0f;  // softmax temperature of the draws
+    int top_k = 0;             // draw among the k likeliest tokens; 0: among all
+};
+
+// Prints how.count samples, each the prompt's text followed by the generated
 // text; a set *stop (a stop signal's flag) cuts them short, which is said.
-inline void print_samples(Model* model, const Tokenizer* tok, const std::vector<int>& prompt,
-                          const std::string& prompt_text, int n_show, int len, float temperature, int top_k, Rng* rng,
-                          const volatile std::sig_atomic_t* stop = nullptr) {
+inline void print_samples(Model* model, const Tokenizer* tok, const std::vector<int>& prompt, const SampleSettings& how,
+                          Rng* rng, const volatile std::sig_atomic_t* stop = nullptr) {
     const Config& c = model->cfg;
     bool any_mot = mixes_batch(c);
-    int n_seq = std::max(any_mot ? c.G : 1, n_show);
+    int n_seq = std::max(any_mot ? c.G : 1, how.count);
     if (any_mot) n_seq = (n_seq + c.G - 1) / c.G * c.G;  // whole groups: MoT mixes them
-    std::vector<std::vector<int>> rows = model_generate(model, prompt, n_seq, len, temperature, top_k, rng, stop);
-    for (int i = 0; i < n_show; i++) {
+    std::vector<std::vector<int>> rows =
+        model_generate(model, prompt, n_seq, how.length, how.temperature, how.top_k, rng, stop);
+    for (int i = 0; i < how.count; i++) {
         // the text's raw bytes, NUL and all: printf("%s") would stop at a NUL
-        std::string text = prompt_text + decode(tok, rows[i]);
+        std::string text = how.prompt_text + decode(tok, rows[i]);
         std::printf("---- sample %d ----\n", i + 1);
         std::fwrite(text.data(), 1, text.size(), stdout);
         std::printf("\n");
     }
-    if ((int)rows[0].size() < len) std::printf("(cut short by a stop signal after %zu tokens)\n", rows[0].size());
+    if ((int)rows[0].size() < how.length) std::printf("(cut short by a stop signal after %zu tokens)\n", rows[0].size());
     std::printf("------------------\n");
 }
-

@@ -799,6 +799,8 @@ inline int train_loop(TrainRun* r) {
         jsonl_write(&r->log, 0, {{"transition_mot_loss", r->transition_losses[0]},
                                  {"transition_loss", r->transition_losses[1]}});
     std::vector<int> eot_prompt = {r->tokp ? r->tok.eot : r->c.V - 1};
+    SampleSettings sampling;  // one sample from the end-of-text token, temperature 1, every token
+    sampling.length = o.sample_len;
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
     std::signal(SIGHUP, on_stop_signal);
@@ -814,7 +816,7 @@ inline int train_loop(TrainRun* r) {
         bool sample = o.sample_len > 0 && o.sample_every > 0 && step > 0 && (step % o.sample_every == 0 || last);
         if (validation) validate(r, step);
         if (sample && !r->stop && dist().rank == 0)
-            print_samples(&r->model, r->tokp, eot_prompt, "", 1, o.sample_len, 1.0f, 0, &r->sample_rng, &stop_signal);
+            print_samples(&r->model, r->tokp, eot_prompt, sampling, &r->sample_rng, &stop_signal);
         if (sample && dist().size > 1) {  // rank 0 alone samples: whether a signal came meanwhile, for every rank
             double stopped = stop_signal ? 1 : 0;
             dist_sum(&stopped, 1, "the stop check after the sample");
