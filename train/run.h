@@ -94,7 +94,9 @@ struct TrainRun {
     JsonlLog log;
     ThreadTuner tuner;
     int consecutive_skips = 0;
-    std::vector<double> transition_losses;  // with --transition: the loss before the switch and after
+    // with --transition: the loss before the first update, with the MoT layers and as token choice
+    bool transition_measured = false;
+    double transition_mot_loss = 0, transition_loss = 0;
 };
 
 // A new run (no --resume) into a folder that holds checkpoints would mix
@@ -462,7 +464,8 @@ inline void transition_report(TrainRun* r) {
     std::printf("transition: loss before the first update on the %s: %.4f with the MoT layers, %.4f as token "
                 "choice\n",
                 r->have_val ? "validation batches" : "first training batch", mot, tc);
-    r->transition_losses = {mot, tc};
+    r->transition_measured = true;
+    r->transition_mot_loss = mot, r->transition_loss = tc;
 }
 
 // With several ranks: how many, the backend, and each rank's node and
@@ -763,9 +766,9 @@ inline int train_loop(TrainRun* r) {
     std::printf("peak for MFU: %s\n", peak_how.c_str());
     jsonl_open(&r->log, dist().rank == 0 ? o.log : std::string(), o.resume, r->state.step);  // rank 0 logs
     if (jsonl_empty(&r->log)) log_run_header(r, flops_per_step);
-    if (!r->transition_losses.empty())
-        jsonl_write(&r->log, 0, {{"transition_mot_loss", r->transition_losses[0]},
-                                 {"transition_loss", r->transition_losses[1]}});
+    if (r->transition_measured)
+        jsonl_write(&r->log, 0,
+                    {{"transition_mot_loss", r->transition_mot_loss}, {"transition_loss", r->transition_loss}});
     std::vector<int> eot_prompt = {r->tokp ? r->tok.eot : r->c.V - 1};
     SampleSettings sampling;  // one sample from the end-of-text token, temperature 1, every token
     sampling.length = o.sample_len;
