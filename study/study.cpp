@@ -25,28 +25,17 @@
 
 #include "common/error.h"
 #include "common/fileio.h"
+#include "common/jsonl.h"
 #include "train/plot.h"
 
 using Row = std::map<std::string, double>;
 
-// The numeric fields of one JSON line as train_mot writes it: "key": number
-// or "key": null (left out).
-static Row parse_row(const std::string& line) {
-    Row row;
-    size_t q = 0;
-    while ((q = line.find('"', q)) != std::string::npos) {
-        size_t q2 = line.find('"', q + 1);
-        if (q2 == std::string::npos) break;
-        std::string key = line.substr(q + 1, q2 - q - 1);
-        size_t v = line.find_first_not_of(": ", q2 + 1);
-        if (v == std::string::npos) break;
-        char* end = nullptr;
-        double x = std::strtod(line.c_str() + v, &end);
-        if (end != line.c_str() + v) row[key] = x;
-        q = line.find_first_of(",}", v);
-        if (q == std::string::npos) break;
-    }
-    return row;
+// The numeric fields of a log row (null ones left out).
+static Row numbers_of(const JsonRow& row) {
+    Row numbers;
+    for (const auto& [key, value] : row)
+        if (value.kind == JsonValue::NUMBER) numbers[key] = value.number;
+    return numbers;
 }
 
 struct ValPoint {
@@ -91,15 +80,10 @@ static RunLog read_run(const std::string& log_path) {
             if (sp != std::string::npos) r.meta[line.substr(0, sp)] = line.substr(sp + 1);
         }
     }
-    std::string text = read_file(log_path, "log");
     std::map<int, double> ms;  // step -> its time (a resumed run logs each step once)
     std::vector<std::pair<int, double>> val;
-    size_t pos = 0;
-    while (pos < text.size()) {
-        size_t nl = text.find('\n', pos);
-        if (nl == std::string::npos) break;  // a torn last line: the run is still going or was killed
-        Row row = parse_row(text.substr(pos, nl - pos));
-        pos = nl + 1;
+    for (const JsonRow& json : jsonl_read(log_path)) {  // without a row still being written (a run going or killed)
+        Row row = numbers_of(json);
         if (!row.count("step")) continue;
         int step = (int)row["step"];
         if (row.count("params")) r.header = row;

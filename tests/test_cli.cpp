@@ -6,6 +6,7 @@
 
 #include "common/checkpoint.h"
 #include "common/fileio.h"
+#include "common/jsonl.h"
 #include "tests/bad_input.h"
 #include "tests/program.h"
 
@@ -40,26 +41,29 @@ TEST_CASE("a tiny run trains, logs, saves and reloads") {
     CHECK(r.rc == 0);
     CHECK(r.out.find("val loss") != std::string::npos);
     CHECK(exists("build/cli.ckpt"));
-    FILE* fp = std::fopen("build/cli.jsonl", "r");
-    REQUIRE(fp);
-    char line[1024];
     int train_rows = 0, val_rows = 0, run_rows = 0;
-    while (std::fgets(line, sizeof line, fp)) {
-        std::string s(line);
-        if (s.find("\"val_loss\"") != std::string::npos) { val_rows++; continue; }
-        if (s.find("\"params\"") != std::string::npos) {
+    for (const JsonRow& row : jsonl_read("build/cli.jsonl")) {
+        std::string keys;
+        for (const auto& kv : row) keys += kv.first + " ";
+        INFO("the row's keys: ", keys);
+        if (row.count("val_loss")) {
+            val_rows++;
+            continue;
+        }
+        if (row.count("params")) {
             // the run row comes first and describes the run
             CHECK(train_rows + val_rows + run_rows == 0);
-            for (const char* key : {"\"flops_per_token\"", "\"tokens_per_step\": 32,", "\"steps\": 3,", "\"mot_layers\""})
-                CHECK_MESSAGE(s.find(key) != std::string::npos, s, " lacks ", key);
+            auto text = [&](const char* key) { return row.count(key) ? row.at(key).text : std::string("(absent)"); };
+            CHECK(row.count("flops_per_token") == 1);
+            CHECK(text("tokens_per_step") == "32");
+            CHECK(text("steps") == "3");
+            CHECK(row.count("mot_layers") == 1);
             run_rows++;
             continue;
         }
-        for (const char* key : {"\"step\"", "\"loss\"", "\"lr\"", "\"grad_norm\"", "\"ms\"", "\"tok_per_s\""})
-            CHECK_MESSAGE(s.find(key) != std::string::npos, s, " lacks ", key);
+        for (const char* key : {"step", "loss", "lr", "grad_norm", "ms", "tok_per_s"}) CHECK_MESSAGE(row.count(key), key);
         train_rows++;
     }
-    std::fclose(fp);
     CHECK(run_rows == 1);
     CHECK(train_rows == 3);
     CHECK(val_rows == 3);  // steps 0 and 2, and the end

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/jsonl.h"
 #include "tests/bad_input.h"
 #include "tests/program.h"
 #include "tests/train_checks.h"
@@ -35,12 +36,6 @@ static int checkpoint_steps_in(const std::string& dir) {
     int n = 0;
     for (const std::string& name : list_dir(dir)) n += name.size() > 5 && name.substr(name.size() - 5) == ".ckpt";
     return n;
-}
-
-// The "step" of a log line (-1 when none).
-static long long jsonl_step_of(const std::string& line) {
-    size_t p = line.find("\"step\":");
-    return p == std::string::npos ? -1 : std::atoll(line.c_str() + p + 7);
 }
 
 // Waits (up to 20 s) until the log has at least n rows.
@@ -591,12 +586,11 @@ TEST_CASE("resuming drops the log rows written after the checkpoint: the log equ
     // a run that crashed after logging step 13: its log ends there, and its
     // newest checkpoint is step 10
     std::string crashed;
-    size_t pos = 0;
-    while (pos < whole.size()) {
-        size_t nl = whole.find('\n', pos);
-        std::string line = whole.substr(pos, nl - pos + 1);
-        pos = nl + 1;
-        if (jsonl_step_of(line) <= 13) crashed += line;
+    std::vector<std::string> lines = text_lines(whole);
+    for (size_t i = 0; i < lines.size(); i++) {
+        double step = -1;
+        json_number(jsonl_parse(lines[i], "build/tf_full_run.jsonl", i + 1), "step", &step);
+        if (step <= 13) crashed += lines[i] + "\n";
     }
     write_bytes("build/tf_crashed.jsonl", crashed);
     for (int s : {15, 20}) {

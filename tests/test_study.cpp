@@ -17,6 +17,7 @@
 
 #include "common/data_path.h"
 #include "common/fileio.h"
+#include "common/jsonl.h"
 #include "tests/program.h"
 #include "tests/train_checks.h"
 
@@ -34,30 +35,19 @@ static Run study(const std::string& out, int steps, const std::string& grid, con
                    taus + "' TEXT='" + TEXT + "' OUT=" + out + " " + env + " study/reproduce.sh");
 }
 
-// results.json: one object per line, each field's value as written
+// results.json: one object per line (a JSON array of them, each line's
+// object followed by a comma but the last), each field's value as written
 // (strings without their quotes).
 typedef std::map<std::string, std::string> Obj;
 static std::map<std::string, Obj> read_results(const std::string& path) {
     std::map<std::string, Obj> runs;
-    std::string text = slurp(path);
-    size_t pos = 0;
-    while (pos < text.size()) {
-        size_t nl = text.find('\n', pos);
-        std::string line = text.substr(pos, nl - pos);
-        pos = nl == std::string::npos ? text.size() : nl + 1;
-        if (line.find('{') == std::string::npos) continue;
+    std::vector<std::string> lines = text_lines(slurp(path));
+    for (size_t i = 0; i < lines.size(); i++) {
+        std::string line = lines[i];
+        if (line.find('{') == std::string::npos) continue;  // the array's brackets
+        if (line.back() == ',') line.pop_back();
         Obj o;
-        size_t q = line.find('"');
-        while (q != std::string::npos) {
-            size_t q2 = line.find('"', q + 1);
-            std::string key = line.substr(q + 1, q2 - q - 1);
-            size_t v = line.find_first_not_of(": ", q2 + 1);
-            size_t e = line[v] == '"' ? line.find('"', v + 1) + 1 : line.find_first_of(",}", v);
-            std::string val = line.substr(v, e - v);
-            if (val[0] == '"') val = val.substr(1, val.size() - 2);
-            o[key] = val;
-            q = line.find('"', e);
-        }
+        for (const auto& [key, value] : jsonl_parse(line, path, i + 1)) o[key] = value.text;
         REQUIRE(o.count("name"));
         CHECK_MESSAGE(!runs.count(o["name"]), "two objects for ", o["name"]);
         runs[o["name"]] = o;
@@ -239,9 +229,8 @@ TEST_CASE("a stopped run continues from its checkpoint; a transition resumes wit
     LogRows rows = read_log(out + "/runs/S-transition.jsonl");
     CHECK(rows.size() == 5);  // the transition's loss at the switch (step 0), steps 1..4
     for (int s = 1; s <= 4; s++) CHECK_MESSAGE(rows.count(s), "step ", s);
-    std::string log = slurp(out + "/runs/S-transition.jsonl");
     size_t n_run_rows = 0;
-    for (size_t p = 0; (p = log.find("\"params\"", p)) != std::string::npos; p++) n_run_rows++;
+    for (const JsonRow& row : jsonl_read(out + "/runs/S-transition.jsonl")) n_run_rows += row.count("params");
     CHECK(n_run_rows == 1);
     std::map<std::string, Obj> res = read_results(out + "/results.json");
     CHECK(res.size() == 15);  // 5 grid runs, 4 MoT main runs, 3 promoted from the grid, 3 transitions

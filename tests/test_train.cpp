@@ -246,8 +246,13 @@ TEST_CASE("plot draws logs into a PNG and refuses bad logs") {
     CHECK(png.substr(0, 8) == std::string("\x89PNG\r\n\x1a\n", 8));
     CHECK(leftover_temp_files("build/tt_plot.png").empty());
 
-    write_bytes("build/tt_noloss.jsonl", "{\"step\": 1, \"ms\": 3}\nnot json at all\n");
+    write_bytes("build/tt_noloss.jsonl", "{\"step\": 1, \"ms\": 3}\n{\"step\": 2, \"loss\": null}\n");
     expect_error("plot build/tt_p1.jsonl build/tt_noloss.jsonl -o build/tt_bad.png", {"build/tt_noloss.jsonl", "no loss rows"});
+    CHECK_FALSE(exists("build/tt_bad.png"));
+    CHECK(leftover_temp_files("build/tt_bad.png").empty());
+    write_bytes("build/tt_badline.jsonl", "{\"step\": 1, \"loss\": 3}\nnot json at all\n");
+    expect_error("plot build/tt_p1.jsonl build/tt_badline.jsonl -o build/tt_bad.png",
+                 {"build/tt_badline.jsonl line 2: not a JSON object: expected '{'"});
     CHECK_FALSE(exists("build/tt_bad.png"));
     CHECK(leftover_temp_files("build/tt_bad.png").empty());
     expect_error("plot build/tt_no_such.jsonl -o build/tt_bad.png", {"build/tt_no_such.jsonl"});

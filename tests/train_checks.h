@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/jsonl.h"
 #include "tests/program.h"
 #include "tests/rng.h"
 
@@ -27,28 +28,16 @@ inline std::vector<uint16_t> text_tokens(int n, uint64_t seed) {
     return t;
 }
 
-// The step rows of a JSONL log: step -> key -> the number exactly as printed.
+// The step rows of a JSONL log: step -> key -> the value as written (a
+// number's text, a string without its quotes, null as "null"). Validation
+// rows with val_rows, else the others but the run row (params).
 typedef std::map<int, std::map<std::string, std::string>> LogRows;
 inline LogRows read_log(const std::string& path, bool val_rows = false) {
     LogRows rows;
-    std::string text = slurp(path);
-    size_t pos = 0;
-    while (pos < text.size()) {
-        size_t nl = text.find('\n', pos);
-        std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-        pos = nl == std::string::npos ? text.size() : nl + 1;
-        if ((line.find("\"val_loss\"") != std::string::npos) != val_rows) continue;
-        if (line.find("\"params\"") != std::string::npos) continue;  // the run row
+    for (const JsonRow& row : jsonl_parse_text(slurp(path), path)) {
+        if (row.count("val_loss") != (size_t)val_rows || row.count("params")) continue;
         std::map<std::string, std::string> fields;
-        size_t q = 0;
-        while ((q = line.find('"', q)) != std::string::npos) {
-            size_t q2 = line.find('"', q + 1);
-            std::string key = line.substr(q + 1, q2 - q - 1);
-            size_t v = line.find_first_not_of(": ", q2 + 1);
-            size_t e = line.find_first_of(",}", v);
-            fields[key] = line.substr(v, e - v);
-            q = e;
-        }
+        for (const auto& [key, value] : row) fields[key] = value.text;
         rows[std::stoi(fields["step"])] = fields;
     }
     return rows;

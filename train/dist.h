@@ -10,6 +10,7 @@
 //
 //   dist_init          rank, ranks, local rank (the GPU a rank uses); MPI_Init
 //   dist_sum           element-wise sum over the ranks, in place (doubles, floats)
+//   dist_sum_each      named scalars, each its sum over the ranks, in one collective
 //   dist_reduce_scatter_sum / dist_allgather / dist_gather   ZeRO-1's pieces
 //   dist_barrier       every rank reaches this point
 //   dist_agree         every rank has rank 0's settings, or rank 0 names the first difference
@@ -22,6 +23,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -229,6 +231,16 @@ void dist_sum(T* x,  // (n)
 #else
     (void)x, (void)n, (void)what;
 #endif
+}
+
+// *v = the sum over the ranks of *v for each v of values, on every rank, in
+// one collective: dist_sum_each({&loss, &stopped}, "...").
+inline void dist_sum_each(std::initializer_list<double*> values, const char* what) {
+    std::vector<double> x;
+    for (double* v : values) x.push_back(*v);
+    dist_sum(x.data(), x.size(), what);
+    size_t i = 0;
+    for (double* v : values) *v = x[i++];
 }
 
 // Reduce-scatter in place: x[0, n) = the sum over the ranks of their

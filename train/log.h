@@ -28,19 +28,13 @@
 
 #include "common/error.h"
 #include "common/fileio.h"
+#include "common/jsonl.h"
 
 struct JsonlLog {
     int fd = -1;
     std::string path;
     off_t end = 0;  // the file's size after its last full line
 };
-
-// The value of "step" in a log line, or -1 when it has none.
-inline long long jsonl_step(const std::string& line) {
-    size_t p = line.find("\"step\":");
-    if (p == std::string::npos) return -1;
-    return std::strtoll(line.c_str() + p + 7, nullptr, 10);
-}
 
 // Opens the log for writing. Without resume it starts empty. With resume at
 // `resume_step` (optimizer steps done) it keeps the train rows up to that
@@ -51,18 +45,19 @@ inline void jsonl_open(JsonlLog* log, const std::string& path, bool resume, long
     make_parent_dirs(path);
     log->path = path;
     if (resume && file_exists(path)) {
-        std::string text = read_file(path, "log"), kept;
-        size_t pos = 0, dropped = 0;
-        while (pos < text.size()) {
-            size_t nl = text.find('\n', pos);
-            if (nl == std::string::npos) { dropped++; break; }  // a torn last line
-            std::string line = text.substr(pos, nl - pos);
-            pos = nl + 1;
-            long long step = jsonl_step(line);
-            bool val = line.find("\"val_loss\"") != std::string::npos;
+        std::string torn, kept;
+        size_t dropped = 0;
+        for (const std::string& line : text_lines(read_file(path, "log"), &torn)) {
+            // a line that is not a row of ours is dropped, as are the rows after the checkpoint
+            JsonRow row;
+            std::string error;
+            double step = -1;
+            if (json_parse_row(line, &row, &error)) json_number(row, "step", &step);
+            bool val = row.count("val_loss") > 0;
             if (step >= 0 && (val ? step < resume_step : step <= resume_step)) kept += line + "\n";
             else dropped++;
         }
+        if (!torn.empty()) dropped++;  // a torn last line
         if (dropped > 0) {
             write_file_atomic(path, kept);
             std::printf("--log %s: dropped %zu rows logged after the checkpoint at step %lld\n", path.c_str(), dropped,
@@ -75,15 +70,16 @@ inline void jsonl_open(JsonlLog* log, const std::string& path, bool resume, long
     if (log->end < 0) fail(strf("--log %s: cannot find its end (%s)", path.c_str(), std::strerror(errno)));
 }
 
-// fields: (name, value) pairs written as numbers (null when not finite), after "step".
+// fields: (name, value) pairs written as numbers (null when not finite), after "step";
+// the names are plain (written as they are, no escapes).
 // A write that fails partway (the disk filled within the row) leaves part of
 // the row in the file: it is truncated back to the last full line before
 // the run stops.
-inline void jsonl_write(JsonlLog* log, int step, const std::vector<std::pair<const char*, double>>& fields) {
+inline void jsonl_write(JsonlLog* log, int step, const std::vector<std::pair<std::string, double>>& fields) {
     if (log->fd < 0) return;
     std::string line = strf("{\"step\": %d", step);
-    for (auto& f : fields)
-        line += std::isfinite(f.second) ? strf(", \"%s\": %.9g", f.first, f.second) : strf(", \"%s\": null", f.first);
+    for (const auto& [name, value] : fields)
+        line += ", \"" + name + "\": " + (std::isfinite(value) ? strf("%.9g", value) : std::string("null"));
     line += "}\n";
     for (size_t done = 0; done < line.size();) {
         ssize_t n = write(log->fd, line.data() + done, line.size() - done);

@@ -1,7 +1,7 @@
 // ./train_mot plot LOG... -o loss.png: train and validation loss of one or
 // several runs on one PNG, drawn by gnuplot (Debian package gnuplot-nox).
-// The logs are JSONL (train/log.h); their rows go to gnuplot inline as
-// data blocks, so no temporary files are made.
+// The logs are JSONL (train/log.h, read by common/jsonl.h); their rows go
+// to gnuplot inline as data blocks, so no temporary files are made.
 //
 // gnuplot is a language: whatever text of ours lands in its script (the
 // title, the runs' names) goes in as a string literal made by gp_quote, so
@@ -27,17 +27,7 @@
 
 #include "common/error.h"
 #include "common/fileio.h"
-
-// The number after "key": in a JSON line, if present.
-inline bool json_number(const std::string& line, const char* key, double* out) {
-    std::string k = std::string("\"") + key + "\":";
-    size_t p = line.find(k);
-    if (p == std::string::npos) return false;
-    const char* s = line.c_str() + p + k.size();
-    char* end = nullptr;
-    *out = std::strtod(s, &end);
-    return end != s;
-}
+#include "common/jsonl.h"
 
 // s as a gnuplot string literal that stands for s and nothing else: double
 // quotes, and every byte but letters and spaces an octal escape, so no quote
@@ -139,17 +129,12 @@ inline void plot_logs(const std::vector<std::string>& logs, const std::string& o
         script += "set key outside right\n";
         std::string plots;
         for (size_t i = 0; i < logs.size(); i++) {
-            std::string text = read_file(logs[i], "log");
             std::string train, val;
-            size_t pos = 0;
-            while (pos < text.size()) {
-                size_t nl = text.find('\n', pos);
-                std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-                pos = nl == std::string::npos ? text.size() : nl + 1;
+            for (const JsonRow& row : jsonl_read(logs[i])) {
                 double step, loss;
-                if (!json_number(line, "step", &step)) continue;
-                if (json_number(line, "val_loss", &loss)) val += strf("%g %.9g\n", step, loss);
-                else if (json_number(line, "loss", &loss)) train += strf("%g %.9g\n", step, loss);
+                if (!json_number(row, "step", &step)) continue;
+                if (json_number(row, "val_loss", &loss)) val += strf("%g %.9g\n", step, loss);
+                else if (json_number(row, "loss", &loss)) train += strf("%g %.9g\n", step, loss);
             }
             if (train.empty() && val.empty())
                 fail(strf("%s: no loss rows (is it a train_mot --log file?)", logs[i].c_str()));

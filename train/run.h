@@ -5,8 +5,11 @@
 //   setup_model      the model's configuration and weights: new, --load, or --resume
 //   setup_loaders    training and validation batches; what --resume must agree with
 //   setup_device     the model on its device, the resumed moments and data position
-//   train_loop       validate, sample, step, log, checkpoint; stop on a signal
+//   train_loop       validate, sample, step, checkpoint; stop on a signal
 //   finish           the last checks and the final --save, before the final validation and sample
+//
+// The steps compute; what they computed is printed and logged by
+// train/report.h (report_step, report_skip, report_validation).
 //
 // With several ranks (mpirun -np R; docs/design.md section 11) every rank runs all
 // of this on its own share of each step's micro-batches (train/parallel.h
@@ -91,7 +94,9 @@ struct TrainRun {
     JsonlLog log;
     ThreadTuner tuner;
     int consecutive_skips = 0;
-    std::vector<double> transition_losses;  // with --transition: the loss before the switch and after
+    // with --transition: the loss before the first update, with the MoT layers and as token choice
+    bool transition_measured = false;
+    double transition_mot_loss = 0, transition_loss = 0;
 };
 
 // A new run (no --resume) into a folder that holds checkpoints would mix
@@ -459,7 +464,8 @@ inline void transition_report(TrainRun* r) {
     std::printf("transition: loss before the first update on the %s: %.4f with the MoT layers, %.4f as token "
                 "choice\n",
                 r->have_val ? "validation batches" : "first training batch", mot, tc);
-    r->transition_losses = {mot, tc};
+    r->transition_measured = true;
+    r->transition_mot_loss = mot, r->transition_loss = tc;
 }
 
 // With several ranks: how many, the backend, and each rank's node and
@@ -624,43 +630,33 @@ inline std::string save_on_stop(TrainRun* r, int step, bool checkpointed) {
                 step, o.save.c_str());
 }
 
-// Validation loss (and bits per byte) after `step` steps, printed and logged;
-// the batches are split over the ranks (rank r takes batches r, r + R, ...).
-// A stop signal on any rank cuts it short: nothing is printed or logged, and
-// every rank sets r->stop.
-inline void validate(TrainRun* r, int step) {
-    double sums[2] = {evaluate(&r->model, &r->val_loader, r->o.val_batches, dist().rank, dist().size, &stop_signal),
-                      stop_signal ? 1.0 : 0.0};
-    dist_sum(sums, 2, "the validation loss's all-reduce");
-    if (sums[1] > 0) {
-        r->stop = true;
-        return;
-    }
-    double vl = sums[0];
-    if (r->val_bytes_per_token > 0) {
-        double bpb = vl / std::log(2.0) / r->val_bytes_per_token;
-        std::printf("step %5d | val loss %.4f | %.3f bits per byte\n", step, vl, bpb);
-        jsonl_write(&r->log, step, {{"val_loss", vl}, {"val_bits_per_byte", bpb}});
-    } else {
-        std::printf("step %5d | val loss %.4f\n", step, vl);
-        jsonl_write(&r->log, step, {{"val_loss", vl}});
-    }
+// The validation loss of the model as it is, into *loss; the batches are
+// split over the ranks (rank r takes batches r, r + R, ...). A stop signal
+// on any rank cuts it short: it returns false, and every rank sets r->stop.
+inline bool validate(TrainRun* r, double* loss) {
+    *loss = evaluate(&r->model, &r->val_loader, r->o.val_batches, dist().rank, dist().size, &stop_signal);
+    double stopped = stop_signal ? 1 : 0;
+    dist_sum_each({loss, &stopped}, "the validation loss's all-reduce");
+    if (stopped > 0) r->stop = true;
+    return stopped == 0;
 }
 
 // One optimizer step (step counts from 0): accumulated micro-batches,
 // clipping, and the AdamW update unless the loss or gradient is not finite.
-// Prints and logs the step's line. With R ranks the step's R*A micro-batches
-// are read in order by every rank; rank r computes micro-batch a*R + r at
-// accumulation step a (docs/design.md section 11) and skips the others, so each
-// rank's loader ends the step where one process's would.
-inline void train_step(TrainRun* r, int step, double peak_flops, double flops_per_step) {
+// Returns what it did, for report_step. With R ranks the step's R*A
+// micro-batches are read in order by every rank; rank r computes
+// micro-batch a*R + r at accumulation step a (docs/design.md section 11)
+// and skips the others, so each rank's loader ends the step where one
+// process's would.
+inline StepResult train_step(TrainRun* r, int step, double peak_flops, double flops_per_step) {
     const Options& o = r->o;
     const int R = dist().size, rank = dist().rank;
+    StepResult s;
+    s.step = step + 1;
+    s.ranks = R;
     std::vector<int> x((size_t)r->BT), y((size_t)r->BT);
-    int threads = o.threads > 0 ? o.threads : tuner_next(&r->tuner);
+    s.threads = o.threads > 0 ? o.threads : tuner_next(&r->tuner);
     double t0 = now_ms();
-    // the cross-entropy; the TOKEN_CHOICE layers' load-balancing loss; whether a stop signal came (summed over ranks)
-    double sums[3] = {0, 0, 0};
     const bool balance = o.router_balance > 0;
     std::vector<double> fires;  // --router-balance: (TOKEN_CHOICE layers, E) tokens each expert fired for
     // the gradients are zero here: the last update left them so (or model_build, or a skipped step)
@@ -670,8 +666,8 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
             continue;
         }
         dataloader_next(&r->train_loader, x.data(), y.data());
-        sums[0] += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / r->micro;
-        sums[1] += model_aux_loss(r->model) / r->micro;
+        s.loss += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / r->micro;
+        s.aux_loss += model_aux_loss(r->model) / r->micro;
         if (balance) model_count_fires(&r->model, &fires);
         model_backward(&r->model, 1.0 / r->micro);
     }
@@ -680,80 +676,49 @@ inline void train_step(TrainRun* r, int step, double peak_flops, double flops_pe
         fires.resize((size_t)count_kind(r->c, TOKEN_CHOICE) * r->c.E, 0.0);  // a rank with no micro-batch
         dist_sum(fires.data(), fires.size(), "the routers' fire counts' all-reduce");
     }
-    std::vector<RouterStats> routing = model_router_stats(&r->model);  // of this rank's last micro-batch
+    s.routing = model_router_stats(&r->model);  // of this rank's last micro-batch
     parallel_sum_grads(&r->par, &r->model);
-    sums[2] = stop_signal ? 1 : 0;
-    dist_sum(sums, 3, "the step's loss all-reduce");
-    double loss = sums[0], aux = sums[1];
-    r->stop = sums[2] > 0;
-    double norm = parallel_grad_norm(&r->par, &r->model);
-    float lr = lr_at(step, o.steps, o.lr, o.warmup, o.lr_min_frac);
-    bool finite = std::isfinite(loss) && std::isfinite(norm);
+    double stopped = stop_signal ? 1 : 0;  // a stop signal reached this rank: every rank stops
+    dist_sum_each({&s.loss, &s.aux_loss, &stopped}, "the step's loss all-reduce");
+    r->stop = stopped > 0;
+    s.grad_norm = parallel_grad_norm(&r->par, &r->model);
+    s.lr = lr_at(step, o.steps, o.lr, o.warmup, o.lr_min_frac);
+    bool finite = std::isfinite(s.loss) && std::isfinite(s.grad_norm);
     // on the first step from --load no update has run yet: the lr cannot be the cause, the weights are
     if (!finite && !o.skip_nonfinite && step == 0 && !o.load.empty())
         fail(strf("step 1: the %s is not finite (loss %g, grad norm %g) before any update: the weights of --load %s "
                   "are the likely cause (a value so large that the forward or backward pass overflows); stopping",
-                  std::isfinite(loss) ? "gradient" : "loss", loss, norm, o.load.c_str()));
+                  std::isfinite(s.loss) ? "gradient" : "loss", s.loss, s.grad_norm, o.load.c_str()));
     if (!finite && !o.skip_nonfinite)
         fail(strf("step %d: the %s is not finite (loss %g, grad norm %g); stopping. Lower --lr, or "
                   "--skip-nonfinite to skip such updates",
-                  step + 1, std::isfinite(loss) ? "gradient" : "loss", loss, norm));
-    std::vector<double> rate_err;  // --router-balance: per layer, mean over experts of |r_e - target| / target
+                  s.step, std::isfinite(s.loss) ? "gradient" : "loss", s.loss, s.grad_norm));
     if (finite) {
         std::vector<float> bc = balance ? model_router_bias(&r->model) : std::vector<float>();
-        parallel_update(&r->par, &r->model, lr, o.beta1, o.beta2, o.adam_eps, o.wd, step, clip_scale(norm, o.grad_clip));
-        if (balance) rate_err = model_router_balance(&r->model, &bc, fires, (double)(r->BT * r->micro), o.router_balance);
+        parallel_update(&r->par, &r->model, s.lr, o.beta1, o.beta2, o.adam_eps, o.wd, step,
+                        clip_scale(s.grad_norm, o.grad_clip));
+        if (balance)
+            s.rate_err = model_router_balance(&r->model, &bc, fires, (double)(r->BT * r->micro), o.router_balance);
         r->consecutive_skips = 0;
     } else {
         model_zero_grad(&r->model);  // the skipped update did not consume them
-        std::printf("step %d: non-finite loss or gradient, update skipped (%lld so far)\n", step + 1,
-                    (long long)++r->state.skipped);
-        if (++r->consecutive_skips >= o.max_skips)
-            fail(strf("step %d: %d updates in a row had a non-finite loss or gradient (--max-skips %d): the "
-                      "run is not recovering; stopping. Lower --lr, or resume from an earlier checkpoint",
-                      step + 1, r->consecutive_skips, o.max_skips));
+        s.skipped = true;
+        r->state.skipped++;
+        r->consecutive_skips++;
     }
-    double ms = now_ms() - t0;
-    int threads_before = r->tuner.current;
-    tuner_record(&r->tuner, ms);
-    if (r->tuner.current != threads_before)
-        std::printf("threads: %d -> %d (steps ran faster so: %s)\n", threads_before, r->tuner.current,
-                    r->tuner.current < threads_before ? "other work shares the cores" : "the cores are free again");
-    double tok_s = (double)(r->BT * r->micro) / (ms / 1000.0);
-    double mfu = flops_per_step / (ms / 1000.0) / peak_flops / R;  // of the R devices' peak
-    std::string sparse;  // TOKEN_CHOICE: the aux loss and the share of choices dropped (mean over the layers)
-    if (!routing.empty()) {
-        double dropped = 0, per_token = 0;
-        for (const RouterStats& st : routing) dropped += st.dropped / routing.size(), per_token += st.per_token / routing.size();
-        sparse = r->c.router == ROUTER_SOFTMAX ? strf(" aux %.4f | dropped %.1f%% |", aux, 100 * dropped)
-                                               : strf(" experts/token %.2f | dropped %.1f%% |", per_token, 100 * dropped);
+    s.skipped_total = (long long)r->state.skipped;
+    s.skipped_in_a_row = r->consecutive_skips;
+    s.ms = now_ms() - t0;
+    s.tuned_from = r->tuner.current;
+    tuner_record(&r->tuner, s.ms);
+    s.tuned_to = r->tuner.current;
+    s.tok_per_s = (double)(r->BT * r->micro) / (s.ms / 1000.0);
+    s.mfu = flops_per_step / (s.ms / 1000.0) / peak_flops / R;  // of the R devices' peak
+    if (R > 1) {
+        s.exchange = parallel_sharded(r->par) ? "reduce-scatter, all-gather" : "all-reduce";
+        s.comm_ms = r->par.comm_ms;
     }
-    std::string comm = R > 1 ? strf(" (%s %.1f ms)", parallel_sharded(r->par) ? "reduce-scatter, all-gather" : "all-reduce",
-                                    r->par.comm_ms)
-                             : std::string();
-    std::printf("step %5d/%d | loss %.4f |%s norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s | MFU %.1f%%\n", step + 1,
-                o.steps, loss, sparse.c_str(), norm, lr, ms, comm.c_str(), tok_s, 100 * mfu);
-    std::fflush(stdout);
-    std::vector<std::string> names;  // per TOKEN_CHOICE layer l: dropped_l, load_min_l, load_max_l, experts_l
-    for (const RouterStats& st : routing)
-        for (const char* what : {"dropped", "load_min", "load_max", "experts"})
-            names.push_back(strf("%s_%d", what, st.layer));
-    std::vector<std::pair<const char*, double>> fields = {{"loss", loss}, {"lr", lr}, {"grad_norm", norm}};
-    if (!routing.empty()) fields.push_back({"aux_loss", aux});
-    for (size_t i = 0; i < routing.size(); i++) {
-        fields.push_back({names[4 * i].c_str(), routing[i].dropped});
-        fields.push_back({names[4 * i + 1].c_str(), routing[i].min_share});
-        fields.push_back({names[4 * i + 2].c_str(), routing[i].max_share});
-        fields.push_back({names[4 * i + 3].c_str(), routing[i].per_token});
-    }
-    std::vector<std::string> err_names;  // --router-balance: rate_err_l
-    for (size_t i = 0; i < rate_err.size(); i++) err_names.push_back(strf("rate_err_%d", routing[i].layer));
-    for (size_t i = 0; i < rate_err.size(); i++) fields.push_back({err_names[i].c_str(), rate_err[i]});
-    for (auto f : std::vector<std::pair<const char*, double>>{{"ms", ms}, {"tok_per_s", tok_s}, {"mfu", mfu},
-                                                              {"threads", (double)threads}})
-        fields.push_back(f);
-    if (R > 1) fields.push_back({"allreduce_ms", r->par.comm_ms});
-    jsonl_write(&r->log, step + 1, fields);
+    return s;
 }
 
 // The log's first row: what ran. Layer counts per kind; E, G, f, tau for
@@ -799,10 +764,12 @@ inline int train_loop(TrainRun* r) {
     std::printf("peak for MFU: %s\n", peak_how.c_str());
     jsonl_open(&r->log, dist().rank == 0 ? o.log : std::string(), o.resume, r->state.step);  // rank 0 logs
     if (jsonl_empty(&r->log)) log_run_header(r, flops_per_step);
-    if (!r->transition_losses.empty())
-        jsonl_write(&r->log, 0, {{"transition_mot_loss", r->transition_losses[0]},
-                                 {"transition_loss", r->transition_losses[1]}});
+    if (r->transition_measured)
+        jsonl_write(&r->log, 0,
+                    {{"transition_mot_loss", r->transition_mot_loss}, {"transition_loss", r->transition_loss}});
     std::vector<int> eot_prompt = {r->tokp ? r->tok.eot : r->c.V - 1};
+    SampleSettings sampling;  // one sample from the end-of-text token, temperature 1, every token
+    sampling.length = o.sample_len;
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
     std::signal(SIGHUP, on_stop_signal);
@@ -816,9 +783,10 @@ inline int train_loop(TrainRun* r) {
         const uint64_t rng_before = r->sample_rng.state;
         bool validation = r->have_val && (step % o.val_every == 0 || last);
         bool sample = o.sample_len > 0 && o.sample_every > 0 && step > 0 && (step % o.sample_every == 0 || last);
-        if (validation) validate(r, step);
+        double val_loss;
+        if (validation && validate(r, &val_loss)) report_validation(&r->log, step, val_loss, r->val_bytes_per_token);
         if (sample && !r->stop && dist().rank == 0)
-            print_samples(&r->model, r->tokp, eot_prompt, "", 1, o.sample_len, 1.0f, 0, &r->sample_rng, &stop_signal);
+            print_samples(&r->model, r->tokp, eot_prompt, sampling, &r->sample_rng, &stop_signal);
         if (sample && dist().size > 1) {  // rank 0 alone samples: whether a signal came meanwhile, for every rank
             double stopped = stop_signal ? 1 : 0;
             dist_sum(&stopped, 1, "the stop check after the sample");
@@ -840,7 +808,9 @@ inline int train_loop(TrainRun* r) {
             return 128 + sig;
         }
         if (last) break;
-        train_step(r, step, peak, flops_per_step);
+        StepResult result = train_step(r, step, peak, flops_per_step);
+        if (result.skipped) report_skip(result, o.max_skips);  // stops a run that is not recovering
+        report_step(&r->log, result, o.steps, r->c.router);
         bool periodic = !o.checkpoint_dir.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0;
         // a signal reached this rank or another one during the step (train_step); one process also
         // stops for a signal that came after its step's check

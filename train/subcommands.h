@@ -75,8 +75,13 @@ inline int sample_main(const SampleOptions& s) {
     model_build(&model, c, "cpu", 0, 0, params.data());
     model_set_mot_discrete(&model, s.mot_discrete);
     Rng rng = rng_seed(s.seed);
-    print_samples(&model, tok_path.empty() ? nullptr : &tok, prompt, s.prompt, s.num, s.length, s.temperature,
-                  s.top_k, &rng);
+    SampleSettings how;
+    how.prompt_text = s.prompt;
+    how.count = s.num;
+    how.length = s.length;
+    how.temperature = s.temperature;
+    how.top_k = s.top_k;
+    print_samples(&model, tok_path.empty() ? nullptr : &tok, prompt, how, &rng);
     check_stdout("the samples");
     return 0;
 }
