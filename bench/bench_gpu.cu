@@ -83,7 +83,7 @@ static void init_on_device(gpu::GPT* model) {
 static Config gpt2_small(int E, int f) {
     Config c;
     c.V = 50257, c.Vp = 50304, c.maxT = 1024, c.L = 12, c.NH = 12, c.C = 768, c.dff = 3072;
-    c.E = E ? E : 32, c.G = 32, c.f = E ? f : 3072, c.tau = 1.0f, c.topk = 1, c.capacity = 1.25f, c.activation = 0;
+    c.E = E ? E : 32, c.G = 32, c.f = E ? f : 3072, c.tau = 1.0f, c.topk = 1, c.capacity_factor = 1.25f, c.activation = 0;
     c.kinds.assign(c.L, E ? MOT : DENSE);
     return c;
 }

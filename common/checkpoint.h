@@ -39,7 +39,7 @@ inline std::vector<int32_t> checkpoint_header(const Config& c) {
     h[13] = c.activation;
     if (has_kind(c, TOKEN_CHOICE)) {  // otherwise 0, which loading reads as the defaults
         h[14] = c.topk;
-        std::memcpy(&h[15], &c.capacity, 4);
+        std::memcpy(&h[15], &c.capacity_factor, 4);
         h[16] = c.router;
         std::memcpy(&h[17], &c.router_tau, 4);
     }
@@ -113,11 +113,11 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
     k.topk = h[14] == 0 ? 1 : h[14];
     if (h[14] > 0 && h[14] > k.E)
         fail(strf("%s: top-k %d in header is above the %d experts", name, h[14], k.E));
-    if (h[15] == 0) k.capacity = 1.25f;
-    else std::memcpy(&k.capacity, &h[15], 4);
-    if (!(k.capacity >= 1e-6f && k.capacity <= 1e6f))
+    if (h[15] == 0) k.capacity_factor = 1.25f;
+    else std::memcpy(&k.capacity_factor, &h[15], 4);
+    if (!(k.capacity_factor >= 1e-6f && k.capacity_factor <= 1e6f))
         fail(strf("%s: capacity factor %g in header (must be a positive number, 1e-6..1e6)", name,
-                  (double)k.capacity));
+                  (double)k.capacity_factor));
     if (h[16] < ROUTER_SOFTMAX || h[16] > ROUTER_THRESHOLD_ONE)
         fail(strf("%s: router kind %d in header (must be 0, 1 or 2)", name, h[16]));
     k.router = h[16];

@@ -48,7 +48,7 @@ struct Config {
     int f = 0;      // MOT expert hidden width
     float tau = 1;  // MOT softmax temperature
     int topk = 1;          // TOKEN_CHOICE: experts each token chooses (k)
-    float capacity = 1.25f;  // TOKEN_CHOICE: capacity factor cf; an expert takes min(N, ceil(cf k N / E)) of N tokens
+    float capacity_factor = 1.25f;  // TOKEN_CHOICE: cf; an expert takes min(N, ceil(cf k N / E)) of N tokens
     int router = ROUTER_SOFTMAX;  // TOKEN_CHOICE: RouterKind
     float router_tau = 1;         // TOKEN_CHOICE, ROUTER_THRESHOLD: the gate's temperature
     int activation = 0;      // 0 = gelu (tanh approximation)
@@ -67,9 +67,9 @@ inline int count_kind(const Config& c, int kind) {
 // True when some layer is of the given kind.
 inline bool has_kind(const Config& c, int kind) { return count_kind(c, kind) > 0; }
 
-// True when some layer mixes tokens across the rows of a batch (MOT): then
-// a batch must hold whole groups, a multiple of G rows.
-inline bool mixes_batch(const Config& c) { return has_kind(c, MOT); }
+// True when a batch must hold whole groups, a multiple of G rows: some layer
+// is MOT, which mixes tokens across the rows of a batch.
+inline bool batch_in_groups(const Config& c) { return has_kind(c, MOT); }
 
 // Checks that a config describes a model we can build; names the bad field.
 inline void config_validate(const Config& c) {
@@ -94,8 +94,8 @@ inline void config_validate(const Config& c) {
     if (has_kind(c, TOKEN_CHOICE)) {
         need(c.topk >= 1 && c.topk <= c.E,
              strf("each token chooses %d experts, which must be in 1..%d (the number of experts)", c.topk, c.E));
-        need(std::isfinite(c.capacity) && c.capacity > 0,
-             strf("the capacity factor must be a positive number (got %g)", c.capacity));
+        need(std::isfinite(c.capacity_factor) && c.capacity_factor > 0,
+             strf("the capacity factor must be a positive number (got %g)", c.capacity_factor));
         need(c.router == ROUTER_SOFTMAX || c.router == ROUTER_THRESHOLD || c.router == ROUTER_THRESHOLD_ONE,
              strf("unsupported router kind %d", c.router));
         need(std::isfinite(c.router_tau) && c.router_tau > 0,
@@ -109,7 +109,7 @@ inline void batch_validate(const Config& c, const int* inputs, const int* target
     if (T < 1 || T > c.maxT)
         fail(strf("sequence length %d is outside 1..%d, the model's maximum sequence length", T, c.maxT));
     if (B < 1) fail(strf("the batch must hold at least one sequence (got %d)", B));
-    if (mixes_batch(c) && B % c.G != 0)
+    if (batch_in_groups(c) && B % c.G != 0)
         fail(strf("a batch of %d sequences is not a multiple of the group size %d: MoT mixes tokens in groups of "
                   "G batch rows", B, c.G));
     for (size_t i = 0; i < (size_t)B * T; i++) {

@@ -156,7 +156,7 @@ struct TokenChoiceFfn {
     static constexpr int kind = TOKEN_CHOICE;
     static int capacity(const Config& c, int N, bool decoding) {
         if (decoding) return N;
-        return (int)std::min<double>(N, std::ceil((double)c.capacity * c.topk * N / c.E));
+        return (int)std::min<double>(N, std::ceil((double)c.capacity_factor * c.topk * N / c.E));
     }
     template <typename real, typename Fn>
     static void params(LayerWeights<real>& w, const Config& c, const std::string& p, Fn fn) {

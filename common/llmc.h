@@ -57,7 +57,7 @@ inline Config llmc_config(int V, int maxT, int L, int NH, int C) {
     c.E = c.G = c.f = 0;
     c.tau = 1;
     c.topk = 1;
-    c.capacity = 1.25f;
+    c.capacity_factor = 1.25f;
     c.router = ROUTER_SOFTMAX;
     c.router_tau = 1;
     c.activation = 0;

@@ -140,7 +140,7 @@ inline std::vector<std::pair<std::string, std::string>> model_metadata(const Con
             {"expert_width", i(c.f)},
             {"temperature", float_text(c.tau)},
             {"top_k", i(c.topk)},
-            {"capacity_factor", float_text(c.capacity)},
+            {"capacity_factor", float_text(c.capacity_factor)},
             {"router", router_name(c.router)},
             {"router_temperature", float_text(c.router_tau)},
             {"activation", "gelu_tanh"},
@@ -235,7 +235,7 @@ inline void safetensors_model_load(const std::string& path, Config* c, std::vect
     k.f = integer("expert_width", BOUND_EXPERT_WIDTH.lo, BOUND_EXPERT_WIDTH.hi);
     k.tau = real("temperature", 1e-6f);
     k.topk = integer("top_k", 1, 1 << 16);
-    k.capacity = real("capacity_factor", 1e-6f);
+    k.capacity_factor = real("capacity_factor", 1e-6f);
     std::string router = get("router");
     if (router == "softmax") k.router = ROUTER_SOFTMAX;
     else if (router == "threshold") k.router = ROUTER_THRESHOLD;

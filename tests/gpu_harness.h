@@ -78,7 +78,7 @@ struct ModelCase {
 inline Config token_choice_config() {
     Config c = small_config({DENSE, TOKEN_CHOICE});
     c.topk = 2;
-    c.capacity = 0.75f;
+    c.capacity_factor = 0.75f;
     c.f = c.dff / c.topk;
     return c;
 }

@@ -25,7 +25,7 @@ inline Config make_config(int V, int maxT, int NH, int C, int dff, int E, int G,
     c.f = f;
     c.tau = tau;
     c.topk = topk;
-    c.capacity = capacity;
+    c.capacity_factor = capacity;
     c.activation = 0;
     c.kinds = kinds;
     return c;

@@ -53,7 +53,7 @@ static void check_same_config(const Config& a, const Config& b) {
     CHECK(a.f == b.f);
     CHECK(a.tau == b.tau);
     CHECK(a.topk == b.topk);
-    CHECK(a.capacity == b.capacity);
+    CHECK(a.capacity_factor == b.capacity_factor);
     CHECK(a.router == b.router);
     CHECK(a.router_tau == b.router_tau);
     CHECK(a.activation == b.activation);

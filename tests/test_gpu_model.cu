@@ -370,7 +370,7 @@ GPU_TEST("gpu device queries and tf32 switch") {
 GPU_TEST("gpu model: the threshold routers' rate controller (--router-balance) counts and moves bc as specified") {
     Config c = small_config({DENSE, TOKEN_CHOICE});
     c.topk = c.E;
-    c.capacity = 100.0f;  // nothing dropped
+    c.capacity_factor = 100.0f;  // nothing dropped
     c.router = ROUTER_THRESHOLD;
     c.router_tau = 0.5f;
     const int B = 4, T = 16, N = B * T, E = c.E;

@@ -426,7 +426,7 @@ TEST_CASE("checkpoints with kinds 0, 1 and 2 round-trip bit-exactly; bad headers
     checkpoint_load(path, &back, &params);
     CHECK(back.kinds == c.kinds);
     CHECK(back.topk == 2);
-    CHECK(back.capacity == 0.8f);
+    CHECK(back.capacity_factor == 0.8f);
     CHECK(params == m.params_memory);
     checkpoint_save("build/tc_kinds2.ckpt", back, params.data());
     CHECK(read_file("build/tc_kinds2.ckpt") == read_file(path));

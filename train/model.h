@@ -103,7 +103,7 @@ inline void check_host_memory(const Config& c, int B, int T, bool on_gpu) {
         double buffers = 2.0 * count_kind(c, TOKEN_CHOICE) * c.E * (double)cap * (2.0 * c.C + 2.0 * c.f) * sizeof(float);
         parts += strf(", of which %.2f GiB are the token-choice layers' expert buffers, %d experts x %d rows (set by "
                       "--experts, --capacity-factor %g and --topk %d)",
-                      buffers / GiB, c.E, cap, c.capacity, c.topk);
+                      buffers / GiB, c.E, cap, c.capacity_factor, c.topk);
     }
     fail(strf("out of memory: the model needs %.2f GiB (%s), and %.2f GiB are available", (params + acts) / GiB,
               parts.c_str(), avail / GiB));

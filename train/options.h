@@ -283,7 +283,7 @@ inline Config config_from_options(const Options& o, int vocab) {
     c.G = o.group;
     c.tau = o.temperature;
     c.topk = o.topk;
-    c.capacity = o.capacity_factor;
+    c.capacity_factor = o.capacity_factor;
     c.router = router_kind(o.router.empty() ? "softmax" : o.router);
     c.router_tau = o.router_temperature > 0 ? o.router_temperature : 1.0f;
     c.kinds = layer_kinds(o);
@@ -375,7 +375,7 @@ inline void check_options_apply(const Options& o, const std::vector<int>& kinds,
 // an option given on the command line that asks for another shape is
 // ignored, and said to be.
 inline void note_ignored_model_options(const Options& o, const Config& c) {
-    bool any_mot = mixes_batch(c), any_tc = has_kind(c, TOKEN_CHOICE), sparse = any_mot || any_tc;
+    bool any_mot = has_kind(c, MOT), any_tc = has_kind(c, TOKEN_CHOICE), sparse = any_mot || any_tc;
     int dff = o.d_ff > 0 ? o.d_ff : 4 * o.d_model;
     struct { const char* name; bool differs; } opts[] = {
         {"--layers", o.layers != c.L}, {"--heads", o.heads != c.NH}, {"--d-model", o.d_model != c.C},
@@ -385,7 +385,7 @@ inline void note_ignored_model_options(const Options& o, const Config& c) {
         {"--experts", sparse && o.experts != c.E}, {"--group", any_mot && o.group != c.G},
         {"--expert-size", sparse && o.expert_size > 0 && o.expert_size != c.f},
         {"--temperature", any_mot && o.temperature != c.tau},
-        {"--topk", any_tc && o.topk != c.topk}, {"--capacity-factor", any_tc && o.capacity_factor != c.capacity},
+        {"--topk", any_tc && o.topk != c.topk}, {"--capacity-factor", any_tc && o.capacity_factor != c.capacity_factor},
         {"--router", any_tc && !o.router.empty() && router_kind(o.router) != c.router},
         {"--router-temperature", any_tc && o.router_temperature > 0 && o.router_temperature != c.router_tau}};
     for (const auto& opt : opts)

@@ -80,7 +80,7 @@ struct SampleSettings {
 inline void print_samples(Model* model, const Tokenizer* tok, const std::vector<int>& prompt, const SampleSettings& how,
                           Rng* rng, const volatile std::sig_atomic_t* stop = nullptr) {
     const Config& c = model->cfg;
-    bool any_mot = mixes_batch(c);
+    bool any_mot = has_kind(c, MOT);
     int n_seq = std::max(any_mot ? c.G : 1, how.count);
     if (any_mot) n_seq = (n_seq + c.G - 1) / c.G * c.G;  // whole groups: MoT mixes them
     std::vector<std::vector<int>> rows =

@@ -173,7 +173,7 @@ inline void check_ranks_setup(const TrainRun* r) {
                 {"the model's d_ff", num(c.dff)}, {"the model's layer kinds", kinds}, {"the model's experts", num(c.E)},
                 {"the model's group", num(c.G)}, {"the model's expert size", num(c.f)},
                 {"the model's temperature", num(c.tau)}, {"the model's top-k", num(c.topk)},
-                {"the model's capacity factor", num(c.capacity)}, {"the model's router", num(c.router)},
+                {"the model's capacity factor", num(c.capacity_factor)}, {"the model's router", num(c.router)},
                 {"the model's router temperature", num(c.router_tau)},
                 {"the starting weights", weights}, {"the starting step", num((double)r->state.step)},
                 {"the training data (shard names and sizes)", strf("fingerprint %016llx", (unsigned long long)r->data_id)},
@@ -296,7 +296,7 @@ inline void setup_data(TrainRun* r) {
 // measure the switch (transition_report).
 inline void transition_kinds(TrainRun* r) {
     const Options& o = r->o;
-    if (!mixes_batch(r->c)) fail(strf("--transition %s: %s has no MoT layer", o.transition.c_str(), o.load.c_str()));
+    if (!has_kind(r->c, MOT)) fail(strf("--transition %s: %s has no MoT layer", o.transition.c_str(), o.load.c_str()));
     if (has_kind(r->c, TOKEN_CHOICE))
         fail(strf("--transition %s: %s already has token-choice layers, whose k, capacity and router would change; "
                   "give a model whose sparse layers are all MoT",
@@ -319,7 +319,7 @@ inline void transition_kinds(TrainRun* r) {
     r->params = transition_params(r->before_transition, r->c, r->mot_params);
     std::printf("transition: the MoT layers become token-choice layers (router %s, k %d, capacity factor %g%s), "
                 "the same tensors\n",
-                router_name(r->c.router), r->c.topk, r->c.capacity,
+                router_name(r->c.router), r->c.topk, r->c.capacity_factor,
                 r->c.router == ROUTER_THRESHOLD ? strf(", gate temperature %g", r->c.router_tau).c_str() : "");
     if (o.router_balance > 0)
         std::printf("transition: each expert's bias is held at its calibrated firing rate 1/%d by a controller "
@@ -410,7 +410,7 @@ inline void setup_model(TrainRun* r) {
                   "tokenizer the model was trained with",
                   r->tok_path.c_str(), r->tok.vocab_size, c.V));
     if (r->T > c.maxT) fail(strf("--seq %d is above the model's maximum sequence length %d", r->T, c.maxT));
-    if (mixes_batch(c) && r->B % c.G != 0)
+    if (batch_in_groups(c) && r->B % c.G != 0)
         fail(strf("--batch %d is not divisible by --group %d: MoT mixes tokens in groups of G batch rows", r->B, c.G));
     // memory for the CPU model before reading any data (model_build checks the GPU's)
     if (o.device == "cpu" || !gpu_compiled()) check_host_memory(c, r->B, r->T, false);
@@ -559,9 +559,9 @@ inline void setup_device(TrainRun* r) {
     if (n_tc)
         kinds += c.router == ROUTER_SOFTMAX
                      ? strf("%d token-choice layers (E %d, top-%d, f %d, capacity factor %g), ", n_tc, c.E, c.topk, c.f,
-                            c.capacity)
+                            c.capacity_factor)
                      : strf("%d token-choice layers (E %d, %s router, at most %d per token, f %d, capacity factor %g), ",
-                            n_tc, c.E, router_name(c.router), c.topk, c.f, c.capacity);
+                            n_tc, c.E, router_name(c.router), c.topk, c.f, c.capacity_factor);
     std::printf("model: L %d, C %d, NH %d, V %d, %s%d dense (d_ff %d), %.2fM parameters\n", c.L, c.C, c.NH, c.V,
                 kinds.c_str(), c.L - n_mot - n_tc, c.dff, num_params(c) / 1e6);
     const Dist& d = dist();
@@ -735,7 +735,7 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
                              {"mot_layers", (double)count_kind(c, MOT)},
                              {"token_choice_layers", (double)count_kind(c, TOKEN_CHOICE)},
                              {"experts", (double)c.E}, {"group", (double)c.G}, {"expert_size", (double)c.f},
-                             {"temperature", c.tau}, {"topk", (double)c.topk}, {"capacity_factor", c.capacity},
+                             {"temperature", c.tau}, {"topk", (double)c.topk}, {"capacity_factor", c.capacity_factor},
                              {"router", (double)c.router}, {"router_temperature", c.router_tau},
                              {"router_balance", o.router_balance},
                              {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)}});

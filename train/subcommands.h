@@ -70,7 +70,7 @@ inline int sample_main(const SampleOptions& s) {
     if ((int)prompt.size() + s.length > c.maxT)
         std::printf("note: the model's context is %d tokens; past it, each sample continues from its last %d tokens\n",
                     c.maxT, std::max(1, c.maxT / 2));
-    if (s.mot_discrete && !mixes_batch(c)) fail(strf("--mot-discrete: %s has no MoT layer", s.load.c_str()));
+    if (s.mot_discrete && !has_kind(c, MOT)) fail(strf("--mot-discrete: %s has no MoT layer", s.load.c_str()));
     Model model;
     model_build(&model, c, "cpu", 0, 0, params.data());
     model_set_mot_discrete(&model, s.mot_discrete);
@@ -133,11 +133,11 @@ inline int eval_main(const EvalOptions& e) {
                       "trains nothing), as does ./prepare --out %s; or give --data",
                       pattern.c_str(), DEFAULT_DATA_DIR));
     }
-    if (e.mot_discrete && !mixes_batch(c)) fail(strf("--mot-discrete: %s has no MoT layer", e.load.c_str()));
-    if (e.decode && mixes_batch(c))
+    if (e.mot_discrete && !has_kind(c, MOT)) fail(strf("--mot-discrete: %s has no MoT layer", e.load.c_str()));
+    if (e.decode && has_kind(c, MOT))
         fail(strf("--decode: %s has MoT layers, which mix %d sequences at once: a sequence cannot be decoded alone",
                   e.load.c_str(), c.G));
-    if (mixes_batch(c) && e.B % c.G != 0)
+    if (batch_in_groups(c) && e.B % c.G != 0)
         fail(strf("--batch %d is not divisible by the model's group size %d: MoT mixes tokens in groups of G batch "
                   "rows",
                   e.B, c.G));

@@ -35,7 +35,7 @@ inline Config transition_config(const Config& mot, int router, float router_tau,
     c.router = router;
     c.router_tau = router_tau > 0 ? router_tau : mot.tau;
     c.topk = topk;
-    c.capacity = capacity;
+    c.capacity_factor = capacity;
     return c;
 }
 
