@@ -14,7 +14,8 @@
 
 #include "error.h"
 
-// The kind of a block's feed-forward layer; common/layout.h describes each.
+// The kind of a block's feed-forward layer, as checkpoints store it;
+// common/layout.h describes each (its names, checks, tensors, FLOPs).
 enum LayerKind { DENSE = 0, MOT = 1, TOKEN_CHOICE = 2 };
 // How a TOKEN_CHOICE layer routes (cpu/token_choice.h): ROUTER_SOFTMAX, a
 // softmax over the experts, the k most probable, gate p; ROUTER_THRESHOLD,
@@ -71,9 +72,16 @@ inline bool has_kind(const Config& c, int kind) { return count_kind(c, kind) > 0
 // is MOT, which mixes tokens across the rows of a batch.
 inline bool batch_in_groups(const Config& c) { return has_kind(c, MOT); }
 
-// Checks that a config describes a model we can build; names the bad field.
-inline void config_validate(const Config& c) {
-    auto need = [](bool ok, const std::string& what) { if (!ok) fail(what); };
+// Stops with `what` unless ok: the form of every check of a config, here
+// and in each kind's validate() (common/layout.h).
+inline void config_need(bool ok, const std::string& what) {
+    if (!ok) fail(what);
+}
+
+// The checks of a config that concern no feed-forward kind; config_validate
+// (common/layout.h) makes these, then each kind's own. Names the bad field.
+inline void config_validate_shape(const Config& c) {
+    auto need = config_need;
     need(c.V > 0, strf("the vocabulary size must be positive (got %d)", c.V));
     need(c.Vp >= c.V, strf("the padded vocabulary %d is smaller than the vocabulary %d", c.Vp, c.V));
     need(c.maxT > 0, strf("the maximum sequence length must be positive (got %d)", c.maxT));
@@ -81,26 +89,6 @@ inline void config_validate(const Config& c) {
     need(c.C > 0, strf("the model width must be positive (got %d)", c.C));
     need(c.NH > 0 && c.C % c.NH == 0, strf("the model width %d is not divisible by the %d heads", c.C, c.NH));
     need((int)c.kinds.size() == c.L, strf("%zu layer kinds for %d layers", c.kinds.size(), c.L));
-    for (int k : c.kinds) need(k == DENSE || k == MOT || k == TOKEN_CHOICE, strf("unsupported layer kind %d", k));
-    if (has_kind(c, DENSE)) need(c.dff > 0, strf("the dense FFN width must be positive (got %d)", c.dff));
-    if (has_kind(c, MOT) || has_kind(c, TOKEN_CHOICE)) {
-        need(c.E > 0, strf("the number of experts must be positive (got %d)", c.E));
-        need(c.f > 0, strf("the expert width must be positive (got %d)", c.f));
-    }
-    if (has_kind(c, MOT)) {
-        need(c.G > 0, strf("the group size must be positive (got %d)", c.G));
-        need(std::isfinite(c.tau) && c.tau > 0, strf("the MoT temperature must be positive (got %g)", c.tau));
-    }
-    if (has_kind(c, TOKEN_CHOICE)) {
-        need(c.topk >= 1 && c.topk <= c.E,
-             strf("each token chooses %d experts, which must be in 1..%d (the number of experts)", c.topk, c.E));
-        need(std::isfinite(c.capacity_factor) && c.capacity_factor > 0,
-             strf("the capacity factor must be a positive number (got %g)", c.capacity_factor));
-        need(c.router == ROUTER_SOFTMAX || c.router == ROUTER_THRESHOLD || c.router == ROUTER_THRESHOLD_ONE,
-             strf("unsupported router kind %d", c.router));
-        need(std::isfinite(c.router_tau) && c.router_tau > 0,
-             strf("the router temperature must be positive (got %g)", c.router_tau));
-    }
 }
 
 // The checks every batch must pass before it touches memory: its shape

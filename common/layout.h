@@ -5,15 +5,19 @@
 // initialisation and the tests all go through them.
 //
 // A feed-forward kind (DENSE, MOT, TOKEN_CHOICE) is declared once, in the table below: its
-// parameters with their shapes and initialisation, its activations and
-// scratch, and its FLOPs. Its arithmetic is one file per path (cpu/<kind>.h,
-// gpu/<kind>.cuh), found by the kind's tag type (README, "Adding a kind").
+// names (the --ffn option's, the safetensors metadata's), the checks of its
+// configuration, its parameters with their shapes and initialisation and
+// their safetensors names, its activations and scratch, its FLOPs and its
+// line in the run's summary. Its arithmetic is one file per path
+// (cpu/<kind>.h, gpu/<kind>.cuh, listed in cpu/ffn_kinds.h and
+// gpu/ffn_kinds.cuh), found by the kind's tag type (README, "Adding a kind").
 //
 // Shapes: B batch, T positions, C d_model, NH heads, Vp padded vocabulary,
 // S = B/G groups per position, E experts, f expert width.
 #pragma once
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -94,13 +98,40 @@ struct Acts {
 enum GradUse { GRAD_ADDS, GRAD_OVERWRITES };
 
 // ---------------------------------------------------------------- FFN kinds
-// One struct per kind. params() visits its tensors in checkpoint order with
-// fn(name, slot, numel, ndim, init); acts() visits its activations with
-// fn(slot, numel, grad_use); flops() counts its forward FLOPs per token.
+// One struct per kind, each a FfnKind:
+//   kind           its LayerKind, the int a checkpoint stores
+//   option         its name as --ffn spells it
+//   stored         its name in a safetensors file's "kinds" metadata
+//   validate(c)    the checks of the fields it reads (config_need), made
+//                  when some layer is of the kind
+//   params(w, c, prefix, fn)  its tensors in checkpoint order:
+//                  fn(name, slot, numel, ndim, init)
+//   exports(w, c, fn)  their safetensors names and shapes, after "h.N.":
+//                  fn(slot, name, shape)
+//   acts(a, c, B, T, fn, decoding)  its activations: fn(slot, numel, grad_use)
+//   flops(c)       its forward FLOPs per token
+//   summary(c, n)  its part of the run's "model:" line, for its n layers
+// FfnKind's defaults are a kind with none of these: no checks, no tensors,
+// no FLOPs.
+struct FfnKind {
+    static void validate(const Config&) {}
+    template <typename real, typename Fn>
+    static void params(LayerWeights<real>&, const Config&, const std::string&, Fn) {}
+    template <typename real, typename Fn>
+    static void exports(LayerWeights<real>&, const Config&, Fn) {}
+    template <typename real, typename Fn>
+    static void acts(LayerActs<real>&, const Config&, int, int, Fn, bool) {}
+    static double flops(const Config&) { return 0; }
+};
 
 // DENSE: out = gelu(x fcw^T + fcb) fcprojw^T + fcprojb
-struct DenseFfn {
+struct DenseFfn : FfnKind {
     static constexpr int kind = DENSE;
+    static constexpr const char* option = "dense";
+    static constexpr const char* stored = "dense";
+    static void validate(const Config& c) {
+        config_need(c.dff > 0, strf("the dense FFN width must be positive (got %d)", c.dff));
+    }
     template <typename real, typename Fn>
     static void params(LayerWeights<real>& w, const Config& c, const std::string& p, Fn fn) {
         size_t C = c.C, dff = c.dff;
@@ -110,24 +141,54 @@ struct DenseFfn {
         fn(p + "fcprojb", w.fcprojb, C, 1, INIT_ZERO);
     }
     template <typename real, typename Fn>
+    static void exports(LayerWeights<real>& w, const Config& c, Fn fn) {
+        const int64_t C = c.C, dff = c.dff;
+        fn(w.fcw, "mlp.c_fc.weight", std::vector<int64_t>{dff, C});
+        fn(w.fcb, "mlp.c_fc.bias", std::vector<int64_t>{dff});
+        fn(w.fcprojw, "mlp.c_proj.weight", std::vector<int64_t>{C, dff});
+        fn(w.fcprojb, "mlp.c_proj.bias", std::vector<int64_t>{C});
+    }
+    template <typename real, typename Fn>
     static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn, bool) {
         size_t BT = (size_t)B * T;
         fn(a.fch, BT * c.dff, GRAD_ADDS);
         fn(a.fch_gelu, BT * c.dff, GRAD_ADDS);
     }
     static double flops(const Config& c) { return 2.0 * 2 * c.C * c.dff; }  // two products of C x dff
+    // the last part of the line, there even with no dense layer
+    static std::string summary(const Config& c, int n) { return strf("%d dense (d_ff %d)", n, c.dff); }
 };
+
+// The checks of the fields MOT and TOKEN_CHOICE share.
+inline void experts_validate(const Config& c) {
+    config_need(c.E > 0, strf("the number of experts must be positive (got %d)", c.E));
+    config_need(c.f > 0, strf("the expert width must be positive (got %d)", c.f));
+}
 
 // MOT (cpu/mot.h has the math): controller wc, experts w1, w2; the mixed
 // tokens and expert activations are per group, S*T groups of G rows.
-struct MotFfn {
+struct MotFfn : FfnKind {
     static constexpr int kind = MOT;
+    static constexpr const char* option = "mot";
+    static constexpr const char* stored = "mot";
+    static void validate(const Config& c) {
+        experts_validate(c);
+        config_need(c.G > 0, strf("the group size must be positive (got %d)", c.G));
+        config_need(std::isfinite(c.tau) && c.tau > 0, strf("the MoT temperature must be positive (got %g)", c.tau));
+    }
     template <typename real, typename Fn>
     static void params(LayerWeights<real>& w, const Config& c, const std::string& p, Fn fn) {
         size_t C = c.C, E = c.E, f = c.f;
         fn(p + "wc", w.wc, E * C, 2, INIT_NORMAL);
         fn(p + "w1", w.w1, E * f * C, 3, INIT_NORMAL);
         fn(p + "w2", w.w2, E * C * f, 3, INIT_RESIDUAL);
+    }
+    template <typename real, typename Fn>
+    static void exports(LayerWeights<real>& w, const Config& c, Fn fn) {
+        const int64_t C = c.C, E = c.E, f = c.f;
+        fn(w.wc, "mot.controller.weight", std::vector<int64_t>{E, C});
+        fn(w.w1, "mot.w1", std::vector<int64_t>{E, f, C});
+        fn(w.w2, "mot.w2", std::vector<int64_t>{E, C, f});
     }
     template <typename real, typename Fn>
     static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn, bool) {
@@ -143,6 +204,9 @@ struct MotFfn {
     // group, whose E mixed tokens it feeds and reads), experts 2*2*C*f*E/G
     // (each group runs E experts once for its G tokens)
     static double flops(const Config& c) { return 3 * 2.0 * c.C * c.E + 2.0 * 2 * c.C * c.f * (double)c.E / c.G; }
+    static std::string summary(const Config& c, int n) {
+        return strf("%d MoT layers (E %d, G %d, f %d, tau %g)", n, c.E, c.G, c.f, c.tau);
+    }
 };
 
 // TOKEN_CHOICE (cpu/token_choice.h has the math): a Switch-style sparse
@@ -152,8 +216,22 @@ struct MotFfn {
 // chooses an expert at most once, so no expert ever takes more than N: a
 // larger cap (cf above E/k) would only size buffers that stay empty (at cf
 // 1e6, millions of rows per expert).
-struct TokenChoiceFfn {
+struct TokenChoiceFfn : FfnKind {
     static constexpr int kind = TOKEN_CHOICE;
+    static constexpr const char* option = "token-choice";
+    static constexpr const char* stored = "token_choice";
+    static void validate(const Config& c) {
+        auto need = config_need;
+        experts_validate(c);
+        need(c.topk >= 1 && c.topk <= c.E,
+             strf("each token chooses %d experts, which must be in 1..%d (the number of experts)", c.topk, c.E));
+        need(std::isfinite(c.capacity_factor) && c.capacity_factor > 0,
+             strf("the capacity factor must be a positive number (got %g)", c.capacity_factor));
+        need(c.router == ROUTER_SOFTMAX || c.router == ROUTER_THRESHOLD || c.router == ROUTER_THRESHOLD_ONE,
+             strf("unsupported router kind %d", c.router));
+        need(std::isfinite(c.router_tau) && c.router_tau > 0,
+             strf("the router temperature must be positive (got %g)", c.router_tau));
+    }
     static int capacity(const Config& c, int N, bool decoding) {
         if (decoding) return N;
         return (int)std::min<double>(N, std::ceil((double)c.capacity_factor * c.topk * N / c.E));
@@ -162,6 +240,14 @@ struct TokenChoiceFfn {
     static void params(LayerWeights<real>& w, const Config& c, const std::string& p, Fn fn) {
         MotFfn::params(w, c, p, fn);  // the same tensors: transition tuning keeps them
         if (c.router != ROUTER_SOFTMAX) fn(p + "bc", w.bc, (size_t)c.E, 1, INIT_ZERO);
+    }
+    template <typename real, typename Fn>
+    static void exports(LayerWeights<real>& w, const Config& c, Fn fn) {
+        const int64_t C = c.C, E = c.E, f = c.f;
+        fn(w.wc, "moe.router.weight", std::vector<int64_t>{E, C});
+        fn(w.bc, "moe.router.bias", std::vector<int64_t>{E});  // threshold routers only
+        fn(w.w1, "moe.w1", std::vector<int64_t>{E, f, C});
+        fn(w.w2, "moe.w2", std::vector<int64_t>{E, C, f});
     }
     template <typename real, typename Fn>
     static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn, bool decoding) {
@@ -181,6 +267,13 @@ struct TokenChoiceFfn {
     }
     // router 2CE, and k experts of width f per token (dropped choices counted)
     static double flops(const Config& c) { return 2.0 * c.C * c.E + c.topk * 2.0 * 2 * c.C * c.f; }
+    static std::string summary(const Config& c, int n) {
+        if (c.router == ROUTER_SOFTMAX)
+            return strf("%d token-choice layers (E %d, top-%d, f %d, capacity factor %g)", n, c.E, c.topk, c.f,
+                        c.capacity_factor);
+        return strf("%d token-choice layers (E %d, %s router, at most %d per token, f %d, capacity factor %g)", n, c.E,
+                    router_name(c.router), c.topk, c.f, c.capacity_factor);
+    }
 };
 
 // What a TOKEN_CHOICE layer's routing needs besides its tensors.
@@ -190,16 +283,68 @@ struct TcRouter {
 };
 inline TcRouter tc_router(const Config& c) { return {c.router, c.router_tau}; }
 
-// Calls fn with the tag of a layer kind: fn(DenseFfn{}), fn(MotFfn{}) or
-// fn(TokenChoiceFfn{}). The table of kinds is this switch and the structs above.
+// The table of kinds: calls fn with every kind's tag, in the order of their
+// LayerKind ints. Every list of kinds (the --ffn choices, the checks, the
+// metadata names) follows this order.
+template <typename Fn>
+void for_each_ffn_kind(Fn fn) {
+    fn(DenseFfn{});
+    fn(MotFfn{});
+    fn(TokenChoiceFfn{});
+}
+
+// Calls fn with the tag of a layer kind, e.g. fn(MotFfn{}) for MOT; stops
+// with an error naming the int when no kind has it.
 template <typename Fn>
 void with_ffn_kind(int kind, Fn fn) {
-    switch (kind) {
-        case DENSE: fn(DenseFfn{}); return;
-        case MOT: fn(MotFfn{}); return;
-        case TOKEN_CHOICE: fn(TokenChoiceFfn{}); return;
-    }
-    fail(strf("unsupported layer kind %d", kind));
+    bool found = false;
+    for_each_ffn_kind([&](auto k) {
+        if (k.kind == kind && !found) found = true, fn(k);
+    });
+    if (!found) fail(strf("unsupported layer kind %d", kind));
+}
+
+inline bool is_ffn_kind(int kind) {
+    bool found = false;
+    for_each_ffn_kind([&](auto k) { found = found || k.kind == kind; });
+    return found;
+}
+
+// The kind whose name (as `stored` spells it when stored, else as `option`)
+// is `name`; -1 when none is.
+inline int ffn_kind_named(const std::string& name, bool stored) {
+    int kind = -1;
+    for_each_ffn_kind([&](auto k) {
+        if (kind < 0 && name == (stored ? k.stored : k.option)) kind = k.kind;
+    });
+    return kind;
+}
+
+// The kinds' names (as stored, or as --ffn spells them), in table order,
+// except `except`'s (-1: none).
+inline std::vector<std::string> ffn_kind_names(bool stored, int except = -1) {
+    std::vector<std::string> names;
+    for_each_ffn_kind([&](auto k) {
+        if (k.kind != except) names.push_back(stored ? k.stored : k.option);
+    });
+    return names;
+}
+
+// "a, b or c" (last = " or "), "a, b, c" (last = ", "): names in a sentence.
+inline std::string name_list(const std::vector<std::string>& names, const char* last = " or ") {
+    std::string s;
+    for (size_t i = 0; i < names.size(); i++) s += (i == 0 ? "" : i + 1 == names.size() ? last : ", ") + names[i];
+    return s;
+}
+
+// Checks that a config describes a model we can build; names the bad field.
+// The checks of each kind some layer has, in table order.
+inline void config_validate(const Config& c) {
+    config_validate_shape(c);
+    for (int k : c.kinds) config_need(is_ffn_kind(k), strf("unsupported layer kind %d", k));
+    for_each_ffn_kind([&](auto k) {
+        if (has_kind(c, k.kind)) k.validate(c);
+    });
 }
 
 // How a forward pass runs a block's feed-forward layer besides training.

@@ -17,6 +17,7 @@
 //   h.N.attn.c_proj.weight        (C, C)       attprojw
 //   h.N.attn.c_proj.bias          (C)          attprojb
 //   h.N.ln_2.weight / .bias       (C)          ln2w / ln2b
+//   the feed-forward layer's tensors, named by its kind (layout.h, exports()):
 //   h.N.mlp.c_fc.weight           (dff, C)     DENSE fcw
 //   h.N.mlp.c_fc.bias             (dff)        DENSE fcb
 //   h.N.mlp.c_proj.weight         (C, dff)     DENSE fcprojw
@@ -64,10 +65,11 @@ struct ExportTensor {
 
 // The tensors of a model in the engine's order (visit_params), each named by
 // which Weights slot visit_params hands over: the order and sizes come from
-// layout.h alone, the names and shapes from the table above.
+// layout.h alone, the names and shapes from the table above (a feed-forward
+// layer's from its kind's exports(), common/layout.h).
 inline std::vector<ExportTensor> export_tensors(const Config& c) {
     using S = std::vector<int64_t>;
-    const int64_t C = c.C, E = c.E, f = c.f, dff = c.dff;
+    const int64_t C = c.C;
     Weights<float> w;
     std::vector<ExportTensor> out;
     size_t offset = 0;
@@ -81,7 +83,6 @@ inline std::vector<ExportTensor> export_tensors(const Config& c) {
         for (int l = 0; l < c.L && name.empty(); l++) {
             LayerWeights<float>& lw = w.layer[l];
             const std::string h = "h." + std::to_string(l) + ".";
-            const std::string sparse = c.kinds[l] == MOT ? "mot." : "moe.";
             const struct { float** slot; std::string name; S shape; } table[] = {
                 {&lw.ln1w, "ln_1.weight", {C}},
                 {&lw.ln1b, "ln_1.bias", {C}},
@@ -91,17 +92,15 @@ inline std::vector<ExportTensor> export_tensors(const Config& c) {
                 {&lw.attprojb, "attn.c_proj.bias", {C}},
                 {&lw.ln2w, "ln_2.weight", {C}},
                 {&lw.ln2b, "ln_2.bias", {C}},
-                {&lw.fcw, "mlp.c_fc.weight", {dff, C}},
-                {&lw.fcb, "mlp.c_fc.bias", {dff}},
-                {&lw.fcprojw, "mlp.c_proj.weight", {C, dff}},
-                {&lw.fcprojb, "mlp.c_proj.bias", {C}},
-                {&lw.wc, sparse + (c.kinds[l] == MOT ? "controller.weight" : "router.weight"), {E, C}},
-                {&lw.bc, "moe.router.bias", {E}},
-                {&lw.w1, sparse + "w1", {E, f, C}},
-                {&lw.w2, sparse + "w2", {E, C, f}},
             };
             for (const auto& t : table)
                 if (&slot == t.slot) name = h + t.name, shape = t.shape;
+            // the feed-forward layer's tensors: its kind names them (common/layout.h, exports)
+            with_ffn_kind(c.kinds[l], [&](auto kind) {
+                kind.exports(lw, c, [&](float*& kslot, const char* kname, const S& kshape) {
+                    if (&slot == &kslot) name = h + kname, shape = kshape;
+                });
+            });
         }
         // a tensor added to layout.h without a row above, or a row whose shape disagrees, stops here
         if (name.empty() || st_numel(shape) != n)
@@ -113,7 +112,12 @@ inline std::vector<ExportTensor> export_tensors(const Config& c) {
     return out;
 }
 
-inline std::string kind_name(int kind) { return kind == MOT ? "mot" : kind == TOKEN_CHOICE ? "token_choice" : "dense"; }
+// A kind's name in the "kinds" metadata (common/layout.h, stored).
+inline std::string kind_name(int kind) {
+    std::string name;
+    with_ffn_kind(kind, [&](auto k) { name = k.stored; });
+    return name;
+}
 
 // "%.9g": nine significant digits read back as the same float32.
 inline std::string float_text(float x) { return strf("%.9g", (double)x); }
@@ -251,11 +255,11 @@ inline void safetensors_model_load(const std::string& path, Config* c, std::vect
     std::string kinds = get("kinds") + ",";
     for (size_t pos = 0, comma; (comma = kinds.find(',', pos)) != std::string::npos; pos = comma + 1) {
         std::string kind = kinds.substr(pos, comma - pos);
-        if (kind == "dense") k.kinds.push_back(DENSE);
-        else if (kind == "mot") k.kinds.push_back(MOT);
-        else if (kind == "token_choice") k.kinds.push_back(TOKEN_CHOICE);
-        else fail(strf("%s: metadata kinds \"%s\": \"%s\" is not dense, mot or token_choice", name,
-                       get("kinds").c_str(), kind.c_str()));
+        const int layer_kind = ffn_kind_named(kind, true);
+        if (layer_kind < 0)
+            fail(strf("%s: metadata kinds \"%s\": \"%s\" is not %s", name, get("kinds").c_str(), kind.c_str(),
+                      name_list(ffn_kind_names(true)).c_str()));
+        k.kinds.push_back(layer_kind);
     }
     if ((int)k.kinds.size() != k.L)
         fail(strf("%s: metadata kinds \"%s\" names %zu layers, n_layer is %d", name, get("kinds").c_str(),

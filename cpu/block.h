@@ -6,16 +6,14 @@
 //
 // The feed-forward layer is found by its kind's tag: ffn_kind_forward(DenseFfn,
 // ...) lives in ffn.h, (MotFfn, ...) in mot.h, (TokenChoiceFfn, ...) in
-// token_choice.h. The layers with a fast form come from the kernel set
-// Kernels (kernels.h).
+// token_choice.h, all listed in ffn_kinds.h. The layers with a fast form come
+// from the kernel set Kernels (kernels.h).
 #pragma once
 #include "../common/layout.h"
 #include "attention.h"
-#include "ffn.h"
+#include "ffn_kinds.h"
 #include "kernels.h"
-#include "mot.h"
 #include "residual.h"
-#include "token_choice.h"
 
 // While decoding, a block's attention reads the keys and values of earlier
 // positions from its cache instead of recomputing them.

@@ -5,18 +5,16 @@
 //
 // The feed-forward layer is found by its kind's tag: ffn_kind_forward(DenseFfn,
 // ...) lives in ffn.cuh, (MotFfn, ...) in mot.cuh, (TokenChoiceFfn, ...) in
-// token_choice.cuh. (The GPU
-// path trains; generation runs on the CPU copy of the weights, so there is
-// no decoding cache here.)
+// token_choice.cuh, all listed in ffn_kinds.cuh. (The GPU path trains;
+// generation runs on the CPU copy of the weights, so there is no decoding
+// cache here.)
 #pragma once
 #include "../common/layout.h"
 #include "attention.cuh"
-#include "ffn.cuh"
+#include "ffn_kinds.cuh"
 #include "layernorm.cuh"
 #include "matmul.cuh"
-#include "mot.cuh"
 #include "residual.cuh"
-#include "token_choice.cuh"
 
 namespace gpu {
 

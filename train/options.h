@@ -15,6 +15,7 @@
 
 #include "common/config.h"
 #include "common/error.h"
+#include "common/layout.h"
 
 // The default data set, prepared from tinyshakespeare on first use.
 inline const char* const DEFAULT_DATA_DIR = "data/cache/tinyshakespeare";
@@ -159,8 +160,8 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--heads", o->heads, "attention heads (NH)")->check(CLI::Range(1, 1 << 16));
     app.add_option("--d-model", o->d_model, "model width (C)")->check(CLI::Range(1, 1 << 16));
     app.add_option("--d-ff", o->d_ff, "dense FFN width (0: 4 * d-model)")->check(CLI::Range(0, 1 << 20));
-    app.add_option("--ffn", o->ffn, "feed-forward kind: dense, mot or token-choice")->check(CLI::IsMember({"dense", "mot", "token-choice"}));
-    app.add_option("--mot-layers", o->mot_layers, "the layers of the --ffn kind (mot, token-choice), the others dense: all, second-half, or a list like 1,3");
+    app.add_option("--ffn", o->ffn, "feed-forward kind: " + name_list(ffn_kind_names(false)))->check(CLI::IsMember(ffn_kind_names(false)));
+    app.add_option("--mot-layers", o->mot_layers, "the layers of the --ffn kind (" + name_list(ffn_kind_names(false, DENSE), ", ") + "), the others dense: all, second-half, or a list like 1,3");
     app.add_option("--experts", o->experts, "experts (E) of MoT or token choice; 0: 256 for MoT, 32 for token choice")
         ->check(CLI::Range(0, 1 << 16));
     app.add_option("--group", o->group, "MoT group size (G): batch rows mixed together")->check(CLI::Range(1, 1 << 16));
@@ -235,8 +236,11 @@ inline std::vector<std::string> given_options(const CLI::App& app) {
     return names;
 }
 
-// The kind of --ffn: DENSE, MOT or TOKEN_CHOICE.
-inline int ffn_kind(const std::string& ffn) { return ffn == "mot" ? MOT : ffn == "token-choice" ? TOKEN_CHOICE : DENSE; }
+// The kind of --ffn (common/layout.h, option); DENSE for a name no kind has.
+inline int ffn_kind(const std::string& ffn) {
+    const int kind = ffn_kind_named(ffn, false);
+    return kind < 0 ? DENSE : kind;
+}
 
 // --mot-layers: the layers of the --ffn kind, "all", "second-half" or a comma
 // list of layer indices; the others are dense.
@@ -337,7 +341,8 @@ inline void check_options_apply(const Options& o, const std::vector<int>& kinds,
     const bool any_tc = transition || std::count(kinds.begin(), kinds.end(), (int)TOKEN_CHOICE) > 0;
     const bool any_mot = std::count(kinds.begin(), kinds.end(), (int)MOT) > 0;
     if (!loaded && given(o, "--mot-layers") && ffn_kind(o.ffn) == DENSE)
-        fail("--mot-layers picks the layers of --ffn mot or token-choice; --ffn dense makes every layer dense");
+        fail("--mot-layers picks the layers of --ffn " + name_list(ffn_kind_names(false, DENSE)) +
+             "; --ffn dense makes every layer dense");
     for (const char* name : {"--topk", "--capacity-factor", "--aux-loss", "--router", "--router-temperature"})
         if (given(o, name) && !any_tc)
             fail(strf("%s applies to token-choice layers; %s has none", name, model.c_str()));

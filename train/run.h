@@ -553,17 +553,14 @@ inline void setup_device(TrainRun* r) {
         note_changed_settings(r->state.settings, train_settings(o));
     }
     r->state.settings = train_settings(o);
-    int n_mot = count_kind(c, MOT), n_tc = count_kind(c, TOKEN_CHOICE);
+    // each kind's part (common/layout.h, summary), the dense one last and always
     std::string kinds;
-    if (n_mot) kinds += strf("%d MoT layers (E %d, G %d, f %d, tau %g), ", n_mot, c.E, c.G, c.f, c.tau);
-    if (n_tc)
-        kinds += c.router == ROUTER_SOFTMAX
-                     ? strf("%d token-choice layers (E %d, top-%d, f %d, capacity factor %g), ", n_tc, c.E, c.topk, c.f,
-                            c.capacity_factor)
-                     : strf("%d token-choice layers (E %d, %s router, at most %d per token, f %d, capacity factor %g), ",
-                            n_tc, c.E, router_name(c.router), c.topk, c.f, c.capacity_factor);
-    std::printf("model: L %d, C %d, NH %d, V %d, %s%d dense (d_ff %d), %.2fM parameters\n", c.L, c.C, c.NH, c.V,
-                kinds.c_str(), c.L - n_mot - n_tc, c.dff, num_params(c) / 1e6);
+    for_each_ffn_kind([&](auto k) {
+        if (k.kind != DENSE && has_kind(c, k.kind)) kinds += k.summary(c, count_kind(c, k.kind)) + ", ";
+    });
+    kinds += DenseFfn::summary(c, count_kind(c, DENSE));
+    std::printf("model: L %d, C %d, NH %d, V %d, %s, %.2fM parameters\n", c.L, c.C, c.NH, c.V, kinds.c_str(),
+                num_params(c) / 1e6);
     const Dist& d = dist();
     int max_threads = 1;
 #ifdef _OPENMP
