@@ -122,7 +122,7 @@ void gpt_forward_pass(GPT<real, Kernels>* model, const Weights<real>& w, const i
     const real* residual = a.encoded;  // (B,T,C) input of the current block
     for (int l = 0; l < c.L; l++) {
         block_forward<K>(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c, (const KVCache<real>*)nullptr,
-                               FfnMode{false, model->mot_discrete});
+                         FfnMode{false, model->mot_discrete});
         residual = a.layer[l].res3;
     }
     model->aux_loss = 0;
@@ -192,7 +192,7 @@ void gpt_backward_pass(GPT<real, Kernels>* model, const Weights<real>& w, double
     K::crossentropy_backward(da.logits, da.losses, a.probs, targets, B, T, c.V, c.Vp);
     K::matmul_backward(da.lnf, dw.wte, (real*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
     K::layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw,
-                                a.lnf_mean, a.lnf_rstd, B, T, C);
+                          a.lnf_mean, a.lnf_rstd, B, T, C);
     // each TOKEN_CHOICE layer's aux loss enters the objective with weight aux_weight
     for (int l = 0; l < c.L; l++)
         if (c.kinds[l] == TOKEN_CHOICE) da.layer[l].aux[0] = real(model->aux_weight * loss_scale);

@@ -144,6 +144,7 @@ TEST_CASE("bf16: the in-place array rounding matches the scalar one, float and d
 #include "common/layout.h"
 #include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
+#include "tests/bad_input.h"
 #include "tests/close.h"
 #include "tests/models.h"
 #include "tests/rng.h"
@@ -301,4 +302,10 @@ TEST_CASE("bf16 model: two runs are equal bit for bit; fp32 is untouched by the 
         step(&f, inp, tgt, B, T, s, &gf);
     }
     CHECK(f.params_bf16_memory.empty());  // fp32 never makes the rounded copy
+}
+
+TEST_CASE("--precision: bf16 is refused on the GPU and with --tf32, saying why") {
+    expect_error("--precision bf16 --device cuda --steps 1", {"--precision bf16", "not built yet"});
+    expect_error("--precision bf16 --tf32 --steps 1", {"--tf32", "--precision bf16"});
+    expect_error("--precision fp16 --steps 1", {"--precision", "fp16"});
 }
