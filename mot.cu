@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
         if (*sub.plot) return plot_main(po);
         if (*sub.export_model) return export_main(xo);
         o.given = given_options(app);
+        resolve_precision(&o);
         return train(o);
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "error: %sout of memory (a smaller --batch, --seq or model needs less)\n",

@@ -24,28 +24,9 @@
 #include <utility>
 #include <vector>
 
+#include "common/bf16.h"
 #include "common/error.h"
 #include "common/fileio.h"
-
-// ---------------------------------------------------------------- bfloat16
-
-// float32 -> bfloat16 (the high 16 bits of a float32), rounded to nearest,
-// ties to even; a NaN stays a NaN (its sign and a quiet bit kept, so that
-// rounding can never turn it into an infinity).
-inline uint16_t bf16_from_float(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);  // a carry out of the low half rounds up; a tie goes to the even half
-    return (uint16_t)(u >> 16);
-}
-
-inline float bf16_to_float(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float x;
-    std::memcpy(&x, &u, 4);
-    return x;
-}
 
 // ---------------------------------------------------------------- dtypes
 

@@ -6,8 +6,8 @@
 //
 // The feed-forward layer is found by its kind's tag: ffn_kind_forward(DenseFfn,
 // ...) lives in ffn.h, (MotFfn, ...) in mot.h, (TokenChoiceFfn, ...) in
-// token_choice.h, all listed in ffn_kinds.h. The layers with a fast form come
-// from the kernel set Kernels (kernels.h).
+// token_choice.h, all listed in ffn_kinds.h. The layers of the kernel set
+// Kernels (kernels.h), the residual sums among them, are called through it.
 #pragma once
 #include "../common/layout.h"
 #include "attention.h"
@@ -43,10 +43,10 @@ void block_forward(LayerActs<real>& la,       // the block's activations, la.res
     else
         Kernels::attention_forward(la.atty, la.preatt, la.att, la.qkv, B, T, C, c.NH);
     Kernels::matmul_forward(la.attproj, la.atty, lw.attprojw, lw.attprojb, B, T, C, C);
-    residual_forward(la.res2, inp, la.attproj, BTC);
+    Kernels::residual_forward(la.res2, inp, la.attproj, BTC);
     Kernels::layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lw.ln2w, lw.ln2b, B, T, C);
     with_ffn_kind(kind, [&](auto k) { ffn_kind_forward<Kernels>(k, la.ffn, la.ln2, lw, la, B, T, c, mode); });
-    residual_forward(la.res3, la.res2, la.ffn, BTC);
+    Kernels::residual_forward(la.res3, la.res2, la.ffn, BTC);
 }
 
 // Backward of one block, given the gradient of its output in ld.res3.
@@ -61,12 +61,12 @@ void block_backward(real* dinp,              // (B,T,C)
                     const Config& c) {
     const int C = c.C;
     const size_t BTC = (size_t)B * T * C;
-    residual_backward(ld.res2, ld.ffn, ld.res3, BTC);
+    Kernels::residual_backward(ld.res2, ld.ffn, ld.res3, BTC);
     with_ffn_kind(kind,
                   [&](auto k) { ffn_kind_backward<Kernels>(k, ld.ln2, lg, ld, ld.ffn, la.ln2, lw, la, B, T, c); });
     Kernels::layernorm_backward(ld.res2, lg.ln2w, lg.ln2b, ld.ln2, la.res2, lw.ln2w, la.ln2_mean, la.ln2_rstd, B, T,
                                 C);
-    residual_backward(dinp, ld.attproj, ld.res2, BTC);
+    Kernels::residual_backward(dinp, ld.attproj, ld.res2, BTC);
     Kernels::matmul_backward(ld.atty, lg.attprojw, lg.attprojb, ld.attproj, la.atty, lw.attprojw, B, T, C, C);
     Kernels::attention_backward(ld.qkv, ld.preatt, ld.att, ld.atty, la.qkv, la.att, B, T, C, c.NH);
     Kernels::matmul_backward(ld.ln1, lg.qkvw, lg.qkvb, ld.qkv, la.ln1, lw.qkvw, B, T, C, 3 * C);

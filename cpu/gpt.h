@@ -17,6 +17,7 @@
 #include "../common/rng.h"
 #include "../common/sampler.h"
 #include "adamw.h"
+#include "bf16_kernels.h"
 #include "block.h"
 #include "encoder.h"
 #include "kernels.h"
@@ -40,6 +41,11 @@ struct GPT {
     double aux_weight = 0;  // --aux-loss
     double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward
     bool mot_discrete = false;  // MOT layers run discrete (eval, sample; common/layout.h FfnMode)
+    // --precision bf16: the passes run with Bf16Kernels<Kernels> (bf16_kernels.h) on the weights rounded to
+    // bf16; params_memory stays the float master copy that AdamW updates and checkpoints hold
+    bool bf16 = false;
+    std::vector<real> params_bf16_memory;  // (num_params) params_memory rounded, remade by every forward
+    Weights<real> params_bf16;             // named views into it
 };
 
 // Allocates the model for cfg with every parameter and moment zero.
@@ -89,36 +95,59 @@ void gpt_ensure_acts(GPT<real, Kernels>* model, int B, int T) {
     model->T = T;
 }
 
-// Forward pass on inputs (B,T); with targets (B,T) also the loss.
+// The weights the passes read: the parameters themselves, or under bf16 a
+// copy rounded to bf16, remade from the master weights when refresh is set
+// (every forward: the weights change only between a step's backward and the
+// next forward, so this is the once-per-step rounding of the contract).
 template <typename real, typename Kernels>
-void gpt_forward(GPT<real, Kernels>* model, const int* inputs, const int* targets, int B, int T) {
+const Weights<real>& gpt_pass_weights(GPT<real, Kernels>* model, bool refresh) {
+    if (!model->bf16) return model->params;
+    if (refresh || model->params_bf16_memory.size() != model->params_memory.size()) {
+        model->params_bf16_memory.assign(model->params_memory.begin(), model->params_memory.end());
+        bf16_round(model->params_bf16_memory.data(), model->params_bf16_memory.size());
+        model->params_bf16 = carve_weights(model->params_bf16_memory.data(), model->cfg);
+    }
+    return model->params_bf16;
+}
+
+// The forward pass with kernel set K on weights w.
+template <typename K, typename real, typename Kernels>
+void gpt_forward_pass(GPT<real, Kernels>* model, const Weights<real>& w, const int* inputs, const int* targets, int B,
+                      int T) {
     const Config& c = model->cfg;
-    batch_validate(c, inputs, targets, B, T);
-    gpt_ensure_acts(model, B, T);
-    model->inputs.assign(inputs, inputs + (size_t)B * T);
-    model->has_targets = targets != nullptr;
-    if (targets) model->targets.assign(targets, targets + (size_t)B * T);
     const int C = c.C;
-    Weights<real>& w = model->params;
     Acts<real>& a = model->acts;
 
-    encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C);
+    K::encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C);
     const real* residual = a.encoded;  // (B,T,C) input of the current block
     for (int l = 0; l < c.L; l++) {
-        block_forward<Kernels>(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c, (const KVCache<real>*)nullptr,
-                               FfnMode{false, model->mot_discrete});
+        block_forward<K>(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c, (const KVCache<real>*)nullptr,
+                         FfnMode{false, model->mot_discrete});
         residual = a.layer[l].res3;
     }
     model->aux_loss = 0;
     for (int l = 0; l < c.L; l++)
         if (c.kinds[l] == TOKEN_CHOICE) model->aux_loss += a.layer[l].aux[0];
-    Kernels::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
-    Kernels::matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, T, C, c.Vp);
+    K::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
+    K::matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, T, C, c.Vp);
     if (!targets) return;
-    Kernels::crossentropy_forward(a.losses, a.probs, a.logits, targets, B, T, c.V, c.Vp);
+    K::crossentropy_forward(a.losses, a.probs, a.logits, targets, B, T, c.V, c.Vp);
     double sum = 0;
     for (size_t i = 0; i < (size_t)B * T; i++) sum += a.losses[i];
     model->mean_loss = sum / ((double)B * T);
+}
+
+// Forward pass on inputs (B,T); with targets (B,T) also the loss.
+template <typename real, typename Kernels>
+void gpt_forward(GPT<real, Kernels>* model, const int* inputs, const int* targets, int B, int T) {
+    batch_validate(model->cfg, inputs, targets, B, T);
+    gpt_ensure_acts(model, B, T);
+    model->inputs.assign(inputs, inputs + (size_t)B * T);
+    model->has_targets = targets != nullptr;
+    if (targets) model->targets.assign(targets, targets + (size_t)B * T);
+    const Weights<real>& w = gpt_pass_weights(model, true);
+    if (model->bf16) gpt_forward_pass<Bf16Kernels<Kernels>>(model, w, inputs, targets, B, T);
+    else gpt_forward_pass<Kernels>(model, w, inputs, targets, B, T);
 }
 
 // Zeroes the parameter gradients. gpt_update leaves them zero, so training
@@ -145,16 +174,11 @@ void gpt_zero_grad_acts(GPT<real, Kernels>* model) {
     });
 }
 
-// Backward pass of the last forward (which must have had targets). Parameter
-// gradients accumulate (+=) into model->grads, scaled by loss_scale: the
-// gradient of loss_scale * mean loss. Gradient accumulation over k
-// micro-batches passes loss_scale = 1/k.
-template <typename real, typename Kernels>
-void gpt_backward(GPT<real, Kernels>* model, double loss_scale = 1.0) {
-    if (!model->has_targets) fail("gpt_backward: the last forward pass had no targets");
+// The backward pass with kernel set K on weights w.
+template <typename K, typename real, typename Kernels>
+void gpt_backward_pass(GPT<real, Kernels>* model, const Weights<real>& w, double loss_scale) {
     const Config& c = model->cfg;
     const int B = model->B, T = model->T, C = c.C;
-    Weights<real>& w = model->params;
     Weights<real>& dw = model->grads;
     Acts<real>& a = model->acts;
     Acts<real>& da = model->grad_acts;
@@ -165,20 +189,33 @@ void gpt_backward(GPT<real, Kernels>* model, double loss_scale = 1.0) {
     gpt_zero_grad_acts(model);
     for (size_t i = 0; i < (size_t)B * T; i++) da.losses[i] = real(loss_scale / ((double)B * T));
 
-    Kernels::crossentropy_backward(da.logits, da.losses, a.probs, targets, B, T, c.V, c.Vp);
-    Kernels::matmul_backward(da.lnf, dw.wte, (real*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
-    Kernels::layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw,
-                                a.lnf_mean, a.lnf_rstd, B, T, C);
+    K::crossentropy_backward(da.logits, da.losses, a.probs, targets, B, T, c.V, c.Vp);
+    K::matmul_backward(da.lnf, dw.wte, (real*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
+    K::layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw,
+                          a.lnf_mean, a.lnf_rstd, B, T, C);
     // each TOKEN_CHOICE layer's aux loss enters the objective with weight aux_weight
     for (int l = 0; l < c.L; l++)
         if (c.kinds[l] == TOKEN_CHOICE) da.layer[l].aux[0] = real(model->aux_weight * loss_scale);
     for (int l = c.L - 1; l >= 0; l--) {
         const real* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
         real* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
-        block_backward<Kernels>(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B,
-                                T, c);
+        block_backward<K>(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B, T,
+                          c);
     }
     encoder_backward(dw.wte, dw.wpe, da.encoded, inputs, B, T, C);
+}
+
+// Backward pass of the last forward (which must have had targets). Parameter
+// gradients accumulate (+=) into model->grads, scaled by loss_scale: the
+// gradient of loss_scale * mean loss. Gradient accumulation over k
+// micro-batches passes loss_scale = 1/k. Under bf16 it reads the weights the
+// forward rounded.
+template <typename real, typename Kernels>
+void gpt_backward(GPT<real, Kernels>* model, double loss_scale = 1.0) {
+    if (!model->has_targets) fail("gpt_backward: the last forward pass had no targets");
+    const Weights<real>& w = gpt_pass_weights(model, false);
+    if (model->bf16) gpt_backward_pass<Bf16Kernels<Kernels>>(model, w, loss_scale);
+    else gpt_backward_pass<Kernels>(model, w, loss_scale);
 }
 
 // The global gradient norm, summed in double in a fixed order (one read).
@@ -243,30 +280,40 @@ void decoder_init(Decoder<real>* d, const Config& c, int B) {
     d->acts = carve_acts(d->acts_memory.data(), c, B, 1, true);
 }
 
-// Feeds tokens (B) at position pos (0-based, < maxT); returns the logits
-// (B, Vp) of the next token, valid until the next call.
-template <typename real, typename Kernels>
-const real* gpt_decode_step(GPT<real, Kernels>* model, Decoder<real>* d, const int* tokens, int pos) {
+// One decoding step with kernel set K on weights w (gpt_decode_step).
+template <typename K, typename real, typename Kernels>
+const real* gpt_decode_pass(GPT<real, Kernels>* model, const Weights<real>& w, Decoder<real>* d, const int* tokens,
+                            int pos) {
     const Config& c = model->cfg;
     const int B = d->B, C = c.C;
-    if (pos < 0 || pos >= c.maxT) fail(strf("generation position %d is beyond the model's maximum %d", pos, c.maxT));
-    for (int b = 0; b < B; b++)
-        if (tokens[b] < 0 || tokens[b] >= c.V) fail(strf("token id %d is outside the vocabulary 0..%d", tokens[b], c.V - 1));
-    Weights<real>& w = model->params;
     Acts<real>& a = d->acts;
     // wpe + pos*C: this position's embedding row plays the role of row 0
-    encoder_forward(a.encoded, tokens, w.wte, w.wpe + (size_t)pos * C, B, 1, C);
+    K::encoder_forward(a.encoded, tokens, w.wte, w.wpe + (size_t)pos * C, B, 1, C);
     const real* residual = a.encoded;
     for (int l = 0; l < c.L; l++) {
         size_t layer_cache = (size_t)l * B * c.maxT * C;
         KVCache<real> cache{d->kcache.data() + layer_cache, d->vcache.data() + layer_cache, pos, c.maxT};
-        block_forward<Kernels>(a.layer[l], residual, w.layer[l], c.kinds[l], B, 1, c, &cache,
-                               FfnMode{true, model->mot_discrete});
+        block_forward<K>(a.layer[l], residual, w.layer[l], c.kinds[l], B, 1, c, &cache,
+                         FfnMode{true, model->mot_discrete});
         residual = a.layer[l].res3;
     }
-    Kernels::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, 1, C);
-    Kernels::matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, 1, C, c.Vp);
+    K::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, 1, C);
+    K::matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, 1, C, c.Vp);
     return a.logits;
+}
+
+// Feeds tokens (B) at position pos (0-based, < maxT); returns the logits
+// (B, Vp) of the next token, valid until the next call. Under bf16 the
+// weights are rounded at position 0 (a new sequence) and reused after.
+template <typename real, typename Kernels>
+const real* gpt_decode_step(GPT<real, Kernels>* model, Decoder<real>* d, const int* tokens, int pos) {
+    const Config& c = model->cfg;
+    if (pos < 0 || pos >= c.maxT) fail(strf("generation position %d is beyond the model's maximum %d", pos, c.maxT));
+    for (int b = 0; b < d->B; b++)
+        if (tokens[b] < 0 || tokens[b] >= c.V) fail(strf("token id %d is outside the vocabulary 0..%d", tokens[b], c.V - 1));
+    const Weights<real>& w = gpt_pass_weights(model, pos == 0);
+    if (model->bf16) return gpt_decode_pass<Bf16Kernels<Kernels>>(model, w, d, tokens, pos);
+    return gpt_decode_pass<Kernels>(model, w, d, tokens, pos);
 }
 
 // The mean cross-entropy of a batch (B,T) when every sequence is decoded

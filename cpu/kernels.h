@@ -15,16 +15,21 @@
 //     reference reads and compiles without cpu/fast/.
 //   FastKernels (cpu/fast/kernels.h): in float the fast forms, in any other
 //     type the loops. Training builds GPT<float, FastKernels> (train/model.h).
-// A set holds the layers that have a fast form, forward and backward; the
-// others (encoder, residual, attention's decoding step, AdamW) are called by
-// name.
+// A set holds the layers that have a fast form, forward and backward, and
+// the encoder's and residual's forward (a bf16 run stores their outputs in
+// bf16: cpu/bf16_kernels.h); the others (the encoder's backward, attention's
+// decoding step, AdamW) are called by name. A third set, Bf16Kernels<Inner>
+// (cpu/bf16_kernels.h), runs another set's layers and rounds what they store
+// to bf16 (--precision bf16).
 #pragma once
 #include "attention.h"
 #include "crossentropy.h"
+#include "encoder.h"
 #include "gelu.h"
 #include "layernorm.h"
 #include "matmul.h"
 #include "mot.h"
+#include "residual.h"
 #include "token_choice.h"
 
 // Each function takes the arguments of the layer function of the same name.
@@ -43,4 +48,7 @@ struct PlainKernels {
     template <typename... A> static void mot_backward(A... a) { ::mot_backward(a...); }
     template <typename... A> static void token_choice_forward(A... a) { ::token_choice_forward(a...); }
     template <typename... A> static void token_choice_backward(A... a) { ::token_choice_backward(a...); }
+    template <typename... A> static void residual_forward(A... a) { ::residual_forward(a...); }
+    template <typename... A> static void residual_backward(A... a) { ::residual_backward(a...); }
+    template <typename... A> static void encoder_forward(A... a) { ::encoder_forward(a...); }
 };

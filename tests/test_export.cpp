@@ -186,39 +186,6 @@ TEST_CASE("every kind: checkpoint -> safetensors -> model is bit-exact, the name
     }
 }
 
-static uint16_t bf16_of_bits(uint32_t u) {
-    float x;
-    std::memcpy(&x, &u, 4);
-    return bf16_from_float(x);
-}
-
-TEST_CASE("bf16: rounding to nearest, ties to even; infinities stay, NaN stays NaN") {
-    CHECK(bf16_of_bits(0x3f800000u) == 0x3f80);  // 1, exact
-    CHECK(bf16_of_bits(0x3f807fffu) == 0x3f80);  // below the half: down
-    CHECK(bf16_of_bits(0x3f808001u) == 0x3f81);  // above the half: up
-    CHECK(bf16_of_bits(0x3f808000u) == 0x3f80);  // a tie, even below: down
-    CHECK(bf16_of_bits(0x3f818000u) == 0x3f82);  // a tie, odd below: up to even
-    CHECK(bf16_of_bits(0xbf818000u) == 0xbf82);  // negative ties alike
-    CHECK(bf16_of_bits(0xbf808000u) == 0xbf80);
-    CHECK(bf16_of_bits(0x3fffffffu) == 0x4000);  // the carry reaches the exponent
-    CHECK(bf16_of_bits(0x00008000u) == 0x0000);  // subnormal tie, even: down
-    CHECK(bf16_of_bits(0x00018000u) == 0x0002);  // subnormal tie, odd: up
-    CHECK(bf16_of_bits(0x7f7fffffu) == 0x7f80);  // the largest float rounds to infinity
-    CHECK(bf16_of_bits(0x7f800000u) == 0x7f80);  // +inf
-    CHECK(bf16_of_bits(0xff800000u) == 0xff80);  // -inf
-    for (uint32_t nan : {0x7fc00000u, 0x7f800001u, 0x7fffffffu, 0xff800001u, 0x7f80ffffu}) {
-        INFO(nan);
-        uint16_t h = bf16_of_bits(nan);
-        CHECK(std::isnan(bf16_to_float(h)));
-        CHECK((h & 0x8000) == (nan >> 16 & 0x8000));  // the sign kept
-    }
-    CHECK(bf16_to_float(0x3f80) == 1.0f);
-    CHECK(bf16_to_float(0xc040) == -3.0f);
-    // every bf16 value survives float and back
-    for (uint32_t h = 0; h < 0x10000; h++)
-        if (!std::isnan(bf16_to_float((uint16_t)h))) CHECK_MESSAGE(bf16_from_float(bf16_to_float((uint16_t)h)) == h, h);
-}
-
 // A file of the given header JSON (unpadded) and data section.
 static std::string st_bytes(const std::string& json, const std::string& data) {
     uint64_t n = json.size();

@@ -64,9 +64,16 @@ inline bool choose_gpu(const std::string& device, const Config& c, int B, int T,
     return false;  // auto falls back to the CPU
 }
 
+// --precision bf16: the CPU model emulates bf16 training (cpu/gpt.h,
+// GPT::bf16); the GPU has no bf16 path yet (resolve_precision refuses it).
+inline void model_set_bf16(Model* m, bool on) {
+    if (on && m->on_gpu) fail("--precision bf16: bf16 on the GPU is not built yet");
+    m->cpu.bf16 = on;
+}
+
 inline std::string device_name(const Model& m) {
     if (m.on_gpu) return "cuda (" + gpu_device_name() + ")";
-    return "cpu";
+    return m.cpu.bf16 ? "cpu, bf16 emulated" : "cpu";
 }
 
 // Bytes of memory the system can still give this process (MemAvailable in

@@ -55,6 +55,7 @@ struct Options {
     // device, files
     std::string device = "auto", load, save, log, checkpoint_dir;
     bool tf32 = false, resume = false;
+    std::string precision = "fp32";  // fp32, tf32 or bf16 (README, "Precision"); --tf32 is tf32
     int checkpoint_every = 0, keep_checkpoints = 3;
     int threads = 0;  // CPU threads per step; 0: chosen by timing the steps (train/threads.h)
     // several ranks (mpirun; docs/design.md section 11, train/parallel.h)
@@ -136,7 +137,9 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--tokenizer", o->tokenizer, "tokenizer file, this program's or llm.c's: decodes samples, sets the vocabulary");
     app.add_option("--vocab", o->vocab, "vocabulary size for shards given without a tokenizer")->check(CLI::Range(2, 65536));
     app.add_option("--device", o->device, "cpu, cuda or auto (the GPU when one works)")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-    app.add_flag("--tf32", o->tf32, "GPU: allow TF32 tensor cores for fp32 matmuls");
+    app.add_flag("--tf32", o->tf32, "GPU: allow TF32 tensor cores for fp32 matmuls (--precision tf32)");
+    app.add_option("--precision", o->precision, "fp32, tf32 (GPU: TF32 tensor cores) or bf16 (bf16 weights and activations, fp32 master weights; CPU emulation)")
+        ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
     app.add_option("--threads", o->threads, "CPU threads per step (0: all cores, fewer while other work shares them)")->check(CLI::Range(0, 4096));
     app.add_option("--batch", o->B, "sequences per micro-batch (B)")->check(CLI::Range(1, 1 << 20));
     app.add_option("--seq", o->T, "tokens per sequence (T)")->check(CLI::Range(1, 1 << 20));
@@ -318,6 +321,20 @@ inline Config config_from_options(const Options& o, int vocab) {
 
 inline bool given(const Options& o, const std::string& name) {
     return std::find(o.given.begin(), o.given.end(), name) != o.given.end();
+}
+
+// --precision and --tf32 made one: --tf32 is --precision tf32. bf16 runs on
+// the CPU alone for now (its emulation, cpu/bf16_kernels.h): --device cuda
+// is refused and auto picks the CPU.
+inline void resolve_precision(Options* o) {
+    if (o->tf32 && o->precision == "bf16") fail("--tf32 and --precision bf16 ask for two precisions: give one");
+    if (o->tf32) o->precision = "tf32";
+    o->tf32 = o->precision == "tf32";
+    if (o->precision != "bf16") return;
+    if (o->device == "cuda")
+        fail("--precision bf16 --device cuda: bf16 on the GPU is not built yet (--device cpu emulates it; "
+             "--precision fp32 or tf32 run on the GPU)");
+    o->device = "cpu";
 }
 
 // --vocab sizes a new model for shards given without a tokenizer; with one

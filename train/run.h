@@ -140,6 +140,7 @@ inline std::vector<std::pair<std::string, std::string>> rank_options(const Optio
             {"--beta1", fnum(o.beta1)}, {"--beta2", fnum(o.beta2)}, {"--adam-eps", fnum(o.adam_eps)},
             {"--seed", strf("%llu", (unsigned long long)o.seed)}, {"--skip-nonfinite", o.skip_nonfinite ? "on" : "off"},
             {"--max-skips", num(o.max_skips)}, {"--device", o.device}, {"--tf32", o.tf32 ? "on" : "off"},
+            {"--precision", o.precision},
             {"--load", text(o.load)}, {"--save", text(o.save)}, {"--log", text(o.log)},
             {"--checkpoint-dir", text(o.checkpoint_dir)}, {"--resume", o.resume ? "on" : "off"},
             {"--checkpoint-every", num(o.checkpoint_every)}, {"--keep-checkpoints", num(o.keep_checkpoints)},
@@ -532,6 +533,7 @@ inline void setup_device(TrainRun* r) {
     }
     model_build(&r->model, c, o.device, r->B, r->T, r->params.data());
     model_set_aux_weight(&r->model, o.aux_loss);
+    model_set_bf16(&r->model, o.precision == "bf16");
     std::vector<float>().swap(r->params);
     parallel_init(&r->par, &r->model, o.zero);
     if (o.zero && dist().size == 1) std::printf("note: --zero 1 with one rank: nothing to shard, the run is as --zero 0\n");

@@ -73,4 +73,8 @@ struct FastKernels {
         if constexpr (on_float<A...>) fast::token_choice_backward(a...);
         else ::token_choice_backward(a...);
     }
+    // no fast form
+    template <typename... A> static void residual_forward(A... a) { ::residual_forward(a...); }
+    template <typename... A> static void residual_backward(A... a) { ::residual_backward(a...); }
+    template <typename... A> static void encoder_forward(A... a) { ::encoder_forward(a...); }
 };

@@ -1,0 +1,311 @@
+// The bf16 emulation: the rounding of common/bf16.h, which the CPU's bf16
+// training (cpu/bf16_kernels.h) applies wherever a bf16 run stores a value.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "common/bf16.h"
+
+static float float_of_bits(uint32_t u) {
+    float x;
+    std::memcpy(&x, &u, 4);
+    return x;
+}
+
+static uint32_t bits_of_float(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    return u;
+}
+
+static uint16_t bf16_of_bits(uint32_t u) { return bf16_from_float(float_of_bits(u)); }
+
+TEST_CASE("bf16: rounding to nearest, ties to even, both signs") {
+    CHECK(bf16_of_bits(0x3f800000u) == 0x3f80);  // 1, exact
+    CHECK(bf16_of_bits(0x3f807fffu) == 0x3f80);  // below the half: down
+    CHECK(bf16_of_bits(0x3f808001u) == 0x3f81);  // above the half: up
+    CHECK(bf16_of_bits(0x3f808000u) == 0x3f80);  // a tie, even below: down
+    CHECK(bf16_of_bits(0x3f818000u) == 0x3f82);  // a tie, odd below: up to even
+    CHECK(bf16_of_bits(0xbf818000u) == 0xbf82);  // negative ties alike, away from zero to the even one
+    CHECK(bf16_of_bits(0xbf808000u) == 0xbf80);  // negative tie, even: toward zero
+    CHECK(bf16_of_bits(0xbf807fffu) == 0xbf80);
+    CHECK(bf16_of_bits(0xbf808001u) == 0xbf81);
+}
+
+TEST_CASE("bf16: the carry reaches the exponent") {
+    CHECK(bf16_of_bits(0x3fffffffu) == 0x4000);  // just under 2 -> 2
+    CHECK(bf16_of_bits(0x3f7f8000u) == 0x3f80);  // a tie whose even side is 1.0, one binade up
+    CHECK(bf16_of_bits(0xbf7f8000u) == 0xbf80);
+    CHECK(bf16_of_bits(0x007fffffu) == 0x0080);  // the largest subnormal float -> the smallest normal
+}
+
+TEST_CASE("bf16: overflow: the largest finite floats round to infinity or stay finite by the tie rule") {
+    // the largest finite bf16 is 0x7f7f; half an ulp above it is 0x7f7f8000,
+    // a tie whose even neighbour is 0x7f80, infinity
+    CHECK(bf16_of_bits(0x7f7f0000u) == 0x7f7f);
+    CHECK(bf16_of_bits(0x7f7f7fffu) == 0x7f7f);  // the largest float that stays finite
+    CHECK(bf16_of_bits(0x7f7f8000u) == 0x7f80);  // the smallest that goes to infinity
+    CHECK(bf16_of_bits(0x7f7fffffu) == 0x7f80);  // FLT_MAX
+    CHECK(bf16_of_bits(0xff7f7fffu) == 0xff7f);
+    CHECK(bf16_of_bits(0xff7f8000u) == 0xff80);
+    CHECK(std::isinf(bf16_round(std::numeric_limits<float>::max())));
+    CHECK(bf16_round(-std::numeric_limits<float>::max()) == -INFINITY);
+}
+
+TEST_CASE("bf16: infinities stay; NaN stays NaN with its sign") {
+    CHECK(bf16_of_bits(0x7f800000u) == 0x7f80);
+    CHECK(bf16_of_bits(0xff800000u) == 0xff80);
+    CHECK(bf16_round(INFINITY) == INFINITY);
+    CHECK(bf16_round(-INFINITY) == -INFINITY);
+    // payloads only in the low half would truncate to infinity; they must not
+    for (uint32_t nan : {0x7fc00000u, 0x7f800001u, 0x7fffffffu, 0xff800001u, 0x7f80ffffu, 0xffc00000u, 0xff80ffffu}) {
+        INFO(nan);
+        uint16_t h = bf16_of_bits(nan);
+        CHECK(std::isnan(bf16_to_float(h)));
+        CHECK((h & 0x8000) == (nan >> 16 & 0x8000));
+        float r = bf16_round(float_of_bits(nan));
+        CHECK(std::isnan(r));
+        CHECK(std::signbit(r) == bool(nan >> 31));
+    }
+}
+
+TEST_CASE("bf16: subnormals, their ties, and signed zeros") {
+    CHECK(bf16_of_bits(0x00008000u) == 0x0000);  // tie between 0 and the smallest subnormal: to 0 (even)
+    CHECK(bf16_of_bits(0x00008001u) == 0x0001);  // just above: the smallest bf16 subnormal
+    CHECK(bf16_of_bits(0x00018000u) == 0x0002);  // tie, odd below: up
+    CHECK(bf16_of_bits(0x00028000u) == 0x0002);  // tie, even below: down
+    CHECK(bf16_of_bits(0x80018000u) == 0x8002);  // negative subnormal tie
+    CHECK(bf16_of_bits(0x00000001u) == 0x0000);  // the smallest float subnormal: to +0
+    CHECK(bf16_of_bits(0x80000001u) == 0x8000);  // its negative: to -0, the sign kept
+    CHECK(bf16_of_bits(0x00000000u) == 0x0000);
+    CHECK(bf16_of_bits(0x80000000u) == 0x8000);  // -0 stays -0
+    float nz = bf16_round(-0.0f);
+    CHECK(nz == 0.0f);
+    CHECK(std::signbit(nz));
+    CHECK(bf16_round(float_of_bits(0x00010000u)) == float_of_bits(0x00010000u));  // a bf16 subnormal is exact
+}
+
+TEST_CASE("bf16: every bf16 value survives float and back; bf16_round is idempotent") {
+    CHECK(bf16_to_float(0x3f80) == 1.0f);
+    CHECK(bf16_to_float(0xc040) == -3.0f);
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        float x = bf16_to_float((uint16_t)h);
+        if (std::isnan(x)) continue;
+        CHECK_MESSAGE(bf16_from_float(x) == h, h);
+        CHECK(bits_of_float(bf16_round(x)) == bits_of_float(x));
+        CHECK(is_bf16(x));
+    }
+}
+
+TEST_CASE("bf16: the nearest of the two neighbours, over a sweep of floats") {
+    // for every float x: r = bf16_round(x) is a bf16 value, and no bf16 value
+    // lies closer (the two candidates are the truncation and the next one up)
+    for (uint32_t u = 0x00000000u; u < 0x7f800000u; u += 0x00012345u) {
+        for (uint32_t sign : {0u, 0x80000000u}) {
+            float x = float_of_bits(u | sign);
+            float r = bf16_round(x);
+            REQUIRE(is_bf16(r));
+            float lo = float_of_bits((u | sign) & 0xffff0000u);
+            float hi = float_of_bits(((u | sign) & 0xffff0000u) + 0x10000u);
+            double dr = std::fabs((double)r - x), dlo = std::fabs((double)lo - x), dhi = std::fabs((double)hi - x);
+            CHECK(dr <= dlo);
+            CHECK(dr <= dhi);
+        }
+    }
+}
+
+TEST_CASE("bf16: the in-place array rounding matches the scalar one, float and double") {
+    std::vector<float> x = {1.0f, float_of_bits(0x3f818000u), -3.14159f, 1e-40f, -0.0f, NAN, INFINITY, 65504.0f,
+                            float_of_bits(0x7f7f8000u)};
+    std::vector<float> want(x.size());
+    for (size_t i = 0; i < x.size(); i++) want[i] = bf16_round(x[i]);
+    bf16_round(x.data(), x.size());
+    for (size_t i = 0; i < x.size(); i++) {
+        INFO(i);
+        if (std::isnan(want[i])) CHECK(std::isnan(x[i]));
+        else CHECK(bits_of_float(x[i]) == bits_of_float(want[i]));
+    }
+    std::vector<double> d = {1.0, -3.14159, 0.1, 1e300};
+    bf16_round(d.data(), d.size());
+    CHECK(d[0] == 1.0);
+    CHECK(d[1] == (double)bf16_round(-3.14159f));
+    CHECK(d[2] == (double)bf16_round(0.1f));
+    CHECK(std::isinf(d[3]));  // beyond the float range: infinity, as in a float run
+}
+
+// ---------------------------------------------------------------------------
+// The model under bf16 emulation (cpu/bf16_kernels.h, GPT::bf16).
+
+#include "common/layout.h"
+#include "cpu/fast/kernels.h"
+#include "cpu/gpt.h"
+#include "tests/bad_input.h"
+#include "tests/close.h"
+#include "tests/models.h"
+#include "tests/rng.h"
+
+// Every kind of FFN layer: DENSE, MOT, TOKEN_CHOICE (top-1, capacity 1.25).
+static Config kinds3_config() { return make_config(37, 16, 2, 20, 40, 4, 2, 20, 1.0f, {DENSE, MOT, TOKEN_CHOICE}); }
+
+static bool all_bf16(const float* x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!is_bf16(x[i])) return false;
+    return true;
+}
+
+template <typename Kernels>
+static void build_wide(GPT<float, Kernels>* m, const Config& c, bool bf16) {
+    gpt_build(m, c);
+    gpt_init_weights(m, 99);
+    for (float& p : m->params_memory) p *= 5;  // wider than the init, so layers are not near-linear
+    m->bf16 = bf16;
+    m->aux_weight = 0.01;
+}
+
+// forward, zero_grad, backward, clip, AdamW; the loss, and the gradients before the update
+template <typename Kernels>
+static double step(GPT<float, Kernels>* m, const std::vector<int>& inp, const std::vector<int>& tgt, int B, int T,
+                   int s, std::vector<float>* grads) {
+    gpt_forward(m, inp.data(), tgt.data(), B, T);
+    gpt_zero_grad(m);
+    gpt_backward(m);
+    *grads = m->grads_memory;
+    gpt_update(m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, s, clip_scale(gpt_grad_norm(m), 1.0));
+    return m->mean_loss;
+}
+
+TEST_CASE("bf16 model: the contract's bf16 tensors are bf16 values, its float ones are not rounded") {
+    Config c = kinds3_config();
+    const int B = 4, T = 7, C = c.C;
+    const size_t BT = (size_t)B * T, BTC = BT * C;
+    TestRng r(3);
+    std::vector<int> inp = r.tokens(B * T, c.V), tgt = r.tokens(B * T, c.V);
+    GPT<float, FastKernels> m;
+    build_wide(&m, c, true);
+    std::vector<float> master = m.params_memory;
+    gpt_forward(&m, inp.data(), tgt.data(), B, T);
+    gpt_zero_grad(&m);
+    gpt_backward(&m);
+    // the weights the passes read are the master weights rounded; the master stays float
+    REQUIRE(m.params_bf16_memory.size() == master.size());
+    CHECK(m.params_memory == master);
+    CHECK(!all_bf16(master.data(), master.size()));
+    for (size_t i = 0; i < master.size(); i++)
+        if (m.params_bf16_memory[i] != bf16_round(master[i])) FAIL_CHECK("weight " << i << " not the rounded master");
+    const Acts<float>& a = m.acts;
+    const Acts<float>& da = m.grad_acts;
+    CHECK(all_bf16(a.encoded, BTC));
+    CHECK(all_bf16(a.lnf, BTC));
+    CHECK(all_bf16(a.logits, BT * c.Vp));
+    CHECK(all_bf16(da.logits, BT * c.Vp));
+    CHECK(all_bf16(da.encoded, BTC));
+    // float by the contract: layernorm statistics, softmax outputs, losses
+    CHECK(!all_bf16(a.lnf_rstd, BT));
+    CHECK(!all_bf16(a.probs, BT * c.Vp));
+    CHECK(!all_bf16(a.losses, BT));
+    for (int l = 0; l < c.L; l++) {
+        INFO("layer " << l);
+        const LayerActs<float>& la = a.layer[l];
+        const LayerActs<float>& ld = da.layer[l];
+        for (const float* x : {la.ln1, la.atty, la.attproj, la.res2, la.ln2, la.ffn, la.res3}) CHECK(all_bf16(x, BTC));
+        CHECK(all_bf16(la.qkv, 3 * BTC));
+        CHECK(!all_bf16(la.ln1_mean, BT));
+        CHECK(!all_bf16(la.att, (size_t)B * c.NH * T * T));
+        // the gradients handed between layers
+        for (const float* x : {ld.ln1, ld.atty, ld.attproj, ld.res2, ld.ln2, ld.ffn, ld.res3}) CHECK(all_bf16(x, BTC));
+        CHECK(all_bf16(ld.qkv, 3 * BTC));
+        if (c.kinds[l] == DENSE) {
+            CHECK(all_bf16(la.fch, BT * c.dff));
+            CHECK(all_bf16(la.fch_gelu, BT * c.dff));
+            CHECK(all_bf16(ld.fch, BT * c.dff));
+        } else {
+            size_t rows = c.kinds[l] == MOT ? BT / c.G * c.E : (size_t)c.E * TokenChoiceFfn::capacity(c, (int)BT, false);
+            CHECK(all_bf16(la.u, rows * C));
+            CHECK(all_bf16(la.p, rows * c.f));
+            CHECK(all_bf16(la.a, rows * c.f));
+            CHECK(all_bf16(la.y, rows * C));
+            CHECK(!all_bf16(la.z, BT * c.E));  // controller / router logits stay float
+            CHECK(!all_bf16(la.m, BT * c.E));  // mixing weights / gates stay float
+        }
+    }
+    // parameter gradients are float
+    CHECK(!all_bf16(m.grads_memory.data(), m.grads_memory.size()));
+}
+
+// The loss and the gradients of bf16 against fp32 on the same master
+// weights: those of an fp32 run after s steps, for s = 0, 1, 2 (each on its
+// own batch). The loss within 1e-2 relative; the gradients, as one vector,
+// within l2_tol in relative L2 norm, and each within grad_tol of the
+// largest. The weights are 5x the init (build_wide), so activations are
+// large and the softmaxes sharp: the rounding moves gradients by a few
+// percent (the messages print by how much), about half the tolerances.
+static double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
+    double d = 0, w = 0;
+    for (size_t i = 0; i < want.size(); i++) {
+        d += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+        w += (double)want[i] * want[i];
+    }
+    return std::sqrt(d / w);
+}
+
+static void check_step_vs_fp32(const Config& c, double grad_tol, double l2_tol) {
+    const int B = 4, T = 7;
+    TestRng r(5);
+    GPT<float, FastKernels> h, f;
+    build_wide(&h, c, true);
+    build_wide(&f, c, false);
+    for (int s = 0; s < 3; s++) {
+        INFO("step " << s);
+        std::vector<int> inp = r.tokens(B * T, c.V), tgt = r.tokens(B * T, c.V);
+        h.params_memory = f.params_memory;
+        std::vector<float> gh, gf;
+        double lh = step(&h, inp, tgt, B, T, s, &gh);
+        double lf = step(&f, inp, tgt, B, T, s, &gf);
+        MESSAGE("step " << s << ": loss fp32 " << lf << ", bf16 " << lh << ", relative " << std::fabs(lh - lf) / lf
+                        << "; gradients worst " << closeness(gh, gf, scaled_tol(1.0, gf)).worst
+                        << " of the largest, relative L2 " << rel_l2(gh, gf));
+        CHECK(lh != lf);  // the emulation rounds
+        CHECK(std::fabs(lh - lf) < 1e-2 * lf);
+        CHECK(gh != gf);
+        check_close(gh, gf, scaled_tol(grad_tol, gf), "gradients, against the largest");
+        CHECK(rel_l2(gh, gf) < l2_tol);
+    }
+}
+
+TEST_CASE("bf16 model: a step differs from fp32 by bf16 rounding, and only by it") {
+    SUBCASE("dense") { check_step_vs_fp32(make_config(37, 16, 2, 20, 40, 4, 2, 20, 1.0f, {DENSE, DENSE}), 0.1, 0.08); }
+    SUBCASE("mot") { check_step_vs_fp32(make_config(37, 16, 2, 20, 40, 4, 2, 20, 1.0f, {MOT, MOT}), 0.15, 0.15); }
+    SUBCASE("token choice") { check_step_vs_fp32(make_config(37, 16, 2, 20, 40, 4, 2, 20, 1.0f, {TOKEN_CHOICE, TOKEN_CHOICE}), 0.2, 0.2); }
+    SUBCASE("all three") { check_step_vs_fp32(kinds3_config(), 0.15, 0.1); }
+}
+
+TEST_CASE("bf16 model: two runs are equal bit for bit; fp32 is untouched by the bf16 machinery") {
+    Config c = kinds3_config();
+    const int B = 4, T = 7;
+    TestRng r(9);
+    std::vector<int> inp = r.tokens(B * T, c.V), tgt = r.tokens(B * T, c.V);
+    GPT<float, FastKernels> a, b, f;
+    build_wide(&a, c, true);
+    build_wide(&b, c, true);
+    build_wide(&f, c, false);
+    for (int s = 0; s < 2; s++) {
+        std::vector<float> ga, gb, gf;
+        double la = step(&a, inp, tgt, B, T, s, &ga), lb = step(&b, inp, tgt, B, T, s, &gb);
+        CHECK(la == lb);
+        CHECK(ga == gb);
+        CHECK(a.params_memory == b.params_memory);
+        step(&f, inp, tgt, B, T, s, &gf);
+    }
+    CHECK(f.params_bf16_memory.empty());  // fp32 never makes the rounded copy
+}
+
+TEST_CASE("--precision: bf16 is refused on the GPU and with --tf32, saying why") {
+    expect_error("--precision bf16 --device cuda --steps 1", {"--precision bf16", "not built yet"});
+    expect_error("--precision bf16 --tf32 --steps 1", {"--tf32", "--precision bf16"});
+    expect_error("--precision fp16 --steps 1", {"--precision", "fp16"});
+}
