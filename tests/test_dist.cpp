@@ -13,73 +13,12 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/dist_runs.h"
 #include "tests/program.h"
 #include "tests/train_checks.h"
 
-// The skip conditions are computed before any test runs: through capture,
-// which asserts nothing.
-static const std::string built = capture(train_mot_path() + " --version").out;
-
-// Whether this train_mot can run several ranks, and why not.
-static std::string mpi_missing() {
-    if (built.find("MPI") == std::string::npos) return "train_mot was built without MPI (no mpicxx at make time)";
-    if (capture("command -v mpirun").rc != 0) return "mpirun is not on the PATH";
-    return "";
-}
-static const std::string no_mpi = mpi_missing();
-#define MPI_TEST(name) TEST_CASE(name * doctest::skip(!no_mpi.empty()) * doctest::description(no_mpi.c_str()))
-
-// mpirun -np n ./train_mot args, killed after `seconds` (status 137) if it hangs.
-// Under AddressSanitizer (CI's sanitizer build) the ranks run without leak
-// detection: OpenMPI's plug-ins keep allocations past MPI_Finalize and are
-// unloaded before the leak check, so their leaks cannot even be suppressed
-// by name; every other check stays on, and the one-process runs keep it.
-static std::string mpirun(int n, const std::string& args, int seconds = 120) {
-    return "env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 timeout -s KILL " + std::to_string(seconds) +
-           " mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(n) + " " + train_mot_path() + " " + args;
-}
-
-static double num(const std::string& s) {
-    REQUIRE(!s.empty());
-    return std::stod(s);
-}
-
-static double rel(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-30); }
-
-// Every step's loss and grad norm (and every validation loss) of log a
-// within `tol` relative of log b's, over the steps b has; returns the largest.
-static double compare_logs(const std::string& a, const std::string& b, double tol, size_t steps) {
-    LogRows ra = read_log(a), rb = read_log(b);
-    REQUIRE(ra.size() == steps);
-    REQUIRE(rb.size() == steps);
-    double worst = 0;
-    for (auto& [step, row] : rb) {
-        INFO("step ", step);
-        REQUIRE(ra.count(step));
-        for (const char* k : {"loss", "grad_norm"}) {
-            double d = rel(num(ra[step][k]), num(row[k]));
-            CHECK_MESSAGE(d <= tol, k << " " << ra[step][k] << " vs " << row[k]);
-            worst = std::max(worst, d);
-        }
-    }
-    LogRows va = read_log(a, true), vb = read_log(b, true);
-    CHECK(va.size() == vb.size());
-    for (auto& [step, row] : vb) {
-        double d = rel(num(va[step]["val_loss"]), num(row["val_loss"]));
-        CHECK_MESSAGE(d <= tol, "val_loss at " << step << ": " << va[step]["val_loss"] << " vs " << row["val_loss"]);
-        worst = std::max(worst, d);
-    }
-    CHECK(rb.begin()->second["loss"] != rb.rbegin()->second["loss"]);  // it trained: the comparison means something
-    return worst;
-}
-
-static const std::string DATA = "--data build/dist_train.bin --val-data build/dist_val.bin --vocab 257 --seq 8"
-                                " --sample-every 0 --val-every 4 --val-batches 4 --warmup 2 --lr 1e-2";
-static void make_data() {
-    mkdir("build", 0755);
-    write_raw_shard("build/dist_train.bin", text_tokens(3000, 11));
-    write_raw_shard("build/dist_val.bin", text_tokens(600, 12));
-}
+static const std::string DATA = dist_data("dist");
+static void make_data() { write_dist_data("dist"); }
 
 // The models: dense, MoT in every layer, MoT and dense mixed, token choice (softmax, and threshold with
 // --router-balance).
@@ -302,44 +241,12 @@ MPI_TEST("ranks that read different files under the same names stop at the start
     CHECK(load.out.find("step     1/") == std::string::npos);
 }
 
-// The pids of a process's children (the ranks mpirun started).
-static std::vector<pid_t> children(pid_t parent) {
-    std::vector<pid_t> kids;
-    for (const std::string& name : list_dir("/proc")) {
-        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-        std::ifstream stat("/proc/" + name + "/stat");
-        std::string line;
-        std::getline(stat, line);
-        size_t close = line.rfind(')');
-        if (close == std::string::npos) continue;
-        std::istringstream rest(line.substr(close + 2));
-        char state;
-        int ppid = 0;
-        rest >> state >> ppid;
-        if (ppid == parent) kids.push_back((pid_t)std::stoi(name));
-    }
-    std::sort(kids.begin(), kids.end());
-    return kids;
-}
-
-// mpirun -np 2 of a long run in the background, once both ranks have
-// trained some steps (its output in out_file); returns mpirun's pid and the
-// ranks' pids.
+// mpirun -np 2 of the MoT model's long run, once both ranks have trained
+// some steps; mpirun's pid and the ranks' pids.
 static pid_t start_long_job(const std::string& extra, const std::string& out_file, std::vector<pid_t>* ranks) {
     make_data();
-    std::string args = DATA + std::string(KINDS[1][1]) + " --batch 4 --steps 100000 --val-every 0" + extra;
-    std::remove(out_file.c_str());  // a previous run's output would end the wait below at once
-    pid_t job = spawn_cmd("exec " + mpirun(2, args, 300), out_file);  // exec: timeout's pid
-    auto t0 = std::chrono::steady_clock::now();
-    while (slurp(out_file).find("step     3/") == std::string::npos) {
-        REQUIRE_MESSAGE(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60), slurp(out_file));
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    std::vector<pid_t> m = children(job);  // timeout -> mpirun -> ranks
-    REQUIRE(m.size() == 1);
-    *ranks = children(m[0]);
-    REQUIRE(ranks->size() == 2);
-    return job;
+    return start_ranks(2, DATA + std::string(KINDS[1][1]) + " --batch 4 --steps 100000 --val-every 0" + extra,
+                       out_file, ranks);
 }
 
 MPI_TEST("SIGTERM to one rank: every rank stops after the step, rank 0 saves one checkpoint") {
