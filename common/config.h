@@ -54,6 +54,10 @@ struct Config {
     float router_tau = 1;         // TOKEN_CHOICE, ROUTER_THRESHOLD: the gate's temperature
     int activation = 0;      // 0 = gelu (tanh approximation)
     std::vector<int> kinds;  // (L) LayerKind of each block's feed-forward layer
+    // Expert parallelism (--expert-parallel): this process holds E / expert_shards of each MOT layer's
+    // experts and exchanges mixed tokens with the other members of its expert group. A run's layout,
+    // not the model's: checkpoints and exports hold every expert, with expert_shards 1.
+    int expert_shards = 1;
 };
 
 inline int pad_vocab(int V) { return (V + 63) / 64 * 64; }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "config.h"
+#include "exchange.h"
 
 // How a parameter starts (docs/design.md section 2.3): matrices N(0, 0.02), the
 // output projections of a residual branch N(0, 0.02/sqrt(2L)), LayerNorm
@@ -73,6 +74,11 @@ struct LayerActs {
     real *p = nullptr;  // MOT: (S,T,E,f) expert pre-activations; TOKEN_CHOICE: (E,cap,f)
     real *a = nullptr;  // MOT: (S,T,E,f) gelu(p); TOKEN_CHOICE: (E,cap,f)
     real *y = nullptr;  // MOT: (S,T,E,C) expert outputs; TOKEN_CHOICE: (E,cap,C)
+    // MOT under expert parallelism (cpu/fast/expert_parallel.h), N = expert_shards, El = E/N; p and a
+    // are then (N*S*T,El,f), the same size
+    real *ul = nullptr;    // (N*S*T,El,C) the mixed tokens of this member's experts, from every member
+    real *yl = nullptr;    // (N*S*T,El,C) this member's experts' outputs
+    real *xbuf = nullptr;  // (S*T*E*C) the exchange's scratch
     real *route = nullptr;  // TOKEN_CHOICE: (B,T,k) the expert of each choice
     real *slot = nullptr;   // TOKEN_CHOICE: (B,T,k) its row in the expert's buffer, -1 when dropped
     real *load = nullptr;   // TOKEN_CHOICE: (E) tokens each expert took
@@ -175,13 +181,17 @@ struct MotFfn : FfnKind {
         experts_validate(c);
         config_need(c.G > 0, strf("the group size must be positive (got %d)", c.G));
         config_need(std::isfinite(c.tau) && c.tau > 0, strf("the MoT temperature must be positive (got %g)", c.tau));
+        config_need(c.expert_shards >= 1 && c.E % c.expert_shards == 0,
+                    strf("expert parallelism over %d ranks must divide the %d experts", c.expert_shards, c.E));
     }
+    // Under expert parallelism w1 and w2 hold this member's E/N experts (the
+    // leading axis), wc all E.
     template <typename real, typename Fn>
     static void params(LayerWeights<real>& w, const Config& c, const std::string& p, Fn fn) {
-        size_t C = c.C, E = c.E, f = c.f;
+        size_t C = c.C, E = c.E, El = c.E / c.expert_shards, f = c.f;
         fn(p + "wc", w.wc, E * C, 2, INIT_NORMAL);
-        fn(p + "w1", w.w1, E * f * C, 3, INIT_NORMAL);
-        fn(p + "w2", w.w2, E * C * f, 3, INIT_RESIDUAL);
+        fn(p + "w1", w.w1, El * f * C, 3, INIT_NORMAL);
+        fn(p + "w2", w.w2, El * C * f, 3, INIT_RESIDUAL);
     }
     template <typename real, typename Fn>
     static void exports(LayerWeights<real>& w, const Config& c, Fn fn) {
@@ -199,6 +209,11 @@ struct MotFfn : FfnKind {
         fn(a.p, ST * E * f, GRAD_OVERWRITES);
         fn(a.a, ST * E * f, GRAD_OVERWRITES);
         fn(a.y, ST * E * C, GRAD_OVERWRITES);
+        if (c.expert_shards > 1) {
+            fn(a.ul, ST * E * C, GRAD_OVERWRITES);
+            fn(a.yl, ST * E * C, GRAD_OVERWRITES);
+            fn(a.xbuf, ST * E * C, GRAD_OVERWRITES);
+        }
     }
     // controller 2CE, merge 2EC and emit 2EC per token (each token joins one
     // group, whose E mixed tokens it feeds and reads), experts 2*2*C*f*E/G
@@ -231,6 +246,7 @@ struct TokenChoiceFfn : FfnKind {
              strf("unsupported router kind %d", c.router));
         need(std::isfinite(c.router_tau) && c.router_tau > 0,
              strf("the router temperature must be positive (got %g)", c.router_tau));
+        need(c.expert_shards == 1, "token-choice layers do not run expert parallel yet (only MoT layers do)");
     }
     static int capacity(const Config& c, int N, bool decoding) {
         if (decoding) return N;
@@ -351,6 +367,8 @@ inline void config_validate(const Config& c) {
 struct FfnMode {
     bool decoding = false;      // one token per sequence (a KV cache): TOKEN_CHOICE drops nothing
     bool mot_discrete = false;  // MOT: merge and emit with M one-hot at the argmax over the group
+    // MOT under expert parallelism (Config::expert_shards > 1): the exchange of this rank's expert group
+    ExpertExchange* experts = nullptr;
 };
 
 // ---------------------------------------------------------------- parameters
@@ -406,6 +424,24 @@ inline std::vector<TensorSpec> param_specs(const Config& c) {
         offset += n;
     });
     return specs;
+}
+
+// Expert parallelism: what member `index` of an expert group holds (a config
+// with expert_shards N) of the whole model's parameters (expert_shards 1),
+// tensor by tensor in checkpoint order. The experts lead every tensor with
+// an expert axis, so the member's part of such a tensor (smaller in its
+// layout) is the contiguous slice [index*n, (index+1)*n) of the whole
+// tensor's N*n; every other tensor it holds whole. Calls
+// fn(offset in the whole model, offset in the member's, numel, sliced).
+template <typename Fn>
+void for_each_expert_slice(const Config& member, int index, Fn fn) {
+    Config whole = member;
+    whole.expert_shards = 1;
+    std::vector<TensorSpec> ws = param_specs(whole), ms = param_specs(member);
+    for (size_t i = 0; i < ms.size(); i++) {
+        bool sliced = ms[i].numel != ws[i].numel;
+        fn(ws[i].offset + (sliced ? (size_t)index * ms[i].numel : 0), ms[i].offset, ms[i].numel, sliced);
+    }
 }
 
 inline size_t num_params(const Config& c) {

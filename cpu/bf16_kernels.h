@@ -116,6 +116,9 @@ struct Bf16Kernels {
         bf16_round_out(arg<6>(a...), ST * E * C);
         bf16_round_out(arg<0>(a...), B * T * C);
     }
+    // not emulated: --precision bf16 with --expert-parallel is refused (train/options.h)
+    template <typename... A> static void mot_ep_forward(A...) { fail("expert parallelism runs in fp32"); }
+    template <typename... A> static void mot_ep_backward(A...) { fail("expert parallelism runs in fp32"); }
     // mot_backward(dinp (B,T,C), ..., B at 20, T, C)
     template <typename... A> static void mot_backward(A... a) {
         Inner::mot_backward(a...);

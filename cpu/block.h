@@ -58,12 +58,12 @@ void block_backward(real* dinp,              // (B,T,C)
                     LayerActs<real>& ld,     // the block's activation gradients; ld.res3 given
                     const real* inp,         // (B,T,C) the block's input
                     const LayerWeights<real>& lw, const LayerActs<real>& la, int kind, int B, int T,
-                    const Config& c) {
+                    const Config& c, const FfnMode& mode = FfnMode()) {
     const int C = c.C;
     const size_t BTC = (size_t)B * T * C;
     Kernels::residual_backward(ld.res2, ld.ffn, ld.res3, BTC);
     with_ffn_kind(kind,
-                  [&](auto k) { ffn_kind_backward<Kernels>(k, ld.ln2, lg, ld, ld.ffn, la.ln2, lw, la, B, T, c); });
+                  [&](auto k) { ffn_kind_backward<Kernels>(k, ld.ln2, lg, ld, ld.ffn, la.ln2, lw, la, B, T, c, mode); });
     Kernels::layernorm_backward(ld.res2, lg.ln2w, lg.ln2b, ld.ln2, la.res2, lw.ln2w, la.ln2_mean, la.ln2_rstd, B, T,
                                 C);
     Kernels::residual_backward(dinp, ld.attproj, ld.res2, BTC);

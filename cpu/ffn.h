@@ -50,7 +50,7 @@ void ffn_kind_forward(DenseFfn, real* out, const real* inp, const LayerWeights<r
 template <typename Kernels, typename real>
 void ffn_kind_backward(DenseFfn, real* dinp, LayerWeights<real>& dw, LayerActs<real>& da, const real* dout,
                        const real* inp, const LayerWeights<real>& w, const LayerActs<real>& a, int B, int T,
-                       const Config& c) {
+                       const Config& c, const FfnMode&) {
     ffn_backward<Kernels>(dinp, dw.fcw, dw.fcb, dw.fcprojw, dw.fcprojb, da.fch, da.fch_gelu, dout, inp, a.fch,
                           a.fch_gelu, w.fcw, w.fcprojw, B, T, c.C, c.dff);
 }

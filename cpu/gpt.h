@@ -41,6 +41,8 @@ struct GPT {
     double aux_weight = 0;  // --aux-loss
     double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward
     bool mot_discrete = false;  // MOT layers run discrete (eval, sample; common/layout.h FfnMode)
+    // expert parallelism (cfg.expert_shards > 1): the exchange of this process's expert group
+    ExpertExchange* experts = nullptr;
     // --precision bf16: the passes run with Bf16Kernels<Kernels> (bf16_kernels.h) on the weights rounded to
     // bf16; params_memory stays the float master copy that AdamW updates and checkpoints hold
     bool bf16 = false;
@@ -122,7 +124,7 @@ void gpt_forward_pass(GPT<real, Kernels>* model, const Weights<real>& w, const i
     const real* residual = a.encoded;  // (B,T,C) input of the current block
     for (int l = 0; l < c.L; l++) {
         block_forward<K>(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c, (const KVCache<real>*)nullptr,
-                         FfnMode{false, model->mot_discrete});
+                         FfnMode{false, model->mot_discrete, model->experts});
         residual = a.layer[l].res3;
     }
     model->aux_loss = 0;
@@ -200,7 +202,7 @@ void gpt_backward_pass(GPT<real, Kernels>* model, const Weights<real>& w, double
         const real* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
         real* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
         block_backward<K>(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B, T,
-                          c);
+                          c, FfnMode{false, false, model->experts});
     }
     encoder_backward(dw.wte, dw.wpe, da.encoded, inputs, B, T, C);
 }

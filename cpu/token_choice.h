@@ -330,7 +330,7 @@ void ffn_kind_forward(TokenChoiceFfn, real* out, const real* inp, const LayerWei
 template <typename Kernels, typename real>
 void ffn_kind_backward(TokenChoiceFfn, real* dinp, LayerWeights<real>& dw, LayerActs<real>& da, const real* dout,
                        const real* inp, const LayerWeights<real>& w, const LayerActs<real>& a, int B, int T,
-                       const Config& c) {
+                       const Config& c, const FfnMode&) {
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, false);
     Kernels::token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp,
                                    a.m, a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E,

@@ -5,7 +5,10 @@
 // batch with all experts: outputs and input gradients per member, the
 // controller's gradient per member (replicated, not yet summed), and each
 // owner's expert gradients against its slice of the sum over all members'
-// batches. In double (to rounding) and in float.
+// batches. In double (to rounding) and in float. Then ./train_mot
+// --expert-parallel under mpirun against one process: losses, gradient
+// norms and validation losses; checkpoints; refused layouts; a killed rank.
+// Without MPI those cases are skipped, saying why.
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_expert_parallel.cpp -o /tmp/t -lpthread
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -15,6 +18,7 @@
 
 #include "cpu/fast/expert_parallel.h"
 #include "tests/close.h"
+#include "tests/dist_runs.h"
 #include "tests/exchange_threads.h"
 #include "tests/rng.h"
 
@@ -78,11 +82,11 @@ static void check_layer(int N, Tol tol) {
             dw2[i].assign(w2n, 0);
         fast::mot_ep_forward(out[i].data(), z.data(), m.data(), u.data(), ul.data(), p.data(), a.data(), yl.data(),
                              y.data(), buf.data(), inp[i].data(), wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f,
-                             tau, false, x);
+                             tau, false, &x);
         fast::mot_ep_backward(dinp[i].data(), dwc[i].data(), dw1[i].data(), dw2[i].data(), dz.data(), dm.data(),
                               du.data(), dul.data(), dp.data(), da.data(), dyl.data(), dy.data(), buf.data(),
                               dout[i].data(), inp[i].data(), m.data(), ul.data(), p.data(), a.data(), y.data(),
-                              wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f, tau, x);
+                              wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f, tau, &x);
     });
     for (const ThreadExchange& x : xs) CHECK(x.calls == 4);  // U out, Y back, dY out, dU back
     for (int i = 0; i < N; i++) {
@@ -105,4 +109,141 @@ TEST_CASE("the expert-parallel MoT layer computes what one process computes, N =
 TEST_CASE("the expert-parallel MoT layer computes what one process computes, N = 2 and 4, in float") {
     check_layer<float>(2, Tol{1e-6, 1e-5});
     check_layer<float>(4, Tol{1e-6, 1e-5});
+}
+
+// ---------------------------------------------------------------- ranks
+// ./train_mot --expert-parallel N under mpirun against one process
+// accumulating the same micro-batches (tests/dist_runs.h).
+
+static const std::string EP_DATA = dist_data("ep");
+
+// MoT in every layer, and MoT and dense mixed; E 4, so N 4 holds one expert per rank
+static const char* EP_MODELS[][2] = {
+    {"mot", " --layers 2 --heads 2 --d-model 16 --ffn mot --experts 4 --group 2"},
+    {"mixed", " --layers 2 --heads 2 --d-model 16 --ffn mot --mot-layers second-half --experts 4 --group 2"},
+};
+
+MPI_TEST("--expert-parallel over 2 and 4 ranks (N 2, N 4, N 2 with 2 replicas) computes what 1 process computes "
+         "(1e-5 over 8 steps)") {
+    write_dist_data("ep");
+    // B 4, T 8: 32 tokens a micro-batch, 4 micro-batches a step: one process accumulates 4, 2 ranks 2 each
+    const char* layouts[][2] = {{"2", "2"}, {"4", "2"}, {"4", "4"}};
+    for (auto& model : EP_MODELS)
+        for (int shuffle : {0, 1}) {
+            std::string tag = std::string("build/ep_") + model[0] + "_s" + std::to_string(shuffle);
+            std::string args = EP_DATA + model[1] + " --batch 4 --steps 8 --total-batch 128 --shuffle " +
+                               std::to_string(shuffle);
+            std::remove((tag + "_1.jsonl").c_str());
+            Run one = run(args + " --log " + tag + "_1.jsonl");
+            INFO(one.out);
+            REQUIRE(one.rc == 0);
+            for (auto& [np, N] : layouts) {
+                std::string log = tag + "_np" + np + "_N" + N + ".jsonl";
+                INFO(log);
+                std::remove(log.c_str());
+                Run ep = run_cmd(mpirun(std::stoi(np), args + " --expert-parallel " + N + " --log " + log));
+                INFO(ep.out);
+                REQUIRE(ep.rc == 0);
+                int groups = std::stoi(np) / std::stoi(N);
+                CHECK(ep.out.find("expert parallel: " + std::to_string(groups) + " expert groups of " + N +
+                                  " ranks; each rank holds " + std::to_string(4 / std::stoi(N)) + " of the 4 experts") !=
+                      std::string::npos);
+                double worst = compare_logs(log, tag + "_1.jsonl", 1e-5, 8);
+                MESSAGE(log << ": largest relative difference " << worst);
+            }
+        }
+}
+
+MPI_TEST("a checkpoint written under --expert-parallel holds the whole model: it resumes bit-exactly under the same "
+         "layout, and within 1e-5 under one process and under N 4 on 4 ranks") {
+    write_dist_data("ep");
+    std::string dir = "build/ep_resume_ckpt";
+    clear_dir(dir);
+    std::string args = EP_DATA + std::string(EP_MODELS[0][1]) + " --batch 4 --steps 16 --total-batch 128 " +
+                       "--checkpoint-dir " + dir;
+    for (const char* f : {"full", "same", "one", "four"}) std::remove(("build/ep_resume_" + std::string(f) + ".jsonl").c_str());
+    Run full = run_cmd(mpirun(2, args + " --expert-parallel 2 --checkpoint-every 8 --keep-checkpoints 0 "
+                                        "--log build/ep_resume_full.jsonl --save build/ep_resume_full.ckpt"));
+    INFO(full.out);
+    REQUIRE(full.rc == 0);
+    REQUIRE(exists(dir + "/step_00000008.state"));
+    // the file is one process's: the same size as a one-process checkpoint of the model
+    Run whole = run(args.substr(0, args.find(" --checkpoint-dir")) + " --steps 1 --save build/ep_resume_whole.ckpt");
+    INFO(whole.out);
+    REQUIRE(whole.rc == 0);
+    CHECK(slurp("build/ep_resume_full.ckpt").size() == slurp("build/ep_resume_whole.ckpt").size());
+    auto resume = [&](const std::string& cmd, const std::string& name) {
+        std::remove((dir + "/step_00000016.ckpt").c_str());
+        std::remove((dir + "/step_00000016.state").c_str());
+        Run r = run_cmd(cmd + " --resume --log build/ep_resume_" + name + ".jsonl --save build/ep_resume_" + name +
+                        ".ckpt");
+        INFO(r.out);
+        REQUIRE(r.rc == 0);
+        CHECK(r.out.find("resuming at step 8") != std::string::npos);
+        return read_log("build/ep_resume_" + name + ".jsonl");
+    };
+    LogRows f = read_log("build/ep_resume_full.jsonl");
+    LogRows same = resume(mpirun(2, args + " --expert-parallel 2"), "same");
+    REQUIRE(same.size() == 8);
+    for (int s = 9; s <= 16; s++) {
+        INFO("step ", s);
+        CHECK(same[s]["loss"] == f[s]["loss"]);
+        CHECK(same[s]["grad_norm"] == f[s]["grad_norm"]);
+    }
+    CHECK(slurp("build/ep_resume_same.ckpt") == slurp("build/ep_resume_full.ckpt"));
+    for (auto& [cmd, name] : {std::pair{train_mot_path() + " " + args, "one"},
+                              std::pair{mpirun(4, args + " --expert-parallel 4"), "four"}}) {
+        LogRows o = resume(cmd, name);
+        REQUIRE(o.size() == 8);
+        for (int s = 9; s <= 16; s++) {
+            INFO(name, ": step ", s);
+            CHECK(rel(num(o[s]["loss"]), num(f[s]["loss"])) <= 1e-5);
+            CHECK(rel(num(o[s]["grad_norm"]), num(f[s]["grad_norm"])) <= 1e-5);
+        }
+    }
+}
+
+MPI_TEST("--expert-parallel layouts that cannot work are refused, naming the numbers") {
+    write_dist_data("ep");
+    const std::string mot = EP_DATA + std::string(EP_MODELS[0][1]) + " --batch 4 --steps 2";
+    struct Bad {
+        int np;
+        std::string args, says;
+    };
+    for (const Bad& b : std::vector<Bad>{
+             {3, mot + " --expert-parallel 2", "--expert-parallel 2 must divide the number of ranks, 3"},
+             {2, EP_DATA + " --layers 2 --heads 2 --d-model 16 --ffn mot --experts 3 --expert-size 8 --group 2"
+                           " --batch 4 --steps 2"
+                           " --expert-parallel 2",
+              "--expert-parallel 2 must divide the number of experts, 3"},
+             {2, EP_DATA + " --layers 2 --heads 2 --d-model 16 --ffn dense --batch 4 --steps 2 --expert-parallel 2",
+              "has no MoT layers"},
+             {2, EP_DATA + " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 4 --batch 4 --steps 2"
+                           " --expert-parallel 2",
+              "token-choice layers, which do not run expert parallel yet"},
+             {2, mot + " --expert-parallel 2 --zero 1", "--expert-parallel with --zero 1 is not built yet"},
+         }) {
+        INFO(b.args);
+        Run r = run_cmd(mpirun(b.np, b.args));
+        INFO(r.out);
+        CHECK(r.rc != 0);
+        CHECK(r.out.find(b.says) != std::string::npos);
+        CHECK(r.out.find("step     1/") == std::string::npos);
+    }
+}
+
+MPI_TEST("under --expert-parallel a killed rank ends the job with an error in bounded time, not a hang") {
+    write_dist_data("ep");
+    std::vector<pid_t> ranks;
+    pid_t job = start_ranks(2, EP_DATA + std::string(EP_MODELS[0][1]) + " --batch 4 --steps 100000 --val-every 0 "
+                                 "--expert-parallel 2",
+                            "build/ep_killed.out", &ranks);
+    auto t0 = std::chrono::steady_clock::now();
+    kill(ranks[1], SIGKILL);
+    Exit e = wait_exit(job);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    INFO(slurp("build/ep_killed.out"));
+    CHECK(secs < 60);
+    CHECK(e.exited);
+    CHECK(e.code != 0);
 }

@@ -12,6 +12,9 @@
 //   dist_sum           element-wise sum over the ranks, in place (doubles, floats)
 //   dist_sum_each      named scalars, each its sum over the ranks, in one collective
 //   dist_reduce_scatter_sum / dist_allgather / dist_gather   ZeRO-1's pieces
+//   dist_group         some of the ranks (an expert group, the replicas of an expert
+//                      shard): dist_sum, dist_gather and dist_all_to_all run over one
+//   dist_all_to_all    equal blocks, each to one rank of a group (expert parallelism)
 //   dist_barrier       every rank reaches this point
 //   dist_agree         every rank has rank 0's settings, or rank 0 names the first difference
 //   dist_abort         one rank's error stops every rank
@@ -23,6 +26,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <mutex>
 #include <string>
@@ -217,20 +221,72 @@ template <>
 inline MPI_Datatype mpi_type<char>() { return MPI_CHAR; }
 #endif
 
-// x[i] = the sum over the ranks of x[i], on every rank.
+// Some of the job's ranks, with collectives of their own (expert
+// parallelism: an expert group, the replicas of an expert shard). The
+// collectives below run over the group they are given, or all ranks.
+struct DistGroup {
+    int rank = 0, size = 1;  // this rank's place in the group, and the group's ranks
+#ifdef MOT_MPI
+    MPI_Comm comm = MPI_COMM_NULL;
+#endif
+};
+
+inline int dist_size(const DistGroup* g) { return g ? g->size : dist().size; }
+#ifdef MOT_MPI
+inline MPI_Comm dist_comm(const DistGroup* g) { return g ? g->comm : MPI_COMM_WORLD; }
+#endif
+
+// The group of the ranks that pass the same color, ordered by rank (every
+// rank calls it).
+inline DistGroup dist_group(int color) {
+    DistGroup g;
+#ifdef MOT_MPI
+    if (dist().size > 1) {
+        MPI_Comm_split(MPI_COMM_WORLD, color, dist().rank, &g.comm);
+        MPI_Comm_rank(g.comm, &g.rank);
+        MPI_Comm_size(g.comm, &g.size);
+    }
+#endif
+    (void)color;
+    return g;
+}
+
+inline void dist_group_free(DistGroup* g) {
+#ifdef MOT_MPI
+    if (g->comm != MPI_COMM_NULL) MPI_Comm_free(&g->comm);
+#endif
+    (void)g;
+}
+
+// x[i] = the sum over the ranks (of group g, or all) of x[i], on each of them.
 template <typename T>
 void dist_sum(T* x,  // (n)
-              size_t n, const char* what) {
+              size_t n, const char* what, const DistGroup* g = nullptr) {
 #ifdef MOT_MPI
-    if (dist().size == 1 || n == 0) return;  // several ranks: MPI is initialised
+    if (dist_size(g) == 1 || n == 0) return;  // several ranks: MPI is initialised
     CollectiveGuard guard(what);
     for (size_t off = 0; off < n; off += DIST_MAX_COUNT) {  // in slices MPI can count
         int count = (int)std::min(n - off, DIST_MAX_COUNT);
-        MPI_Allreduce(MPI_IN_PLACE, x + off, count, mpi_type<T>(), MPI_SUM, MPI_COMM_WORLD);
+        MPI_Allreduce(MPI_IN_PLACE, x + off, count, mpi_type<T>(), MPI_SUM, dist_comm(g));
     }
 #else
-    (void)x, (void)n, (void)what;
+    (void)x, (void)n, (void)what, (void)g;
 #endif
+}
+
+// All-to-all within group g: block r of send (g->size blocks of `bytes`)
+// goes to the group's rank r, block r of recv comes from it.
+inline void dist_all_to_all(const void* send, void* recv, size_t bytes, const char* what, const DistGroup* g) {
+#ifdef MOT_MPI
+    if (dist_size(g) > 1) {
+        int count = mpi_count(bytes, what);
+        CollectiveGuard guard(what);
+        MPI_Alltoall(send, count, MPI_BYTE, recv, count, MPI_BYTE, dist_comm(g));
+        return;
+    }
+#endif
+    (void)what, (void)g;
+    std::memcpy(recv, send, bytes);
 }
 
 // *v = the sum over the ranks of *v for each v of values, on every rank, in
@@ -274,18 +330,18 @@ inline void dist_allgather(float* x,  // (size * n); this rank's slice filled in
 // On rank 0: all[r*n, r*n + n) = rank r's part (gather); other ranks' `all`
 // is not touched. T: float (moments) or char (text).
 template <typename T>
-void dist_gather(T* all,         // (size * n) on rank 0
+void dist_gather(T* all,         // (size * n) on rank 0 (of group g, or of all)
                  const T* part,  // (n)
-                 size_t n, const char* what) {
+                 size_t n, const char* what, const DistGroup* g = nullptr) {
 #ifdef MOT_MPI
-    if (dist().size > 1) {
+    if (dist_size(g) > 1) {
         int count = mpi_count(n, what);
         CollectiveGuard guard(what);
-        MPI_Gather(part, count, mpi_type<T>(), all, count, mpi_type<T>(), 0, MPI_COMM_WORLD);
+        MPI_Gather(part, count, mpi_type<T>(), all, count, mpi_type<T>(), 0, dist_comm(g));
         return;
     }
 #endif
-    (void)what;
+    (void)what, (void)g;
     std::copy(part, part + n, all);
 }
 

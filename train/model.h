@@ -229,6 +229,15 @@ inline void model_set_mot_discrete(Model* m, bool on) {
 
 inline bool model_mot_discrete(const Model& m) { return m.cpu.mot_discrete; }
 
+// Expert parallelism (train/parallel.h): the exchange of this rank's expert
+// group, which the MoT layers of a model built with expert_shards > 1 call
+// (the CPU path; --expert-parallel on GPUs is refused by train/options.h).
+inline void model_set_experts(Model* m, ExpertExchange* x) { m->cpu.experts = x; }
+
+// Whether every forward is a collective of the expert group: its ranks must
+// run the same number of forwards (report.h, evaluate).
+inline bool model_in_lockstep(const Model& m) { return m.cpu.experts != nullptr; }
+
 // How a TOKEN_CHOICE layer routed the last forward: the share of choices
 // dropped for capacity (of those made: a threshold router makes only the
 // choices above its thresholds), the smallest and largest share of the

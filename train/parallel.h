@@ -21,6 +21,18 @@
 //                       per rank: parameters and gradients 8N bytes, moments
 //                       8(S + tail) instead of 8N.
 //
+// --expert-parallel N (README, "Expert parallelism"): the R ranks form R/N
+// expert groups of N consecutive ranks; member i of a group (rank r, i =
+// r % N) holds experts [i*E/N, (i+1)*E/N) of every MoT layer, everything
+// else whole. The MoT layers exchange mixed tokens within the expert group
+// (cpu/fast/expert_parallel.h, through the group's ExpertExchange). An
+// expert's gradient is complete on its owner after the backward pass (it
+// sums the mixed tokens of the whole group) and is summed over the R/N
+// replicas of that shard only (the ranks with the same i); the rest over
+// all ranks, as above. The gradient norm counts each expert once. A
+// checkpoint gathers the shards of expert group 0 into the whole model on
+// rank 0; a loaded or resumed model is sliced on every rank.
+//
 // Backends: MPI on host memory for CPU ranks; NCCL on device memory for GPU
 // ranks when built with it (train/device.h; the NCCL id travels over MPI);
 // GPU ranks without NCCL all-reduce through host copies (and --zero 1 needs
@@ -40,8 +52,28 @@
 #include "train/dist.h"
 #include "train/model.h"
 
+// The all-to-all of an expert group over MPI (common/exchange.h).
+struct MpiExchange : ExpertExchange {
+    DistGroup* group = nullptr;
+    void all_to_all(const void* send, void* recv, size_t bytes) override {
+        dist_all_to_all(send, recv, bytes, "the expert exchange (--expert-parallel)", group);
+    }
+};
+
+// A run of the model's parameters: [lo, lo + n), and whether it is a slice of
+// expert tensors (summed over the replicas) or whole (summed over all ranks).
+struct ParamRun {
+    size_t lo, n;
+    bool experts;
+};
+
 struct Parallel {
     int zero = 0;         // 1: ZeRO-1 (only with several ranks)
+    int ep = 1;           // --expert-parallel N: ranks per expert group
+    DistGroup experts;    // this rank's expert group (N ranks)
+    DistGroup replicas;   // the ranks that hold the same experts (R/N ranks)
+    MpiExchange exchange;       // the expert group's all-to-all, which the MoT layers call
+    std::vector<ParamRun> runs;  // expert parallelism: the model's parameters, whole and sliced runs in order
     std::string backend;  // what moves the gradients, for the start-up lines
     size_t N = 0;         // parameters
     size_t S = 0, lo = 0;             // ZeRO-1: the body's slice per rank, and this rank's first parameter
@@ -55,12 +87,73 @@ struct Parallel {
 
 inline bool parallel_sharded(const Parallel& p) { return p.zero == 1 && dist().size > 1; }
 
+// The config this rank's model is built with: that of the whole model, with
+// expert_shards N under expert parallelism.
+inline Config parallel_member_config(const Config& c, int ep) {
+    Config member = c;
+    member.expert_shards = ep;
+    return member;
+}
+
+// This rank's part of the whole model's values (parameters or moments, in
+// checkpoint order): under expert parallelism its experts' slices and every
+// whole tensor.
+inline std::vector<float> parallel_member_part(const Config& c, int ep, const std::vector<float>& whole) {
+    if (ep == 1) return whole;
+    Config member = parallel_member_config(c, ep);
+    std::vector<float> part(num_params(member));
+    for_each_expert_slice(member, dist().rank % ep, [&](size_t at_whole, size_t at, size_t n, bool) {
+        std::copy(whole.begin() + at_whole, whole.begin() + at_whole + n, part.begin() + at);
+    });
+    return part;
+}
+
+// The whole model's values on rank 0 from the members' parts (a collective
+// every rank calls): the whole tensors from rank 0's part, the expert slices
+// gathered from rank 0's expert group. Without expert parallelism, part.
+inline const float* parallel_whole(Parallel* p, const Config& member, const float* part, std::vector<float>* whole,
+                                   const char* what) {
+    if (p->ep == 1) return part;
+    std::vector<float> mine;  // this member's expert slices, in order
+    for (const ParamRun& r : p->runs)
+        if (r.experts) mine.insert(mine.end(), part + r.lo, part + r.lo + r.n);
+    const bool root = p->experts.rank == 0;
+    std::vector<float> all(root ? mine.size() * p->ep : 0);
+    dist_gather(all.data(), mine.data(), mine.size(), what, &p->experts);
+    if (dist().rank != 0) return nullptr;
+    Config c = member;
+    c.expert_shards = 1;
+    whole->assign(num_params(c), 0.0f);
+    for (int i = 0; i < p->ep; i++) {
+        size_t k = 0;  // into member i's slices
+        for_each_expert_slice(member, i, [&](size_t at_whole, size_t at, size_t n, bool sliced) {
+            const float* from = sliced ? all.data() + i * mine.size() + k : part + at;
+            if (sliced) k += n;
+            if (sliced || i == 0) std::copy(from, from + n, whole->begin() + at_whole);
+        });
+    }
+    return whole->data();
+}
+
 // The backend and, for ZeRO-1, this rank's share; with --zero 1 the model's
 // moments shrink to that share. Call after model_build, on every rank.
 inline void parallel_init(Parallel* p, Model* m, int zero) {
     const Dist& d = dist();
     p->N = num_params(m->cfg);
     p->zero = zero;
+    p->ep = m->cfg.expert_shards;
+    if (p->ep > 1) {
+        p->experts = dist_group(d.rank / p->ep);
+        p->replicas = dist_group(d.rank % p->ep);
+        p->exchange.members = p->ep;
+        p->exchange.index = p->experts.rank;
+        p->exchange.group = &p->experts;
+        model_set_experts(m, &p->exchange);
+        for_each_expert_slice(m->cfg, p->exchange.index, [&](size_t, size_t at, size_t n, bool sliced) {
+            if (!p->runs.empty() && p->runs.back().experts == sliced) p->runs.back().n += n;
+            else p->runs.push_back({at, n, sliced});
+        });
+    }
     p->S = p->N / d.size;
     p->lo = (size_t)d.rank * p->S;
     p->tail_lo = (size_t)d.size * p->S;
@@ -88,7 +181,11 @@ inline void parallel_init(Parallel* p, Model* m, int zero) {
 }
 
 // Frees the NCCL communicator (every rank, at the end).
-inline void parallel_free(Parallel* p) { nccl_free(&p->nccl); }
+inline void parallel_free(Parallel* p) {
+    nccl_free(&p->nccl);
+    dist_group_free(&p->experts);
+    dist_group_free(&p->replicas);
+}
 
 // The gradients summed over the ranks: all of them (--zero 0), or this
 // rank's slice of the body (at grads[slice_at, slice_at + S)) and the tail
@@ -110,6 +207,11 @@ inline void parallel_sum_grads(Parallel* p, Model* m) {
         span_to_host(g, p->host_grads.data());
         dist_sum(p->host_grads.data(), p->N, "the gradient all-reduce");
         span_from_host(g, p->host_grads.data());
+    } else if (p->ep > 1) {
+        for (const ParamRun& r : p->runs)
+            dist_sum(g.data + r.lo, r.n,
+                     r.experts ? "the expert gradients' all-reduce over their replicas" : "the gradient all-reduce",
+                     r.experts ? &p->replicas : nullptr);
     } else if (sharded) {
         dist_reduce_scatter_sum(g.data, p->S, "the gradient reduce-scatter (--zero 1)");
         dist_sum(g.data + p->tail_lo, p->tail_n, "the all-reduce of the gradients' tail (--zero 1)");
@@ -121,6 +223,13 @@ inline void parallel_sum_grads(Parallel* p, Model* m) {
 
 // The global gradient norm, after parallel_sum_grads.
 inline double parallel_grad_norm(Parallel* p, Model* m) {
+    if (p->ep > 1) {  // the whole tensors are the same on every rank; the expert slices, once per group
+        FloatSpan g = model_grad_span(m);
+        double whole = 0, experts = 0;
+        for (const ParamRun& r : p->runs) (r.experts ? experts : whole) += span_norm_squared(span_part(g, r.lo, r.n));
+        dist_sum(&experts, 1, "the gradient norm's all-reduce (--expert-parallel)", &p->experts);
+        return std::sqrt(whole + experts);
+    }
     if (!parallel_sharded(*p)) return model_grad_norm(m);
     const bool first = dist().rank == 0;  // the tail counts once
     FloatSpan g = model_grad_span(m);
@@ -154,6 +263,16 @@ inline void parallel_update(Parallel* p, Model* m, float lr, float beta1, float 
 // the shards under ZeRO-1, a collective every rank calls); other ranks may
 // get nothing.
 inline void parallel_get_moments(Parallel* p, Model* m, std::vector<float>* mom, std::vector<float>* vel) {
+    if (p->ep > 1) {
+        std::vector<float> pm, pv, whole;
+        model_get_moments(m, &pm, &pv);
+        for (const auto& [part, out] : {std::pair{&pm, mom}, std::pair{&pv, vel}}) {
+            const float* w = parallel_whole(p, m->cfg, part->data(), &whole, "gathering the expert moments");
+            if (w) out->assign(w, w + whole.size());
+            else out->clear();
+        }
+        return;
+    }
     if (!parallel_sharded(*p)) {
         model_get_moments(m, mom, vel);
         return;
@@ -174,6 +293,12 @@ inline void parallel_get_moments(Parallel* p, Model* m, std::vector<float>* mom,
 // Sets the moments from those of every parameter (a resumed checkpoint's,
 // read by every rank); under ZeRO-1 each rank keeps its share.
 inline void parallel_set_moments(Parallel* p, Model* m, const std::vector<float>& mom, const std::vector<float>& vel) {
+    if (p->ep > 1) {
+        Config c = m->cfg;
+        c.expert_shards = 1;
+        model_set_moments(m, parallel_member_part(c, p->ep, mom), parallel_member_part(c, p->ep, vel));
+        return;
+    }
     if (!parallel_sharded(*p)) {
         model_set_moments(m, mom, vel);
         return;
@@ -190,16 +315,35 @@ inline void parallel_set_moments(Parallel* p, Model* m, const std::vector<float>
 // Fails on rank 0 when some rank's parameters differ from rank 0's: every
 // rank applies the same update to the same weights, so they never should;
 // checked before each checkpoint (the parameters are on the host then).
-inline void parallel_check_same_params(const float* params, size_t n, int64_t step) {
-    if (dist().size == 1) return;
+// Within group g (or all ranks); `which` names the parameters compared.
+inline void parallel_check_same(const float* params, size_t n, int64_t step, const DistGroup* g, const char* which) {
+    if (dist_size(g) == 1) return;
     uint64_t h = fnv1a64(params, n * sizeof(float));
     char mine[17];
     std::snprintf(mine, sizeof mine, "%016llx", (unsigned long long)h);
-    std::vector<char> all(dist().rank == 0 ? 17 * dist().size : 0);
-    dist_gather(all.data(), mine, 17, "comparing the ranks' parameters");
+    const bool root = g ? g->rank == 0 : dist().rank == 0;
+    std::vector<char> all(root ? 17 * dist_size(g) : 0);
+    dist_gather(all.data(), mine, 17, "comparing the ranks' parameters", g);
     for (int r = 1; r < (int)all.size() / 17; r++)
         if (std::memcmp(all.data(), all.data() + 17 * r, 16) != 0)
-            fail(strf("step %lld: rank %d holds other parameters than rank 0 (checksums %.16s and %.16s): the ranks "
-                      "have diverged; no checkpoint written",
-                      (long long)step, r, all.data(), all.data() + 17 * r));
+            fail(strf("step %lld: %s: rank %d holds other parameters than rank %d (checksums %.16s and %.16s): the "
+                      "ranks have diverged; no checkpoint written",
+                      (long long)step, which, dist().rank + r * (g ? dist().size / g->size : 1), dist().rank,
+                      all.data(), all.data() + 17 * r));
+}
+
+// Under expert parallelism the whole tensors are compared over all ranks,
+// each expert slice over its replicas.
+inline void parallel_check_same_params(Parallel* p, const float* params, size_t n, int64_t step) {
+    if (p->ep == 1) {
+        parallel_check_same(params, n, step, nullptr, "all parameters");
+        return;
+    }
+    for (bool experts : {false, true}) {
+        std::vector<float> runs;
+        for (const ParamRun& r : p->runs)
+            if (r.experts == experts) runs.insert(runs.end(), params + r.lo, params + r.lo + r.n);
+        parallel_check_same(runs.data(), runs.size(), step, experts ? &p->replicas : nullptr,
+                            experts ? "this rank's experts, against their replicas" : "the replicated parameters");
+    }
 }

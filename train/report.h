@@ -31,13 +31,19 @@ inline double evaluate(Model* model, DataLoader* loader, int64_t n, int rank = 0
     std::vector<int> x((size_t)loader->B * loader->T), y(x.size());
     dataloader_reset(loader);
     double sum = 0;
-    for (int64_t i = 0; i < n && !(stop && *stop); i++) {
+    // under expert parallelism every forward is a collective: each rank runs
+    // the same number, those past n on its last batch again, uncounted, and a
+    // signal waits for the end
+    const bool lockstep = model_in_lockstep(*model);
+    const int64_t rounds = lockstep ? (n + ranks - 1) / ranks * ranks : n;
+    for (int64_t i = 0; i < rounds && !(stop && *stop && !lockstep); i++) {
         if (i % ranks != rank) {
-            dataloader_skip(loader);
+            if (i < n) dataloader_skip(loader);
             continue;
         }
-        dataloader_next(loader, x.data(), y.data());
-        sum += model_forward(model, x.data(), y.data(), loader->B, loader->T);
+        if (i < n) dataloader_next(loader, x.data(), y.data());
+        double loss = model_forward(model, x.data(), y.data(), loader->B, loader->T);
+        if (i < n) sum += loss;
     }
     return sum / (double)n;
 }

@@ -144,7 +144,8 @@ inline std::vector<std::pair<std::string, std::string>> rank_options(const Optio
             {"--load", text(o.load)}, {"--save", text(o.save)}, {"--log", text(o.log)},
             {"--checkpoint-dir", text(o.checkpoint_dir)}, {"--resume", o.resume ? "on" : "off"},
             {"--checkpoint-every", num(o.checkpoint_every)}, {"--keep-checkpoints", num(o.keep_checkpoints)},
-            {"--zero", num(o.zero)}, {"--collective-timeout", fnum(o.collective_timeout)},
+            {"--zero", num(o.zero)}, {"--expert-parallel", num(o.expert_parallel)},
+            {"--collective-timeout", fnum(o.collective_timeout)},
             {"--val-every", num(o.val_every)}, {"--val-batches", num(o.val_batches)},
             {"--sample-every", num(o.sample_every)}, {"--sample-len", num(o.sample_len)}};
 }
@@ -188,6 +189,43 @@ inline void check_ranks_setup(const TrainRun* r) {
 
 // Contradictions and impossible sizes, refused before any work; where the
 // run writes, checked now rather than after hours of training.
+// --expert-parallel N: what it needs of the ranks and the other options; the
+// model's part is checked once the model is known (check_expert_parallel_model).
+inline void check_expert_parallel_options(TrainRun* r) {
+    Options& o = r->o;
+    const int N = o.expert_parallel, R = dist().size;
+    if (N == 1) return;
+    if (R % N != 0)
+        fail(strf("--expert-parallel %d must divide the number of ranks, %d: the ranks form expert groups of %d", N,
+                  R, N));
+    if (o.zero) fail("--expert-parallel with --zero 1 is not built yet: give one of them");
+    if (o.device == "cuda")
+        fail("--expert-parallel on GPUs is not built yet: its ranks run on the CPU (--device cpu)");
+    if (o.precision == "bf16") fail("--expert-parallel with --precision bf16 is not built yet: give one of them");
+    if (!o.transition.empty()) fail("--expert-parallel with --transition is not built yet: give one of them");
+    o.device = "cpu";
+    if (o.sample_every > 0 && o.sample_len > 0) {
+        if (dist().rank == 0)
+            std::printf("note: --expert-parallel: no samples during training (a rank holds a part of the experts; "
+                        "sample from a saved model: ./train_mot sample)\n");
+        o.sample_every = 0;
+    }
+}
+
+inline void check_expert_parallel_model(const TrainRun* r) {
+    const int N = r->o.expert_parallel;
+    const Config& c = r->c;
+    if (N == 1) return;
+    const char* model = r->o.resume ? "the checkpoint" : !r->o.load.empty() ? r->o.load.c_str() : "the model";
+    if (has_kind(c, TOKEN_CHOICE))
+        fail(strf("--expert-parallel: %s has token-choice layers, which do not run expert parallel yet (MoT layers "
+                  "do)",
+                  model));
+    if (!has_kind(c, MOT)) fail(strf("--expert-parallel: %s has no MoT layers, no experts to share", model));
+    if (c.E % N != 0)
+        fail(strf("--expert-parallel %d must divide the number of experts, %d (of %s)", N, c.E, model));
+}
+
 inline void check_options(TrainRun* r) {
     const Options& o = r->o;
     if (o.resume && !o.load.empty())
@@ -215,6 +253,7 @@ inline void check_options(TrainRun* r) {
         r->accum = (int)(o.total_batch / (r->BT * R));
     }
     r->micro = r->accum * R;
+    check_expert_parallel_options(r);
     if (o.load.empty() && !o.resume) check_options_apply(o, layer_kinds(o), false, "--ffn " + o.ffn);
     if (dist().rank != 0) return;  // rank 0 alone writes
     check_not_checkpoint_dir({{"--save", o.save, ""}, {"--log", o.log, ""}}, o.checkpoint_dir);
@@ -397,6 +436,7 @@ inline void setup_model(TrainRun* r) {
         r->params.swap(init.params_memory);
     }
     const Config& c = r->c;
+    check_expert_parallel_model(r);
     if (o.resume || !o.load.empty()) note_ignored_model_options(o, c);
     note_router_balance_off(r);
     if (o.router_balance > 0 && c.router == ROUTER_SOFTMAX)  // a loaded model's router is its header's
@@ -531,7 +571,9 @@ inline void setup_device(TrainRun* r) {
         transition_calibrate(r);
         transition_report(r);
     }
-    model_build(&r->model, c, o.device, r->B, r->T, r->params.data());
+    // under --expert-parallel this rank's part of the model (train/parallel.h)
+    model_build(&r->model, parallel_member_config(c, o.expert_parallel), o.device, r->B, r->T,
+                parallel_member_part(c, o.expert_parallel, r->params).data());
     model_set_aux_weight(&r->model, o.aux_loss);
     model_set_bf16(&r->model, o.precision == "bf16");
     std::vector<float>().swap(r->params);
@@ -580,6 +622,11 @@ inline void setup_device(TrainRun* r) {
                 r->T, r->accum, ranks.c_str(), (long long)(r->BT * r->micro), o.steps, o.lr,
                 device_name(r->model).c_str());
     if (d.size > 1) print_ranks(r, max_threads);
+    if (r->par.ep > 1)
+        std::printf("expert parallel: %d expert groups of %d ranks; each rank holds %d of the %d experts of every MoT "
+                    "layer, %.2fM of the %.2fM parameters\n",
+                    d.size / r->par.ep, r->par.ep, c.E / r->par.ep, c.E, num_params(r->model.cfg) / 1e6,
+                    num_params(c) / 1e6);
     if (o.checkpoint_dir.empty() && o.save.empty())
         std::printf("note: no --checkpoint-dir or --save: nothing of this run is saved, not even when a signal "
                     "(Ctrl-C, SIGTERM, SIGHUP) stops it\n");
@@ -591,6 +638,12 @@ inline void setup_device(TrainRun* r) {
 // calls it (the moments and a check of the parameters are collectives);
 // rank 0 writes. The data position is every rank's: each rank walks all of
 // a step's micro-batches, taking its own (train_step).
+// The whole model's weights on rank 0 (a collective: under --expert-parallel
+// the experts are gathered); other ranks may get nullptr.
+inline const float* whole_params(TrainRun* r, std::vector<float>* buf) {
+    return parallel_whole(&r->par, r->model.cfg, model_params(&r->model), buf, "gathering the experts to save them");
+}
+
 inline void save_checkpoint(TrainRun* r, int step, const std::string& dir) {
     const bool writer = dist().rank == 0;
     if (writer) lock_checkpoint_dir(dir);
@@ -601,8 +654,9 @@ inline void save_checkpoint(TrainRun* r, int step, const std::string& dir) {
     s.B = r->B, s.T = r->T, s.shuffle = r->o.shuffle, s.total_steps = r->o.steps;
     s.data_id = r->data_id, s.accum = r->micro, s.ranks = dist().size;
     parallel_get_moments(&r->par, &r->model, &s.m, &s.v);
-    const float* params = model_params(&r->model);
-    parallel_check_same_params(params, num_params(r->c), step);
+    parallel_check_same_params(&r->par, model_params(&r->model), num_params(r->model.cfg), step);
+    std::vector<float> whole;
+    const float* params = whole_params(r, &whole);
     if (writer) {
         save_checkpoint_or_rescue(dir, r->c, params, s, r->o.keep_checkpoints);
         std::printf("checkpoint: %s\n", checkpoint_name(dir, step, "ckpt").c_str());
@@ -623,7 +677,9 @@ inline std::string save_on_stop(TrainRun* r, int step, bool checkpointed) {
         return "saved";
     }
     if (o.save.empty()) return "nothing saved (no --checkpoint-dir or --save)";
-    if (dist().rank == 0) save_final(o.save, r->c, model_params(&r->model));
+    std::vector<float> whole;
+    const float* params = whole_params(r, &whole);
+    if (dist().rank == 0) save_final(o.save, r->c, params);
     return strf("saved the model of step %d to --save %s (without --checkpoint-dir there is no training state to "
                 "--resume: --load it to go on)",
                 step, o.save.c_str());
@@ -737,7 +793,8 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
                              {"temperature", c.tau}, {"topk", (double)c.topk}, {"capacity_factor", c.capacity_factor},
                              {"router", (double)c.router}, {"router_temperature", c.router_tau},
                              {"router_balance", o.router_balance},
-                             {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)}});
+                             {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)},
+                             {"expert_parallel", (double)r->par.ep}});
 }
 
 // A run that ended still skipping non-finite updates failed; otherwise the
@@ -748,7 +805,11 @@ inline void finish(TrainRun* r) {
         fail(strf("the run ended with its last %d updates skipped for a non-finite loss or gradient: the model is "
                   "not training%s. Lower --lr, or resume from an earlier checkpoint",
                   r->consecutive_skips, r->o.save.empty() ? "" : "; --save not written"));
-    if (!r->o.save.empty() && dist().rank == 0) save_final(r->o.save, r->c, model_params(&r->model));
+    if (!r->o.save.empty()) {
+        std::vector<float> whole;
+        const float* params = whole_params(r, &whole);
+        if (dist().rank == 0) save_final(r->o.save, r->c, params);
+    }
 }
 
 // The steps from the state's step to --steps: validation and samples on

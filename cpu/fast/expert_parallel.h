@@ -77,15 +77,15 @@ void mot_ep_forward(real* out,        // (B,T,C)
                     const real* wc,   // (E,C)
                     const real* w1,   // (El,f,C) this member's experts
                     const real* w2,   // (El,C,f)
-                    int B, int T, int C, int E, int G, int f, real tau, bool discrete, ExpertExchange& x) {
-    const int ST = B / G * T, N = x.members, El = E / N;
+                    int B, int T, int C, int E, int G, int f, real tau, bool discrete, ExpertExchange* x) {
+    const int ST = B / G * T, N = x->members, El = E / N;
     const size_t block = (size_t)ST * El * C * sizeof(real);
     mot_controller(z, m, inp, wc, B, T, C, E, G, tau, discrete);
     mot_merge(u, m, inp, B, T, C, E, G);
     expert_blocks_pack(buf, u, ST, E, N, C);
-    x.all_to_all(buf, ul, block);
+    x->all_to_all(buf, ul, block);
     mot_experts(p, a, yl, ul, w1, w2, N * ST, C, El, f);
-    x.all_to_all(yl, buf, block);
+    x->all_to_all(yl, buf, block);
     expert_blocks_unpack(y, buf, ST, E, N, C);
     mot_emit(out, m, y, B, T, C, E, G);
 }
@@ -116,14 +116,14 @@ void mot_ep_backward(real* dinp,        // (B,T,C)
                      const real* wc,    // (E,C)
                      const real* w1,    // (El,f,C)
                      const real* w2,    // (El,C,f)
-                     int B, int T, int C, int E, int G, int f, real tau, ExpertExchange& x) {
-    const int ST = B / G * T, N = x.members, El = E / N;
+                     int B, int T, int C, int E, int G, int f, real tau, ExpertExchange* x) {
+    const int ST = B / G * T, N = x->members, El = E / N;
     const size_t block = (size_t)ST * El * C * sizeof(real);
     mot_emit_backward(dy, dm, dout, m, y, B, T, C, E, G);
     expert_blocks_pack(buf, dy, ST, E, N, C);
-    x.all_to_all(buf, dyl, block);
+    x->all_to_all(buf, dyl, block);
     mot_experts_backward(dul, dp, da, dw1, dw2, dyl, ul, p, a, w1, w2, N * ST, C, El, f);
-    x.all_to_all(dul, buf, block);
+    x->all_to_all(dul, buf, block);
     expert_blocks_unpack(du, buf, ST, E, N, C);
     mot_merge_backward(dinp, dm, du, inp, m, B, T, C, E, G);
     mot_controller_backward(dinp, dwc, dz, dm, m, inp, wc, B, T, C, E, G, tau);

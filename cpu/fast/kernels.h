@@ -9,6 +9,7 @@
 #include "../kernels.h"
 #include "attention.h"
 #include "crossentropy.h"
+#include "expert_parallel.h"
 #include "gelu.h"
 #include "layernorm.h"
 #include "matmul.h"
@@ -65,6 +66,8 @@ struct FastKernels {
         if constexpr (on_float<A...>) fast::mot_backward(a...);
         else ::mot_backward(a...);
     }
+    template <typename... A> static void mot_ep_forward(A... a) { fast::mot_ep_forward(a...); }
+    template <typename... A> static void mot_ep_backward(A... a) { fast::mot_ep_backward(a...); }
     template <typename... A> static void token_choice_forward(A... a) {
         if constexpr (on_float<A...>) fast::token_choice_forward(a...);
         else ::token_choice_forward(a...);
