@@ -43,14 +43,16 @@ static std::string output_of(const std::string& cmd) {
 
 struct Measured {
     double ms = 0, allreduce_ms = 0, tok_s = 0, params = 0;
+    double params_held = 0;               // of them on one rank (--expert-parallel: its experts)
+    double expert_ms = 0, expert_mb = 0;  // --expert-parallel: the exchange's time and MB sent per step and rank
 };
 
 // One run of `steps` steps with `ranks` ranks (1: no mpirun) and its threads per rank.
-static Measured measure(const std::string& model, int ranks, int threads, int zero, int steps) {
+static Measured measure(const std::string& model, int ranks, int threads, int zero, int steps, int ep = 1) {
     std::string log = "build/bench_dist.jsonl";
     std::remove(log.c_str());
     std::string args = model + " --steps " + std::to_string(steps) + " --threads " + std::to_string(threads) +
-                       " --zero " + std::to_string(zero) + " --log " + log;
+                       " --zero " + std::to_string(zero) + " --expert-parallel " + std::to_string(ep) + " --log " + log;
     std::string cmd = ranks == 1 ? std::string(PROG) + args
                                  : "mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " " +
                                        PROG + args;
@@ -62,8 +64,12 @@ static Measured measure(const std::string& model, int ranks, int threads, int ze
     m.ms = median(log_values(log, "ms", steps / 4));
     m.allreduce_ms = median(log_values(log, "allreduce_ms", steps / 4));
     m.tok_s = median(log_values(log, "tok_per_s", steps / 4));
+    m.expert_ms = median(log_values(log, "expert_exchange_ms", steps / 4));
+    m.expert_mb = median(log_values(log, "expert_exchange_mb", steps / 4));
     std::vector<double> p = log_values(log, "params", 0);
     m.params = p.empty() ? 0 : p[0];
+    std::vector<double> held = log_values(log, "params_held", 0);
+    m.params_held = held.empty() ? m.params : held[0];
     return m;
 }
 
@@ -123,6 +129,16 @@ int main(int argc, char** argv) {
             std::printf("%-30s %-22s %9.1f %9.0f %6.1f ms %3.0f%% %8.2fx %10.3f\n", name, label.c_str(), two.ms,
                         two.tok_s, two.allreduce_ms, 100 * two.allreduce_ms / two.ms, two.tok_s / one.tok_s,
                         optimizer_gib(two.params, 2, zero));
+        }
+        if (model.find("--ffn dense") == std::string::npos) {  // the experts shared by the 2 ranks
+            Measured ep = measure(model, 2, half, 0, steps, 2);
+            std::printf("%-30s %-22s %9.1f %9.0f %6.1f ms %3.0f%% %8.2fx %10.3f\n", name,
+                        strf("2 x %d, --expert-parallel 2", half).c_str(), ep.ms, ep.tok_s,
+                        ep.allreduce_ms + ep.expert_ms, 100 * (ep.allreduce_ms + ep.expert_ms) / ep.ms,
+                        ep.tok_s / one.tok_s, optimizer_gib(ep.params_held, 1, false));
+            std::printf("%-30s %-22s   of which the expert exchange %.1f ms (%.0f%% of the step), %.1f MB sent per "
+                        "rank and step; the all-reduce %.1f ms\n",
+                        "", "", ep.expert_ms, 100 * ep.expert_ms / ep.ms, ep.expert_mb, ep.allreduce_ms);
         }
         std::fflush(stdout);
     }

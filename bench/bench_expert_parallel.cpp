@@ -13,10 +13,10 @@
 // T 1024, d_ff 3072) dense, MoT E 32 and E 256 (G 32) and token choice E 32
 // top-1, each at a micro-batch of B 32 sequences of the model's T.
 //
-// Expert tensors: the parameters the layout's visit_params hands over
-// through a block's w1 or w2 slot (common/layout.h: a MOT or TOKEN_CHOICE
-// layer's expert weights, (E, f, C) and (E, C, f)). No kind has expert
-// biases. The controller / router wc (E, C) and a threshold router's bc (E)
+// Expert tensors: those the layout slices by experts under expert
+// parallelism (common/layout.h, for_each_expert_slice: a MOT or
+// TOKEN_CHOICE layer's expert weights w1 (E, f, C) and w2 (E, C, f)). No
+// kind has expert biases. The controller / router wc (E, C) and a threshold router's bc (E)
 // have an expert axis but every rank needs all of them to route its own
 // tokens: they stay replicated with everything else.
 //
@@ -68,15 +68,6 @@ static const double GiB = 1073741824.0;
 static const int RANKS = 8;                // R for ZeRO-1 and the all-reduce
 static const int GROUP_SIZES[] = {1, 2, 4, 8};  // N
 
-// True when `slot` (a reference visit_params passed) is a block's expert
-// weights w1 or w2, which an expert group shards by experts; every other
-// tensor, wc and bc included, is replicated.
-static bool param_has_expert_axis(const Weights<float>& w, float* const& slot) {
-    for (const LayerWeights<float>& lw : w.layer)
-        if (&slot == &lw.w1 || &slot == &lw.w2) return true;
-    return false;
-}
-
 struct Model {
     std::string name;
     Config c;
@@ -92,16 +83,16 @@ static Model make_model(const std::string& name, const Options& o, int vocab) {
     m.name = name;
     m.c = config_from_options(o, vocab);
     m.B = o.B, m.T = o.T;
-    Weights<float> w;
-    visit_params(w, m.c, [&](const std::string& tensor, float*& slot, size_t numel, int, Init) {
-        m.n += numel;
-        if (!param_has_expert_axis(w, slot)) return;
-        if (numel % m.c.E != 0) fail(strf("%s: %zu values are not E = %d experts' worth", tensor.c_str(), numel, m.c.E));
-        m.n_expert += numel;
+    m.n = num_params(m.c);
+    // the tensors the layout slices by experts (common/layout.h, for_each_expert_slice): with one
+    // expert per member, a member's slice of each is 1/E of it
+    Config member = m.c;
+    member.expert_shards = std::max(1, m.c.E);
+    for_each_expert_slice(member, 0, [&](size_t, size_t, size_t numel, bool sliced) {
+        if (sliced) m.n_expert += numel * member.expert_shards;
     });
-    // a layout whose expert tensors moved out of w1 and w2 would count none
     if ((has_kind(m.c, MOT) || has_kind(m.c, TOKEN_CHOICE)) && m.n_expert == 0)
-        fail(name + ": a sparse model with no expert tensors found: param_has_expert_axis no longer sees them");
+        fail(name + ": a sparse model whose layout slices no tensor by experts");
     Acts<float> a;
     visit_acts(a, m.c, m.B, m.T, [&](float*& slot, size_t numel, GradUse) {
         for (int l = 0; l < m.c.L; l++) {

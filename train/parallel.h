@@ -55,8 +55,13 @@
 // The all-to-all of an expert group over MPI (common/exchange.h).
 struct MpiExchange : ExpertExchange {
     DistGroup* group = nullptr;
-    void all_to_all(const void* send, void* recv, size_t bytes) override {
-        dist_all_to_all(send, recv, bytes, "the expert exchange (--expert-parallel)", group);
+    double ms = 0;       // time in the all-to-alls since the last reset (train_step: per step)
+    double bytes = 0;    // bytes this rank sent to the others since then
+    void all_to_all(const void* send, void* recv, size_t block) override {
+        double t0 = now_ms();
+        dist_all_to_all(send, recv, block, "the expert exchange (--expert-parallel)", group);
+        ms += now_ms() - t0;
+        bytes += (double)block * (members - 1);
     }
 };
 

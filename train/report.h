@@ -134,6 +134,8 @@ struct StepResult {
     int ranks = 1;
     const char* exchange = "";    // several ranks: how the gradients went between them, in comm_ms
     double comm_ms = 0;
+    double expert_ms = -1;  // --expert-parallel: the step's time in the expert exchange (-1: none)
+    double expert_mb = 0;   // and the megabytes this rank sent in it
     std::vector<RouterStats> routing;  // per TOKEN_CHOICE layer, of this rank's last micro-batch
     std::vector<double> rate_err;      // --router-balance: per TOKEN_CHOICE layer, mean over the experts of
                                        // |firing rate - target| / target
@@ -167,7 +169,8 @@ inline void report_step(JsonlLog* log, const StepResult& s, int steps, int route
         sparse = router == ROUTER_SOFTMAX ? strf(" aux %.4f | dropped %.1f%% |", s.aux_loss, 100 * dropped)
                                           : strf(" experts/token %.2f | dropped %.1f%% |", per_token, 100 * dropped);
     }
-    std::string comm = s.ranks > 1 ? strf(" (%s %.1f ms)", s.exchange, s.comm_ms) : std::string();
+    std::string experts = s.expert_ms >= 0 ? strf(", expert exchange %.1f ms", s.expert_ms) : std::string();
+    std::string comm = s.ranks > 1 ? strf(" (%s %.1f ms%s)", s.exchange, s.comm_ms, experts.c_str()) : std::string();
     std::printf("step %5d/%d | loss %.4f |%s norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s | MFU %.1f%%\n", s.step,
                 steps, s.loss, sparse.c_str(), s.grad_norm, s.lr, s.ms, comm.c_str(), s.tok_per_s, 100 * s.mfu);
     std::fflush(stdout);
@@ -186,5 +189,9 @@ inline void report_step(JsonlLog* log, const StepResult& s, int steps, int route
     fields.push_back({"mfu", s.mfu});
     fields.push_back({"threads", (double)s.threads});
     if (s.ranks > 1) fields.push_back({"allreduce_ms", s.comm_ms});
+    if (s.expert_ms >= 0) {
+        fields.push_back({"expert_exchange_ms", s.expert_ms});
+        fields.push_back({"expert_exchange_mb", s.expert_mb});
+    }
     jsonl_write(log, s.step, fields);
 }

@@ -712,6 +712,7 @@ inline StepResult train_step(TrainRun* r, int step, double peak_flops, double fl
     std::vector<int> x((size_t)r->BT), y((size_t)r->BT);
     s.threads = o.threads > 0 ? o.threads : tuner_next(&r->tuner);
     double t0 = now_ms();
+    r->par.exchange.ms = r->par.exchange.bytes = 0;
     const bool balance = o.router_balance > 0;
     std::vector<double> fires;  // --router-balance: (TOKEN_CHOICE layers, E) tokens each expert fired for
     // the gradients are zero here: the last update left them so (or model_build, or a skipped step)
@@ -773,6 +774,7 @@ inline StepResult train_step(TrainRun* r, int step, double peak_flops, double fl
         s.exchange = parallel_sharded(r->par) ? "reduce-scatter, all-gather" : "all-reduce";
         s.comm_ms = r->par.comm_ms;
     }
+    if (r->par.ep > 1) s.expert_ms = r->par.exchange.ms, s.expert_mb = r->par.exchange.bytes / 1e6;
     return s;
 }
 
@@ -794,7 +796,8 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
                              {"router", (double)c.router}, {"router_temperature", c.router_tau},
                              {"router_balance", o.router_balance},
                              {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)},
-                             {"expert_parallel", (double)r->par.ep}});
+                             {"expert_parallel", (double)r->par.ep},
+                             {"params_held", (double)num_params(r->model.cfg)}});
 }
 
 // A run that ended still skipping non-finite updates failed; otherwise the
