@@ -128,7 +128,7 @@ struct StepResult {
     int ranks = 1;
     const char* exchange = "";    // several ranks: how the gradients went between them, in comm_ms
     double comm_ms = 0;
-    std::vector<RouterStats> routing;  // per TOKEN_CHOICE layer, of this rank's last micro-batch
+    std::vector<RouterStats> routing;  // per TOKEN_CHOICE layer, over the step's micro-batches on every rank
     std::vector<double> rate_err;      // --router-balance: per TOKEN_CHOICE layer, mean over the experts of
                                        // |firing rate - target| / target
 };
