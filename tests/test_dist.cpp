@@ -59,6 +59,51 @@ MPI_TEST("2 ranks compute what 1 process accumulating the same micro-batches com
             }
 }
 
+// The routing statistics of the step (train/model.h, RouterStats) count every
+// micro-batch of every rank, as the loss does: 2 ranks log what one process
+// accumulating the same micro-batches logs. The capacity drops tokens, so the
+// shares depend on which micro-batches are counted.
+MPI_TEST("2 ranks log the routing statistics of 1 process accumulating the same micro-batches (1e-6)") {
+    make_data();
+    const char* routers[][2] = {
+        {"softmax", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 4 --topk 2 --capacity-factor 1"},
+        {"threshold", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 4 --router threshold --topk 2"
+                      " --group 2 --capacity-factor 1 --router-balance 1"},
+    };
+    for (auto& router : routers)
+        for (int per_rank : {1, 2}) {
+            std::string tag = std::string("build/dist_routing_") + router[0] + "_a" + std::to_string(per_rank);
+            INFO(tag);
+            std::string args = DATA + router[1] + " --batch 4 --steps 6 --shuffle 0 --total-batch " +
+                               std::to_string(64 * per_rank);
+            std::remove((tag + "_1.jsonl").c_str());
+            std::remove((tag + "_2.jsonl").c_str());
+            Run one = run(args + " --log " + tag + "_1.jsonl");
+            INFO(one.out);
+            REQUIRE(one.rc == 0);
+            Run two = run_cmd(mpirun(2, args + " --log " + tag + "_2.jsonl"));
+            INFO(two.out);
+            REQUIRE(two.rc == 0);
+            compare_logs(tag + "_2.jsonl", tag + "_1.jsonl", 1e-5, 6);
+            LogRows a = read_log(tag + "_2.jsonl"), b = read_log(tag + "_1.jsonl");
+            double worst = 0, dropped = 0;
+            for (auto& [step, row] : b)
+                for (int l : {0, 1})
+                    for (const char* f : {"dropped_", "load_min_", "load_max_", "experts_"}) {
+                        std::string k = f + std::to_string(l);
+                        INFO("step ", step, " ", k);
+                        REQUIRE(row.count(k));
+                        REQUIRE(a[step].count(k));
+                        double d = std::fabs(num(a[step][k]) - num(row[k]));
+                        CHECK_MESSAGE(d <= 1e-6, k << " " << a[step][k] << " (2 ranks) vs " << row[k] << " (1 process)");
+                        worst = std::max(worst, d);
+                        if (k == "dropped_0") dropped = std::max(dropped, num(row[k]));
+                    }
+            CHECK(dropped > 0.01);  // the capacity drops: the shares mean something
+            MESSAGE(tag << ": largest difference " << worst << ", largest dropped share " << dropped);
+        }
+}
+
 MPI_TEST("a checkpoint of 2 ranks resumes under 2 ranks bit-exactly, and under 1 rank with twice the accumulation") {
     make_data();
     std::string dir = "build/dist_resume_ckpt";

@@ -238,19 +238,18 @@ inline void model_set_experts(Model* m, ExpertExchange* x) { m->cpu.experts = x;
 // run the same number of forwards (report.h, evaluate).
 inline bool model_in_lockstep(const Model& m) { return m.cpu.experts != nullptr; }
 
-// How a TOKEN_CHOICE layer routed the last forward: the share of choices
-// dropped for capacity (of those made: a threshold router makes only the
-// choices above its thresholds), the smallest and largest share of the
-// dispatched tokens one expert took, and the experts run per token.
-struct RouterStats {
-    int layer;
-    double dropped, min_share, max_share;
-    double per_token;  // experts that ran per token (dispatched choices / tokens)
-};
+// How the TOKEN_CHOICE layers routed a step, as counts added over its
+// forwards (micro-batches, then ranks by a sum), so that R ranks derive the
+// statistics of one process accumulating the same micro-batches: per layer
+// in order, the tokens each expert took (E), the choices made (a threshold
+// router makes only the choices above its thresholds) and the tokens routed.
+inline size_t router_counts_size(const Config& c) { return (size_t)count_kind(c, TOKEN_CHOICE) * (c.E + 2); }
 
-inline std::vector<RouterStats> model_router_stats(Model* m) {
-    std::vector<RouterStats> stats;
+// Adds the last forward's routing to counts (router_counts_size).
+inline void model_add_router_counts(Model* m, std::vector<double>* counts) {
     const Config& c = m->cfg;
+    counts->resize(router_counts_size(c), 0.0);
+    double* at = counts->data();
     for (int l = 0; l < c.L; l++) {
         if (c.kinds[l] != TOKEN_CHOICE) continue;
         std::vector<float> load(c.E);
@@ -265,15 +264,38 @@ inline std::vector<RouterStats> model_router_stats(Model* m) {
             N = m->cpu.B * m->cpu.T;
             route = m->cpu.acts.layer[l].route;
         }
-        double taken = 0, lo = 1e300, hi = 0;
-        for (float x : load) taken += x, lo = std::min(lo, (double)x), hi = std::max(hi, (double)x);
+        for (int e = 0; e < c.E; e++) at[e] += load[e];
         double choices = (double)N * c.topk;
         if (c.router != ROUTER_SOFTMAX) {
             choices = 0;
             for (size_t i = 0; i < (size_t)N * c.topk; i++) choices += route[i] >= 0;
         }
+        at[c.E] += choices;
+        at[c.E + 1] += N;
+        at += c.E + 2;
+    }
+}
+
+// What the counts say per TOKEN_CHOICE layer: the share of choices dropped
+// for capacity (of those made), the smallest and largest share of the
+// dispatched tokens one expert took, and the experts run per token.
+struct RouterStats {
+    int layer;
+    double dropped, min_share, max_share;
+    double per_token;  // experts that ran per token (dispatched choices / tokens)
+};
+
+inline std::vector<RouterStats> router_stats(const Config& c, const std::vector<double>& counts) {
+    std::vector<RouterStats> stats;
+    const double* at = counts.data();
+    for (int l = 0; l < c.L; l++) {
+        if (c.kinds[l] != TOKEN_CHOICE) continue;
+        double taken = 0, lo = 1e300, hi = 0;
+        for (int e = 0; e < c.E; e++) taken += at[e], lo = std::min(lo, at[e]), hi = std::max(hi, at[e]);
+        double choices = at[c.E], N = at[c.E + 1];
         stats.push_back({l, choices > 0 ? 1 - taken / choices : 0, taken > 0 ? lo / taken : 0,
                          taken > 0 ? hi / taken : 0, N > 0 ? taken / N : 0});
+        at += c.E + 2;
     }
     return stats;
 }

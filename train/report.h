@@ -136,7 +136,7 @@ struct StepResult {
     double comm_ms = 0;
     double expert_ms = -1;  // --expert-parallel: the step's time in the expert exchange (-1: none)
     double expert_mb = 0;   // and the megabytes this rank sent in it
-    std::vector<RouterStats> routing;  // per TOKEN_CHOICE layer, of this rank's last micro-batch
+    std::vector<RouterStats> routing;  // per TOKEN_CHOICE layer, over the step's micro-batches on every rank
     std::vector<double> rate_err;      // --router-balance: per TOKEN_CHOICE layer, mean over the experts of
                                        // |firing rate - target| / target
 };

@@ -715,6 +715,7 @@ inline StepResult train_step(TrainRun* r, int step, double peak_flops, double fl
     r->par.exchange.ms = r->par.exchange.bytes = 0;
     const bool balance = o.router_balance > 0;
     std::vector<double> fires;  // --router-balance: (TOKEN_CHOICE layers, E) tokens each expert fired for
+    std::vector<double> routed(router_counts_size(r->c), 0.0);  // the step's routing counts (model_add_router_counts)
     // the gradients are zero here: the last update left them so (or model_build, or a skipped step)
     for (int m = 0; m < r->micro; m++) {
         if (m % R != rank) {
@@ -725,6 +726,7 @@ inline StepResult train_step(TrainRun* r, int step, double peak_flops, double fl
         s.loss += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / r->micro;
         s.aux_loss += model_aux_loss(r->model) / r->micro;
         if (balance) model_count_fires(&r->model, &fires);
+        if (!routed.empty()) model_add_router_counts(&r->model, &routed);
         model_backward(&r->model, 1.0 / r->micro);
     }
     if (balance) {
@@ -732,7 +734,11 @@ inline StepResult train_step(TrainRun* r, int step, double peak_flops, double fl
         fires.resize((size_t)count_kind(r->c, TOKEN_CHOICE) * r->c.E, 0.0);  // a rank with no micro-batch
         dist_sum(fires.data(), fires.size(), "the routers' fire counts' all-reduce");
     }
-    s.routing = model_router_stats(&r->model);  // of this rank's last micro-batch
+    if (!routed.empty()) {
+        // over every rank's micro-batches, as the loss
+        dist_sum(routed.data(), routed.size(), "the routing counts' all-reduce");
+        s.routing = router_stats(r->c, routed);
+    }
     parallel_sum_grads(&r->par, &r->model);
     double stopped = stop_signal ? 1 : 0;  // a stop signal reached this rank: every rank stops
     dist_sum_each({&s.loss, &s.aux_loss, &stopped}, "the step's loss all-reduce");
