@@ -117,26 +117,26 @@ int main(int argc, char** argv) {
     };
     std::printf("data parallel on %ld cores: 2 micro-batches of 32 x 64 tokens a step; %d steps a run (median of the "
                 "last 3/4)\n", cores, steps);
-    std::printf("%-30s %-22s %9s %9s %12s %9s %10s\n", "model", "ranks x threads", "ms/step", "tok/s", "exchange",
+    std::printf("%-30s %-30s %9s %9s %12s %9s %10s\n", "model", "ranks x threads", "ms/step", "tok/s", "exchange",
                 "x 1 rank", "GiB/rank");
     for (const auto& [name, model] : models) {
         Measured one = measure(model, 1, (int)cores, 0, steps);
-        std::printf("%-30s %-22s %9.1f %9.0f %12s %8.2fx %10.3f\n", name, strf("1 x %ld", cores).c_str(), one.ms,
+        std::printf("%-30s %-30s %9.1f %9.0f %12s %8.2fx %10.3f\n", name, strf("1 x %ld", cores).c_str(), one.ms,
                     one.tok_s, "-", 1.0, optimizer_gib(one.params, 1, false));
         for (int zero : {0, 1}) {
             Measured two = measure(model, 2, half, zero, steps);
             std::string label = strf("2 x %d%s", half, zero ? ", --zero 1" : "");
-            std::printf("%-30s %-22s %9.1f %9.0f %6.1f ms %3.0f%% %8.2fx %10.3f\n", name, label.c_str(), two.ms,
+            std::printf("%-30s %-30s %9.1f %9.0f %6.1f ms %3.0f%% %8.2fx %10.3f\n", name, label.c_str(), two.ms,
                         two.tok_s, two.allreduce_ms, 100 * two.allreduce_ms / two.ms, two.tok_s / one.tok_s,
                         optimizer_gib(two.params, 2, zero));
         }
         if (model.find("--ffn dense") == std::string::npos) {  // the experts shared by the 2 ranks
             Measured ep = measure(model, 2, half, 0, steps, 2);
-            std::printf("%-30s %-22s %9.1f %9.0f %6.1f ms %3.0f%% %8.2fx %10.3f\n", name,
+            std::printf("%-30s %-30s %9.1f %9.0f %6.1f ms %3.0f%% %8.2fx %10.3f\n", name,
                         strf("2 x %d, --expert-parallel 2", half).c_str(), ep.ms, ep.tok_s,
                         ep.allreduce_ms + ep.expert_ms, 100 * (ep.allreduce_ms + ep.expert_ms) / ep.ms,
                         ep.tok_s / one.tok_s, optimizer_gib(ep.params_held, 1, false));
-            std::printf("%-30s %-22s   of which the expert exchange %.1f ms (%.0f%% of the step), %.1f MB sent per "
+            std::printf("%-30s %-30s   of which the expert exchange %.1f ms (%.0f%% of the step), %.1f MB sent per "
                         "rank and step; the all-reduce %.1f ms\n",
                         "", "", ep.expert_ms, 100 * ep.expert_ms / ep.ms, ep.expert_mb, ep.allreduce_ms);
         }
