@@ -303,27 +303,27 @@ inline void dist_sum_each(std::initializer_list<double*> values, const char* wha
 // x[rank*n, rank*n + n), the slice this rank owns (MPI_IN_PLACE puts the
 // result at the start of the buffer). The rest of x is left undefined.
 inline void dist_reduce_scatter_sum(float* x,  // (size * n)
-                                    size_t n, const char* what) {
+                                    size_t n, const char* what, const DistGroup* g = nullptr) {
 #ifdef MOT_MPI
-    if (dist().size == 1) return;
+    if (dist_size(g) == 1) return;
     int count = mpi_count(n, what);
     CollectiveGuard guard(what);
-    MPI_Reduce_scatter_block(MPI_IN_PLACE, x, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Reduce_scatter_block(MPI_IN_PLACE, x, count, MPI_FLOAT, MPI_SUM, dist_comm(g));
 #else
-    (void)x, (void)n, (void)what;
+    (void)x, (void)n, (void)what, (void)g;
 #endif
 }
 
 // x[r*n, r*n + n) = rank r's slice, on every rank (all-gather, in place).
 inline void dist_allgather(float* x,  // (size * n); this rank's slice filled in
-                           size_t n, const char* what) {
+                           size_t n, const char* what, const DistGroup* g = nullptr) {
 #ifdef MOT_MPI
-    if (dist().size == 1) return;
+    if (dist_size(g) == 1) return;
     int count = mpi_count(n, what);
     CollectiveGuard guard(what);
-    MPI_Allgather(MPI_IN_PLACE, 0, MPI_FLOAT, x, count, MPI_FLOAT, MPI_COMM_WORLD);
+    MPI_Allgather(MPI_IN_PLACE, 0, MPI_FLOAT, x, count, MPI_FLOAT, dist_comm(g));
 #else
-    (void)x, (void)n, (void)what;
+    (void)x, (void)n, (void)what, (void)g;
 #endif
 }
 

@@ -72,6 +72,31 @@ struct ParamRun {
     bool experts;
 };
 
+// ZeRO-1's cut of a contiguous run [lo, lo + n) of the parameters among the
+// ranks of a group (all ranks, or under expert parallelism the replicas of
+// an expert shard): a body of size*S (the group's rank r owns
+// [lo + r*S, lo + r*S + S)) and a tail [lo + size*S, lo + n) of fewer than
+// size parameters, updated by every rank of the group.
+struct ZeroShard {
+    size_t lo = 0, n = 0, S = 0, tail_lo = 0, tail_n = 0;
+    const DistGroup* group = nullptr;  // nullptr: all ranks
+    int rank = 0, size = 1;            // this rank's place in the group
+    size_t slice_at = 0;  // where the summed slice lies in the gradients (MPI: at lo, NCCL: in place at mine())
+    size_t mine() const { return lo + (size_t)rank * S; }
+};
+
+inline ZeroShard zero_shard(size_t lo, size_t n, const DistGroup* g) {
+    ZeroShard z;
+    z.lo = lo, z.n = n, z.group = g;
+    z.size = dist_size(g);
+    z.rank = g ? g->rank : dist().rank;
+    z.S = n / z.size;
+    z.tail_lo = lo + (size_t)z.size * z.S;
+    z.tail_n = lo + n - z.tail_lo;
+    z.slice_at = lo;
+    return z;
+}
+
 struct Parallel {
     int zero = 0;         // 1: ZeRO-1 (only with several ranks)
     int ep = 1;           // --expert-parallel N: ranks per expert group
@@ -81,9 +106,9 @@ struct Parallel {
     std::vector<ParamRun> runs;  // expert parallelism: the model's parameters, whole and sliced runs in order
     std::string backend;  // what moves the gradients, for the start-up lines
     size_t N = 0;         // parameters
-    size_t S = 0, lo = 0;             // ZeRO-1: the body's slice per rank, and this rank's first parameter
-    size_t tail_lo = 0, tail_n = 0;   // ZeRO-1: the tail [R*S, N), updated by every rank
-    size_t slice_at = 0;  // ZeRO-1: where the summed slice lies in the gradients (MPI: 0, NCCL: in place at lo)
+    // ZeRO-1: one shard of all N parameters over all ranks; under expert parallelism one per run of
+    // parameters, the whole ones over all ranks, the expert slices over their replicas
+    std::vector<ZeroShard> shards;
     bool use_nccl = false;            // GPU ranks, built with NCCL: the collectives run on device memory
     NcclComm nccl;
     std::vector<float> host_grads;    // GPU ranks without NCCL: host staging of the gradients
@@ -113,12 +138,14 @@ inline std::vector<float> parallel_member_part(const Config& c, int ep, const st
     return part;
 }
 
-// The whole model's values on rank 0 from the members' parts (a collective
-// every rank calls): the whole tensors from rank 0's part, the expert slices
-// gathered from rank 0's expert group. Without expert parallelism, part.
+// The whole model's values on rank 0 from the members' parts (every rank
+// calls it; the ranks of expert group 0 gather): the whole tensors from rank
+// 0's part, the expert slices from the members of its group. Without expert
+// parallelism, part.
 inline const float* parallel_whole(Parallel* p, const Config& member, const float* part, std::vector<float>* whole,
                                    const char* what) {
     if (p->ep == 1) return part;
+    if (dist().rank >= p->ep) return nullptr;  // expert group 0 alone gathers
     std::vector<float> mine;  // this member's expert slices, in order
     for (const ParamRun& r : p->runs)
         if (r.experts) mine.insert(mine.end(), part + r.lo, part + r.lo + r.n);
@@ -159,10 +186,6 @@ inline void parallel_init(Parallel* p, Model* m, int zero) {
             else p->runs.push_back({at, n, sliced});
         });
     }
-    p->S = p->N / d.size;
-    p->lo = (size_t)d.rank * p->S;
-    p->tail_lo = (size_t)d.size * p->S;
-    p->tail_n = p->N - p->tail_lo;
     if (d.size == 1) {
         p->backend = "one process";
         return;
@@ -179,10 +202,17 @@ inline void parallel_init(Parallel* p, Model* m, int zero) {
     }
     if (p->use_nccl) nccl_init(&p->nccl);
     if (!parallel_sharded(*p)) return;
-    // MPI's reduce-scatter leaves this rank's slice at the start of the
-    // gradients, NCCL's (as parallel_sum_grads asks it) in place
-    p->slice_at = p->use_nccl ? p->lo : 0;
-    model_shard(m, {{p->lo, p->S, p->slice_at}, {p->tail_lo, p->tail_n, p->tail_lo}});
+    if (p->ep == 1) p->shards.push_back(zero_shard(0, p->N, nullptr));
+    for (const ParamRun& r : p->runs) p->shards.push_back(zero_shard(r.lo, r.n, r.experts ? &p->replicas : nullptr));
+    // MPI's reduce-scatter leaves this rank's slice at the start of the run,
+    // NCCL's (as parallel_sum_grads asks it) in place
+    std::vector<ParamRange> ranges;
+    for (ZeroShard& z : p->shards) {
+        if (p->use_nccl) z.slice_at = z.mine();
+        ranges.push_back({z.mine(), z.S, z.slice_at});
+        ranges.push_back({z.tail_lo, z.tail_n, z.tail_lo});
+    }
+    model_shard(m, ranges);
 }
 
 // Frees the NCCL communicator (every rank, at the end).
@@ -200,10 +230,11 @@ inline void parallel_sum_grads(Parallel* p, Model* m) {
     double t0 = now_ms();
     bool sharded = parallel_sharded(*p);
     FloatSpan g = model_grad_span(m);  // (N)
-    if (p->use_nccl) {
+    if (p->use_nccl) {  // without expert parallelism: one shard
         if (sharded) {
-            nccl_reduce_scatter_sum(&p->nccl, g.data, g.data + p->lo, p->S);
-            if (p->tail_n) nccl_all_reduce_sum(&p->nccl, g.data + p->tail_lo, p->tail_n);
+            const ZeroShard& z = p->shards[0];
+            nccl_reduce_scatter_sum(&p->nccl, g.data, g.data + z.mine(), z.S);
+            if (z.tail_n) nccl_all_reduce_sum(&p->nccl, g.data + z.tail_lo, z.tail_n);
         } else {
             nccl_all_reduce_sum(&p->nccl, g.data, p->N);
         }
@@ -212,14 +243,16 @@ inline void parallel_sum_grads(Parallel* p, Model* m) {
         span_to_host(g, p->host_grads.data());
         dist_sum(p->host_grads.data(), p->N, "the gradient all-reduce");
         span_from_host(g, p->host_grads.data());
+    } else if (sharded) {
+        for (const ZeroShard& z : p->shards) {
+            dist_reduce_scatter_sum(g.data + z.lo, z.S, "the gradient reduce-scatter (--zero 1)", z.group);
+            dist_sum(g.data + z.tail_lo, z.tail_n, "the all-reduce of the gradients' tail (--zero 1)", z.group);
+        }
     } else if (p->ep > 1) {
         for (const ParamRun& r : p->runs)
             dist_sum(g.data + r.lo, r.n,
                      r.experts ? "the expert gradients' all-reduce over their replicas" : "the gradient all-reduce",
                      r.experts ? &p->replicas : nullptr);
-    } else if (sharded) {
-        dist_reduce_scatter_sum(g.data, p->S, "the gradient reduce-scatter (--zero 1)");
-        dist_sum(g.data + p->tail_lo, p->tail_n, "the all-reduce of the gradients' tail (--zero 1)");
     } else {
         dist_sum(g.data, p->N, "the gradient all-reduce");
     }
@@ -228,6 +261,15 @@ inline void parallel_sum_grads(Parallel* p, Model* m) {
 
 // The global gradient norm, after parallel_sum_grads.
 inline double parallel_grad_norm(Parallel* p, Model* m) {
+    if (parallel_sharded(*p)) {  // each shard's slices once, and its tail on the group's first rank
+        FloatSpan g = model_grad_span(m);
+        double sq = 0;
+        for (const ZeroShard& z : p->shards)
+            sq += span_norm_squared(span_part(g, z.slice_at, z.S)) +
+                  (z.rank == 0 && z.tail_n ? span_norm_squared(span_part(g, z.tail_lo, z.tail_n)) : 0.0);
+        dist_sum(&sq, 1, "the gradient norm's all-reduce (--zero 1)");
+        return std::sqrt(sq);
+    }
     if (p->ep > 1) {  // the whole tensors are the same on every rank; the expert slices, once per group
         FloatSpan g = model_grad_span(m);
         double whole = 0, experts = 0;
@@ -235,13 +277,7 @@ inline double parallel_grad_norm(Parallel* p, Model* m) {
         dist_sum(&experts, 1, "the gradient norm's all-reduce (--expert-parallel)", &p->experts);
         return std::sqrt(whole + experts);
     }
-    if (!parallel_sharded(*p)) return model_grad_norm(m);
-    const bool first = dist().rank == 0;  // the tail counts once
-    FloatSpan g = model_grad_span(m);
-    double sq = span_norm_squared(span_part(g, p->slice_at, p->S)) +
-                (first && p->tail_n ? span_norm_squared(span_part(g, p->tail_lo, p->tail_n)) : 0.0);
-    dist_sum(&sq, 1, "the gradient norm's all-reduce (--zero 1)");
-    return std::sqrt(sq);
+    return model_grad_norm(m);
 }
 
 // The AdamW step (model_update's arguments); under ZeRO-1 this rank's slice
@@ -256,10 +292,12 @@ inline void parallel_update(Parallel* p, Model* m, float lr, float beta1, float 
     double t0 = now_ms();
     FloatSpan w = model_param_span(m);  // (N)
     if (p->use_nccl) {
-        nccl_all_gather(&p->nccl, w.data + p->lo, w.data, p->S);
+        const ZeroShard& z = p->shards[0];
+        nccl_all_gather(&p->nccl, w.data + z.mine(), w.data, z.S);
         nccl_wait(&p->nccl, "the parameter all-gather (--zero 1)");
     } else {
-        dist_allgather(w.data, p->S, "the parameter all-gather (--zero 1)");
+        for (const ZeroShard& z : p->shards)
+            dist_allgather(w.data + z.lo, z.S, "the parameter all-gather (--zero 1)", z.group);
     }
     p->comm_ms += now_ms() - t0;
 }
@@ -268,52 +306,58 @@ inline void parallel_update(Parallel* p, Model* m, float lr, float beta1, float 
 // the shards under ZeRO-1, a collective every rank calls); other ranks may
 // get nothing.
 inline void parallel_get_moments(Parallel* p, Model* m, std::vector<float>* mom, std::vector<float>* vel) {
-    if (p->ep > 1) {
-        std::vector<float> pm, pv, whole;
-        model_get_moments(m, &pm, &pv);
-        for (const auto& [part, out] : {std::pair{&pm, mom}, std::pair{&pv, vel}}) {
-            const float* w = parallel_whole(p, m->cfg, part->data(), &whole, "gathering the expert moments");
-            if (w) out->assign(w, w + whole.size());
-            else out->clear();
+    std::vector<float> pm, pv;  // this rank's: all it holds, or under ZeRO-1 its shares in model_shard's order
+    model_get_moments(m, &pm, &pv);
+    if (parallel_sharded(*p)) {
+        // each shard gathered on its group's first rank: rank 0 for the whole
+        // tensors, rank i (of expert group 0) for expert slice i
+        const bool root = dist().rank < p->ep;
+        std::vector<float> full[2] = {std::vector<float>(root ? p->N : 0), std::vector<float>(root ? p->N : 0)};
+        size_t at = 0;  // the shard's first moment in this rank's share
+        for (const ZeroShard& z : p->shards) {
+            for (int k = 0; k < 2; k++) {
+                const std::vector<float>& share = k == 0 ? pm : pv;
+                dist_gather(root ? full[k].data() + z.lo : nullptr, share.data() + at, z.S,
+                            "gathering the AdamW moments (--zero 1)", z.group);
+                if (z.rank == 0)
+                    std::copy(share.begin() + at + z.S, share.begin() + at + z.S + z.tail_n,
+                              full[k].begin() + z.tail_lo);
+            }
+            at += z.S + z.tail_n;
         }
+        pm.swap(full[0]);
+        pv.swap(full[1]);
+    }
+    if (p->ep == 1) {
+        mom->swap(pm);
+        vel->swap(pv);
+        if (parallel_sharded(*p) && dist().rank != 0) mom->clear(), vel->clear();
         return;
     }
-    if (!parallel_sharded(*p)) {
-        model_get_moments(m, mom, vel);
-        return;
-    }
-    std::vector<float> sm, sv;  // this rank's share, (S + tail_n) each
-    model_get_moments(m, &sm, &sv);
-    bool root = dist().rank == 0;
-    mom->assign(root ? p->N : 0, 0.0f);
-    vel->assign(root ? p->N : 0, 0.0f);
-    dist_gather(mom->data(), sm.data(), p->S, "gathering the AdamW m for a checkpoint (--zero 1)");
-    dist_gather(vel->data(), sv.data(), p->S, "gathering the AdamW v for a checkpoint (--zero 1)");
-    if (root) {
-        std::copy(sm.begin() + p->S, sm.end(), mom->begin() + p->tail_lo);
-        std::copy(sv.begin() + p->S, sv.end(), vel->begin() + p->tail_lo);
+    std::vector<float> whole;
+    for (const auto& [part, out] : {std::pair{&pm, mom}, std::pair{&pv, vel}}) {
+        const float* w = parallel_whole(p, m->cfg, part->data(), &whole, "gathering the expert moments");
+        if (w) out->assign(w, w + whole.size());
+        else out->clear();
     }
 }
 
 // Sets the moments from those of every parameter (a resumed checkpoint's,
 // read by every rank); under ZeRO-1 each rank keeps its share.
 inline void parallel_set_moments(Parallel* p, Model* m, const std::vector<float>& mom, const std::vector<float>& vel) {
-    if (p->ep > 1) {
-        Config c = m->cfg;
-        c.expert_shards = 1;
-        model_set_moments(m, parallel_member_part(c, p->ep, mom), parallel_member_part(c, p->ep, vel));
-        return;
-    }
+    Config c = m->cfg;
+    c.expert_shards = 1;
+    std::vector<float> pm = parallel_member_part(c, p->ep, mom), pv = parallel_member_part(c, p->ep, vel);
     if (!parallel_sharded(*p)) {
-        model_set_moments(m, mom, vel);
+        model_set_moments(m, pm, pv);
         return;
     }
-    size_t share = p->S + p->tail_n;
-    std::vector<float> sm(share), sv(share);
-    for (const auto& [all, part] : {std::pair{&mom, &sm}, std::pair{&vel, &sv}}) {
-        std::copy(all->begin() + p->lo, all->begin() + p->lo + p->S, part->begin());
-        std::copy(all->begin() + p->tail_lo, all->end(), part->begin() + p->S);
-    }
+    std::vector<float> sm, sv;  // this rank's shares, in model_shard's order
+    for (const ZeroShard& z : p->shards)
+        for (const auto& [all, part] : {std::pair{&pm, &sm}, std::pair{&pv, &sv}}) {
+            part->insert(part->end(), all->begin() + z.mine(), all->begin() + z.mine() + z.S);
+            part->insert(part->end(), all->begin() + z.tail_lo, all->begin() + z.tail_lo + z.tail_n);
+        }
     model_set_moments(m, sm, sv);
 }
 

@@ -198,7 +198,6 @@ inline void check_expert_parallel_options(TrainRun* r) {
     if (R % N != 0)
         fail(strf("--expert-parallel %d must divide the number of ranks, %d: the ranks form expert groups of %d", N,
                   R, N));
-    if (o.zero) fail("--expert-parallel with --zero 1 is not built yet: give one of them");
     if (o.device == "cuda")
         fail("--expert-parallel on GPUs is not built yet: its ranks run on the CPU (--device cpu)");
     if (o.precision == "bf16") fail("--expert-parallel with --precision bf16 is not built yet: give one of them");
