@@ -453,7 +453,8 @@ inline void setup_model(TrainRun* r) {
     if (batch_in_groups(c) && r->B % c.G != 0)
         fail(strf("--batch %d is not divisible by --group %d: MoT mixes tokens in groups of G batch rows", r->B, c.G));
     // memory for the CPU model before reading any data (model_build checks the GPU's)
-    if (o.device == "cpu" || !gpu_compiled()) check_host_memory(c, r->B, r->T, false);
+    if (o.device == "cpu" || !gpu_compiled())  // this rank's part of the model
+        check_host_memory(parallel_member_config(c, o.expert_parallel), r->B, r->T, false);
 }
 
 // The batches, and with --resume what the checkpoint fixes: options that
