@@ -287,3 +287,22 @@ MPI_TEST("under --expert-parallel a killed rank ends the job with an error in bo
     CHECK(e.exited);
     CHECK(e.code != 0);
 }
+
+MPI_TEST("under --expert-parallel a stopped rank: the others stop at --collective-timeout, naming the collective") {
+    write_dist_data("ep");
+    std::vector<pid_t> ranks;
+    pid_t job = start_ranks(2, EP_DATA + std::string(EP_MODELS[0][1]) + " --batch 4 --steps 100000 --val-every 0 "
+                                 "--expert-parallel 2 --collective-timeout 3",
+                            "build/ep_hung.out", &ranks);
+    auto t0 = std::chrono::steady_clock::now();
+    kill(ranks[1], SIGSTOP);  // alive, but never reaches the next exchange
+    Exit e = wait_exit(job);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::string out = slurp("build/ep_hung.out");
+    INFO(out);
+    CHECK(secs >= 3);
+    CHECK(secs < 60);
+    CHECK(e.exited);
+    CHECK(e.code != 0);
+    CHECK(out.find("did not complete within --collective-timeout 3 s") != std::string::npos);
+}
