@@ -17,6 +17,7 @@
 // Include from one translation unit only (gpu/ headers define kernels).
 #pragma once
 #include <cstddef>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,8 @@ inline bool gpu_model_fits(const Config& c, int B, int T, std::string* why) {
 // Builds the model with the given parameters (num_params(c) floats, host)
 // and its activations for (B,T); throws when the GPU runs out of memory.
 inline void gpu_model_build(GpuModel* g, const Config& c, const float* params, int B, int T) {
+    // the GPU layers hold every expert (train/options.h refuses --expert-parallel with --device cuda)
+    if (c.expert_shards > 1) throw std::runtime_error("expert parallelism is not built on the GPU path yet");
     gpu::gpt_build(&g->gpt, c);
     gpu::gpu_gpt_load_params(&g->gpt, params);
     gpu::gpt_ensure_acts(&g->gpt, B, T);
