@@ -58,6 +58,9 @@ struct Config {
     // experts and exchanges mixed tokens with the other members of its expert group. A run's layout,
     // not the model's: checkpoints and exports hold every expert, with expert_shards 1.
     int expert_shards = 1;
+    // What the members exchange (cpu/fast/expert_parallel.h): the mixed tokens (false), or the
+    // group's input tokens, each owner mixing for its own experts (true)
+    bool expert_inputs = false;
 };
 
 inline int pad_vocab(int V) { return (V + 63) / 64 * 64; }

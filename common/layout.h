@@ -75,10 +75,13 @@ struct LayerActs {
     real *a = nullptr;  // MOT: (S,T,E,f) gelu(p); TOKEN_CHOICE: (E,cap,f)
     real *y = nullptr;  // MOT: (S,T,E,C) expert outputs; TOKEN_CHOICE: (E,cap,C)
     // MOT under expert parallelism (cpu/fast/expert_parallel.h), N = expert_shards, El = E/N; p and a
-    // are then (N*S*T,El,f), the same size
+    // are then (N*S*T,El,f), the same size. The mixed-token exchange:
     real *ul = nullptr;    // (N*S*T,El,C) the mixed tokens of this member's experts, from every member
     real *yl = nullptr;    // (N*S*T,El,C) this member's experts' outputs
     real *xbuf = nullptr;  // (S*T*E*C) the exchange's scratch
+    // the input-token exchange (z, m then (N,B,T,El); u, y (N*S*T,El,C)):
+    real *xall = nullptr;  // (N,B,T,C) every member's inputs
+    real *oall = nullptr;  // (N,B,T,C) this member's experts' part of every member's outputs
     real *route = nullptr;  // TOKEN_CHOICE: (B,T,k) the expert of each choice
     real *slot = nullptr;   // TOKEN_CHOICE: (B,T,k) its row in the expert's buffer, -1 when dropped
     real *load = nullptr;   // TOKEN_CHOICE: (E) tokens each expert took
@@ -209,7 +212,10 @@ struct MotFfn : FfnKind {
         fn(a.p, ST * E * f, GRAD_OVERWRITES);
         fn(a.a, ST * E * f, GRAD_OVERWRITES);
         fn(a.y, ST * E * C, GRAD_OVERWRITES);
-        if (c.expert_shards > 1) {
+        if (c.expert_shards > 1 && c.expert_inputs) {
+            fn(a.xall, c.expert_shards * BT * C, GRAD_OVERWRITES);
+            fn(a.oall, c.expert_shards * BT * C, GRAD_OVERWRITES);
+        } else if (c.expert_shards > 1) {
             fn(a.ul, ST * E * C, GRAD_OVERWRITES);
             fn(a.yl, ST * E * C, GRAD_OVERWRITES);
             fn(a.xbuf, ST * E * C, GRAD_OVERWRITES);

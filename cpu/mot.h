@@ -247,7 +247,8 @@ void mot_backward(real* dinp,        // (B,T,C)
 // above, in the form of the kernel set Kernels (kernels.h), on the block's
 // tensors.
 // Under expert parallelism (c.expert_shards > 1) the layer is
-// mot_ep_forward / mot_ep_backward of the kernel set, over mode.experts.
+// mot_ep_forward / mot_ep_backward of the kernel set, over mode.experts, or
+// with the input-token exchange (c.expert_inputs) mot_ep_inputs_*.
 inline void mot_need_exchange(const Config& c, const FfnMode& mode) {
     if (!mode.experts || mode.experts->members != c.expert_shards)
         fail(strf("a MoT layer holding 1/%d of its experts runs with the exchange of an expert group of %d",
@@ -257,6 +258,12 @@ inline void mot_need_exchange(const Config& c, const FfnMode& mode) {
 template <typename Kernels, typename real>
 void ffn_kind_forward(MotFfn, real* out, const real* inp, const LayerWeights<real>& w, LayerActs<real>& a, int B,
                       int T, const Config& c, const FfnMode& mode) {
+    if (c.expert_shards > 1 && c.expert_inputs) {
+        mot_need_exchange(c, mode);
+        Kernels::mot_ep_inputs_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, a.xall, a.oall, inp, w.wc, w.w1, w.w2, B, T,
+                                       c.C, c.E, c.G, c.f, real(c.tau), mode.mot_discrete, mode.experts);
+        return;
+    }
     if (c.expert_shards > 1) {
         mot_need_exchange(c, mode);
         Kernels::mot_ep_forward(out, a.z, a.m, a.u, a.ul, a.p, a.a, a.yl, a.y, a.xbuf, inp, w.wc, w.w1, w.w2, B, T,
@@ -271,6 +278,13 @@ template <typename Kernels, typename real>
 void ffn_kind_backward(MotFfn, real* dinp, LayerWeights<real>& dw, LayerActs<real>& da, const real* dout,
                        const real* inp, const LayerWeights<real>& w, const LayerActs<real>& a, int B, int T,
                        const Config& c, const FfnMode& mode) {
+    if (c.expert_shards > 1 && c.expert_inputs) {
+        mot_need_exchange(c, mode);
+        Kernels::mot_ep_inputs_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.xall, da.oall,
+                                        dout, a.xall, a.m, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G,
+                                        c.f, real(c.tau), mode.experts);
+        return;
+    }
     if (c.expert_shards > 1) {
         mot_need_exchange(c, mode);
         Kernels::mot_ep_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.ul, da.p, da.a, da.yl, da.y, da.xbuf,

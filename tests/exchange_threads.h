@@ -48,6 +48,26 @@ struct ThreadExchange : ExpertExchange {
         group->barrier();
         calls++;
     }
+    void all_gather(const void* send, void* recv, size_t bytes) override {
+        group->sends[index] = (const char*)send;
+        group->barrier();
+        for (int r = 0; r < members; r++) std::memcpy((char*)recv + r * bytes, group->sends[r], bytes);
+        group->barrier();
+        calls++;
+    }
+    template <typename T>
+    void sum_into(const T* send, T* recv, size_t n) {  // in member order, as a reduction tree may not be
+        group->sends[index] = (const char*)send;
+        group->barrier();
+        for (int r = 0; r < members; r++) {
+            const T* from = (const T*)group->sends[r] + index * n;
+            for (size_t i = 0; i < n; i++) recv[i] += from[i];
+        }
+        group->barrier();
+        calls++;
+    }
+    void reduce_scatter_add(const float* send, float* recv, size_t n) override { sum_into(send, recv, n); }
+    void reduce_scatter_add(const double* send, double* recv, size_t n) override { sum_into(send, recv, n); }
 };
 
 // Runs fn(member's exchange) on N threads and waits for all; returns the

@@ -44,8 +44,9 @@ static std::vector<real> values(TestRng& r, size_t n, double scale = 1.0) {
     return std::vector<real>(d.begin(), d.end());
 }
 
+// inputs: the input-token exchange (each owner mixes for its experts); else the mixed-token one
 template <typename real>
-static void check_layer(int N, Tol tol) {
+static void check_layer(int N, Tol tol, bool inputs = false) {
     const int B = 4, G = 2, T = 3, C = 8, E = 8, f = 6, ST = B / G * T, El = E / N;
     const real tau = real(0.5);
     const size_t BTC = (size_t)B * T * C, BTE = (size_t)B * T * E, STEC = (size_t)ST * E * C, STEf = (size_t)ST * E * f;
@@ -80,6 +81,18 @@ static void check_layer(int N, Tol tol) {
         std::vector<real> dz(BTE), dm(BTE), du(STEC), dul(STEC), dp(STEf), da(STEf), dyl(STEC), dy(STEC);
         out[i].assign(BTC, 0), dinp[i].assign(BTC, 0), dwc[i].assign((size_t)E * C, 0), dw1[i].assign(w1n, 0),
             dw2[i].assign(w2n, 0);
+        if (inputs) {
+            std::vector<real> xall(N * BTC), oall(N * BTC), dxall(N * BTC), doall(N * BTC);
+            fast::mot_ep_inputs_forward(out[i].data(), z.data(), m.data(), u.data(), p.data(), a.data(), y.data(),
+                                        xall.data(), oall.data(), inp[i].data(), wc.data(), w1l.data(), w2l.data(), B,
+                                        T, C, E, G, f, tau, false, &x);
+            fast::mot_ep_inputs_backward(dinp[i].data(), dwc[i].data(), dw1[i].data(), dw2[i].data(), dz.data(),
+                                         dm.data(), du.data(), dp.data(), da.data(), dy.data(), dxall.data(),
+                                         doall.data(), dout[i].data(), xall.data(), m.data(), u.data(), p.data(),
+                                         a.data(), y.data(), wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f, tau,
+                                         &x);
+            return;
+        }
         fast::mot_ep_forward(out[i].data(), z.data(), m.data(), u.data(), ul.data(), p.data(), a.data(), yl.data(),
                              y.data(), buf.data(), inp[i].data(), wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f,
                              tau, false, &x);
@@ -88,12 +101,18 @@ static void check_layer(int N, Tol tol) {
                               dout[i].data(), inp[i].data(), m.data(), ul.data(), p.data(), a.data(), y.data(),
                               wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f, tau, &x);
     });
-    for (const ThreadExchange& x : xs) CHECK(x.calls == 4);  // U out, Y back, dY out, dU back
+    for (const ThreadExchange& x : xs) CHECK(x.calls == 4);  // mixed: U out, Y back, dY out, dU back; inputs: X, O, dO, dX
+    // the input-token exchange leaves each owner its experts' rows of the controller's gradient over the
+    // whole group: their sum over the members is one process's over every member's batch
+    std::vector<real> dwc_sum((size_t)E * C), dwc_ref_sum((size_t)E * C);
+    for (int i = 0; i < N; i++)
+        for (size_t k = 0; k < dwc_sum.size(); k++) dwc_sum[k] += dwc[i][k], dwc_ref_sum[k] += dwc_ref[i][k];
+    if (inputs) check_close(dwc_sum, dwc_ref_sum, tol, "the controller gradient summed over the members");
     for (int i = 0; i < N; i++) {
         std::string who = "member " + std::to_string(i) + " of " + std::to_string(N);
         check_close(out[i], out_ref[i], tol, (who + ": output").c_str());
         check_close(dinp[i], dinp_ref[i], tol, (who + ": input gradient").c_str());
-        check_close(dwc[i], dwc_ref[i], tol, (who + ": controller gradient").c_str());
+        if (!inputs) check_close(dwc[i], dwc_ref[i], tol, (who + ": controller gradient").c_str());
         check_close(dw1[i], span(dw1_ref.data() + (size_t)i * El * f * C, (size_t)El * f * C), tol,
                     (who + ": its experts' w1 gradient").c_str());
         check_close(dw2[i], span(dw2_ref.data() + (size_t)i * El * C * f, (size_t)El * C * f), tol,
@@ -111,6 +130,13 @@ TEST_CASE("the expert-parallel MoT layer computes what one process computes, N =
     check_layer<float>(4, Tol{1e-6, 1e-5});
 }
 
+TEST_CASE("with the input-token exchange too, N = 2 and 4, in double and float") {
+    for (int N : {2, 4}) {
+        check_layer<double>(N, Tol{1e-12, 1e-12}, true);
+        check_layer<float>(N, Tol{1e-6, 1e-5}, true);
+    }
+}
+
 // ---------------------------------------------------------------- ranks
 // ./train_mot --expert-parallel N under mpirun against one process
 // accumulating the same micro-batches (tests/dist_runs.h).
@@ -123,12 +149,12 @@ static const char* EP_MODELS[][2] = {
     {"mixed", " --layers 2 --heads 2 --d-model 16 --ffn mot --mot-layers second-half --experts 4 --group 2"},
 };
 
-MPI_TEST("--expert-parallel over 2 and 4 ranks (N 2, N 4, N 2 with 2 replicas; with and without --zero 1) computes "
-         "what 1 process computes (1e-5 over 8 steps)") {
+MPI_TEST("--expert-parallel over 2 and 4 ranks (N 2, N 4, N 2 with 2 replicas; both exchanges; with and without "
+         "--zero 1) computes what 1 process computes (1e-5 over 8 steps)") {
     write_dist_data("ep");
     // B 4, T 8: 32 tokens a micro-batch, 4 micro-batches a step: one process accumulates 4, 2 ranks 2 each
-    const char* layouts[][3] = {{"2", "2", "0"}, {"4", "2", "0"}, {"4", "4", "0"},
-                                {"2", "2", "1"}, {"4", "2", "1"}, {"4", "4", "1"}};
+    const char* layouts[][4] = {{"2", "2", "0", "mixed"},  {"4", "2", "0", "mixed"},  {"4", "4", "1", "mixed"},
+                                {"2", "2", "1", "inputs"}, {"4", "2", "0", "inputs"}, {"4", "4", "0", "inputs"}};
     for (auto& model : EP_MODELS)
         for (int shuffle : {0, 1}) {
             std::string tag = std::string("build/ep_") + model[0] + "_s" + std::to_string(shuffle);
@@ -138,12 +164,14 @@ MPI_TEST("--expert-parallel over 2 and 4 ranks (N 2, N 4, N 2 with 2 replicas; w
             Run one = run(args + " --log " + tag + "_1.jsonl");
             INFO(one.out);
             REQUIRE(one.rc == 0);
-            for (auto& [np, N, zero] : layouts) {
-                std::string log = tag + "_np" + np + "_N" + N + "_z" + zero + ".jsonl";
+            for (auto& [np, N, zero, exchange] : layouts) {
+                std::string log = tag + "_np" + np + "_N" + N + "_z" + zero + "_" + exchange + ".jsonl";
                 INFO(log);
                 std::remove(log.c_str());
-                Run ep = run_cmd(
-                    mpirun(std::stoi(np), args + " --expert-parallel " + N + " --zero " + zero + " --log " + log));
+                Run ep = run_cmd(mpirun(std::stoi(np), args + " --expert-parallel " + N + " --zero " + zero +
+                                                           " --expert-exchange " + exchange + " --log " + log));
+                CHECK(ep.out.find(std::string("they exchange the ") + (exchange[0] == 'i' ? "input" : "mixed") +
+                                  " tokens") != std::string::npos);
                 INFO(ep.out);
                 REQUIRE(ep.rc == 0);
                 int groups = std::stoi(np) / std::stoi(N);
@@ -240,6 +268,19 @@ MPI_TEST("a checkpoint of --expert-parallel 2 --zero 1 on 4 ranks (moments shard
         }
     }
     CHECK(slurp("build/ep_zero_same.ckpt") == slurp("build/ep_zero_full.ckpt"));
+}
+
+MPI_TEST("--expert-exchange auto exchanges the input tokens when N*G < E, else the mixed tokens") {
+    write_dist_data("ep");
+    for (const char* group : {"2", "4"}) {  // E 8, N 2: N*G 4 < 8, 8 = 8
+        Run r = run_cmd(mpirun(2, EP_DATA + " --layers 2 --heads 2 --d-model 16 --ffn mot --experts 8 --expert-size 8"
+                                            " --batch 8 --steps 1 --expert-parallel 2 --group " + std::string(group)));
+        INFO(r.out);
+        REQUIRE(r.rc == 0);
+        CHECK(r.out.find(std::string(group) == "2" ? "they exchange the input tokens (N*G 4 < E 8)"
+                                                   : "they exchange the mixed tokens (N*G 8 >= E 8)") !=
+              std::string::npos);
+    }
 }
 
 MPI_TEST("--expert-parallel layouts that cannot work are refused, naming the numbers") {

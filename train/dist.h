@@ -14,7 +14,7 @@
 //   dist_reduce_scatter_sum / dist_allgather / dist_gather   ZeRO-1's pieces
 //   dist_group         some of the ranks (an expert group, the replicas of an expert
 //                      shard): dist_sum, dist_gather and dist_all_to_all run over one
-//   dist_all_to_all    equal blocks, each to one rank of a group (expert parallelism)
+//   dist_all_to_all / dist_all_gather / dist_reduce_scatter   a group's exchanges (expert parallelism)
 //   dist_barrier       every rank reaches this point
 //   dist_agree         every rank has rank 0's settings, or rank 0 names the first difference
 //   dist_abort         one rank's error stops every rank
@@ -272,6 +272,36 @@ void dist_sum(T* x,  // (n)
 #else
     (void)x, (void)n, (void)what, (void)g;
 #endif
+}
+
+// All-gather within group g: block r of recv (g->size blocks of `bytes`)
+// is the group's rank r's send.
+inline void dist_all_gather(const void* send, void* recv, size_t bytes, const char* what, const DistGroup* g) {
+#ifdef MOT_MPI
+    if (dist_size(g) > 1) {
+        int count = mpi_count(bytes, what);
+        CollectiveGuard guard(what);
+        MPI_Allgather(send, count, MPI_BYTE, recv, count, MPI_BYTE, dist_comm(g));
+        return;
+    }
+#endif
+    (void)what, (void)g;
+    std::memcpy(recv, send, bytes);
+}
+
+// Reduce-scatter within group g: recv (n) = the sum over the group's ranks
+// of their block `rank` of send (size blocks of n floats).
+inline void dist_reduce_scatter(const float* send, float* recv, size_t n, const char* what, const DistGroup* g) {
+#ifdef MOT_MPI
+    if (dist_size(g) > 1) {
+        int count = mpi_count(n, what);
+        CollectiveGuard guard(what);
+        MPI_Reduce_scatter_block(send, recv, count, MPI_FLOAT, MPI_SUM, dist_comm(g));
+        return;
+    }
+#endif
+    (void)what, (void)g;
+    std::memcpy(recv, send, n * sizeof(float));
 }
 
 // All-to-all within group g: block r of send (g->size blocks of `bytes`)

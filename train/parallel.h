@@ -55,13 +55,31 @@
 // The all-to-all of an expert group over MPI (common/exchange.h).
 struct MpiExchange : ExpertExchange {
     DistGroup* group = nullptr;
-    double ms = 0;       // time in the all-to-alls since the last reset (train_step: per step)
+    double ms = 0;       // time in the exchange since the last reset (train_step: per step)
     double bytes = 0;    // bytes this rank sent to the others since then
+    std::vector<float> sum;  // reduce_scatter_add's block
     void all_to_all(const void* send, void* recv, size_t block) override {
         double t0 = now_ms();
         dist_all_to_all(send, recv, block, "the expert exchange (--expert-parallel)", group);
         ms += now_ms() - t0;
         bytes += (double)block * (members - 1);
+    }
+    void all_gather(const void* send, void* recv, size_t block) override {
+        double t0 = now_ms();
+        dist_all_gather(send, recv, block, "the expert exchange's all-gather (--expert-parallel)", group);
+        ms += now_ms() - t0;
+        bytes += (double)block * (members - 1);
+    }
+    void reduce_scatter_add(const float* send, float* recv, size_t n) override {
+        double t0 = now_ms();
+        sum.resize(n);
+        dist_reduce_scatter(send, sum.data(), n, "the expert exchange's reduce-scatter (--expert-parallel)", group);
+        for (size_t i = 0; i < n; i++) recv[i] += sum[i];
+        ms += now_ms() - t0;
+        bytes += (double)n * sizeof(float) * (members - 1);
+    }
+    void reduce_scatter_add(const double*, double*, size_t) override {
+        fail("the expert exchange of a training run moves floats");
     }
 };
 
@@ -118,10 +136,13 @@ struct Parallel {
 inline bool parallel_sharded(const Parallel& p) { return p.zero == 1 && dist().size > 1; }
 
 // The config this rank's model is built with: that of the whole model, with
-// expert_shards N under expert parallelism.
-inline Config parallel_member_config(const Config& c, int ep) {
+// expert_shards N under expert parallelism, exchanging input tokens or
+// mixed tokens (`exchange`: inputs, mixed, or auto: whichever moves fewer
+// values, the input tokens when N*G < E).
+inline Config parallel_member_config(const Config& c, int ep, const std::string& exchange = "mixed") {
     Config member = c;
     member.expert_shards = ep;
+    member.expert_inputs = ep > 1 && (exchange == "inputs" || (exchange == "auto" && (long long)ep * c.G < c.E));
     return member;
 }
 

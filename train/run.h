@@ -145,6 +145,7 @@ inline std::vector<std::pair<std::string, std::string>> rank_options(const Optio
             {"--checkpoint-dir", text(o.checkpoint_dir)}, {"--resume", o.resume ? "on" : "off"},
             {"--checkpoint-every", num(o.checkpoint_every)}, {"--keep-checkpoints", num(o.keep_checkpoints)},
             {"--zero", num(o.zero)}, {"--expert-parallel", num(o.expert_parallel)},
+            {"--expert-exchange", o.expert_exchange},
             {"--collective-timeout", fnum(o.collective_timeout)},
             {"--val-every", num(o.val_every)}, {"--val-batches", num(o.val_batches)},
             {"--sample-every", num(o.sample_every)}, {"--sample-len", num(o.sample_len)}};
@@ -454,7 +455,7 @@ inline void setup_model(TrainRun* r) {
         fail(strf("--batch %d is not divisible by --group %d: MoT mixes tokens in groups of G batch rows", r->B, c.G));
     // memory for the CPU model before reading any data (model_build checks the GPU's)
     if (o.device == "cpu" || !gpu_compiled())  // this rank's part of the model
-        check_host_memory(parallel_member_config(c, o.expert_parallel), r->B, r->T, false);
+        check_host_memory(parallel_member_config(c, o.expert_parallel, o.expert_exchange), r->B, r->T, false);
 }
 
 // The batches, and with --resume what the checkpoint fixes: options that
@@ -572,7 +573,7 @@ inline void setup_device(TrainRun* r) {
         transition_report(r);
     }
     // under --expert-parallel this rank's part of the model (train/parallel.h)
-    model_build(&r->model, parallel_member_config(c, o.expert_parallel), o.device, r->B, r->T,
+    model_build(&r->model, parallel_member_config(c, o.expert_parallel, o.expert_exchange), o.device, r->B, r->T,
                 parallel_member_part(c, o.expert_parallel, r->params).data());
     model_set_aux_weight(&r->model, o.aux_loss);
     model_set_bf16(&r->model, o.precision == "bf16");
@@ -624,9 +625,10 @@ inline void setup_device(TrainRun* r) {
     if (d.size > 1) print_ranks(r, max_threads);
     if (r->par.ep > 1)
         std::printf("expert parallel: %d expert groups of %d ranks; each rank holds %d of the %d experts of every MoT "
-                    "layer, %.2fM of the %.2fM parameters\n",
+                    "layer, %.2fM of the %.2fM parameters; they exchange %s (N*G %d %s E %d)\n",
                     d.size / r->par.ep, r->par.ep, c.E / r->par.ep, c.E, num_params(r->model.cfg) / 1e6,
-                    num_params(c) / 1e6);
+                    num_params(c) / 1e6, r->model.cfg.expert_inputs ? "the input tokens" : "the mixed tokens",
+                    r->par.ep * c.G, r->par.ep * c.G < c.E ? "<" : ">=", c.E);
     if (o.checkpoint_dir.empty() && o.save.empty())
         std::printf("note: no --checkpoint-dir or --save: nothing of this run is saved, not even when a signal "
                     "(Ctrl-C, SIGTERM, SIGHUP) stops it\n");

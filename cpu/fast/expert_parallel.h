@@ -24,6 +24,7 @@
 //
 // Ul and Yl are group-major, expert-minor like U and Y, with N*ST groups, so
 // the experts run as mot_experts of mot.h with ST' = N*ST and E' = El.
+// Below the MoT layer, the same with the input-token exchange.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -127,6 +128,94 @@ void mot_ep_backward(real* dinp,        // (B,T,C)
     expert_blocks_unpack(du, buf, ST, E, N, C);
     mot_merge_backward(dinp, dm, du, inp, m, B, T, C, E, G);
     mot_controller_backward(dinp, dwc, dz, dm, m, inp, wc, B, T, C, E, G, tau);
+}
+
+// The input-token exchange: instead of the mixed tokens, every member
+// gathers the group's inputs X and mixes for its own experts (the
+// controller's softmax runs over a group, separately for every expert, so
+// an owner needs only its experts' rows of wc); each owner's part of every
+// member's output, O = sum over its experts e of M[:,e] Y[e], goes back summed:
+//
+//   all-gather            Xall (N,B,T,C): member s's inputs in block s
+//   per member s          Z, M (B,T,El) with wc's rows [i*El, (i+1)*El);
+//                         U (ST,El,C) = M^T X, this member's experts only
+//   experts               Y (N*ST,El,C) on the stacked U of all members
+//   per member s          Oall[s] (B,T,C) = M Y over this member's experts
+//   reduce-scatter        O = the sum over owners of Oall[this member]
+//
+// Per layer and micro-batch 2(N-1) blocks of B*T*C against 2(N-1)/N blocks
+// of S*T*E*C for the mixed tokens: fewer values whenever N*G < E. The
+// backward gathers dO, runs the parts' backward per member and returns
+// dX summed over the owners. Each owner's wc gradient holds its experts'
+// rows over the whole group (the other rows zero), so summed over all ranks
+// like every replicated gradient it is one process's.
+template <typename real>
+void mot_ep_inputs_forward(real* out,        // (B,T,C)
+                           real* z,          // (N,B,T,El)
+                           real* m,          // (N,B,T,El)
+                           real* u,          // (N*S*T,El,C) this member's experts' mixed tokens, every member's groups
+                           real* p,          // (N*S*T,El,f)
+                           real* a,          // (N*S*T,El,f)
+                           real* y,          // (N*S*T,El,C)
+                           real* xall,       // (N,B,T,C)
+                           real* oall,       // (N,B,T,C)
+                           const real* inp,  // (B,T,C)
+                           const real* wc,   // (E,C) all experts' rows
+                           const real* w1,   // (El,f,C) this member's experts
+                           const real* w2,   // (El,C,f)
+                           int B, int T, int C, int E, int G, int f, real tau, bool discrete, ExpertExchange* x) {
+    const int N = x->members, El = E / N, ST = B / G * T;
+    const size_t BTC = (size_t)B * T * C, BTE = (size_t)B * T * El, UC = (size_t)ST * El * C;
+    const real* wci = wc + (size_t)x->index * El * C;
+    x->all_gather(inp, xall, BTC * sizeof(real));
+    for (int s = 0; s < N; s++) {
+        mot_controller(z + s * BTE, m + s * BTE, xall + s * BTC, wci, B, T, C, El, G, tau, discrete);
+        mot_merge(u + s * UC, m + s * BTE, xall + s * BTC, B, T, C, El, G);
+    }
+    mot_experts(p, a, y, u, w1, w2, N * ST, C, El, f);
+    for (int s = 0; s < N; s++) mot_emit(oall + s * BTC, m + s * BTE, y + s * UC, B, T, C, El, G);
+    std::fill(out, out + BTC, real(0));
+    x->reduce_scatter_add(oall, out, BTC);
+}
+
+template <typename real>
+void mot_ep_inputs_backward(real* dinp,        // (B,T,C)
+                            real* dwc,         // (E,C) this member's experts' rows
+                            real* dw1,         // (El,f,C)
+                            real* dw2,         // (El,C,f)
+                            real* dz,          // (N,B,T,El) scratch
+                            real* dm,          // (N,B,T,El) scratch
+                            real* du,          // (N*S*T,El,C) scratch
+                            real* dp,          // (N*S*T,El,f) scratch
+                            real* da,          // (N*S*T,El,f) scratch
+                            real* dy,          // (N*S*T,El,C) scratch
+                            real* dxall,       // (N,B,T,C) scratch
+                            real* doall,       // (N,B,T,C) scratch
+                            const real* dout,  // (B,T,C)
+                            const real* xall,  // (N,B,T,C)
+                            const real* m,     // (N,B,T,El)
+                            const real* u,     // (N*S*T,El,C)
+                            const real* p,     // (N*S*T,El,f)
+                            const real* a,     // (N*S*T,El,f)
+                            const real* y,     // (N*S*T,El,C)
+                            const real* wc,    // (E,C)
+                            const real* w1,    // (El,f,C)
+                            const real* w2,    // (El,C,f)
+                            int B, int T, int C, int E, int G, int f, real tau, ExpertExchange* x) {
+    const int N = x->members, El = E / N, ST = B / G * T;
+    const size_t BTC = (size_t)B * T * C, BTE = (size_t)B * T * El, UC = (size_t)ST * El * C;
+    const size_t wi = (size_t)x->index * El * C;
+    x->all_gather(dout, doall, BTC * sizeof(real));
+    for (int s = 0; s < N; s++)
+        mot_emit_backward(dy + s * UC, dm + s * BTE, doall + s * BTC, m + s * BTE, y + s * UC, B, T, C, El, G);
+    mot_experts_backward(du, dp, da, dw1, dw2, dy, u, p, a, w1, w2, N * ST, C, El, f);
+    std::fill(dxall, dxall + N * BTC, real(0));
+    for (int s = 0; s < N; s++) {
+        mot_merge_backward(dxall + s * BTC, dm + s * BTE, du + s * UC, xall + s * BTC, m + s * BTE, B, T, C, El, G);
+        mot_controller_backward(dxall + s * BTC, dwc + wi, dz + s * BTE, dm + s * BTE, m + s * BTE, xall + s * BTC,
+                                wc + wi, B, T, C, El, G, tau);
+    }
+    x->reduce_scatter_add(dxall, dinp, BTC);
 }
 
 }  // namespace fast
