@@ -48,11 +48,13 @@ struct Measured {
 };
 
 // One run of `steps` steps with `ranks` ranks (1: no mpirun) and its threads per rank.
-static Measured measure(const std::string& model, int ranks, int threads, int zero, int steps, int ep = 1) {
+static Measured measure(const std::string& model, int ranks, int threads, int zero, int steps, int ep = 1,
+                        const std::string& exchange = "auto") {
     std::string log = "build/bench_dist.jsonl";
     std::remove(log.c_str());
     std::string args = model + " --steps " + std::to_string(steps) + " --threads " + std::to_string(threads) +
-                       " --zero " + std::to_string(zero) + " --expert-parallel " + std::to_string(ep) + " --log " + log;
+                       " --zero " + std::to_string(zero) + " --expert-parallel " + std::to_string(ep) +
+                       " --expert-exchange " + exchange + " --log " + log;
     std::string cmd = ranks == 1 ? std::string(PROG) + args
                                  : "mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " " +
                                        PROG + args;
@@ -117,28 +119,29 @@ int main(int argc, char** argv) {
     };
     std::printf("data parallel on %ld cores: 2 micro-batches of 32 x 64 tokens a step; %d steps a run (median of the "
                 "last 3/4)\n", cores, steps);
-    std::printf("%-30s %-30s %9s %9s %12s %9s %10s\n", "model", "ranks x threads", "ms/step", "tok/s", "exchange",
+    std::printf("%-30s %-36s %9s %9s %12s %9s %10s\n", "model", "ranks x threads", "ms/step", "tok/s", "exchange",
                 "x 1 rank", "GiB/rank");
     for (const auto& [name, model] : models) {
         Measured one = measure(model, 1, (int)cores, 0, steps);
-        std::printf("%-30s %-30s %9.1f %9.0f %12s %8.2fx %10.3f\n", name, strf("1 x %ld", cores).c_str(), one.ms,
+        std::printf("%-30s %-36s %9.1f %9.0f %12s %8.2fx %10.3f\n", name, strf("1 x %ld", cores).c_str(), one.ms,
                     one.tok_s, "-", 1.0, optimizer_gib(one.params, 1, false));
         for (int zero : {0, 1}) {
             Measured two = measure(model, 2, half, zero, steps);
             std::string label = strf("2 x %d%s", half, zero ? ", --zero 1" : "");
-            std::printf("%-30s %-30s %9.1f %9.0f %6.1f ms %3.0f%% %8.2fx %10.3f\n", name, label.c_str(), two.ms,
+            std::printf("%-30s %-36s %9.1f %9.0f %6.1f ms %3.0f%% %8.2fx %10.3f\n", name, label.c_str(), two.ms,
                         two.tok_s, two.allreduce_ms, 100 * two.allreduce_ms / two.ms, two.tok_s / one.tok_s,
                         optimizer_gib(two.params, 2, zero));
         }
-        if (model.find("--ffn dense") == std::string::npos) {  // the experts shared by the 2 ranks
-            Measured ep = measure(model, 2, half, 0, steps, 2);
-            std::printf("%-30s %-30s %9.1f %9.0f %6.1f ms %3.0f%% %8.2fx %10.3f\n", name,
-                        strf("2 x %d, --expert-parallel 2", half).c_str(), ep.ms, ep.tok_s,
+        for (const char* exchange : {"mixed", "inputs"}) {  // the experts shared by the 2 ranks
+            if (model.find("--ffn dense") != std::string::npos) break;
+            Measured ep = measure(model, 2, half, 0, steps, 2, exchange);
+            std::printf("%-30s %-36s %9.1f %9.0f %6.1f ms %3.0f%% %8.2fx %10.3f\n", name,
+                        strf("2 x %d, --expert-parallel 2, %s", half, exchange).c_str(), ep.ms, ep.tok_s,
                         ep.allreduce_ms + ep.expert_ms, 100 * (ep.allreduce_ms + ep.expert_ms) / ep.ms,
                         ep.tok_s / one.tok_s, optimizer_gib(ep.params_held, 1, false));
-            std::printf("%-30s %-30s   of which the expert exchange %.1f ms (%.0f%% of the step), %.1f MB sent per "
-                        "rank and step; the all-reduce %.1f ms\n",
-                        "", "", ep.expert_ms, 100 * ep.expert_ms / ep.ms, ep.expert_mb, ep.allreduce_ms);
+            std::printf("%-30s %-36s   of which the %s-token exchange %.1f ms (%.0f%% of the step), %.1f MB sent "
+                        "per rank and step; the all-reduce %.1f ms\n",
+                        "", "", exchange, ep.expert_ms, 100 * ep.expert_ms / ep.ms, ep.expert_mb, ep.allreduce_ms);
         }
         std::fflush(stdout);
     }
