@@ -309,3 +309,56 @@ TEST_CASE("--precision: bf16 is refused on the GPU and with --tf32, saying why")
     expect_error("--precision bf16 --tf32 --steps 1", {"--tf32", "--precision bf16"});
     expect_error("--precision fp16 --steps 1", {"--precision", "fp16"});
 }
+
+// ---------------------------------------------------------------------------
+// Checkpoints of a bf16 run (./train_mot on the CPU): fp32 master weights,
+// resumed bit for bit at the same precision.
+
+#include "tests/train_checks.h"
+
+// The parameters of a checkpoint file (after its 256-int32 header) that are
+// not bf16 values: a file of the rounded copy would have none.
+static size_t non_bf16_params(const std::string& bytes, size_t* n) {
+    *n = (bytes.size() - 1024) / 4;
+    size_t count = 0;
+    for (size_t i = 0; i < *n; i++) {
+        float x;
+        std::memcpy(&x, bytes.data() + 1024 + 4 * i, 4);
+        count += !is_bf16(x);
+    }
+    return count;
+}
+
+TEST_CASE("--precision bf16: a checkpoint resumes bit for bit, and holds fp32 master weights") {
+    struct Kind {
+        const char* name;
+        std::string options;
+    };
+    for (const Kind& k : {Kind{"dense", " --ffn dense"}, Kind{"mot", " --ffn mot"},
+                          Kind{"token-choice", " --ffn token-choice"}}) {
+        INFO(k.name);
+        std::string prefix = std::string("build/tbf_") + k.name;
+        // the log rows after the step-10 checkpoint, validation, samples and
+        // the final model equal the uninterrupted run's
+        check_resume(prefix, "cpu", 1, k.options + " --precision bf16");
+        std::string bf = slurp(prefix + "_resume1_full.ckpt");
+
+        // the same training in fp32: a file of the same size, other values
+        std::string fp_path = prefix + "_fp32.ckpt";
+        Run fp = run("--data " + prefix + "_small.bin --val-data " + prefix + "_val.bin --val-every 0 --warmup 4 --lr 1e-2"
+                     " --steps 20 --shuffle 1" + TINY_MODEL + " --device cpu" + k.options + " --save " + fp_path);
+        INFO(fp.out);
+        REQUIRE(fp.rc == 0);
+        std::string f = slurp(fp_path);
+        REQUIRE(f.size() > 1024);
+        CHECK(bf.size() == f.size());
+        // one header but for its checksum ([30..31]): bf16 is not recorded in the model
+        CHECK(bf.compare(0, 120, f, 0, 120) == 0);
+        CHECK(bf.compare(128, 1024 - 128, f, 128, 1024 - 128) == 0);
+        CHECK(bf != f);                               // the run was bf16: it trained other weights
+        // the masters (float init, fp32 AdamW) have bits below bf16's in
+        // nearly every weight; the rounded copy a step reads has none
+        size_t n = 0, non = non_bf16_params(bf, &n);
+        CHECK(non > n / 2);
+    }
+}

@@ -66,8 +66,11 @@ inline void make_train_data(const std::string& prefix) {
 
 // 20 steps in one run that checkpoints every 10 steps, against a run resumed
 // from its step-10 checkpoint (the step-20 one removed). Both runs have
-// --steps 20: the lr schedule depends on it.
-inline void check_resume(const std::string& prefix, const std::string& device, int shuffle) {
+// --steps 20: the lr schedule depends on it. extra: options both runs add
+// (another FFN kind, --precision). The uninterrupted run's final model is
+// left in PREFIX_resumeSHUFFLE_full.ckpt.
+inline void check_resume(const std::string& prefix, const std::string& device, int shuffle,
+                         const std::string& extra = "") {
     make_train_data(prefix);
     std::string tag = prefix + "_resume" + std::to_string(shuffle);
     std::string dir = tag + "_ckpt";
@@ -77,7 +80,7 @@ inline void check_resume(const std::string& prefix, const std::string& device, i
     // samples every 5 steps test the sampling RNG's state
     std::string common = "--data " + prefix + "_small.bin --val-data " + prefix + "_val.bin --val-every 4 --val-batches 2"
                          " --warmup 4 --lr 1e-2 --steps 20 --checkpoint-dir " + dir + " --shuffle " +
-                         std::to_string(shuffle) + TINY_MODEL + " --device " + device + " --sample-every 5 --sample-len 4";  // the last one counts
+                         std::to_string(shuffle) + TINY_MODEL + " --device " + device + " --sample-every 5 --sample-len 4" + extra;  // the last --sample-every counts
     Run full = run(common + " --checkpoint-every 10 --keep-checkpoints 0 --log " + tag + "_full.jsonl --save " + tag +
                    "_full.ckpt");
     INFO(full.out);
