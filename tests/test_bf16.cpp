@@ -362,3 +362,36 @@ TEST_CASE("--precision bf16: a checkpoint resumes bit for bit, and holds fp32 ma
         CHECK(non > n / 2);
     }
 }
+
+TEST_CASE("--resume of a bf16 run goes on in bf16 unless --precision is given, and says so when it changes") {
+    std::string prefix = "build/tbf_keep";
+    make_train_data(prefix);
+    std::string dir = prefix + "_ckpt";
+    clear_dir(dir);
+    std::string common = "--data " + prefix + "_small.bin --val-every 0 --sample-every 0 --warmup 4 --lr 1e-2 --steps 12"
+                         " --shuffle 1" + TINY_MODEL + " --device cpu --checkpoint-dir " + dir;
+    for (const char* f : {"_full.jsonl", "_kept.jsonl"}) std::remove((prefix + f).c_str());
+    Run full = run(common + " --precision bf16 --checkpoint-every 6 --keep-checkpoints 0 --log " + prefix + "_full.jsonl");
+    INFO(full.out);
+    REQUIRE(full.rc == 0);
+    auto restart = [&](const std::string& extra, const std::string& log) {
+        std::remove((dir + "/step_00000012.ckpt").c_str());
+        std::remove((dir + "/step_00000012.state").c_str());
+        Run r = run(common + " --resume" + extra + (log.empty() ? "" : " --log " + log));
+        INFO(r.out);
+        REQUIRE(r.rc == 0);
+        return r;
+    };
+    Run kept = restart("", prefix + "_kept.jsonl");  // no --precision: the state's
+    CHECK(kept.out.find("bf16 emulated") != std::string::npos);
+    CHECK(kept.out.find("note: the run was trained with --precision") == std::string::npos);
+    LogRows f = read_log(prefix + "_full.jsonl"), k = read_log(prefix + "_kept.jsonl");
+    REQUIRE(k.size() == 6);
+    for (int s = 7; s <= 12; s++) {
+        INFO("step ", s);
+        CHECK(k[s]["loss"] == f[s]["loss"]);
+    }
+    Run changed = restart(" --precision fp32", "");
+    CHECK(changed.out.find("note: the run was trained with --precision bf16, now fp32") != std::string::npos);
+    CHECK(changed.out.find("bf16 emulated") == std::string::npos);
+}

@@ -420,6 +420,12 @@ inline void setup_model(TrainRun* r) {
         std::printf("loaded %s\n", checkpoint_name(o.checkpoint_dir, step, "ckpt").c_str());
         // the run goes on with its controller (0 from a state that does not record it)
         if (!given(o, "--router-balance")) r->o.router_balance = r->state.settings.router_balance;
+        // and in its precision, unless given
+        if (!given(o, "--precision") && !given(o, "--tf32") && r->state.settings.precision >= 0) {
+            r->o.precision = STATE_PRECISIONS[r->state.settings.precision];
+            r->o.tf32 = false;
+            resolve_precision(&r->o);
+        }
         check_options_apply(o, r->c.kinds, true, checkpoint_name(o.checkpoint_dir, step, "ckpt"));
     } else if (!o.load.empty()) {
         model_file_load(o.load, &r->c, &r->params);
@@ -534,6 +540,8 @@ inline TrainSettings train_settings(const Options& o) {
     t.lr = o.lr, t.lr_min_frac = o.lr_min_frac, t.wd = o.wd, t.grad_clip = o.grad_clip, t.beta1 = o.beta1;
     t.beta2 = o.beta2, t.adam_eps = o.adam_eps, t.aux_loss = o.aux_loss, t.warmup = o.warmup;
     t.router_balance_known = true, t.router_balance = o.router_balance;
+    for (int i = 0; i < 3; i++)
+        if (o.precision == STATE_PRECISIONS[i]) t.precision = i;
     return t;
 }
 
@@ -560,6 +568,11 @@ inline void note_changed_settings(const TrainSettings& was, const TrainSettings&
             std::printf("note: the run was trained with %s %g, now %s %g: the updates from here on use the new "
                         "value, so the run differs from one trained with it throughout\n",
                         s.name, s.was, s.name, s.now);
+    if (was.precision >= 0 && was.precision != now.precision)
+        std::printf("note: the run was trained with --precision %s, now %s: the steps from here on compute in %s, so "
+                    "the run differs from one trained in %s throughout\n",
+                    STATE_PRECISIONS[was.precision], STATE_PRECISIONS[now.precision], STATE_PRECISIONS[now.precision],
+                    STATE_PRECISIONS[now.precision]);
 }
 
 // The model on its device; with --resume its moments, the data position and

@@ -17,10 +17,11 @@
 //     --adam-eps, --aux-loss (the floats as float32 bits), so that --resume
 //     can say which of them changed; [26] --router-balance, the threshold
 //     routers' controller gain (version 5, float32 bits), which --resume
-//     keeps unless given; every other slot 0
+//     keeps unless given; [27] --precision (version 6: 0 fp32, 1 tf32,
+//     2 bf16), which --resume keeps unless given; every other slot 0
 //   float32 AdamW m (num_params), then v (num_params)
-// Files of versions 1 to 4 (without [14], [15], [16], [17..25] or [26])
-// still load; those fields are then unknown (the gain read as 0: off).
+// Files of versions 1 to 5 (without [14], [15], [16], [17..25], [26] or
+// [27]) still load; those fields are then unknown (the gain read as 0: off).
 // Loading checks every field, so a damaged or foreign file is refused with
 // the field that is wrong, never trained from.
 #pragma once
@@ -38,7 +39,7 @@
 #include "data/dataloader.h"
 
 constexpr int64_t STATE_MAGIC = 20261130;
-constexpr int64_t STATE_VERSION = 5;
+constexpr int64_t STATE_VERSION = 6;
 
 // The optimizer settings of a run (the options of the same names).
 struct TrainSettings {
@@ -47,7 +48,11 @@ struct TrainSettings {
     int64_t warmup = 0;
     bool router_balance_known = false;  // false: from a file of version 1 to 4 (router_balance 0)
     float router_balance = 0;
+    int precision = -1;  // index into STATE_PRECISIONS; -1: from a file of version 1 to 5
 };
+
+// --precision as slot [27] stores it.
+inline const char* const STATE_PRECISIONS[] = {"fp32", "tf32", "bf16"};
 
 struct TrainState {
     int64_t step = 0;
@@ -86,6 +91,7 @@ inline void train_state_save(const std::string& path, const TrainState& s) {
     h[k++] = o.warmup;
     for (float f : {o.wd, o.grad_clip, o.beta1, o.beta2, o.adam_eps, o.aux_loss, o.router_balance})
         std::memcpy(&h[k++], &f, 4);
+    h[27] = o.precision;
     write_file_atomic(path, {{h.data(), h.size() * 8}, {s.m.data(), s.m.size() * 4}, {s.v.data(), s.v.size() * 4}});
 }
 
@@ -149,6 +155,10 @@ inline TrainState train_state_load(const std::string& path, size_t expected_para
                           std::isfinite(v) ? strf("%g", v).c_str() : "not a number", 17 + i));
         }
         o.warmup = h[19];
+        if (h[1] >= 6) {
+            need(h[27] >= 0 && h[27] <= 2, "the precision it trained with (slot 27)", h[27]);
+            o.precision = (int)h[27];
+        }
     }
     s.step = h[2];
     s.loader = {h[4], h[5], h[6], (uint64_t)h[7]};
