@@ -130,7 +130,7 @@ TEST_CASE("the round-trip models cover every kind of the table") {
     for_each_ffn_kind([&](auto k) {
         bool held = false;
         for (const auto& [what, c] : kind_models()) held = held || has_kind(c, k.kind);
-        CHECK_MESSAGE(held, "no model of kind ", k.option, " in kind_models()");
+        CHECK_MESSAGE(held, "no model of kind ", std::string(k.option), " in kind_models()");
     });
 }
 

@@ -103,7 +103,7 @@ TEST_CASE("model gradients match finite differences: mixed MOT and DENSE") {
 TEST_CASE("model gradients match finite differences: every kind of the table") {
     int kinds = 0;
     for_each_ffn_kind([&](auto k) {
-        CAPTURE(k.option);
+        INFO("kind ", std::string(k.option));
         check_model_gradients(make_config(11, 8, 2, 8, 16, 4, 2, 8, 1.0f, {k.kind, DENSE}, 4, 4.0f));
         kinds++;
     });
