@@ -10,7 +10,7 @@
 // their safetensors names, its activations and scratch, its FLOPs and its
 // line in the run's summary. Its arithmetic is one file per path
 // (cpu/<kind>.h, gpu/<kind>.cuh, listed in cpu/ffn_kinds.h and
-// gpu/ffn_kinds.cuh), found by the kind's tag type (README, "Adding a kind").
+// gpu/ffn_kinds.cuh), found by the kind's tag type (README, "Adding a feed-forward kind").
 //
 // Shapes: B batch, T positions, C d_model, NH heads, Vp padded vocabulary,
 // S = B/G groups per position, E experts, f expert width.

@@ -96,6 +96,18 @@ TEST_CASE("a batch not divisible by the group size is refused") {
                  {"--batch 5", "--group 2"});
 }
 
+// The MoT expert width f = d_ff * G / E must come out whole only where a MoT
+// layer reads it: a model without one takes any --d-ff.
+TEST_CASE("--d-ff that MoT's E f = G d_ff cannot split: refused for MoT, taken by a dense model") {
+    write_raw_shard("build/cli_train.bin", text_tokens(2000));
+    const std::string d = std::string("--data build/cli_train.bin --steps 1 --device cpu --val-every 0") + TINY;
+    expect_error(d + " --d-ff 9", {"--d-ff 9", "--experts 4"});
+    Run r = run(d + " --d-ff 9 --ffn dense");
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("2 dense (d_ff 9)") != std::string::npos);
+}
+
 // tests/gpu_check.sh's own command lines (its --print-commands), each run
 // here on the CPU for one step, so that a change of train_mot's defaults
 // cannot break the GPU check unseen where no GPU runs it. This case fails on

@@ -2,7 +2,8 @@
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_model.cpp -o /tmp/test_model
 //
 // - gpt_backward against finite differences of the mean loss of gpt_forward,
-//   for every parameter, in double: all DENSE, all MOT, mixed, tau != 1.
+//   for every parameter, in double: all DENSE, all MOT, mixed, tau != 1, and
+//   a layer of every kind of the table.
 // - loss_scale scales the gradients; gradients accumulate over backward calls.
 // - training memorizes one fixed batch; float (the fast kernels, as training
 //   runs it) and double agree over 5 steps.
@@ -93,6 +94,20 @@ TEST_CASE("model gradients match finite differences: all MOT") {
 TEST_CASE("model gradients match finite differences: mixed MOT and DENSE") {
     check_model_gradients(tiny_config({MOT, DENSE}));
     check_model_gradients(tiny_config({DENSE, MOT}));
+}
+
+// Every kind of the table (common/layout.h, for_each_ffn_kind), a kind added
+// later included: a layer of it before a DENSE one. Top-k = E and capacity
+// factor 4: a token-choice layer sends every token to every expert, so no
+// routing decision sits near the points the finite differences visit.
+TEST_CASE("model gradients match finite differences: every kind of the table") {
+    int kinds = 0;
+    for_each_ffn_kind([&](auto k) {
+        INFO("kind ", std::string(k.option));
+        check_model_gradients(make_config(11, 8, 2, 8, 16, 4, 2, 8, 1.0f, {k.kind, DENSE}, 4, 4.0f));
+        kinds++;
+    });
+    CHECK(kinds >= 3);
 }
 
 TEST_CASE("model gradients match finite differences: MOT with tau = 0.5") {

@@ -308,8 +308,9 @@ inline Config config_from_options(const Options& o, int vocab) {
         c.f = c.dff / c.topk;
     } else {
         // flop-matched: E experts of width f see S*T mixed tokens, a dense FFN
-        // of width dff sees B*T = G*S*T tokens, so E*f = G*dff
-        if ((long)c.dff * c.G % c.E != 0)
+        // of width dff sees B*T = G*S*T tokens, so E*f = G*dff; only MoT
+        // layers read f, so a model without any takes the quotient as it falls
+        if (has_kind(c, MOT) && (long)c.dff * c.G % c.E != 0)
             fail(strf("--d-ff %d * --group %d is not divisible by --experts %d: give --expert-size", c.dff, c.G, c.E));
         c.f = c.dff * c.G / c.E;
     }

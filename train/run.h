@@ -799,26 +799,30 @@ inline StepResult train_step(TrainRun* r, int step, double peak_flops, double fl
     return s;
 }
 
-// The log's first row: what ran. Layer counts per kind; E, G, f, tau for
-// MoT and token choice (topk, capacity factor, router and its gate
-// temperature for the latter).
+// The log's first row: what ran. Layer counts per kind other than dense
+// (<stored name>_layers, in table order: mot_layers, token_choice_layers);
+// E, G, f, tau for MoT and token choice (topk, capacity factor, router and
+// its gate temperature for the latter).
 inline void log_run_header(TrainRun* r, double flops_per_step) {
     const Options& o = r->o;
     const Config& c = r->c;
     double tokens_per_step = (double)(r->BT * r->micro);
-    jsonl_write(&r->log, 0, {{"params", (double)num_params(c)}, {"flops_per_token", flops_per_step / tokens_per_step},
-                             {"tokens_per_step", tokens_per_step}, {"steps", (double)o.steps}, {"peak_lr", o.lr},
-                             {"layers", (double)c.L}, {"d_model", (double)c.C}, {"heads", (double)c.NH},
-                             {"seq", (double)r->T}, {"vocab", (double)c.V}, {"d_ff", (double)c.dff},
-                             {"mot_layers", (double)count_kind(c, MOT)},
-                             {"token_choice_layers", (double)count_kind(c, TOKEN_CHOICE)},
-                             {"experts", (double)c.E}, {"group", (double)c.G}, {"expert_size", (double)c.f},
-                             {"temperature", c.tau}, {"topk", (double)c.topk}, {"capacity_factor", c.capacity_factor},
-                             {"router", (double)c.router}, {"router_temperature", c.router_tau},
-                             {"router_balance", o.router_balance},
-                             {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)},
-                             {"expert_parallel", (double)r->par.ep},
-                             {"params_held", (double)num_params(r->model.cfg)}});
+    std::vector<std::pair<std::string, double>> fields = {
+        {"params", (double)num_params(c)}, {"flops_per_token", flops_per_step / tokens_per_step},
+        {"tokens_per_step", tokens_per_step}, {"steps", (double)o.steps}, {"peak_lr", o.lr},
+        {"layers", (double)c.L}, {"d_model", (double)c.C}, {"heads", (double)c.NH},
+        {"seq", (double)r->T}, {"vocab", (double)c.V}, {"d_ff", (double)c.dff}};
+    for_each_ffn_kind([&](auto k) {
+        if (k.kind != DENSE) fields.push_back({std::string(k.stored) + "_layers", (double)count_kind(c, k.kind)});
+    });
+    fields.insert(fields.end(), {{"experts", (double)c.E}, {"group", (double)c.G}, {"expert_size", (double)c.f},
+                                 {"temperature", c.tau}, {"topk", (double)c.topk},
+                                 {"capacity_factor", c.capacity_factor}, {"router", (double)c.router},
+                                 {"router_temperature", c.router_tau}, {"router_balance", o.router_balance},
+                                 {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)},
+                                 {"expert_parallel", (double)r->par.ep},
+                                 {"params_held", (double)num_params(r->model.cfg)}});
+    jsonl_write(&r->log, 0, fields);
 }
 
 // A run that ended still skipping non-finite updates failed; otherwise the
