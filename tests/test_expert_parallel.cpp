@@ -5,7 +5,9 @@
 // batch with all experts: outputs and input gradients per member, the
 // controller's gradient per member (replicated, not yet summed), and each
 // owner's expert gradients against its slice of the sum over all members'
-// batches. In double (to rounding) and in float. Then ./train_mot
+// batches. In double (to rounding) and in float. The same for the
+// expert-parallel token-choice layer against cpu/fast/token_choice.h, with
+// each member's routing the same to the bit. Then ./train_mot
 // --expert-parallel under mpirun against one process: losses, gradient
 // norms and validation losses; checkpoints; refused layouts; a killed rank.
 // Without MPI those cases are skipped, saying why.
@@ -109,6 +111,111 @@ TEST_CASE("the expert-parallel MoT layer computes what one process computes, N =
 TEST_CASE("the expert-parallel MoT layer computes what one process computes, N = 2 and 4, in float") {
     check_layer<float>(2, Tol{1e-6, 1e-5});
     check_layer<float>(4, Tol{1e-6, 1e-5});
+}
+
+// Token choice: each member routes its own tokens (Nt of them) over all E
+// experts; a capacity that drops tokens and k 2, the softmax router with its
+// aux loss and the threshold router with its bias.
+template <typename real>
+static void check_tc_layer(int N, TcRouter rt, Tol tol) {
+    const int Nt = 24, C = 8, E = 8, f = 6, k = 2, El = E / N;
+    const int cap = 3;  // capacity factor 0.5: ceil(0.5 * k * Nt / E)
+    const size_t NtC = (size_t)Nt * C, NtE = (size_t)Nt * E, Ntk = (size_t)Nt * k, capC = (size_t)E * cap * C,
+                 capf = (size_t)E * cap * f;
+    const bool soft = rt.kind == ROUTER_SOFTMAX;
+    TestRng rng(11 + N + 3 * rt.kind);
+    std::vector<real> wc = values<real>(rng, (size_t)E * C), w1 = values<real>(rng, (size_t)E * f * C, 0.4),
+                      w2 = values<real>(rng, (size_t)E * C * f, 0.4), bc = values<real>(rng, E, 0.5);
+    const real daux = real(0.01);
+    std::vector<std::vector<real>> inp(N), dout(N);
+    for (int s = 0; s < N; s++) inp[s] = values<real>(rng, NtC), dout[s] = values<real>(rng, NtC);
+
+    // one process: every member's tokens through the layer with all experts
+    std::vector<std::vector<real>> out_ref(N, std::vector<real>(NtC)), dinp_ref(N, std::vector<real>(NtC)),
+        dwc_ref(N, std::vector<real>((size_t)E * C)), dbc_ref(N, std::vector<real>(E)), route_ref(N),
+        slot_ref(N), load_ref(N), aux_ref(N);
+    std::vector<real> dw1_ref(w1.size()), dw2_ref(w2.size());
+    int dropped = 0;
+    for (int s = 0; s < N; s++) {
+        std::vector<real> z(NtE), probs(NtE), first(E), xin(capC), pre(capf), act(capf), yout(capC);
+        std::vector<real> dz(NtE), dprobs(NtE), dxin(capC), dpre(capf), dact(capf), dyout(capC);
+        route_ref[s].assign(Ntk, 0), slot_ref[s].assign(Ntk, 0), load_ref[s].assign(E, 0), aux_ref[s].assign(1, 0);
+        fast::token_choice_forward(out_ref[s].data(), z.data(), probs.data(), route_ref[s].data(), slot_ref[s].data(),
+                                   load_ref[s].data(), first.data(), aux_ref[s].data(), xin.data(), pre.data(),
+                                   act.data(), yout.data(), inp[s].data(), wc.data(), w1.data(), w2.data(), Nt, C, E,
+                                   f, k, cap, bc.data(), rt);
+        fast::token_choice_backward(dinp_ref[s].data(), dwc_ref[s].data(), dw1_ref.data(), dw2_ref.data(), dz.data(),
+                                    dprobs.data(), dxin.data(), dpre.data(), dact.data(), dyout.data(), &daux,
+                                    dout[s].data(), inp[s].data(), probs.data(), route_ref[s].data(),
+                                    slot_ref[s].data(), first.data(), xin.data(), pre.data(), act.data(), yout.data(),
+                                    wc.data(), w1.data(), w2.data(), Nt, C, E, f, k, cap, dbc_ref[s].data(), rt);
+        for (size_t i = 0; i < Ntk; i++) dropped += route_ref[s][i] >= 0 && slot_ref[s][i] < 0;
+    }
+    // the capacity drops choices, so the dispatch order matters
+    CHECK(dropped > 0);
+
+    // expert parallel: member i holds experts [i*El, (i+1)*El)
+    std::vector<std::vector<real>> out(N), dinp(N), dwc(N), dbc(N), dw1(N), dw2(N), route(N), slot(N), load(N),
+        aux(N);
+    std::vector<ThreadExchange> xs = run_members(N, [&](ThreadExchange& x) {
+        const int i = x.index;
+        const size_t w1n = (size_t)El * f * C, w2n = (size_t)El * C * f;
+        std::vector<real> w1l(w1.begin() + i * w1n, w1.begin() + (i + 1) * w1n),
+            w2l(w2.begin() + i * w2n, w2.begin() + (i + 1) * w2n);
+        std::vector<real> z(NtE), probs(NtE), first(E), xin(capC), xl(capC), pre(capf), act(capf), yl(capC),
+            yout(capC);
+        std::vector<real> dz(NtE), dprobs(NtE), dxin(capC), dxl(capC), dpre(capf), dact(capf), dyl(capC),
+            dyout(capC);
+        out[i].assign(NtC, 0), dinp[i].assign(NtC, 0), dwc[i].assign((size_t)E * C, 0), dbc[i].assign(E, 0),
+            dw1[i].assign(w1n, 0), dw2[i].assign(w2n, 0), route[i].assign(Ntk, 0), slot[i].assign(Ntk, 0),
+            load[i].assign(E, 0), aux[i].assign(1, 0);
+        fast::token_choice_ep_forward(out[i].data(), z.data(), probs.data(), route[i].data(), slot[i].data(),
+                                      load[i].data(), first.data(), aux[i].data(), xin.data(), xl.data(), pre.data(),
+                                      act.data(), yl.data(), yout.data(), inp[i].data(), wc.data(), w1l.data(),
+                                      w2l.data(), Nt, C, E, f, k, cap, bc.data(), rt, &x);
+        fast::token_choice_ep_backward(dinp[i].data(), dwc[i].data(), dw1[i].data(), dw2[i].data(), dz.data(),
+                                       dprobs.data(), dxin.data(), dxl.data(), dpre.data(), dact.data(), dyl.data(),
+                                       dyout.data(), &daux, dout[i].data(), inp[i].data(), probs.data(),
+                                       route[i].data(), slot[i].data(), first.data(), xl.data(), pre.data(),
+                                       act.data(), yout.data(), wc.data(), w1l.data(), w2l.data(), Nt, C, E, f, k, cap,
+                                       dbc[i].data(), rt, &x);
+    });
+    for (const ThreadExchange& x : xs) CHECK(x.calls == 4);  // buffers out, outputs back, their gradients out, back
+    for (int i = 0; i < N; i++) {
+        std::string who = "member " + std::to_string(i) + " of " + std::to_string(N);
+        INFO(who);
+        // the routing is the member's own, decided before any exchange: the same to the bit
+        CHECK(route[i] == route_ref[i]);
+        CHECK(slot[i] == slot_ref[i]);
+        CHECK(load[i] == load_ref[i]);
+        CHECK(aux[i] == aux_ref[i]);
+        check_close(out[i], out_ref[i], tol, (who + ": output").c_str());
+        check_close(dinp[i], dinp_ref[i], tol, (who + ": input gradient").c_str());
+        check_close(dwc[i], dwc_ref[i], tol, (who + ": router gradient").c_str());
+        if (!soft) check_close(dbc[i], dbc_ref[i], tol, (who + ": router bias gradient").c_str());
+        check_close(dw1[i], span(dw1_ref.data() + (size_t)i * El * f * C, (size_t)El * f * C), tol,
+                    (who + ": its experts' w1 gradient").c_str());
+        check_close(dw2[i], span(dw2_ref.data() + (size_t)i * El * C * f, (size_t)El * C * f), tol,
+                    (who + ": its experts' w2 gradient").c_str());
+    }
+}
+
+TEST_CASE("the expert-parallel token-choice layer computes what one process computes, k 2, tokens dropped, N = 2 "
+          "and 4, softmax and threshold routers, in double") {
+    for (TcRouter rt : {TcRouter{ROUTER_SOFTMAX, 1}, TcRouter{ROUTER_THRESHOLD, 0.7f}}) {
+        INFO("router ", rt.kind);
+        check_tc_layer<double>(2, rt, Tol{1e-12, 1e-12});
+        check_tc_layer<double>(4, rt, Tol{1e-12, 1e-12});
+    }
+}
+
+TEST_CASE("the expert-parallel token-choice layer computes what one process computes, k 2, tokens dropped, N = 2 "
+          "and 4, softmax and threshold routers, in float") {
+    for (TcRouter rt : {TcRouter{ROUTER_SOFTMAX, 1}, TcRouter{ROUTER_THRESHOLD, 0.7f}}) {
+        INFO("router ", rt.kind);
+        check_tc_layer<float>(2, rt, Tol{1e-6, 1e-5});
+        check_tc_layer<float>(4, rt, Tol{1e-6, 1e-5});
+    }
 }
 
 // ---------------------------------------------------------------- ranks
