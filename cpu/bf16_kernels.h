@@ -119,6 +119,8 @@ struct Bf16Kernels {
     // not emulated: --precision bf16 with --expert-parallel is refused (train/options.h)
     template <typename... A> static void mot_ep_forward(A...) { fail("expert parallelism runs in fp32"); }
     template <typename... A> static void mot_ep_backward(A...) { fail("expert parallelism runs in fp32"); }
+    template <typename... A> static void token_choice_ep_forward(A...) { fail("expert parallelism runs in fp32"); }
+    template <typename... A> static void token_choice_ep_backward(A...) { fail("expert parallelism runs in fp32"); }
     // mot_backward(dinp (B,T,C), ..., B at 20, T, C)
     template <typename... A> static void mot_backward(A... a) {
         Inner::mot_backward(a...);

@@ -49,6 +49,12 @@ struct PlainKernels {
     // expert parallelism has a fast form only (cpu/fast/expert_parallel.h), which training runs
     template <typename... A> static void mot_ep_forward(A...) { fail("expert parallelism runs on FastKernels"); }
     template <typename... A> static void mot_ep_backward(A...) { fail("expert parallelism runs on FastKernels"); }
+    template <typename... A> static void token_choice_ep_forward(A...) {
+        fail("expert parallelism runs on FastKernels");
+    }
+    template <typename... A> static void token_choice_ep_backward(A...) {
+        fail("expert parallelism runs on FastKernels");
+    }
     template <typename... A> static void token_choice_forward(A... a) { ::token_choice_forward(a...); }
     template <typename... A> static void token_choice_backward(A... a) { ::token_choice_backward(a...); }
     template <typename... A> static void residual_forward(A... a) { ::residual_forward(a...); }

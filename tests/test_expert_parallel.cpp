@@ -224,14 +224,44 @@ TEST_CASE("the expert-parallel token-choice layer computes what one process comp
 
 static const std::string EP_DATA = dist_data("ep");
 
-// MoT in every layer, and MoT and dense mixed; E 4, so N 4 holds one expert per rank
+// MoT in every layer, and MoT and dense mixed; token choice (k 2, a capacity that drops tokens) in
+// every layer (the softmax router, and the threshold router with its bias), and token choice and dense
+// mixed. E 4, so N 4 holds one expert per rank. (Options make no model with both MoT and token-choice
+// layers: --ffn names one kind, --mot-layers its layers, the others dense.)
 static const char* EP_MODELS[][2] = {
     {"mot", " --layers 2 --heads 2 --d-model 16 --ffn mot --experts 4 --group 2"},
     {"mixed", " --layers 2 --heads 2 --d-model 16 --ffn mot --mot-layers second-half --experts 4 --group 2"},
+    {"tc", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 4 --topk 2 --capacity-factor 0.5"},
+    {"tc_mixed", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --mot-layers second-half --experts 4 --topk 2"
+                 " --capacity-factor 0.5"},
+    {"tc_threshold", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --router threshold --experts 4 --topk 2"
+                     " --capacity-factor 0.5"},
 };
 
+// The routing fields of token-choice layers (aux_loss, dropped_<l>, load_min_<l>, load_max_<l>, and a
+// threshold router's experts_<l>) of log a within tol relative of log b's at every step; b's rows must
+// have them, and drop tokens somewhere.
+static void compare_routing(const std::string& a, const std::string& b, double tol) {
+    LogRows ra = read_log(a), rb = read_log(b);
+    int fields = 0;
+    bool dropped = false;
+    for (auto& [step, row] : rb)
+        for (auto& [key, value] : row) {
+            if (key != "aux_loss" && key.rfind("dropped_", 0) != 0 && key.rfind("load_", 0) != 0 &&
+                key.rfind("experts_", 0) != 0)
+                continue;
+            INFO("step ", step, ": ", key);
+            REQUIRE(ra[step].count(key));
+            CHECK_MESSAGE(rel(num(ra[step][key]), num(value)) <= tol, ra[step][key] << " vs " << value);
+            fields++;
+            dropped |= key.rfind("dropped_", 0) == 0 && num(value) > 0;
+        }
+    CHECK(fields > 0);
+    CHECK(dropped);
+}
+
 MPI_TEST("--expert-parallel over 2 and 4 ranks (N 2, N 4, N 2 with 2 replicas) computes what 1 process computes "
-         "(1e-5 over 8 steps)") {
+         "(1e-5 over 8 steps), MoT and token choice, and token choice's routing statistics") {
     write_dist_data("ep");
     // B 4, T 8: 32 tokens a micro-batch, 4 micro-batches a step: one process accumulates 4, 2 ranks 2 each
     const char* layouts[][2] = {{"2", "2"}, {"4", "2"}, {"4", "4"}};
@@ -256,6 +286,7 @@ MPI_TEST("--expert-parallel over 2 and 4 ranks (N 2, N 4, N 2 with 2 replicas) c
                                   " ranks; each rank holds " + std::to_string(4 / std::stoi(N)) + " of the 4 experts") !=
                       std::string::npos);
                 double worst = compare_logs(log, tag + "_1.jsonl", 1e-5, 8);
+                if (std::string(model[0]).rfind("tc", 0) == 0) compare_routing(log, tag + "_1.jsonl", 1e-5);
                 MESSAGE(log << ": largest relative difference " << worst);
             }
         }
@@ -324,10 +355,10 @@ MPI_TEST("--expert-parallel layouts that cannot work are refused, naming the num
                            " --expert-parallel 2",
               "--expert-parallel 2 must divide the number of experts, 3"},
              {2, EP_DATA + " --layers 2 --heads 2 --d-model 16 --ffn dense --batch 4 --steps 2 --expert-parallel 2",
-              "has no MoT layers"},
-             {2, EP_DATA + " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 4 --batch 4 --steps 2"
-                           " --expert-parallel 2",
-              "token-choice layers, which do not run expert parallel yet"},
+              "has no MoT or token-choice layers"},
+             {4, EP_DATA + " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 6 --batch 4 --steps 2"
+                           " --expert-parallel 4",
+              "--expert-parallel 4 must divide the number of experts, 6"},
              {2, mot + " --expert-parallel 2 --zero 1", "--expert-parallel with --zero 1 is not built yet"},
          }) {
         INFO(b.args);
