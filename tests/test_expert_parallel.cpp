@@ -225,8 +225,8 @@ TEST_CASE("the expert-parallel token-choice layer computes what one process comp
 static const std::string EP_DATA = dist_data("ep");
 
 // MoT in every layer, and MoT and dense mixed; token choice (k 2, a capacity that drops tokens) in
-// every layer (the softmax router, and the threshold router with its bias), and token choice and dense
-// mixed. E 4, so N 4 holds one expert per rank. (Options make no model with both MoT and token-choice
+// every layer (the softmax router, and the threshold router with its bias, learned or held at a firing
+// rate of 1/G by --router-balance), and token choice and dense mixed. E 4, so N 4 holds one expert per rank. (Options make no model with both MoT and token-choice
 // layers: --ffn names one kind, --mot-layers its layers, the others dense.)
 static const char* EP_MODELS[][2] = {
     {"mot", " --layers 2 --heads 2 --d-model 16 --ffn mot --experts 4 --group 2"},
@@ -236,6 +236,8 @@ static const char* EP_MODELS[][2] = {
                  " --capacity-factor 0.5"},
     {"tc_threshold", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --router threshold --experts 4 --topk 2"
                      " --capacity-factor 0.5"},
+    {"tc_balance", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --router threshold --experts 4 --topk 2"
+                   " --capacity-factor 0.5 --router-balance 2 --group 2"},
 };
 
 // The routing fields of token-choice layers (aux_loss, dropped_<l>, load_min_<l>, load_max_<l>, and a
