@@ -60,7 +60,7 @@ struct Options {
     int threads = 0;  // CPU threads per step; 0: chosen by timing the steps (train/threads.h)
     // several ranks (mpirun; docs/design.md section 11, train/parallel.h)
     int zero = 0;                    // 1: ZeRO-1, the AdamW moments and update sharded over the ranks
-    int expert_parallel = 1;         // N: the ranks of an expert group, each holding E/N of every MoT and token-choice layer's experts
+    int expert_parallel = 1;         // N ranks share each MoT and token-choice layer's experts, E/N each
     float collective_timeout = 600;  // seconds a rank waits for the others before the job stops
     // evaluation and samples
     int val_every = 250, val_batches = 16, sample_every = 500, sample_len = 128;
