@@ -8,8 +8,10 @@
 // Runs ./train_mot on the default data set from the repository root: one
 // process with every core accumulating 2 micro-batches a step, against
 // mpirun -np 2 with the cores split between the ranks (one micro-batch
-// each), for a dense model and the default MoT model (E 256, G 32: 16x the
-// parameters, so 16x the all-reduce). Reads the step times and the
+// each), for a dense model, the default MoT model (E 256, G 32: 16x the
+// parameters, so 16x the all-reduce) and a token-choice model (E 32, top-1,
+// capacity factor 1.25); the two expert models also with --expert-parallel 2.
+// Reads the step times and the
 // all-reduce times from the logs; medians of the last 3/4 of the steps.
 // Both configurations use the same cores, so on one machine 2 ranks can at
 // best match 1 process: the all-reduce (here through shared memory) is what
@@ -116,6 +118,7 @@ int main(int argc, char** argv) {
     const std::pair<const char*, std::string> models[] = {
         {"dense (d_ff 512)", " --ffn dense" + common},
         {"MoT E 256, G 32 (the default)", common},
+        {"token choice E 32, top-1", " --ffn token-choice" + common},
     };
     std::printf("data parallel on %ld cores: 2 micro-batches of 32 x 64 tokens a step; %d steps a run (median of the "
                 "last 3/4)\n", cores, steps);

@@ -54,8 +54,9 @@ struct Config {
     float router_tau = 1;         // TOKEN_CHOICE, ROUTER_THRESHOLD: the gate's temperature
     int activation = 0;      // 0 = gelu (tanh approximation)
     std::vector<int> kinds;  // (L) LayerKind of each block's feed-forward layer
-    // Expert parallelism (--expert-parallel): this process holds E / expert_shards of each MOT layer's
-    // experts and exchanges mixed tokens with the other members of its expert group. A run's layout,
+    // Expert parallelism (--expert-parallel): this process holds E / expert_shards of each MOT and
+    // TOKEN_CHOICE layer's experts and exchanges mixed tokens (MOT) or each expert's buffer of routed
+    // tokens (TOKEN_CHOICE) with the other members of its expert group. A run's layout,
     // not the model's: checkpoints and exports hold every expert, with expert_shards 1.
     int expert_shards = 1;
     // What the members exchange (cpu/fast/expert_parallel.h): the mixed tokens (false), or the

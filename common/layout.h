@@ -71,14 +71,16 @@ struct LayerActs {
                         // TOKEN_CHOICE: (B,T,E) router probabilities, softmax over the experts
     real *u = nullptr;  // MOT: (S,T,E,C) one mixed token per expert and group;
                         // TOKEN_CHOICE: (E,cap,C) each expert's tokens
-    real *p = nullptr;  // MOT: (S,T,E,f) expert pre-activations; TOKEN_CHOICE: (E,cap,f)
+    real *p = nullptr;  // MOT: (S,T,E,f) expert pre-activations; TOKEN_CHOICE: (E,cap,f), under expert
+                        // parallelism (N,El,cap,f) (this member's experts on every member's buffers)
     real *a = nullptr;  // MOT: (S,T,E,f) gelu(p); TOKEN_CHOICE: (E,cap,f)
     real *y = nullptr;  // MOT: (S,T,E,C) expert outputs; TOKEN_CHOICE: (E,cap,C)
     // MOT under expert parallelism (cpu/fast/expert_parallel.h), N = expert_shards, El = E/N; p and a
     // are then (N*S*T,El,f), the same size. The mixed-token exchange:
-    real *ul = nullptr;    // (N*S*T,El,C) the mixed tokens of this member's experts, from every member
-    real *yl = nullptr;    // (N*S*T,El,C) this member's experts' outputs
-    real *xbuf = nullptr;  // (S*T*E*C) the exchange's scratch
+    real *ul = nullptr;    // (N*S*T,El,C) the mixed tokens of this member's experts, from every member;
+                           // TOKEN_CHOICE: (N,El,cap,C) the buffers of this member's experts, from every member
+    real *yl = nullptr;    // (N*S*T,El,C) this member's experts' outputs; TOKEN_CHOICE: (N,El,cap,C)
+    real *xbuf = nullptr;  // (S*T*E*C) the exchange's scratch (MOT only: token choice's buffers are the blocks)
     // the input-token exchange (z, m then (N,B,T,El); u, y (N*S*T,El,C)):
     real *xall = nullptr;  // (N,B,T,C) every member's inputs
     real *oall = nullptr;  // (N,B,T,C) this member's experts' part of every member's outputs
@@ -252,7 +254,8 @@ struct TokenChoiceFfn : FfnKind {
              strf("unsupported router kind %d", c.router));
         need(std::isfinite(c.router_tau) && c.router_tau > 0,
              strf("the router temperature must be positive (got %g)", c.router_tau));
-        need(c.expert_shards == 1, "token-choice layers do not run expert parallel yet (only MoT layers do)");
+        need(c.expert_shards >= 1 && c.E % c.expert_shards == 0,
+             strf("expert parallelism over %d ranks must divide the %d experts", c.expert_shards, c.E));
     }
     static int capacity(const Config& c, int N, bool decoding) {
         if (decoding) return N;
@@ -286,6 +289,10 @@ struct TokenChoiceFfn : FfnKind {
         fn(a.p, rows * f, GRAD_OVERWRITES);
         fn(a.a, rows * f, GRAD_OVERWRITES);
         fn(a.y, rows * C, GRAD_OVERWRITES);
+        if (c.expert_shards > 1) {
+            fn(a.ul, rows * C, GRAD_OVERWRITES);
+            fn(a.yl, rows * C, GRAD_OVERWRITES);
+        }
     }
     // router 2CE, and k experts of width f per token (dropped choices counted)
     static double flops(const Config& c) { return 2.0 * c.C * c.E + c.topk * 2.0 * 2 * c.C * c.f; }
@@ -373,7 +380,8 @@ inline void config_validate(const Config& c) {
 struct FfnMode {
     bool decoding = false;      // one token per sequence (a KV cache): TOKEN_CHOICE drops nothing
     bool mot_discrete = false;  // MOT: merge and emit with M one-hot at the argmax over the group
-    // MOT under expert parallelism (Config::expert_shards > 1): the exchange of this rank's expert group
+    // MOT and TOKEN_CHOICE under expert parallelism (Config::expert_shards > 1): the exchange of this
+    // rank's expert group
     ExpertExchange* experts = nullptr;
 };
 

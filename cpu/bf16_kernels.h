@@ -121,6 +121,8 @@ struct Bf16Kernels {
     template <typename... A> static void mot_ep_backward(A...) { fail("expert parallelism runs in fp32"); }
     template <typename... A> static void mot_ep_inputs_forward(A...) { fail("expert parallelism runs in fp32"); }
     template <typename... A> static void mot_ep_inputs_backward(A...) { fail("expert parallelism runs in fp32"); }
+    template <typename... A> static void token_choice_ep_forward(A...) { fail("expert parallelism runs in fp32"); }
+    template <typename... A> static void token_choice_ep_backward(A...) { fail("expert parallelism runs in fp32"); }
     // mot_backward(dinp (B,T,C), ..., B at 20, T, C)
     template <typename... A> static void mot_backward(A... a) {
         Inner::mot_backward(a...);

@@ -51,6 +51,12 @@ struct PlainKernels {
     template <typename... A> static void mot_ep_backward(A...) { fail("expert parallelism runs on FastKernels"); }
     template <typename... A> static void mot_ep_inputs_forward(A...) { fail("expert parallelism runs on FastKernels"); }
     template <typename... A> static void mot_ep_inputs_backward(A...) { fail("expert parallelism runs on FastKernels"); }
+    template <typename... A> static void token_choice_ep_forward(A...) {
+        fail("expert parallelism runs on FastKernels");
+    }
+    template <typename... A> static void token_choice_ep_backward(A...) {
+        fail("expert parallelism runs on FastKernels");
+    }
     template <typename... A> static void token_choice_forward(A... a) { ::token_choice_forward(a...); }
     template <typename... A> static void token_choice_backward(A... a) { ::token_choice_backward(a...); }
     template <typename... A> static void residual_forward(A... a) { ::residual_forward(a...); }

@@ -230,7 +230,7 @@ inline void model_set_mot_discrete(Model* m, bool on) {
 inline bool model_mot_discrete(const Model& m) { return m.cpu.mot_discrete; }
 
 // Expert parallelism (train/parallel.h): the exchange of this rank's expert
-// group, which the MoT layers of a model built with expert_shards > 1 call
+// group, which the MoT and token-choice layers of a model built with expert_shards > 1 call
 // (the CPU path; --expert-parallel on GPUs is refused by train/options.h).
 inline void model_set_experts(Model* m, ExpertExchange* x) { m->cpu.experts = x; }
 

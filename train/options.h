@@ -60,8 +60,8 @@ struct Options {
     int threads = 0;  // CPU threads per step; 0: chosen by timing the steps (train/threads.h)
     // several ranks (mpirun; docs/design.md section 11, train/parallel.h)
     int zero = 0;                    // 1: ZeRO-1, the AdamW moments and update sharded over the ranks
-    int expert_parallel = 1;         // N: the ranks of an expert group, each holding E/N of every MoT layer's experts
-    std::string expert_exchange = "auto";  // what the group exchanges: mixed, inputs, or auto (fewer values)
+    int expert_parallel = 1;         // N ranks share each MoT and token-choice layer's experts, E/N each
+    std::string expert_exchange = "auto";  // MoT: what the group exchanges: mixed, inputs, or auto (fewer values)
     float collective_timeout = 600;  // seconds a rank waits for the others before the job stops
     // evaluation and samples
     int val_every = 250, val_batches = 16, sample_every = 500, sample_len = 128;
@@ -147,7 +147,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--seq", o->T, "tokens per sequence (T)")->check(CLI::Range(1, 1 << 20));
     app.add_option("--total-batch", o->total_batch, "tokens per optimizer step over all ranks, by gradient accumulation (0: one micro-batch per rank)")->check(CLI::Range(0, 1 << 30));
     app.add_option("--zero", o->zero, "with several ranks: 1 shards the AdamW moments and update over them (ZeRO-1)")->check(CLI::Range(0, 1));
-    app.add_option("--expert-parallel", o->expert_parallel, "with several ranks: N ranks share each MoT layer's experts, E/N each (N divides the ranks and E; CPU ranks)")->check(CLI::Range(1, 65536));
+    app.add_option("--expert-parallel", o->expert_parallel, "with several ranks: N ranks share each MoT and token-choice layer's experts, E/N each (N divides the ranks and E; CPU ranks)")->check(CLI::Range(1, 65536));
     app.add_option("--expert-exchange", o->expert_exchange, "with --expert-parallel: mixed (tokens to the experts' owners), inputs (each owner mixes the gathered inputs), or auto: whichever moves fewer values (inputs when N*G < E)")->check(CLI::IsMember({"auto", "mixed", "inputs"}));
     app.add_option("--collective-timeout", o->collective_timeout, "with several ranks: seconds to wait for the others before stopping the job")->check(CLI::Range(1.0, 1e7))->check(FINITE);
     app.add_option("--steps", o->steps, "optimizer steps")->check(CLI::Range(0, 1 << 30));

@@ -23,9 +23,11 @@
 //
 // --expert-parallel N (README, "Expert parallelism"): the R ranks form R/N
 // expert groups of N consecutive ranks; member i of a group (rank r, i =
-// r % N) holds experts [i*E/N, (i+1)*E/N) of every MoT layer, everything
-// else whole. The MoT layers exchange mixed tokens within the expert group
-// (cpu/fast/expert_parallel.h, through the group's ExpertExchange). An
+// r % N) holds experts [i*E/N, (i+1)*E/N) of every MoT and token-choice
+// layer, everything else whole. The MoT layers exchange mixed tokens, the
+// token-choice layers each expert's buffer of routed tokens, within the
+// expert group (cpu/fast/expert_parallel.h, through the group's
+// ExpertExchange). An
 // expert's gradient is complete on its owner after the backward pass (it
 // sums the mixed tokens of the whole group) and is summed over the R/N
 // replicas of that shard only (the ranks with the same i); the rest over
@@ -120,7 +122,7 @@ struct Parallel {
     int ep = 1;           // --expert-parallel N: ranks per expert group
     DistGroup experts;    // this rank's expert group (N ranks)
     DistGroup replicas;   // the ranks that hold the same experts (R/N ranks)
-    MpiExchange exchange;       // the expert group's all-to-all, which the MoT layers call
+    MpiExchange exchange;       // the expert group's all-to-all, which the expert layers call
     std::vector<ParamRun> runs;  // expert parallelism: the model's parameters, whole and sliced runs in order
     std::string backend;  // what moves the gradients, for the start-up lines
     size_t N = 0;         // parameters

@@ -217,11 +217,8 @@ inline void check_expert_parallel_model(const TrainRun* r) {
     const Config& c = r->c;
     if (N == 1) return;
     const char* model = r->o.resume ? "the checkpoint" : !r->o.load.empty() ? r->o.load.c_str() : "the model";
-    if (has_kind(c, TOKEN_CHOICE))
-        fail(strf("--expert-parallel: %s has token-choice layers, which do not run expert parallel yet (MoT layers "
-                  "do)",
-                  model));
-    if (!has_kind(c, MOT)) fail(strf("--expert-parallel: %s has no MoT layers, no experts to share", model));
+    if (!has_kind(c, MOT) && !has_kind(c, TOKEN_CHOICE))
+        fail(strf("--expert-parallel: %s has no MoT or token-choice layers, no experts to share", model));
     if (c.E % N != 0)
         fail(strf("--expert-parallel %d must divide the number of experts, %d (of %s)", N, c.E, model));
 }
@@ -637,11 +634,18 @@ inline void setup_device(TrainRun* r) {
                 device_name(r->model).c_str());
     if (d.size > 1) print_ranks(r, max_threads);
     if (r->par.ep > 1)
-        std::printf("expert parallel: %d expert groups of %d ranks; each rank holds %d of the %d experts of every MoT "
-                    "layer, %.2fM of the %.2fM parameters; they exchange %s (N*G %d %s E %d)\n",
-                    d.size / r->par.ep, r->par.ep, c.E / r->par.ep, c.E, num_params(r->model.cfg) / 1e6,
-                    num_params(c) / 1e6, r->model.cfg.expert_inputs ? "the input tokens" : "the mixed tokens",
-                    r->par.ep * c.G, r->par.ep * c.G < c.E ? "<" : ">=", c.E);
+        std::printf("expert parallel: %d expert groups of %d ranks; each rank holds %d of the %d experts of every %s "
+                    "layer, %.2fM of the %.2fM parameters; they exchange %s\n",
+                    d.size / r->par.ep, r->par.ep, c.E / r->par.ep, c.E,
+                    has_kind(c, MOT) && has_kind(c, TOKEN_CHOICE) ? "MoT and token-choice"
+                    : has_kind(c, MOT)                            ? "MoT"
+                                                                  : "token-choice",
+                    num_params(r->model.cfg) / 1e6, num_params(c) / 1e6,
+                    !has_kind(c, MOT) ? "the routed tokens"
+                                      : strf("the %s tokens (N*G %d %s E %d)",
+                                             r->model.cfg.expert_inputs ? "input" : "mixed", r->par.ep * c.G,
+                                             r->par.ep * c.G < c.E ? "<" : ">=", c.E)
+                                            .c_str());
     if (o.checkpoint_dir.empty() && o.save.empty())
         std::printf("note: no --checkpoint-dir or --save: nothing of this run is saved, not even when a signal "
                     "(Ctrl-C, SIGTERM, SIGHUP) stops it\n");

@@ -1,4 +1,5 @@
-// Expert-parallel Mixture of Tokens: the layer of mot.h in this folder with
+// Expert-parallel layers: Mixture of Tokens first, token choice below.
+// Mixture of Tokens: the layer of mot.h in this folder with
 // its experts spread over the N members of an expert group
 // (common/exchange.h; README, "Expert parallelism"). Member i holds the
 // El = E/N experts [i*El, (i+1)*El) of w1 and w2; the controller wc is on
@@ -31,6 +32,7 @@
 
 #include "../../common/exchange.h"
 #include "mot.h"
+#include "token_choice.h"
 
 namespace fast {
 
@@ -216,6 +218,202 @@ void mot_ep_inputs_backward(real* dinp,        // (B,T,C)
                                 wc + wi, B, T, C, El, G, tau);
     }
     x->reduce_scatter_add(dxall, dinp, BTC);
+}
+
+// Expert-parallel TOKEN_CHOICE: the layer of token_choice.h in this folder
+// with its experts spread over the N members of an expert group as above
+// (w1, w2: this member's El experts; the router wc and its bias bc on every
+// member). Each member routes its own tokens over all E experts exactly as
+// one process does (the capacity cap, the dispatch order, the aux loss and
+// the loads are its own micro-batch's), so its buffers (E,cap,C) are the ones
+// one process fills. They are expert-major: the experts [r*El, (r+1)*El) of
+// member r are the contiguous block (El,cap,C), and the exchange sends the
+// buffers as they are, every block El*cap*C values, the capacity's padding
+// rows included:
+//
+//   router, gather        xin (E,cap,C) for all E experts, on every member
+//   all-to-all            member r receives xl (N,El,cap,C): member s's
+//                         buffers of r's experts in block s
+//   experts               yl (N,El,cap,C) = this member's experts on xl,
+//                         one batched GEMM over its El experts per block
+//   all-to-all            yout (E,cap,C), what one process running every
+//                         expert would have computed for this member's tokens
+//   combine               out (N,C)
+//
+// The backward pass mirrors it: dyout travels to the owners, dxin comes
+// back. The owner's dw1, dw2 sum over the rows of all N members; dwc and dbc,
+// like every replicated parameter's gradient, hold this member's tokens only.
+// Nt is this member's tokens (B*T; token_choice.h calls it N), N the
+// members of the group.
+
+// An owner's El experts on the N blocks it received: block s (El,cap,.) is
+// one batched GEMM over the El experts, as one process's (E,cap,.) is over E.
+// Rows no token took are zero and stay zero through the experts.
+template <typename real>
+void token_choice_ep_experts(real* pre,        // (N,El,cap,f)
+                             real* act,        // (N,El,cap,f)
+                             real* yl,         // (N,El,cap,C)
+                             const real* xl,   // (N,El,cap,C)
+                             const real* w1,   // (El,f,C)
+                             const real* w2,   // (El,C,f)
+                             int N, int El, int C, int f, int cap) {
+    const long long capC = (long long)cap * C, capf = (long long)cap * f;
+    for (int s = 0; s < N; s++) {
+        const size_t bC = (size_t)s * El * capC, bf = (size_t)s * El * capf;
+        gemm(false, true, cap, f, C, real(1), xl + bC, C, capC, w1, C, (long long)f * C, real(0), pre + bf, f, capf,
+             El);
+        gelu_forward(act + bf, pre + bf, (size_t)El * capf);
+        gemm(false, true, cap, C, f, real(1), act + bf, f, capf, w2, f, (long long)C * f, real(0), yl + bC, C, capC,
+             El);
+    }
+}
+
+// Backward of token_choice_ep_experts: dxl overwritten, dw1, dw2 accumulate
+// over the N blocks.
+template <typename real>
+void token_choice_ep_experts_backward(real* dxl,         // (N,El,cap,C)
+                                      real* dpre,        // (N,El,cap,f) scratch
+                                      real* dact,        // (N,El,cap,f) scratch
+                                      real* dw1,         // (El,f,C)
+                                      real* dw2,         // (El,C,f)
+                                      const real* dyl,   // (N,El,cap,C)
+                                      const real* xl,    // (N,El,cap,C)
+                                      const real* pre,   // (N,El,cap,f)
+                                      const real* act,   // (N,El,cap,f)
+                                      const real* w1,    // (El,f,C)
+                                      const real* w2,    // (El,C,f)
+                                      int N, int El, int C, int f, int cap) {
+    const long long capC = (long long)cap * C, capf = (long long)cap * f;
+    for (int s = 0; s < N; s++) {
+        const size_t bC = (size_t)s * El * capC, bf = (size_t)s * El * capf;
+        gemm(false, false, cap, f, C, real(1), dyl + bC, C, capC, w2, f, (long long)C * f, real(0), dact + bf, f, capf,
+             El);
+        gemm(true, false, C, f, cap, real(1), dyl + bC, C, capC, act + bf, f, capf, real(1), dw2, f, (long long)C * f,
+             El);
+        std::fill(dpre + bf, dpre + bf + (size_t)El * capf, real(0));
+        gelu_backward(dpre + bf, pre + bf, dact + bf, (size_t)El * capf);
+        gemm(true, false, f, C, cap, real(1), dpre + bf, f, capf, xl + bC, C, capC, real(1), dw1, C, (long long)f * C,
+             El);
+        gemm(false, false, cap, C, f, real(1), dpre + bf, f, capf, w1, C, (long long)f * C, real(0), dxl + bC, C, capC,
+             El);
+    }
+}
+
+template <typename real>
+void token_choice_ep_forward(real* out,        // (Nt,C)
+                             real* z,          // (Nt,E) router logits
+                             real* probs,      // (Nt,E) gates
+                             real* route,      // (Nt,k) expert of the r-th choice; -1 none
+                             real* slot,       // (Nt,k) its row in the expert's buffer; -1 dropped or none
+                             real* load,       // (E) tokens each expert took, of this member's
+                             real* first,      // (E) f_e: share of first choices
+                             real* aux,        // (1) load-balancing loss of this member's tokens
+                             real* xin,        // (E,cap,C) this member's buffers, every expert
+                             real* xl,         // (N,El,cap,C) the buffers of this member's experts, from every member
+                             real* pre,        // (N,El,cap,f)
+                             real* act,        // (N,El,cap,f)
+                             real* yl,         // (N,El,cap,C) this member's experts' outputs
+                             real* yout,       // (E,cap,C) the outputs for this member's buffers, every expert
+                             const real* inp,  // (Nt,C)
+                             const real* wc,   // (E,C)
+                             const real* w1,   // (El,f,C) this member's experts
+                             const real* w2,   // (El,C,f)
+                             int Nt, int C, int E, int f, int k, int cap, const real* bc,  // bc (E): threshold routers
+                             TcRouter rt, ExpertExchange* x) {
+    const int N = x->members, El = E / N;
+    const size_t block = (size_t)El * cap * C * sizeof(real);
+    matmul_forward(z, inp, wc, rt.kind == ROUTER_SOFTMAX ? (const real*)nullptr : bc, Nt, 1, C, E);
+    ::token_choice_route(probs, route, slot, load, first, aux, z, Nt, E, k, cap, rt);
+    const long long capC = (long long)cap * C;
+    std::fill(xin, xin + (size_t)E * capC, real(0));
+    #pragma omp parallel for
+    for (int n = 0; n < Nt; n++)
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s >= 0) std::copy(inp + (size_t)n * C, inp + (size_t)(n + 1) * C, xin + e * capC + (size_t)s * C);
+        }
+    x->all_to_all(xin, xl, block);
+    token_choice_ep_experts(pre, act, yl, xl, w1, w2, N, El, C, f, cap);
+    x->all_to_all(yl, yout, block);
+    #pragma omp parallel for
+    for (int n = 0; n < Nt; n++) {
+        real* o = out + (size_t)n * C;
+        std::fill(o, o + C, real(0));
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s < 0) continue;
+            real g = probs[(size_t)n * E + e];
+            const real* y = yout + e * capC + (size_t)s * C;
+            for (int c = 0; c < C; c++) o[c] += g * y[c];
+        }
+    }
+}
+
+// Backward; the scratch tensors are overwritten, the gradients of wc, bc,
+// w1 and w2 (this member's experts) accumulate.
+template <typename real>
+void token_choice_ep_backward(real* dinp,           // (Nt,C)
+                              real* dwc,            // (E,C)
+                              real* dw1,            // (El,f,C)
+                              real* dw2,            // (El,C,f)
+                              real* dz,             // (Nt,E) scratch
+                              real* dprobs,         // (Nt,E) scratch
+                              real* dxin,           // (E,cap,C) scratch
+                              real* dxl,            // (N,El,cap,C) scratch
+                              real* dpre,           // (N,El,cap,f) scratch
+                              real* dact,           // (N,El,cap,f) scratch
+                              real* dyl,            // (N,El,cap,C) scratch
+                              real* dyout,          // (E,cap,C) scratch
+                              const real* daux,     // (1)
+                              const real* dout,     // (Nt,C)
+                              const real* inp,      // (Nt,C)
+                              const real* probs,    // (Nt,E)
+                              const real* route,    // (Nt,k)
+                              const real* slot,     // (Nt,k)
+                              const real* first,    // (E)
+                              const real* xl,       // (N,El,cap,C)
+                              const real* pre,      // (N,El,cap,f)
+                              const real* act,      // (N,El,cap,f)
+                              const real* yout,     // (E,cap,C)
+                              const real* wc,       // (E,C)
+                              const real* w1,       // (El,f,C)
+                              const real* w2,       // (El,C,f)
+                              int Nt, int C, int E, int f, int k, int cap, real* dbc,  // dbc (E): threshold routers
+                              TcRouter rt, ExpertExchange* x) {
+    const int N = x->members, El = E / N;
+    const size_t block = (size_t)El * cap * C * sizeof(real);
+    const long long capC = (long long)cap * C;
+    ::token_choice_dgate_init(dprobs, first, daux, Nt, E, rt);
+    std::fill(dyout, dyout + (size_t)E * capC, real(0));
+    #pragma omp parallel for
+    for (int n = 0; n < Nt; n++)
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s < 0) continue;
+            real g = probs[(size_t)n * E + e], dot = 0;
+            const real* d = dout + (size_t)n * C;
+            const real* y = yout + e * capC + (size_t)s * C;
+            real* dy = dyout + e * capC + (size_t)s * C;
+            for (int c = 0; c < C; c++) {
+                dy[c] = g * d[c];
+                dot += d[c] * y[c];
+            }
+            dprobs[(size_t)n * E + e] += dot;
+        }
+    x->all_to_all(dyout, dyl, block);
+    token_choice_ep_experts_backward(dxl, dpre, dact, dw1, dw2, dyl, xl, pre, act, w1, w2, N, El, C, f, cap);
+    x->all_to_all(dxl, dxin, block);
+    #pragma omp parallel for
+    for (int n = 0; n < Nt; n++)
+        for (int r = 0; r < k; r++) {
+            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            if (s < 0) continue;
+            const real* dx = dxin + e * capC + (size_t)s * C;
+            real* di = dinp + (size_t)n * C;
+            for (int c = 0; c < C; c++) di[c] += dx[c];
+        }
+    ::token_choice_gate_backward(dz, dprobs, probs, Nt, E, rt);
+    matmul_backward(dinp, dwc, rt.kind == ROUTER_SOFTMAX ? (real*)nullptr : dbc, dz, inp, wc, Nt, 1, C, E);
 }
 
 }  // namespace fast

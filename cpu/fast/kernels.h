@@ -70,6 +70,8 @@ struct FastKernels {
     template <typename... A> static void mot_ep_backward(A... a) { fast::mot_ep_backward(a...); }
     template <typename... A> static void mot_ep_inputs_forward(A... a) { fast::mot_ep_inputs_forward(a...); }
     template <typename... A> static void mot_ep_inputs_backward(A... a) { fast::mot_ep_inputs_backward(a...); }
+    template <typename... A> static void token_choice_ep_forward(A... a) { fast::token_choice_ep_forward(a...); }
+    template <typename... A> static void token_choice_ep_backward(A... a) { fast::token_choice_ep_backward(a...); }
     template <typename... A> static void token_choice_forward(A... a) {
         if constexpr (on_float<A...>) fast::token_choice_forward(a...);
         else ::token_choice_forward(a...);
