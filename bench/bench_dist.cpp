@@ -135,9 +135,12 @@ int main(int argc, char** argv) {
                         two.tok_s, two.allreduce_ms, 100 * two.allreduce_ms / two.ms, two.tok_s / one.tok_s,
                         optimizer_gib(two.params, 2, zero));
         }
-        for (const char* exchange : {"mixed", "inputs"}) {  // the experts shared by the 2 ranks
-            if (model.find("--ffn dense") != std::string::npos) break;
+        // the experts shared by the 2 ranks: MoT with both exchanges, token choice with its one
+        const bool tc = model.find("token-choice") != std::string::npos;
+        for (const char* exchange : {"mixed", "inputs"}) {
+            if (model.find("--ffn dense") != std::string::npos || (tc && exchange[0] == 'i')) break;
             Measured ep = measure(model, 2, half, 0, steps, 2, exchange);
+            if (tc) exchange = "routed";
             std::printf("%-30s %-36s %9.1f %9.0f %6.1f ms %3.0f%% %8.2fx %10.3f\n", name,
                         strf("2 x %d, --expert-parallel 2, %s", half, exchange).c_str(), ep.ms, ep.tok_s,
                         ep.allreduce_ms + ep.expert_ms, 100 * (ep.allreduce_ms + ep.expert_ms) / ep.ms,
