@@ -155,8 +155,12 @@ else
     cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
     arch_args=()
     [ -n "$cap" ] && arch_args=("GPU_ARCH=-gencode arch=compute_$cap,code=sm_$cap")
+    # a GPU node builds for its one architecture on many cores; without a GPU
+    # (CI's --build-only, 2 cores) both default architectures are built
+    build_limit=240
+    [ -z "$cap" ] && build_limit=420
     if command -v make >/dev/null; then
-        run_limited 240 "$OUTDIR/build.log" make -j "$jobs" NVCC="$NVCC" "${arch_args[@]}" \
+        run_limited $build_limit "$OUTDIR/build.log" make -j "$jobs" NVCC="$NVCC" "${arch_args[@]}" \
             train_mot prepare build/test_gpu_layers build/test_gpu_model build/bench_gpu
     else
         # no make on the node: the Makefile's commands by hand, in parallel
@@ -165,7 +169,7 @@ else
         kit_inc=$([ -f "$KIT/CLI/CLI.hpp" ] && echo "-isystem $KIT")
         nv="$NVCC -O3 -std=c++17 -I. $kit_inc $arch -Xcompiler -fopenmp,-fno-math-errno,-fno-trapping-math,-march=native -diag-suppress 20012"
         mkdir -p build
-        run_limited 240 "$OUTDIR/build.log" bash -c "set -x; $nv mot.cu -o train_mot -lcublas & a=\$!;
+        run_limited $build_limit "$OUTDIR/build.log" bash -c "set -x; $nv mot.cu -o train_mot -lcublas & a=\$!;
             $nv tests/test_gpu_layers.cu -o build/test_gpu_layers -lcublas & b=\$!;
             $nv tests/test_gpu_model.cu -o build/test_gpu_model -lcublas & d=\$!;
             $nv bench/bench_gpu.cu -o build/bench_gpu -lcublas & c=\$!;
