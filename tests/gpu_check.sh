@@ -63,7 +63,7 @@ done
 DATA=$OUTDIR/data
 PREPARE_CMD=(./prepare --out "$DATA" --vocab 512 README.md)
 TINY=(--data "$DATA/*_train_*.bin" --val-data "$DATA/*_val_*.bin" --tokenizer "$DATA/tokenizer.bin"
-      --device cuda --layers 2 --mot-layers 1 --d-model 64 --heads 2 --batch 8 --seq 32
+      --device cuda --layers 2 --ffn-layers 1 --d-model 64 --heads 2 --batch 8 --seq 32
       --experts 8 --group 4 --val-batches 2 --sample-len 8)
 TRAIN_SYNC_CMD=(./train_mot "${TINY[@]}" --steps 20 --val-every 10 --sample-every 20 --save "$OUTDIR/sync.ckpt")
 MEMCHECK_TRAIN_CMD=(./train_mot "${TINY[@]}" --steps 3 --val-every 2 --sample-every 3)

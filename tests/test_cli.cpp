@@ -85,7 +85,8 @@ TEST_CASE("nonsense option values name the option") {
     expect_error(d + " --ffn sparse", {"--ffn"});
     expect_error(d + " --shuffle 2", {"--shuffle"});
     expect_error(d + " --no-such-option 1", {"--no-such-option"});
-    expect_error(d + TINY + " --mot-layers 9", {"--mot-layers", "9"});
+    expect_error(d + TINY + " --ffn-layers 9", {"--ffn-layers", "9"});
+    expect_error(d + TINY + " --mot-layers 9", {"--ffn-layers", "9"});  // its other spelling, the same option
     expect_error(d + TINY + " --heads 3", {"--d-model 16", "--heads 3"});
     expect_error(d + TINY + " --experts 3 --group 2 --d-ff 16", {"--experts 3"});
 }
@@ -258,8 +259,8 @@ TEST_CASE("an option that cannot apply to the model being built is refused, nami
     std::string d = "--data build/cli_train.bin --steps 1 --val-every 0 --sample-every 0 --device cpu --batch 4 --seq 8"
                     " --layers 2 --heads 2 --d-model 16";
     // each was once ignored without a word: the run trained another model than the command described
-    expect_error(d + " --ffn dense --mot-layers 9", {"--mot-layers", "--ffn dense makes every layer dense"});
-    expect_error(d + " --ffn dense --mot-layers 1", {"--mot-layers", "--ffn dense makes every layer dense"});
+    expect_error(d + " --ffn dense --ffn-layers 9", {"--ffn-layers", "--ffn dense makes every layer dense"});
+    expect_error(d + " --ffn dense --ffn-layers 1", {"--ffn-layers", "--ffn dense makes every layer dense"});
     for (const char* opt : {"--topk 99", "--capacity-factor 2", "--aux-loss 0.1", "--router threshold",
                             "--router-temperature 2"}) {
         std::string name = std::string(opt).substr(0, std::string(opt).find(' '));

@@ -25,7 +25,7 @@ static void make_data() { write_dist_data("dist"); }
 static const char* KINDS[][2] = {
     {"dense", " --layers 2 --heads 2 --d-model 16 --ffn dense"},
     {"mot", " --layers 2 --heads 2 --d-model 16 --ffn mot --experts 4 --group 2"},
-    {"mixed", " --layers 2 --heads 2 --d-model 16 --ffn mot --mot-layers second-half --experts 4 --group 2"},
+    {"mixed", " --layers 2 --heads 2 --d-model 16 --ffn mot --ffn-layers second-half --experts 4 --group 2"},
     {"token-choice", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 4"},
     // the rate controller sums the fire counts over the ranks
     {"threshold-balanced", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 4 --router threshold"

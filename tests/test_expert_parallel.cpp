@@ -254,12 +254,12 @@ static const std::string EP_DATA = dist_data("ep");
 // every layer (the softmax router, and the threshold router with its bias, learned or held at a firing
 // rate of 1/G by --router-balance), and token choice and dense mixed. E 4, so N 4 holds one expert
 // per rank. (Options make no model with both MoT and token-choice layers: --ffn names one kind,
-// --mot-layers its layers, the others dense.)
+// --ffn-layers its layers, the others dense.)
 static const char* EP_MODELS[][2] = {
     {"mot", " --layers 2 --heads 2 --d-model 16 --ffn mot --experts 4 --group 2"},
-    {"mixed", " --layers 2 --heads 2 --d-model 16 --ffn mot --mot-layers second-half --experts 4 --group 2"},
+    {"mixed", " --layers 2 --heads 2 --d-model 16 --ffn mot --ffn-layers second-half --experts 4 --group 2"},
     {"tc", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 4 --topk 2 --capacity-factor 0.5"},
-    {"tc_mixed", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --mot-layers second-half --experts 4 --topk 2"
+    {"tc_mixed", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --ffn-layers second-half --experts 4 --topk 2"
                  " --capacity-factor 0.5"},
     {"tc_threshold", " --layers 2 --heads 2 --d-model 16 --ffn token-choice --router threshold --experts 4 --topk 2"
                      " --capacity-factor 0.5"},

@@ -420,7 +420,7 @@ static std::string printed_loss(const std::string& out) {
 
 TEST_CASE("export end to end: the file evaluates, samples and trains as the checkpoint does") {
     for (const char* kind : {" --ffn mot", " --ffn dense", " --ffn token-choice --router threshold",
-                             " --ffn mot --mot-layers 1"}) {
+                             " --ffn mot --ffn-layers 1"}) {
         INFO(kind);
         trained_model(kind);
         std::string st = "build/export.safetensors", sb = "build/export_bf16.safetensors";

@@ -51,7 +51,7 @@ static void mot_checkpoint(const std::string& path) {
 TEST_CASE("token choice trains; the step line and the log carry the aux loss and each layer's routing") {
     make_train_data("build/tk");
     std::remove("build/tk_tc.jsonl");
-    Run r = run(DATA + MODEL + " --ffn token-choice --mot-layers 1 --topk 2 --capacity-factor 0.5 --aux-loss 0.1"
+    Run r = run(DATA + MODEL + " --ffn token-choice --ffn-layers 1 --topk 2 --capacity-factor 0.5 --aux-loss 0.1"
                 " --val-every 5 --val-batches 12 --steps 10 --log build/tk_tc.jsonl --save build/tk_tc.ckpt");
     INFO(r.out);
     REQUIRE(r.rc == 0);

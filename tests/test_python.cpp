@@ -162,14 +162,14 @@ PY_TEST("token choice, threshold-one router") {
 }
 
 PY_TEST("mixed: dense, MoT, dense") {
-    check_kind("mixed", " --layers 3 --ffn mot --mot-layers 1", depth({2, 3, 2}), true, true);
+    check_kind("mixed", " --layers 3 --ffn mot --ffn-layers 1", depth({2, 3, 2}), true, true);
 }
 
 PY_TEST("mixed: dense and a MoT layer turned into a threshold router by transition tuning") {
     // its thresholds -bc come from calibration on the MoT model's logits, not from zero
     make_train_data("build/py");
-    must_run(DATA + MODEL + " --layers 2 --ffn mot --mot-layers 1 --save build/py_tr_mot.ckpt");
-    check_kind("transition", " --layers 2 --ffn mot --mot-layers 1 --load build/py_tr_mot.ckpt --transition token-choice"
+    must_run(DATA + MODEL + " --layers 2 --ffn mot --ffn-layers 1 --save build/py_tr_mot.ckpt");
+    check_kind("transition", " --layers 2 --ffn mot --ffn-layers 1 --load build/py_tr_mot.ckpt --transition token-choice"
                " --router threshold --topk 2 --capacity-factor 1",
                depth({2, 3}), false);
 }

@@ -47,7 +47,7 @@ TEST_CASE("two runs of the same command give the same log and checkpoint") { che
 TEST_CASE("the thread count does not change the results") {
     make_data();
     std::string d = " --data build/tt_train.bin --steps 4 --val-every 0 --vocab 257 --layers 2 --heads 4 --d-model 64"
-                    " --mot-layers 1 --experts 8 --group 2 --batch 8 --seq 32 --sample-every 0 --device cpu";
+                    " --ffn-layers 1 --experts 8 --group 2 --batch 8 --seq 32 --sample-every 0 --device cpu";
     std::string models[3];
     for (int n = 1; n <= 3; n++) {
         std::string path = "build/tt_threads" + std::to_string(n) + ".ckpt";

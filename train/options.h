@@ -28,7 +28,7 @@ struct Options {
     int shuffle = 1;
     // model
     int layers = 4, heads = 4, d_model = 128, d_ff = 0;
-    std::string ffn = "mot", mot_layers = "all";  // ffn: dense, mot or token-choice
+    std::string ffn = "mot", ffn_layers = "all";  // ffn: dense, mot or token-choice; ffn_layers: its layers
     // the MoT setting the study found best at this size (README, results):
     // 256 experts of width d_ff/8 in groups of 32, tau 0.1, every layer.
     // experts 0: the kind's default, 256 for MoT, 32 for token choice (the
@@ -168,7 +168,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--d-model", o->d_model, "model width (C)")->check(CLI::Range(1, 1 << 16));
     app.add_option("--d-ff", o->d_ff, "dense FFN width (0: 4 * d-model)")->check(CLI::Range(0, 1 << 20));
     app.add_option("--ffn", o->ffn, "feed-forward kind: " + name_list(ffn_kind_names(false)))->check(CLI::IsMember(ffn_kind_names(false)));
-    app.add_option("--mot-layers", o->mot_layers, "the layers of the --ffn kind (" + name_list(ffn_kind_names(false, DENSE), ", ") + "), the others dense: all, second-half, or a list like 1,3");
+    app.add_option("--ffn-layers,--mot-layers", o->ffn_layers, "the layers of the --ffn kind (" + name_list(ffn_kind_names(false, DENSE), ", ") + "), the others dense: all, second-half, or a list like 1,3 (also spelled --mot-layers)");
     app.add_option("--experts", o->experts, "experts (E) of MoT or token choice; 0: 256 for MoT, 32 for token choice")
         ->check(CLI::Range(0, 1 << 16));
     app.add_option("--group", o->group, "MoT group size (G): batch rows mixed together")->check(CLI::Range(1, 1 << 16));
@@ -249,25 +249,25 @@ inline int ffn_kind(const std::string& ffn) {
     return kind < 0 ? DENSE : kind;
 }
 
-// --mot-layers: the layers of the --ffn kind, "all", "second-half" or a comma
+// --ffn-layers: the layers of the --ffn kind, "all", "second-half" or a comma
 // list of layer indices; the others are dense.
 inline std::vector<int> layer_kinds(const Options& o) {
     std::vector<int> kinds(o.layers, DENSE);
     const int sparse = ffn_kind(o.ffn);
     if (sparse == DENSE) return kinds;
-    if (o.mot_layers == "all") return std::vector<int>(o.layers, sparse);
-    if (o.mot_layers == "second-half") {
+    if (o.ffn_layers == "all") return std::vector<int>(o.layers, sparse);
+    if (o.ffn_layers == "second-half") {
         for (int l = o.layers / 2; l < o.layers; l++) kinds[l] = sparse;
         return kinds;
     }
     size_t pos = 0;
     while (true) {
-        size_t comma = o.mot_layers.find(',', pos);
-        std::string item = o.mot_layers.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        size_t comma = o.ffn_layers.find(',', pos);
+        std::string item = o.ffn_layers.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
         char* end = nullptr;
         long l = std::strtol(item.c_str(), &end, 10);
         if (item.empty() || *end != '\0' || l < 0 || l >= o.layers)
-            fail(strf("--mot-layers: '%s' is not a layer index in 0..%d (use all, second-half or a list like 1,3)",
+            fail(strf("--ffn-layers: '%s' is not a layer index in 0..%d (use all, second-half or a list like 1,3)",
                       item.c_str(), o.layers - 1));
         kinds[l] = sparse;
         if (comma == std::string::npos) return kinds;
@@ -362,8 +362,8 @@ inline void check_options_apply(const Options& o, const std::vector<int>& kinds,
     const bool transition = !o.transition.empty();
     const bool any_tc = transition || std::count(kinds.begin(), kinds.end(), (int)TOKEN_CHOICE) > 0;
     const bool any_mot = std::count(kinds.begin(), kinds.end(), (int)MOT) > 0;
-    if (!loaded && given(o, "--mot-layers") && ffn_kind(o.ffn) == DENSE)
-        fail("--mot-layers picks the layers of --ffn " + name_list(ffn_kind_names(false, DENSE)) +
+    if (!loaded && given(o, "--ffn-layers") && ffn_kind(o.ffn) == DENSE)
+        fail("--ffn-layers picks the layers of --ffn " + name_list(ffn_kind_names(false, DENSE)) +
              "; --ffn dense makes every layer dense");
     for (const char* name : {"--topk", "--capacity-factor", "--aux-loss", "--router", "--router-temperature"})
         if (given(o, name) && !any_tc)
@@ -408,7 +408,7 @@ inline void note_ignored_model_options(const Options& o, const Config& c) {
         {"--layers", o.layers != c.L}, {"--heads", o.heads != c.NH}, {"--d-model", o.d_model != c.C},
         {"--d-ff", dff != c.dff}, {"--vocab", o.vocab != c.V},
         {"--ffn", !has_kind(c, ffn_kind(o.ffn))},
-        {"--mot-layers", o.layers == c.L && layer_kinds(o) != c.kinds},
+        {"--ffn-layers", o.layers == c.L && layer_kinds(o) != c.kinds},
         {"--experts", sparse && o.experts != c.E}, {"--group", any_mot && o.group != c.G},
         {"--expert-size", sparse && o.expert_size > 0 && o.expert_size != c.f},
         {"--temperature", any_mot && o.temperature != c.tau},

@@ -128,7 +128,7 @@ inline std::vector<std::pair<std::string, std::string>> rank_options(const Optio
     return {{"--data", text(o.data)}, {"--val-data", text(o.val_data)}, {"--tokenizer", text(o.tokenizer)},
             {"--vocab", num(o.vocab)}, {"--batch", num(o.B)}, {"--seq", num(o.T)}, {"--total-batch", num(o.total_batch)},
             {"--shuffle", num(o.shuffle)}, {"--layers", num(o.layers)}, {"--heads", num(o.heads)},
-            {"--d-model", num(o.d_model)}, {"--d-ff", num(o.d_ff)}, {"--ffn", o.ffn}, {"--mot-layers", o.mot_layers},
+            {"--d-model", num(o.d_model)}, {"--d-ff", num(o.d_ff)}, {"--ffn", o.ffn}, {"--ffn-layers", o.ffn_layers},
             {"--experts", num(o.experts)}, {"--group", num(o.group)}, {"--expert-size", num(o.expert_size)},
             {"--temperature", fnum(o.temperature)}, {"--topk", num(o.topk)},
             {"--capacity-factor", fnum(o.capacity_factor)}, {"--aux-loss", fnum(o.aux_loss)},
