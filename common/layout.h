@@ -385,6 +385,14 @@ struct FfnMode {
     ExpertExchange* experts = nullptr;
 };
 
+// A layer holding 1/expert_shards of its experts runs only with the exchange
+// of an expert group of that many members.
+inline void need_expert_exchange(const Config& c, const FfnMode& mode, const char* layer) {
+    if (!mode.experts || mode.experts->members != c.expert_shards)
+        fail(strf("a %s layer holding 1/%d of its experts runs with the exchange of an expert group of %d", layer,
+                  c.expert_shards, c.expert_shards));
+}
+
 // ---------------------------------------------------------------- parameters
 
 // Calls fn(name, slot, numel, ndim, init) for every parameter tensor in

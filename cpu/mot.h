@@ -249,23 +249,18 @@ void mot_backward(real* dinp,        // (B,T,C)
 // Under expert parallelism (c.expert_shards > 1) the layer is
 // mot_ep_forward / mot_ep_backward of the kernel set, over mode.experts, or
 // with the input-token exchange (c.expert_inputs) mot_ep_inputs_*.
-inline void mot_need_exchange(const Config& c, const FfnMode& mode) {
-    if (!mode.experts || mode.experts->members != c.expert_shards)
-        fail(strf("a MoT layer holding 1/%d of its experts runs with the exchange of an expert group of %d",
-                  c.expert_shards, c.expert_shards));
-}
 
 template <typename Kernels, typename real>
 void ffn_kind_forward(MotFfn, real* out, const real* inp, const LayerWeights<real>& w, LayerActs<real>& a, int B,
                       int T, const Config& c, const FfnMode& mode) {
     if (c.expert_shards > 1 && c.expert_inputs) {
-        mot_need_exchange(c, mode);
+        need_expert_exchange(c, mode, "MoT");
         Kernels::mot_ep_inputs_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, a.xall, a.oall, inp, w.wc, w.w1, w.w2, B, T,
                                        c.C, c.E, c.G, c.f, real(c.tau), mode.mot_discrete, mode.experts);
         return;
     }
     if (c.expert_shards > 1) {
-        mot_need_exchange(c, mode);
+        need_expert_exchange(c, mode, "MoT");
         Kernels::mot_ep_forward(out, a.z, a.m, a.u, a.ul, a.p, a.a, a.yl, a.y, a.xbuf, inp, w.wc, w.w1, w.w2, B, T,
                                 c.C, c.E, c.G, c.f, real(c.tau), mode.mot_discrete, mode.experts);
         return;
@@ -279,14 +274,14 @@ void ffn_kind_backward(MotFfn, real* dinp, LayerWeights<real>& dw, LayerActs<rea
                        const real* inp, const LayerWeights<real>& w, const LayerActs<real>& a, int B, int T,
                        const Config& c, const FfnMode& mode) {
     if (c.expert_shards > 1 && c.expert_inputs) {
-        mot_need_exchange(c, mode);
+        need_expert_exchange(c, mode, "MoT");
         Kernels::mot_ep_inputs_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.xall, da.oall,
                                         dout, a.xall, a.m, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G,
                                         c.f, real(c.tau), mode.experts);
         return;
     }
     if (c.expert_shards > 1) {
-        mot_need_exchange(c, mode);
+        need_expert_exchange(c, mode, "MoT");
         Kernels::mot_ep_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.ul, da.p, da.a, da.yl, da.y, da.xbuf,
                                  dout, inp, a.m, a.ul, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f,
                                  real(c.tau), mode.experts);

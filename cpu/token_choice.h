@@ -322,18 +322,13 @@ void router_balance_update(real* bc,             // (E) updated
 // Under expert parallelism (c.expert_shards > 1) the layer is
 // token_choice_ep_forward / token_choice_ep_backward of the kernel set, over
 // mode.experts.
-inline void token_choice_need_exchange(const Config& c, const FfnMode& mode) {
-    if (!mode.experts || mode.experts->members != c.expert_shards)
-        fail(strf("a token-choice layer holding 1/%d of its experts runs with the exchange of an expert group of %d",
-                  c.expert_shards, c.expert_shards));
-}
 
 template <typename Kernels, typename real>
 void ffn_kind_forward(TokenChoiceFfn, real* out, const real* inp, const LayerWeights<real>& w, LayerActs<real>& a,
                       int B, int T, const Config& c, const FfnMode& mode) {
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, mode.decoding);
     if (c.expert_shards > 1) {
-        token_choice_need_exchange(c, mode);
+        need_expert_exchange(c, mode, "token-choice");
         Kernels::token_choice_ep_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.ul, a.p, a.a,
                                          a.yl, a.y, inp, w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc,
                                          tc_router(c), mode.experts);
@@ -349,7 +344,7 @@ void ffn_kind_backward(TokenChoiceFfn, real* dinp, LayerWeights<real>& dw, Layer
                        const Config& c, const FfnMode& mode) {
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, false);
     if (c.expert_shards > 1) {
-        token_choice_need_exchange(c, mode);
+        need_expert_exchange(c, mode, "token-choice");
         Kernels::token_choice_ep_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.ul, da.p, da.a, da.yl, da.y,
                                           da.aux, dout, inp, a.m, a.route, a.slot, a.first, a.ul, a.p, a.a, a.y, w.wc,
                                           w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, dw.bc, tc_router(c),

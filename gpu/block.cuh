@@ -44,11 +44,11 @@ inline void block_backward(float* dinp,              // (B,T,C)
                            LayerActs<float>& ld,     // the block's activation gradients; ld.res3 given
                            const float* inp,         // (B,T,C) the block's input
                            const LayerWeights<float>& lw, const LayerActs<float>& la, int kind, int B, int T,
-                           const Config& c) {
+                           const Config& c, const FfnMode& mode = FfnMode()) {
     const int C = c.C;
     const size_t BTC = (size_t)B * T * C;
     residual_backward(ld.res2, ld.ffn, ld.res3, BTC);
-    with_ffn_kind(kind, [&](auto k) { ffn_kind_backward(k, ld.ln2, lg, ld, ld.ffn, la.ln2, lw, la, B, T, c); });
+    with_ffn_kind(kind, [&](auto k) { ffn_kind_backward(k, ld.ln2, lg, ld, ld.ffn, la.ln2, lw, la, B, T, c, mode); });
     layernorm_backward(ld.res2, lg.ln2w, lg.ln2b, ld.ln2, la.res2, lw.ln2w, la.ln2_mean, la.ln2_rstd, B, T, C);
     residual_backward(dinp, ld.attproj, ld.res2, BTC);
     matmul_backward(ld.atty, lg.attprojw, lg.attprojb, ld.attproj, la.atty, lw.attprojw, B, T, C, C);

@@ -52,7 +52,7 @@ inline void ffn_kind_forward(DenseFfn, float* out, const float* inp, const Layer
 
 inline void ffn_kind_backward(DenseFfn, float* dinp, LayerWeights<float>& dw, LayerActs<float>& da, const float* dout,
                               const float* inp, const LayerWeights<float>& w, const LayerActs<float>& a, int B, int T,
-                              const Config& c) {
+                              const Config& c, const FfnMode&) {
     ffn_backward(dinp, dw.fcw, dw.fcb, dw.fcprojw, dw.fcprojb, da.fch, da.fch_gelu, dout, inp, a.fch, a.fch_gelu,
                  w.fcw, w.fcprojw, B, T, c.C, c.dff);
 }

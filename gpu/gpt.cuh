@@ -51,6 +51,8 @@ struct GPT {
     double aux_weight = 0;  // --aux-loss
     double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward with targets
     bool mot_discrete = false;  // MOT layers run discrete (eval; common/layout.h FfnMode)
+    // expert parallelism (cfg.expert_shards > 1): the exchange of this rank's expert group, on device memory
+    ExpertExchange* experts = nullptr;
     unsigned long long* fire_scratch = nullptr;  // (E) device: a threshold router's fire counts (gpt_count_fires)
 
     GPT() = default;
@@ -206,7 +208,7 @@ inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B
     const float* residual = a.encoded;  // (B,T,C) input of the current block
     for (int l = 0; l < c.L; l++) {
         block_forward(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c,
-                      FfnMode{false, model->mot_discrete});
+                      FfnMode{false, model->mot_discrete, model->experts});
         residual = a.layer[l].res3;
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
@@ -281,7 +283,8 @@ inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
     for (int l = c.L - 1; l >= 0; l--) {
         const float* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
         float* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
-        block_backward(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B, T, c);
+        block_backward(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B, T, c,
+                       FfnMode{false, false, model->experts});
     }
     encoder_backward(dw.wte, dw.wpe, da.encoded, token_buckets(model->buckets, model->n_buckets), B, T, C);
 }

@@ -73,6 +73,59 @@ __global__ void mot_gelu_backward_kernel(float* dp,        // (S,T,E,f)
         dp[i] = da[i] * gelu_grad_dev(p[i]);
 }
 
+// The parts of the layer, as in cpu/fast/mot.h, so that expert parallelism
+// (gpu/expert_parallel.cuh) can run the experts apart from the rest. ST =
+// S*T groups; group member j of group g sits j*ST rows after its first row.
+
+// Controller: Z = X wc^T for all B*T rows at once; M = softmax over the
+// group of Z / tau (discrete: one-hot at the argmax).
+inline void mot_controller(float* z,          // (B,T,E)
+                           float* m,          // (B,T,E)
+                           const float* inp,  // (B,T,C)
+                           const float* wc,   // (E,C)
+                           int B, int T, int C, int E, int G, float tau, bool discrete) {
+    const int ST = B / G * T;
+    matmul_forward(z, inp, wc, nullptr, B, T, C, E);
+    mot_softmax_kernel<<<grid_for((size_t)ST * E, 256), 256>>>(m, z, ST, E, G, tau, discrete);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Merge, batched over groups: U (E,C) = M^T (E,G) X (G,C).
+inline void mot_merge(float* u,          // (S,T,E,C)
+                      const float* m,    // (B,T,E)
+                      const float* inp,  // (B,T,C)
+                      int B, int T, int C, int E, int G) {
+    const int ST = B / G * T;
+    gemm(true, false, E, C, G, 1.0f, m, (long long)ST * E, E, inp, (long long)ST * C, C, 0.0f, u, C,
+         (long long)E * C, ST);
+}
+
+// Experts, batched over e, each over all ST groups: P[:,e] (ST,f) = U[:,e]
+// (ST,C) w1[e]^T (C,f); A = gelu(P); Y[:,e] (ST,C) = A[:,e] (ST,f) w2[e]^T (f,C).
+inline void mot_experts(float* p,         // (S,T,E,f)
+                        float* a,         // (S,T,E,f)
+                        float* y,         // (S,T,E,C)
+                        const float* u,   // (S,T,E,C)
+                        const float* w1,  // (E,f,C)
+                        const float* w2,  // (E,C,f)
+                        int ST, int C, int E, int f) {
+    gemm(false, true, ST, f, C, 1.0f, u, (long long)E * C, C, w1, C, (long long)f * C, 0.0f, p, (long long)E * f, f,
+         E);
+    gelu_forward(a, p, (size_t)ST * E * f);
+    gemm(false, true, ST, C, f, 1.0f, a, (long long)E * f, f, w2, f, (long long)C * f, 0.0f, y, (long long)E * C, C,
+         E);
+}
+
+// Emit, batched over groups: O (G,C) = M (G,E) Y (E,C).
+inline void mot_emit(float* out,       // (B,T,C)
+                     const float* m,   // (B,T,E)
+                     const float* y,   // (S,T,E,C)
+                     int B, int T, int C, int E, int G) {
+    const int ST = B / G * T;
+    gemm(false, false, G, C, E, 1.0f, m, (long long)ST * E, E, y, C, (long long)E * C, 0.0f, out, (long long)ST * C,
+         C, ST);
+}
+
 inline void mot_forward(float* out,        // (B,T,C)
                         float* z,          // (B,T,E) controller logits
                         float* m,          // (B,T,E) mixing weights
@@ -85,29 +138,78 @@ inline void mot_forward(float* out,        // (B,T,C)
                         const float* w1,   // (E,f,C)
                         const float* w2,   // (E,C,f)
                         int B, int T, int C, int E, int G, int f, float tau, bool discrete = false) {
-    const int ST = B / G * T;                 // number of groups
-    const long long xj = (long long)ST * C;   // stride between group members in (B,T,C)
-    const long long mj = (long long)ST * E;   // ... and in (B,T,E)
+    mot_controller(z, m, inp, wc, B, T, C, E, G, tau, discrete);
+    mot_merge(u, m, inp, B, T, C, E, G);
+    mot_experts(p, a, y, u, w1, w2, B / G * T, C, E, f);
+    mot_emit(out, m, y, B, T, C, E, G);
+}
 
-    // controller: Z = X wc^T for all B*T rows at once
-    matmul_forward(z, inp, wc, nullptr, B, T, C, E);
-    // M = softmax over the group of Z / tau
-    mot_softmax_kernel<<<grid_for((size_t)ST * E, 256), 256>>>(m, z, ST, E, G, tau, discrete);
+// Emit backward, batched over groups: dY (E,C) = M^T (E,G) dO (G,C);
+// dM (G,E) = dO (G,C) Y^T (C,E).
+inline void mot_emit_backward(float* dy,          // (S,T,E,C) overwritten
+                              float* dm,          // (B,T,E) overwritten
+                              const float* dout,  // (B,T,C)
+                              const float* m,     // (B,T,E)
+                              const float* y,     // (S,T,E,C)
+                              int B, int T, int C, int E, int G) {
+    const int ST = B / G * T;
+    const long long xj = (long long)ST * C, mj = (long long)ST * E, EC = (long long)E * C;
+    gemm(true, false, E, C, G, 1.0f, m, mj, E, dout, xj, C, 0.0f, dy, C, EC, ST);
+    gemm(false, true, G, E, C, 1.0f, dout, xj, C, y, C, EC, 0.0f, dm, mj, E, ST);
+}
+
+// Experts backward, batched over experts, each over all ST groups:
+//   dA[:,e] = dY[:,e] w2[e];  dw2[e] += dY[:,e]^T A[:,e];  dP = dA * gelu'(P)
+//   dw1[e] += dP[:,e]^T U[:,e];  dU[:,e] = dP[:,e] w1[e]
+inline void mot_experts_backward(float* du,         // (S,T,E,C) overwritten
+                                 float* dp,         // (S,T,E,f) overwritten
+                                 float* da,         // (S,T,E,f) overwritten
+                                 float* dw1,        // (E,f,C)
+                                 float* dw2,        // (E,C,f)
+                                 const float* dy,   // (S,T,E,C)
+                                 const float* u,    // (S,T,E,C)
+                                 const float* p,    // (S,T,E,f)
+                                 const float* a,    // (S,T,E,f)
+                                 const float* w1,   // (E,f,C)
+                                 const float* w2,   // (E,C,f)
+                                 int ST, int C, int E, int f) {
+    const long long EC = (long long)E * C, Ef = (long long)E * f;
+    gemm(false, false, ST, f, C, 1.0f, dy, EC, C, w2, f, (long long)C * f, 0.0f, da, Ef, f, E);
+    gemm(true, false, C, f, ST, 1.0f, dy, EC, C, a, Ef, f, 1.0f, dw2, f, (long long)C * f, E);
+    size_t nf = (size_t)ST * E * f;
+    mot_gelu_backward_kernel<<<grid_for(nf, 256), 256>>>(dp, da, p, nf);
     CUDA_CHECK_LAUNCH();
+    gemm(true, false, f, C, ST, 1.0f, dp, Ef, f, u, EC, C, 1.0f, dw1, C, (long long)f * C, E);
+    gemm(false, false, ST, C, f, 1.0f, dp, Ef, f, w1, C, (long long)f * C, 0.0f, du, EC, C, E);
+}
 
-    // merge, batched over groups: U (E,C) = M^T (E,G) X (G,C)
-    gemm(true, false, E, C, G, 1.0f, m, mj, E, inp, xj, C, 0.0f, u, C, (long long)E * C, ST);
+// Merge backward, batched over groups: dM (G,E) += X (G,C) dU^T (C,E);
+// dX (G,C) += M (G,E) dU (E,C).
+inline void mot_merge_backward(float* dinp,        // (B,T,C)
+                               float* dm,          // (B,T,E)
+                               const float* du,    // (S,T,E,C)
+                               const float* inp,   // (B,T,C)
+                               const float* m,     // (B,T,E)
+                               int B, int T, int C, int E, int G) {
+    const int ST = B / G * T;
+    const long long xj = (long long)ST * C, mj = (long long)ST * E, EC = (long long)E * C;
+    gemm(false, true, G, E, C, 1.0f, inp, xj, C, du, C, EC, 1.0f, dm, mj, E, ST);
+    gemm(false, false, G, C, E, 1.0f, m, mj, E, du, C, EC, 1.0f, dinp, xj, C, ST);
+}
 
-    // experts, batched over e: P[:,e] (ST,f) = U[:,e] (ST,C) w1[e]^T (C,f)
-    gemm(false, true, ST, f, C, 1.0f, u, (long long)E * C, C, w1, C, (long long)f * C,
-         0.0f, p, (long long)E * f, f, E);
-    gelu_forward(a, p, (size_t)ST * E * f);
-    // Y[:,e] (ST,C) = A[:,e] (ST,f) w2[e]^T (f,C)
-    gemm(false, true, ST, C, f, 1.0f, a, (long long)E * f, f, w2, f, (long long)C * f,
-         0.0f, y, (long long)E * C, C, E);
-
-    // emit, batched over groups: O (G,C) = M (G,E) Y (E,C)
-    gemm(false, false, G, C, E, 1.0f, m, mj, E, y, C, (long long)E * C, 0.0f, out, xj, C, ST);
+// Softmax over the group, then the controller: dX += dZ wc;  dwc += dZ^T X.
+inline void mot_controller_backward(float* dinp,        // (B,T,C)
+                                    float* dwc,         // (E,C)
+                                    float* dz,          // (B,T,E) overwritten
+                                    const float* dm,    // (B,T,E)
+                                    const float* m,     // (B,T,E)
+                                    const float* inp,   // (B,T,C)
+                                    const float* wc,    // (E,C)
+                                    int B, int T, int C, int E, int G, float tau) {
+    const int ST = B / G * T;
+    mot_softmax_backward_kernel<<<grid_for((size_t)ST * E, 256), 256>>>(dz, dm, m, ST, E, G, tau);
+    CUDA_CHECK_LAUNCH();
+    matmul_backward(dinp, dwc, nullptr, dz, inp, wc, B, T, C, E);
 }
 
 // Backward, per group, given dO (G,C) (see cpu/mot.h):
@@ -136,56 +238,53 @@ inline void mot_backward(float* dinp,        // (B,T,C)
                          const float* w1,    // (E,f,C)
                          const float* w2,    // (E,C,f)
                          int B, int T, int C, int E, int G, int f, float tau) {
-    const int ST = B / G * T;
-    const long long xj = (long long)ST * C, mj = (long long)ST * E;
-    const long long EC = (long long)E * C, Ef = (long long)E * f;
-
-    // emit backward, batched over groups:
-    // dY (E,C) = M^T (E,G) dO (G,C);  dM (G,E) = dO (G,C) Y^T (C,E)
-    gemm(true, false, E, C, G, 1.0f, m, mj, E, dout, xj, C, 0.0f, dy, C, EC, ST);
-    gemm(false, true, G, E, C, 1.0f, dout, xj, C, y, C, EC, 0.0f, dm, mj, E, ST);
-
-    // experts backward, batched over experts, each over all ST groups
-    // dA[:,e] (ST,f) = dY[:,e] (ST,C) w2[e] (C,f)
-    gemm(false, false, ST, f, C, 1.0f, dy, EC, C, w2, f, (long long)C * f, 0.0f, da, Ef, f, E);
-    // dw2[e] (C,f) += dY[:,e]^T (C,ST) A[:,e] (ST,f)
-    gemm(true, false, C, f, ST, 1.0f, dy, EC, C, a, Ef, f, 1.0f, dw2, f, (long long)C * f, E);
-    // dP = dA * gelu'(P)
-    size_t nf = (size_t)ST * E * f;
-    mot_gelu_backward_kernel<<<grid_for(nf, 256), 256>>>(dp, da, p, nf);
-    CUDA_CHECK_LAUNCH();
-    // dw1[e] (f,C) += dP[:,e]^T (f,ST) U[:,e] (ST,C)
-    gemm(true, false, f, C, ST, 1.0f, dp, Ef, f, u, EC, C, 1.0f, dw1, C, (long long)f * C, E);
-    // dU[:,e] (ST,C) = dP[:,e] (ST,f) w1[e] (f,C)
-    gemm(false, false, ST, C, f, 1.0f, dp, Ef, f, w1, C, (long long)f * C, 0.0f, du, EC, C, E);
-
-    // merge backward, batched over groups:
-    // dM (G,E) += X (G,C) dU^T (C,E);  dX (G,C) += M (G,E) dU (E,C)
-    gemm(false, true, G, E, C, 1.0f, inp, xj, C, du, C, EC, 1.0f, dm, mj, E, ST);
-    gemm(false, false, G, C, E, 1.0f, m, mj, E, du, C, EC, 1.0f, dinp, xj, C, ST);
-
-    // softmax over the group
-    mot_softmax_backward_kernel<<<grid_for((size_t)ST * E, 256), 256>>>(dz, dm, m, ST, E, G, tau);
-    CUDA_CHECK_LAUNCH();
-
-    // controller backward: dX += dZ wc;  dwc += dZ^T X
-    matmul_backward(dinp, dwc, nullptr, dz, inp, wc, B, T, C, E);
+    mot_emit_backward(dy, dm, dout, m, y, B, T, C, E, G);
+    mot_experts_backward(du, dp, da, dw1, dw2, dy, u, p, a, w1, w2, B / G * T, C, E, f);
+    mot_merge_backward(dinp, dm, du, inp, m, B, T, C, E, G);
+    mot_controller_backward(dinp, dwc, dz, dm, m, inp, wc, B, T, C, E, G, tau);
 }
 
 }  // namespace gpu
 
+// the expert-parallel layer, on the parts above
+#include "expert_parallel.cuh"
+
 namespace gpu {
 
-// MOT as a block's feed-forward layer (common/layout.h, MotFfn).
+// MOT as a block's feed-forward layer (common/layout.h, MotFfn); under expert
+// parallelism (c.expert_shards > 1) the layers of gpu/expert_parallel.cuh
+// over mode.experts (cpu/mot.h checks that they match).
 inline void ffn_kind_forward(MotFfn, float* out, const float* inp, const LayerWeights<float>& w, LayerActs<float>& a,
                              int B, int T, const Config& c, const FfnMode& mode) {
+    if (c.expert_shards > 1) {
+        need_expert_exchange(c, mode, "MoT");
+        if (c.expert_inputs)
+            mot_ep_inputs_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, a.xall, a.oall, inp, w.wc, w.w1, w.w2, B, T, c.C,
+                                  c.E, c.G, c.f, c.tau, mode.mot_discrete, mode.experts);
+        else
+            mot_ep_forward(out, a.z, a.m, a.u, a.ul, a.p, a.a, a.yl, a.y, a.xbuf, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E,
+                           c.G, c.f, c.tau, mode.mot_discrete, mode.experts);
+        return;
+    }
     mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau,
                 mode.mot_discrete);
 }
 
 inline void ffn_kind_backward(MotFfn, float* dinp, LayerWeights<float>& dw, LayerActs<float>& da, const float* dout,
                               const float* inp, const LayerWeights<float>& w, const LayerActs<float>& a, int B, int T,
-                              const Config& c) {
+                              const Config& c, const FfnMode& mode) {
+    if (c.expert_shards > 1) {
+        need_expert_exchange(c, mode, "MoT");
+        if (c.expert_inputs)
+            mot_ep_inputs_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.xall, da.oall,
+                                   dout, a.xall, a.m, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f,
+                                   c.tau, mode.experts);
+        else
+            mot_ep_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.ul, da.p, da.a, da.yl, da.y, da.xbuf,
+                            dout, inp, a.m, a.ul, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau,
+                            mode.experts);
+        return;
+    }
     mot_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, dout, inp, a.m, a.u, a.p, a.a, a.y,
                  w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau);
 }

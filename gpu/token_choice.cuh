@@ -332,8 +332,11 @@ inline void token_choice_count_fires(double* fires, unsigned long long* scratch,
 }
 
 // TOKEN_CHOICE as a block's feed-forward layer (common/layout.h, TokenChoiceFfn).
+// Expert parallelism runs token choice on the CPU path only (train/run.h
+// refuses it on GPUs), so a layer holding part of its experts stops here.
 inline void ffn_kind_forward(TokenChoiceFfn, float* out, const float* inp, const LayerWeights<float>& w,
                              LayerActs<float>& a, int B, int T, const Config& c, const FfnMode& mode) {
+    if (c.expert_shards > 1) fail("token-choice layers under expert parallelism are not built on the GPU path");
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, mode.decoding);
     token_choice_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.p, a.a, a.y, inp, w.wc, w.w1,
                          w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc, tc_router(c));
@@ -341,7 +344,7 @@ inline void ffn_kind_forward(TokenChoiceFfn, float* out, const float* inp, const
 
 inline void ffn_kind_backward(TokenChoiceFfn, float* dinp, LayerWeights<float>& dw, LayerActs<float>& da,
                               const float* dout, const float* inp, const LayerWeights<float>& w,
-                              const LayerActs<float>& a, int B, int T, const Config& c) {
+                              const LayerActs<float>& a, int B, int T, const Config& c, const FfnMode&) {
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, false);
     token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp, a.m,
                           a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.topk,

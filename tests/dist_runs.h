@@ -32,6 +32,24 @@ inline std::string mpi_missing() {
 static const std::string no_mpi = mpi_missing();
 #define MPI_TEST(name) TEST_CASE(name * doctest::skip(!no_mpi.empty()) * doctest::description(no_mpi.c_str()))
 
+// The GPUs here (nvidia-smi), and why a case of 2 NCCL ranks cannot run ("" when it can).
+inline int gpu_count() {
+    Run r = capture("nvidia-smi -L");
+    if (r.rc != 0) return 0;
+    int n = 0;
+    for (size_t p = 0; (p = r.out.find("GPU ", p)) != std::string::npos; p += 4) n++;
+    return n;
+}
+// Why the NCCL case cannot run here ("" when it can).
+inline std::string nccl_missing() {
+    if (!no_mpi.empty()) return no_mpi;
+    if (built.find("NCCL") == std::string::npos) return "train_mot was built without NCCL (needs nvcc and MPI)";
+    int gpus = gpu_count();
+    return gpus < 2 ? "NCCL ranks need 2 GPUs, this machine has " + std::to_string(gpus) : "";
+}
+static const std::string no_nccl = nccl_missing();
+#define NCCL_TEST(name) TEST_CASE(name * doctest::skip(!no_nccl.empty()) * doctest::description(no_nccl.c_str()))
+
 // mpirun -np n ./train_mot args, killed after `seconds` (status 137) if it hangs.
 // Under AddressSanitizer (CI's sanitizer build) the ranks run without leak
 // detection: OpenMPI's plug-ins keep allocations past MPI_Finalize and are

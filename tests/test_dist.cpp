@@ -355,24 +355,8 @@ MPI_TEST("a hung rank: the others stop at --collective-timeout, naming the colle
 }
 
 // GPU ranks through NCCL: one GPU per rank, so at least two GPUs.
-static int gpu_count() {
-    Run r = capture("nvidia-smi -L");
-    if (r.rc != 0) return 0;
-    int n = 0;
-    for (size_t p = 0; (p = r.out.find("GPU ", p)) != std::string::npos; p += 4) n++;
-    return n;
-}
-// Why the NCCL case cannot run here ("" when it can).
-static std::string nccl_missing() {
-    if (!no_mpi.empty()) return no_mpi;
-    if (built.find("NCCL") == std::string::npos) return "train_mot was built without NCCL (needs nvcc and MPI)";
-    int gpus = gpu_count();
-    return gpus < 2 ? "NCCL ranks need 2 GPUs, this machine has " + std::to_string(gpus) : "";
-}
-static const std::string no_nccl = nccl_missing();
 
-TEST_CASE("NCCL: 2 GPU ranks compute what 1 GPU process accumulating computes, --zero 0 and 1" *
-          doctest::skip(!no_nccl.empty()) * doctest::description(no_nccl.c_str())) {
+NCCL_TEST("NCCL: 2 GPU ranks compute what 1 GPU process accumulating computes, --zero 0 and 1") {
     make_data();
     std::string args = DATA + std::string(KINDS[2][1]) + " --batch 4 --steps 8 --total-batch 64 --device cuda";
     for (const char* f : {"one", "z0", "z1"}) std::remove(("build/dist_nccl_" + std::string(f) + ".jsonl").c_str());

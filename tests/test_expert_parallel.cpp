@@ -505,3 +505,43 @@ MPI_TEST("under --expert-parallel a stopped rank: the others stop at --collectiv
     CHECK(e.code != 0);
     CHECK(out.find("did not complete within --collective-timeout 3 s") != std::string::npos);
 }
+
+NCCL_TEST("NCCL: --expert-parallel 2 --device cuda on 2 GPU ranks (MoT, both exchanges) computes what 1 GPU process "
+          "computes (1e-5 over 8 steps)") {
+    write_dist_data("ep");
+    std::string args = EP_DATA + std::string(EP_MODELS[1][1]) + " --batch 4 --steps 8 --total-batch 128 --device cuda";
+    std::remove("build/ep_nccl_one.jsonl");
+    Run one = run(args + " --log build/ep_nccl_one.jsonl");
+    INFO(one.out);
+    REQUIRE(one.rc == 0);
+    for (const char* exchange : {"mixed", "inputs"}) {
+        std::string log = std::string("build/ep_nccl_") + exchange + ".jsonl";
+        std::remove(log.c_str());
+        Run two = run_cmd(mpirun(2, args + " --expert-parallel 2 --expert-exchange " + exchange + " --log " + log));
+        INFO(two.out);
+        REQUIRE(two.rc == 0);
+        CHECK(two.out.find("gradients by NCCL") != std::string::npos);
+        CHECK(two.out.find(std::string("they exchange the ") + (exchange[0] == 'i' ? "input" : "mixed")) !=
+              std::string::npos);
+        double worst = compare_logs(log, "build/ep_nccl_one.jsonl", 1e-5, 8);
+        MESSAGE(log << ": largest relative difference " << worst);
+    }
+}
+
+MPI_TEST("--expert-parallel --device cuda: refused in a build without NCCL, and with --zero 1 or token choice") {
+    write_dist_data("ep");
+    const bool nccl = built.find("NCCL") != std::string::npos;
+    const std::string mot = EP_DATA + std::string(EP_MODELS[0][1]) + " --batch 4 --steps 2 --expert-parallel 2 --device cuda";
+    Run zero = run_cmd(mpirun(2, mot + " --zero 1"));
+    INFO(zero.out);
+    CHECK(zero.rc != 0);
+    CHECK(zero.out.find(nccl ? "--expert-parallel --device cuda with --zero 1 is not built yet"
+                              : "--expert-parallel --device cuda needs NCCL") != std::string::npos);
+    if (nccl) {  // the model's check, once the options pass
+        Run tc = run_cmd(mpirun(2, EP_DATA + std::string(EP_MODELS[2][1]) +
+                                       " --batch 4 --steps 2 --expert-parallel 2 --device cuda"));
+        INFO(tc.out);
+        CHECK(tc.rc != 0);
+        CHECK(tc.out.find("token-choice layers, which run expert parallel on the CPU only") != std::string::npos);
+    }
+}

@@ -21,8 +21,10 @@
 #include <string>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/error.h"
+#include "common/exchange.h"
 #include "train/dist.h"
 #ifdef __CUDACC__
 #include "gpu/gpt.cuh"
@@ -78,13 +80,17 @@ inline bool gpu_model_fits(const Config& c, int B, int T, std::string* why) {
 // Builds the model with the given parameters (num_params(c) floats, host)
 // and its activations for (B,T); throws when the GPU runs out of memory.
 inline void gpu_model_build(GpuModel* g, const Config& c, const float* params, int B, int T) {
-    // the GPU layers hold every expert (train/options.h refuses --expert-parallel with --device cuda)
-    if (c.expert_shards > 1) throw std::runtime_error("expert parallelism is not built on the GPU path yet");
+    // expert parallelism on the GPU runs MoT layers only (train/run.h refuses the rest)
+    if (c.expert_shards > 1 && has_kind(c, TOKEN_CHOICE))
+        throw std::runtime_error("token-choice layers under expert parallelism are not built on the GPU path");
     gpu::gpt_build(&g->gpt, c);
     gpu::gpu_gpt_load_params(&g->gpt, params);
     gpu::gpt_ensure_acts(&g->gpt, B, T);
     g->n_moments = g->gpt.num_params;
 }
+
+// Expert parallelism: the exchange the MoT layers call (device memory).
+inline void gpu_model_set_experts(GpuModel* g, ExpertExchange* x) { g->gpt.experts = x; }
 
 // Frees every device block (no throw).
 inline void gpu_model_free(GpuModel* g) {
@@ -239,6 +245,7 @@ inline bool gpu_model_fits(const Config&, int, int, std::string* why) {
 }
 inline void gpu_model_build(GpuModel*, const Config&, const float*, int, int) { no_gpu_code(); }
 inline void gpu_model_free(GpuModel*) {}
+inline void gpu_model_set_experts(GpuModel*, ExpertExchange*) {}
 inline float* gpu_model_params(GpuModel*) { no_gpu_code(); }
 inline float* gpu_model_grads(GpuModel*) { no_gpu_code(); }
 inline void gpu_model_get_params(GpuModel*, float*) { no_gpu_code(); }
@@ -281,16 +288,17 @@ struct NcclComm {
     ncclComm_t comm = nullptr;
 };
 
-// Every rank joins the communicator; rank 0's id travels over MPI.
-inline void nccl_init(NcclComm* c) {
-    const Dist& d = dist();
+// Every rank (of group g, or all) joins the communicator; the group's first
+// rank's id travels over MPI.
+inline void nccl_init(NcclComm* c, const DistGroup* g = nullptr) {
+    const int rank = g ? g->rank : dist().rank, size = dist_size(g);
     ncclUniqueId id;
-    if (d.rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
-    dist_broadcast(&id, sizeof id, "sending the NCCL id");
+    if (rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
+    dist_broadcast(&id, sizeof id, "sending the NCCL id", g);
     // blocks until every rank has joined: a rank that died or hangs after
     // sending the id must end the job, as in any other collective
     CollectiveGuard guard("creating the NCCL communicator");
-    NCCL_CHECK(ncclCommInitRank(&c->comm, d.size, id, d.rank));
+    NCCL_CHECK(ncclCommInitRank(&c->comm, size, id, rank));
 }
 
 inline void nccl_free(NcclComm* c) {
@@ -328,6 +336,59 @@ inline void nccl_wait(NcclComm* c, const char* what) {
     }
 }
 
+// The exchange of an expert group of GPU ranks (common/exchange.h, on
+// device memory): grouped sends and receives of equal blocks, NCCL's
+// all-gather, and its reduce-scatter added into the output. Each call waits
+// for its transfers (nccl_wait), so the layers use the data at once.
+struct NcclExchange : ExpertExchange {
+    NcclComm* comm = nullptr;  // the expert group's
+    double ms = 0, bytes = 0;  // as MpiExchange's (train/parallel.h)
+    float* sum = nullptr;      // (sum_n) device: reduce_scatter_add's block
+    size_t sum_n = 0;
+    NcclExchange() = default;
+    NcclExchange(const NcclExchange&) = delete;
+    NcclExchange& operator=(const NcclExchange&) = delete;
+    ~NcclExchange() {
+        if (sum) cudaFree(sum);
+    }
+    void all_to_all(const void* send, void* recv, size_t block) override {
+        double t0 = now_ms();
+        NCCL_CHECK(ncclGroupStart());
+        for (int r = 0; r < members; r++) {
+            NCCL_CHECK(ncclSend((const char*)send + r * block, block, ncclChar, r, comm->comm, 0));
+            NCCL_CHECK(ncclRecv((char*)recv + r * block, block, ncclChar, r, comm->comm, 0));
+        }
+        NCCL_CHECK(ncclGroupEnd());
+        nccl_wait(comm, "the expert exchange (--expert-parallel)");
+        ms += now_ms() - t0;
+        bytes += (double)block * (members - 1);
+    }
+    void all_gather(const void* send, void* recv, size_t block) override {
+        double t0 = now_ms();
+        NCCL_CHECK(ncclAllGather(send, recv, block, ncclChar, comm->comm, 0));
+        nccl_wait(comm, "the expert exchange's all-gather (--expert-parallel)");
+        ms += now_ms() - t0;
+        bytes += (double)block * (members - 1);
+    }
+    void reduce_scatter_add(const float* send, float* recv, size_t n) override {
+        double t0 = now_ms();
+        if (sum_n < n) {
+            if (sum) CUDA_CHECK(cudaFree(sum));
+            sum = nullptr, sum_n = 0;
+            CUDA_CHECK(cudaMalloc(&sum, n * sizeof(float)));
+            sum_n = n;
+        }
+        NCCL_CHECK(ncclReduceScatter(send, sum, n, ncclFloat, ncclSum, comm->comm, 0));
+        gpu::residual_forward(recv, recv, sum, n);
+        nccl_wait(comm, "the expert exchange's reduce-scatter (--expert-parallel)");
+        ms += now_ms() - t0;
+        bytes += (double)n * sizeof(float) * (members - 1);
+    }
+    void reduce_scatter_add(const double*, double*, size_t) override {
+        fail("the expert exchange of a training run moves floats");
+    }
+};
+
 #else  // no NCCL: GPU ranks exchange through host copies (train/parallel.h)
 
 inline bool nccl_compiled() { return false; }
@@ -337,7 +398,15 @@ inline bool nccl_compiled() { return false; }
 }
 
 struct NcclComm {};
-inline void nccl_init(NcclComm*) { no_nccl_code(); }
+inline void nccl_init(NcclComm*, const DistGroup* = nullptr) { no_nccl_code(); }
+struct NcclExchange : ExpertExchange {
+    NcclComm* comm = nullptr;
+    double ms = 0, bytes = 0;
+    void all_to_all(const void*, void*, size_t) override { no_nccl_code(); }
+    void all_gather(const void*, void*, size_t) override { no_nccl_code(); }
+    void reduce_scatter_add(const float*, float*, size_t) override { no_nccl_code(); }
+    void reduce_scatter_add(const double*, double*, size_t) override { no_nccl_code(); }
+};
 inline void nccl_free(NcclComm*) {}
 inline void nccl_all_reduce_sum(NcclComm*, float*, size_t) { no_nccl_code(); }
 inline void nccl_reduce_scatter_sum(NcclComm*, const float*, float*, size_t) { no_nccl_code(); }

@@ -393,14 +393,14 @@ inline void dist_barrier(const char* what, bool limited = true) {
 }
 
 // A value of rank 0's, given to every rank (e.g. NCCL's id).
-inline void dist_broadcast(void* bytes, size_t n, const char* what) {
+inline void dist_broadcast(void* bytes, size_t n, const char* what, const DistGroup* g = nullptr) {
 #ifdef MOT_MPI
-    if (dist().size == 1) return;
+    if (dist_size(g) == 1) return;
     int count = mpi_count(n, what);
     CollectiveGuard guard(what);
-    MPI_Bcast(bytes, count, MPI_BYTE, 0, MPI_COMM_WORLD);
+    MPI_Bcast(bytes, count, MPI_BYTE, 0, dist_comm(g));
 #else
-    (void)bytes, (void)n, (void)what;
+    (void)bytes, (void)n, (void)what, (void)g;
 #endif
 }
 

@@ -230,13 +230,16 @@ inline void model_set_mot_discrete(Model* m, bool on) {
 inline bool model_mot_discrete(const Model& m) { return m.cpu.mot_discrete; }
 
 // Expert parallelism (train/parallel.h): the exchange of this rank's expert
-// group, which the MoT and token-choice layers of a model built with expert_shards > 1 call
-// (the CPU path; --expert-parallel on GPUs is refused by train/options.h).
-inline void model_set_experts(Model* m, ExpertExchange* x) { m->cpu.experts = x; }
+// group, which the expert layers of a model built with expert_shards > 1
+// call (on the GPU MoT layers only, the exchange on device memory).
+inline void model_set_experts(Model* m, ExpertExchange* x) {
+    if (m->on_gpu) gpu_model_set_experts(&m->gpu, x);
+    else m->cpu.experts = x;
+}
 
 // Whether every forward is a collective of the expert group: its ranks must
 // run the same number of forwards (report.h, evaluate).
-inline bool model_in_lockstep(const Model& m) { return m.cpu.experts != nullptr; }
+inline bool model_in_lockstep(const Model& m) { return m.cfg.expert_shards > 1; }
 
 // How the TOKEN_CHOICE layers routed a step, as counts added over its
 // forwards (micro-batches, then ranks by a sum), so that R ranks derive the

@@ -122,7 +122,9 @@ struct Parallel {
     int ep = 1;           // --expert-parallel N: ranks per expert group
     DistGroup experts;    // this rank's expert group (N ranks)
     DistGroup replicas;   // the ranks that hold the same experts (R/N ranks)
-    MpiExchange exchange;       // the expert group's all-to-all, which the expert layers call
+    MpiExchange exchange;       // the expert group's exchange, which the expert layers call: CPU ranks
+    NcclExchange nccl_exchange;  // ... GPU ranks (NCCL)
+    NcclComm nccl_experts, nccl_replicas;  // GPU ranks: the two groups' communicators
     std::vector<ParamRun> runs;  // expert parallelism: the model's parameters, whole and sliced runs in order
     std::string backend;  // what moves the gradients, for the start-up lines
     size_t N = 0;         // parameters
@@ -136,6 +138,16 @@ struct Parallel {
 };
 
 inline bool parallel_sharded(const Parallel& p) { return p.zero == 1 && dist().size > 1; }
+
+// The expert exchange's time (ms) and bytes sent since the last reset.
+inline void parallel_exchange_reset(Parallel* p) {
+    p->exchange.ms = p->exchange.bytes = 0;
+    p->nccl_exchange.ms = p->nccl_exchange.bytes = 0;
+}
+inline double parallel_exchange_ms(const Parallel& p) { return p.use_nccl ? p.nccl_exchange.ms : p.exchange.ms; }
+inline double parallel_exchange_bytes(const Parallel& p) {
+    return p.use_nccl ? p.nccl_exchange.bytes : p.exchange.bytes;
+}
 
 // The config this rank's model is built with: that of the whole model, with
 // expert_shards N under expert parallelism, exchanging input tokens or
@@ -197,18 +209,6 @@ inline void parallel_init(Parallel* p, Model* m, int zero) {
     p->N = num_params(m->cfg);
     p->zero = zero;
     p->ep = m->cfg.expert_shards;
-    if (p->ep > 1) {
-        p->experts = dist_group(d.rank / p->ep);
-        p->replicas = dist_group(d.rank % p->ep);
-        p->exchange.members = p->ep;
-        p->exchange.index = p->experts.rank;
-        p->exchange.group = &p->experts;
-        model_set_experts(m, &p->exchange);
-        for_each_expert_slice(m->cfg, p->exchange.index, [&](size_t, size_t at, size_t n, bool sliced) {
-            if (!p->runs.empty() && p->runs.back().experts == sliced) p->runs.back().n += n;
-            else p->runs.push_back({at, n, sliced});
-        });
-    }
     if (d.size == 1) {
         p->backend = "one process";
         return;
@@ -224,6 +224,25 @@ inline void parallel_init(Parallel* p, Model* m, int zero) {
         p->host_grads.resize(p->N);
     }
     if (p->use_nccl) nccl_init(&p->nccl);
+    if (p->ep > 1) {
+        p->experts = dist_group(d.rank / p->ep);
+        p->replicas = dist_group(d.rank % p->ep);
+        ExpertExchange* x = &p->exchange;
+        p->exchange.group = &p->experts;
+        if (p->use_nccl) {
+            nccl_init(&p->nccl_experts, &p->experts);
+            nccl_init(&p->nccl_replicas, &p->replicas);
+            p->nccl_exchange.comm = &p->nccl_experts;
+            x = &p->nccl_exchange;
+        }
+        x->members = p->ep;
+        x->index = p->experts.rank;
+        model_set_experts(m, x);
+        for_each_expert_slice(m->cfg, x->index, [&](size_t, size_t at, size_t n, bool sliced) {
+            if (!p->runs.empty() && p->runs.back().experts == sliced) p->runs.back().n += n;
+            else p->runs.push_back({at, n, sliced});
+        });
+    }
     if (!parallel_sharded(*p)) return;
     if (p->ep == 1) p->shards.push_back(zero_shard(0, p->N, nullptr));
     for (const ParamRun& r : p->runs) p->shards.push_back(zero_shard(r.lo, r.n, r.experts ? &p->replicas : nullptr));
@@ -241,6 +260,8 @@ inline void parallel_init(Parallel* p, Model* m, int zero) {
 // Frees the NCCL communicator (every rank, at the end).
 inline void parallel_free(Parallel* p) {
     nccl_free(&p->nccl);
+    nccl_free(&p->nccl_experts);
+    nccl_free(&p->nccl_replicas);
     dist_group_free(&p->experts);
     dist_group_free(&p->replicas);
 }
@@ -253,8 +274,11 @@ inline void parallel_sum_grads(Parallel* p, Model* m) {
     double t0 = now_ms();
     bool sharded = parallel_sharded(*p);
     FloatSpan g = model_grad_span(m);  // (N)
-    if (p->use_nccl) {  // without expert parallelism: one shard
-        if (sharded) {
+    if (p->use_nccl) {  // ZeRO-1: without expert parallelism, one shard
+        if (p->ep > 1) {
+            for (const ParamRun& r : p->runs)
+                nccl_all_reduce_sum(r.experts ? &p->nccl_replicas : &p->nccl, g.data + r.lo, r.n);
+        } else if (sharded) {
             const ZeroShard& z = p->shards[0];
             nccl_reduce_scatter_sum(&p->nccl, g.data, g.data + z.mine(), z.S);
             if (z.tail_n) nccl_all_reduce_sum(&p->nccl, g.data + z.tail_lo, z.tail_n);

@@ -199,11 +199,14 @@ inline void check_expert_parallel_options(TrainRun* r) {
     if (R % N != 0)
         fail(strf("--expert-parallel %d must divide the number of ranks, %d: the ranks form expert groups of %d", N,
                   R, N));
-    if (o.device == "cuda")
-        fail("--expert-parallel on GPUs is not built yet: its ranks run on the CPU (--device cpu)");
+    // GPU ranks (MoT layers, NCCL) only when asked for: that path has not yet run on GPUs (README)
+    if (o.device == "cuda" && !nccl_compiled())
+        fail("--expert-parallel --device cuda needs NCCL: rebuild with NCCL (in the CUDA toolkit), or --device cpu");
+    if (o.device == "cuda" && o.zero)
+        fail("--expert-parallel --device cuda with --zero 1 is not built yet: give one of them, or --device cpu");
     if (o.precision == "bf16") fail("--expert-parallel with --precision bf16 is not built yet: give one of them");
     if (!o.transition.empty()) fail("--expert-parallel with --transition is not built yet: give one of them");
-    o.device = "cpu";
+    if (o.device != "cuda") o.device = "cpu";
     if (o.sample_every > 0 && o.sample_len > 0) {
         if (dist().rank == 0)
             std::printf("note: --expert-parallel: no samples during training (a rank holds a part of the experts; "
@@ -221,6 +224,10 @@ inline void check_expert_parallel_model(const TrainRun* r) {
         fail(strf("--expert-parallel: %s has no MoT or token-choice layers, no experts to share", model));
     if (c.E % N != 0)
         fail(strf("--expert-parallel %d must divide the number of experts, %d (of %s)", N, c.E, model));
+    if (r->o.device == "cuda" && has_kind(c, TOKEN_CHOICE))
+        fail(strf("--expert-parallel --device cuda: %s has token-choice layers, which run expert parallel on the "
+                  "CPU only (--device cpu)",
+                  model));
 }
 
 inline void check_options(TrainRun* r) {
@@ -731,7 +738,7 @@ inline StepResult train_step(TrainRun* r, int step, double peak_flops, double fl
     std::vector<int> x((size_t)r->BT), y((size_t)r->BT);
     s.threads = o.threads > 0 ? o.threads : tuner_next(&r->tuner);
     double t0 = now_ms();
-    r->par.exchange.ms = r->par.exchange.bytes = 0;
+    parallel_exchange_reset(&r->par);
     const bool balance = o.router_balance > 0;
     std::vector<double> fires;  // --router-balance: (TOKEN_CHOICE layers, E) tokens each expert fired for
     std::vector<double> routed(router_counts_size(r->c), 0.0);  // the step's routing counts (model_add_router_counts)
@@ -799,7 +806,7 @@ inline StepResult train_step(TrainRun* r, int step, double peak_flops, double fl
         s.exchange = parallel_sharded(r->par) ? "reduce-scatter, all-gather" : "all-reduce";
         s.comm_ms = r->par.comm_ms;
     }
-    if (r->par.ep > 1) s.expert_ms = r->par.exchange.ms, s.expert_mb = r->par.exchange.bytes / 1e6;
+    if (r->par.ep > 1) s.expert_ms = parallel_exchange_ms(r->par), s.expert_mb = parallel_exchange_bytes(r->par) / 1e6;
     return s;
 }
 
