@@ -246,59 +246,6 @@ void mot_ep_inputs_backward(real* dinp,        // (B,T,C)
 // Nt is this member's tokens (B*T; token_choice.h calls it N), N the
 // members of the group.
 
-// An owner's El experts on the N blocks it received: block s (El,cap,.) is
-// one batched GEMM over the El experts, as one process's (E,cap,.) is over E.
-// Rows no token took are zero and stay zero through the experts.
-template <typename real>
-void token_choice_ep_experts(real* pre,        // (N,El,cap,f)
-                             real* act,        // (N,El,cap,f)
-                             real* yl,         // (N,El,cap,C)
-                             const real* xl,   // (N,El,cap,C)
-                             const real* w1,   // (El,f,C)
-                             const real* w2,   // (El,C,f)
-                             int N, int El, int C, int f, int cap) {
-    const long long capC = (long long)cap * C, capf = (long long)cap * f;
-    for (int s = 0; s < N; s++) {
-        const size_t bC = (size_t)s * El * capC, bf = (size_t)s * El * capf;
-        gemm(false, true, cap, f, C, real(1), xl + bC, C, capC, w1, C, (long long)f * C, real(0), pre + bf, f, capf,
-             El);
-        gelu_forward(act + bf, pre + bf, (size_t)El * capf);
-        gemm(false, true, cap, C, f, real(1), act + bf, f, capf, w2, f, (long long)C * f, real(0), yl + bC, C, capC,
-             El);
-    }
-}
-
-// Backward of token_choice_ep_experts: dxl overwritten, dw1, dw2 accumulate
-// over the N blocks.
-template <typename real>
-void token_choice_ep_experts_backward(real* dxl,         // (N,El,cap,C)
-                                      real* dpre,        // (N,El,cap,f) scratch
-                                      real* dact,        // (N,El,cap,f) scratch
-                                      real* dw1,         // (El,f,C)
-                                      real* dw2,         // (El,C,f)
-                                      const real* dyl,   // (N,El,cap,C)
-                                      const real* xl,    // (N,El,cap,C)
-                                      const real* pre,   // (N,El,cap,f)
-                                      const real* act,   // (N,El,cap,f)
-                                      const real* w1,    // (El,f,C)
-                                      const real* w2,    // (El,C,f)
-                                      int N, int El, int C, int f, int cap) {
-    const long long capC = (long long)cap * C, capf = (long long)cap * f;
-    for (int s = 0; s < N; s++) {
-        const size_t bC = (size_t)s * El * capC, bf = (size_t)s * El * capf;
-        gemm(false, false, cap, f, C, real(1), dyl + bC, C, capC, w2, f, (long long)C * f, real(0), dact + bf, f, capf,
-             El);
-        gemm(true, false, C, f, cap, real(1), dyl + bC, C, capC, act + bf, f, capf, real(1), dw2, f, (long long)C * f,
-             El);
-        std::fill(dpre + bf, dpre + bf + (size_t)El * capf, real(0));
-        gelu_backward(dpre + bf, pre + bf, dact + bf, (size_t)El * capf);
-        gemm(true, false, f, C, cap, real(1), dpre + bf, f, capf, xl + bC, C, capC, real(1), dw1, C, (long long)f * C,
-             El);
-        gemm(false, false, cap, C, f, real(1), dpre + bf, f, capf, w1, C, (long long)f * C, real(0), dxl + bC, C, capC,
-             El);
-    }
-}
-
 template <typename real>
 void token_choice_ep_forward(real* out,        // (Nt,C)
                              real* z,          // (Nt,E) router logits
@@ -321,32 +268,17 @@ void token_choice_ep_forward(real* out,        // (Nt,C)
                              int Nt, int C, int E, int f, int k, int cap, const real* bc,  // bc (E): threshold routers
                              TcRouter rt, ExpertExchange* x) {
     const int N = x->members, El = E / N;
-    const size_t block = (size_t)El * cap * C * sizeof(real);
-    matmul_forward(z, inp, wc, rt.kind == ROUTER_SOFTMAX ? (const real*)nullptr : bc, Nt, 1, C, E);
-    ::token_choice_route(probs, route, slot, load, first, aux, z, Nt, E, k, cap, rt);
-    const long long capC = (long long)cap * C;
-    std::fill(xin, xin + (size_t)E * capC, real(0));
-    #pragma omp parallel for
-    for (int n = 0; n < Nt; n++)
-        for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
-            if (s >= 0) std::copy(inp + (size_t)n * C, inp + (size_t)(n + 1) * C, xin + e * capC + (size_t)s * C);
-        }
+    const size_t block = (size_t)El * cap * C * sizeof(real), bC = (size_t)El * cap * C, bf = (size_t)El * cap * f;
+    token_choice_router(z, probs, route, slot, load, first, aux, inp, wc, bc, Nt, C, E, k, cap, rt);
+    token_choice_gather(xin, inp, route, slot, Nt, C, E, k, cap);
     x->all_to_all(xin, xl, block);
-    token_choice_ep_experts(pre, act, yl, xl, w1, w2, N, El, C, f, cap);
+    // this member's El experts on the N blocks it received: block s (El,cap,.)
+    // one batched product over the El experts, as one process's over the E;
+    // rows no token took are zero and stay zero through the experts
+    for (int s = 0; s < N; s++)
+        token_choice_experts(pre + s * bf, act + s * bf, yl + s * bC, xl + s * bC, w1, w2, C, El, f, cap);
     x->all_to_all(yl, yout, block);
-    #pragma omp parallel for
-    for (int n = 0; n < Nt; n++) {
-        real* o = out + (size_t)n * C;
-        std::fill(o, o + C, real(0));
-        for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
-            if (s < 0) continue;
-            real g = probs[(size_t)n * E + e];
-            const real* y = yout + e * capC + (size_t)s * C;
-            for (int c = 0; c < C; c++) o[c] += g * y[c];
-        }
-    }
+    token_choice_combine(out, yout, probs, route, slot, Nt, C, E, k, cap);
 }
 
 // Backward; the scratch tensors are overwritten, the gradients of wc, bc,
@@ -381,39 +313,17 @@ void token_choice_ep_backward(real* dinp,           // (Nt,C)
                               int Nt, int C, int E, int f, int k, int cap, real* dbc,  // dbc (E): threshold routers
                               TcRouter rt, ExpertExchange* x) {
     const int N = x->members, El = E / N;
-    const size_t block = (size_t)El * cap * C * sizeof(real);
-    const long long capC = (long long)cap * C;
+    const size_t block = (size_t)El * cap * C * sizeof(real), bC = (size_t)El * cap * C, bf = (size_t)El * cap * f;
     ::token_choice_dgate_init(dprobs, first, daux, Nt, E, rt);
-    std::fill(dyout, dyout + (size_t)E * capC, real(0));
-    #pragma omp parallel for
-    for (int n = 0; n < Nt; n++)
-        for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
-            if (s < 0) continue;
-            real g = probs[(size_t)n * E + e], dot = 0;
-            const real* d = dout + (size_t)n * C;
-            const real* y = yout + e * capC + (size_t)s * C;
-            real* dy = dyout + e * capC + (size_t)s * C;
-            for (int c = 0; c < C; c++) {
-                dy[c] = g * d[c];
-                dot += d[c] * y[c];
-            }
-            dprobs[(size_t)n * E + e] += dot;
-        }
+    token_choice_combine_backward(dyout, dprobs, dout, yout, probs, route, slot, Nt, C, E, k, cap);
     x->all_to_all(dyout, dyl, block);
-    token_choice_ep_experts_backward(dxl, dpre, dact, dw1, dw2, dyl, xl, pre, act, w1, w2, N, El, C, f, cap);
+    // dw1, dw2 accumulate over the N blocks
+    for (int s = 0; s < N; s++)
+        token_choice_experts_backward(dxl + s * bC, dpre + s * bf, dact + s * bf, dw1, dw2, dyl + s * bC, xl + s * bC,
+                                      pre + s * bf, act + s * bf, w1, w2, C, El, f, cap);
     x->all_to_all(dxl, dxin, block);
-    #pragma omp parallel for
-    for (int n = 0; n < Nt; n++)
-        for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
-            if (s < 0) continue;
-            const real* dx = dxin + e * capC + (size_t)s * C;
-            real* di = dinp + (size_t)n * C;
-            for (int c = 0; c < C; c++) di[c] += dx[c];
-        }
-    ::token_choice_gate_backward(dz, dprobs, probs, Nt, E, rt);
-    matmul_backward(dinp, dwc, rt.kind == ROUTER_SOFTMAX ? (real*)nullptr : dbc, dz, inp, wc, Nt, 1, C, E);
+    token_choice_gather_backward(dinp, dxin, route, slot, Nt, C, k, cap);
+    token_choice_router_backward(dinp, dwc, dbc, dz, dprobs, probs, inp, wc, Nt, C, E, rt);
 }
 
 }  // namespace fast
