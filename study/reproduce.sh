@@ -20,23 +20,25 @@
 #   3. transition tuning: the MoT run with the lowest final validation loss
 #      turned into token choice (same tensors) and trained 10% more steps,
 #      with each router (threshold, the default; threshold with gate 1;
-#      softmax top-1); each routed model then decodes every validation
+#      softmax top-1), at the rate the MoT run ended at (a tenth of its peak); each routed model then decodes every validation
 #      sequence alone (NAME.decode); then dense, the best MoT, both token
 #      choices and the threshold transition again at every other seed of
 #      SEEDS;
 #   4. the long runs, at LONG_SIZE for LONG_STEPS steps: dense and the best MoT
 #      setting each at three rates (LONG_LRS_DENSE, LONG_LRS_MOT: the short
 #      runs' best, then half and twice it: a rate right for a short run may
-#      not be right for a long one), token choice top-1 at LONG_LR_TC.
+#      not be right for a long one), token choice top-1 at LONG_LR_TC;
+#   5. each setting's step time measured alone (TIME_STEPS steps with every
+#      core), the table's wall-clock.
 # Every run validates every steps/20 steps on the same held-out tokens
 # (VAL_BATCHES batches of the corpus's held-out files) and checkpoints every
 # steps/5.
 #
 # Settings (environment or make variables): SIZES (XS, S, M; QUICK: S, M),
 # STEPS_XS, STEPS_S, STEPS_M, WARMUP, VAL_BATCHES, VOCAB, LR_GRID, LR_WIDEN,
-# TAUS, SEED, SEEDS, DEVICE (auto, cpu, cuda), PHASES (any of "short long": the protocol's
-# steps 1-3, then 4), LONG_SIZE, LONG_STEPS, LONG_LRS_DENSE, LONG_LRS_MOT,
-# LONG_LR_TC, STORE. Part of the study, e.g. the long runs alone:
+# TAUS, SEED, SEEDS, DEVICE (auto, cpu, cuda), PHASES (any of "short long time": the
+# protocol's steps 1-3, 4 and 5), LONG_SIZE, LONG_STEPS, LONG_LRS_DENSE, LONG_LRS_MOT,
+# LONG_LR_TC, STORE, TIME_STEPS, TIME_STORE. Part of the study, e.g. the long runs alone:
 #   make reproduce PHASES=long
 #
 # Resumable: a finished run leaves NAME.done and is not run again; a stopped
@@ -82,13 +84,15 @@ LR_WIDEN=${LR_WIDEN:-4}
 SEEDS=${SEEDS:-"1337 1338 1339"}
 TAUS=${TAUS:-"1 0.3 0.1"}
 SEED=${SEED:-1337}
-PHASES=${PHASES:-"short long"}
+PHASES=${PHASES:-"short long time"}
+TIME_STEPS=${TIME_STEPS:-12}
 LONG_SIZE=${LONG_SIZE:-S}
 if [[ $QUICK == 1 ]]; then LONG_STEPS=${LONG_STEPS:-160}; else LONG_STEPS=${LONG_STEPS:-2500}; fi
 LONG_LRS_DENSE=${LONG_LRS_DENSE:-"0.0015 0.00075 0.003"}
 LONG_LRS_MOT=${LONG_LRS_MOT:-"0.006 0.003 0.012"}
 LONG_LR_TC=${LONG_LR_TC:-0.006}
 if [[ $QUICK == 1 ]]; then STORE=${STORE:-}; else STORE=${STORE:-docs/study/runs}; fi
+if [[ $QUICK == 1 ]]; then TIME_STORE=${TIME_STORE:-}; else TIME_STORE=${TIME_STORE:-docs/study/times}; fi
 # every setting checked before any work (the slow prepare included)
 bad() { echo "reproduce: $*" >&2; exit 2; }
 need_int() {  # NAME VALUE MIN
@@ -121,7 +125,8 @@ need_pos LONG_LR_TC "$LONG_LR_TC"
 [[ -n $LR_GRID && -n $TAUS && -n $SEEDS && -n $LONG_LRS_DENSE && -n $LONG_LRS_MOT ]] ||
     bad "LR_GRID, TAUS, SEEDS, LONG_LRS_DENSE and LONG_LRS_MOT need at least one value each"
 [[ -n $PHASES ]] || bad "PHASES is empty"
-for x in $PHASES; do [[ $x == short || $x == long ]] || bad "PHASES: unknown phase '$x' (short, long)"; done
+for x in $PHASES; do [[ $x == short || $x == long || $x == time ]] || bad "PHASES: unknown phase '$x' (short, long, time)"; done
+need_int TIME_STEPS "$TIME_STEPS" 4
 [[ $DEVICE == auto || $DEVICE == cpu || $DEVICE == cuda ]] || bad "DEVICE=$DEVICE: give auto, cpu or cuda"
 
 # the programs (a CMake build puts them elsewhere)
@@ -335,16 +340,21 @@ for size in $SIZES; do
     promote "$size-tc32" "$size-lr-tc32-${LR[tc32]}"
     promote "$size-tc32k2" "$size-lr-tc32k2-${LR[tc32k2]}"
 
-    # 3. transition tuning of the best MoT run, 10% more steps at token choice's rate: the
-    # threshold router (the default), the same with gate 1, and top-1 of a softmax over the
-    # experts; then each routed model decoding every validation sequence alone
+    # 3. transition tuning of the best MoT run, 10% more steps: the threshold router (the
+    # default), the same with gate 1, and top-1 of a softmax over the experts; then each
+    # routed model decoding every validation sequence alone. The routed model goes on from
+    # where its MoT run ended, at the rate that run ended at (the cosine's floor, a tenth of
+    # its peak): warmed up again to a peak rate with fresh moments, the tuning first undoes
+    # what the switch kept (README, "Transition tuning, measured").
     best=$("$STUDY" best "$OUT/runs" "$size-mot")
+    best_family=$(sed -n 's/^family //p' "$OUT/runs/$best.meta")
+    tlr=$(awk -v x="${LR[$best_family]}" 'BEGIN { printf "%g", x / 10 }')
     transition() {  # NAME FROM ROUTER
         local name=$1 from=$2 router=$3 extra=()
         needs_checkpoint "$from"
         [[ $router == softmax ]] && extra=(--topk 1)
         FROM=$from run "$name" "$size" transition main $(( steps / 10 )) --load "$OUT/runs/$from.ckpt" \
-            --transition token-choice --router "$router" "${extra[@]}" --lr "${LR[tc32]}" --warmup $(( WARMUP / 4 ))
+            --transition token-choice --router "$router" "${extra[@]}" --lr "$tlr" --warmup $(( WARMUP / 4 ))
         decode_loss "$name"
     }
     transition "$size-transition" "$best" threshold
@@ -383,6 +393,47 @@ if [[ " $PHASES " == *" long "* ]]; then
         $(family_options tc32 $dff) --lr "$LONG_LR_TC"
     for lr in "${dense_lrs[@]:1}"; do long_dense "$lr"; done
     for lr in "${mot_lrs[@]:1}"; do long_mot "$lr"; done
+fi
+
+# 5. step times measured alone: the runs' own clocks ran beside whatever else
+# the machine did, so the table's wall-clock reads these instead. Each
+# setting's model (main and long runs, at their first seed) trains TIME_STEPS
+# steps with every core and no validation; the report takes the median step
+# after the first two. Run when nothing else is running: the study's runs are
+# done by then. Kept in TIME_STORE with the machine they ran on.
+if [[ " $PHASES " == *" time "* ]]; then
+    mkdir -p "$OUT/times"
+    machine="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(nproc) threads"
+    for meta in "$OUT"/runs/*.meta; do
+        name=$(basename "$meta" .meta)
+        phase=$(sed -n 's/^phase //p' "$meta")
+        [[ ( $phase == main || $phase == long ) && -f $OUT/runs/$name.done && ! $name =~ -s[0-9]+$ ]] || continue
+        command=$(sed -n 's/^command //p' "$meta")
+        tmeta=$(printf 'command %s\nseq %s\nbatch %s\nsteps %s\nmachine %s\n' "$command" "$SEQ" "$BATCH" "$TIME_STEPS" "$machine")
+        [[ -f $OUT/times/$name.jsonl && $(cat "$OUT/times/$name.meta" 2> /dev/null) == "$tmeta" ]] && continue
+        if [[ -n $TIME_STORE && -f $TIME_STORE/$name.jsonl && $(cat "$TIME_STORE/$name.meta" 2> /dev/null) == "$tmeta" ]]; then
+            cp "$TIME_STORE/$name.jsonl" "$TIME_STORE/$name.meta" "$OUT/times/"
+            continue
+        fi
+        read -ra args <<< "$command"
+        load=$(sed -nE 's/.*--load ([^ ]+).*/\1/p' <<< "$command")
+        if [[ -n $load && ! -f $load ]]; then
+            echo "reproduce: $name: not timed (its model $load is not here; the run was taken from the store)"
+            continue
+        fi
+        load_avg=$(cut -d ' ' -f 1 /proc/loadavg)
+        awk "BEGIN { exit !($load_avg > 0.5) }" &&
+            echo "reproduce: the machine is busy (load $load_avg): the step times of $name will be too slow"
+        echo "reproduce: timing $name alone, $TIME_STEPS steps"
+        rm -f "$OUT/times/$name.jsonl.tmp"
+        "$TRAIN_MOT" "${DATA[@]}" --device "$DEVICE" --seq "$SEQ" --batch "$BATCH" --steps "$TIME_STEPS" --seed "$SEED" \
+            --warmup 1 --val-every 0 --sample-every 0 --threads "$(nproc)" --log "$OUT/times/$name.jsonl.tmp" \
+            "${args[@]}" > "$OUT/times/$name.out" 2>&1 ||
+            { echo "reproduce: timing $name failed; its output: $OUT/times/$name.out" >&2; tail -n 5 "$OUT/times/$name.out" >&2; exit 1; }
+        mv "$OUT/times/$name.jsonl.tmp" "$OUT/times/$name.jsonl"
+        echo "$tmeta" > "$OUT/times/$name.meta"
+        if [[ -n $TIME_STORE ]]; then mkdir -p "$TIME_STORE"; cp "$OUT/times/$name.jsonl" "$OUT/times/$name.meta" "$TIME_STORE/"; fi
+    done
 fi
 
 "$STUDY" report "$OUT"

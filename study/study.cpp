@@ -10,9 +10,13 @@
 //
 // A run is DIR/NAME.jsonl (its log: the first row describes the run, then a
 // row per step and per validation) with DIR/NAME.meta (size, family, phase,
-// the command) and DIR/NAME.done once it finished. Wall-clock is the sum of
-// the steps' times (the "ms" of each train row): training time, without the
-// validations and checkpoints, so it compares the models' speed.
+// the command) and DIR/NAME.done once it finished. Wall-clock is training
+// time, without the validations and checkpoints, so it compares the models'
+// speed: steps times the step time of the run's model measured alone
+// (OUT/times/SETTING.jsonl, a short run of that model with nothing else
+// running: its median step after the first two), or, for a run with none,
+// the sum of its own steps' times (the "ms" of each train row), which
+// counts whatever else the machine did meanwhile.
 #include <glob.h>
 
 #include <algorithm>
@@ -51,6 +55,7 @@ struct RunLog {
     std::vector<ValPoint> val;
     int steps_done = 0;
     double train_seconds = 0, median_ms = 0;
+    bool timed_alone = false;  // train_seconds, median_ms and val's seconds from the step time measured alone
     bool done = false;
     double loss_before_switch = NAN, loss_at_switch = NAN;  // a transition: its MoT model's loss, then routed
     double decode_loss = NAN;  // NAME.decode: validation loss decoding each sequence alone (eval --decode)
@@ -124,13 +129,6 @@ static std::vector<RunLog> read_runs(const std::string& dir) {
     return runs;
 }
 
-static int cmd_final(const std::string& log) {
-    RunLog r = read_run(log);
-    if (r.val.empty()) fail(strf("%s: no validation rows", log.c_str()));
-    std::printf("%.6f\n", r.final_val());
-    return 0;
-}
-
 // A run at another seed than its setting's first is named SETTING-sSEED.
 static std::string setting_of(const std::string& name) {
     size_t p = name.rfind("-s");
@@ -138,6 +136,45 @@ static std::string setting_of(const std::string& name) {
     for (size_t i = p + 2; i < name.size(); i++)
         if (name[i] < '0' || name[i] > '9') return name;
     return name.substr(0, p);
+}
+
+// The median time of a step after the first two in a timing log (NaN: fewer
+// than three steps).
+static double median_step_ms(const std::string& log) {
+    std::vector<double> ms;
+    for (const JsonRow& json : jsonl_read(log)) {
+        Row row = numbers_of(json);
+        if (row.count("step") && row.count("ms") && !row.count("params") && row["step"] > 2) ms.push_back(row["ms"]);
+    }
+    if (ms.empty()) return NAN;
+    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+    return ms[ms.size() / 2];
+}
+
+// Gives each run that has a timing of its model measured alone (DIR/NAME.jsonl,
+// or its setting's, the same model at another seed) the wall-clock of its
+// steps at that step time.
+static void use_times_alone(std::vector<RunLog>* runs, const std::string& dir) {
+    for (RunLog& r : *runs) {
+        for (const std::string& name : {r.name, setting_of(r.name)}) {
+            std::string log = dir + "/" + name + ".jsonl";
+            if (!file_exists(log)) continue;
+            double ms = median_step_ms(log);
+            if (!std::isfinite(ms)) fail(strf("%s: a timing log with fewer than three steps", log.c_str()));
+            r.timed_alone = true;
+            r.median_ms = ms;
+            r.train_seconds = r.steps_done * ms / 1000;
+            for (ValPoint& v : r.val) v.seconds = v.step * ms / 1000;
+            break;
+        }
+    }
+}
+
+static int cmd_final(const std::string& log) {
+    RunLog r = read_run(log);
+    if (r.val.empty()) fail(strf("%s: no validation rows", log.c_str()));
+    std::printf("%.6f\n", r.final_val());
+    return 0;
 }
 
 static int cmd_best(const std::string& dir, const std::string& prefix) {
@@ -275,6 +312,7 @@ static std::string results_json(const std::vector<RunLog>& runs, const std::vect
               ", \"wall_clock_to_dense_final_s\": " + json_num(seconds_to, "%.4g") +
               ", \"wall_clock_s\": " + json_num(r.train_seconds, "%.4g") +
               ", \"ms_per_step_median\": " + json_num(r.median_ms, "%.2f") +
+              ", \"clock\": " + json_str(r.timed_alone ? "measured alone" : "own") +
               ", \"finished\": " + (r.done ? "true" : "false") + "}";
     }
     return js + "\n]\n";
@@ -297,8 +335,10 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
     md += "Validation loss in nats per token on the same held-out tokens for every run. *Steps to dense* is the "
           "first validation step at which the run's loss is at or below the dense run's final loss (of the same "
           "size), as a count and as a fraction of the dense run's steps; *time to dense* the training time until "
-          "then, in minutes and as a fraction of the dense run's. Wall-clock: the sum of the training "
-          "steps' times (no validation or checkpoints); ms/step: the median step.\n";
+          "then, in minutes and as a fraction of the dense run's. Wall-clock (no validation or checkpoints): the "
+          "steps times the median step of the run's model measured alone (times/, with the machine it ran on); "
+          "a run marked * has no such timing and gives the sum of its own steps' times, which counts whatever "
+          "else the machine did meanwhile.\n";
     for (const Size& z : sizes) {
         std::vector<const RunLog*> main, grid, longr, trans;
         std::map<std::string, std::vector<const RunLog*>> seeds;  // setting -> its runs at every seed
@@ -328,8 +368,8 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
             std::string to = std::isfinite(st) ? strf("%g (%.2f)", st, st / z.dense_steps) : "—";
             std::string tto = std::isfinite(tt) ? strf("%.2f (%.2f)", tt / 60, tt / z.dense_seconds) : "—";
             if (kind_of(*r) == "transition") to = tto = "n/a";
-            md += strf("| %s%s | %g | %.2f | %.2f | %.2f | %.4f | %+.4f | %s | %s | %.2f | %.1f |\n", label_of(*r).c_str(),
-                       r->done ? "" : " (unfinished)", hv(*r, "peak_lr"), hv(*r, "params") / 1e6,
+            md += strf("| %s%s%s | %g | %.2f | %.2f | %.2f | %.4f | %+.4f | %s | %s | %.2f | %.1f |\n", label_of(*r).c_str(),
+                       r->done ? "" : " (unfinished)", r->timed_alone ? "" : " *", hv(*r, "peak_lr"), hv(*r, "params") / 1e6,
                        hv(*r, "flops_per_token") / 1e6, r->steps_done * hv(*r, "tokens_per_step") / 1e6,
                        r->final_val(), r->final_val() - z.dense_final, to.c_str(), tto.c_str(), r->train_seconds / 60,
                        r->median_ms);
@@ -443,6 +483,7 @@ static int cmd_report(const std::string& out) {
         runs.push_back(r);
     }
     if (runs.empty()) fail(strf("%s/runs: no run logs", out.c_str()));
+    use_times_alone(&runs, out + "/times");
     std::vector<Size> sizes = sizes_of(runs);
     write_file_atomic(out + "/results.json", results_json(runs, sizes));
     write_file_atomic(out + "/results.md", results_md(runs, sizes));

@@ -9,6 +9,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -153,6 +154,9 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
             best_mot = n;
     }
     CHECK(res["S-transition"]["from"] == best_mot);
+    // the transitions go on at the rate their MoT run ended at, a tenth of its peak
+    for (const char* t : {"S-transition", "S-transition-threshold-one", "S-transition-softmax", "S-transition-s1338"})
+        CHECK_MESSAGE(num(res[t], "lr") == doctest::Approx(num(res[best_mot], "lr") / 10).epsilon(1e-6), t);
     CHECK(res.count(best_mot + "-s1338"));
     CHECK(res["S-transition-s1338"]["from"] == best_mot + "-s1338");
     // the transition starts from that model: its loss before the switch is the MoT run's last
@@ -188,6 +192,37 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
     CHECK(other.rc == 2);
     CHECK_MESSAGE(other.out.find("holds runs on other tokens") != std::string::npos, other.out);
     CHECK(slurp(out + "/results.json") == json);
+
+    // the time phase: each setting's model timed alone, the table's wall-clock from those timings
+    Run timed = study(out, 20, "0.003 0.006", "1 0.1", "SEEDS='1337 1338' PHASES='short time' TIME_STEPS=5");
+    INFO(timed.out);
+    REQUIRE(timed.rc == 0);
+    CHECK(timed.out.find("(new)") == std::string::npos);
+    res = read_results(out + "/results.json");
+    int timed_runs = 0;
+    for (auto& [name, o] : res) {
+        std::string setting = o["setting"];
+        if (o["phase"] == "grid") {
+            CHECK_MESSAGE(o["clock"] == "own", name);
+            continue;
+        }
+        REQUIRE_MESSAGE(file_exists(out + "/times/" + setting + ".jsonl"), setting);
+        CHECK(slurp(out + "/times/" + setting + ".meta").find("\nmachine ") != std::string::npos);
+        std::vector<double> ms;  // the steps after the first two, as the report takes them
+        for (auto& [step, f] : read_log(out + "/times/" + setting + ".jsonl", false))
+            if (step > 2) ms.push_back(std::stod(f.at("ms")));
+        REQUIRE(ms.size() == 3);
+        std::sort(ms.begin(), ms.end());
+        CHECK_MESSAGE(o["clock"] == "measured alone", name);
+        CHECK_MESSAGE(num(o, "ms_per_step_median") == doctest::Approx(ms[1]).epsilon(1e-2), name);
+        CHECK_MESSAGE(num(o, "wall_clock_s") == doctest::Approx(num(o, "steps") * ms[1] / 1000).epsilon(1e-3), name);
+        timed_runs++;
+    }
+    CHECK(timed_runs == (int)res.size() - 10);  // every run but the grid's 10, transitions (from --load) included
+    // timed once: a rerun measures nothing again
+    Run timed_again = study(out, 20, "0.003 0.006", "1 0.1", "SEEDS='1337 1338' PHASES='short time' TIME_STEPS=5");
+    CHECK(timed_again.rc == 0);
+    CHECK_MESSAGE(timed_again.out.find("timing ") == std::string::npos, timed_again.out);
 }
 
 TEST_CASE("a stopped run continues from its checkpoint; a transition resumes without --load") {
