@@ -111,6 +111,9 @@ static RunLog read_run(const std::string& log_path) {
         std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
         r.median_ms = times[times.size() / 2];
     }
+    // a stored run (docs/study/runs holds finished runs only, without NAME.done) is finished
+    // when its log reaches the steps of its description
+    if (!r.done && r.meta.count("steps")) r.done = r.steps_done > 0 && r.steps_done >= std::stoi(r.meta.at("steps"));
     return r;
 }
 
