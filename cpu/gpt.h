@@ -41,6 +41,10 @@ struct GPT {
     double aux_weight = 0;  // --aux-loss
     double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward
     bool mot_discrete = false;  // MOT layers run discrete (eval, sample; common/layout.h FfnMode)
+    // --distill: the objective is (1 - distill_weight) mean_loss + distill_weight KL(teacher || p), teacher the
+    // probabilities (B,T,Vp) another model gave the same batch, set before each backward; null: plain loss
+    const real* teacher = nullptr;
+    double distill_weight = 0;
     // expert parallelism (cfg.expert_shards > 1): the exchange of this process's expert group
     ExpertExchange* experts = nullptr;
     // --precision bf16: the passes run with Bf16Kernels<Kernels> (bf16_kernels.h) on the weights rounded to
@@ -191,6 +195,8 @@ void gpt_backward_pass(GPT<real, Kernels>* model, const Weights<real>& w, double
     gpt_zero_grad_acts(model);
     for (size_t i = 0; i < (size_t)B * T; i++) da.losses[i] = real(loss_scale / ((double)B * T));
 
+    if (model->teacher)
+        distill_backward(da.logits, da.losses, model->teacher, targets, real(model->distill_weight), B, T, c.V, c.Vp);
     K::crossentropy_backward(da.logits, da.losses, a.probs, targets, B, T, c.V, c.Vp);
     K::matmul_backward(da.lnf, dw.wte, (real*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
     K::layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw,

@@ -71,6 +71,22 @@ __global__ void crossentropy_backward_kernel(float* dlogits,        // (B,T,Vp)
         dz[v] += (p[v] - (v == target ? 1.0f : 0.0f)) * dl;
 }
 
+// dlogits[i,v] += w (onehot(target)[v] - teacher[i,v]) dlosses[i] for v < V:
+// the distillation part of the gradient (cpu/crossentropy.h,
+// distill_backward). One block per row.
+__global__ void distill_backward_kernel(float* dlogits,        // (B,T,Vp)
+                                        const float* dlosses,  // (B,T)
+                                        const float* teacher,  // (B,T,Vp)
+                                        const int* targets,    // (B,T)
+                                        float w, int V, int Vp) {
+    size_t i = blockIdx.x;
+    float* dz = dlogits + i * Vp;
+    const float* q = teacher + i * Vp;
+    float dl = dlosses[i];
+    int target = targets[i];
+    for (int v = threadIdx.x; v < V; v += blockDim.x) dz[v] += w * ((v == target ? 1.0f : 0.0f) - q[v]) * dl;
+}
+
 // targets is a device pointer (B,T).
 inline void crossentropy_forward(float* losses,        // (B,T) -log p[target]
                                  float* probs,         // (B,T,Vp)
@@ -87,6 +103,15 @@ inline void crossentropy_backward(float* dlogits,        // (B,T,Vp)
                                   const int* targets,    // (B,T) device
                                   int B, int T, int V, int Vp) {
     crossentropy_backward_kernel<<<B * T, 512>>>(dlogits, dlosses, probs, targets, V, Vp);
+    CUDA_CHECK_LAUNCH();
+}
+
+inline void distill_backward(float* dlogits,        // (B,T,Vp)
+                             const float* dlosses,  // (B,T)
+                             const float* teacher,  // (B,T,Vp) device, the teacher's probabilities
+                             const int* targets,    // (B,T) device
+                             float w, int B, int T, int V, int Vp) {
+    distill_backward_kernel<<<B * T, 512>>>(dlogits, dlosses, teacher, targets, w, V, Vp);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -51,6 +51,9 @@ struct GPT {
     double aux_weight = 0;  // --aux-loss
     double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward with targets
     bool mot_discrete = false;  // MOT layers run discrete (eval; common/layout.h FfnMode)
+    // --distill: the teacher's probabilities (B,T,Vp) device for the next backward (cpu/gpt.h); null: none
+    const float* teacher = nullptr;
+    double distill_weight = 0;
     // expert parallelism (cfg.expert_shards > 1): the exchange of this rank's expert group, on device memory
     ExpertExchange* experts = nullptr;
     unsigned long long* fire_scratch = nullptr;  // (E) device: a threshold router's fire counts (gpt_count_fires)
@@ -276,6 +279,9 @@ inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
         if (c.kinds[l] == TOKEN_CHOICE)
             CUDA_CHECK(cudaMemcpy(da.layer[l].aux, &daux, sizeof(float), cudaMemcpyHostToDevice));
 
+    if (model->teacher)
+        distill_backward(da.logits, da.losses, model->teacher, model->targets, (float)model->distill_weight, B, T, c.V,
+                         c.Vp);
     crossentropy_backward(da.logits, da.losses, a.probs, model->targets, B, T, c.V, c.Vp);
     matmul_backward(da.lnf, dw.wte, nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
     layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw, a.lnf_mean,

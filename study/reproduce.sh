@@ -20,7 +20,9 @@
 #   3. transition tuning: the MoT run with the lowest final validation loss
 #      turned into token choice (same tensors) and trained 10% more steps,
 #      with each router (threshold, the default; threshold with gate 1;
-#      softmax top-1), at the rate the MoT run ended at (a tenth of its peak); each routed model then decodes every validation
+#      softmax top-1; and the threshold router learning from the MoT model's
+#      probabilities too, --distill), at the rate the MoT run ended at (a
+#      tenth of its peak); each routed model then decodes every validation
 #      sequence alone (NAME.decode); then dense, the best MoT, both token
 #      choices and the threshold transition again at every other seed of
 #      SEEDS;
@@ -349,10 +351,10 @@ for size in $SIZES; do
     best=$("$STUDY" best "$OUT/runs" "$size-mot")
     best_family=$(sed -n 's/^family //p' "$OUT/runs/$best.meta")
     tlr=$(awk -v x="${LR[$best_family]}" 'BEGIN { printf "%g", x / 10 }')
-    transition() {  # NAME FROM ROUTER
-        local name=$1 from=$2 router=$3 extra=()
+    transition() {  # NAME FROM ROUTER [OPTIONS...]
+        local name=$1 from=$2 router=$3 extra=("${@:4}")
         needs_checkpoint "$from"
-        [[ $router == softmax ]] && extra=(--topk 1)
+        [[ $router == softmax ]] && extra+=(--topk 1)
         FROM=$from run "$name" "$size" transition main $(( steps / 10 )) --load "$OUT/runs/$from.ckpt" \
             --transition token-choice --router "$router" "${extra[@]}" --lr "$tlr" --warmup $(( WARMUP / 4 ))
         decode_loss "$name"
@@ -360,6 +362,7 @@ for size in $SIZES; do
     transition "$size-transition" "$best" threshold
     transition "$size-transition-threshold-one" "$best" threshold-one
     transition "$size-transition-softmax" "$best" softmax
+    transition "$size-transition-distill" "$best" threshold --distill "$OUT/runs/$best.ckpt"
 
     # the headline runs again at the other seeds: dense, the best MoT, token choice, the transition
     for seed in $SEEDS; do

@@ -247,6 +247,14 @@ static std::string router_of(const RunLog& r) {
     return k == 1 ? "threshold" : k == 2 ? "threshold-one" : "softmax";
 }
 
+// --distill's weight (0: none; logs from before --distill have none)
+static double distill_of(const RunLog& r) { return r.header.count("distill_weight") ? r.header.at("distill_weight") : 0; }
+
+// the router, and the teacher when the run distilled
+static std::string tuning_of(const RunLog& r) {
+    return router_of(r) + (distill_of(r) > 0 ? strf(" + distill %g", distill_of(r)) : "");
+}
+
 struct Size {
     std::string name;
     double dense_final = NAN;
@@ -307,6 +315,7 @@ static std::string results_json(const std::vector<RunLog>& runs, const std::vect
               ", \"loss_before_switch\": " + json_num(r.loss_before_switch) +
               ", \"loss_at_switch\": " + json_num(r.loss_at_switch) +
               ", \"router\": " + (kind_of(r) == "token-choice" || kind_of(r) == "transition" ? json_str(router_of(r)) : "null") +
+              ", \"distill_weight\": " + json_num(distill_of(r)) +
               ", \"val_loss_after_2pct\": " + json_num(kind_of(r) == "transition" ? r.val_at(r.steps_done / 5.0) : NAN) +
               ", \"val_loss_after_5pct\": " + json_num(kind_of(r) == "transition" ? r.val_at(r.steps_done / 2.0) : NAN) +
               ", \"decode_val_loss\": " + json_num(r.decode_loss) +
@@ -326,7 +335,7 @@ static std::string label_of(const RunLog& r) {
     if (k == "dense") return "dense";
     if (k == "transition")
         return strf("transition of %s to token choice, %s router, k %g (validation loss %.3f, at the switch %.3f)",
-                    r.meta.count("from") ? r.meta.at("from").c_str() : "?", router_of(r).c_str(), hv(r, "topk"),
+                    r.meta.count("from") ? r.meta.at("from").c_str() : "?", tuning_of(r).c_str(), hv(r, "topk"),
                     r.loss_before_switch, r.loss_at_switch);
     if (k == "token-choice") return strf("token choice top-%g, E %g, f %g", hv(r, "topk"), hv(r, "experts"), hv(r, "expert_size"));
     return strf("MoT E %g G %g f %g, tau %g, %s", hv(r, "experts"), hv(r, "group"), hv(r, "expert_size"),
@@ -410,7 +419,7 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
                        "+10%% | decoded alone |\n|---|---|---|---|---|---|---|---|---|\n",
                        z.name.c_str());
             for (const RunLog* r : trans)
-                md += strf("| %s | %g | %g | %.4f | %.4f | %.4f | %.4f | %.4f | %s |\n", router_of(*r).c_str(),
+                md += strf("| %s | %g | %g | %.4f | %.4f | %.4f | %.4f | %.4f | %s |\n", tuning_of(*r).c_str(),
                            hv(*r, "topk"), hv(*r, "capacity_factor"), r->loss_before_switch, r->loss_at_switch,
                            r->val_at(r->steps_done / 5.0), r->val_at(r->steps_done / 2.0), r->final_val(),
                            std::isfinite(r->decode_loss) ? strf("%.4f", r->decode_loss).c_str() : "—");

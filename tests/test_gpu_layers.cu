@@ -187,7 +187,7 @@ GPU_TEST("gpu attention forward and backward") {
     }
 }
 
-GPU_TEST("gpu crossentropy forward and backward, padded vocabulary") {
+GPU_TEST("gpu crossentropy forward and backward, with distillation, padded vocabulary") {
     TestRng rng(7);
     struct Shape { int B, T, V, Vp; };
     for (Shape s : {Shape{2, 7, 100, 128}, Shape{1, 37, 257, 320}, Shape{2, 5, 1000, 1024}, Shape{3, 3, 64, 64}}) {
@@ -213,6 +213,20 @@ GPU_TEST("gpu crossentropy forward and backward, padded vocabulary") {
         for (size_t i = 0; i < BT; i++)
             for (int v = s.V; v < s.Vp; v++) pad_untouched &= got[i * s.Vp + v] == dlogits[i * s.Vp + v];
         CHECK_MESSAGE(pad_untouched, "padded logits got a gradient" << tag);
+        // the distillation part, from another row's probabilities as the teacher's
+        std::vector<float> teacher(probs.size());
+        for (size_t i = 0; i < BT; i++)
+            std::copy(probs.begin() + ((i + 1) % BT) * s.Vp, probs.begin() + ((i + 1) % BT + 1) * s.Vp,
+                      teacher.begin() + i * s.Vp);
+        DevF d_teacher(teacher);
+        distill_backward(dlogits.data(), dlosses.data(), teacher.data(), targets.data(), 0.7f, s.B, s.T, s.V, s.Vp);
+        gpu::distill_backward(d_dlogits.p, d_dlosses.p, d_teacher.p, d_targets.p, 0.7f, s.B, s.T, s.V, s.Vp);
+        got = d_dlogits.get();
+        check_close(got, dlogits, scaled_tol(TOL, dlogits), "distill dlogits" + tag);
+        pad_untouched = true;
+        for (size_t i = 0; i < BT; i++)
+            for (int v = s.V; v < s.Vp; v++) pad_untouched &= got[i * s.Vp + v] == dlogits[i * s.Vp + v];
+        CHECK_MESSAGE(pad_untouched, "padded logits got a distillation gradient" << tag);
     }
 }
 

@@ -306,6 +306,77 @@ TEST_CASE("--resume keeps the run's --router-balance: the controller goes on bit
     CHECK(bad.out.find("resuming at step 2") != std::string::npos);  // the one before it
 }
 
+// The step rows' value of key, as a number.
+static double log_number(LogRows& rows, int step, const char* key) {
+    REQUIRE_MESSAGE(rows[step].count(key) == 1, "step ", step, " lacks ", key);
+    return std::atof(rows[step][key].c_str());
+}
+
+TEST_CASE("distillation: the objective's weight as the gradient shows it; the logged loss stays the cross-entropy") {
+    mot_checkpoint("build/tk_mot.ckpt");
+    const std::string base = DATA + MODEL + " --load build/tk_mot.ckpt --val-every 0 --steps 1 --lr 1e-2";
+    auto step1 = [&](const std::string& extra, const std::string& log) {
+        std::remove(log.c_str());
+        Run r = run(base + extra + " --log " + log);
+        INFO(r.out);
+        REQUIRE(r.rc == 0);
+        LogRows rows = read_log(log);
+        REQUIRE(rows.count(1) == 1);
+        return rows;
+    };
+    LogRows plain = step1("", "build/tk_d_plain.jsonl");
+    // from the model itself at weight 1 the two distributions are the same floats: the gradient is zero exactly
+    LogRows self = step1(" --distill build/tk_mot.ckpt --distill-weight 1", "build/tk_d_self1.jsonl");
+    CHECK(log_number(self, 1, "grad_norm") == 0.0);
+    CHECK(self[1]["loss"] == plain[1]["loss"]);
+    // at weight w the teacher's part cancels that fraction of the cross-entropy's gradient
+    LogRows half = step1(" --distill build/tk_mot.ckpt --distill-weight 0.25", "build/tk_d_self025.jsonl");
+    CHECK(log_number(half, 1, "grad_norm") ==
+          doctest::Approx(0.75 * log_number(plain, 1, "grad_norm")).epsilon(1e-5));
+    CHECK(half[1]["loss"] == plain[1]["loss"]);
+    CHECK(number_after(slurp("build/tk_d_self025.jsonl"), "\"distill_weight\": ") == 0.25);
+    CHECK(number_after(slurp("build/tk_d_plain.jsonl"), "\"distill_weight\": ") == 0);
+    // another teacher (the model trained further) pulls elsewhere: neither zero nor the plain gradient
+    Run more = run(DATA + MODEL + " --load build/tk_mot.ckpt --val-every 0 --steps 10 --lr 1e-2 --save build/tk_mot_more.ckpt");
+    REQUIRE(more.rc == 0);
+    LogRows other = step1(" --distill build/tk_mot_more.ckpt --distill-weight 1", "build/tk_d_other.jsonl");
+    CHECK(log_number(other, 1, "grad_norm") > 0);
+    CHECK(log_number(other, 1, "grad_norm") != doctest::Approx(log_number(plain, 1, "grad_norm")).epsilon(1e-3));
+    // a transition distills from the MoT model it came from: same forward, another gradient
+    const std::string tr = " --transition token-choice --capacity-factor 4";
+    LogRows tplain = step1(tr, "build/tk_d_tplain.jsonl");
+    LogRows tdist = step1(tr + " --distill build/tk_mot.ckpt", "build/tk_d_tdist.jsonl");
+    CHECK(tdist[1]["loss"] == tplain[1]["loss"]);
+    CHECK(tdist[1]["grad_norm"] != tplain[1]["grad_norm"]);
+}
+
+TEST_CASE("distillation resumes bit for bit with its teacher, and not without it") {
+    mot_checkpoint("build/tk_mot.ckpt");
+    check_resume("build/tkd", "cpu", 1, " --distill build/tk_mot.ckpt --distill-weight 0.5");
+    // the same checkpoints, resumed without the teacher: refused, naming what is missing
+    const std::string dir = "build/tkd_resume1_ckpt";
+    REQUIRE(exists(dir + "/step_00000010.state"));
+    Run r = run("--data build/tkd_small.bin --val-data build/tkd_val.bin --steps 20 --checkpoint-dir " + dir +
+                TINY_MODEL + " --device cpu --resume");
+    expect_error(r, {"distilled from a teacher", "--distill-weight 0.5", "give --distill"});
+}
+
+TEST_CASE("distillation refuses what it cannot do") {
+    mot_checkpoint("build/tk_mot.ckpt");
+    const std::string base = DATA + MODEL + " --val-every 0 --steps 1";
+    expect_error(run(base + " --distill-weight 0.5"), {"--distill-weight needs --distill"});
+    expect_error(run(base + " --distill build/tk_missing.ckpt"), {"build/tk_missing.ckpt"});
+    expect_error(run(base + " --distill build/tk_mot.ckpt --distill-weight 0"), {"--distill-weight 0"});
+    // another vocabulary: nothing to compare token by token
+    Run v = run(DATA + " --vocab 300 --layers 2 --heads 2 --d-model 16 --experts 4 --group 2 --batch 4 --seq 8"
+                " --device cpu --sample-every 0 --val-every 0 --steps 1 --save build/tk_v300.ckpt");
+    REQUIRE(v.rc == 0);
+    expect_error(run(base + " --distill build/tk_v300.ckpt"), {"--distill build/tk_v300.ckpt", "300 tokens", "257"});
+    // a MoT teacher mixes groups of its G rows: the batch must hold whole groups
+    expect_error(run(base + " --ffn dense --batch 3 --distill build/tk_mot.ckpt"),
+                 {"--distill build/tk_mot.ckpt", "--batch 3", "group 2"});
+}
+
 TEST_CASE("--load of a threshold-routed model without --router-balance says that AdamW trains the biases") {
     mot_checkpoint("build/tk_mot.ckpt");
     Run sw = run(DATA + MODEL + " --load build/tk_mot.ckpt --transition token-choice --steps 0 --val-every 0"

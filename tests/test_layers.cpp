@@ -294,6 +294,41 @@ TEST_CASE("crossentropy backward matches finite differences; padded logits get n
     CHECK_GRAD("logits", loss, logits, dlogits);
 }
 
+TEST_CASE("distillation: distill_backward and crossentropy_backward give the gradient of (1 - w) CE + w KL(q || p)") {
+    const int B = 2, T = 3, V = 5, Vp = 8;
+    TestRng r(18);
+    Vec logits = r.doubles((size_t)B * T * Vp, 2.0), teacher_logits = r.doubles(logits.size(), 2.0);
+    std::vector<int> targets(B * T);
+    for (int& t : targets) t = r.below(V);
+    Vec losses(B * T), probs(logits.size()), q(logits.size()), qlosses(B * T), R = r.doubles(B * T);
+    crossentropy_forward(qlosses.data(), q.data(), teacher_logits.data(), targets.data(), B, T, V, Vp);
+    for (double w : {0.5, 1.0}) {
+        // the objective, sum_i R_i [(1 - w) CE_i + w sum_v q log(q / p)], from the probabilities as written
+        auto loss = [&] {
+            crossentropy_forward(losses.data(), probs.data(), logits.data(), targets.data(), B, T, V, Vp);
+            double total = 0;
+            for (int i = 0; i < B * T; i++) {
+                double kl = 0;
+                for (int v = 0; v < V; v++) {
+                    size_t j = (size_t)i * Vp + v;
+                    kl += q[j] * (std::log(q[j]) - std::log(probs[j]));
+                }
+                total += R[i] * ((1 - w) * losses[i] + w * kl);
+            }
+            return total;
+        };
+        loss();
+        Vec dlogits(logits.size());
+        grads_and_check_accumulation("distill", {&dlogits}, [&] {
+            distill_backward(dlogits.data(), R.data(), q.data(), targets.data(), w, B, T, V, Vp);
+            crossentropy_backward(dlogits.data(), R.data(), probs.data(), targets.data(), B, T, V, Vp);
+        });
+        for (int i = 0; i < B * T; i++)
+            for (int v = V; v < Vp; v++) CHECK(dlogits[(size_t)i * Vp + v] == 0.0);
+        CHECK_GRAD("logits", loss, logits, dlogits);
+    }
+}
+
 TEST_CASE("grad_norm_squared and clip_scale follow the clipping formula") {
     TestRng r(9);
     for (double scale : {0.01, 3.0}) {

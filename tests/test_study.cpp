@@ -76,7 +76,7 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
     REQUIRE(r.rc == 0);
 
     std::vector<std::string> names = {"S-dense", "S-tc32", "S-tc32k2", "S-transition", "S-transition-threshold-one",
-                                      "S-transition-softmax", "S-dense-s1338", "S-tc32-s1338", "S-tc32k2-s1338",
+                                      "S-transition-softmax", "S-transition-distill", "S-dense-s1338", "S-tc32-s1338", "S-tc32k2-s1338",
                                       "S-transition-s1338"};
     for (const char* fam : {"dense", "mot32", "mot256", "tc32", "tc32k2"})
         for (const char* lr : {"0.003", "0.006"}) names.push_back(std::string("S-lr-") + fam + "-" + lr);
@@ -107,11 +107,15 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
                                ? "0.003" : "0.006";
     CHECK(slurp(out + "/runs/S-dense.jsonl") == slurp(out + "/runs/S-lr-dense-" + dense_lr + ".jsonl"));
     // each transition decoded alone; the routers as named
-    for (const char* t : {"S-transition", "S-transition-threshold-one", "S-transition-softmax", "S-transition-s1338"})
+    for (const char* t : {"S-transition", "S-transition-threshold-one", "S-transition-softmax", "S-transition-distill",
+                          "S-transition-s1338"})
         CHECK_MESSAGE(num(res[t], "decode_val_loss") > 0, t);
     CHECK(res["S-transition"]["router"] == "threshold");
     CHECK(res["S-transition-threshold-one"]["router"] == "threshold-one");
     CHECK(res["S-transition-softmax"]["router"] == "softmax");
+    CHECK(res["S-transition-distill"]["router"] == "threshold");
+    CHECK(num(res["S-transition-distill"], "distill_weight") == 0.5);
+    CHECK(num(res["S-transition"], "distill_weight") == 0);
 
     // the shapes of the protocol (d_ff 128 at size S)
     Obj &dense = res["S-dense"], &m32 = res["S-mot32-all-t0.1"], &m256 = res["S-mot256-second-half-t1"],
@@ -155,7 +159,8 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
     }
     CHECK(res["S-transition"]["from"] == best_mot);
     // the transitions go on at the rate their MoT run ended at, a tenth of its peak
-    for (const char* t : {"S-transition", "S-transition-threshold-one", "S-transition-softmax", "S-transition-s1338"})
+    for (const char* t : {"S-transition", "S-transition-threshold-one", "S-transition-softmax", "S-transition-distill",
+                          "S-transition-s1338"})
         CHECK_MESSAGE(num(res[t], "lr") == doctest::Approx(num(res[best_mot], "lr") / 10).epsilon(1e-6), t);
     CHECK(res.count(best_mot + "-s1338"));
     CHECK(res["S-transition-s1338"]["from"] == best_mot + "-s1338");
@@ -250,11 +255,13 @@ TEST_CASE("a stopped run continues from its checkpoint; a transition resumes wit
     INFO(again.out);
     REQUIRE(again.rc == 0);
     // the stopped transition resumed from its checkpoint, without --load; what started anew are
-    // only the two transitions that come after it
+    // only the three transitions that come after it
     for (size_t p = 0; (p = again.out.find("(new)", p)) != std::string::npos; p++) {
         size_t bol = again.out.rfind('\n', p) + 1;
         std::string l = again.out.substr(bol, p - bol);
-        CHECK_MESSAGE((l == "reproduce: S-transition-threshold-one " || l == "reproduce: S-transition-softmax "), l);
+        CHECK_MESSAGE((l == "reproduce: S-transition-threshold-one " || l == "reproduce: S-transition-softmax " ||
+                       l == "reproduce: S-transition-distill "),
+                      l);
     }
     std::string line = after(again.out, "reproduce: S-transition (--resume):");
     CHECK(!line.empty());
@@ -268,7 +275,7 @@ TEST_CASE("a stopped run continues from its checkpoint; a transition resumes wit
     for (const JsonRow& row : jsonl_read(out + "/runs/S-transition.jsonl")) n_run_rows += row.count("params");
     CHECK(n_run_rows == 1);
     std::map<std::string, Obj> res = read_results(out + "/results.json");
-    CHECK(res.size() == 15);  // 5 grid runs, 4 MoT main runs, 3 promoted from the grid, 3 transitions
+    CHECK(res.size() == 16);  // 5 grid runs, 4 MoT main runs, 3 promoted from the grid, 4 transitions
     CHECK(num(res["S-transition"], "tokens_seen") == 4 * 32 * 32);
 }
 

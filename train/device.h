@@ -135,6 +135,11 @@ inline void gpu_model_logits_losses(GpuModel* g, size_t BT, size_t Vp, float* lo
 
 inline void gpu_model_set_aux_weight(GpuModel* g, double weight) { g->gpt.aux_weight = weight; }
 inline double gpu_model_aux_loss(const GpuModel& g) { return g.gpt.aux_loss; }
+// --distill: the next backward of student distills from teacher's last forward (null: stops)
+inline void gpu_model_set_teacher(GpuModel* student, const GpuModel* teacher, double weight) {
+    student->gpt.teacher = teacher ? teacher->gpt.acts.probs : nullptr;
+    student->gpt.distill_weight = weight;
+}
 inline void gpu_model_set_mot_discrete(GpuModel* g, bool on) { g->gpt.mot_discrete = on; }
 
 // TOKEN_CHOICE layer l in the last forward: the tokens each expert took,
@@ -255,6 +260,7 @@ inline double gpu_model_forward(GpuModel*, const int*, const int*, int, int) { n
 inline void gpu_model_logits_losses(GpuModel*, size_t, size_t, float*, float*) { no_gpu_code(); }
 inline void gpu_model_set_aux_weight(GpuModel*, double) {}
 inline double gpu_model_aux_loss(const GpuModel&) { no_gpu_code(); }
+inline void gpu_model_set_teacher(GpuModel*, const GpuModel*, double) { no_gpu_code(); }
 inline void gpu_model_set_mot_discrete(GpuModel*, bool) {}
 inline int gpu_model_routing(GpuModel*, int, float*, std::vector<float>*) { no_gpu_code(); }
 inline void gpu_model_count_fires(GpuModel*, double*) { no_gpu_code(); }

@@ -221,6 +221,22 @@ inline double model_aux_loss(const Model& m) {
     return m.cpu.aux_loss;
 }
 
+// --distill: the next backward of student distills with weight w from the
+// probabilities of teacher's last forward, which must have run on the same
+// batch and the same device (null teacher: the plain loss again).
+inline void model_set_teacher(Model* student, const Model* teacher, double w) {
+    if (teacher && teacher->on_gpu != student->on_gpu)
+        fail("--distill: the teacher and the model being trained must be on the same device");
+    if (teacher && teacher->cfg.Vp != student->cfg.Vp)
+        fail(strf("--distill: the teacher's vocabulary (%d) is not the model's (%d)", teacher->cfg.V, student->cfg.V));
+    if (student->on_gpu) {
+        gpu_model_set_teacher(&student->gpu, teacher ? &teacher->gpu : nullptr, w);
+        return;
+    }
+    student->cpu.teacher = teacher ? teacher->cpu.acts.probs : nullptr;
+    student->cpu.distill_weight = w;
+}
+
 // MOT layers with one-hot mixing weights (eval and sample --mot-discrete).
 inline void model_set_mot_discrete(Model* m, bool on) {
     m->cpu.mot_discrete = on;

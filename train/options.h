@@ -45,6 +45,8 @@ struct Options {
     float router_balance = 0;       // threshold routers: the bias controller's gain eta; 0: bc trained by AdamW;
                                     // a --transition to --router threshold: TRANSITION_ROUTER_BALANCE unless given
                                     // --resume: the training state's unless given
+    std::string distill;            // a model whose probabilities the run also learns from (train/distill.h)
+    float distill_weight = 0.5f;    // w: the objective is (1 - w) cross-entropy + w KL(teacher || model)
     // optimization
     int steps = 750, warmup = 50;
     float lr = 3e-3f, lr_min_frac = 0.1f, wd = 0.1f, grad_clip = 1.0f;
@@ -182,6 +184,8 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--calibration-batches", o->calibration_batches, "--transition to a threshold router: training batches whose MoT controller logits set each expert's threshold")->check(CLI::Range(1, 1 << 16));
     app.add_option("--router-balance", o->router_balance, "threshold routers: after every step move each expert's bias by -ETA * (its firing rate - 1/G), G the group the thresholds were calibrated for (the MoT model's), instead of by its gradient; 0: off; default 0, with --transition to --router threshold 2; --resume keeps the run's")->check(CLI::Range(0.0, 1e6))->check(FINITE);
     app.add_option("--transition", o->transition, "with --load: turn every MoT layer into this kind (token-choice), same tensors, fresh optimizer")->check(CLI::IsMember({"token-choice"}));
+    app.add_option("--distill", o->distill, "also learn from this model's probabilities on the same batches (a checkpoint, safetensors or llm.c file of the same vocabulary; e.g. the MoT model of a --transition): the objective is (1 - w) cross-entropy + w KL(its probabilities || the model's), w --distill-weight; the logged loss stays the cross-entropy");
+    app.add_option("--distill-weight", o->distill_weight, "with --distill: the weight w of the KL term (0 < w <= 1)")->check(CLI::Range(0.0, 1.0))->check(FINITE);
     app.add_option("--load", o->load, "start from this model: a checkpoint, a safetensors file of export or an llm.c GPT-2 model file (its header sets the model shape)");
     app.add_option("--save", o->save, "write the final model to this checkpoint");
     app.add_option("--log", o->log, "write one JSON object per step to this file");

@@ -35,6 +35,7 @@
 #include "data/dataloader.h"
 #include "data/prepare.h"
 #include "tokenizer/bpe.h"
+#include "train/distill.h"
 #include "train/log.h"
 #include "train/model.h"
 #include "train/options.h"
@@ -97,6 +98,7 @@ struct TrainRun {
     // with --transition: the loss before the first update, with the MoT layers and as token choice
     bool transition_measured = false;
     double transition_mot_loss = 0, transition_loss = 0;
+    Teacher teacher;  // --distill (train/distill.h)
 };
 
 // A new run (no --resume) into a folder that holds checkpoints would mix
@@ -134,7 +136,8 @@ inline std::vector<std::pair<std::string, std::string>> rank_options(const Optio
             {"--capacity-factor", fnum(o.capacity_factor)}, {"--aux-loss", fnum(o.aux_loss)},
             {"--transition", text(o.transition)}, {"--router", text(o.router)},
             {"--router-temperature", fnum(o.router_temperature)}, {"--calibration-batches", num(o.calibration_batches)},
-            {"--router-balance", fnum(o.router_balance)},
+            {"--router-balance", fnum(o.router_balance)}, {"--distill", text(o.distill)},
+            {"--distill-weight", fnum(o.distill_weight)},
             {"--steps", num(o.steps)}, {"--warmup", num(o.warmup)}, {"--lr", fnum(o.lr)},
             {"--lr-min-frac", fnum(o.lr_min_frac)}, {"--wd", fnum(o.wd)}, {"--grad-clip", fnum(o.grad_clip)},
             {"--beta1", fnum(o.beta1)}, {"--beta2", fnum(o.beta2)}, {"--adam-eps", fnum(o.adam_eps)},
@@ -258,6 +261,7 @@ inline void check_options(TrainRun* r) {
     }
     r->micro = r->accum * R;
     check_expert_parallel_options(r);
+    distill_check_options(o);
     if (o.load.empty() && !o.resume) check_options_apply(o, layer_kinds(o), false, "--ffn " + o.ffn);
     if (dist().rank != 0) return;  // rank 0 alone writes
     check_not_checkpoint_dir({{"--save", o.save, ""}, {"--log", o.log, ""}}, o.checkpoint_dir);
@@ -431,6 +435,10 @@ inline void setup_model(TrainRun* r) {
             resolve_precision(&r->o);
         }
         check_options_apply(o, r->c.kinds, true, checkpoint_name(o.checkpoint_dir, step, "ckpt"));
+        if (r->state.settings.distill_weight > 0 && o.distill.empty())
+            fail(strf("%s: the run distilled from a teacher (--distill-weight %g): give --distill with the same "
+                      "teacher to continue it",
+                      checkpoint_name(o.checkpoint_dir, step, "ckpt").c_str(), r->state.settings.distill_weight));
     } else if (!o.load.empty()) {
         model_file_load(o.load, &r->c, &r->params);
         std::printf("loaded %s\n", o.load.c_str());
@@ -546,6 +554,7 @@ inline TrainSettings train_settings(const Options& o) {
     t.router_balance_known = true, t.router_balance = o.router_balance;
     for (int i = 0; i < 3; i++)
         if (o.precision == STATE_PRECISIONS[i]) t.precision = i;
+    t.distill_weight = o.distill.empty() ? 0 : o.distill_weight;
     return t;
 }
 
@@ -566,7 +575,8 @@ inline void note_changed_settings(const TrainSettings& was, const TrainSettings&
                     {"--adam-eps", was.adam_eps, now.adam_eps},
                     {"--aux-loss", was.aux_loss, now.aux_loss},
                     {"--router-balance", was.router_balance_known ? was.router_balance : now.router_balance,
-                     now.router_balance}};
+                     now.router_balance},
+                    {"--distill-weight", was.distill_weight, now.distill_weight}};
     for (const auto& s : settings)
         if (s.was != s.now)
             std::printf("note: the run was trained with %s %g, now %s %g: the updates from here on use the new "
@@ -595,6 +605,7 @@ inline void setup_device(TrainRun* r) {
     model_set_aux_weight(&r->model, o.aux_loss);
     model_set_bf16(&r->model, o.precision == "bf16");
     std::vector<float>().swap(r->params);
+    distill_setup(&r->teacher, o, r->model, r->B, r->T);
     parallel_init(&r->par, &r->model, o.zero);
     if (o.zero && dist().size == 1) std::printf("note: --zero 1 with one rank: nothing to shard, the run is as --zero 0\n");
     if (o.resume) {
@@ -750,6 +761,7 @@ inline StepResult train_step(TrainRun* r, int step, double peak_flops, double fl
         }
         dataloader_next(&r->train_loader, x.data(), y.data());
         s.loss += model_forward(&r->model, x.data(), y.data(), r->B, r->T) / r->micro;
+        distill_forward(&r->teacher, &r->model, x.data(), y.data(), r->B, r->T);
         s.aux_loss += model_aux_loss(r->model) / r->micro;
         if (balance) model_count_fires(&r->model, &fires);
         if (!routed.empty()) model_add_router_counts(&r->model, &routed);
@@ -832,6 +844,7 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
                                  {"router_temperature", c.router_tau}, {"router_balance", o.router_balance},
                                  {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)},
                                  {"expert_parallel", (double)r->par.ep},
+                                 {"distill_weight", r->teacher.on ? r->teacher.weight : 0.0},
                                  {"params_held", (double)num_params(r->model.cfg)}});
     jsonl_write(&r->log, 0, fields);
 }

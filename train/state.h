@@ -18,10 +18,13 @@
 //     can say which of them changed; [26] --router-balance, the threshold
 //     routers' controller gain (version 5, float32 bits), which --resume
 //     keeps unless given; [27] --precision (version 6: 0 fp32, 1 tf32,
-//     2 bf16), which --resume keeps unless given; every other slot 0
+//     2 bf16), which --resume keeps unless given; [28] --distill-weight
+//     (version 7, float32 bits; 0: no --distill), which --resume checks
+//     against (a run that distilled goes on only with its teacher given
+//     again); every other slot 0
 //   float32 AdamW m (num_params), then v (num_params)
-// Files of versions 1 to 5 (without [14], [15], [16], [17..25], [26] or
-// [27]) still load; those fields are then unknown (the gain read as 0: off).
+// Files of versions 1 to 6 (without [14], [15], [16], [17..25], [26], [27]
+// or [28]) still load; those fields are then unknown (the gain read as 0: off).
 // Loading checks every field, so a damaged or foreign file is refused with
 // the field that is wrong, never trained from.
 #pragma once
@@ -39,7 +42,7 @@
 #include "data/dataloader.h"
 
 constexpr int64_t STATE_MAGIC = 20261130;
-constexpr int64_t STATE_VERSION = 6;
+constexpr int64_t STATE_VERSION = 7;
 
 // The optimizer settings of a run (the options of the same names).
 struct TrainSettings {
@@ -49,6 +52,7 @@ struct TrainSettings {
     bool router_balance_known = false;  // false: from a file of version 1 to 4 (router_balance 0)
     float router_balance = 0;
     int precision = -1;  // index into STATE_PRECISIONS; -1: from a file of version 1 to 5
+    float distill_weight = 0;  // --distill-weight of a run with --distill, else 0 (and from versions 1 to 6)
 };
 
 // --precision as slot [27] stores it.
@@ -92,6 +96,7 @@ inline void train_state_save(const std::string& path, const TrainState& s) {
     for (float f : {o.wd, o.grad_clip, o.beta1, o.beta2, o.adam_eps, o.aux_loss, o.router_balance})
         std::memcpy(&h[k++], &f, 4);
     h[27] = o.precision;
+    std::memcpy(&h[28], &o.distill_weight, 4);
     write_file_atomic(path, {{h.data(), h.size() * 8}, {s.m.data(), s.m.size() * 4}, {s.v.data(), s.v.size() * 4}});
 }
 
@@ -158,6 +163,14 @@ inline TrainState train_state_load(const std::string& path, size_t expected_para
         if (h[1] >= 6) {
             need(h[27] >= 0 && h[27] <= 2, "the precision it trained with (slot 27)", h[27]);
             o.precision = (int)h[27];
+        }
+        if (h[1] >= 7) {
+            uint32_t bits = (uint32_t)h[28];
+            std::memcpy(&o.distill_weight, &bits, 4);
+            if (h[28] != (int64_t)bits || !(o.distill_weight >= 0 && o.distill_weight <= 1))
+                fail(strf("%s: damaged training state: the --distill-weight it trained with is not in [0, 1] "
+                          "(slot 28)",
+                          name));
         }
     }
     s.step = h[2];
