@@ -1,5 +1,6 @@
 // tests/test_gpu_model.cu: the whole GPU model (gpu/gpt.cuh) against the CPU
-// reference: loss, logits and every gradient at small and GPT-2-small shapes,
+// reference: loss, logits and every gradient (with and without a --distill
+// teacher) at small and GPT-2-small shapes,
 // AdamW steps, batch-shape changes, moments loaded for a resume, TF32, bitwise
 // repetition, out-of-memory handling; and ./train_mot --device cuda itself
 // (tests/train_checks.h): two runs of one command and a resumed run must match
@@ -55,6 +56,21 @@ GPU_TEST("gpu model: loss, logits and every parameter gradient") {
         check_tensors(mc.cfg, grads, cpu.grads_memory, std::string(mc.name) + " accumulated grad");
         double cpu_norm = gpt_grad_norm(&cpu), gpu_norm = gpu::gpt_grad_norm(&gm);
         CHECK_MESSAGE(std::fabs(gpu_norm - cpu_norm) < TOL * cpu_norm, mc.name << " grad norm " << gpu_norm << " vs " << cpu_norm);
+        // with a teacher (--distill): another row's probabilities as its distribution, weight 0.5
+        const size_t Vp = mc.cfg.Vp;
+        std::vector<float> teacher(BT * Vp);
+        for (size_t i = 0; i < BT; i++)
+            std::copy(cpu.acts.probs + ((i + 1) % BT) * Vp, cpu.acts.probs + ((i + 1) % BT + 1) * Vp,
+                      teacher.begin() + i * Vp);
+        DevF d_teacher(teacher);
+        cpu.teacher = teacher.data(), cpu.distill_weight = 0.5;
+        gm.teacher = d_teacher.p, gm.distill_weight = 0.5;
+        gpt_zero_grad(&cpu); gpu::gpt_zero_grad(&gm);
+        gpt_backward(&cpu, 1.0);
+        gpu::gpt_backward(&gm, 1.0);
+        gpu::gpu_gpt_get_grads(&gm, grads.data());
+        check_tensors(mc.cfg, grads, cpu.grads_memory, std::string(mc.name) + " distilled grad");
+        cpu.teacher = nullptr, gm.teacher = nullptr;
         // forward without targets leaves the loss alone and backward refuses
         gpu::gpt_forward(&gm, inputs.data(), nullptr, mc.B, mc.T);
         CHECK_THROWS(gpu::gpt_backward(&gm, 1.0));
