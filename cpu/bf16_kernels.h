@@ -20,7 +20,9 @@
 //
 // MoT and token choice run fused (one call each): their stored tensors are
 // rounded when the call returns, so within the call a stage reads the
-// previous stage's float result, not its rounded one.
+// previous stage's float result, not its rounded one. Their expert-parallel
+// forms (--expert-parallel) round the same tensors, every member's copies of
+// them, so N ranks compute what one process computes.
 #pragma once
 #include <cstddef>
 #include <tuple>
@@ -116,13 +118,71 @@ struct Bf16Kernels {
         bf16_round_out(arg<6>(a...), ST * E * C);
         bf16_round_out(arg<0>(a...), B * T * C);
     }
-    // not emulated: --precision bf16 with --expert-parallel is refused (train/options.h)
-    template <typename... A> static void mot_ep_forward(A...) { fail("expert parallelism runs in fp32"); }
-    template <typename... A> static void mot_ep_backward(A...) { fail("expert parallelism runs in fp32"); }
-    template <typename... A> static void mot_ep_inputs_forward(A...) { fail("expert parallelism runs in fp32"); }
-    template <typename... A> static void mot_ep_inputs_backward(A...) { fail("expert parallelism runs in fp32"); }
-    template <typename... A> static void token_choice_ep_forward(A...) { fail("expert parallelism runs in fp32"); }
-    template <typename... A> static void token_choice_ep_backward(A...) { fail("expert parallelism runs in fp32"); }
+    // Expert parallelism (cpu/fast/expert_parallel.h): the tensors mot_forward
+    // rounds, in whichever copy a member keeps of them. Both copies of an
+    // exchanged tensor are rounded (the sender's U and the owner's Ul, the
+    // owner's Yl and the sender's Y), so that the owner's backward (reading
+    // Ul, P, A) and the sender's (reading Y) see the values one process's
+    // backward reads from its rounded U, P, A, Y. Within the call the stages
+    // read float values, as in the fused mot_forward.
+    // mot_ep_forward(out (B,T,C), z, m, u (S,T,E,C), ul (N*S*T,El,C), p (N*S*T,El,f), a, yl (N*S*T,El,C),
+    //                y (S,T,E,C), buf, inp, wc, w1, w2, B, T, C, E, G, f, tau, discrete, x)
+    template <typename... A> static void mot_ep_forward(A... a) {
+        Inner::mot_ep_forward(a...);
+        const size_t B = arg<14>(a...), T = arg<15>(a...), C = arg<16>(a...), E = arg<17>(a...), G = arg<18>(a...),
+                     f = arg<19>(a...), ST = B / G * T;  // N*S*T*El = S*T*E
+        bf16_round_out(arg<3>(a...), ST * E * C);
+        bf16_round_out(arg<4>(a...), ST * E * C);
+        bf16_round_out(arg<5>(a...), ST * E * f);
+        bf16_round_out(arg<6>(a...), ST * E * f);
+        bf16_round_out(arg<7>(a...), ST * E * C);
+        bf16_round_out(arg<8>(a...), ST * E * C);
+        bf16_round_out(arg<0>(a...), B * T * C);
+    }
+    // mot_ep_backward(dinp (B,T,C), ..., B at 23, T, C)
+    template <typename... A> static void mot_ep_backward(A... a) {
+        Inner::mot_ep_backward(a...);
+        bf16_round_out(arg<0>(a...), (size_t)arg<23>(a...) * arg<24>(a...) * arg<25>(a...));
+    }
+    // The input-token exchange: the gathered inputs Xall are copies of bf16
+    // inputs; the owners' partial outputs Oall are sums inside the layer
+    // (float), their sum the layer output (rounded).
+    // mot_ep_inputs_forward(out (B,T,C), z, m, u (N*S*T,El,C), p (N*S*T,El,f), a, y (N*S*T,El,C), xall, oall,
+    //                       inp, wc, w1, w2, B, T, C, E, G, f, tau, discrete, x)
+    template <typename... A> static void mot_ep_inputs_forward(A... a) {
+        Inner::mot_ep_inputs_forward(a...);
+        const size_t B = arg<13>(a...), T = arg<14>(a...), C = arg<15>(a...), E = arg<16>(a...), G = arg<17>(a...),
+                     f = arg<18>(a...), ST = B / G * T;
+        bf16_round_out(arg<3>(a...), ST * E * C);
+        bf16_round_out(arg<4>(a...), ST * E * f);
+        bf16_round_out(arg<5>(a...), ST * E * f);
+        bf16_round_out(arg<6>(a...), ST * E * C);
+        bf16_round_out(arg<0>(a...), B * T * C);
+    }
+    // mot_ep_inputs_backward(dinp (B,T,C), ..., B at 22, T, C): dinp after the sum over the owners
+    template <typename... A> static void mot_ep_inputs_backward(A... a) {
+        Inner::mot_ep_inputs_backward(a...);
+        bf16_round_out(arg<0>(a...), (size_t)arg<22>(a...) * arg<23>(a...) * arg<24>(a...));
+    }
+    // token_choice_ep_forward(out (Nt,C), z, probs, route, slot, load, first, aux, xin (E,cap,C),
+    //                         xl (N,El,cap,C), pre (N,El,cap,f), act, yl (N,El,cap,C), yout (E,cap,C),
+    //                         inp, wc, w1, w2, Nt, C, E, f, k, cap, ...): both copies of the buffers, as for MoT
+    template <typename... A> static void token_choice_ep_forward(A... a) {
+        Inner::token_choice_ep_forward(a...);
+        const size_t N = arg<18>(a...), C = arg<19>(a...), E = arg<20>(a...), f = arg<21>(a...), cap = arg<23>(a...);
+        bf16_round_out(arg<8>(a...), E * cap * C);
+        bf16_round_out(arg<9>(a...), E * cap * C);
+        bf16_round_out(arg<10>(a...), E * cap * f);
+        bf16_round_out(arg<11>(a...), E * cap * f);
+        bf16_round_out(arg<12>(a...), E * cap * C);
+        bf16_round_out(arg<13>(a...), E * cap * C);
+        bf16_round_out(arg<0>(a...), N * C);
+    }
+    // token_choice_ep_backward(dinp (Nt,C), ..., Nt at 26, C at 27)
+    template <typename... A> static void token_choice_ep_backward(A... a) {
+        Inner::token_choice_ep_backward(a...);
+        bf16_round_out(arg<0>(a...), (size_t)arg<26>(a...) * arg<27>(a...));
+    }
     // mot_backward(dinp (B,T,C), ..., B at 20, T, C)
     template <typename... A> static void mot_backward(A... a) {
         Inner::mot_backward(a...);

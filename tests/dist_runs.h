@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -67,10 +68,17 @@ inline double num(const std::string& s) {
 
 inline double rel(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-30); }
 
+// The step rows of a log that have a loss (not a transition's row of step 0).
+inline LogRows loss_rows(const std::string& path) {
+    LogRows rows = read_log(path);
+    for (auto it = rows.begin(); it != rows.end();) it = it->second.count("loss") ? std::next(it) : rows.erase(it);
+    return rows;
+}
+
 // Every step's loss and grad norm (and every validation loss) of log a
 // within `tol` relative of log b's, over the steps b has; returns the largest.
 inline double compare_logs(const std::string& a, const std::string& b, double tol, size_t steps) {
-    LogRows ra = read_log(a), rb = read_log(b);
+    LogRows ra = loss_rows(a), rb = loss_rows(b);
     REQUIRE(ra.size() == steps);
     REQUIRE(rb.size() == steps);
     double worst = 0;

@@ -7,17 +7,23 @@
 // owner's expert gradients against its slice of the sum over all members'
 // batches. In double (to rounding) and in float. The same for the
 // expert-parallel token-choice layer against cpu/fast/token_choice.h, with
-// each member's routing the same to the bit. Then ./train_mot
-// --expert-parallel under mpirun against one process: losses, gradient
-// norms and validation losses; checkpoints; refused layouts; a killed rank.
+// each member's routing the same to the bit. Both again through the bf16
+// emulation (cpu/bf16_kernels.h): what each member stores rounded as one
+// process stores it. Then ./train_mot --expert-parallel under mpirun
+// against one process: losses, gradient norms and validation losses, in
+// fp32 and bf16, and after --transition; checkpoints; refused layouts; a
+// killed rank.
 // Without MPI those cases are skipped, saying why.
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_expert_parallel.cpp -o /tmp/t -lpthread
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <initializer_list>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "cpu/bf16_kernels.h"
 #include "cpu/fast/expert_parallel.h"
 #include "tests/close.h"
 #include "tests/dist_runs.h"
@@ -46,9 +52,46 @@ static std::vector<real> values(TestRng& r, size_t n, double scale = 1.0) {
     return std::vector<real>(d.begin(), d.end());
 }
 
-// inputs: the input-token exchange (each owner mixes for its experts); else the mixed-token one
+// The layers as the kernel sets call them (cpu/kernels.h's names), on the
+// parts of cpu/fast/ in any type; Bf16 is the same through the bf16
+// emulation (cpu/bf16_kernels.h), which rounds what a bf16 run stores.
+struct FastParts {
+    template <typename... A> static void mot_forward(A... a) { fast::mot_forward(a...); }
+    template <typename... A> static void mot_backward(A... a) { fast::mot_backward(a...); }
+    template <typename... A> static void mot_ep_forward(A... a) { fast::mot_ep_forward(a...); }
+    template <typename... A> static void mot_ep_backward(A... a) { fast::mot_ep_backward(a...); }
+    template <typename... A> static void mot_ep_inputs_forward(A... a) { fast::mot_ep_inputs_forward(a...); }
+    template <typename... A> static void mot_ep_inputs_backward(A... a) { fast::mot_ep_inputs_backward(a...); }
+    template <typename... A> static void token_choice_forward(A... a) { fast::token_choice_forward(a...); }
+    template <typename... A> static void token_choice_backward(A... a) { fast::token_choice_backward(a...); }
+    template <typename... A> static void token_choice_ep_forward(A... a) { fast::token_choice_ep_forward(a...); }
+    template <typename... A> static void token_choice_ep_backward(A... a) { fast::token_choice_ep_backward(a...); }
+};
+using Bf16 = Bf16Kernels<FastParts>;
+
+// Values of x that are not bf16 values (in float or double).
 template <typename real>
+static size_t not_bf16(const std::vector<real>& x) {
+    size_t n = 0;
+    for (real v : x) n += real(bf16_round(float(v))) != v;
+    return n;
+}
+
+// Under Bf16 the inputs, weights and output gradients are bf16 values, as
+// the model hands them to the layer.
+template <typename K, typename real>
+static void as_stored(std::initializer_list<std::vector<real>*> xs) {
+    if (!std::is_same_v<K, Bf16>) return;
+    for (std::vector<real>* x : xs) bf16_round(x->data(), x->size());
+}
+
+// inputs: the input-token exchange (each owner mixes for its experts); else the mixed-token one.
+// K: FastParts, or Bf16: then both sides round what they store, and every
+// tensor each member stores in bf16 (both copies of an exchanged one) is
+// checked to hold bf16 values.
+template <typename real, typename K = FastParts>
 static void check_layer(int N, Tol tol, bool inputs = false) {
+    const bool bf16 = std::is_same_v<K, Bf16>;
     const int B = 4, G = 2, T = 3, C = 8, E = 8, f = 6, ST = B / G * T, El = E / N;
     const real tau = real(0.5);
     const size_t BTC = (size_t)B * T * C, BTE = (size_t)B * T * E, STEC = (size_t)ST * E * C, STEf = (size_t)ST * E * f;
@@ -57,23 +100,28 @@ static void check_layer(int N, Tol tol, bool inputs = false) {
                       w2 = values<real>(rng, (size_t)E * C * f, 0.4);
     std::vector<std::vector<real>> inp(N), dout(N);
     for (int s = 0; s < N; s++) inp[s] = values<real>(rng, BTC), dout[s] = values<real>(rng, BTC);
+    as_stored<K>({&wc, &w1, &w2});
+    for (int s = 0; s < N; s++) as_stored<K>({&inp[s], &dout[s]});
 
     // one process: every member's batch through the layer with all experts
     std::vector<std::vector<real>> out_ref(N, std::vector<real>(BTC)), dinp_ref(N, std::vector<real>(BTC)),
-        dwc_ref(N, std::vector<real>((size_t)E * C));
+        dwc_ref(N, std::vector<real>((size_t)E * C)), y_ref(N);
     std::vector<real> dw1_ref(w1.size()), dw2_ref(w2.size());
     for (int s = 0; s < N; s++) {
         std::vector<real> z(BTE), m(BTE), u(STEC), p(STEf), a(STEf), y(STEC);
         std::vector<real> dz(BTE), dm(BTE), du(STEC), dp(STEf), da(STEf), dy(STEC);
-        fast::mot_forward(out_ref[s].data(), z.data(), m.data(), u.data(), p.data(), a.data(), y.data(), inp[s].data(),
-                          wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, tau);
-        fast::mot_backward(dinp_ref[s].data(), dwc_ref[s].data(), dw1_ref.data(), dw2_ref.data(), dz.data(), dm.data(),
-                           du.data(), dp.data(), da.data(), dy.data(), dout[s].data(), inp[s].data(), m.data(), u.data(),
-                           p.data(), a.data(), y.data(), wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, tau);
+        K::mot_forward(out_ref[s].data(), z.data(), m.data(), u.data(), p.data(), a.data(), y.data(), inp[s].data(),
+                       wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, tau);
+        K::mot_backward(dinp_ref[s].data(), dwc_ref[s].data(), dw1_ref.data(), dw2_ref.data(), dz.data(), dm.data(),
+                        du.data(), dp.data(), da.data(), dy.data(), dout[s].data(), inp[s].data(), m.data(), u.data(),
+                        p.data(), a.data(), y.data(), wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, tau);
+        y_ref[s] = y;
+        if (bf16) CHECK(not_bf16(u) + not_bf16(p) + not_bf16(a) + not_bf16(y) + not_bf16(out_ref[s]) == 0);
     }
 
     // expert parallel: member i holds experts [i*El, (i+1)*El)
-    std::vector<std::vector<real>> out(N), dinp(N), dwc(N), dw1(N), dw2(N);
+    std::vector<std::vector<real>> out(N), dinp(N), dwc(N), dw1(N), dw2(N), y_member(N);
+    std::vector<size_t> unrounded(N);  // under Bf16: values not bf16 in the tensors this member stores in bf16
     std::vector<ThreadExchange> xs = run_members(N, [&](ThreadExchange& x) {
         const int i = x.index;
         const size_t w1n = (size_t)El * f * C, w2n = (size_t)El * C * f;
@@ -85,23 +133,27 @@ static void check_layer(int N, Tol tol, bool inputs = false) {
             dw2[i].assign(w2n, 0);
         if (inputs) {
             std::vector<real> xall(N * BTC), oall(N * BTC), dxall(N * BTC), doall(N * BTC);
-            fast::mot_ep_inputs_forward(out[i].data(), z.data(), m.data(), u.data(), p.data(), a.data(), y.data(),
-                                        xall.data(), oall.data(), inp[i].data(), wc.data(), w1l.data(), w2l.data(), B,
-                                        T, C, E, G, f, tau, false, &x);
-            fast::mot_ep_inputs_backward(dinp[i].data(), dwc[i].data(), dw1[i].data(), dw2[i].data(), dz.data(),
-                                         dm.data(), du.data(), dp.data(), da.data(), dy.data(), dxall.data(),
-                                         doall.data(), dout[i].data(), xall.data(), m.data(), u.data(), p.data(),
-                                         a.data(), y.data(), wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f, tau,
-                                         &x);
+            K::mot_ep_inputs_forward(out[i].data(), z.data(), m.data(), u.data(), p.data(), a.data(), y.data(),
+                                     xall.data(), oall.data(), inp[i].data(), wc.data(), w1l.data(), w2l.data(), B,
+                                     T, C, E, G, f, tau, false, &x);
+            K::mot_ep_inputs_backward(dinp[i].data(), dwc[i].data(), dw1[i].data(), dw2[i].data(), dz.data(),
+                                      dm.data(), du.data(), dp.data(), da.data(), dy.data(), dxall.data(),
+                                      doall.data(), dout[i].data(), xall.data(), m.data(), u.data(), p.data(),
+                                      a.data(), y.data(), wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f, tau,
+                                      &x);
+            unrounded[i] = not_bf16(u) + not_bf16(p) + not_bf16(a) + not_bf16(y) + not_bf16(out[i]) + not_bf16(dinp[i]);
             return;
         }
-        fast::mot_ep_forward(out[i].data(), z.data(), m.data(), u.data(), ul.data(), p.data(), a.data(), yl.data(),
-                             y.data(), buf.data(), inp[i].data(), wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f,
-                             tau, false, &x);
-        fast::mot_ep_backward(dinp[i].data(), dwc[i].data(), dw1[i].data(), dw2[i].data(), dz.data(), dm.data(),
-                              du.data(), dul.data(), dp.data(), da.data(), dyl.data(), dy.data(), buf.data(),
-                              dout[i].data(), inp[i].data(), m.data(), ul.data(), p.data(), a.data(), y.data(),
-                              wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f, tau, &x);
+        K::mot_ep_forward(out[i].data(), z.data(), m.data(), u.data(), ul.data(), p.data(), a.data(), yl.data(),
+                          y.data(), buf.data(), inp[i].data(), wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f,
+                          tau, false, &x);
+        K::mot_ep_backward(dinp[i].data(), dwc[i].data(), dw1[i].data(), dw2[i].data(), dz.data(), dm.data(),
+                           du.data(), dul.data(), dp.data(), da.data(), dyl.data(), dy.data(), buf.data(),
+                           dout[i].data(), inp[i].data(), m.data(), ul.data(), p.data(), a.data(), y.data(),
+                           wc.data(), w1l.data(), w2l.data(), B, T, C, E, G, f, tau, &x);
+        unrounded[i] = not_bf16(u) + not_bf16(ul) + not_bf16(p) + not_bf16(a) + not_bf16(yl) + not_bf16(y) +
+                       not_bf16(out[i]) + not_bf16(dinp[i]);
+        y_member[i] = y;
     });
     for (const ThreadExchange& x : xs) CHECK(x.calls == 4);  // mixed: U out, Y back, dY out, dU back; inputs: X, O, dO, dX
     // the input-token exchange leaves each owner its experts' rows of the controller's gradient over the
@@ -115,6 +167,9 @@ static void check_layer(int N, Tol tol, bool inputs = false) {
         check_close(out[i], out_ref[i], tol, (who + ": output").c_str());
         check_close(dinp[i], dinp_ref[i], tol, (who + ": input gradient").c_str());
         if (!inputs) check_close(dwc[i], dwc_ref[i], tol, (who + ": controller gradient").c_str());
+        // the expert outputs this member's backward reads: one process's, as stored
+        if (!inputs) check_close(y_member[i], y_ref[i], tol, (who + ": its expert outputs Y").c_str());
+        if (bf16) CHECK_MESSAGE(unrounded[i] == 0, who << ": " << unrounded[i] << " values not bf16");
         check_close(dw1[i], span(dw1_ref.data() + (size_t)i * El * f * C, (size_t)El * f * C), tol,
                     (who + ": its experts' w1 gradient").c_str());
         check_close(dw2[i], span(dw2_ref.data() + (size_t)i * El * C * f, (size_t)El * C * f), tol,
@@ -142,8 +197,9 @@ TEST_CASE("with the input-token exchange too, N = 2 and 4, in double and float")
 // Token choice: each member routes its own tokens (Nt of them) over all E
 // experts; a capacity that drops tokens and k 2, the softmax router with its
 // aux loss and the threshold router with its bias.
-template <typename real>
+template <typename real, typename K = FastParts>
 static void check_tc_layer(int N, TcRouter rt, Tol tol) {
+    const bool bf16 = std::is_same_v<K, Bf16>;
     const int Nt = 24, C = 8, E = 8, f = 6, k = 2, El = E / N;
     const int cap = 3;  // capacity factor 0.5: ceil(0.5 * k * Nt / E)
     const size_t NtC = (size_t)Nt * C, NtE = (size_t)Nt * E, Ntk = (size_t)Nt * k, capC = (size_t)E * cap * C,
@@ -155,34 +211,39 @@ static void check_tc_layer(int N, TcRouter rt, Tol tol) {
     const real daux = real(0.01);
     std::vector<std::vector<real>> inp(N), dout(N);
     for (int s = 0; s < N; s++) inp[s] = values<real>(rng, NtC), dout[s] = values<real>(rng, NtC);
+    as_stored<K>({&wc, &w1, &w2, &bc});
+    for (int s = 0; s < N; s++) as_stored<K>({&inp[s], &dout[s]});
 
     // one process: every member's tokens through the layer with all experts
     std::vector<std::vector<real>> out_ref(N, std::vector<real>(NtC)), dinp_ref(N, std::vector<real>(NtC)),
         dwc_ref(N, std::vector<real>((size_t)E * C)), dbc_ref(N, std::vector<real>(E)), route_ref(N),
-        slot_ref(N), load_ref(N), aux_ref(N);
+        slot_ref(N), load_ref(N), aux_ref(N), yout_ref(N);
     std::vector<real> dw1_ref(w1.size()), dw2_ref(w2.size());
     int dropped = 0;
     for (int s = 0; s < N; s++) {
         std::vector<real> z(NtE), probs(NtE), first(E), xin(capC), pre(capf), act(capf), yout(capC);
         std::vector<real> dz(NtE), dprobs(NtE), dxin(capC), dpre(capf), dact(capf), dyout(capC);
         route_ref[s].assign(Ntk, 0), slot_ref[s].assign(Ntk, 0), load_ref[s].assign(E, 0), aux_ref[s].assign(1, 0);
-        fast::token_choice_forward(out_ref[s].data(), z.data(), probs.data(), route_ref[s].data(), slot_ref[s].data(),
-                                   load_ref[s].data(), first.data(), aux_ref[s].data(), xin.data(), pre.data(),
-                                   act.data(), yout.data(), inp[s].data(), wc.data(), w1.data(), w2.data(), Nt, C, E,
-                                   f, k, cap, bc.data(), rt);
-        fast::token_choice_backward(dinp_ref[s].data(), dwc_ref[s].data(), dw1_ref.data(), dw2_ref.data(), dz.data(),
-                                    dprobs.data(), dxin.data(), dpre.data(), dact.data(), dyout.data(), &daux,
-                                    dout[s].data(), inp[s].data(), probs.data(), route_ref[s].data(),
-                                    slot_ref[s].data(), first.data(), xin.data(), pre.data(), act.data(), yout.data(),
-                                    wc.data(), w1.data(), w2.data(), Nt, C, E, f, k, cap, dbc_ref[s].data(), rt);
+        K::token_choice_forward(out_ref[s].data(), z.data(), probs.data(), route_ref[s].data(), slot_ref[s].data(),
+                                load_ref[s].data(), first.data(), aux_ref[s].data(), xin.data(), pre.data(),
+                                act.data(), yout.data(), inp[s].data(), wc.data(), w1.data(), w2.data(), Nt, C, E,
+                                f, k, cap, bc.data(), rt);
+        K::token_choice_backward(dinp_ref[s].data(), dwc_ref[s].data(), dw1_ref.data(), dw2_ref.data(), dz.data(),
+                                 dprobs.data(), dxin.data(), dpre.data(), dact.data(), dyout.data(), &daux,
+                                 dout[s].data(), inp[s].data(), probs.data(), route_ref[s].data(),
+                                 slot_ref[s].data(), first.data(), xin.data(), pre.data(), act.data(), yout.data(),
+                                 wc.data(), w1.data(), w2.data(), Nt, C, E, f, k, cap, dbc_ref[s].data(), rt);
         for (size_t i = 0; i < Ntk; i++) dropped += route_ref[s][i] >= 0 && slot_ref[s][i] < 0;
+        yout_ref[s] = yout;
+        if (bf16) CHECK(not_bf16(xin) + not_bf16(pre) + not_bf16(act) + not_bf16(yout) + not_bf16(out_ref[s]) == 0);
     }
     // the capacity drops choices, so the dispatch order matters
     CHECK(dropped > 0);
 
     // expert parallel: member i holds experts [i*El, (i+1)*El)
     std::vector<std::vector<real>> out(N), dinp(N), dwc(N), dbc(N), dw1(N), dw2(N), route(N), slot(N), load(N),
-        aux(N);
+        aux(N), yout_member(N);
+    std::vector<size_t> unrounded(N);  // under Bf16: values not bf16 in the tensors this member stores in bf16
     std::vector<ThreadExchange> xs = run_members(N, [&](ThreadExchange& x) {
         const int i = x.index;
         const size_t w1n = (size_t)El * f * C, w2n = (size_t)El * C * f;
@@ -195,16 +256,19 @@ static void check_tc_layer(int N, TcRouter rt, Tol tol) {
         out[i].assign(NtC, 0), dinp[i].assign(NtC, 0), dwc[i].assign((size_t)E * C, 0), dbc[i].assign(E, 0),
             dw1[i].assign(w1n, 0), dw2[i].assign(w2n, 0), route[i].assign(Ntk, 0), slot[i].assign(Ntk, 0),
             load[i].assign(E, 0), aux[i].assign(1, 0);
-        fast::token_choice_ep_forward(out[i].data(), z.data(), probs.data(), route[i].data(), slot[i].data(),
-                                      load[i].data(), first.data(), aux[i].data(), xin.data(), xl.data(), pre.data(),
-                                      act.data(), yl.data(), yout.data(), inp[i].data(), wc.data(), w1l.data(),
-                                      w2l.data(), Nt, C, E, f, k, cap, bc.data(), rt, &x);
-        fast::token_choice_ep_backward(dinp[i].data(), dwc[i].data(), dw1[i].data(), dw2[i].data(), dz.data(),
-                                       dprobs.data(), dxin.data(), dxl.data(), dpre.data(), dact.data(), dyl.data(),
-                                       dyout.data(), &daux, dout[i].data(), inp[i].data(), probs.data(),
-                                       route[i].data(), slot[i].data(), first.data(), xl.data(), pre.data(),
-                                       act.data(), yout.data(), wc.data(), w1l.data(), w2l.data(), Nt, C, E, f, k, cap,
-                                       dbc[i].data(), rt, &x);
+        K::token_choice_ep_forward(out[i].data(), z.data(), probs.data(), route[i].data(), slot[i].data(),
+                                   load[i].data(), first.data(), aux[i].data(), xin.data(), xl.data(), pre.data(),
+                                   act.data(), yl.data(), yout.data(), inp[i].data(), wc.data(), w1l.data(),
+                                   w2l.data(), Nt, C, E, f, k, cap, bc.data(), rt, &x);
+        K::token_choice_ep_backward(dinp[i].data(), dwc[i].data(), dw1[i].data(), dw2[i].data(), dz.data(),
+                                    dprobs.data(), dxin.data(), dxl.data(), dpre.data(), dact.data(), dyl.data(),
+                                    dyout.data(), &daux, dout[i].data(), inp[i].data(), probs.data(),
+                                    route[i].data(), slot[i].data(), first.data(), xl.data(), pre.data(),
+                                    act.data(), yout.data(), wc.data(), w1l.data(), w2l.data(), Nt, C, E, f, k, cap,
+                                    dbc[i].data(), rt, &x);
+        unrounded[i] = not_bf16(xin) + not_bf16(xl) + not_bf16(pre) + not_bf16(act) + not_bf16(yl) + not_bf16(yout) +
+                       not_bf16(out[i]) + not_bf16(dinp[i]);
+        yout_member[i] = yout;
     });
     for (const ThreadExchange& x : xs) CHECK(x.calls == 4);  // buffers out, outputs back, their gradients out, back
     for (int i = 0; i < N; i++) {
@@ -218,6 +282,9 @@ static void check_tc_layer(int N, TcRouter rt, Tol tol) {
         check_close(out[i], out_ref[i], tol, (who + ": output").c_str());
         check_close(dinp[i], dinp_ref[i], tol, (who + ": input gradient").c_str());
         check_close(dwc[i], dwc_ref[i], tol, (who + ": router gradient").c_str());
+        // the expert outputs this member's backward reads: one process's, as stored
+        check_close(yout_member[i], yout_ref[i], tol, (who + ": its buffers' expert outputs").c_str());
+        if (bf16) CHECK_MESSAGE(unrounded[i] == 0, who << ": " << unrounded[i] << " values not bf16");
         if (!soft) check_close(dbc[i], dbc_ref[i], tol, (who + ": router bias gradient").c_str());
         check_close(dw1[i], span(dw1_ref.data() + (size_t)i * El * f * C, (size_t)El * f * C), tol,
                     (who + ": its experts' w1 gradient").c_str());
@@ -241,6 +308,24 @@ TEST_CASE("the expert-parallel token-choice layer computes what one process comp
         INFO("router ", rt.kind);
         check_tc_layer<float>(2, rt, Tol{1e-6, 1e-5});
         check_tc_layer<float>(4, rt, Tol{1e-6, 1e-5});
+    }
+}
+
+// --precision bf16: in double, where the members' sums differ from one
+// process's by 1e-16, no rounding to bf16 can fall differently on the two
+// sides: what the members store must be what one process stores, to the
+// tolerance of the unrounded layers.
+TEST_CASE("under the bf16 emulation the expert-parallel MoT layer (both exchanges) and token-choice layer round "
+          "what one process rounds: the same outputs, gradients and stored expert outputs, N = 2 and 4, and every "
+          "member's copy of an exchanged tensor holds bf16 values") {
+    for (int N : {2, 4}) {
+        INFO("N ", N);
+        check_layer<double, Bf16>(N, Tol{1e-12, 1e-12});
+        check_layer<double, Bf16>(N, Tol{1e-12, 1e-12}, true);
+        for (TcRouter rt : {TcRouter{ROUTER_SOFTMAX, 1}, TcRouter{ROUTER_THRESHOLD, 0.7f}}) {
+            INFO("router ", rt.kind);
+            check_tc_layer<double, Bf16>(N, rt, Tol{1e-12, 1e-12});
+        }
     }
 }
 
@@ -332,6 +417,113 @@ MPI_TEST("--expert-parallel over 2 and 4 ranks (N 2, N 4, N 2 with 2 replicas; b
                 MESSAGE(log << ": largest relative difference " << worst);
             }
         }
+}
+
+// The layouts of the cases below: ranks, N, --expert-exchange (MoT layers).
+static const char* EP_LAYOUTS[][3] = {{"2", "2", "mixed"}, {"2", "2", "inputs"}, {"4", "2", "mixed"},
+                                      {"4", "2", "inputs"}};
+
+MPI_TEST("--precision bf16 under --expert-parallel computes what 1 process computes in bf16 on 2 ranks N 2 (1e-5 "
+         "over 8 steps; both MoT exchanges), and on 4 ranks N 2 x 2 replicas what 4 data-parallel ranks compute in "
+         "bf16: MoT and token choice (softmax router, threshold router held by --router-balance), and token "
+         "choice's routing statistics") {
+    write_dist_data("ep");
+    // With replicas the gradients are summed over the ranks in another order than one process accumulates
+    // its micro-batches, as under data parallelism alone: in fp32 that moves the weights by 1e-8, but a bf16
+    // run rounds them to bf16 every step, and a weight that lands on the other side of a rounding point
+    // moves by 2^-8 of itself (4 data-parallel ranks measured 3.5e-5 from one process here). So 4 ranks are
+    // compared with 4 data-parallel ranks, whose sums over the ranks are the same; 2 ranks N 2 sum in one
+    // process's order and are compared with it.
+    for (int k : {0, 2, 5}) {  // mot, tc, tc_balance
+        const std::string name = EP_MODELS[k][0];
+        const bool tc = k > 0;
+        const std::string tag = "build/ep_bf16_" + name,
+                          args = EP_DATA + EP_MODELS[k][1] + " --batch 4 --steps 8 --total-batch 128 --shuffle 1";
+        for (const char* p : {"fp32", "bf16"}) {
+            std::remove((tag + "_1_" + p + ".jsonl").c_str());
+            Run one = run(args + " --precision " + p + " --log " + tag + "_1_" + p + ".jsonl");
+            INFO(one.out);
+            REQUIRE(one.rc == 0);
+        }
+        // bf16 is in effect: the one-process runs differ (the comparisons below are bf16's)
+        LogRows fp32 = loss_rows(tag + "_1_fp32.jsonl"), bf16 = loss_rows(tag + "_1_bf16.jsonl");
+        REQUIRE(fp32.size() == 8);
+        CHECK(fp32[8]["loss"] != bf16[8]["loss"]);
+        std::remove((tag + "_dp4_bf16.jsonl").c_str());
+        Run dp = run_cmd(mpirun(4, args + " --precision bf16 --log " + tag + "_dp4_bf16.jsonl"));
+        INFO(dp.out);
+        REQUIRE(dp.rc == 0);
+        for (auto& [np, N, exchange] : EP_LAYOUTS) {
+            if (tc && std::string(exchange) == "inputs") continue;
+            const std::string log = tag + "_np" + np + "_N" + N + "_" + exchange + ".jsonl",
+                              ref = tag + (std::string(np) == "2" ? "_1_bf16.jsonl" : "_dp4_bf16.jsonl");
+            INFO(log, " against ", ref);
+            std::remove(log.c_str());
+            Run ep = run_cmd(mpirun(std::stoi(np), args + " --precision bf16 --expert-parallel " + N +
+                                                       " --expert-exchange " + exchange + " --log " + log));
+            INFO(ep.out);
+            REQUIRE(ep.rc == 0);
+            CHECK(ep.out.find("bf16 emulated") != std::string::npos);
+            double worst = compare_logs(log, ref, 1e-5, 8);
+            if (tc) compare_routing(log, ref, 1e-5);
+            MESSAGE(log << " against " << ref << ": largest relative difference " << worst);
+        }
+    }
+}
+
+// The value after `key` in the step-0 row of a log (a transition's losses).
+static double step0(const std::string& log, const std::string& key) {
+    LogRows rows = read_log(log);
+    REQUIRE(rows.count(0));
+    REQUIRE(rows[0].count(key));
+    return num(rows[0][key]);
+}
+
+MPI_TEST("--transition token-choice under --expert-parallel (2 ranks N 2, 4 ranks N 2 x 2 replicas; the MoT "
+         "model's both exchanges; fp32 and bf16): the threshold router calibrated over every rank's calibration "
+         "batches and held by --router-balance computes what 1 process computes (the thresholds, the losses at "
+         "the switch, then 1e-5 over 8 steps and the routing statistics)") {
+    write_dist_data("ep");
+    // the MoT model of EP_MODELS[0], trained a little so its controller's logits say something
+    const std::string mot = "build/ep_transition_mot.ckpt";
+    std::remove(mot.c_str());
+    Run made = run(EP_DATA + EP_MODELS[0][1] + " --batch 4 --steps 16 --total-batch 128 --save " + mot);
+    INFO(made.out);
+    REQUIRE(made.rc == 0);
+    // k 4 of E 4 by default (2E/G); capacity factor 0.5 drops choices; 3 calibration batches: not a multiple
+    // of the ranks, so some rank runs a batch uncounted to stay in step
+    const std::string args = EP_DATA + " --load " + mot + " --transition token-choice --router threshold"
+                             " --router-balance 2 --capacity-factor 0.5 --calibration-batches 3 --batch 4 --steps 8"
+                             " --total-batch 128 --shuffle 1";
+    for (const char* p : {"fp32", "bf16"}) {
+        const std::string tag = std::string("build/ep_transition_") + p, ref = tag + "_1.jsonl";
+        std::remove(ref.c_str());
+        Run one = run(args + " --precision " + p + " --log " + ref);
+        INFO(one.out);
+        REQUIRE(one.rc == 0);
+        const std::string thresholds = after(one.out, "transition: thresholds");
+        REQUIRE(!thresholds.empty());
+        for (auto& [np, N, exchange] : EP_LAYOUTS) {
+            if (std::string(p) == "bf16" && std::string(np) == "4") continue;  // replicas: see the case above
+            const std::string log = tag + "_np" + np + "_N" + N + "_" + exchange + ".jsonl";
+            INFO(log);
+            std::remove(log.c_str());
+            Run ep = run_cmd(mpirun(std::stoi(np), args + " --precision " + p + " --expert-parallel " + N +
+                                                       " --expert-exchange " + exchange + " --log " + log));
+            INFO(ep.out);
+            REQUIRE(ep.rc == 0);
+            CHECK(after(ep.out, "transition: thresholds") == thresholds);  // printed to 3 decimals
+            double worst = 0;
+            for (const char* key : {"transition_mot_loss", "transition_loss"}) {
+                double d = rel(step0(log, key), step0(ref, key));
+                CHECK_MESSAGE(d <= 1e-5, key << " " << step0(log, key) << " vs " << step0(ref, key));
+                worst = std::max(worst, d);
+            }
+            worst = std::max(worst, compare_logs(log, ref, 1e-5, 8));
+            compare_routing(log, ref, 1e-5);
+            MESSAGE(log << ": largest relative difference " << worst);
+        }
+    }
 }
 
 // A model's checkpoint written under N 2 on 2 ranks at step 8 of 16: resumed
@@ -459,8 +651,6 @@ MPI_TEST("--expert-parallel layouts that cannot work are refused, naming the num
              {4, EP_DATA + " --layers 2 --heads 2 --d-model 16 --ffn token-choice --experts 6 --batch 4 --steps 2"
                            " --expert-parallel 4",
               "--expert-parallel 4 must divide the number of experts, 6"},
-             {2, mot + " --expert-parallel 2 --transition token-choice --load build/none.ckpt",
-              "--expert-parallel with --transition is not built yet"},
          }) {
         INFO(b.args);
         Run r = run_cmd(mpirun(b.np, b.args));

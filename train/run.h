@@ -207,8 +207,6 @@ inline void check_expert_parallel_options(TrainRun* r) {
         fail("--expert-parallel --device cuda needs NCCL: rebuild with NCCL (in the CUDA toolkit), or --device cpu");
     if (o.device == "cuda" && o.zero)
         fail("--expert-parallel --device cuda with --zero 1 is not built yet: give one of them, or --device cpu");
-    if (o.precision == "bf16") fail("--expert-parallel with --precision bf16 is not built yet: give one of them");
-    if (!o.transition.empty()) fail("--expert-parallel with --transition is not built yet: give one of them");
     if (o.device != "cuda") o.device = "cpu";
     if (o.sample_every > 0 && o.sample_len > 0) {
         if (dist().rank == 0)
@@ -375,6 +373,15 @@ inline void transition_kinds(TrainRun* r) {
                     mot.G, o.router_balance);
 }
 
+inline void print_thresholds(const TrainRun* r, const std::vector<std::vector<float>>& q) {
+    float lo = 1e30f, hi = -1e30f;
+    for (auto& ql : q)
+        for (float x : ql) lo = std::min(lo, x), hi = std::max(hi, x);
+    std::printf("transition: thresholds from %d training batches: each expert fires for the top 1/%d of its "
+                "controller logits (thresholds %.3f to %.3f)\n",
+                r->o.calibration_batches, r->before_transition.G, lo, hi);
+}
+
 // A threshold router's thresholds, from the MoT model's controller logits on
 // the first --calibration-batches training batches (a copy of the loader:
 // the run's data position stays).
@@ -386,12 +393,7 @@ inline void transition_calibrate(TrainRun* r) {
     for (std::vector<int>& b : batches) dataloader_next(&loader, b.data(), targets.data());
     std::vector<std::vector<float>> q =
         calibrate_thresholds(r->before_transition, r->mot_params, r->c, &r->params, batches, r->B, r->T);
-    float lo = 1e30f, hi = -1e30f;
-    for (auto& ql : q)
-        for (float x : ql) lo = std::min(lo, x), hi = std::max(hi, x);
-    std::printf("transition: thresholds from %d training batches: each expert fires for the top 1/%d of its "
-                "controller logits (thresholds %.3f to %.3f)\n",
-                r->o.calibration_batches, r->before_transition.G, lo, hi);
+    print_thresholds(r, q);
 }
 
 // A loaded model whose threshold routers' biases will train by AdamW
@@ -515,17 +517,108 @@ inline double loss_before_training(TrainRun* r, const Config& c, const std::vect
     return evaluate(&m, &loader, r->have_val ? r->o.val_batches : 1);
 }
 
+inline void print_transition_losses(TrainRun* r, double mot, double tc) {
+    std::printf("transition: loss before the first update on the %s: %.4f with the MoT layers, %.4f as token "
+                "choice\n",
+                r->have_val ? "validation batches" : "first training batch", mot, tc);
+    r->transition_measured = true;
+    r->transition_mot_loss = mot, r->transition_loss = tc;
+}
+
 // The loss right before the first update, with the MoT layers and after the
 // switch to token choice: the "spike at the switch". Printed and logged.
 inline void transition_report(TrainRun* r) {
     double mot = loss_before_training(r, r->before_transition, r->mot_params),
            tc = loss_before_training(r, r->c, r->params);
     std::vector<float>().swap(r->mot_params);
-    std::printf("transition: loss before the first update on the %s: %.4f with the MoT layers, %.4f as token "
-                "choice\n",
-                r->have_val ? "validation batches" : "first training batch", mot, tc);
-    r->transition_measured = true;
-    r->transition_mot_loss = mot, r->transition_loss = tc;
+    print_transition_losses(r, mot, tc);
+}
+
+// The transition under --expert-parallel (after parallel_init: it needs the
+// expert exchange), on the ranks' parts of the models in lockstep: the MoT
+// model's part (this rank's experts of it) for the calibration and its loss
+// at the switch, the routed model's part (r->model) for its loss. The
+// calibration batches are split over the ranks as the validation batches are
+// (rank q runs batches q, q + R, ..., and batch 0 or its last again,
+// uncounted, to stay in step); every rank gathers every rank's controller
+// logits, so each threshold is the quantile over all the calibration
+// tokens, as one process takes it, and the same on every rank. The losses
+// are fp32, as one process measures them, whatever --precision.
+inline void transition_expert_parallel(TrainRun* r) {
+    const Options& o = r->o;
+    const Config& mot = r->before_transition;
+    const int R = dist().size, rank = dist().rank, N = o.expert_parallel, El = mot.E / N;
+    Model m;
+    model_build(&m, parallel_member_config(mot, N, o.expert_exchange), "cpu", r->B, r->T,
+                parallel_member_part(mot, N, r->mot_params).data());
+    std::vector<float>().swap(r->mot_params);
+    model_set_experts(&m, &r->par.exchange);
+    if (r->c.router != ROUTER_SOFTMAX) {
+        // each MOT layer's logits of a batch: (B,T,E), or with the input-token exchange (N,B,T,El), the
+        // logits of this rank's experts for the tokens of every member of its expert group
+        const bool inputs = m.cfg.expert_inputs;
+        const size_t BT = r->BT, per = BT * mot.E;
+        std::vector<int> layers;
+        for (int l = 0; l < mot.L; l++)
+            if (mot.kinds[l] == MOT) layers.push_back(l);
+        const int nb = o.calibration_batches, rounds = (nb + R - 1) / R;
+        std::vector<float> mine(layers.size() * rounds * per);  // (layers, rounds, per)
+        DataLoader loader = r->train_loader;  // a copy: the run's data position stays
+        std::vector<int> x(BT), y(BT);
+        for (int i = 0, k = 0; i < rounds * R; i++) {
+            if (i % R != rank) {
+                if (i < nb) dataloader_skip(&loader);
+                continue;
+            }
+            if (i < nb) dataloader_next(&loader, x.data(), y.data());
+            model_forward(&m, x.data(), y.data(), r->B, r->T);
+            for (size_t j = 0; j < layers.size(); j++) {
+                const float* z = m.cpu.acts.layer[layers[j]].z;
+                std::copy(z, z + per, mine.begin() + (j * rounds + k) * per);
+            }
+            k++;
+        }
+        // a layer at a time, every rank's logits of it: (R, rounds, per). Expert e's: in round k rank q
+        // ran batch k*R + q; with the input-token exchange its block s holds member s's batch,
+        // k*R + (q - q % N) + s, and its experts are [(q % N)*El, (q % N + 1)*El)
+        std::vector<std::vector<float>> q(layers.size(), std::vector<float>(mot.E));
+        std::vector<float> all((size_t)R * rounds * per), bc;
+        for (size_t j = 0; j < layers.size(); j++) {
+            dist_all_gather(mine.data() + j * rounds * per, all.data(), rounds * per * sizeof(float),
+                            "gathering the calibration's controller logits (--transition)", nullptr);
+            for (int e = 0; e < mot.E; e++) {
+                std::vector<float> v;
+                for (int from = 0; from < R; from++)
+                    for (int k = 0; k < rounds; k++) {
+                        const float* z = all.data() + ((size_t)from * rounds + k) * per;
+                        if (!inputs) {
+                            if (k * R + from >= nb) continue;
+                            for (size_t n = 0; n < BT; n++) v.push_back(z[n * mot.E + e]);
+                            continue;
+                        }
+                        if (from % N != e / El) continue;
+                        for (int s = 0; s < N; s++) {
+                            if (k * R + from - from % N + s >= nb) continue;
+                            for (size_t n = 0; n < BT; n++) v.push_back(z[((size_t)s * BT + n) * El + e % El]);
+                        }
+                    }
+                q[j][e] = calibration_threshold(&v, mot.G);
+                bc.push_back(-q[j][e]);
+            }
+        }
+        model_set_router_bias(&r->model, bc);  // the MOT layers became the TOKEN_CHOICE layers, in order
+        print_thresholds(r, q);
+    }
+    const int64_t n = r->have_val ? o.val_batches : 1;
+    DataLoader loader = r->have_val ? r->val_loader : r->train_loader;
+    double mot_loss = evaluate(&m, &loader, n, rank, R);
+    const bool bf16 = o.precision == "bf16";
+    model_set_bf16(&r->model, false);
+    loader = r->have_val ? r->val_loader : r->train_loader;
+    double tc_loss = evaluate(&r->model, &loader, n, rank, R);
+    model_set_bf16(&r->model, bf16);
+    dist_sum_each({&mot_loss, &tc_loss}, "the losses at the switch's all-reduce (--transition)");
+    print_transition_losses(r, mot_loss, tc_loss);
 }
 
 // With several ranks: how many, the backend, and each rank's node and
@@ -595,7 +688,8 @@ inline void setup_device(TrainRun* r) {
     const Options& o = r->o;
     const Config& c = r->c;
     if (o.device != "cpu" && gpu_available()) gpu_set_tf32(o.tf32);
-    if (!r->before_transition.kinds.empty()) {
+    const bool transition = !r->before_transition.kinds.empty();
+    if (transition && o.expert_parallel == 1) {
         transition_calibrate(r);
         transition_report(r);
     }
@@ -607,6 +701,7 @@ inline void setup_device(TrainRun* r) {
     std::vector<float>().swap(r->params);
     distill_setup(&r->teacher, o, r->model, r->B, r->T);
     parallel_init(&r->par, &r->model, o.zero);
+    if (transition && o.expert_parallel > 1) transition_expert_parallel(r);
     if (o.zero && dist().size == 1) std::printf("note: --zero 1 with one rank: nothing to shard, the run is as --zero 0\n");
     if (o.resume) {
         parallel_set_moments(&r->par, &r->model, r->state.m, r->state.v);

@@ -55,6 +55,15 @@ inline std::vector<float> transition_params(const Config& mot, const Config& rou
     return out;
 }
 
+// The threshold of one expert from its controller logits v (all the
+// calibration tokens', in any order; reordered): the (1 - 1/G) quantile, the
+// value m = round(n/G) of the n logits are at or above.
+inline float calibration_threshold(std::vector<float>* v, int G) {
+    size_t n = v->size(), m = std::max<size_t>(1, (size_t)std::llround((double)n / G));
+    std::nth_element(v->begin(), v->begin() + (n - m), v->end());
+    return (*v)[n - m];
+}
+
 // Each expert's threshold q_e in every MOT layer: the (1 - 1/G) quantile of
 // its controller logits over the calibration batches (each (B,T) tokens), the
 // MoT model run on the CPU (the training kernels; a forward pass per batch):
@@ -84,10 +93,7 @@ inline std::vector<std::vector<float>> calibrate_thresholds(const Config& mot, c
         if (mot.kinds[l] != MOT) continue;
         std::vector<float> ql(E);
         for (int e = 0; e < E; e++) {
-            std::vector<float>& v = logits[l][e];
-            size_t n = v.size(), m = std::max<size_t>(1, (size_t)std::llround((double)n / mot.G));
-            std::nth_element(v.begin(), v.begin() + (n - m), v.end());
-            ql[e] = v[n - m];  // m of the n logits are at or above it
+            ql[e] = calibration_threshold(&logits[l][e], mot.G);
             if (w.layer[l].bc) w.layer[l].bc[e] = -ql[e];
         }
         q.push_back(ql);

@@ -65,6 +65,31 @@ void expert_blocks_unpack(real* x,             // (ST,E,D)
         }
 }
 
+// The owner's experts backward on the N members' blocks of ST groups, one
+// block after the other: each expert's dw1, dw2 then sum the members' groups
+// in member order, as one process accumulates the members' micro-batches
+// (rank r's is micro-batch a*R + r), rather than in one product over all
+// N*ST groups, whose order of summation differs. The same float sums make
+// the bf16 emulation round the updated weights as one process does.
+template <typename real>
+void mot_experts_backward_blocks(real* du,         // (N*S*T,El,C) overwritten
+                                 real* dp,         // (N*S*T,El,f) overwritten
+                                 real* da,         // (N*S*T,El,f) overwritten
+                                 real* dw1,        // (El,f,C)
+                                 real* dw2,        // (El,C,f)
+                                 const real* dy,   // (N*S*T,El,C)
+                                 const real* u,    // (N*S*T,El,C)
+                                 const real* p,    // (N*S*T,El,f)
+                                 const real* a,    // (N*S*T,El,f)
+                                 const real* w1,   // (El,f,C)
+                                 const real* w2,   // (El,C,f)
+                                 int N, int ST, int C, int El, int f) {
+    const size_t UC = (size_t)ST * El * C, Uf = (size_t)ST * El * f;
+    for (int s = 0; s < N; s++)
+        mot_experts_backward(du + s * UC, dp + s * Uf, da + s * Uf, dw1, dw2, dy + s * UC, u + s * UC, p + s * Uf,
+                             a + s * Uf, w1, w2, ST, C, El, f);
+}
+
 template <typename real>
 void mot_ep_forward(real* out,        // (B,T,C)
                     real* z,          // (B,T,E) controller logits
@@ -125,7 +150,7 @@ void mot_ep_backward(real* dinp,        // (B,T,C)
     mot_emit_backward(dy, dm, dout, m, y, B, T, C, E, G);
     expert_blocks_pack(buf, dy, ST, E, N, C);
     x->all_to_all(buf, dyl, block);
-    mot_experts_backward(dul, dp, da, dw1, dw2, dyl, ul, p, a, w1, w2, N * ST, C, El, f);
+    mot_experts_backward_blocks(dul, dp, da, dw1, dw2, dyl, ul, p, a, w1, w2, N, ST, C, El, f);
     x->all_to_all(dul, buf, block);
     expert_blocks_unpack(du, buf, ST, E, N, C);
     mot_merge_backward(dinp, dm, du, inp, m, B, T, C, E, G);
@@ -210,7 +235,7 @@ void mot_ep_inputs_backward(real* dinp,        // (B,T,C)
     x->all_gather(dout, doall, BTC * sizeof(real));
     for (int s = 0; s < N; s++)
         mot_emit_backward(dy + s * UC, dm + s * BTE, doall + s * BTC, m + s * BTE, y + s * UC, B, T, C, El, G);
-    mot_experts_backward(du, dp, da, dw1, dw2, dy, u, p, a, w1, w2, N * ST, C, El, f);
+    mot_experts_backward_blocks(du, dp, da, dw1, dw2, dy, u, p, a, w1, w2, N, ST, C, El, f);
     std::fill(dxall, dxall + N * BTC, real(0));
     for (int s = 0; s < N; s++) {
         mot_merge_backward(dxall + s * BTC, dm + s * BTE, du + s * UC, xall + s * BTC, m + s * BTE, B, T, C, El, G);
