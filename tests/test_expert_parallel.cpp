@@ -158,8 +158,8 @@ static void check_tc_layer(int N, TcRouter rt, Tol tol) {
 
     // one process: every member's tokens through the layer with all experts
     std::vector<std::vector<real>> out_ref(N, std::vector<real>(NtC)), dinp_ref(N, std::vector<real>(NtC)),
-        dwc_ref(N, std::vector<real>((size_t)E * C)), dbc_ref(N, std::vector<real>(E)), route_ref(N),
-        slot_ref(N), load_ref(N), aux_ref(N);
+        dwc_ref(N, std::vector<real>((size_t)E * C)), dbc_ref(N, std::vector<real>(E)), load_ref(N), aux_ref(N);
+    std::vector<std::vector<int>> route_ref(N), slot_ref(N);
     std::vector<real> dw1_ref(w1.size()), dw2_ref(w2.size());
     int dropped = 0;
     for (int s = 0; s < N; s++) {
@@ -181,8 +181,8 @@ static void check_tc_layer(int N, TcRouter rt, Tol tol) {
     CHECK(dropped > 0);
 
     // expert parallel: member i holds experts [i*El, (i+1)*El)
-    std::vector<std::vector<real>> out(N), dinp(N), dwc(N), dbc(N), dw1(N), dw2(N), route(N), slot(N), load(N),
-        aux(N);
+    std::vector<std::vector<real>> out(N), dinp(N), dwc(N), dbc(N), dw1(N), dw2(N), load(N), aux(N);
+    std::vector<std::vector<int>> route(N), slot(N);
     std::vector<ThreadExchange> xs = run_members(N, [&](ThreadExchange& x) {
         const int i = x.index;
         const size_t w1n = (size_t)El * f * C, w2n = (size_t)El * C * f;
