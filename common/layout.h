@@ -1,6 +1,7 @@
 // Where every tensor lives, shared by the CPU and GPU paths: the parameters
-// and the activations each sit in one allocation, carved into named tensors.
-// visit_params() and visit_acts() are the one place each order is written
+// and the activations each sit in one allocation (the integer activations,
+// indices, in one of their own), carved into named tensors. visit_params(),
+// visit_acts() and visit_int_acts() are the one place each order is written
 // down; carving, the checkpoint (docs/design.md section 5), weight decay, the
 // initialisation and the tests all go through them.
 //
@@ -84,8 +85,9 @@ struct LayerActs {
     // the input-token exchange (z, m then (N,B,T,El); u, y (N*S*T,El,C)):
     real *xall = nullptr;  // (N,B,T,C) every member's inputs
     real *oall = nullptr;  // (N,B,T,C) this member's experts' part of every member's outputs
-    real *route = nullptr;  // TOKEN_CHOICE: (B,T,k) the expert of each choice
-    real *slot = nullptr;   // TOKEN_CHOICE: (B,T,k) its row in the expert's buffer, -1 when dropped
+    // integer activations (visit_int_acts), carved from the model's integer block; they have no gradient
+    int *route = nullptr;   // TOKEN_CHOICE: (B,T,k) the expert of each choice, -1 none
+    int *slot = nullptr;    // TOKEN_CHOICE: (B,T,k) its row in the expert's buffer, -1 when dropped or none
     real *load = nullptr;   // TOKEN_CHOICE: (E) tokens each expert took
     real *first = nullptr;  // TOKEN_CHOICE: (E) f_e, the share of tokens whose first choice is e
     real *aux = nullptr;    // TOKEN_CHOICE: (1) the load-balancing loss
@@ -120,6 +122,8 @@ enum GradUse { GRAD_ADDS, GRAD_OVERWRITES };
 //   exports(w, c, fn)  their safetensors names and shapes, after "h.N.":
 //                  fn(slot, name, shape)
 //   acts(a, c, B, T, fn, decoding)  its activations: fn(slot, numel, grad_use)
+//   int_acts(a, c, B, T, fn, decoding)  its integer activations (indices,
+//                  which have no gradient): fn(slot, numel)
 //   flops(c)       its forward FLOPs per token
 //   summary(c, n)  its part of the run's "model:" line, for its n layers
 // FfnKind's defaults are a kind with none of these: no checks, no tensors,
@@ -132,6 +136,8 @@ struct FfnKind {
     static void exports(LayerWeights<real>&, const Config&, Fn) {}
     template <typename real, typename Fn>
     static void acts(LayerActs<real>&, const Config&, int, int, Fn, bool) {}
+    template <typename real, typename Fn>
+    static void int_acts(LayerActs<real>&, const Config&, int, int, Fn, bool) {}
     static double flops(const Config&) { return 0; }
 };
 
@@ -276,12 +282,10 @@ struct TokenChoiceFfn : FfnKind {
     }
     template <typename real, typename Fn>
     static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn, bool decoding) {
-        size_t N = (size_t)B * T, C = c.C, E = c.E, f = c.f, k = c.topk;
+        size_t N = (size_t)B * T, C = c.C, E = c.E, f = c.f;
         size_t rows = E * capacity(c, (int)N, decoding);
         fn(a.z, N * E, GRAD_OVERWRITES);
         fn(a.m, N * E, GRAD_OVERWRITES);
-        fn(a.route, N * k, GRAD_OVERWRITES);
-        fn(a.slot, N * k, GRAD_OVERWRITES);
         fn(a.load, E, GRAD_OVERWRITES);
         fn(a.first, E, GRAD_OVERWRITES);
         fn(a.aux, (size_t)1, GRAD_ADDS);  // its gradient, the aux loss weight, is set by the model
@@ -293,6 +297,13 @@ struct TokenChoiceFfn : FfnKind {
             fn(a.ul, rows * C, GRAD_OVERWRITES);
             fn(a.yl, rows * C, GRAD_OVERWRITES);
         }
+    }
+    // the routing: indices, exact at any size (a float holds integers exactly only below 2^24)
+    template <typename real, typename Fn>
+    static void int_acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn, bool) {
+        size_t N = (size_t)B * T, k = c.topk;
+        fn(a.route, N * k);
+        fn(a.slot, N * k);
     }
     // router 2CE, and k experts of width f per token (dropped choices counted)
     static double flops(const Config& c) { return 2.0 * c.C * c.E + c.topk * 2.0 * 2 * c.C * c.f; }
@@ -520,6 +531,32 @@ Acts<real> carve_acts(real* base, const Config& c, int B, int T, bool decoding =
     real* p = base;
     visit_acts(a, c, B, T, [&](real*& slot, size_t k, GradUse) { slot = p; p += k; }, decoding);
     return a;
+}
+
+// Calls fn(slot, numel) for every integer activation of a (B,T) batch (the
+// kinds' int_acts: indices such as token choice's routing), in a fixed
+// order. They live in an integer block of their own beside the real-valued
+// one and have no gradient: the backward pass reads them as constants.
+template <typename real, typename Fn>
+void visit_int_acts(Acts<real>& a, const Config& c, int B, int T, Fn fn, bool decoding = false) {
+    a.layer.resize(c.L);
+    for (int l = 0; l < c.L; l++)
+        with_ffn_kind(c.kinds[l], [&](auto kind) { kind.int_acts(a.layer[l], c, B, T, fn, decoding); });
+}
+
+inline size_t num_int_acts(const Config& c, int B, int T, bool decoding = false) {
+    Acts<float> a;
+    size_t n = 0;
+    visit_int_acts(a, c, B, T, [&](int*&, size_t k) { n += k; }, decoding);
+    return n;
+}
+
+// Points a's integer activations into one block starting at base (host or
+// device), of num_int_acts ints.
+template <typename real>
+void carve_int_acts(Acts<real>* a, int* base, const Config& c, int B, int T, bool decoding = false) {
+    int* p = base;
+    visit_int_acts(*a, c, B, T, [&](int*& slot, size_t k) { slot = p; p += k; }, decoding);
 }
 
 // The model's FLOPs per token of training: 3x the forward (the backward

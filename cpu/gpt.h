@@ -33,6 +33,7 @@ struct GPT {
     Weights<real> params, grads;           // named views into the blocks above
     int B = 0, T = 0;                      // the shape the activations are carved for
     std::vector<real> acts_memory, grad_acts_memory;
+    std::vector<int> int_acts_memory;  // the integer activations (visit_int_acts); no gradient block
     Acts<real> acts, grad_acts;
     std::vector<int> inputs, targets;  // (B,T) the batch of the last forward
     bool has_targets = false;
@@ -95,7 +96,9 @@ void gpt_ensure_acts(GPT<real, Kernels>* model, int B, int T) {
     size_t n = num_acts(model->cfg, B, T);
     assign_zeros_huge(model->acts_memory, n);
     assign_zeros_huge(model->grad_acts_memory, n);
+    model->int_acts_memory.assign(num_int_acts(model->cfg, B, T), 0);
     model->acts = carve_acts(model->acts_memory.data(), model->cfg, B, T);
+    carve_int_acts(&model->acts, model->int_acts_memory.data(), model->cfg, B, T);
     model->grad_acts = carve_acts(model->grad_acts_memory.data(), model->cfg, B, T);
     model->B = B;
     model->T = T;
@@ -273,6 +276,7 @@ struct Decoder {
     int B = 0;
     std::vector<real> kcache, vcache;  // (L, B, maxT, C) keys and values per layer
     std::vector<real> acts_memory;     // activations of one position, carved for (B, 1)
+    std::vector<int> int_acts_memory;  // their integer activations
     Acts<real> acts;
 };
 
@@ -285,7 +289,9 @@ void decoder_init(Decoder<real>* d, const Config& c, int B) {
     d->kcache.assign(cache, real(0));
     d->vcache.assign(cache, real(0));
     d->acts_memory.assign(num_acts(c, B, 1, true), real(0));
+    d->int_acts_memory.assign(num_int_acts(c, B, 1, true), 0);
     d->acts = carve_acts(d->acts_memory.data(), c, B, 1, true);
+    carve_int_acts(&d->acts, d->int_acts_memory.data(), c, B, 1, true);
 }
 
 // One decoding step with kernel set K on weights w (gpt_decode_step).

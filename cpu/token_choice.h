@@ -56,8 +56,8 @@
 // before the experts run.
 template <typename real>
 void token_choice_route(real* probs,    // (N,E) gates
-                        real* route,    // (N,k) expert of the r-th choice; -1 none
-                        real* slot,     // (N,k) its row in the expert's buffer; -1 dropped or none
+                        int* route,     // (N,k) expert of the r-th choice; -1 none
+                        int* slot,      // (N,k) its row in the expert's buffer; -1 dropped or none
                         real* load,     // (E) tokens each expert took
                         real* first,    // (E) f_e: share of tokens whose first choice is e
                         real* aux,      // (1) load-balancing loss
@@ -85,20 +85,20 @@ void token_choice_route(real* probs,    // (N,E) gates
             int best = -1;
             for (int e = 0; e < E; e++) {
                 bool taken = false;
-                for (int q = 0; q < r; q++) taken |= (int)route[(size_t)n * k + q] == e;
+                for (int q = 0; q < r; q++) taken |= route[(size_t)n * k + q] == e;
                 if (!taken && (best < 0 || key[e] > key[best])) best = e;
             }
             if (!soft && zn[best] < 0) best = -1;  // below the threshold: no choice (nor any later)
-            route[(size_t)n * k + r] = real(best);
+            route[(size_t)n * k + r] = best;
         }
     }
     // dispatch: choice rank first, then token order, each expert up to cap tokens
     for (int e = 0; e < E; e++) load[e] = 0;
     for (int r = 0; r < k; r++)
         for (int n = 0; n < N; n++) {
-            int e = (int)route[(size_t)n * k + r];
+            int e = route[(size_t)n * k + r];
             bool fits = e >= 0 && load[e] < cap;
-            slot[(size_t)n * k + r] = fits ? load[e] : real(-1);
+            slot[(size_t)n * k + r] = fits ? (int)load[e] : -1;
             if (fits) load[e] += 1;
         }
     // aux = E sum_e f_e P_e, f_e over the first choices (dropped or not)
@@ -106,7 +106,7 @@ void token_choice_route(real* probs,    // (N,E) gates
     for (int e = 0; e < E; e++) {
         real count = 0, mass = 0;
         for (int n = 0; n < N; n++) {
-            count += (int)route[(size_t)n * k] == e;
+            count += route[(size_t)n * k] == e;
             mass += probs[(size_t)n * E + e];
         }
         first[e] = count / N;
@@ -154,8 +154,8 @@ template <typename real>
 void token_choice_forward(real* out,        // (N,C)
                           real* z,          // (N,E) router logits
                           real* probs,      // (N,E) gates
-                          real* route,      // (N,k) expert of the r-th choice; -1 none
-                          real* slot,       // (N,k) its row in the expert's buffer; -1 dropped or none
+                          int* route,       // (N,k) expert of the r-th choice; -1 none
+                          int* slot,        // (N,k) its row in the expert's buffer; -1 dropped or none
                           real* load,       // (E) tokens each expert took
                           real* first,      // (E) f_e: share of first choices
                           real* aux,        // (1) load-balancing loss
@@ -177,7 +177,7 @@ void token_choice_forward(real* out,        // (N,C)
     std::fill(xin, xin + (size_t)E * cap * C, real(0));
     for (int n = 0; n < N; n++)
         for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            int s = slot[(size_t)n * k + r], e = route[(size_t)n * k + r];
             if (s < 0) continue;
             for (int c = 0; c < C; c++) xin[((size_t)e * cap + s) * C + c] = inp[(size_t)n * C + c];
         }
@@ -207,7 +207,7 @@ void token_choice_forward(real* out,        // (N,C)
         real* o = out + (size_t)n * C;
         for (int c = 0; c < C; c++) o[c] = 0;
         for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            int s = slot[(size_t)n * k + r], e = route[(size_t)n * k + r];
             if (s < 0) continue;
             real g = probs[(size_t)n * E + e];
             for (int c = 0; c < C; c++) o[c] += g * yout[((size_t)e * cap + s) * C + c];
@@ -230,8 +230,8 @@ void token_choice_backward(real* dinp,         // (N,C)
                            const real* dout,   // (N,C)
                            const real* inp,    // (N,C)
                            const real* probs,  // (N,E)
-                           const real* route,  // (N,k)
-                           const real* slot,   // (N,k)
+                           const int* route,   // (N,k)
+                           const int* slot,    // (N,k)
                            const real* first,  // (E)
                            const real* xin,    // (E,cap,C)
                            const real* pre,    // (E,cap,f)
@@ -248,7 +248,7 @@ void token_choice_backward(real* dinp,         // (N,C)
     std::fill(dyout, dyout + (size_t)E * cap * C, real(0));
     for (int n = 0; n < N; n++)
         for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            int s = slot[(size_t)n * k + r], e = route[(size_t)n * k + r];
             if (s < 0) continue;
             real g = probs[(size_t)n * E + e], dot = 0;
             for (int c = 0; c < C; c++) {
@@ -282,7 +282,7 @@ void token_choice_backward(real* dinp,         // (N,C)
     // gather backward: each dispatched choice hands its row's gradient back
     for (int n = 0; n < N; n++)
         for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            int s = slot[(size_t)n * k + r], e = route[(size_t)n * k + r];
             if (s < 0) continue;
             for (int c = 0; c < C; c++) dinp[(size_t)n * C + c] += dxin[((size_t)e * cap + s) * C + c];
         }

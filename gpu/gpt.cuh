@@ -3,7 +3,8 @@
 // the CPU model, in namespace gpu; the GPU model holds one device allocation
 // each for the parameters, their gradients, the AdamW moments (m and v in one
 // block), the activations and the activation gradients, carved with
-// carve_weights / carve_acts exactly like the CPU model.
+// carve_weights / carve_acts exactly like the CPU model (the integer
+// activations, carve_int_acts, in a device block of their own).
 //
 // Weights are initialized on the host (gpt_init_weights of the CPU model) and
 // copied in with gpu_gpt_load_params; checkpoints read them back with
@@ -38,6 +39,7 @@ struct GPT {
     size_t num_acts = 0;
     float* acts_memory = nullptr;       // (num_acts) device
     float* grad_acts_memory = nullptr;  // (num_acts) device
+    int* int_acts_memory = nullptr;     // (num_int_acts) device: the integer activations (visit_int_acts)
     Acts<float> acts, grad_acts;        // named device views
     int* inputs = nullptr;              // (B,T) device, the batch of the last forward
     int* targets = nullptr;             // (B,T) device
@@ -76,7 +78,7 @@ inline void gpt_free(GPT* model) {
     model->fire_scratch = nullptr;
     if (model->adamw_chunks) cudaFree(model->adamw_chunks);
     model->adamw_chunks = nullptr;
-    int** ints[] = {&model->inputs, &model->targets, &model->buckets};
+    int** ints[] = {&model->int_acts_memory, &model->inputs, &model->targets, &model->buckets};
     for (int** b : ints) {
         if (*b) cudaFree(*b);
         *b = nullptr;
@@ -152,7 +154,7 @@ constexpr size_t GPU_RESERVE_BYTES = (size_t)256 << 20;  // cuBLAS workspace, re
 inline size_t gpt_device_bytes(const Config& cfg, int B, int T) {
     size_t BT = (size_t)B * T;
     size_t floats = 4 * num_params(cfg) + 2 * num_acts(cfg, B, T);
-    size_t ints = 2 * BT + 3 * BT + 1;  // inputs, targets, token buckets
+    size_t ints = num_int_acts(cfg, B, T) + 2 * BT + 3 * BT + 1;  // integer activations, inputs, targets, token buckets
     return floats * sizeof(float) + ints * sizeof(int) + GPU_RESERVE_BYTES;
 }
 
@@ -164,7 +166,7 @@ inline void gpt_ensure_acts(GPT* model, int B, int T) {
         if (*b) CUDA_CHECK(cudaFree(*b));
         *b = nullptr;
     }
-    int** iblocks[] = {&model->inputs, &model->targets, &model->buckets};
+    int** iblocks[] = {&model->int_acts_memory, &model->inputs, &model->targets, &model->buckets};
     for (int** b : iblocks) {
         if (*b) CUDA_CHECK(cudaFree(*b));
         *b = nullptr;
@@ -176,11 +178,17 @@ inline void gpt_ensure_acts(GPT* model, int B, int T) {
     gpu_malloc(&model->grad_acts_memory, n, "the activation gradients", hint);
     CUDA_CHECK(cudaMemset(model->acts_memory, 0, n * sizeof(float)));
     CUDA_CHECK(cudaMemset(model->grad_acts_memory, 0, n * sizeof(float)));
+    size_t ni = num_int_acts(model->cfg, B, T);
+    if (ni > 0) {
+        gpu_malloc(&model->int_acts_memory, ni, "the integer activations", hint);
+        CUDA_CHECK(cudaMemset(model->int_acts_memory, 0, ni * sizeof(int)));
+    }
     gpu_malloc(&model->inputs, BT, "the input tokens", hint);
     gpu_malloc(&model->targets, BT, "the target tokens", hint);
     gpu_malloc(&model->buckets, 3 * BT + 1, "the token buckets", hint);
     model->num_acts = n;
     model->acts = carve_acts(model->acts_memory, model->cfg, B, T);
+    carve_int_acts(&model->acts, model->int_acts_memory, model->cfg, B, T);
     model->grad_acts = carve_acts(model->grad_acts_memory, model->cfg, B, T);
     model->host_losses.assign((size_t)B * T, 0.0f);
     model->B = B;

@@ -22,8 +22,8 @@ namespace gpu {
 // largest gate (threshold: logit, and -1 once below 0, its slot -1 too; ties:
 // lower index). One thread per token.
 __global__ void tc_route_kernel(float* probs,     // (N,E)
-                                float* route,     // (N,k)
-                                float* slot,      // (N,k) -1 where there is no choice
+                                int* route,       // (N,k)
+                                int* slot,        // (N,k) -1 where there is no choice
                                 const float* z,   // (N,E)
                                 int N, int E, int k, TcRouter rt) {
     int n = blockIdx.x * blockDim.x + threadIdx.x;
@@ -46,21 +46,21 @@ __global__ void tc_route_kernel(float* probs,     // (N,E)
         int best = -1;
         for (int e = 0; e < E; e++) {
             bool taken = false;
-            for (int q = 0; q < r; q++) taken |= (int)route[(size_t)n * k + q] == e;
+            for (int q = 0; q < r; q++) taken |= route[(size_t)n * k + q] == e;
             if (!taken && (best < 0 || key[e] > key[best])) best = e;
         }
         if (!soft && zn[best] < 0.0f) best = -1;
-        route[(size_t)n * k + r] = (float)best;
-        if (best < 0) slot[(size_t)n * k + r] = -1.0f;  // the dispatch numbers only real choices
+        route[(size_t)n * k + r] = best;
+        if (best < 0) slot[(size_t)n * k + r] = -1;  // the dispatch numbers only real choices
     }
 }
 
 // Block e: walks the N*k choices in dispatch order i = r*N + n, 1024 at a
 // time, and numbers those of expert e with a block-wide prefix count:
 // slot = that number while below cap, else -1 (dropped). load[e] = tokens taken.
-__global__ void tc_dispatch_kernel(float* slot,         // (N,k)
+__global__ void tc_dispatch_kernel(int* slot,           // (N,k)
                                    float* load,         // (E)
-                                   const float* route,  // (N,k)
+                                   const int* route,    // (N,k)
                                    int N, int k, int cap) {
     __shared__ int scan[1024];
     const int e = blockIdx.x, t = threadIdx.x;
@@ -68,7 +68,7 @@ __global__ void tc_dispatch_kernel(float* slot,         // (N,k)
     for (long long start = 0; start < (long long)N * k; start += blockDim.x) {
         long long i = start + t;
         int n = (int)(i % N), r = (int)(i / N);
-        bool mine = i < (long long)N * k && (int)route[(size_t)n * k + r] == e;
+        bool mine = i < (long long)N * k && route[(size_t)n * k + r] == e;
         scan[t] = mine;
         __syncthreads();
         for (int off = 1; off < blockDim.x; off <<= 1) {  // inclusive scan
@@ -79,7 +79,7 @@ __global__ void tc_dispatch_kernel(float* slot,         // (N,k)
         }
         if (mine) {
             int pos = base + scan[t] - 1;
-            slot[(size_t)n * k + r] = pos < cap ? (float)pos : -1.0f;
+            slot[(size_t)n * k + r] = pos < cap ? pos : -1;
         }
         base += scan[blockDim.x - 1];
         __syncthreads();
@@ -95,7 +95,7 @@ constexpr int TC_AUX_THREADS = 256;
 __global__ void tc_aux_kernel(float* first,        // (E)
                               float* aux,          // (1)
                               const float* probs,  // (N,E)
-                              const float* route,  // (N,k)
+                              const int* route,    // (N,k)
                               int N, int E, int k, bool soft) {
     __shared__ float term[TC_AUX_THREADS];
     float a = 0.0f;  // thread 0's sum
@@ -104,7 +104,7 @@ __global__ void tc_aux_kernel(float* first,        // (E)
         if (e < E) {
             float count = 0.0f, mass = 0.0f;
             for (int n = 0; n < N; n++) {
-                count += (int)route[(size_t)n * k] == e;
+                count += route[(size_t)n * k] == e;
                 mass += probs[(size_t)n * E + e];
             }
             first[e] = count / N;
@@ -121,15 +121,15 @@ __global__ void tc_aux_kernel(float* first,        // (E)
 // xin[e, slot] = inp[n] for every dispatched choice (rows are distinct).
 __global__ void tc_gather_kernel(float* xin,          // (E,cap,C)
                                  const float* inp,    // (N,C)
-                                 const float* route,  // (N,k)
-                                 const float* slot,   // (N,k)
+                                 const int* route,    // (N,k)
+                                 const int* slot,     // (N,k)
                                  int N, int C, int k, int cap) {
     size_t total = (size_t)N * k * C;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t nr = i / C;
-        int c = (int)(i % C), s = (int)slot[nr];
+        int c = (int)(i % C), s = slot[nr];
         if (s < 0) continue;
-        int e = (int)route[nr];
+        int e = route[nr];
         xin[((size_t)e * cap + s) * C + c] = inp[(nr / k) * C + c];
     }
 }
@@ -138,8 +138,8 @@ __global__ void tc_gather_kernel(float* xin,          // (E,cap,C)
 __global__ void tc_combine_kernel(float* out,          // (N,C)
                                   const float* yout,   // (E,cap,C)
                                   const float* probs,  // (N,E)
-                                  const float* route,  // (N,k)
-                                  const float* slot,   // (N,k)
+                                  const int* route,    // (N,k)
+                                  const int* slot,     // (N,k)
                                   int N, int C, int E, int k, int cap) {
     size_t total = (size_t)N * C;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
@@ -147,7 +147,7 @@ __global__ void tc_combine_kernel(float* out,          // (N,C)
         int c = (int)(i % C);
         float sum = 0.0f;
         for (int r = 0; r < k; r++) {
-            int s = (int)slot[n * k + r], e = (int)route[n * k + r];
+            int s = slot[n * k + r], e = route[n * k + r];
             if (s >= 0) sum += probs[n * E + e] * yout[((size_t)e * cap + s) * C + c];
         }
         out[i] = sum;
@@ -173,16 +173,16 @@ __global__ void tc_combine_backward_kernel(float* dyout,        // (E,cap,C)
                                            const float* dout,   // (N,C)
                                            const float* yout,   // (E,cap,C)
                                            const float* probs,  // (N,E)
-                                           const float* route,  // (N,k)
-                                           const float* slot,   // (N,k)
+                                           const int* route,    // (N,k)
+                                           const int* slot,     // (N,k)
                                            int N, int C, int E, int k, int cap) {
     int lane = threadIdx.x % 32;
     size_t nr = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
     if (nr >= (size_t)N * k) return;
-    int s = (int)slot[nr];
+    int s = slot[nr];
     if (s < 0) return;  // whole warps leave together
     size_t n = nr / k;
-    int e = (int)route[nr];
+    int e = route[nr];
     float g = probs[n * E + e], dot = 0.0f;
     const float* d = dout + n * C;
     const float* y = yout + ((size_t)e * cap + s) * C;
@@ -198,8 +198,8 @@ __global__ void tc_combine_backward_kernel(float* dyout,        // (E,cap,C)
 // dinp[n, c] += sum over the dispatched choices r (in order) of dxin[e, s, c].
 __global__ void tc_scatter_backward_kernel(float* dinp,         // (N,C)
                                            const float* dxin,   // (E,cap,C)
-                                           const float* route,  // (N,k)
-                                           const float* slot,   // (N,k)
+                                           const int* route,    // (N,k)
+                                           const int* slot,     // (N,k)
                                            int N, int C, int k, int cap) {
     size_t total = (size_t)N * C;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
@@ -207,7 +207,7 @@ __global__ void tc_scatter_backward_kernel(float* dinp,         // (N,C)
         int c = (int)(i % C);
         float sum = dinp[i];
         for (int r = 0; r < k; r++) {
-            int s = (int)slot[n * k + r], e = (int)route[n * k + r];
+            int s = slot[n * k + r], e = route[n * k + r];
             if (s >= 0) sum += dxin[((size_t)e * cap + s) * C + c];
         }
         dinp[i] = sum;
@@ -239,8 +239,8 @@ __global__ void tc_gate_backward_kernel(float* dz,            // (N,E)
 inline void token_choice_forward(float* out,        // (N,C)
                                  float* z,          // (N,E) router logits
                                  float* probs,      // (N,E) gates
-                                 float* route,      // (N,k) expert of the r-th choice; -1 none
-                                 float* slot,       // (N,k) its row in the expert's buffer; -1 dropped or none
+                                 int* route,        // (N,k) expert of the r-th choice; -1 none
+                                 int* slot,         // (N,k) its row in the expert's buffer; -1 dropped or none
                                  float* load,       // (E) tokens each expert took
                                  float* first,      // (E) f_e: share of first choices
                                  float* aux,        // (1) load-balancing loss
@@ -280,7 +280,7 @@ inline void token_choice_backward(float* dinp, float* dwc, float* dw1, float* dw
                                   float* dxin, float* dpre, float* dact, float* dyout,   // (E,cap,.) scratch
                                   const float* daux,                                     // (1)
                                   const float* dout, const float* inp,                   // (N,C)
-                                  const float* probs, const float* route, const float* slot,  // (N,E), (N,k), (N,k)
+                                  const float* probs, const int* route, const int* slot,      // (N,E), (N,k), (N,k)
                                   const float* first,                                    // (E)
                                   const float* xin, const float* pre, const float* act, const float* yout,
                                   const float* wc, const float* w1, const float* w2, int N, int C, int E, int f,

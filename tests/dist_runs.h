@@ -1,6 +1,7 @@
 // tests/dist_runs.h: running ./train_mot as several ranks under mpirun, for
 // the test programs of several ranks (test_dist, test_expert_parallel):
-// the skip conditions, mpirun with a time limit, comparing two runs' logs,
+// the skip conditions, mpirun with a time limit, comparing two runs' logs
+// (their losses, and their routing statistics),
 // the data of a small run, the ranks of a running job.
 #pragma once
 #include <doctest/doctest.h>
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -100,6 +102,39 @@ inline double compare_logs(const std::string& a, const std::string& b, double to
     }
     CHECK(rb.begin()->second["loss"] != rb.rbegin()->second["loss"]);  // it trained: the comparison means something
     return worst;
+}
+
+// The routing statistics that token-choice layers log per step (aux_loss,
+// and per layer l dropped_<l>, load_min_<l>, load_max_<l>, experts_<l>) of
+// log a against log b's, at every step of b: each such field of b is in a,
+// and differs from b's by at most tol, absolutely or relative to b's, as
+// the caller says.
+enum Measure { ABSOLUTE, RELATIVE };
+struct RoutingComparison {
+    int fields = 0;                 // the values compared
+    double worst = 0;               // the largest difference
+    std::map<int, double> dropped;  // per layer, b's largest dropped share over its steps
+};
+inline RoutingComparison compare_routing(const std::string& a, const std::string& b, double tol, Measure measure) {
+    LogRows ra = read_log(a), rb = read_log(b);
+    RoutingComparison r;
+    for (auto& [step, row] : rb)
+        for (auto& [key, value] : row) {
+            bool dropped = key.rfind("dropped_", 0) == 0;
+            if (key != "aux_loss" && !dropped && key.rfind("load_", 0) != 0 && key.rfind("experts_", 0) != 0)
+                continue;
+            INFO("step ", step, ": ", key);
+            REQUIRE(ra[step].count(key));
+            double x = num(ra[step][key]), y = num(value), d = measure == RELATIVE ? rel(x, y) : std::fabs(x - y);
+            CHECK_MESSAGE(d <= tol, key << " " << ra[step][key] << " (" << a << ") vs " << value << " (" << b << ")");
+            r.fields++;
+            r.worst = std::max(r.worst, d);
+            if (dropped) {
+                double& most = r.dropped[std::stoi(key.substr(8))];
+                most = std::max(most, y);
+            }
+        }
+    return r;
 }
 
 // The data options of a small run on shards build/<name>_train.bin and

@@ -357,10 +357,12 @@ GPU_TEST("gpu token-choice forward and backward: k 1 and 2, drops, odd sizes, th
         const TcRouter rt = s.rt;
         const int N = s.N, C = s.C, E = s.E, f = s.f, k = s.k, cap = t.cap;
         size_t nE = (size_t)N * E, nk = (size_t)N * k, nX = (size_t)E * cap * C, nP = (size_t)E * cap * f;
-        std::vector<float> out((size_t)N * C), z(nE), pr(nE), route(nk), slot(nk), load(E), first(E), aux(1), xin(nX),
-            pre(nP), act(nP), yout(nX);
-        DevF d_inp(t.inp), d_wc(t.wc), d_w1(t.w1), d_w2(t.w2), d_out(out.size()), d_z(nE), d_pr(nE), d_route(nk),
-            d_slot(nk), d_load(E), d_first(E), d_aux(1), d_xin(nX), d_pre(nP), d_act(nP), d_yout(nX);
+        std::vector<float> out((size_t)N * C), z(nE), pr(nE), load(E), first(E), aux(1), xin(nX), pre(nP), act(nP),
+            yout(nX);
+        std::vector<int> route(nk), slot(nk);
+        DevF d_inp(t.inp), d_wc(t.wc), d_w1(t.w1), d_w2(t.w2), d_out(out.size()), d_z(nE), d_pr(nE), d_load(E),
+            d_first(E), d_aux(1), d_xin(nX), d_pre(nP), d_act(nP), d_yout(nX);
+        DevI d_route(nk), d_slot(nk);
         token_choice_forward(out.data(), z.data(), pr.data(), route.data(), slot.data(), load.data(), first.data(),
                              aux.data(), xin.data(), pre.data(), act.data(), yout.data(), t.inp.data(), t.wc.data(),
                              t.w1.data(), t.w2.data(), N, C, E, f, k, cap, t.bc.data(), rt);

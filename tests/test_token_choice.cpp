@@ -33,13 +33,15 @@
 #include "train/transition.h"
 
 using Vec = std::vector<double>;
+using Ints = std::vector<int>;
 
 // One TOKEN_CHOICE layer's tensors, in double.
 struct TcLayer {
     int N, C, E, f, k, cap;
     TcRouter rt;
     Vec inp, wc, bc, w1, w2;
-    Vec out, z, probs, route, slot, load, first, aux, xin, pre, act, yout;
+    Vec out, z, probs, load, first, aux, xin, pre, act, yout;
+    Ints route, slot;
     TcLayer(int N_, int C_, int E_, int f_, int k_, double cf, uint64_t seed, TcRouter rt_ = {})
         : N(N_), C(C_), E(E_), f(f_), k(k_), cap((int)std::ceil(cf * k_ * N_ / E_)), rt(rt_) {
         TestRng r(seed);
@@ -82,8 +84,8 @@ struct TcLayer {
         }
         return margin;
     }
-    size_t unrouted() const { return (size_t)std::count(route.begin(), route.end(), -1.0); }
-    size_t dropped() const { return (size_t)std::count(slot.begin(), slot.end(), -1.0); }
+    size_t unrouted() const { return (size_t)std::count(route.begin(), route.end(), -1); }
+    size_t dropped() const { return (size_t)std::count(slot.begin(), slot.end(), -1); }
 };
 
 // A layer at a point away from routing ties: seeds are tried until every
@@ -145,7 +147,7 @@ TEST_CASE("threshold routers: backward matches finite differences, bias included
         if (cs.cf < 1) CHECK(L.dropped() > L.unrouted());  // and some are dropped for capacity
         for (int n = 0; n < L.N; n++)  // every choice made clears the threshold; the gates are as defined
             for (int r = 0; r < L.k; r++) {
-                int e = (int)L.route[(size_t)n * L.k + r];
+                int e = L.route[(size_t)n * L.k + r];
                 if (e < 0) continue;
                 double z = L.z[(size_t)n * L.E + e];
                 CHECK(z >= 0);
@@ -194,9 +196,9 @@ TEST_CASE("threshold router: the choices, their order and capacity, worked out b
     L.cap = 3;
     L.forward();
     // shifted logits: (1,-2) (2,-1) (-1,0) (0.5,-2) (3,1) (-1,-1); k 2, the larger first
-    CHECK(L.route == Vec{0, -1, 0, -1, 1, -1, 0, -1, 0, 1, -1, -1});
+    CHECK(L.route == Ints{0, -1, 0, -1, 1, -1, 0, -1, 0, 1, -1, -1});
     // r = 1: expert 0 <- tokens 0, 1, 3 (slots 0-2), 4 finds it full; expert 1 <- 2; r = 2: token 4 -> expert 1
-    CHECK(L.slot == Vec{0, -1, 1, -1, 0, -1, 2, -1, -1, 1, -1, -1});
+    CHECK(L.slot == Ints{0, -1, 1, -1, 0, -1, 2, -1, -1, 1, -1, -1});
     CHECK(L.load == Vec{3, 2});
     CHECK(L.aux[0] == 0.0);
     for (int c = 0; c < 2; c++) CHECK(L.out[5 * 2 + c] == 0.0);          // token 5 fires no expert
@@ -242,8 +244,8 @@ TEST_CASE("capacity and the order of dispatch, worked out by hand") {
     SUBCASE("k 1, cf 0.5: cap 2; expert 0 takes tokens 0 and 1, drops 3 and 4; expert 1 takes 2 and 5") {
         TcLayer L = hand_layer(1, 0.5);
         CHECK(L.cap == 2);
-        CHECK(L.route == Vec{0, 0, 1, 0, 0, 1});
-        CHECK(L.slot == Vec{0, 1, 0, -1, -1, 1});
+        CHECK(L.route == Ints{0, 0, 1, 0, 0, 1});
+        CHECK(L.slot == Ints{0, 1, 0, -1, -1, 1});
         CHECK(L.load == Vec{2, 2});
         CHECK(L.first == Vec{4.0 / 6, 2.0 / 6});
         // a dropped token's output is zero; a dispatched one is p * expert(h)
@@ -258,10 +260,10 @@ TEST_CASE("capacity and the order of dispatch, worked out by hand") {
         TcLayer L = hand_layer(2, 0.5);
         CHECK(L.cap == 3);
         // route (n, r): first then second choice
-        CHECK(L.route == Vec{0, 1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0});
+        CHECK(L.route == Ints{0, 1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0});
         // r = 1: expert 0 <- tokens 0, 1, 3 (slots 0, 1, 2), 4 dropped; expert 1 <- 2, 5 (slots 0, 1)
         // r = 2: token 0 -> expert 1 slot 2; every later second choice finds its expert full
-        CHECK(L.slot == Vec{0, 2, 1, -1, 0, -1, 2, -1, -1, -1, 1, -1});
+        CHECK(L.slot == Ints{0, 2, 1, -1, 0, -1, 2, -1, -1, -1, 1, -1});
         CHECK(L.load == Vec{3, 3});
         CHECK(L.dropped() == 6);
     }

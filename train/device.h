@@ -145,13 +145,13 @@ inline void gpu_model_set_mot_discrete(GpuModel* g, bool on) { g->gpt.mot_discre
 // TOKEN_CHOICE layer l in the last forward: the tokens each expert took,
 // load (E) on the host, and with a threshold router the choices, route
 // ((N,k), -1 where none was made); returns the tokens N.
-inline int gpu_model_routing(GpuModel* g, int l, float* load, std::vector<float>* route) {
+inline int gpu_model_routing(GpuModel* g, int l, float* load, std::vector<int>* route) {
     const Config& c = g->gpt.cfg;
     const int N = g->gpt.B * g->gpt.T;
     CUDA_CHECK(cudaMemcpy(load, g->gpt.acts.layer[l].load, c.E * sizeof(float), cudaMemcpyDeviceToHost));
     if (c.router != ROUTER_SOFTMAX) {
         route->resize((size_t)N * c.topk);
-        CUDA_CHECK(cudaMemcpy(route->data(), g->gpt.acts.layer[l].route, route->size() * sizeof(float),
+        CUDA_CHECK(cudaMemcpy(route->data(), g->gpt.acts.layer[l].route, route->size() * sizeof(int),
                               cudaMemcpyDeviceToHost));
     }
     return N;
@@ -262,7 +262,7 @@ inline void gpu_model_set_aux_weight(GpuModel*, double) {}
 inline double gpu_model_aux_loss(const GpuModel&) { no_gpu_code(); }
 inline void gpu_model_set_teacher(GpuModel*, const GpuModel*, double) { no_gpu_code(); }
 inline void gpu_model_set_mot_discrete(GpuModel*, bool) {}
-inline int gpu_model_routing(GpuModel*, int, float*, std::vector<float>*) { no_gpu_code(); }
+inline int gpu_model_routing(GpuModel*, int, float*, std::vector<int>*) { no_gpu_code(); }
 inline void gpu_model_count_fires(GpuModel*, double*) { no_gpu_code(); }
 inline void gpu_model_router_bias(GpuModel*, int, float*) { no_gpu_code(); }
 inline void gpu_model_set_router_bias(GpuModel*, int, const float*) { no_gpu_code(); }

@@ -289,19 +289,24 @@ inline void dist_all_gather(const void* send, void* recv, size_t bytes, const ch
     std::memcpy(recv, send, bytes);
 }
 
-// Reduce-scatter within group g: recv (n) = the sum over the group's ranks
-// of their block `rank` of send (size blocks of n floats).
-inline void dist_reduce_scatter(const float* send, float* recv, size_t n, const char* what, const DistGroup* g) {
+// Reduce-scatter within group g (or all ranks): recv (n) = the sum over the
+// ranks of their block `rank` of send (size blocks of n floats). send ==
+// recv runs in place (MPI_IN_PLACE reads the blocks from recv and leaves the
+// result at its start; the rest of it is then undefined).
+inline void dist_reduce_scatter(const float* send,  // (size * n)
+                                float* recv,        // (n), or (size * n) in place
+                                size_t n, const char* what, const DistGroup* g = nullptr) {
 #ifdef MOT_MPI
     if (dist_size(g) > 1) {
         int count = mpi_count(n, what);
         CollectiveGuard guard(what);
-        MPI_Reduce_scatter_block(send, recv, count, MPI_FLOAT, MPI_SUM, dist_comm(g));
+        MPI_Reduce_scatter_block(send == recv ? MPI_IN_PLACE : (const void*)send, recv, count, MPI_FLOAT, MPI_SUM,
+                                 dist_comm(g));
         return;
     }
 #endif
     (void)what, (void)g;
-    std::memcpy(recv, send, n * sizeof(float));
+    if (send != recv) std::memcpy(recv, send, n * sizeof(float));
 }
 
 // All-to-all within group g: block r of send (g->size blocks of `bytes`)
@@ -330,18 +335,11 @@ inline void dist_sum_each(std::initializer_list<double*> values, const char* wha
 }
 
 // Reduce-scatter in place: x[0, n) = the sum over the ranks of their
-// x[rank*n, rank*n + n), the slice this rank owns (MPI_IN_PLACE puts the
-// result at the start of the buffer). The rest of x is left undefined.
+// x[rank*n, rank*n + n), the slice this rank owns. The rest of x is left
+// undefined.
 inline void dist_reduce_scatter_sum(float* x,  // (size * n)
                                     size_t n, const char* what, const DistGroup* g = nullptr) {
-#ifdef MOT_MPI
-    if (dist_size(g) == 1) return;
-    int count = mpi_count(n, what);
-    CollectiveGuard guard(what);
-    MPI_Reduce_scatter_block(MPI_IN_PLACE, x, count, MPI_FLOAT, MPI_SUM, dist_comm(g));
-#else
-    (void)x, (void)n, (void)what, (void)g;
-#endif
+    dist_reduce_scatter(x, x, n, what, g);
 }
 
 // x[r*n, r*n + n) = rank r's slice, on every rank (all-gather, in place).

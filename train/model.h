@@ -98,7 +98,8 @@ inline size_t host_available_bytes() {
 inline void check_host_memory(const Config& c, int B, int T, bool on_gpu) {
     const double GiB = 1073741824.0;
     double params = 4.0 * num_params(c) * sizeof(float);  // parameters, gradients, AdamW m and v
-    double acts = on_gpu || B == 0 ? 0.0 : 2.0 * num_acts(c, B, T) * sizeof(float);  // activations and their gradients
+    // activations and their gradients, and the integer activations
+    double acts = on_gpu || B == 0 ? 0.0 : 2.0 * num_acts(c, B, T) * sizeof(float) + num_int_acts(c, B, T) * sizeof(int);
     size_t avail = host_available_bytes();
     if (avail == 0 || params + acts < 0.95 * avail) return;
     std::string parts = strf("%.2f GiB of parameters, gradients and AdamW moments, set by --layers, --d-model, "
@@ -273,8 +274,8 @@ inline void model_add_router_counts(Model* m, std::vector<double>* counts) {
         if (c.kinds[l] != TOKEN_CHOICE) continue;
         std::vector<float> load(c.E);
         int N = 0;
-        const float* route = nullptr;  // (N,k) the choices; -1 where a threshold router made none
-        std::vector<float> route_host;
+        const int* route = nullptr;  // (N,k) the choices; -1 where a threshold router made none
+        std::vector<int> route_host;
         if (m->on_gpu) {
             N = gpu_model_routing(&m->gpu, l, load.data(), &route_host);
             if (c.router != ROUTER_SOFTMAX) route = route_host.data();

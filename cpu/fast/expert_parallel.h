@@ -275,8 +275,8 @@ template <typename real>
 void token_choice_ep_forward(real* out,        // (Nt,C)
                              real* z,          // (Nt,E) router logits
                              real* probs,      // (Nt,E) gates
-                             real* route,      // (Nt,k) expert of the r-th choice; -1 none
-                             real* slot,       // (Nt,k) its row in the expert's buffer; -1 dropped or none
+                             int* route,       // (Nt,k) expert of the r-th choice; -1 none
+                             int* slot,        // (Nt,k) its row in the expert's buffer; -1 dropped or none
                              real* load,       // (E) tokens each expert took, of this member's
                              real* first,      // (E) f_e: share of first choices
                              real* aux,        // (1) load-balancing loss of this member's tokens
@@ -325,8 +325,8 @@ void token_choice_ep_backward(real* dinp,           // (Nt,C)
                               const real* dout,     // (Nt,C)
                               const real* inp,      // (Nt,C)
                               const real* probs,    // (Nt,E)
-                              const real* route,    // (Nt,k)
-                              const real* slot,     // (Nt,k)
+                              const int* route,     // (Nt,k)
+                              const int* slot,      // (Nt,k)
                               const real* first,    // (E)
                               const real* xl,       // (N,El,cap,C)
                               const real* pre,      // (N,El,cap,f)

@@ -27,8 +27,8 @@ namespace fast {
 template <typename real>
 void token_choice_router(real* z,            // (N,E)
                          real* probs,        // (N,E)
-                         real* route,        // (N,k)
-                         real* slot,         // (N,k)
+                         int* route,         // (N,k)
+                         int* slot,          // (N,k)
                          real* load,         // (E)
                          real* first,        // (E)
                          real* aux,          // (1)
@@ -45,15 +45,15 @@ void token_choice_router(real* z,            // (N,E)
 template <typename real>
 void token_choice_gather(real* xin,          // (E,cap,C)
                          const real* inp,    // (N,C)
-                         const real* route,  // (N,k)
-                         const real* slot,   // (N,k)
+                         const int* route,   // (N,k)
+                         const int* slot,    // (N,k)
                          int N, int C, int E, int k, int cap) {
     const size_t capC = (size_t)cap * C;
     std::fill(xin, xin + (size_t)E * capC, real(0));
     #pragma omp parallel for
     for (int n = 0; n < N; n++)
         for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            int s = slot[(size_t)n * k + r], e = route[(size_t)n * k + r];
             if (s >= 0) std::copy(inp + (size_t)n * C, inp + (size_t)(n + 1) * C, xin + e * capC + (size_t)s * C);
         }
 }
@@ -79,8 +79,8 @@ template <typename real>
 void token_choice_combine(real* out,          // (N,C)
                           const real* yout,   // (E,cap,C)
                           const real* probs,  // (N,E)
-                          const real* route,  // (N,k)
-                          const real* slot,   // (N,k)
+                          const int* route,   // (N,k)
+                          const int* slot,    // (N,k)
                           int N, int C, int E, int k, int cap) {
     const size_t capC = (size_t)cap * C;
     #pragma omp parallel for
@@ -88,7 +88,7 @@ void token_choice_combine(real* out,          // (N,C)
         real* o = out + (size_t)n * C;
         std::fill(o, o + C, real(0));
         for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            int s = slot[(size_t)n * k + r], e = route[(size_t)n * k + r];
             if (s < 0) continue;
             real g = probs[(size_t)n * E + e];
             const real* y = yout + e * capC + (size_t)s * C;
@@ -101,8 +101,8 @@ template <typename real>
 void token_choice_forward(real* out,        // (N,C)
                           real* z,          // (N,E) router logits
                           real* probs,      // (N,E) gates
-                          real* route,      // (N,k) expert of the r-th choice; -1 none
-                          real* slot,       // (N,k) its row in the expert's buffer; -1 dropped or none
+                          int* route,       // (N,k) expert of the r-th choice; -1 none
+                          int* slot,        // (N,k) its row in the expert's buffer; -1 dropped or none
                           real* load,       // (E) tokens each expert took
                           real* first,      // (E) f_e: share of first choices
                           real* aux,        // (1) load-balancing loss
@@ -152,15 +152,15 @@ void token_choice_combine_backward(real* dyout,        // (E,cap,C) overwritten
                                    const real* dout,   // (N,C)
                                    const real* yout,   // (E,cap,C)
                                    const real* probs,  // (N,E)
-                                   const real* route,  // (N,k)
-                                   const real* slot,   // (N,k)
+                                   const int* route,   // (N,k)
+                                   const int* slot,    // (N,k)
                                    int N, int C, int E, int k, int cap) {
     const size_t capC = (size_t)cap * C;
     std::fill(dyout, dyout + (size_t)E * capC, real(0));
     #pragma omp parallel for
     for (int n = 0; n < N; n++)
         for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            int s = slot[(size_t)n * k + r], e = route[(size_t)n * k + r];
             if (s < 0) continue;
             real g = probs[(size_t)n * E + e], dot = 0;
             const real* d = dout + (size_t)n * C;
@@ -201,14 +201,14 @@ void token_choice_experts_backward(real* dxin,         // (E,cap,C)
 template <typename real>
 void token_choice_gather_backward(real* dinp,         // (N,C)
                                   const real* dxin,   // (E,cap,C)
-                                  const real* route,  // (N,k)
-                                  const real* slot,   // (N,k)
+                                  const int* route,   // (N,k)
+                                  const int* slot,    // (N,k)
                                   int N, int C, int k, int cap) {
     const size_t capC = (size_t)cap * C;
     #pragma omp parallel for
     for (int n = 0; n < N; n++)
         for (int r = 0; r < k; r++) {
-            int s = (int)slot[(size_t)n * k + r], e = (int)route[(size_t)n * k + r];
+            int s = slot[(size_t)n * k + r], e = route[(size_t)n * k + r];
             if (s < 0) continue;
             const real* dx = dxin + e * capC + (size_t)s * C;
             real* di = dinp + (size_t)n * C;
@@ -238,7 +238,7 @@ void token_choice_backward(real* dinp, real* dwc, real* dw1, real* dw2,     // (
                            real* dxin, real* dpre, real* dact, real* dyout,  // (E,cap,.) scratch
                            const real* daux,                                // (1)
                            const real* dout, const real* inp,               // (N,C)
-                           const real* probs, const real* route, const real* slot,  // (N,E), (N,k), (N,k)
+                           const real* probs, const int* route, const int* slot,    // (N,E), (N,k), (N,k)
                            const real* first,                               // (E)
                            const real* xin, const real* pre, const real* act, const real* yout,  // (E,cap,.)
                            const real* wc, const real* w1, const real* w2, int N, int C, int E, int f, int k,
