@@ -12,11 +12,13 @@
 //   ./train_mot --help                   every option with its default
 //
 // The pieces live in train/: options.h (every option and default), run.h
-// (a training run, step by step), subcommands.h, and what they use: the
-// model on either device (model.h; device.h holds all that only a build by
-// nvcc has), checkpoints with their training state (state.h), the log
-// (log.h), the outputs (outputs.h), the CPU threads (threads.h), the FLOP
-// peak (peak.h), samples and validation (report.h).
+// (a training run, step by step: the loop, checkpoints, train()) with what a
+// run holds (train_run.h), its checks (checks.h), its setup (setup.h,
+// transition_setup.h) and its step (step.h), subcommands.h, and what they
+// use: the model on either device (model.h; device.h holds all that only a
+// build by nvcc has), checkpoints with their training state (state.h), the
+// log (log.h), the outputs (outputs.h), the CPU threads (threads.h), the
+// FLOP peak (peak.h), samples and validation (report.h).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>

@@ -332,7 +332,7 @@ inline void token_choice_count_fires(double* fires, unsigned long long* scratch,
 }
 
 // TOKEN_CHOICE as a block's feed-forward layer (common/layout.h, TokenChoiceFfn).
-// Expert parallelism runs token choice on the CPU path only (train/run.h
+// Expert parallelism runs token choice on the CPU path only (train/checks.h
 // refuses it on GPUs), so a layer holding part of its experts stops here.
 inline void ffn_kind_forward(TokenChoiceFfn, float* out, const float* inp, const LayerWeights<float>& w,
                              LayerActs<float>& a, int B, int T, const Config& c, const FfnMode& mode) {

@@ -80,7 +80,7 @@ inline bool gpu_model_fits(const Config& c, int B, int T, std::string* why) {
 // Builds the model with the given parameters (num_params(c) floats, host)
 // and its activations for (B,T); throws when the GPU runs out of memory.
 inline void gpu_model_build(GpuModel* g, const Config& c, const float* params, int B, int T) {
-    // expert parallelism on the GPU runs MoT layers only (train/run.h refuses the rest)
+    // expert parallelism on the GPU runs MoT layers only (train/checks.h refuses the rest)
     if (c.expert_shards > 1 && has_kind(c, TOKEN_CHOICE))
         throw std::runtime_error("token-choice layers under expert parallelism are not built on the GPU path");
     gpu::gpt_build(&g->gpt, c);

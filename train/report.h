@@ -1,7 +1,7 @@
 // What a run reports, and how: the loss on held-out data (in nats per token
 // and bits per byte of text), decoded samples, and each step's line and log
-// row. The training loop (train/run.h) computes; the functions here print
-// and log what it computed.
+// row. The training loop (train/run.h, train/step.h) computes; the functions
+// here print and log what it computed.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -115,7 +115,7 @@ inline void report_validation(JsonlLog* log, int step, double loss, double bytes
     }
 }
 
-// What one optimizer step did: train_step (train/run.h) returns it,
+// What one optimizer step did: train_step (train/step.h) returns it,
 // report_skip and report_step say it.
 struct StepResult {
     int step = 0;                 // optimizer steps done, this one included: the line's and the log's step
