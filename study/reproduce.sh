@@ -404,6 +404,17 @@ fi
 # steps with every core and no validation; the report takes the median step
 # after the first two. Run when nothing else is running: the study's runs are
 # done by then. Kept in TIME_STORE with the machine they ran on.
+# cpu_busy: the share (percent) of the machine's CPU time not idle over the
+# next second (/proc/stat), before a timing starts: what else is running
+cpu_busy() {
+    local a b i total=0 idle
+    read -ra a < /proc/stat
+    sleep 1
+    read -ra b < /proc/stat
+    for (( i = 1; i <= 8; i++ )); do total=$(( total + b[i] - a[i] )); done
+    idle=$(( b[4] + b[5] - a[4] - a[5] ))
+    echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
 if [[ " $PHASES " == *" time "* ]]; then
     mkdir -p "$OUT/times"
     machine="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(nproc) threads"
@@ -424,9 +435,9 @@ if [[ " $PHASES " == *" time "* ]]; then
             echo "reproduce: $name: not timed (its model $load is not here; the run was taken from the store)"
             continue
         fi
-        load_avg=$(cut -d ' ' -f 1 /proc/loadavg)
-        awk "BEGIN { exit !($load_avg > 0.5) }" &&
-            echo "reproduce: the machine is busy (load $load_avg): the step times of $name will be too slow"
+        busy=$(cpu_busy)
+        (( busy > 20 )) && echo "reproduce: the machine is busy (${busy}% of its CPU time in use in the last second):" \
+            "the step times of $name will be too slow"
         echo "reproduce: timing $name alone, $TIME_STEPS steps"
         rm -f "$OUT/times/$name.jsonl.tmp"
         "$TRAIN_MOT" "${DATA[@]}" --device "$DEVICE" --seq "$SEQ" --batch "$BATCH" --steps "$TIME_STEPS" --seed "$SEED" \

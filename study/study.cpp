@@ -334,8 +334,9 @@ static std::string label_of(const RunLog& r) {
     std::string k = kind_of(r);
     if (k == "dense") return "dense";
     if (k == "transition")
-        return strf("transition of %s to token choice, %s router, k %g (validation loss %.3f, at the switch %.3f)",
-                    r.meta.count("from") ? r.meta.at("from").c_str() : "?", tuning_of(r).c_str(), hv(r, "topk"),
+        return strf("transition of %s to token choice, %s router, k %g%s (validation loss %.3f, at the switch %.3f)",
+                    r.meta.count("from") ? r.meta.at("from").c_str() : "?", router_of(r).c_str(), hv(r, "topk"),
+                    distill_of(r) > 0 ? strf(", distilled at weight %g", distill_of(r)).c_str() : "",
                     r.loss_before_switch, r.loss_at_switch);
     if (k == "token-choice") return strf("token choice top-%g, E %g, f %g", hv(r, "topk"), hv(r, "experts"), hv(r, "expert_size"));
     return strf("MoT E %g G %g f %g, tau %g, %s", hv(r, "experts"), hv(r, "group"), hv(r, "expert_size"),
@@ -446,19 +447,30 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
 // wall-clock (right); dense, token choice, the transition, and of each MoT
 // shape and placement the temperature that ended lowest.
 static void plot_report(const std::vector<RunLog>& runs, const std::vector<Size>& sizes, const std::string& png) {
-    std::string script = strf("set terminal pngcairo size 1400,%d noenhanced\nset multiplot layout %zu,2\n",
-                              500 * (int)sizes.size(), sizes.size());
-    script += "set grid\nset key top right font ',8'\nset ylabel 'validation loss (nats per token)'\n";
-    int block = 0;
+    // the sizes with main runs to show, each with one run per family and placement
+    std::vector<std::pair<const Size*, std::map<std::string, const RunLog*>>> panels;
     for (const Size& z : sizes) {
-        std::map<std::string, const RunLog*> shown;  // one per family and placement
+        std::map<std::string, const RunLog*> shown;
         for (const RunLog& r : runs) {
             if (r.meta.at("size") != z.name || r.meta.at("phase") != "main" || r.val.empty()) continue;
             std::string key = r.meta.at("family") + " " + layers_of(r);
             if (!shown.count(key) || r.final_val() < shown[key]->final_val()) shown[key] = &r;
         }
+        if (!shown.empty()) panels.push_back({&z, shown});
+    }
+    size_t rows = std::max<size_t>(1, panels.size());
+    std::string script = strf("set terminal pngcairo size 1400,%d noenhanced\nset multiplot layout %zu,2\n",
+                              500 * (int)rows, rows);
+    script += "set grid\nset key top right font ',8'\nset ylabel 'validation loss (nats per token)'\n";
+    // a transition's legend without its losses (the table has them)
+    auto title = [](const RunLog& r) {
+        if (kind_of(r) != "transition") return gp_quote(label_of(r));
+        return gp_quote(strf("transition to token choice, %s router%s", router_of(r).c_str(),
+                             distill_of(r) > 0 ? strf(", distilled at weight %g", distill_of(r)).c_str() : ""));
+    };
+    int block = 0;
+    for (auto& [z, shown] : panels) {
         std::string data_steps, data_time;
-        std::vector<std::string> names;
         for (auto& [key, r] : shown) {
             // a transition continues its MoT run: its points start where that run ended
             double step0 = 0, t0 = 0;
@@ -468,14 +480,13 @@ static void plot_report(const std::vector<RunLog>& runs, const std::vector<Size>
             std::string d = strf("$d%d << EOD\n", block);
             for (const ValPoint& v : r->val) d += strf("%g %g %.9g\n", v.step + step0, (v.seconds + t0) / 60, v.loss);
             script += d + "EOD\n";
-            names.push_back(strf("$d%d", block++));
-            data_steps += names.back() + " using 1:3 with linespoints pt 7 ps 0.5 title " + gp_quote(label_of(*r)) + ", ";
-            data_time += names.back() + " using 2:3 with linespoints pt 7 ps 0.5 title " + gp_quote(label_of(*r)) + ", ";
+            std::string name = strf("$d%d", block++);
+            data_steps += name + " using 1:3 with linespoints pt 7 ps 0.5 title " + title(*r) + ", ";
+            data_time += name + " using 2:3 with linespoints pt 7 ps 0.5 title " + title(*r) + ", ";
         }
-        if (names.empty()) continue;
-        script += "set title " + gp_quote("size " + z.name + ": validation loss against steps") + "\nset xlabel 'step'\n";
+        script += "set title " + gp_quote("size " + z->name + ": validation loss against steps") + "\nset xlabel 'step'\n";
         script += "plot " + data_steps.substr(0, data_steps.size() - 2) + "\n";
-        script += "set title " + gp_quote("size " + z.name + ": against training time") + "\nset xlabel 'minutes'\n";
+        script += "set title " + gp_quote("size " + z->name + ": against training time") + "\nset xlabel 'minutes'\n";
         script += "plot " + data_time.substr(0, data_time.size() - 2) + "\n";
     }
     script += "unset multiplot\n";
