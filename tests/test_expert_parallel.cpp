@@ -410,8 +410,8 @@ static const char* EP_LAYOUTS[][3] = {{"2", "2", "mixed"}, {"2", "2", "inputs"},
 
 MPI_TEST("--precision bf16 under --expert-parallel computes what 1 process computes in bf16 on 2 ranks N 2 (1e-5 "
          "over 8 steps; both MoT exchanges), and on 4 ranks N 2 x 2 replicas what 4 data-parallel ranks compute in "
-         "bf16: MoT and token choice (softmax router, threshold router held by --router-balance), and token "
-         "choice's routing statistics") {
+         "bf16, also with --zero 1: MoT and token choice (softmax router, threshold router held by "
+         "--router-balance), and token choice's routing statistics") {
     write_dist_data("ep");
     // With replicas the gradients are summed over the ranks in another order than one process accumulates
     // its micro-batches, as under data parallelism alone: in fp32 that moves the weights by 1e-8, but a bf16
@@ -453,6 +453,15 @@ MPI_TEST("--precision bf16 under --expert-parallel computes what 1 process compu
             if (tc) CHECK(compare_routing(log, ref, 1e-5, RELATIVE).fields > 0);
             MESSAGE(log << " against " << ref << ": largest relative difference " << worst);
         }
+        // with --zero 1 too: each run of parameters' moments sharded over the ranks that hold it
+        const std::string zlog = tag + "_np4_N2_zero1.jsonl", ref = tag + "_dp4_bf16.jsonl";
+        std::remove(zlog.c_str());
+        Run z = run_cmd(mpirun(4, args + " --precision bf16 --expert-parallel 2 --zero 1 --log " + zlog));
+        INFO(z.out);
+        REQUIRE(z.rc == 0);
+        double worst = compare_logs(zlog, ref, 1e-5, 8);
+        if (tc) CHECK(compare_routing(zlog, ref, 1e-5, RELATIVE).fields > 0);
+        MESSAGE(zlog << " against " << ref << ": largest relative difference " << worst);
     }
 }
 
