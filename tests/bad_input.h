@@ -8,6 +8,9 @@
 //                                 holds every needle
 //   patched(bytes, offset, v)     a file's bytes with v written at offset
 //   patch_file(path, offset, v)   the same, in place
+//   with_checksum(ckpt)           a checkpoint's bytes with its checksum made
+//                                 anew after a change: the file stands for
+//                                 the changed model
 //   BadFile                       one broken variant of a good file, for tables
 #pragma once
 #include <doctest/doctest.h>
@@ -17,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/checkpoint.h"
 #include "tests/program.h"
 
 inline void expect_error(const Run& r, const std::vector<std::string>& needles) {
@@ -64,3 +68,13 @@ void patch_file(const std::string& path, size_t offset, T value) {
 struct BadFile {
     std::string name, bytes, needle;
 };
+
+inline std::string with_checksum(std::string ckpt) {
+    std::vector<int32_t> h(256);
+    std::memcpy(h.data(), ckpt.data(), 1024);
+    uint64_t sum = checkpoint_checksum(h, ckpt.data() + 1024, ckpt.size() - 1024);
+    int32_t lo = (int32_t)(uint32_t)sum, hi = (int32_t)(uint32_t)(sum >> 32);
+    std::memcpy(&ckpt[4 * 30], &lo, 4);  // slots 30 and 31
+    std::memcpy(&ckpt[4 * 31], &hi, 4);
+    return ckpt;
+}

@@ -492,17 +492,6 @@ TEST_CASE("--save that names a folder, or the --checkpoint-dir, is refused befor
     CHECK_FALSE(exists("build/cli_out"));
 }
 
-// ckpt with its checksum (slots 30-31) recomputed, so that it stands for the changed model.
-static std::string with_checksum(std::string ckpt) {
-    std::vector<int32_t> h(256);
-    std::memcpy(h.data(), ckpt.data(), 1024);
-    uint64_t sum = checkpoint_checksum(h, ckpt.data() + 1024, ckpt.size() - 1024);
-    int32_t lo = (int32_t)(uint32_t)sum, hi = (int32_t)(uint32_t)(sum >> 32);
-    std::memcpy(&ckpt[4 * 30], &lo, 4);
-    std::memcpy(&ckpt[4 * 31], &hi, 4);
-    return ckpt;
-}
-
 TEST_CASE("a first step that is not finite right after --load names the loaded file") {
     cli_model();
     std::string ckpt = slurp("build/cli.ckpt");

@@ -28,18 +28,6 @@ static double number_after(const std::string& out, const std::string& key) {
     return p == std::string::npos ? NAN : std::strtod(out.c_str() + p + key.size(), nullptr);
 }
 
-// A checkpoint's bytes after a change to its header: the checksum made anew,
-// so that the file stands for the changed model.
-static std::string with_checksum(std::string ckpt) {
-    std::vector<int32_t> h(256);
-    std::memcpy(h.data(), ckpt.data(), 1024);
-    uint64_t sum = checkpoint_checksum(h, ckpt.data() + 1024, ckpt.size() - 1024);
-    int32_t lo = (int32_t)(uint32_t)sum, hi = (int32_t)(uint32_t)(sum >> 32);
-    std::memcpy(&ckpt[4 * 30], &lo, 4);
-    std::memcpy(&ckpt[4 * 31], &hi, 4);
-    return ckpt;
-}
-
 // A small MoT model trained for a few steps, saved at path.
 static void mot_checkpoint(const std::string& path) {
     make_train_data("build/tk");
