@@ -68,6 +68,12 @@ struct RunLog {
     }
 };
 
+// The upper median of v (not empty): the step time a report quotes.
+static double median(std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+}
+
 static RunLog read_run(const std::string& log_path) {
     RunLog r;
     std::string base = log_path.substr(0, log_path.rfind(".jsonl"));
@@ -107,10 +113,7 @@ static RunLog read_run(const std::string& log_path) {
     for (auto& [step, t] : ms) times.push_back(t), r.steps_done = std::max(r.steps_done, step);
     r.train_seconds = 0;
     for (double t : times) r.train_seconds += t / 1000;
-    if (!times.empty()) {
-        std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-        r.median_ms = times[times.size() / 2];
-    }
+    if (!times.empty()) r.median_ms = median(times);
     // a stored run (docs/study/runs holds finished runs only, without NAME.done) is finished
     // when its log reaches the steps of its description
     if (!r.done && r.meta.count("steps")) r.done = r.steps_done > 0 && r.steps_done >= std::stoi(r.meta.at("steps"));
@@ -149,9 +152,7 @@ static double median_step_ms(const std::string& log) {
         Row row = numbers_of(json);
         if (row.count("step") && row.count("ms") && !row.count("params") && row["step"] > 2) ms.push_back(row["ms"]);
     }
-    if (ms.empty()) return NAN;
-    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-    return ms[ms.size() / 2];
+    return ms.empty() ? NAN : median(ms);
 }
 
 // Gives each run that has a timing of its model measured alone (DIR/NAME.jsonl,
