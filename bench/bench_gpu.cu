@@ -119,16 +119,17 @@ static double now_s() {
 struct Row {
     std::string what;
     int B, T;
-    bool tf32;
+    std::string prec;  // fp32, tf32 or bf16 (gpu/kernels.cuh: its linear layers on TF32 tensor cores)
     double ms, tok_s, tflops, mfu;
 };
 
 static void print_row(const Row& r) {
-    std::printf("%-24s %4d %5d %5s %10.1f %12.0f %9.1f %7.1f%%\n", r.what.c_str(), r.B, r.T, r.tf32 ? "on" : "off",
+    std::printf("%-24s %4d %5d %5s %10.1f %12.0f %9.1f %7.1f%%\n", r.what.c_str(), r.B, r.T, r.prec.c_str(),
                 r.ms, r.tok_s, r.tflops, 100.0 * r.mfu);
 }
 
-// Trains `steps` timed steps (after 2 warm-up steps) at (B,T), TF32 off and on.
+// Trains `steps` timed steps (after 2 warm-up steps) at (B,T) in fp32, tf32
+// and bf16; bf16's MFU is against the TF32 rate its linear layers run at.
 static void bench_model(const char* name, const Config& c, int B, int T, int steps, std::vector<Row>* rows) {
     gpu::GPT model;
     gpu::gpt_build(&model, c);
@@ -147,8 +148,10 @@ static void bench_model(const char* name, const Config& c, int B, int T, int ste
     if (!std::isfinite(loss0) || std::fabs(loss0 - std::log((double)c.V)) > 0.5)
         fail(strf("%s: the loss at step 0 is %g, not within 0.5 of ln V = %.4f: the model is broken", name, loss0,
                   std::log((double)c.V)));
-    for (int tf32 = 0; tf32 < 2; tf32++) {
-        gpu_set_tf32(tf32 != 0);
+    for (const char* prec : {"fp32", "tf32", "bf16"}) {
+        const bool tf32 = std::string(prec) == "tf32";
+        gpu_set_tf32(tf32);
+        model.bf16 = std::string(prec) == "bf16";
         double t0 = 0, loss = 0;
         for (int s = -2; s < steps; s++) {
             if (s == 0) {
@@ -164,7 +167,7 @@ static void bench_model(const char* name, const Config& c, int B, int T, int ste
         CUDA_CHECK(cudaDeviceSynchronize());
         double dt = (now_s() - t0) / steps;
         double tok_s = BT / dt, fl = flops_per_token(c, T) * tok_s;
-        Row r{name, B, T, tf32 != 0, 1e3 * dt, tok_s, fl / 1e12, fl / (tf32 ? PEAK_TF32 : PEAK_FP32)};
+        Row r{name, B, T, prec, 1e3 * dt, tok_s, fl / 1e12, fl / (model.bf16 || tf32 ? PEAK_TF32 : PEAK_FP32)};
         rows->push_back(r);
         print_row(r);
         std::printf("    (loss after the timed steps %.4f)\n", loss);
@@ -228,7 +231,7 @@ static void bench_layers(int B, int T, int iters, int E, int f, std::vector<Row>
             float ms = 0;
             CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
             double dt = ms / 1e3 / iters, fl = which == 0 ? dense_flops : mot_flops;
-            Row r{which == 0 ? "layer dense ffn f+b" : strf("layer mot E%d G%d f+b", E, G), B, T, tf32 != 0, 1e3 * dt,
+            Row r{which == 0 ? "layer dense ffn f+b" : strf("layer mot E%d G%d f+b", E, G), B, T, tf32 ? "tf32" : "fp32", 1e3 * dt,
                   BT / dt, fl / dt / 1e12, fl / dt / (tf32 ? PEAK_TF32 : PEAK_FP32)};
             rows->push_back(r);
             print_row(r);
@@ -278,7 +281,7 @@ int main(int argc, char** argv) {
         std::printf("model FLOPs per token: dense %.3g, MoT %.3g\n\n", flops_per_token(dense, T), flops_per_token(mot, T));
 
         std::vector<Row> rows;
-        std::printf("%-24s %4s %5s %5s %10s %12s %9s %8s\n", "what", "B", "T", "tf32", "ms/step", "tokens/s",
+        std::printf("%-24s %4s %5s %5s %10s %12s %9s %8s\n", "what", "B", "T", "prec", "ms/step", "tokens/s",
                     "TFLOP/s", "MFU");
         bench_layers(B, quick ? 256 : 1024, quick ? 3 : 10, 32, 3072, &rows);
         bench_layers(B, quick ? 256 : 1024, quick ? 3 : 10, 256, 384, &rows);
@@ -289,21 +292,21 @@ int main(int argc, char** argv) {
         bench_model("probe dense", probe_model(0, 0), 32, 64, steps * 4, &rows);
         bench_model("probe mot E32 G32", probe_model(32, 512), 32, 64, steps * 4, &rows);
         bench_model("probe mot E256 G32", probe_model(256, 64), 32, 64, steps * 4, &rows);
-        auto ms_of = [&](const std::string& what, bool tf32) {
+        auto ms_of = [&](const std::string& what, const std::string& prec) {
             for (const Row& r : rows)
-                if (r.what == what && r.tf32 == tf32) return r.ms;
+                if (r.what == what && r.prec == prec) return r.ms;
             return 0.0;
         };
-        std::printf("\nMoT / dense step (fp32, TF32):\n");
-        for (const char* m : {"gpt2-small mot E32", "gpt2-small mot E256"})
-            std::printf("  %-22s %.2f  %.2f\n", m, ms_of(m, false) / ms_of("gpt2-small dense", false),
-                        ms_of(m, true) / ms_of("gpt2-small dense", true));
-        for (const char* m : {"probe mot E32 G32", "probe mot E256 G32"})
-            std::printf("  %-22s %.2f  %.2f\n", m, ms_of(m, false) / ms_of("probe dense", false),
-                        ms_of(m, true) / ms_of("probe dense", true));
+        std::printf("\nMoT / dense step (fp32, tf32, bf16):\n");
+        for (const char* m : {"gpt2-small mot E32", "gpt2-small mot E256", "probe mot E32 G32", "probe mot E256 G32"}) {
+            std::string dense_name = std::string(m).rfind("probe", 0) == 0 ? "probe dense" : "gpt2-small dense";
+            std::printf("  %-22s", m);
+            for (const char* prec : {"fp32", "tf32", "bf16"}) std::printf(" %.2f", ms_of(m, prec) / ms_of(dense_name, prec));
+            std::printf("\n");
+        }
 
         std::printf("\nsummary (MFU against fp32 %.1f / TF32 %.1f TFLOP/s):\n", PEAK_FP32 / 1e12, PEAK_TF32 / 1e12);
-        std::printf("%-24s %4s %5s %5s %10s %12s %9s %8s\n", "what", "B", "T", "tf32", "ms/step", "tokens/s",
+        std::printf("%-24s %4s %5s %5s %10s %12s %9s %8s\n", "what", "B", "T", "prec", "ms/step", "tokens/s",
                     "TFLOP/s", "MFU");
         for (const Row& r : rows) print_row(r);
     } catch (const std::exception& e) {

@@ -3,7 +3,7 @@
 // kept; only precision is lost (8 significant bits).
 //
 // Two uses: models written in bf16 (common/safetensors.h), and the CPU's
-// emulation of bf16 training (cpu/bf16_kernels.h), which rounds a float to
+// emulation of bf16 training (common/bf16_kernels.h), which rounds a float to
 // the nearest bf16 value at every point where a bf16 run stores one
 // (README, "Precision"). Both round alike: to nearest, ties to even, the
 // rounding of a GPU's float -> bf16 conversion (__float2bfloat16_rn).

@@ -11,13 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "../common/bf16_kernels.h"
 #include "../common/config.h"
 #include "../common/layout.h"
 #include "../common/memory.h"
 #include "../common/rng.h"
 #include "../common/sampler.h"
 #include "adamw.h"
-#include "bf16_kernels.h"
 #include "block.h"
 #include "encoder.h"
 #include "kernels.h"

@@ -17,11 +17,13 @@
 //     type the loops. Training builds GPT<float, FastKernels> (train/model.h).
 // A set holds the layers that have a fast form, forward and backward, and
 // the encoder's and residual's forward (a bf16 run stores their outputs in
-// bf16: cpu/bf16_kernels.h); the others (the encoder's backward, attention's
-// decoding step, AdamW) are called by name. A third set, Bf16Kernels<Inner>
-// (cpu/bf16_kernels.h), runs another set's layers and rounds what they store
-// to bf16 (--precision bf16).
+// bf16), and round_bf16, the rounding to bf16 on this path; the others (the
+// encoder's backward, attention's decoding step, AdamW) are called by name. A
+// third set, Bf16Kernels<Inner> (common/bf16_kernels.h, shared with the GPU
+// path), runs another set's layers and rounds what they store to bf16
+// (--precision bf16).
 #pragma once
+#include "../common/bf16.h"
 #include "attention.h"
 #include "crossentropy.h"
 #include "encoder.h"
@@ -62,4 +64,5 @@ struct PlainKernels {
     template <typename... A> static void residual_forward(A... a) { ::residual_forward(a...); }
     template <typename... A> static void residual_backward(A... a) { ::residual_backward(a...); }
     template <typename... A> static void encoder_forward(A... a) { ::encoder_forward(a...); }
+    template <typename real> static void round_bf16(real* x, size_t n) { bf16_round(x, n); }
 };

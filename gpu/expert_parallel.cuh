@@ -1,5 +1,6 @@
-// Expert-parallel Mixture of Tokens on the GPU: cpu/fast/expert_parallel.h
-// (which has the math and the block layout) with the parts of gpu/mot.cuh.
+// Expert-parallel Mixture of Tokens and token choice on the GPU:
+// cpu/fast/expert_parallel.h (which has the math and the block layout) with
+// the parts of gpu/mot.cuh and gpu/token_choice.cuh.
 // The exchange (common/exchange.h) moves device memory: NCCL between GPU
 // ranks (train/device.h), device copies between the threads of a test.
 // Included by gpu/mot.cuh, between the parts it runs on and the layer's
@@ -9,6 +10,7 @@
 
 #include "../common/exchange.h"
 #include "mot.cuh"
+#include "token_choice.cuh"
 
 namespace gpu {
 
@@ -168,6 +170,84 @@ inline void mot_ep_inputs_backward(float* dinp,        // (B,T,C)
                                 wc + wi, B, T, C, El, G, tau);
     }
     x->reduce_scatter_add(dxall, dinp, BTC);
+}
+
+// Token choice's exchange (cpu/fast/expert_parallel.h, token_choice_ep_forward):
+// each member routes its own Nt tokens into (E,cap,C) buffers, whose
+// experts [r*El, (r+1)*El) are block r, sent to member r; the owner runs its
+// El experts on the N blocks it received and sends the outputs back.
+inline void token_choice_ep_forward(float* out,        // (Nt,C)
+                                    float* z,          // (Nt,E) router logits
+                                    float* probs,      // (Nt,E) gates
+                                    int* route,        // (Nt,k) expert of the r-th choice; -1 none
+                                    int* slot,         // (Nt,k) its row in the expert's buffer; -1 dropped or none
+                                    float* load,       // (E) tokens each expert took, of this member's
+                                    float* first,      // (E) f_e: share of first choices
+                                    float* aux,        // (1) load-balancing loss of this member's tokens
+                                    float* xin,        // (E,cap,C) this member's buffers, every expert
+                                    float* xl,         // (N,El,cap,C) the buffers of this member's experts
+                                    float* pre,        // (N,El,cap,f)
+                                    float* act,        // (N,El,cap,f)
+                                    float* yl,         // (N,El,cap,C) this member's experts' outputs
+                                    float* yout,       // (E,cap,C) the outputs for this member's buffers
+                                    const float* inp,  // (Nt,C)
+                                    const float* wc,   // (E,C)
+                                    const float* w1,   // (El,f,C) this member's experts
+                                    const float* w2,   // (El,C,f)
+                                    int Nt, int C, int E, int f, int k, int cap, const float* bc,  // bc (E)
+                                    TcRouter rt, ExpertExchange* x) {
+    const int N = x->members, El = E / N;
+    const size_t block = (size_t)El * cap * C * sizeof(float), bC = (size_t)El * cap * C, bf = (size_t)El * cap * f;
+    token_choice_router(z, probs, route, slot, load, first, aux, inp, wc, bc, Nt, C, E, k, cap, rt);
+    token_choice_gather(xin, inp, route, slot, Nt, C, E, k, cap);
+    x->all_to_all(xin, xl, block);
+    for (int s = 0; s < N; s++)
+        token_choice_experts(pre + s * bf, act + s * bf, yl + s * bC, xl + s * bC, w1, w2, C, El, f, cap);
+    x->all_to_all(yl, yout, block);
+    token_choice_combine(out, yout, probs, route, slot, Nt, C, E, k, cap);
+}
+
+// Backward; the scratch tensors are overwritten, the gradients of wc, bc,
+// w1 and w2 (this member's experts) accumulate.
+inline void token_choice_ep_backward(float* dinp,          // (Nt,C)
+                                     float* dwc,           // (E,C)
+                                     float* dw1,           // (El,f,C)
+                                     float* dw2,           // (El,C,f)
+                                     float* dz,            // (Nt,E) scratch
+                                     float* dprobs,        // (Nt,E) scratch
+                                     float* dxin,          // (E,cap,C) scratch
+                                     float* dxl,           // (N,El,cap,C) scratch
+                                     float* dpre,          // (N,El,cap,f) scratch
+                                     float* dact,          // (N,El,cap,f) scratch
+                                     float* dyl,           // (N,El,cap,C) scratch
+                                     float* dyout,         // (E,cap,C) scratch
+                                     const float* daux,    // (1)
+                                     const float* dout,    // (Nt,C)
+                                     const float* inp,     // (Nt,C)
+                                     const float* probs,   // (Nt,E)
+                                     const int* route,     // (Nt,k)
+                                     const int* slot,      // (Nt,k)
+                                     const float* first,   // (E)
+                                     const float* xl,      // (N,El,cap,C)
+                                     const float* pre,     // (N,El,cap,f)
+                                     const float* act,     // (N,El,cap,f)
+                                     const float* yout,    // (E,cap,C)
+                                     const float* wc,      // (E,C)
+                                     const float* w1,      // (El,f,C)
+                                     const float* w2,      // (El,C,f)
+                                     int Nt, int C, int E, int f, int k, int cap, float* dbc,  // dbc (E)
+                                     TcRouter rt, ExpertExchange* x) {
+    const int N = x->members, El = E / N;
+    const size_t block = (size_t)El * cap * C * sizeof(float), bC = (size_t)El * cap * C, bf = (size_t)El * cap * f;
+    token_choice_dgate_init(dprobs, first, daux, Nt, E, rt);
+    token_choice_combine_backward(dyout, dprobs, dout, yout, probs, route, slot, Nt, C, E, k, cap);
+    x->all_to_all(dyout, dyl, block);
+    for (int s = 0; s < N; s++)  // dw1, dw2 accumulate over the N blocks
+        token_choice_experts_backward(dxl + s * bC, dpre + s * bf, dact + s * bf, dw1, dw2, dyl + s * bC, xl + s * bC,
+                                      pre + s * bf, act + s * bf, w1, w2, C, El, f, cap);
+    x->all_to_all(dxl, dxin, block);
+    token_choice_gather_backward(dinp, dxin, route, slot, Nt, C, k, cap);
+    token_choice_router_backward(dinp, dwc, dbc, dz, dprobs, probs, inp, wc, Nt, C, E, rt);
 }
 
 }  // namespace gpu

@@ -9,20 +9,24 @@
 // Weights are initialized on the host (gpt_init_weights of the CPU model) and
 // copied in with gpu_gpt_load_params; checkpoints read them back with
 // gpu_gpt_get_params / gpu_gpt_get_moments.
+//
+// --precision bf16 (bf16 set): the passes run with the kernel set
+// Bf16Kernels<Bf16OperandKernels> (kernels.cuh, common/bf16_kernels.h) on a
+// copy of the parameters rounded to bf16 once per forward, as the CPU's
+// emulation does (cpu/gpt.h); the master weights, their gradients and the
+// moments stay fp32.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "../common/bf16_kernels.h"
 #include "../common/config.h"
 #include "../common/layout.h"
 #include "adamw.cuh"
 #include "block.cuh"
 #include "common.cuh"
-#include "crossentropy.cuh"
-#include "encoder.cuh"
-#include "layernorm.cuh"
-#include "matmul.cuh"
+#include "kernels.cuh"
 
 namespace gpu {
 
@@ -35,6 +39,9 @@ struct GPT {
     AdamwChunk* adamw_chunks = nullptr;  // (n_chunks) device: the update's work, tensor by tensor (adamw.cuh)
     int n_chunks = 0;
     Weights<float> params, grads;    // named device views into the blocks above
+    bool bf16 = false;                   // --precision bf16 (see the top)
+    float* params_bf16_memory = nullptr;  // (num_params) device: the parameters rounded to bf16, under bf16
+    Weights<float> params_bf16;           // its named views
     int B = 0, T = 0;                // the shape the activations are carved for
     size_t num_acts = 0;
     float* acts_memory = nullptr;       // (num_acts) device
@@ -69,7 +76,7 @@ struct GPT {
 // Frees every device block of the model (safe to call twice).
 inline void gpt_free(GPT* model) {
     float** blocks[] = {&model->params_memory, &model->grads_memory, &model->mv_memory,
-                        &model->acts_memory, &model->grad_acts_memory};
+                        &model->acts_memory, &model->grad_acts_memory, &model->params_bf16_memory};
     for (float** b : blocks) {
         if (*b) cudaFree(*b);  // no throw: also runs from the destructor
         *b = nullptr;
@@ -148,12 +155,13 @@ inline void gpu_gpt_load_moments(GPT* model, const float* host_m, const float* h
 }
 
 // Bytes of device memory the model needs for batch shape (B,T): parameters,
-// gradients, moments, activations and their gradients, token buffers, plus
-// what cuBLAS and the reductions take beside them (GPU_RESERVE_BYTES).
+// gradients, moments (and under bf16 the rounded parameters), activations and
+// their gradients, token buffers, plus what cuBLAS and the reductions take
+// beside them (GPU_RESERVE_BYTES).
 constexpr size_t GPU_RESERVE_BYTES = (size_t)256 << 20;  // cuBLAS workspace, reduction scratch, margin
-inline size_t gpt_device_bytes(const Config& cfg, int B, int T) {
+inline size_t gpt_device_bytes(const Config& cfg, int B, int T, bool bf16 = false) {
     size_t BT = (size_t)B * T;
-    size_t floats = 4 * num_params(cfg) + 2 * num_acts(cfg, B, T);
+    size_t floats = (bf16 ? 5 : 4) * num_params(cfg) + 2 * num_acts(cfg, B, T);
     size_t ints = num_int_acts(cfg, B, T) + 2 * BT + 3 * BT + 1;  // integer activations, inputs, targets, token buckets
     return floats * sizeof(float) + ints * sizeof(int) + GPU_RESERVE_BYTES;
 }
@@ -195,6 +203,39 @@ inline void gpt_ensure_acts(GPT* model, int B, int T) {
     model->T = T;
 }
 
+// The weights the passes read: the parameters, or under bf16 their rounded
+// copy, made anew from the parameters when refresh (each forward: the
+// parameters change at every update) and read as made by the backward.
+inline const Weights<float>& gpt_pass_weights(GPT* model, bool refresh) {
+    if (!model->bf16) return model->params;
+    if (model->params_bf16_memory == nullptr) {
+        gpu_malloc(&model->params_bf16_memory, model->num_params, "the parameters rounded to bf16",
+                   "a smaller model needs less; --precision fp32 needs no rounded copy");
+        model->params_bf16 = carve_weights(model->params_bf16_memory, model->cfg);
+        refresh = true;
+    }
+    if (refresh) bf16_round_copy(model->params_bf16_memory, model->params_memory, model->num_params);
+    return model->params_bf16;
+}
+
+// The forward pass with kernel set K on weights w (the batch already on the device).
+template <typename K>
+inline void gpt_forward_pass(GPT* model, const Weights<float>& w, bool has_targets, int B, int T) {
+    const Config& c = model->cfg;
+    const int C = c.C;
+    Acts<float>& a = model->acts;
+    K::encoder_forward(a.encoded, model->inputs, w.wte, w.wpe, B, T, C);
+    const float* residual = a.encoded;  // (B,T,C) input of the current block
+    for (int l = 0; l < c.L; l++) {
+        block_forward<K>(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c,
+                         FfnMode{false, model->mot_discrete, model->experts});
+        residual = a.layer[l].res3;
+    }
+    K::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
+    K::matmul_forward(a.logits, a.lnf, w.wte, (const float*)nullptr, B, T, C, c.Vp);
+    if (has_targets) K::crossentropy_forward(a.losses, a.probs, a.logits, model->targets, B, T, c.V, c.Vp);
+}
+
 // Forward pass on host token ids inputs (B,T); with host targets (B,T) also
 // the loss (model->mean_loss, copied back to the host: this call then syncs).
 inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B, int T) {
@@ -211,21 +252,11 @@ inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B
         CUDA_CHECK(cudaMemcpy(model->buckets, model->host_buckets.data(), model->host_buckets.size() * sizeof(int),
                               cudaMemcpyHostToDevice));
     }
-    const int C = c.C;
-    Weights<float>& w = model->params;
     Acts<float>& a = model->acts;
-
-    encoder_forward(a.encoded, model->inputs, w.wte, w.wpe, B, T, C);
-    const float* residual = a.encoded;  // (B,T,C) input of the current block
-    for (int l = 0; l < c.L; l++) {
-        block_forward(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c,
-                      FfnMode{false, model->mot_discrete, model->experts});
-        residual = a.layer[l].res3;
-    }
-    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
-    matmul_forward(a.logits, a.lnf, w.wte, nullptr, B, T, C, c.Vp);
+    const Weights<float>& w = gpt_pass_weights(model, true);
+    if (model->bf16) gpt_forward_pass<Bf16Kernels<Bf16OperandKernels>>(model, w, targets != nullptr, B, T);
+    else gpt_forward_pass<Kernels>(model, w, targets != nullptr, B, T);
     if (!targets) return;
-    crossentropy_forward(a.losses, a.probs, a.logits, model->targets, B, T, c.V, c.Vp);
     CUDA_CHECK(cudaMemcpy(model->host_losses.data(), a.losses, BT * sizeof(float), cudaMemcpyDeviceToHost));
     double sum = 0;
     for (size_t i = 0; i < BT; i++) sum += model->host_losses[i];
@@ -263,15 +294,12 @@ inline void gpt_zero_grad_acts(GPT* model) {
     flush();
 }
 
-// Backward pass of the last forward (which must have had targets). Parameter
-// gradients accumulate (+=) into model->grads, scaled by loss_scale: the
-// gradient of loss_scale * mean loss.
-inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
-    if (!model->has_targets) fail("gpt_backward: the last forward pass had no targets");
+// The backward pass with kernel set K on weights w.
+template <typename K>
+inline void gpt_backward_pass(GPT* model, const Weights<float>& w, double loss_scale) {
     const Config& c = model->cfg;
     const int B = model->B, T = model->T, C = c.C;
     const size_t BT = (size_t)B * T;
-    Weights<float>& w = model->params;
     Weights<float>& dw = model->grads;
     Acts<float>& a = model->acts;
     Acts<float>& da = model->grad_acts;
@@ -290,17 +318,28 @@ inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
     if (model->teacher)
         distill_backward(da.logits, da.losses, model->teacher, model->targets, (float)model->distill_weight, B, T, c.V,
                          c.Vp);
-    crossentropy_backward(da.logits, da.losses, a.probs, model->targets, B, T, c.V, c.Vp);
-    matmul_backward(da.lnf, dw.wte, nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
-    layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw, a.lnf_mean,
-                       a.lnf_rstd, B, T, C);
+    K::crossentropy_backward(da.logits, da.losses, a.probs, model->targets, B, T, c.V, c.Vp);
+    K::matmul_backward(da.lnf, dw.wte, (float*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
+    K::layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw,
+                          a.lnf_mean, a.lnf_rstd, B, T, C);
     for (int l = c.L - 1; l >= 0; l--) {
         const float* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
         float* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
-        block_backward(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B, T, c,
-                       FfnMode{false, false, model->experts});
+        block_backward<K>(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B, T,
+                          c, FfnMode{false, false, model->experts});
     }
     encoder_backward(dw.wte, dw.wpe, da.encoded, token_buckets(model->buckets, model->n_buckets), B, T, C);
+}
+
+// Backward pass of the last forward (which must have had targets). Parameter
+// gradients accumulate (+=) into model->grads, scaled by loss_scale: the
+// gradient of loss_scale * mean loss. Under bf16 it reads the weights the
+// forward rounded.
+inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
+    if (!model->has_targets) fail("gpt_backward: the last forward pass had no targets");
+    const Weights<float>& w = gpt_pass_weights(model, false);
+    if (model->bf16) gpt_backward_pass<Bf16Kernels<Bf16OperandKernels>>(model, w, loss_scale);
+    else gpt_backward_pass<Kernels>(model, w, loss_scale);
 }
 
 // The global gradient norm, summed in double in a fixed order (one read; syncs).

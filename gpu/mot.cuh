@@ -254,38 +254,40 @@ namespace gpu {
 // MOT as a block's feed-forward layer (common/layout.h, MotFfn); under expert
 // parallelism (c.expert_shards > 1) the layers of gpu/expert_parallel.cuh
 // over mode.experts (cpu/mot.h checks that they match).
+template <typename K>
 inline void ffn_kind_forward(MotFfn, float* out, const float* inp, const LayerWeights<float>& w, LayerActs<float>& a,
                              int B, int T, const Config& c, const FfnMode& mode) {
     if (c.expert_shards > 1) {
         need_expert_exchange(c, mode, "MoT");
         if (c.expert_inputs)
-            mot_ep_inputs_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, a.xall, a.oall, inp, w.wc, w.w1, w.w2, B, T, c.C,
+            K::mot_ep_inputs_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, a.xall, a.oall, inp, w.wc, w.w1, w.w2, B, T, c.C,
                                   c.E, c.G, c.f, c.tau, mode.mot_discrete, mode.experts);
         else
-            mot_ep_forward(out, a.z, a.m, a.u, a.ul, a.p, a.a, a.yl, a.y, a.xbuf, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E,
+            K::mot_ep_forward(out, a.z, a.m, a.u, a.ul, a.p, a.a, a.yl, a.y, a.xbuf, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E,
                            c.G, c.f, c.tau, mode.mot_discrete, mode.experts);
         return;
     }
-    mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau,
+    K::mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau,
                 mode.mot_discrete);
 }
 
+template <typename K>
 inline void ffn_kind_backward(MotFfn, float* dinp, LayerWeights<float>& dw, LayerActs<float>& da, const float* dout,
                               const float* inp, const LayerWeights<float>& w, const LayerActs<float>& a, int B, int T,
                               const Config& c, const FfnMode& mode) {
     if (c.expert_shards > 1) {
         need_expert_exchange(c, mode, "MoT");
         if (c.expert_inputs)
-            mot_ep_inputs_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.xall, da.oall,
+            K::mot_ep_inputs_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.xall, da.oall,
                                    dout, a.xall, a.m, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f,
                                    c.tau, mode.experts);
         else
-            mot_ep_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.ul, da.p, da.a, da.yl, da.y, da.xbuf,
+            K::mot_ep_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.ul, da.p, da.a, da.yl, da.y, da.xbuf,
                             dout, inp, a.m, a.ul, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau,
                             mode.experts);
         return;
     }
-    mot_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, dout, inp, a.m, a.u, a.p, a.a, a.y,
+    K::mot_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, dout, inp, a.m, a.u, a.p, a.a, a.y,
                  w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau);
 }
 

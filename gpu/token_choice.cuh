@@ -236,6 +236,71 @@ __global__ void tc_gate_backward_kernel(float* dz,            // (N,E)
     }
 }
 
+// The parts of the layer (cpu/fast/token_choice.h), so that they read one
+// by one and expert parallelism (expert_parallel.cuh) can run the experts
+// apart from the rest. capC = cap*C and capf = cap*f: one expert's buffer.
+
+// The router: z = inp wc^T (threshold routers: + bc), then the gates, the
+// choices, the dispatch with capacity and the load-balancing loss.
+inline void token_choice_router(float* z,          // (N,E)
+                                float* probs,      // (N,E)
+                                int* route,        // (N,k)
+                                int* slot,         // (N,k)
+                                float* load,       // (E)
+                                float* first,      // (E)
+                                float* aux,        // (1)
+                                const float* inp,  // (N,C)
+                                const float* wc,   // (E,C)
+                                const float* bc,   // (E) threshold routers
+                                int N, int C, int E, int k, int cap, TcRouter rt) {
+    const bool soft = rt.kind == ROUTER_SOFTMAX;
+    matmul_forward(z, inp, wc, soft ? nullptr : bc, N, 1, C, E);
+    tc_route_kernel<<<ceil_div(N, 128), 128>>>(probs, route, slot, z, N, E, k, rt);
+    CUDA_CHECK_LAUNCH();
+    tc_dispatch_kernel<<<E, 1024>>>(slot, load, route, N, k, cap);
+    CUDA_CHECK_LAUNCH();
+    tc_aux_kernel<<<1, TC_AUX_THREADS>>>(first, aux, probs, route, N, E, k, soft);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Gather: each dispatched choice copies its token into its row of its
+// expert's buffer; rows no token took are zero.
+inline void token_choice_gather(float* xin,          // (E,cap,C)
+                                const float* inp,    // (N,C)
+                                const int* route,    // (N,k)
+                                const int* slot,     // (N,k)
+                                int N, int C, int E, int k, int cap) {
+    CUDA_CHECK(cudaMemset(xin, 0, (size_t)E * cap * C * sizeof(float)));
+    tc_gather_kernel<<<grid_for((size_t)N * k * C, 256), 256>>>(xin, inp, route, slot, N, C, k, cap);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Experts, batched over e: pre[e] (cap,f) = xin[e] (cap,C) w1[e]^T;
+// yout[e] (cap,C) = gelu(pre[e]) w2[e]^T.
+inline void token_choice_experts(float* pre,        // (E,cap,f)
+                                 float* act,        // (E,cap,f)
+                                 float* yout,       // (E,cap,C)
+                                 const float* xin,  // (E,cap,C)
+                                 const float* w1,   // (E,f,C)
+                                 const float* w2,   // (E,C,f)
+                                 int C, int E, int f, int cap) {
+    const long long capC = (long long)cap * C, capf = (long long)cap * f;
+    gemm(false, true, cap, f, C, 1.0f, xin, C, capC, w1, C, (long long)f * C, 0.0f, pre, f, capf, E);
+    gelu_forward(act, pre, (size_t)E * capf);
+    gemm(false, true, cap, C, f, 1.0f, act, f, capf, w2, f, (long long)C * f, 0.0f, yout, C, capC, E);
+}
+
+// Combine: out_n = sum over the dispatched choices of g_n[e] yout[e,s].
+inline void token_choice_combine(float* out,          // (N,C)
+                                 const float* yout,   // (E,cap,C)
+                                 const float* probs,  // (N,E)
+                                 const int* route,    // (N,k)
+                                 const int* slot,     // (N,k)
+                                 int N, int C, int E, int k, int cap) {
+    tc_combine_kernel<<<grid_for((size_t)N * C, 256), 256>>>(out, yout, probs, route, slot, N, C, E, k, cap);
+    CUDA_CHECK_LAUNCH();
+}
+
 inline void token_choice_forward(float* out,        // (N,C)
                                  float* z,          // (N,E) router logits
                                  float* probs,      // (N,E) gates
@@ -255,24 +320,85 @@ inline void token_choice_forward(float* out,        // (N,C)
                                  int N, int C, int E, int f, int k, int cap,
                                  const float* bc = nullptr,  // (E) threshold routers
                                  TcRouter rt = {}) {
+    token_choice_router(z, probs, route, slot, load, first, aux, inp, wc, bc, N, C, E, k, cap, rt);
+    token_choice_gather(xin, inp, route, slot, N, C, E, k, cap);
+    token_choice_experts(pre, act, yout, xin, w1, w2, C, E, f, cap);
+    token_choice_combine(out, yout, probs, route, slot, N, C, E, k, cap);
+}
+
+// The gates' gradient before the combine adds to it: the load-balancing
+// loss's (softmax routers), zero otherwise.
+inline void token_choice_dgate_init(float* dprobs,       // (N,E)
+                                    const float* first,  // (E)
+                                    const float* daux,   // (1)
+                                    int N, int E, TcRouter rt) {
+    tc_dprobs_init_kernel<<<grid_for((size_t)N * E, 256), 256>>>(dprobs, first, daux, N, E,
+                                                                 rt.kind == ROUTER_SOFTMAX);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Combine backward: dyout holds g dout in the rows of the dispatched
+// choices (zero elsewhere); each choice's gate gets dout . yout.
+inline void token_choice_combine_backward(float* dyout,        // (E,cap,C) overwritten
+                                          float* dprobs,       // (N,E)
+                                          const float* dout,   // (N,C)
+                                          const float* yout,   // (E,cap,C)
+                                          const float* probs,  // (N,E)
+                                          const int* route,    // (N,k)
+                                          const int* slot,     // (N,k)
+                                          int N, int C, int E, int k, int cap) {
+    CUDA_CHECK(cudaMemset(dyout, 0, (size_t)E * cap * C * sizeof(float)));
+    tc_combine_backward_kernel<<<ceil_div((size_t)N * k, 8), 256>>>(dyout, dprobs, dout, yout, probs, route, slot,
+                                                                     N, C, E, k, cap);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Experts backward, batched over e: dxin overwritten, dw1, dw2 accumulate.
+inline void token_choice_experts_backward(float* dxin,         // (E,cap,C)
+                                          float* dpre,         // (E,cap,f) scratch
+                                          float* dact,         // (E,cap,f) scratch
+                                          float* dw1,          // (E,f,C)
+                                          float* dw2,          // (E,C,f)
+                                          const float* dyout,  // (E,cap,C)
+                                          const float* xin,    // (E,cap,C)
+                                          const float* pre,    // (E,cap,f)
+                                          const float* act,    // (E,cap,f)
+                                          const float* w1,     // (E,f,C)
+                                          const float* w2,     // (E,C,f)
+                                          int C, int E, int f, int cap) {
     const long long capC = (long long)cap * C, capf = (long long)cap * f;
-    const bool soft = rt.kind == ROUTER_SOFTMAX;
-    matmul_forward(z, inp, wc, soft ? nullptr : bc, N, 1, C, E);
-    tc_route_kernel<<<ceil_div(N, 128), 128>>>(probs, route, slot, z, N, E, k, rt);
+    gemm(false, false, cap, f, C, 1.0f, dyout, C, capC, w2, f, (long long)C * f, 0.0f, dact, f, capf, E);
+    gemm(true, false, C, f, cap, 1.0f, dyout, C, capC, act, f, capf, 1.0f, dw2, f, (long long)C * f, E);
+    CUDA_CHECK(cudaMemset(dpre, 0, (size_t)E * capf * sizeof(float)));
+    gelu_backward(dpre, pre, dact, (size_t)E * capf);
+    gemm(true, false, f, C, cap, 1.0f, dpre, f, capf, xin, C, capC, 1.0f, dw1, C, (long long)f * C, E);
+    gemm(false, false, cap, C, f, 1.0f, dpre, f, capf, w1, C, (long long)f * C, 0.0f, dxin, C, capC, E);
+}
+
+// Gather backward: each dispatched choice hands its row's gradient back.
+inline void token_choice_gather_backward(float* dinp,        // (N,C)
+                                         const float* dxin,  // (E,cap,C)
+                                         const int* route,   // (N,k)
+                                         const int* slot,    // (N,k)
+                                         int N, int C, int k, int cap) {
+    tc_scatter_backward_kernel<<<grid_for((size_t)N * C, 256), 256>>>(dinp, dxin, route, slot, N, C, k, cap);
     CUDA_CHECK_LAUNCH();
-    tc_dispatch_kernel<<<E, 1024>>>(slot, load, route, N, k, cap);
+}
+
+// The gates, then the router: dX += dz wc; dwc (and a threshold router's
+// dbc) += from dz.
+inline void token_choice_router_backward(float* dinp,          // (N,C)
+                                         float* dwc,           // (E,C)
+                                         float* dbc,           // (E) threshold routers
+                                         float* dz,            // (N,E) overwritten
+                                         const float* dprobs,  // (N,E)
+                                         const float* probs,   // (N,E)
+                                         const float* inp,     // (N,C)
+                                         const float* wc,      // (E,C)
+                                         int N, int C, int E, TcRouter rt) {
+    tc_gate_backward_kernel<<<ceil_div(N, 128), 128>>>(dz, dprobs, probs, N, E, rt);
     CUDA_CHECK_LAUNCH();
-    tc_aux_kernel<<<1, TC_AUX_THREADS>>>(first, aux, probs, route, N, E, k, soft);
-    CUDA_CHECK_LAUNCH();
-    CUDA_CHECK(cudaMemset(xin, 0, (size_t)E * capC * sizeof(float)));  // rows no token took stay zero
-    tc_gather_kernel<<<grid_for((size_t)N * k * C, 256), 256>>>(xin, inp, route, slot, N, C, k, cap);
-    CUDA_CHECK_LAUNCH();
-    // experts, batched over e: pre[e] = xin[e] w1[e]^T; yout[e] = gelu(pre[e]) w2[e]^T
-    gemm(false, true, cap, f, C, 1.0f, xin, C, capC, w1, C, (long long)f * C, 0.0f, pre, f, capf, E);
-    gelu_forward(act, pre, (size_t)E * capf);
-    gemm(false, true, cap, C, f, 1.0f, act, f, capf, w2, f, (long long)C * f, 0.0f, yout, C, capC, E);
-    tc_combine_kernel<<<grid_for((size_t)N * C, 256), 256>>>(out, yout, probs, route, slot, N, C, E, k, cap);
-    CUDA_CHECK_LAUNCH();
+    matmul_backward(dinp, dwc, rt.kind == ROUTER_SOFTMAX ? nullptr : dbc, dz, inp, wc, N, 1, C, E);
 }
 
 inline void token_choice_backward(float* dinp, float* dwc, float* dw1, float* dw2,  // (N,C), (E,C), (E,f,C), (E,C,f)
@@ -287,26 +413,11 @@ inline void token_choice_backward(float* dinp, float* dwc, float* dw1, float* dw
                                   int k, int cap,
                                   float* dbc = nullptr,  // (E) threshold routers
                                   TcRouter rt = {}) {
-    const long long capC = (long long)cap * C, capf = (long long)cap * f;
-    const bool soft = rt.kind == ROUTER_SOFTMAX;
-    tc_dprobs_init_kernel<<<grid_for((size_t)N * E, 256), 256>>>(dprobs, first, daux, N, E, soft);
-    CUDA_CHECK_LAUNCH();
-    CUDA_CHECK(cudaMemset(dyout, 0, (size_t)E * capC * sizeof(float)));
-    tc_combine_backward_kernel<<<ceil_div((size_t)N * k, 8), 256>>>(dyout, dprobs, dout, yout, probs, route, slot,
-                                                                     N, C, E, k, cap);
-    CUDA_CHECK_LAUNCH();
-    // experts backward, batched over e
-    gemm(false, false, cap, f, C, 1.0f, dyout, C, capC, w2, f, (long long)C * f, 0.0f, dact, f, capf, E);
-    gemm(true, false, C, f, cap, 1.0f, dyout, C, capC, act, f, capf, 1.0f, dw2, f, (long long)C * f, E);
-    CUDA_CHECK(cudaMemset(dpre, 0, (size_t)E * capf * sizeof(float)));
-    gelu_backward(dpre, pre, dact, (size_t)E * capf);
-    gemm(true, false, f, C, cap, 1.0f, dpre, f, capf, xin, C, capC, 1.0f, dw1, C, (long long)f * C, E);
-    gemm(false, false, cap, C, f, 1.0f, dpre, f, capf, w1, C, (long long)f * C, 0.0f, dxin, C, capC, E);
-    tc_scatter_backward_kernel<<<grid_for((size_t)N * C, 256), 256>>>(dinp, dxin, route, slot, N, C, k, cap);
-    CUDA_CHECK_LAUNCH();
-    tc_gate_backward_kernel<<<ceil_div(N, 128), 128>>>(dz, dprobs, probs, N, E, rt);
-    CUDA_CHECK_LAUNCH();
-    matmul_backward(dinp, dwc, soft ? nullptr : dbc, dz, inp, wc, N, 1, C, E);
+    token_choice_dgate_init(dprobs, first, daux, N, E, rt);
+    token_choice_combine_backward(dyout, dprobs, dout, yout, probs, route, slot, N, C, E, k, cap);
+    token_choice_experts_backward(dxin, dpre, dact, dw1, dw2, dyout, xin, pre, act, w1, w2, C, E, f, cap);
+    token_choice_gather_backward(dinp, dxin, route, slot, N, C, k, cap);
+    token_choice_router_backward(dinp, dwc, dbc, dz, dprobs, probs, inp, wc, N, C, E, rt);
 }
 
 // Threshold routers held at a firing rate (cpu/token_choice.h,
@@ -331,24 +442,38 @@ inline void token_choice_count_fires(double* fires, unsigned long long* scratch,
     for (int e = 0; e < E; e++) fires[e] += (double)host[e];
 }
 
-// TOKEN_CHOICE as a block's feed-forward layer (common/layout.h, TokenChoiceFfn).
-// Expert parallelism runs token choice on the CPU path only (train/checks.h
-// refuses it on GPUs), so a layer holding part of its experts stops here.
+// TOKEN_CHOICE as a block's feed-forward layer (common/layout.h, TokenChoiceFfn);
+// under expert parallelism its experts are shared out (expert_parallel.cuh).
+template <typename K>
 inline void ffn_kind_forward(TokenChoiceFfn, float* out, const float* inp, const LayerWeights<float>& w,
                              LayerActs<float>& a, int B, int T, const Config& c, const FfnMode& mode) {
-    if (c.expert_shards > 1) fail("token-choice layers under expert parallelism are not built on the GPU path");
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, mode.decoding);
-    token_choice_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.p, a.a, a.y, inp, w.wc, w.w1,
-                         w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc, tc_router(c));
+    if (c.expert_shards > 1) {
+        need_expert_exchange(c, mode, "token-choice");
+        K::token_choice_ep_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.ul, a.p, a.a, a.yl,
+                                   a.y, inp, w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc, tc_router(c),
+                                   mode.experts);
+        return;
+    }
+    K::token_choice_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.p, a.a, a.y, inp, w.wc,
+                            w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc, tc_router(c));
 }
 
+template <typename K>
 inline void ffn_kind_backward(TokenChoiceFfn, float* dinp, LayerWeights<float>& dw, LayerActs<float>& da,
                               const float* dout, const float* inp, const LayerWeights<float>& w,
-                              const LayerActs<float>& a, int B, int T, const Config& c, const FfnMode&) {
+                              const LayerActs<float>& a, int B, int T, const Config& c, const FfnMode& mode) {
     int N = B * T, cap = TokenChoiceFfn::capacity(c, N, false);
-    token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp, a.m,
-                          a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.topk,
-                          cap, dw.bc, tc_router(c));
+    if (c.expert_shards > 1) {
+        need_expert_exchange(c, mode, "token-choice");
+        K::token_choice_ep_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.ul, da.p, da.a, da.yl, da.y,
+                                    da.aux, dout, inp, a.m, a.route, a.slot, a.first, a.ul, a.p, a.a, a.y, w.wc, w.w1,
+                                    w.w2, N, c.C, c.E, c.f, c.topk, cap, dw.bc, tc_router(c), mode.experts);
+        return;
+    }
+    K::token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp, a.m,
+                             a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E, c.f,
+                             c.topk, cap, dw.bc, tc_router(c));
 }
 
 }  // namespace gpu

@@ -15,7 +15,8 @@
 #   data            a small BPE vocabulary and shards made from README.md
 #   train_sync      the first model run: a short training run of train_mot on
 #                   the GPU with MOT_CUDA_SYNC=1, so a faulting kernel is named
-#                   with its file and line
+#                   with its file and line; in bf16, whose passes run every
+#                   fp32 kernel too, plus the rounding and the TF32 products
 #   tests_layers    the GPU layer suite: every layer against the CPU reference
 #   tests_model     the GPU model suite: the whole model, training, resume and
 #                   reproducibility against the CPU reference
@@ -65,7 +66,8 @@ PREPARE_CMD=(./prepare --out "$DATA" --vocab 512 README.md)
 TINY=(--data "$DATA/*_train_*.bin" --val-data "$DATA/*_val_*.bin" --tokenizer "$DATA/tokenizer.bin"
       --device cuda --layers 2 --ffn-layers 1 --d-model 64 --heads 2 --batch 8 --seq 32
       --experts 8 --group 4 --val-batches 2 --sample-len 8)
-TRAIN_SYNC_CMD=(./train_mot "${TINY[@]}" --steps 20 --val-every 10 --sample-every 20 --save "$OUTDIR/sync.ckpt")
+TRAIN_SYNC_CMD=(./train_mot "${TINY[@]}" --precision bf16 --steps 20 --val-every 10 --sample-every 20
+                --save "$OUTDIR/sync.ckpt")
 MEMCHECK_TRAIN_CMD=(./train_mot "${TINY[@]}" --steps 3 --val-every 2 --sample-every 3)
 if [ $print_commands -eq 1 ]; then
     printf '%s\n' "${PREPARE_CMD[@]}" "" "${TRAIN_SYNC_CMD[@]}" "" "${MEMCHECK_TRAIN_CMD[@]}" ""

@@ -74,24 +74,6 @@ struct ModelCase {
     int B, T;
 };
 
-// A token-choice layer (k 2, cf 0.75: some choices dropped) after a dense one.
-inline Config token_choice_config() {
-    Config c = small_config({DENSE, TOKEN_CHOICE});
-    c.topk = 2;
-    c.capacity_factor = 0.75f;
-    c.f = c.dff / c.topk;
-    return c;
-}
-
-// The same with the threshold router (each expert's logit plus its bias
-// against 0, gate sigmoid(./0.5)).
-inline Config threshold_config() {
-    Config c = token_choice_config();
-    c.router = ROUTER_THRESHOLD;
-    c.router_tau = 0.5f;
-    return c;
-}
-
 inline std::vector<ModelCase> model_cases() {
     return {{"dense", small_config({DENSE, DENSE}), 4, 37},
             {"mot", small_config({MOT, MOT}), 4, 37},

@@ -54,6 +54,24 @@ inline Config small_config(const std::vector<int>& kinds, float tau = 1.0f, int 
     return make_config(257, 64, 4, 64, 256, 8, G, 256 * G / 8, tau, kinds);
 }
 
+// A token-choice layer (k 2, cf 0.75: some choices dropped) after a dense one.
+inline Config token_choice_config() {
+    Config c = small_config({DENSE, TOKEN_CHOICE});
+    c.topk = 2;
+    c.capacity_factor = 0.75f;
+    c.f = c.dff / c.topk;
+    return c;
+}
+
+// The same with the threshold router (each expert's logit plus its bias
+// against 0, gate sigmoid(./0.5)).
+inline Config threshold_config() {
+    Config c = token_choice_config();
+    c.router = ROUTER_THRESHOLD;
+    c.router_tau = 0.5f;
+    return c;
+}
+
 // GPT-2-small widths and lengths (V 50257, maxT 1024, NH 12, C 768, dff 3072),
 // two layers, the second MoT with E 8, G 4, f 1536.
 inline Config gpt2_small_config() { return make_config(50257, 1024, 12, 768, 3072, 8, 4, 1536, 1.0f, {DENSE, MOT}); }

@@ -1,5 +1,5 @@
 // The bf16 emulation: the rounding of common/bf16.h, which the CPU's bf16
-// training (cpu/bf16_kernels.h) applies wherever a bf16 run stores a value.
+// training (common/bf16_kernels.h) applies wherever a bf16 run stores a value.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -139,12 +139,13 @@ TEST_CASE("bf16: the in-place array rounding matches the scalar one, float and d
 }
 
 // ---------------------------------------------------------------------------
-// The model under bf16 emulation (cpu/bf16_kernels.h, GPT::bf16).
+// The model under bf16 emulation (common/bf16_kernels.h, GPT::bf16).
 
 #include "common/layout.h"
 #include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 #include "tests/bad_input.h"
+#include "tests/bf16_agree.h"
 #include "tests/close.h"
 #include "tests/models.h"
 #include "tests/rng.h"
@@ -244,14 +245,6 @@ TEST_CASE("bf16 model: the contract's bf16 tensors are bf16 values, its float on
 // largest. The weights are 5x the init (build_wide), so activations are
 // large and the softmaxes sharp: the rounding moves gradients by a few
 // percent (the messages print by how much), about half the tolerances.
-static double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
-    double d = 0, w = 0;
-    for (size_t i = 0; i < want.size(); i++) {
-        d += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
-        w += (double)want[i] * want[i];
-    }
-    return std::sqrt(d / w);
-}
 
 static void check_step_vs_fp32(const Config& c, double grad_tol, double l2_tol) {
     const int B = 4, T = 7;
@@ -268,12 +261,12 @@ static void check_step_vs_fp32(const Config& c, double grad_tol, double l2_tol) 
         double lf = step(&f, inp, tgt, B, T, s, &gf);
         MESSAGE("step " << s << ": loss fp32 " << lf << ", bf16 " << lh << ", relative " << std::fabs(lh - lf) / lf
                         << "; gradients worst " << closeness(gh, gf, scaled_tol(1.0, gf)).worst
-                        << " of the largest, relative L2 " << rel_l2(gh, gf));
+                        << " of the largest, relative L2 " << relative_l2(gh, gf));
         CHECK(lh != lf);  // the emulation rounds
         CHECK(std::fabs(lh - lf) < 1e-2 * lf);
         CHECK(gh != gf);
         check_close(gh, gf, scaled_tol(grad_tol, gf), "gradients, against the largest");
-        CHECK(rel_l2(gh, gf) < l2_tol);
+        CHECK(relative_l2(gh, gf) < l2_tol);
     }
 }
 
@@ -282,6 +275,53 @@ TEST_CASE("bf16 model: a step differs from fp32 by bf16 rounding, and only by it
     SUBCASE("mot") { check_step_vs_fp32(make_config(37, 16, 2, 20, 40, 4, 2, 20, 1.0f, {MOT, MOT}), 0.15, 0.15); }
     SUBCASE("token choice") { check_step_vs_fp32(make_config(37, 16, 2, 20, 40, 4, 2, 20, 1.0f, {TOKEN_CHOICE, TOKEN_CHOICE}), 0.2, 0.2); }
     SUBCASE("all three") { check_step_vs_fp32(kinds3_config(), 0.15, 0.1); }
+}
+
+template <typename Kernels>
+static void forward_backward(GPT<float, Kernels>* m, const std::vector<int>& inp, const std::vector<int>& tgt, int B,
+                             int T) {
+    gpt_forward(m, inp.data(), tgt.data(), B, T);
+    gpt_zero_grad(m);
+    gpt_backward(m);
+}
+
+// The GPU's bf16 is held to the CPU's emulation by tests/bf16_agree.h's
+// bounds. Here the same bounds on a pair that needs no GPU and differs the
+// same way, in float rounding alone: the plain loops against the fast forms,
+// both under the bf16 contract, at the GPU model tests' shapes and init. The
+// bounds must hold, and the pair must differ (else this proves nothing).
+TEST_CASE("bf16 model: plain loops and fast forms, both bf16, agree within the GPU tests' bounds") {
+    struct Case { const char* name; Config c; int B, T; };
+    std::vector<Case> cases = {{"dense", small_config({DENSE, DENSE}), 4, 37},
+                               {"mot", small_config({MOT, MOT}), 4, 37},
+                               {"mixed tau 0.8", small_config({DENSE, MOT, MOT}, 0.8f), 8, 7},
+                               {"token choice k 2", token_choice_config(), 4, 37},
+                               {"token choice threshold k 2", threshold_config(), 4, 37}};
+    bool any_differs = false;
+    for (const Case& k : cases) {
+        INFO("model " << k.name);
+        GPT<float, PlainKernels> p;
+        GPT<float, FastKernels> f;
+        gpt_build(&p, k.c);
+        gpt_init_weights(&p, 1234);
+        gpt_build(&f, k.c);
+        f.params_memory = p.params_memory;
+        p.bf16 = f.bf16 = true;
+        p.aux_weight = f.aux_weight = 0.01;
+        TestRng r(99);
+        std::vector<int> inp = r.tokens((size_t)k.B * k.T, k.c.V), tgt = r.tokens((size_t)k.B * k.T, k.c.V);
+        forward_backward(&p, inp, tgt, k.B, k.T);
+        forward_backward(&f, inp, tgt, k.B, k.T);
+        const size_t n = (size_t)k.B * k.T * k.c.Vp;
+        check_bf16_tensor(std::vector<float>(f.acts.logits, f.acts.logits + n),
+                          std::vector<float>(p.acts.logits, p.acts.logits + n), 1e-4, std::string(k.name) + " logits");
+        double loss = std::fabs(f.mean_loss - p.mean_loss) / p.mean_loss, l2 = relative_l2(f.grads_memory, p.grads_memory);
+        MESSAGE(std::string(k.name) << ": loss relative " << loss << ", gradients relative L2 " << l2);
+        CHECK(loss <= BF16_LOSS_TOL);
+        CHECK(l2 <= BF16_GRAD_L2);
+        any_differs = any_differs || f.grads_memory != p.grads_memory;
+    }
+    CHECK(any_differs);
 }
 
 TEST_CASE("bf16 model: two runs are equal bit for bit; fp32 is untouched by the bf16 machinery") {
@@ -304,8 +344,7 @@ TEST_CASE("bf16 model: two runs are equal bit for bit; fp32 is untouched by the 
     CHECK(f.params_bf16_memory.empty());  // fp32 never makes the rounded copy
 }
 
-TEST_CASE("--precision: bf16 is refused on the GPU and with --tf32, saying why") {
-    expect_error("--precision bf16 --device cuda --steps 1", {"--precision bf16", "not built yet"});
+TEST_CASE("--precision: bf16 with --tf32, and an unknown precision, are refused, saying why") {
     expect_error("--precision bf16 --tf32 --steps 1", {"--tf32", "--precision bf16"});
     expect_error("--precision fp16 --steps 1", {"--precision", "fp16"});
 }

@@ -8,7 +8,7 @@
 // batches. In double (to rounding) and in float. The same for the
 // expert-parallel token-choice layer against cpu/fast/token_choice.h, with
 // each member's routing the same to the bit. Both again through the bf16
-// emulation (cpu/bf16_kernels.h): what each member stores rounded as one
+// emulation (common/bf16_kernels.h): what each member stores rounded as one
 // process stores it. The program under mpirun:
 // tests/test_expert_parallel_ranks.cpp.
 //   g++ -std=c++17 -O2 -march=native -fopenmp -Wall -Wextra -I. tests/test_expert_parallel.cpp -o /tmp/t -lpthread
@@ -21,7 +21,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu/bf16_kernels.h"
+#include "common/bf16_kernels.h"
 #include "cpu/fast/expert_parallel.h"
 #include "tests/close.h"
 #include "tests/dist_runs.h"
@@ -52,7 +52,7 @@ static std::vector<real> values(TestRng& r, size_t n, double scale = 1.0) {
 
 // The layers as the kernel sets call them (cpu/kernels.h's names), on the
 // parts of cpu/fast/ in any type; Bf16 is the same through the bf16
-// emulation (cpu/bf16_kernels.h), which rounds what a bf16 run stores.
+// emulation (common/bf16_kernels.h), which rounds what a bf16 run stores.
 struct FastParts {
     template <typename... A> static void mot_forward(A... a) { fast::mot_forward(a...); }
     template <typename... A> static void mot_backward(A... a) { fast::mot_backward(a...); }
@@ -64,6 +64,7 @@ struct FastParts {
     template <typename... A> static void token_choice_backward(A... a) { fast::token_choice_backward(a...); }
     template <typename... A> static void token_choice_ep_forward(A... a) { fast::token_choice_ep_forward(a...); }
     template <typename... A> static void token_choice_ep_backward(A... a) { fast::token_choice_ep_backward(a...); }
+    template <typename real> static void round_bf16(real* x, size_t n) { bf16_round(x, n); }
 };
 using Bf16 = Bf16Kernels<FastParts>;
 

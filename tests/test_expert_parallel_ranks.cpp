@@ -369,42 +369,43 @@ MPI_TEST("under --expert-parallel a stopped rank: the others stop at --collectiv
     CHECK(out.find("did not complete within --collective-timeout 3 s") != std::string::npos);
 }
 
-NCCL_TEST("NCCL: --expert-parallel 2 --device cuda on 2 GPU ranks (MoT, both exchanges) computes what 1 GPU process "
-          "computes (1e-5 over 8 steps)") {
+NCCL_TEST("NCCL: --expert-parallel 2 --device cuda on 2 GPU ranks (MoT, both exchanges and with --zero 1; token "
+          "choice, softmax and threshold routers) computes what 1 GPU process computes (1e-5 over 8 steps)") {
     write_dist_data("ep");
-    std::string args = EP_DATA + std::string(EP_MODELS[1][1]) + " --batch 4 --steps 8 --total-batch 128 --device cuda";
-    std::remove("build/ep_nccl_one.jsonl");
-    Run one = run(args + " --log build/ep_nccl_one.jsonl");
-    INFO(one.out);
-    REQUIRE(one.rc == 0);
-    for (const char* exchange : {"mixed", "inputs"}) {
-        std::string log = std::string("build/ep_nccl_") + exchange + ".jsonl";
-        std::remove(log.c_str());
-        Run two = run_cmd(mpirun(2, args + " --expert-parallel 2 --expert-exchange " + exchange + " --log " + log));
-        INFO(two.out);
-        REQUIRE(two.rc == 0);
-        CHECK(two.out.find("gradients by NCCL") != std::string::npos);
-        CHECK(two.out.find(std::string("they exchange the ") + (exchange[0] == 'i' ? "input" : "mixed")) !=
-              std::string::npos);
-        double worst = compare_logs(log, "build/ep_nccl_one.jsonl", 1e-5, 8);
-        MESSAGE(log << ": largest relative difference " << worst);
+    for (int model : {1, 2, 4}) {
+        const std::string name = EP_MODELS[model][0];
+        INFO("model " << name);
+        std::string args = EP_DATA + std::string(EP_MODELS[model][1]) + " --batch 4 --steps 8 --total-batch 128 --device cuda";
+        const std::string one_log = "build/ep_nccl_one_" + name + ".jsonl";
+        std::remove(one_log.c_str());
+        Run one = run(args + " --log " + one_log);
+        INFO(one.out);
+        REQUIRE(one.rc == 0);
+        // token choice has one exchange, of the routed tokens' buffers; ZeRO-1 with the mixed tokens' ("zero")
+        for (const char* exchange : {"mixed", "inputs", "zero"}) {
+            if (model != 1 && exchange[0] != 'm') continue;
+            std::string log = "build/ep_nccl_" + name + "_" + exchange + ".jsonl";
+            std::remove(log.c_str());
+            std::string how = exchange[0] == 'z'  ? " --expert-exchange mixed --zero 1"
+                              : model == 1        ? std::string(" --expert-exchange ") + exchange
+                                                  : "";
+            Run two = run_cmd(mpirun(2, args + " --expert-parallel 2" + how + " --log " + log));
+            INFO(two.out);
+            REQUIRE(two.rc == 0);
+            CHECK(two.out.find("gradients by NCCL") != std::string::npos);
+            double worst = compare_logs(log, one_log, 1e-5, 8);
+            MESSAGE(log << ": largest relative difference " << worst);
+        }
     }
 }
 
-MPI_TEST("--expert-parallel --device cuda: refused in a build without NCCL, and with --zero 1 or token choice") {
+MPI_TEST("--expert-parallel --device cuda: refused in a build without NCCL, saying so") {
     write_dist_data("ep");
     const bool nccl = built.find("NCCL") != std::string::npos;
     const std::string mot = EP_DATA + std::string(EP_MODELS[0][1]) + " --batch 4 --steps 2 --expert-parallel 2 --device cuda";
-    Run zero = run_cmd(mpirun(2, mot + " --zero 1"));
-    INFO(zero.out);
-    CHECK(zero.rc != 0);
-    CHECK(zero.out.find(nccl ? "--expert-parallel --device cuda with --zero 1 is not built yet"
-                              : "--expert-parallel --device cuda needs NCCL") != std::string::npos);
-    if (nccl) {  // the model's check, once the options pass
-        Run tc = run_cmd(mpirun(2, EP_DATA + std::string(EP_MODELS[2][1]) +
-                                       " --batch 4 --steps 2 --expert-parallel 2 --device cuda"));
-        INFO(tc.out);
-        CHECK(tc.rc != 0);
-        CHECK(tc.out.find("token-choice layers, which run expert parallel on the CPU only") != std::string::npos);
-    }
+    Run r = run_cmd(mpirun(2, mot + " --zero 1"));
+    INFO(r.out);
+    CHECK(r.rc != 0);  // without GPUs either way
+    if (!nccl) CHECK(r.out.find("--expert-parallel --device cuda needs NCCL") != std::string::npos);
+    else CHECK(r.out.find("--device cuda") != std::string::npos);
 }

@@ -12,11 +12,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/bf16_kernels.h"
+#include "tests/bf16_agree.h"
 #include "tests/exchange_threads.h"
 #include "tests/gpu_harness.h"
 
@@ -559,4 +563,192 @@ GPU_TEST("gpu expert-parallel MoT layer, mixed and input tokens, N = 2 and 4: as
                 check_close(dw2[i], s2, scaled_tol(TOL, s2), "ep dw2" + who);
             }
         }
+}
+
+// Token choice under expert parallelism (gpu/expert_parallel.cuh): each
+// member routes its own Nt tokens over all E experts, k 2, a capacity that
+// drops choices, softmax and threshold routers; against one GPU process
+// running each member's tokens with every expert (gpu/token_choice.cuh,
+// itself tested against the CPU above). The routing is decided before any
+// exchange by the same kernels, so it must agree to the bit.
+GPU_TEST("gpu expert-parallel token-choice layer, k 2, drops, N = 2 and 4, both routers: as one GPU process") {
+    const int Nt = 24, C = 8, E = 8, f = 6, k = 2, cap = 3;  // cap: ceil(0.5 * k * Nt / E)
+    const size_t NtC = (size_t)Nt * C, NtE = (size_t)Nt * E, Ntk = (size_t)Nt * k, capC = (size_t)E * cap * C,
+                 capf = (size_t)E * cap * f;
+    for (TcRouter rt : {TcRouter{ROUTER_SOFTMAX, 1}, TcRouter{ROUTER_THRESHOLD, 0.7f}})
+        for (int N : {2, 4}) {
+            const int El = E / N;
+            const bool soft = rt.kind == ROUTER_SOFTMAX;
+            const std::string tag = strf(" N%d router %d", N, rt.kind);
+            TestRng rng(60 + N + 3 * rt.kind);
+            std::vector<float> wc = rng.floats((size_t)E * C, 1.0f), w1 = rng.floats((size_t)E * f * C, 0.4f),
+                               w2 = rng.floats((size_t)E * C * f, 0.4f), bc = rng.floats(E, 0.5f), daux = {0.01f};
+            std::vector<std::vector<float>> inp(N), dout(N);
+            for (int s = 0; s < N; s++) inp[s] = rng.floats(NtC), dout[s] = rng.floats(NtC);
+            DevF d_wc(wc), d_w1(w1), d_w2(w2), d_bc(bc), d_daux(daux);
+            // one process: every member's tokens with all experts
+            std::vector<std::vector<float>> out_ref(N), dinp_ref(N), dwc_ref(N), dbc_ref(N), load_ref(N), aux_ref(N);
+            std::vector<std::vector<int>> route_ref(N), slot_ref(N);
+            DevF d_dw1_ref(w1.size()), d_dw2_ref(w2.size());
+            int dropped = 0;
+            for (int s = 0; s < N; s++) {
+                DevF d_inp(inp[s]), d_dout(dout[s]), out(NtC), z(NtE), probs(NtE), load(E), first(E), aux(1),
+                    xin(capC), pre(capf), act(capf), yout(capC);
+                DevF dinp(NtC), dwc((size_t)E * C), dbc(E), dz(NtE), dprobs(NtE), dxin(capC), dpre(capf), dact(capf),
+                    dyout(capC);
+                DevI route(Ntk), slot(Ntk);
+                gpu::token_choice_forward(out.p, z.p, probs.p, route.p, slot.p, load.p, first.p, aux.p, xin.p, pre.p,
+                                          act.p, yout.p, d_inp.p, d_wc.p, d_w1.p, d_w2.p, Nt, C, E, f, k, cap, d_bc.p,
+                                          rt);
+                gpu::token_choice_backward(dinp.p, dwc.p, d_dw1_ref.p, d_dw2_ref.p, dz.p, dprobs.p, dxin.p, dpre.p,
+                                           dact.p, dyout.p, d_daux.p, d_dout.p, d_inp.p, probs.p, route.p, slot.p,
+                                           first.p, xin.p, pre.p, act.p, yout.p, d_wc.p, d_w1.p, d_w2.p, Nt, C, E, f,
+                                           k, cap, dbc.p, rt);
+                out_ref[s] = out.get(), dinp_ref[s] = dinp.get(), dwc_ref[s] = dwc.get(), dbc_ref[s] = dbc.get();
+                load_ref[s] = load.get(), aux_ref[s] = aux.get(), route_ref[s] = route.get(), slot_ref[s] = slot.get();
+                for (size_t i = 0; i < Ntk; i++) dropped += route_ref[s][i] >= 0 && slot_ref[s][i] < 0;
+            }
+            CHECK(dropped > 0);  // the capacity drops choices: the dispatch order matters
+            std::vector<float> dw1_ref = d_dw1_ref.get(), dw2_ref = d_dw2_ref.get();
+            // expert parallel: member i holds experts [i*El, (i+1)*El)
+            std::vector<std::vector<float>> out(N), dinp(N), dwc(N), dbc(N), dw1(N), dw2(N), load(N), aux(N);
+            std::vector<std::vector<int>> route(N), slot(N);
+            ThreadGroup group(N);
+            std::mutex baton;
+            std::vector<std::thread> threads;
+            for (int i = 0; i < N; i++)
+                threads.emplace_back([&, i] {
+                    std::unique_lock<std::mutex> held(baton);
+                    DeviceThreadExchange x(&group, i, &held);
+                    const size_t w1n = (size_t)El * f * C, w2n = (size_t)El * C * f;
+                    DevF d_inp(inp[i]), d_dout(dout[i]),
+                        d_w1l(std::vector<float>(w1.begin() + i * w1n, w1.begin() + (i + 1) * w1n)),
+                        d_w2l(std::vector<float>(w2.begin() + i * w2n, w2.begin() + (i + 1) * w2n));
+                    DevF o(NtC), z(NtE), probs(NtE), ld(E), first(E), ax(1), xin(capC), xl(capC), pre(capf),
+                        act(capf), yl(capC), yout(capC);
+                    DevF di(NtC), dwci((size_t)E * C), dbci(E), dw1i(w1n), dw2i(w2n), dz(NtE), dprobs(NtE),
+                        dxin(capC), dxl(capC), dpre(capf), dact(capf), dyl(capC), dyout(capC);
+                    DevI rte(Ntk), slt(Ntk);
+                    gpu::token_choice_ep_forward(o.p, z.p, probs.p, rte.p, slt.p, ld.p, first.p, ax.p, xin.p, xl.p,
+                                                 pre.p, act.p, yl.p, yout.p, d_inp.p, d_wc.p, d_w1l.p, d_w2l.p, Nt, C,
+                                                 E, f, k, cap, d_bc.p, rt, &x);
+                    gpu::token_choice_ep_backward(di.p, dwci.p, dw1i.p, dw2i.p, dz.p, dprobs.p, dxin.p, dxl.p,
+                                                  dpre.p, dact.p, dyl.p, dyout.p, d_daux.p, d_dout.p, d_inp.p,
+                                                  probs.p, rte.p, slt.p, first.p, xl.p, pre.p, act.p, yout.p, d_wc.p,
+                                                  d_w1l.p, d_w2l.p, Nt, C, E, f, k, cap, dbci.p, rt, &x);
+                    out[i] = o.get(), dinp[i] = di.get(), dwc[i] = dwci.get(), dbc[i] = dbci.get();
+                    dw1[i] = dw1i.get(), dw2[i] = dw2i.get(), load[i] = ld.get(), aux[i] = ax.get();
+                    route[i] = rte.get(), slot[i] = slt.get();
+                });
+            for (std::thread& t : threads) t.join();
+            for (int i = 0; i < N; i++) {
+                const std::string who = strf(" member %d", i) + tag;
+                CHECK_MESSAGE(route[i] == route_ref[i], "ep route" << who);
+                CHECK_MESSAGE(slot[i] == slot_ref[i], "ep slot" << who);
+                CHECK_MESSAGE(load[i] == load_ref[i], "ep load" << who);
+                CHECK_MESSAGE(aux[i] == aux_ref[i], "ep aux" << who);
+                check_close(out[i], out_ref[i], scaled_tol(TOL, out_ref[i]), "ep tc out" + who);
+                check_close(dinp[i], dinp_ref[i], scaled_tol(TOL, dinp_ref[i]), "ep tc dinp" + who);
+                check_close(dwc[i], dwc_ref[i], scaled_tol(TOL, dwc_ref[i]), "ep tc dwc" + who);
+                if (!soft) check_close(dbc[i], dbc_ref[i], scaled_tol(TOL, dbc_ref[i]), "ep tc dbc" + who);
+                std::vector<float> s1(dw1_ref.begin() + (size_t)i * El * f * C,
+                                      dw1_ref.begin() + (size_t)(i + 1) * El * f * C),
+                    s2(dw2_ref.begin() + (size_t)i * El * C * f, dw2_ref.begin() + (size_t)(i + 1) * El * C * f);
+                check_close(dw1[i], s1, scaled_tol(TOL, s1), "ep tc dw1" + who);
+                check_close(dw2[i], s2, scaled_tol(TOL, s2), "ep tc dw2" + who);
+            }
+        }
+}
+
+// ---------------------------------------------------------------------------
+// --precision bf16 (common/bf16_kernels.h): the GPU computes what the CPU
+// emulates, held to tests/bf16_agree.h's bounds.
+
+static uint32_t bits(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    return u;
+}
+static float from_bits(uint32_t u) {
+    float x;
+    std::memcpy(&x, &u, 4);
+    return x;
+}
+
+GPU_TEST("gpu bf16 rounding: the bits of common/bf16.h for ties, carries, NaN, infinities, subnormals, any float") {
+    std::vector<float> x;
+    // ties below and above an even and an odd bf16, both signs; the carry into the exponent
+    for (uint32_t u : {0x3f808000u, 0x3f818000u, 0x3f807fffu, 0x3f808001u, 0x3fff8000u, 0x7f7f8000u, 0x7f7f7fffu,
+                       0x00008000u, 0x00018000u, 0x00000001u, 0x007fffffu, 0x7f800000u, 0x7fc00001u, 0x7f800001u,
+                       0x7fbfffffu, 0x00000000u})
+        for (uint32_t sign : {0u, 0x80000000u}) x.push_back(from_bits(u | sign));
+    TestRng r(17);
+    for (int i = 0; i < 1 << 20; i++) x.push_back(from_bits((uint32_t)(r.next() >> 32)));  // every class of float
+    DevF d(x);
+    gpu::bf16_round_copy(d.p, d.p, x.size());
+    std::vector<float> got = d.get();
+    size_t wrong = 0;
+    for (size_t i = 0; i < x.size(); i++)
+        if (bits(got[i]) != bits(bf16_round(x[i])) && wrong++ < 5)
+            FAIL_CHECK("bits " << std::hex << bits(x[i]) << ": gpu " << bits(got[i]) << ", cpu " << bits(bf16_round(x[i])));
+    CHECK(wrong == 0);
+}
+
+// Under bf16, each block of every model case on the GPU against the CPU's
+// emulation, from the same block input (the CPU's, copied) on the same
+// rounded weights: the block's output and its input's gradient are bf16
+// tensors (check_bf16_tensor), the block's parameter gradients within
+// BF16_GRAD_L2. The linear layers run on TF32 tensor cores here
+// (gpu/kernels.cuh, Bf16OperandKernels), so this also shows that they are
+// exact on bf16 operands.
+GPU_TEST("gpu bf16: every block of every model case against the CPU's emulation, forward and backward") {
+    using GpuBf16 = Bf16Kernels<gpu::Bf16OperandKernels>;
+    for (const ModelCase& mc : model_cases()) {
+        INFO("model " << mc.name);
+        const Config& c = mc.cfg;
+        GPT<float, FastKernels> cpu;
+        gpu::GPT gm;
+        build_both(&cpu, &gm, c, 1234);
+        cpu.bf16 = gm.bf16 = true;
+        TestRng rng(99);
+        std::vector<int> inputs, targets;
+        routable_batch(&cpu, rng, mc.B, mc.T, &inputs, &targets);  // the CPU's forward, in bf16
+        gpt_zero_grad(&cpu);
+        gpt_backward(&cpu);
+        gpu::gpt_forward(&gm, inputs.data(), targets.data(), mc.B, mc.T);  // carves, rounds the weights
+        const size_t BTC = (size_t)mc.B * mc.T * c.C;
+        for (int l = 0; l < c.L; l++) {
+            std::string tag = std::string(mc.name) + " block " + std::to_string(l);
+            const float* in = l == 0 ? cpu.acts.encoded : cpu.acts.layer[l - 1].res3;
+            const float* dinp_want = l == 0 ? cpu.grad_acts.encoded : cpu.grad_acts.layer[l - 1].res3;
+            DevF d_in(std::vector<float>(in, in + BTC)), d_dinp(BTC);
+            LayerActs<float>& la = gm.acts.layer[l];
+            gpu::block_forward<GpuBf16>(la, d_in.p, gm.params_bf16.layer[l], c.kinds[l], mc.B, mc.T, c);
+            std::vector<float> out(BTC);
+            CUDA_CHECK(cudaMemcpy(out.data(), la.res3, BTC * sizeof(float), cudaMemcpyDeviceToHost));
+            check_bf16_tensor(out, std::vector<float>(cpu.acts.layer[l].res3, cpu.acts.layer[l].res3 + BTC), TOL,
+                              tag + " output");
+            gpu::gpt_zero_grad(&gm);
+            gpu::gpt_zero_grad_acts(&gm);
+            const float* dout = cpu.grad_acts.layer[l].res3;
+            CUDA_CHECK(cudaMemcpy(gm.grad_acts.layer[l].res3, dout, BTC * sizeof(float), cudaMemcpyHostToDevice));
+            if (c.kinds[l] == TOKEN_CHOICE)
+                CUDA_CHECK(cudaMemcpy(gm.grad_acts.layer[l].aux, cpu.grad_acts.layer[l].aux, sizeof(float),
+                                      cudaMemcpyHostToDevice));
+            gpu::block_backward<GpuBf16>(d_dinp.p, gm.grads.layer[l], gm.grad_acts.layer[l], d_in.p,
+                                         gm.params_bf16.layer[l], la, c.kinds[l], mc.B, mc.T, c);
+            check_bf16_tensor(d_dinp.get(), std::vector<float>(dinp_want, dinp_want + BTC), TOL, tag + " dinp");
+            std::vector<float> grads(gm.num_params), got, want;
+            gpu::gpu_gpt_get_grads(&gm, grads.data());
+            const std::string prefix = "h" + std::to_string(l) + ".";
+            for (const TensorSpec& ts : param_specs(c))
+                if (ts.name.rfind(prefix, 0) == 0) {
+                    got.insert(got.end(), grads.begin() + ts.offset, grads.begin() + ts.offset + ts.numel);
+                    want.insert(want.end(), cpu.grads_memory.begin() + ts.offset,
+                                cpu.grads_memory.begin() + ts.offset + ts.numel);
+                }
+            double l2 = relative_l2(got, want);
+            CHECK_MESSAGE(l2 <= BF16_GRAD_L2, tag << " parameter gradients: relative L2 " << l2);
+        }
+    }
 }

@@ -13,10 +13,13 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "tests/bad_input.h"
+#include "tests/bf16_agree.h"
 #include "tests/gpu_harness.h"
 #include "tests/train_checks.h"
 #include "train/model.h"
@@ -366,6 +369,73 @@ GPU_TEST("gpu memory: too large a model is a clear error under cuda and the CPU 
 // gives the same log and checkpoint; 10 steps + resume + 10 equals 20 steps.
 GPU_TEST("gpu training: two runs of one command are reproducible") { check_repeat("build/tg", "cuda"); }
 GPU_TEST("gpu training: resume is bit-exact (shuffled)") { check_resume("build/tg", "cuda", 1); }
+GPU_TEST("gpu training: resume is bit-exact under --precision bf16") {
+    check_resume("build/tg", "cuda", 1, " --precision bf16");
+}
+
+static uint32_t bits_of(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    return u;
+}
+
+// --precision bf16, the whole model against the CPU's emulation
+// (tests/bf16_agree.h): the loss within BF16_LOSS_TOL, the logits a bf16
+// tensor, the gradients within BF16_GRAD_L2; the weights the passes read are
+// the master weights rounded, the master weights stay fp32 and an AdamW step
+// moves them as the CPU's does. Token choice is left to the block test of
+// tests/test_gpu_layers.cu, which starts each block from the CPU's input: a
+// bf16 step carried up from the blocks below can move a router logit past a
+// routing decision's margin, and then the two models route one token
+// differently.
+GPU_TEST("gpu bf16 model: loss, logits, gradients and an AdamW step against the CPU's emulation") {
+    for (const ModelCase& mc : model_cases()) {
+        if (has_kind(mc.cfg, TOKEN_CHOICE)) continue;
+        INFO("model " << mc.name);
+        GPT<float, FastKernels> cpu;
+        gpu::GPT gm;
+        build_both(&cpu, &gm, mc.cfg, 1234);
+        cpu.bf16 = gm.bf16 = true;
+        TestRng rng(99);
+        const size_t BT = (size_t)mc.B * mc.T;
+        std::vector<int> inputs = rng.tokens(BT, mc.cfg.V), targets = rng.tokens(BT, mc.cfg.V);
+        gpt_forward(&cpu, inputs.data(), targets.data(), mc.B, mc.T);
+        gpu::gpt_forward(&gm, inputs.data(), targets.data(), mc.B, mc.T);
+        std::vector<float> rounded(gm.num_params), master(gm.num_params);
+        CUDA_CHECK(cudaMemcpy(rounded.data(), gm.params_bf16_memory, gm.num_params * sizeof(float),
+                              cudaMemcpyDeviceToHost));
+        gpu::gpu_gpt_get_params(&gm, master.data());
+        CHECK(rounded == cpu.params_bf16_memory);
+        CHECK(master == cpu.params_memory);
+        double loss_err = std::fabs(gm.mean_loss - cpu.mean_loss) / cpu.mean_loss;
+        CHECK_MESSAGE(loss_err <= BF16_LOSS_TOL, mc.name << " loss " << gm.mean_loss << " vs " << cpu.mean_loss);
+        std::vector<float> logits(BT * mc.cfg.Vp);
+        CUDA_CHECK(cudaMemcpy(logits.data(), gm.acts.logits, logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
+        check_bf16_tensor(logits, std::vector<float>(cpu.acts.logits, cpu.acts.logits + logits.size()), TOL,
+                          std::string(mc.name) + " logits");
+        gpt_zero_grad(&cpu);
+        gpu::gpt_zero_grad(&gm);
+        gpt_backward(&cpu);
+        gpu::gpt_backward(&gm);
+        std::vector<float> grads(gm.num_params);
+        gpu::gpu_gpt_get_grads(&gm, grads.data());
+        double l2 = relative_l2(grads, cpu.grads_memory);
+        MESSAGE(mc.name << ": loss relative " << loss_err << ", gradients relative L2 " << l2);
+        CHECK(l2 <= BF16_GRAD_L2);
+        // AdamW moves the fp32 masters off the bf16 values; the next forward rounds them anew
+        gpu::gpt_update(&gm, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0);
+        gpu::gpu_gpt_get_params(&gm, master.data());
+        size_t off_bf16 = 0;
+        for (float x : master) off_bf16 += !is_bf16(x);
+        CHECK(off_bf16 > master.size() / 2);
+        gpu::gpt_forward(&gm, inputs.data(), targets.data(), mc.B, mc.T);
+        CUDA_CHECK(cudaMemcpy(rounded.data(), gm.params_bf16_memory, gm.num_params * sizeof(float),
+                              cudaMemcpyDeviceToHost));
+        size_t wrong = 0;
+        for (size_t i = 0; i < master.size(); i++) wrong += bits_of(rounded[i]) != bits_of(bf16_round(master[i]));
+        CHECK(wrong == 0);
+    }
+}
 
 GPU_TEST("gpu device queries and tf32 switch") {
     size_t total = 0, free_bytes = gpu_free_memory(&total);

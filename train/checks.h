@@ -123,11 +123,9 @@ inline void check_expert_parallel_options(TrainRun* r) {
     if (R % N != 0)
         fail(strf("--expert-parallel %d must divide the number of ranks, %d: the ranks form expert groups of %d", N,
                   R, N));
-    // GPU ranks (MoT layers, NCCL) only when asked for: that path has not yet run on GPUs (README)
+    // GPU ranks (NCCL) only when asked for: that path has not yet run on GPUs (README)
     if (o.device == "cuda" && !nccl_compiled())
         fail("--expert-parallel --device cuda needs NCCL: rebuild with NCCL (in the CUDA toolkit), or --device cpu");
-    if (o.device == "cuda" && o.zero)
-        fail("--expert-parallel --device cuda with --zero 1 is not built yet: give one of them, or --device cpu");
     if (o.device != "cuda") o.device = "cpu";
     if (o.sample_every > 0 && o.sample_len > 0) {
         if (dist().rank == 0)
@@ -146,10 +144,6 @@ inline void check_expert_parallel_model(const TrainRun* r) {
         fail(strf("--expert-parallel: %s has no MoT or token-choice layers, no experts to share", model));
     if (c.E % N != 0)
         fail(strf("--expert-parallel %d must divide the number of experts, %d (of %s)", N, c.E, model));
-    if (r->o.device == "cuda" && has_kind(c, TOKEN_CHOICE))
-        fail(strf("--expert-parallel --device cuda: %s has token-choice layers, which run expert parallel on the "
-                  "CPU only (--device cpu)",
-                  model));
 }
 
 // Contradictions and impossible sizes, refused before any work; where the

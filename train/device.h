@@ -80,9 +80,6 @@ inline bool gpu_model_fits(const Config& c, int B, int T, std::string* why) {
 // Builds the model with the given parameters (num_params(c) floats, host)
 // and its activations for (B,T); throws when the GPU runs out of memory.
 inline void gpu_model_build(GpuModel* g, const Config& c, const float* params, int B, int T) {
-    // expert parallelism on the GPU runs MoT layers only (train/checks.h refuses the rest)
-    if (c.expert_shards > 1 && has_kind(c, TOKEN_CHOICE))
-        throw std::runtime_error("token-choice layers under expert parallelism are not built on the GPU path");
     gpu::gpt_build(&g->gpt, c);
     gpu::gpu_gpt_load_params(&g->gpt, params);
     gpu::gpt_ensure_acts(&g->gpt, B, T);
@@ -134,6 +131,8 @@ inline void gpu_model_logits_losses(GpuModel* g, size_t BT, size_t Vp, float* lo
 }
 
 inline void gpu_model_set_aux_weight(GpuModel* g, double weight) { g->gpt.aux_weight = weight; }
+// --precision bf16 (gpu/gpt.cuh, GPT::bf16)
+inline void gpu_model_set_bf16(GpuModel* g, bool on) { g->gpt.bf16 = on; }
 inline double gpu_model_aux_loss(const GpuModel& g) { return g.gpt.aux_loss; }
 // --distill: the next backward of student distills from teacher's last forward (null: stops)
 inline void gpu_model_set_teacher(GpuModel* student, const GpuModel* teacher, double weight) {
@@ -259,6 +258,9 @@ inline void gpu_model_set_moments(GpuModel*, const float*, const float*) { no_gp
 inline double gpu_model_forward(GpuModel*, const int*, const int*, int, int) { no_gpu_code(); }
 inline void gpu_model_logits_losses(GpuModel*, size_t, size_t, float*, float*) { no_gpu_code(); }
 inline void gpu_model_set_aux_weight(GpuModel*, double) {}
+inline void gpu_model_set_bf16(GpuModel*, bool on) {
+    if (on) no_gpu_code();
+}
 inline double gpu_model_aux_loss(const GpuModel&) { no_gpu_code(); }
 inline void gpu_model_set_teacher(GpuModel*, const GpuModel*, double) { no_gpu_code(); }
 inline void gpu_model_set_mot_discrete(GpuModel*, bool) {}

@@ -64,15 +64,16 @@ inline bool choose_gpu(const std::string& device, const Config& c, int B, int T,
     return false;  // auto falls back to the CPU
 }
 
-// --precision bf16: the CPU model emulates bf16 training (cpu/gpt.h,
-// GPT::bf16); the GPU has no bf16 path yet (resolve_precision refuses it).
+// --precision bf16: the model runs the contract of common/bf16_kernels.h,
+// the CPU emulating it (cpu/gpt.h, GPT::bf16), the GPU computing it
+// (gpu/gpt.cuh); on the GPU path the host copy that generates does too.
 inline void model_set_bf16(Model* m, bool on) {
-    if (on && m->on_gpu) fail("--precision bf16: bf16 on the GPU is not built yet");
+    if (m->on_gpu) gpu_model_set_bf16(&m->gpu, on);
     m->cpu.bf16 = on;
 }
 
 inline std::string device_name(const Model& m) {
-    if (m.on_gpu) return "cuda (" + gpu_device_name() + ")";
+    if (m.on_gpu) return "cuda (" + gpu_device_name() + ")" + (m.cpu.bf16 ? ", bf16" : "");
     return m.cpu.bf16 ? "cpu, bf16 emulated" : "cpu";
 }
 
@@ -473,9 +474,10 @@ inline double model_decode_loss(Model* m, const int* inputs, const int* targets,
 }
 
 // Peak FLOP rate of the training device, with how it was derived: the GPU's
-// fp32 rate (its TF32 tensor-core rate under --tf32), or the CPU's.
+// fp32 rate (its TF32 tensor-core rate under --tf32, and under bf16, whose
+// linear layers run on TF32 tensor cores: gpu/kernels.cuh), or the CPU's.
 inline double device_peak_flops(const Model& m, std::string* how) {
-    if (m.on_gpu) return gpu_peak_flops(gpu_tf32(), how);
+    if (m.on_gpu) return gpu_peak_flops(gpu_tf32() || m.cpu.bf16, how);
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();

@@ -142,7 +142,7 @@ inline Subcommands define_options(CLI::App& app, Options* o, SampleOptions* so, 
     app.add_option("--vocab", o->vocab, "vocabulary size for shards given without a tokenizer")->check(CLI::Range(2, 65536));
     app.add_option("--device", o->device, "cpu, cuda or auto (the GPU when one works)")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
     app.add_flag("--tf32", o->tf32, "GPU: allow TF32 tensor cores for fp32 matmuls (--precision tf32)");
-    app.add_option("--precision", o->precision, "fp32, tf32 (GPU: TF32 tensor cores) or bf16 (bf16 weights and activations, fp32 master weights; CPU emulation)")
+    app.add_option("--precision", o->precision, "fp32, tf32 (GPU: TF32 tensor cores) or bf16 (bf16 weights and activations, fp32 master weights)")
         ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
     app.add_option("--threads", o->threads, "CPU threads per step (0: all cores, fewer while other work shares them)")->check(CLI::Range(0, 4096));
     app.add_option("--batch", o->B, "sequences per micro-batch (B)")->check(CLI::Range(1, 1 << 20));
@@ -333,17 +333,12 @@ inline bool given(const Options& o, const std::string& name) {
 }
 
 // --precision and --tf32 made one: --tf32 is --precision tf32. bf16 runs on
-// the CPU alone for now (its emulation, cpu/bf16_kernels.h): --device cuda
-// is refused and auto picks the CPU.
+// either device (common/bf16_kernels.h: the CPU emulates what the GPU
+// computes).
 inline void resolve_precision(Options* o) {
     if (o->tf32 && o->precision == "bf16") fail("--tf32 and --precision bf16 ask for two precisions: give one");
     if (o->tf32) o->precision = "tf32";
     o->tf32 = o->precision == "tf32";
-    if (o->precision != "bf16") return;
-    if (o->device == "cuda")
-        fail("--precision bf16 --device cuda: bf16 on the GPU is not built yet (--device cpu emulates it; "
-             "--precision fp32 or tf32 run on the GPU)");
-    o->device = "cpu";
 }
 
 // --vocab sizes a new model for shards given without a tokenizer; with one

@@ -202,6 +202,12 @@ inline const float* parallel_whole(Parallel* p, const Config& member, const floa
     return whole->data();
 }
 
+// The NCCL communicator of a shard's group: all ranks (null), or the
+// replicas of this rank's expert slice.
+inline NcclComm* parallel_nccl(Parallel* p, const DistGroup* g) {
+    return g == &p->replicas ? &p->nccl_replicas : &p->nccl;
+}
+
 // The backend and, for ZeRO-1, this rank's share; with --zero 1 the model's
 // moments shrink to that share. Call after model_build, on every rank.
 inline void parallel_init(Parallel* p, Model* m, int zero) {
@@ -274,14 +280,16 @@ inline void parallel_sum_grads(Parallel* p, Model* m) {
     double t0 = now_ms();
     bool sharded = parallel_sharded(*p);
     FloatSpan g = model_grad_span(m);  // (N)
-    if (p->use_nccl) {  // ZeRO-1: without expert parallelism, one shard
-        if (p->ep > 1) {
+    if (p->use_nccl) {
+        if (sharded) {  // each shard over its group: the body reduce-scattered in place, the tail all-reduced
+            for (const ZeroShard& z : p->shards) {
+                NcclComm* comm = parallel_nccl(p, z.group);
+                nccl_reduce_scatter_sum(comm, g.data + z.lo, g.data + z.mine(), z.S);
+                if (z.tail_n) nccl_all_reduce_sum(comm, g.data + z.tail_lo, z.tail_n);
+            }
+        } else if (p->ep > 1) {
             for (const ParamRun& r : p->runs)
                 nccl_all_reduce_sum(r.experts ? &p->nccl_replicas : &p->nccl, g.data + r.lo, r.n);
-        } else if (sharded) {
-            const ZeroShard& z = p->shards[0];
-            nccl_reduce_scatter_sum(&p->nccl, g.data, g.data + z.mine(), z.S);
-            if (z.tail_n) nccl_all_reduce_sum(&p->nccl, g.data + z.tail_lo, z.tail_n);
         } else {
             nccl_all_reduce_sum(&p->nccl, g.data, p->N);
         }
@@ -339,8 +347,8 @@ inline void parallel_update(Parallel* p, Model* m, float lr, float beta1, float 
     double t0 = now_ms();
     FloatSpan w = model_param_span(m);  // (N)
     if (p->use_nccl) {
-        const ZeroShard& z = p->shards[0];
-        nccl_all_gather(&p->nccl, w.data + z.mine(), w.data, z.S);
+        for (const ZeroShard& z : p->shards)  // in place: each rank's slice sits at mine()
+            nccl_all_gather(parallel_nccl(p, z.group), w.data + z.mine(), w.data + z.lo, z.S);
         nccl_wait(&p->nccl, "the parameter all-gather (--zero 1)");
     } else {
         for (const ZeroShard& z : p->shards)
