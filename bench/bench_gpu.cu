@@ -1,5 +1,5 @@
 // bench/bench_gpu.cu: training throughput of the GPU path at GPT-2-small shape,
-// dense and MoT (E 32 and the granular E 256, G 32), with TF32 off and on,
+// dense and MoT (E 32 and the granular E 256, G 32), in fp32, tf32 and bf16,
 // the MoT layer against the dense FFN at matched expert FLOPs, and the small
 // probe model of bench/bench_mot.cpp; ends with the MoT / dense step ratios.
 //
@@ -19,15 +19,27 @@
 // Biases, LayerNorm, GELU, softmax and the optimizer are not counted.
 // MFU compares to this device's peaks as train_mot computes them
 // (gpu_peak_flops in gpu/common.cuh: SMs, lanes and clock read from the
-// device): fp32 CUDA cores with TF32 off, TF32 tensor cores with TF32 on.
+// device): fp32 CUDA cores in fp32, TF32 tensor cores in tf32 and in bf16
+// (whose linear layers run on them: gpu/kernels.cuh).
+//
+// Where a step goes: one step of each GPT-2-small model (fp32 and bf16) with
+// every layer call of the passes timed alone (the kernel set TimedKernels
+// wraps the model's set: a cudaEvent pair around each call and a wait for
+// it, so the calls do not overlap and the timed step is somewhat longer than
+// an untimed one), the weight rounding, gradient norm and AdamW timed the
+// same way; "other" is the rest of the step (zeroing, the encoder's
+// backward, copies). The MoT layer's parts (controller, merge, experts,
+// emit and their backward) are timed the same way in the layer benchmark.
 //
 // Exits non-zero when the model's loss at step 0 is not finite or not within
 // 0.5 of ln V (the loss of a freshly initialized model, whose logits are all
 // near zero): a throughput figure of a broken model means nothing.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -116,6 +128,56 @@ static double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// Milliseconds per name over the calls timed since the last clear.
+struct StepClock {
+    static std::map<std::string, double>& ms() {
+        static std::map<std::string, double> table;
+        return table;
+    }
+    // Runs f, waits for it, and adds its time to `name`.
+    template <typename F>
+    static void time(const std::string& name, F f) {
+        cudaEvent_t start, stop;
+        CUDA_CHECK(cudaEventCreate(&start));
+        CUDA_CHECK(cudaEventCreate(&stop));
+        CUDA_CHECK(cudaEventRecord(start));
+        f();
+        CUDA_CHECK(cudaEventRecord(stop));
+        CUDA_CHECK(cudaEventSynchronize(stop));
+        float t = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+        ms()[name] += t;
+        CUDA_CHECK(cudaEventDestroy(start));
+        CUDA_CHECK(cudaEventDestroy(stop));
+    }
+};
+
+// The kernel set Inner with each call timed under its function's name (see the top).
+#define TIMED(fn) \
+    template <typename... A> static void fn(A... a) { StepClock::time(#fn, [&] { Inner::fn(a...); }); }
+template <typename Inner>
+struct TimedKernels {
+    TIMED(matmul_forward) TIMED(matmul_backward) TIMED(layernorm_forward) TIMED(layernorm_backward)
+    TIMED(attention_forward) TIMED(attention_backward) TIMED(gelu_forward) TIMED(gelu_backward)
+    TIMED(crossentropy_forward) TIMED(crossentropy_backward) TIMED(mot_forward) TIMED(mot_backward)
+    TIMED(mot_ep_forward) TIMED(mot_ep_backward) TIMED(mot_ep_inputs_forward) TIMED(mot_ep_inputs_backward)
+    TIMED(token_choice_forward) TIMED(token_choice_backward) TIMED(token_choice_ep_forward)
+    TIMED(token_choice_ep_backward) TIMED(residual_forward) TIMED(residual_backward) TIMED(encoder_forward)
+    TIMED(round_bf16)
+};
+#undef TIMED
+
+// Prints StepClock's table as shares of total_ms, largest first, and clears it.
+static void print_clock(double total_ms) {
+    std::vector<std::pair<double, std::string>> parts;
+    double sum = 0;
+    for (const auto& [name, t] : StepClock::ms()) parts.push_back({t, name}), sum += t;
+    parts.push_back({total_ms - sum, "other (zeroing, encoder backward, copies)"});
+    std::sort(parts.rbegin(), parts.rend());
+    for (const auto& [t, name] : parts) std::printf("      %-44s %9.2f ms %6.1f%%\n", name.c_str(), t, 100 * t / total_ms);
+    StepClock::ms().clear();
+}
+
 struct Row {
     std::string what;
     int B, T;
@@ -174,6 +236,51 @@ static void bench_model(const char* name, const Config& c, int B, int T, int ste
         std::fflush(stdout);
     }
     gpu_set_tf32(false);
+}
+
+// One step of the model with every layer call timed alone (see the top), in
+// fp32 and in bf16.
+static void step_breakdown(const char* name, const Config& c, int B, int T) {
+    gpu::GPT model;
+    gpu::gpt_build(&model, c);
+    init_on_device(&model);
+    Rng rng = rng_seed(43);
+    size_t BT = (size_t)B * T;
+    std::vector<int> inputs(BT), targets(BT);
+    for (size_t i = 0; i < BT; i++) {
+        inputs[i] = (int)(rng_u64(&rng) % (uint64_t)c.V);
+        targets[i] = (int)(rng_u64(&rng) % (uint64_t)c.V);
+    }
+    for (bool bf16 : {false, true}) {
+        model.bf16 = bf16;
+        for (int s = 0; s < 2; s++) {  // warm-up; stages the batch on the device
+            gpu::gpt_forward(&model, inputs.data(), targets.data(), B, T);
+            gpu::gpt_backward(&model, 1.0);
+            gpu::gpt_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, s, 1.0f);
+        }
+        StepClock::ms().clear();
+        CUDA_CHECK(cudaDeviceSynchronize());
+        double t0 = now_s();
+        const Weights<float>* w = &model.params;
+        if (bf16) StepClock::time("rounding the weights to bf16", [&] { w = &gpu::gpt_pass_weights(&model, true); });
+        using Timed = TimedKernels<gpu::Kernels>;
+        using TimedBf16 = Bf16Kernels<TimedKernels<gpu::Bf16OperandKernels>>;
+        if (bf16) gpu::gpt_forward_pass<TimedBf16>(&model, *w, true, B, T);
+        else gpu::gpt_forward_pass<Timed>(&model, *w, true, B, T);
+        if (bf16) gpu::gpt_backward_pass<TimedBf16>(&model, *w, 1.0);
+        else gpu::gpt_backward_pass<Timed>(&model, *w, 1.0);
+        double norm = 0;
+        StepClock::time("gradient norm", [&] { norm = gpu::gpt_grad_norm(&model); });
+        StepClock::time("adamw", [&] {
+            gpu::gpt_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 2, clip_scale(norm, 1.0));
+        });
+        CUDA_CHECK(cudaDeviceSynchronize());
+        double total = 1e3 * (now_s() - t0);
+        std::printf("    %s, %s, B %d, T %d: one step with each call timed alone, %.1f ms\n", name,
+                    bf16 ? "bf16" : "fp32", B, T, total);
+        print_clock(total);
+    }
+    model.bf16 = false;
 }
 
 // Standalone FFN layer forward + backward at (B,T): dense (C, dff) against
@@ -240,6 +347,25 @@ static void bench_layers(int B, int T, int iters, int E, int f, std::vector<Row>
     gpu_set_tf32(false);
     CUDA_CHECK(cudaEventDestroy(start));
     CUDA_CHECK(cudaEventDestroy(stop));
+    // the MoT layer by part (fp32), each part timed alone over `iters` steps
+    StepClock::ms().clear();
+    double t0 = now_s();
+    for (int i = 0; i < iters; i++) {
+        StepClock::time("controller", [&] { gpu::mot_controller(z, m, inp, wc, B, T, C, E, G, c.tau, false); });
+        StepClock::time("merge", [&] { gpu::mot_merge(u, m, inp, B, T, C, E, G); });
+        StepClock::time("experts", [&] { gpu::mot_experts(p, a, y, u, w1, w2, (int)ST, C, E, f); });
+        StepClock::time("emit", [&] { gpu::mot_emit(out, m, y, B, T, C, E, G); });
+        StepClock::time("emit backward", [&] { gpu::mot_emit_backward(dy, dm, dout, m, y, B, T, C, E, G); });
+        StepClock::time("experts backward", [&] {
+            gpu::mot_experts_backward(du, dp, da, dw1, dw2, dy, u, p, a, w1, w2, (int)ST, C, E, f);
+        });
+        StepClock::time("merge backward", [&] { gpu::mot_merge_backward(dinp, dm, du, inp, m, B, T, C, E, G); });
+        StepClock::time("controller backward",
+                        [&] { gpu::mot_controller_backward(dinp, dwc, dz, dm, m, inp, wc, B, T, C, E, G, c.tau); });
+    }
+    CUDA_CHECK(cudaDeviceSynchronize());
+    std::printf("    layer mot E%d G%d by part, fp32, %d steps, each part timed alone:\n", E, G, iters);
+    print_clock(1e3 * (now_s() - t0));
     for (float* b : bufs) CUDA_CHECK(cudaFree(b));
 }
 
@@ -297,6 +423,11 @@ int main(int argc, char** argv) {
                 if (r.what == what && r.prec == prec) return r.ms;
             return 0.0;
         };
+        std::printf("\nwhere a step goes (GPT-2 small):\n");
+        step_breakdown("gpt2-small dense", dense, B, T);
+        step_breakdown("gpt2-small mot E32", mot, B, T);
+        step_breakdown("gpt2-small mot E256", mot256, B, T);
+
         std::printf("\nMoT / dense step (fp32, tf32, bf16):\n");
         for (const char* m : {"gpt2-small mot E32", "gpt2-small mot E256", "probe mot E32 G32", "probe mot E256 G32"}) {
             std::string dense_name = std::string(m).rfind("probe", 0) == 0 ? "probe dense" : "gpt2-small dense";
