@@ -190,9 +190,47 @@ static void print_row(const Row& r) {
                 r.ms, r.tok_s, r.tflops, 100.0 * r.mfu);
 }
 
+// One step of the model with every layer call timed alone (see the top), in
+// fp32 and in bf16, on the batch of bench_model.
+static void step_breakdown(const char* name, gpu::GPT& model, const std::vector<int>& inputs,
+                           const std::vector<int>& targets, int B, int T) {
+    for (bool bf16 : {false, true}) {
+        model.bf16 = bf16;
+        for (int s = 0; s < 2; s++) {  // warm-up; stages the batch on the device
+            gpu::gpt_forward(&model, inputs.data(), targets.data(), B, T);
+            gpu::gpt_backward(&model, 1.0);
+            gpu::gpt_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, s, 1.0f);
+        }
+        StepClock::ms().clear();
+        CUDA_CHECK(cudaDeviceSynchronize());
+        double t0 = now_s();
+        const Weights<float>* w = &model.params;
+        if (bf16) StepClock::time("rounding the weights to bf16", [&] { w = &gpu::gpt_pass_weights(&model, true); });
+        using Timed = TimedKernels<gpu::Kernels>;
+        using TimedBf16 = Bf16Kernels<TimedKernels<gpu::Bf16OperandKernels>>;
+        if (bf16) gpu::gpt_forward_pass<TimedBf16>(&model, *w, true, B, T);
+        else gpu::gpt_forward_pass<Timed>(&model, *w, true, B, T);
+        if (bf16) gpu::gpt_backward_pass<TimedBf16>(&model, *w, 1.0);
+        else gpu::gpt_backward_pass<Timed>(&model, *w, 1.0);
+        double norm = 0;
+        StepClock::time("gradient norm", [&] { norm = gpu::gpt_grad_norm(&model); });
+        StepClock::time("adamw", [&] {
+            gpu::gpt_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 2, clip_scale(norm, 1.0));
+        });
+        CUDA_CHECK(cudaDeviceSynchronize());
+        double total = 1e3 * (now_s() - t0);
+        std::printf("    %s, %s, B %d, T %d: one step with each call timed alone, %.1f ms\n", name,
+                    bf16 ? "bf16" : "fp32", B, T, total);
+        print_clock(total);
+    }
+    model.bf16 = false;
+}
+
 // Trains `steps` timed steps (after 2 warm-up steps) at (B,T) in fp32, tf32
 // and bf16; bf16's MFU is against the TF32 rate its linear layers run at.
-static void bench_model(const char* name, const Config& c, int B, int T, int steps, std::vector<Row>* rows) {
+// breakdown: then step_breakdown on the same model and batch.
+static void bench_model(const char* name, const Config& c, int B, int T, int steps, std::vector<Row>* rows,
+                        bool breakdown = false) {
     gpu::GPT model;
     gpu::gpt_build(&model, c);
     init_on_device(&model);
@@ -236,51 +274,8 @@ static void bench_model(const char* name, const Config& c, int B, int T, int ste
         std::fflush(stdout);
     }
     gpu_set_tf32(false);
-}
-
-// One step of the model with every layer call timed alone (see the top), in
-// fp32 and in bf16.
-static void step_breakdown(const char* name, const Config& c, int B, int T) {
-    gpu::GPT model;
-    gpu::gpt_build(&model, c);
-    init_on_device(&model);
-    Rng rng = rng_seed(43);
-    size_t BT = (size_t)B * T;
-    std::vector<int> inputs(BT), targets(BT);
-    for (size_t i = 0; i < BT; i++) {
-        inputs[i] = (int)(rng_u64(&rng) % (uint64_t)c.V);
-        targets[i] = (int)(rng_u64(&rng) % (uint64_t)c.V);
-    }
-    for (bool bf16 : {false, true}) {
-        model.bf16 = bf16;
-        for (int s = 0; s < 2; s++) {  // warm-up; stages the batch on the device
-            gpu::gpt_forward(&model, inputs.data(), targets.data(), B, T);
-            gpu::gpt_backward(&model, 1.0);
-            gpu::gpt_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, s, 1.0f);
-        }
-        StepClock::ms().clear();
-        CUDA_CHECK(cudaDeviceSynchronize());
-        double t0 = now_s();
-        const Weights<float>* w = &model.params;
-        if (bf16) StepClock::time("rounding the weights to bf16", [&] { w = &gpu::gpt_pass_weights(&model, true); });
-        using Timed = TimedKernels<gpu::Kernels>;
-        using TimedBf16 = Bf16Kernels<TimedKernels<gpu::Bf16OperandKernels>>;
-        if (bf16) gpu::gpt_forward_pass<TimedBf16>(&model, *w, true, B, T);
-        else gpu::gpt_forward_pass<Timed>(&model, *w, true, B, T);
-        if (bf16) gpu::gpt_backward_pass<TimedBf16>(&model, *w, 1.0);
-        else gpu::gpt_backward_pass<Timed>(&model, *w, 1.0);
-        double norm = 0;
-        StepClock::time("gradient norm", [&] { norm = gpu::gpt_grad_norm(&model); });
-        StepClock::time("adamw", [&] {
-            gpu::gpt_update(&model, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 2, clip_scale(norm, 1.0));
-        });
-        CUDA_CHECK(cudaDeviceSynchronize());
-        double total = 1e3 * (now_s() - t0);
-        std::printf("    %s, %s, B %d, T %d: one step with each call timed alone, %.1f ms\n", name,
-                    bf16 ? "bf16" : "fp32", B, T, total);
-        print_clock(total);
-    }
     model.bf16 = false;
+    if (breakdown) step_breakdown(name, model, inputs, targets, B, T);
 }
 
 // Standalone FFN layer forward + backward at (B,T): dense (C, dff) against
@@ -411,9 +406,9 @@ int main(int argc, char** argv) {
                     "TFLOP/s", "MFU");
         bench_layers(B, quick ? 256 : 1024, quick ? 3 : 10, 32, 3072, &rows);
         bench_layers(B, quick ? 256 : 1024, quick ? 3 : 10, 256, 384, &rows);
-        bench_model("gpt2-small dense", dense, B, T, steps, &rows);
-        bench_model("gpt2-small mot E32", mot, B, T, steps, &rows);
-        bench_model("gpt2-small mot E256", mot256, B, T, steps, &rows);
+        bench_model("gpt2-small dense", dense, B, T, steps, &rows, true);
+        bench_model("gpt2-small mot E32", mot, B, T, steps, &rows, true);
+        bench_model("gpt2-small mot E256", mot256, B, T, steps, &rows, true);
         // the small probe model of bench_mot (CPU), B 32, T 64
         bench_model("probe dense", probe_model(0, 0), 32, 64, steps * 4, &rows);
         bench_model("probe mot E32 G32", probe_model(32, 512), 32, 64, steps * 4, &rows);
@@ -423,11 +418,6 @@ int main(int argc, char** argv) {
                 if (r.what == what && r.prec == prec) return r.ms;
             return 0.0;
         };
-        std::printf("\nwhere a step goes (GPT-2 small):\n");
-        step_breakdown("gpt2-small dense", dense, B, T);
-        step_breakdown("gpt2-small mot E32", mot, B, T);
-        step_breakdown("gpt2-small mot E256", mot256, B, T);
-
         std::printf("\nMoT / dense step (fp32, tf32, bf16):\n");
         for (const char* m : {"gpt2-small mot E32", "gpt2-small mot E256", "probe mot E32 G32", "probe mot E256 G32"}) {
             std::string dense_name = std::string(m).rfind("probe", 0) == 0 ? "probe dense" : "gpt2-small dense";
