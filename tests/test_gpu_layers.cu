@@ -485,6 +485,22 @@ struct DeviceThreadExchange : ExpertExchange {
     void reduce_scatter_add(const double*, double*, size_t) override { FAIL("the GPU layers move floats"); }
 };
 
+// Runs fn(exchange) for each of N members, as N threads sharing the one GPU:
+// one thread at a time holds the baton, passed on at each exchange.
+template <typename Fn>
+void run_device_members(int N, Fn fn) {
+    ThreadGroup group(N);
+    std::mutex baton;
+    std::vector<std::thread> threads;
+    for (int i = 0; i < N; i++)
+        threads.emplace_back([&, i] {
+            std::unique_lock<std::mutex> held(baton);
+            DeviceThreadExchange x(&group, i, &held);
+            fn(x);
+        });
+    for (std::thread& t : threads) t.join();
+}
+
 GPU_TEST("gpu expert-parallel MoT layer, mixed and input tokens, N = 2 and 4: as the CPU's one process") {
     const int B = 4, G = 2, T = 5, C = 16, E = 8, f = 12, ST = B / G * T;
     const float tau = 0.5f;
@@ -514,13 +530,8 @@ GPU_TEST("gpu expert-parallel MoT layer, mixed and input tokens, N = 2 and 4: as
             }
             // the GPU, member i holding experts [i*El, (i+1)*El)
             std::vector<std::vector<float>> out(N), dinp(N), dwc(N), dw1(N), dw2(N);
-            ThreadGroup group(N);
-            std::mutex baton;
-            std::vector<std::thread> threads;
-            for (int i = 0; i < N; i++)
-                threads.emplace_back([&, i] {
-                    std::unique_lock<std::mutex> held(baton);
-                    DeviceThreadExchange x(&group, i, &held);
+            run_device_members(N, [&](DeviceThreadExchange& x) {
+                    const int i = x.index;
                     const size_t w1n = (size_t)El * f * C, w2n = (size_t)El * C * f;
                     DevF d_inp(inp[i]), d_dout(dout[i]), d_wc(wc),
                         d_w1(std::vector<float>(w1.begin() + i * w1n, w1.begin() + (i + 1) * w1n)),
@@ -545,7 +556,6 @@ GPU_TEST("gpu expert-parallel MoT layer, mixed and input tokens, N = 2 and 4: as
                     out[i] = d_out.get(), dinp[i] = d_dinp.get(), dwc[i] = d_dwc.get(), dw1[i] = d_dw1.get(),
                     dw2[i] = d_dw2.get();
                 });
-            for (std::thread& t : threads) t.join();
             std::vector<float> dwc_sum((size_t)E * C);
             for (int i = 0; i < N; i++)
                 for (size_t k = 0; k < dwc_sum.size(); k++) dwc_sum[k] += dwc[i][k];
@@ -613,13 +623,8 @@ GPU_TEST("gpu expert-parallel token-choice layer, k 2, drops, N = 2 and 4, both 
             // expert parallel: member i holds experts [i*El, (i+1)*El)
             std::vector<std::vector<float>> out(N), dinp(N), dwc(N), dbc(N), dw1(N), dw2(N), load(N), aux(N);
             std::vector<std::vector<int>> route(N), slot(N);
-            ThreadGroup group(N);
-            std::mutex baton;
-            std::vector<std::thread> threads;
-            for (int i = 0; i < N; i++)
-                threads.emplace_back([&, i] {
-                    std::unique_lock<std::mutex> held(baton);
-                    DeviceThreadExchange x(&group, i, &held);
+            run_device_members(N, [&](DeviceThreadExchange& x) {
+                    const int i = x.index;
                     const size_t w1n = (size_t)El * f * C, w2n = (size_t)El * C * f;
                     DevF d_inp(inp[i]), d_dout(dout[i]),
                         d_w1l(std::vector<float>(w1.begin() + i * w1n, w1.begin() + (i + 1) * w1n)),
@@ -640,7 +645,6 @@ GPU_TEST("gpu expert-parallel token-choice layer, k 2, drops, N = 2 and 4, both 
                     dw1[i] = dw1i.get(), dw2[i] = dw2i.get(), load[i] = ld.get(), aux[i] = ax.get();
                     route[i] = rte.get(), slot[i] = slt.get();
                 });
-            for (std::thread& t : threads) t.join();
             for (int i = 0; i < N; i++) {
                 const std::string who = strf(" member %d", i) + tag;
                 CHECK_MESSAGE(route[i] == route_ref[i], "ep route" << who);
