@@ -5,27 +5,27 @@
 // plain loops against the fast forms, the same kind of pair, which
 // tests/test_bf16.cpp holds to these bounds where no GPU is needed.
 //
-// Why not the fp32 tolerance alone: both sides round each stored result to
-// bf16 once. Results that differ in float by about 1e-7 of their size round
-// to the same bf16 value, unless a rounding boundary lies between them; then
-// they land on neighbouring bf16 values, 2^-8 to 2^-7 of their size apart.
-// The chance of that is about the float difference over the bf16 spacing,
-// near 1e-4 per element. So a bf16 tensor passes when every element is a
-// bf16 value, each is within the fp32 tolerance of the tensor's scale or on
-// a neighbouring bf16 value, and at most BF16_STEP_SHARE of them are on a
-// neighbour (measured on the CPU pair: 0 of 47360 logits beyond 1e-4 of the
-// scale, at the model tests' shapes).
+// Why not the fp32 tolerance: both sides round each stored result to bf16.
+// Float results that differ in their last bits round to the same bf16 value
+// unless a rounding boundary lies between them; then they land a bf16 step
+// apart (2^-8 to 2^-7 of their size), and every layer above carries that
+// step on, MoT's mixing to the whole group. So a bf16 tensor of the two runs
+// agrees (check_bf16_tensor) when every element is a bf16 value, every
+// element is within BF16_SCALE_TOL of the tensor's scale (its largest
+// |value|), and at most BF16_DIFF_SHARE of the elements differ by more than
+// the fp32 tolerance. The share is what tells a right bf16 run from a wrong
+// one: measured at the model tests' shapes and init, the plain/fast pair's
+// logits differ nowhere in the -O3 build and in 2.1% of the elements (worst
+// 1.7e-3 of the scale) in CI's -O1 sanitizer build, for the mixed model
+// whose MoT layers spread a step over their groups; bf16 against fp32
+// differs in 88-90% of them (tests/test_bf16.cpp checks that this bound
+// fails there).
 //
-// A whole model carries each such step on through the layers above it. Its
-// loss must agree within BF16_LOSS_TOL (relative) and its gradients, as one
-// vector, within BF16_GRAD_L2 (relative L2 norm). Measured on the CPU pair
-// at the model tests' shapes, init and batch (tests/test_bf16.cpp prints
-// them): loss at most 8e-9, gradients at most 3.3e-4 (dense 3.3e-4, MoT
-// 2.8e-4, mixed 1.2e-5, token choice 3.1e-4). The bounds leave room for a
-// GPU whose float results differ from the CPU's by 10x the CPU pair's (ten
-// times the steps: about 3x the L2 difference), and stay far below what
-// bf16 itself moves (its gradients differ from fp32's by several percent:
-// tests/test_bf16.cpp).
+// The loss within BF16_LOSS_TOL (relative) and the gradients within
+// BF16_GRAD_L2 (relative L2 norm, as one vector) are sanity bounds only: at
+// these shapes and init bf16 itself moves the loss by 1e-6 to 1e-5 and the
+// gradients by 5e-3 to 6e-3 from fp32, while the plain/fast pair measured
+// at most 1.2e-6 and 1.3e-3 (-O1; 8e-9 and 3.3e-4 at -O3).
 #pragma once
 #include <doctest/doctest.h>
 
@@ -37,39 +37,41 @@
 #include "common/bf16.h"
 #include "tests/close.h"
 
-static const double BF16_STEP_SHARE = 0.01;
+static const double BF16_SCALE_TOL = 1e-2;
+static const double BF16_DIFF_SHARE = 0.10;
 static const double BF16_LOSS_TOL = 1e-5;
 static const double BF16_GRAD_L2 = 3e-3;
 
-// Whether a and b are the same bf16 value or neighbours (bf16 bit patterns one apart, same sign).
-inline bool bf16_neighbours(float a, float b) {
-    int ia = bf16_from_float(a), ib = bf16_from_float(b);
-    if ((ia & 0x8000) != (ib & 0x8000)) return a == 0 && b == 0;
-    return std::abs(ia - ib) <= 1;
+// How got (n) stands to want (n), both bf16 tensors of the contract; tol is
+// the fp32 tolerance, relative to the largest |want| (the scale).
+struct Bf16Agreement {
+    size_t n = 0, not_bf16 = 0, differ = 0;  // differ: beyond the fp32 tolerance
+    double worst = 0;                        // the largest |got - want|, over the scale
+};
+inline Bf16Agreement bf16_agreement(const std::vector<float>& got, const std::vector<float>& want, double tol) {
+    Bf16Agreement a;
+    a.n = std::min(got.size(), want.size());
+    double scale = 0;
+    for (float w : want) scale = std::max(scale, (double)std::fabs(w));
+    for (size_t i = 0; i < a.n; i++) {
+        if (!std::isfinite(got[i]) || !is_bf16(got[i])) a.not_bf16++;
+        double d = std::fabs((double)got[i] - want[i]);
+        if (!(d <= tol * scale)) a.differ++;
+        a.worst = std::max(a.worst, scale > 0 ? d / scale : d);
+    }
+    return a;
 }
 
-// got (n) against want (n), both bf16 tensors of the contract (see the top);
-// tol is the fp32 tolerance, relative to the largest |want|.
+// got against want (see the top), with the counts in the messages.
 inline void check_bf16_tensor(const std::vector<float>& got, const std::vector<float>& want, double tol,
                               const std::string& what) {
     REQUIRE_MESSAGE(got.size() == want.size(), what << ": " << got.size() << " elements, want " << want.size());
-    double scale = 0;
-    for (float w : want) scale = std::max(scale, (double)std::fabs(w));
-    size_t not_bf16 = 0, steps = 0, apart = 0, first_apart = got.size();
-    for (size_t i = 0; i < got.size(); i++) {
-        if (!std::isfinite(got[i]) || !is_bf16(got[i])) not_bf16++;
-        if (std::fabs((double)got[i] - want[i]) <= tol * scale) continue;
-        if (bf16_neighbours(got[i], want[i])) steps++;
-        else if (apart++ == 0) first_apart = i;
-    }
-    CHECK_MESSAGE(not_bf16 == 0, what << ": " << not_bf16 << " of " << got.size() << " elements are not finite bf16 values");
-    CHECK_MESSAGE(apart == 0, what << ": " << apart << " elements differ by more than one bf16 step, the first at "
-                                   << first_apart << ": "
-                                   << (first_apart < got.size() ? got[first_apart] : 0.0f) << " vs "
-                                   << (first_apart < got.size() ? want[first_apart] : 0.0f));
-    CHECK_MESSAGE(steps <= BF16_STEP_SHARE * got.size(),
-                  what << ": " << steps << " of " << got.size() << " elements one bf16 step apart (at most "
-                       << BF16_STEP_SHARE * 100 << "%)");
+    Bf16Agreement a = bf16_agreement(got, want, tol);
+    CHECK_MESSAGE(a.not_bf16 == 0, what << ": " << a.not_bf16 << " of " << a.n << " elements are not finite bf16 values");
+    CHECK_MESSAGE(a.worst <= BF16_SCALE_TOL, what << ": an element " << a.worst << " of the scale away");
+    CHECK_MESSAGE(a.differ <= BF16_DIFF_SHARE * a.n, what << ": " << a.differ << " of " << a.n
+                                                          << " elements differ beyond the fp32 tolerance (at most "
+                                                          << BF16_DIFF_SHARE * 100 << "%)");
 }
 
 // |got - want| / |want| in the L2 norm, over every element.

@@ -289,7 +289,9 @@ static void forward_backward(GPT<float, Kernels>* m, const std::vector<int>& inp
 // bounds. Here the same bounds on a pair that needs no GPU and differs the
 // same way, in float rounding alone: the plain loops against the fast forms,
 // both under the bf16 contract, at the GPU model tests' shapes and init. The
-// bounds must hold, and the pair must differ (else this proves nothing).
+// bounds must hold, the pair must differ (else this proves nothing), and
+// the same logits check must fail for bf16 against fp32 (else it could not
+// tell a wrong bf16 from a right one).
 TEST_CASE("bf16 model: plain loops and fast forms, both bf16, agree within the GPU tests' bounds") {
     struct Case { const char* name; Config c; int B, T; };
     std::vector<Case> cases = {{"dense", small_config({DENSE, DENSE}), 4, 37},
@@ -320,6 +322,15 @@ TEST_CASE("bf16 model: plain loops and fast forms, both bf16, agree within the G
         CHECK(loss <= BF16_LOSS_TOL);
         CHECK(l2 <= BF16_GRAD_L2);
         any_differs = any_differs || f.grads_memory != p.grads_memory;
+        GPT<float, FastKernels> fp32;
+        gpt_build(&fp32, k.c);
+        fp32.params_memory = p.params_memory;
+        fp32.aux_weight = 0.01;
+        forward_backward(&fp32, inp, tgt, k.B, k.T);
+        Bf16Agreement against_fp32 = bf16_agreement(std::vector<float>(f.acts.logits, f.acts.logits + n),
+                                                    std::vector<float>(fp32.acts.logits, fp32.acts.logits + n), 1e-4);
+        CHECK_MESSAGE(against_fp32.differ > BF16_DIFF_SHARE * n,
+                      k.name << ": bf16 against fp32, " << against_fp32.differ << " of " << n << " logits differ");
     }
     CHECK(any_differs);
 }
