@@ -446,7 +446,10 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
 
 // loss.png: per size, validation loss against steps (left) and against
 // wall-clock (right); dense, token choice, the transition, and of each MoT
-// shape and placement the temperature that ended lowest.
+// shape and placement the temperature that ended lowest. Then per size with
+// long runs: their validation loss against steps (left), and each one's
+// loss minus that of the long dense run that ended lowest, at the same
+// step (right): whether a lead in steps lasts or fades.
 static void plot_report(const std::vector<RunLog>& runs, const std::vector<Size>& sizes, const std::string& png) {
     // the sizes with main runs to show, each with one run per family and placement
     std::vector<std::pair<const Size*, std::map<std::string, const RunLog*>>> panels;
@@ -459,7 +462,14 @@ static void plot_report(const std::vector<RunLog>& runs, const std::vector<Size>
         }
         if (!shown.empty()) panels.push_back({&z, shown});
     }
-    size_t rows = std::max<size_t>(1, panels.size());
+    std::vector<std::pair<const Size*, std::vector<const RunLog*>>> longs;
+    for (const Size& z : sizes) {
+        std::vector<const RunLog*> rs;
+        for (const RunLog& r : runs)
+            if (r.meta.at("size") == z.name && r.meta.at("phase") == "long" && !r.val.empty()) rs.push_back(&r);
+        if (!rs.empty()) longs.push_back({&z, rs});
+    }
+    size_t rows = std::max<size_t>(1, panels.size() + longs.size());
     std::string script = strf("set terminal pngcairo size 1400,%d noenhanced\nset multiplot layout %zu,2\n",
                               500 * (int)rows, rows);
     script += "set grid\nset key top right font ',8'\nset ylabel 'validation loss (nats per token)'\n";
@@ -489,6 +499,36 @@ static void plot_report(const std::vector<RunLog>& runs, const std::vector<Size>
         script += "plot " + data_steps.substr(0, data_steps.size() - 2) + "\n";
         script += "set title " + gp_quote("size " + z->name + ": against training time") + "\nset xlabel 'minutes'\n";
         script += "plot " + data_time.substr(0, data_time.size() - 2) + "\n";
+    }
+    for (auto& [z, rs] : longs) {
+        const RunLog* ref = nullptr;  // the long dense run that ended lowest
+        for (const RunLog* r : rs)
+            if (r->meta.at("family") == "dense" && (!ref || r->final_val() < ref->final_val())) ref = r;
+        std::string data_loss, data_diff;
+        for (const RunLog* r : rs) {
+            std::string d = strf("$d%d << EOD\n", block);
+            for (const ValPoint& v : r->val) {
+                double base = NAN;  // the reference's loss at this very step
+                if (ref)
+                    for (const ValPoint& b : ref->val)
+                        if (b.step == v.step) base = b.loss;
+                d += strf("%d %.9g %s\n", (int)v.step, v.loss, std::isnan(base) ? "NaN" : strf("%.9g", v.loss - base).c_str());
+            }
+            script += d + "EOD\n";
+            std::string name = strf("$d%d", block++);
+            std::string t = gp_quote(strf("%s, lr %g", label_of(*r).c_str(), hv(*r, "peak_lr")));
+            data_loss += name + " using 1:2 with linespoints pt 7 ps 0.4 title " + t + ", ";
+            data_diff += name + " using 1:3 with linespoints pt 7 ps 0.4 title " + t + ", ";
+        }
+        script += "set title " + gp_quote("size " + z->name + ", long runs: validation loss against steps") +
+                  "\nset xlabel 'step'\n";
+        script += "plot " + data_loss.substr(0, data_loss.size() - 2) + "\n";
+        script += "set title " + gp_quote(ref ? strf("size %s, long runs: loss minus dense's (lr %g) at the same step",
+                                                      z->name.c_str(), hv(*ref, "peak_lr"))
+                                                : "size " + z->name + ", long runs: no dense run to compare with") +
+                  "\nset ylabel 'difference (nats per token)'\n";
+        script += "plot " + data_diff.substr(0, data_diff.size() - 2) + "\n";
+        script += "set ylabel 'validation loss (nats per token)'\n";
     }
     script += "unset multiplot\n";
     std::string tmp;
