@@ -228,6 +228,35 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
     Run timed_again = study(out, 20, "0.003 0.006", "1 0.1", "SEEDS='1337 1338' PHASES='short time' TIME_STEPS=5");
     CHECK(timed_again.rc == 0);
     CHECK_MESSAGE(timed_again.out.find("timing ") == std::string::npos, timed_again.out);
+
+    // the long phase into the same folder: only its runs train (dense and the best MoT at each of their
+    // rates, token choice at its one), the table lists them, and the plot draws them in a row of their own
+    const std::string png_before = slurp(out + "/loss.png");
+    Run longer = study(out, 20, "0.003 0.006", "1 0.1",
+                       "SEEDS='1337 1338' PHASES='short long' LONG_STEPS=20 LONG_LRS_DENSE='0.003 0.006' "
+                       "LONG_LRS_MOT='0.006 0.003' LONG_LR_TC=0.006");
+    INFO(longer.out);
+    REQUIRE(longer.rc == 0);
+    size_t trained = 0;
+    for (size_t at = longer.out.find("(new)"); at != std::string::npos; at = longer.out.find("(new)", at + 1)) trained++;
+    CHECK(trained == 5);
+    res = read_results(out + "/results.json");
+    int long_runs = 0;
+    for (auto& [name, o] : res)
+        if (o["phase"] == "long") {
+            long_runs++;
+            CHECK_MESSAGE(o["finished"] == "true", name);
+            CHECK_MESSAGE(num(o, "steps") == 20, name);
+        }
+    CHECK(long_runs == 5);
+    const std::string long_md = slurp(out + "/results.md");
+    size_t table = long_md.find("Long runs (S)");
+    REQUIRE(table != std::string::npos);
+    std::vector<std::string> rows;
+    for (const std::string& line : text_lines(long_md.substr(table)))
+        if (line.rfind("| ", 0) == 0) rows.push_back(line);
+    CHECK(rows.size() == 1 + 5);  // the header, the runs (the rule starts "|---")
+    CHECK(slurp(out + "/loss.png") != png_before);
 }
 
 TEST_CASE("a stopped run continues from its checkpoint; a transition resumes without --load") {
