@@ -31,11 +31,25 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "common/bf16.h"
 #include "tests/close.h"
+
+// A float's bit pattern, and the float of a bit pattern.
+inline uint32_t bits_of_float(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    return u;
+}
+inline float float_of_bits(uint32_t u) {
+    float x;
+    std::memcpy(&x, &u, 4);
+    return x;
+}
 
 static const double BF16_SCALE_TOL = 1e-2;
 static const double BF16_DIFF_SHARE = 0.10;

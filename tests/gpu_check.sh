@@ -20,7 +20,9 @@
 #   tests_layers    the GPU layer suite: every layer against the CPU reference
 #   tests_model     the GPU model suite: the whole model, training, resume and
 #                   reproducibility against the CPU reference
-#   memcheck_layers compute-sanitizer memcheck over the layer suite
+#   tests_expert_parallel  the expert-parallel GPU layers as threads on one GPU
+#   memcheck_layers compute-sanitizer memcheck over the layer suite, and
+#   memcheck_expert_parallel over the expert-parallel one
 #   memcheck_model  the same over the model suite (its heaviest cases left out,
 #                   and the out-of-memory case, whose failed cudaMalloc is the point)
 #   memcheck_train  compute-sanitizer memcheck over a 3-step run of train_mot
@@ -163,7 +165,7 @@ else
     [ -z "$cap" ] && build_limit=420
     if command -v make >/dev/null; then
         run_limited $build_limit "$OUTDIR/build.log" make -j "$jobs" NVCC="$NVCC" "${arch_args[@]}" \
-            train_mot prepare build/test_gpu_layers build/test_gpu_model build/bench_gpu
+            train_mot prepare build/test_gpu_layers build/test_gpu_model build/test_gpu_expert_parallel build/bench_gpu
     else
         # no make on the node: the Makefile's commands by hand, in parallel
         arch=${cap:+-gencode arch=compute_$cap,code=sm_$cap}
@@ -174,9 +176,10 @@ else
         run_limited $build_limit "$OUTDIR/build.log" bash -c "set -x; $nv mot.cu -o train_mot -lcublas & a=\$!;
             $nv tests/test_gpu_layers.cu -o build/test_gpu_layers -lcublas & b=\$!;
             $nv tests/test_gpu_model.cu -o build/test_gpu_model -lcublas & d=\$!;
+            $nv tests/test_gpu_expert_parallel.cu -o build/test_gpu_expert_parallel -lcublas & e=\$!;
             $nv bench/bench_gpu.cu -o build/bench_gpu -lcublas & c=\$!;
             g++ -O3 -march=native -std=c++17 -fopenmp -fno-math-errno -fno-trapping-math -I. $kit_inc data/prepare.cpp -o prepare &&
-            wait \$a && wait \$b && wait \$c && wait \$d"
+            wait \$a && wait \$b && wait \$c && wait \$d && wait \$e"
     fi
     kit_note=$([ -f "$KIT/CLI/CLI.hpp" ] && echo "with the offline kit" || echo "system headers")
     if [ $RC -eq 0 ]; then
@@ -207,7 +210,7 @@ else
     fi
 
     # ---- the GPU suite -------------------------------------------------------------
-    for suite in layers model; do
+    for suite in layers model expert_parallel; do
         run_limited 180 "$OUTDIR/tests_$suite.log" build/test_gpu_$suite
         judge_doctest tests_$suite "$OUTDIR/tests_$suite.log"
     done
@@ -238,6 +241,7 @@ else
         fi
     }
     memcheck memcheck_layers "$OUTDIR/memcheck_layers.log" build/test_gpu_layers
+    memcheck memcheck_expert_parallel "$OUTDIR/memcheck_expert_parallel.log" build/test_gpu_expert_parallel
     memcheck memcheck_model "$OUTDIR/memcheck_model.log" build/test_gpu_model \
         --test-case-exclude="*AdamW steps*,*GPT-2-small*,*gpu training:*,*gpu memory:*"
     memcheck memcheck_train "$OUTDIR/memcheck_train.log" "${MEMCHECK_TRAIN_CMD[@]}"

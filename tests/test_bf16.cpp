@@ -10,18 +10,7 @@
 #include <vector>
 
 #include "common/bf16.h"
-
-static float float_of_bits(uint32_t u) {
-    float x;
-    std::memcpy(&x, &u, 4);
-    return x;
-}
-
-static uint32_t bits_of_float(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    return u;
-}
+#include "tests/bf16_agree.h"
 
 static uint16_t bf16_of_bits(uint32_t u) { return bf16_from_float(float_of_bits(u)); }
 
@@ -145,7 +134,6 @@ TEST_CASE("bf16: the in-place array rounding matches the scalar one, float and d
 #include "cpu/fast/kernels.h"
 #include "cpu/gpt.h"
 #include "tests/bad_input.h"
-#include "tests/bf16_agree.h"
 #include "tests/close.h"
 #include "tests/models.h"
 #include "tests/rng.h"

@@ -373,12 +373,6 @@ GPU_TEST("gpu training: resume is bit-exact under --precision bf16") {
     check_resume("build/tg", "cuda", 1, " --precision bf16");
 }
 
-static uint32_t bits_of(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    return u;
-}
-
 // --precision bf16, the whole model against the CPU's emulation
 // (tests/bf16_agree.h): the loss within BF16_LOSS_TOL, the logits a bf16
 // tensor, the gradients within BF16_GRAD_L2; the weights the passes read are
@@ -432,7 +426,7 @@ GPU_TEST("gpu bf16 model: loss, logits, gradients and an AdamW step against the 
         CUDA_CHECK(cudaMemcpy(rounded.data(), gm.params_bf16_memory, gm.num_params * sizeof(float),
                               cudaMemcpyDeviceToHost));
         size_t wrong = 0;
-        for (size_t i = 0; i < master.size(); i++) wrong += bits_of(rounded[i]) != bits_of(bf16_round(master[i]));
+        for (size_t i = 0; i < master.size(); i++) wrong += bits_of_float(rounded[i]) != bits_of_float(bf16_round(master[i]));
         CHECK(wrong == 0);
     }
 }
