@@ -29,7 +29,8 @@
 #   4. the long runs, at LONG_SIZE for LONG_STEPS steps: dense and the best MoT
 #      setting each at three rates (LONG_LRS_DENSE, LONG_LRS_MOT: the short
 #      runs' best, then half and twice it: a rate right for a short run may
-#      not be right for a long one), token choice top-1 at LONG_LR_TC;
+#      not be right for a long one), widened as in 1 until the best rate lies
+#      inside; token choice top-1 at LONG_LR_TC;
 #   5. each setting's step time measured alone (TIME_STEPS steps with every
 #      core), the table's wall-clock.
 # Every run validates every steps/20 steps on the same held-out tokens
@@ -288,6 +289,36 @@ family_options() {
     esac
 }
 
+# widened_best PREFIX TRAIN RATE...: TRAIN RATE trains the run named
+# PREFIX<RATE> at each rate; then the rates are widened by a factor 2 at
+# whichever edge holds the lowest final validation loss until it lies
+# inside (at most LR_WIDEN times). Sets WIDENED_BEST and WIDENED_RATES (in
+# the order they ran).
+widened_best() {
+    local prefix=$1 train=$2 lr best widen
+    shift 2
+    WIDENED_RATES=("$@")
+    local -A loss_at=()
+    for (( widen = 0; ; widen++ )); do
+        for lr in "${WIDENED_RATES[@]}"; do
+            [[ -n ${loss_at[$lr]:-} ]] && continue
+            "$train" "$lr"
+            loss_at[$lr]=$("$STUDY" final "$OUT/runs/$prefix$lr.jsonl")
+        done
+        local sorted
+        mapfile -t sorted < <(printf '%s\n' "${WIDENED_RATES[@]}" | sort -g)
+        best=${sorted[0]}
+        for lr in "${sorted[@]}"; do
+            awk "BEGIN{exit !(${loss_at[$lr]} < ${loss_at[$best]})}" && best=$lr
+        done
+        (( widen < LR_WIDEN )) || break
+        if [[ $best == "${sorted[0]}" ]]; then WIDENED_RATES+=("$(awk "BEGIN{printf \"%g\", $best / 2}")")
+        elif [[ $best == "${sorted[-1]}" ]]; then WIDENED_RATES+=("$(awk "BEGIN{printf \"%g\", $best * 2}")")
+        else break; fi
+    done
+    WIDENED_BEST=$best
+}
+
 for size in $SIZES; do
     [[ " $PHASES " == *" short "* ]] || break
     shape_var=SHAPE_$size steps_var=STEPS_$size
@@ -301,26 +332,9 @@ for size in $SIZES; do
     declare -A LR=()
     for family in dense mot32 mot256 tc32 tc32k2; do
         tau=""; [[ $family == mot* ]] && tau="--temperature 0.1"
-        read -ra rates <<< "$LR_GRID"
-        declare -A loss_at=()
-        for (( widen = 0; ; widen++ )); do
-            for lr in "${rates[@]}"; do
-                [[ -n ${loss_at[$lr]:-} ]] && continue
-                name="$size-lr-$family-$lr"
-                run "$name" "$size" "$family" grid "$steps" $shape $(family_options $family $dff) $tau --lr "$lr"
-                loss_at[$lr]=$("$STUDY" final "$OUT/runs/$name.jsonl")
-            done
-            mapfile -t sorted < <(printf '%s\n' "${rates[@]}" | sort -g)
-            best=${sorted[0]}
-            for lr in "${sorted[@]}"; do
-                awk "BEGIN{exit !(${loss_at[$lr]} < ${loss_at[$best]})}" && best=$lr
-            done
-            (( widen < LR_WIDEN )) || break
-            if [[ $best == "${sorted[0]}" ]]; then rates+=("$(awk "BEGIN{printf \"%g\", $best / 2}")")
-            elif [[ $best == "${sorted[-1]}" ]]; then rates+=("$(awk "BEGIN{printf \"%g\", $best * 2}")")
-            else break; fi
-        done
-        unset loss_at
+        train_at() { run "$size-lr-$family-$1" "$size" "$family" grid "$steps" $shape $(family_options $family $dff) $tau --lr "$1"; }
+        widened_best "$size-lr-$family-" train_at $LR_GRID
+        best=$WIDENED_BEST rates=("${WIDENED_RATES[@]}")
         LR[$family]=$best
         echo "reproduce: $size $family: lr $best (rates tried: ${rates[*]})"
     done
@@ -375,7 +389,7 @@ for size in $SIZES; do
     done
 done
 
-# 4. the long runs: dense and the best MoT setting at three rates, token choice
+# 4. the long runs: dense and the best MoT setting at three rates or more, token choice
 if [[ " $PHASES " == *" long "* ]]; then
     size=$LONG_SIZE shape_var=SHAPE_$LONG_SIZE
     shape=${!shape_var}
@@ -394,8 +408,11 @@ if [[ " $PHASES " == *" long "* ]]; then
     long_mot "${mot_lrs[0]}"
     WARMUP=$long_warmup run "$size-long-tc32-lr$LONG_LR_TC" "$size" tc32 long "$LONG_STEPS" $shape \
         $(family_options tc32 $dff) --lr "$LONG_LR_TC"
-    for lr in "${dense_lrs[@]:1}"; do long_dense "$lr"; done
-    for lr in "${mot_lrs[@]:1}"; do long_mot "$lr"; done
+    # then the others, widened past an edge that holds the best as the grid is
+    widened_best "$size-long-dense-lr" long_dense "${dense_lrs[@]}"
+    echo "reproduce: $size long dense: best lr $WIDENED_BEST (rates tried: ${WIDENED_RATES[*]})"
+    widened_best "$size-long-mot256-lr" long_mot "${mot_lrs[@]}"
+    echo "reproduce: $size long mot256: best lr $WIDENED_BEST (rates tried: ${WIDENED_RATES[*]})"
 fi
 
 # 5. step times measured alone: the runs' own clocks ran beside whatever else

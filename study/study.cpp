@@ -365,7 +365,7 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
             if (kind_of(r) == "transition") trans.push_back(&r);
         }
         if (main.empty() && grid.empty() && longr.empty()) continue;
-        const RunLog* any = main.empty() ? grid[0] : main[0];
+        const RunLog* any = !main.empty() ? main[0] : !grid.empty() ? grid[0] : longr[0];
         md += strf("\n## Size %s: %g layers, d_model %g, d_ff %g, T %g, %g tokens per step\n\n", z.name.c_str(),
                    hv(*any, "layers"), hv(*any, "d_model"), hv(*any, "d_ff"), hv(*any, "seq"), hv(*any, "tokens_per_step"));
         std::stable_sort(main.begin(), main.end(), [](const RunLog* a, const RunLog* b) {
@@ -374,8 +374,9 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
             double fa = a->final_val(), fb = b->final_val();
             return std::isfinite(fa) && (!std::isfinite(fb) || fa < fb);
         });
-        md += "| run | lr | params (M) | MFLOP/token | tokens (M) | final val loss | vs dense | steps to dense | "
-              "time to dense (min) | wall-clock (min) | ms/step |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+        if (!main.empty())  // (the long phase alone has none)
+            md += "| run | lr | params (M) | MFLOP/token | tokens (M) | final val loss | vs dense | steps to dense | "
+                  "time to dense (min) | wall-clock (min) | ms/step |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
         for (const RunLog* r : main) {
             double st = kind_of(*r) == "transition" ? NAN : steps_to_reach(*r, z.dense_final);
             double tt = kind_of(*r) == "transition" ? NAN : seconds_to_reach(*r, z.dense_final);

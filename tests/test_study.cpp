@@ -259,6 +259,55 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
     CHECK(slurp(out + "/loss.png") != png_before);
 }
 
+TEST_CASE("a grid of learning rates widens past the edge that holds the best rate until it lies inside") {
+    // The long phase alone (the short phase's grid uses the same function): dense at rates far too small
+    // for 10 steps, so its best is the top edge every time and the rates double LR_WIDEN times; the MoT at
+    // rates around its usual one, where either its best ends inside or the widening ran out.
+    const std::string out = "build/study_test_widen";
+    run_cmd("rm -rf " + out);
+    const int widen = 2;
+    Run r = study(out, 10, "0.003", "0.1",
+                  "PHASES=long LONG_STEPS=10 LR_WIDEN=" + std::to_string(widen) +
+                      " LONG_LRS_DENSE='1e-05 2e-05' LONG_LRS_MOT='0.003 0.0015 0.006' LONG_LR_TC=0.003");
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+    std::map<std::string, Obj> res = read_results(out + "/results.json");
+    for (const std::string family : {"dense", "mot256"}) {
+        const std::vector<double> given = family == "dense" ? std::vector<double>{1e-5, 2e-5}
+                                                            : std::vector<double>{0.003, 0.0015, 0.006};
+        std::vector<std::pair<double, double>> rate_loss;  // (rate, final validation loss), each long run of the family
+        for (auto& [name, o] : res)
+            if (o["phase"] == "long" && name.rfind("S-long-" + family + "-lr", 0) == 0)
+                rate_loss.push_back({num(o, "lr"), num(o, "final_val_loss")});
+        std::sort(rate_loss.begin(), rate_loss.end());
+        REQUIRE(rate_loss.size() >= given.size());
+        size_t best = 0;
+        for (size_t i = 0; i < rate_loss.size(); i++)
+            if (rate_loss[i].second < rate_loss[best].second) best = i;
+        const bool inside = best > 0 && best + 1 < rate_loss.size();
+        const size_t added = rate_loss.size() - given.size();
+        CHECK_MESSAGE((inside || added == (size_t)widen), family, ": best rate ", rate_loss[best].first,
+                      " at an edge after ", added, " widenings");
+        CHECK(added <= (size_t)widen);
+        // every rate beyond the given ones lies a factor 2 beyond its neighbour towards them
+        const double lo = *std::min_element(given.begin(), given.end()), hi = *std::max_element(given.begin(), given.end());
+        for (size_t i = 0; i < rate_loss.size(); i++) {
+            const double lr = rate_loss[i].first;
+            if (lr < lo) CHECK(rate_loss[i + 1].first == doctest::Approx(2 * lr));
+            if (lr > hi) CHECK(lr == doctest::Approx(2 * rate_loss[i - 1].first));
+        }
+        const std::string line = "reproduce: S long " + family + ": best lr ";
+        size_t at = r.out.find(line);
+        REQUIRE(at != std::string::npos);
+        CHECK(std::stod(r.out.substr(at + line.size())) == doctest::Approx(rate_loss[best].first));
+        if (family == "dense") {  // too small everywhere: doubled at the top each time
+            REQUIRE(rate_loss.size() == given.size() + widen);
+            CHECK(rate_loss.back().first == doctest::Approx(2e-5 * (1 << widen)));
+            CHECK(best == rate_loss.size() - 1);
+        }
+    }
+}
+
 TEST_CASE("a stopped run continues from its checkpoint; a transition resumes without --load") {
     // The program behind a wrapper that stops the transition the first time,
     // as an interrupt would: 2 of its 4 steps (checkpointed every step), then
