@@ -19,8 +19,8 @@
 // Biases, LayerNorm, GELU, softmax and the optimizer are not counted.
 // MFU compares to this device's peaks as train_mot computes them
 // (gpu_peak_flops in gpu/common.cuh: SMs, lanes and clock read from the
-// device): fp32 CUDA cores in fp32, TF32 tensor cores in tf32 and in bf16
-// (whose linear layers run on them: gpu/kernels.cuh).
+// device): fp32 CUDA cores in fp32, TF32 tensor cores in tf32, bf16 tensor
+// cores in bf16 (whose linear layers run on them: gpu/kernels.cuh).
 //
 // Where a step goes: one step of each GPT-2-small model (fp32 and bf16) with
 // every layer call of the passes timed alone (the kernel set TimedKernels
@@ -46,7 +46,7 @@
 #include "common/rng.h"
 #include "gpu/gpt.cuh"
 
-static double PEAK_FP32 = 0, PEAK_TF32 = 0;  // set in main from the device
+static double PEAK_FP32 = 0, PEAK_TF32 = 0, PEAK_BF16 = 0;  // set in main from the device
 
 // p[i] = scale * uniform(-sqrt(3), sqrt(3)) from a hash of (seed, i): std = scale.
 __global__ void fill_uniform_kernel(float* p, size_t n, float scale, unsigned long long seed) {
@@ -181,7 +181,7 @@ static void print_clock(double total_ms) {
 struct Row {
     std::string what;
     int B, T;
-    std::string prec;  // fp32, tf32 or bf16 (gpu/kernels.cuh: its linear layers on TF32 tensor cores)
+    std::string prec;  // fp32, tf32 or bf16 (gpu/kernels.cuh: its linear layers on bf16 tensor cores)
     double ms, tok_s, tflops, mfu;
 };
 
@@ -227,7 +227,7 @@ static void step_breakdown(const char* name, gpu::GPT& model, const std::vector<
 }
 
 // Trains `steps` timed steps (after 2 warm-up steps) at (B,T) in fp32, tf32
-// and bf16; bf16's MFU is against the TF32 rate its linear layers run at.
+// and bf16; bf16's MFU is against the bf16 rate its linear layers run at.
 // breakdown: then step_breakdown on the same model and batch.
 static void bench_model(const char* name, const Config& c, int B, int T, int steps, std::vector<Row>* rows,
                         bool breakdown = false) {
@@ -267,7 +267,7 @@ static void bench_model(const char* name, const Config& c, int B, int T, int ste
         CUDA_CHECK(cudaDeviceSynchronize());
         double dt = (now_s() - t0) / steps;
         double tok_s = BT / dt, fl = flops_per_token(c, T) * tok_s;
-        Row r{name, B, T, prec, 1e3 * dt, tok_s, fl / 1e12, fl / (model.bf16 || tf32 ? PEAK_TF32 : PEAK_FP32)};
+        Row r{name, B, T, prec, 1e3 * dt, tok_s, fl / 1e12, fl / (model.bf16 ? PEAK_BF16 : tf32 ? PEAK_TF32 : PEAK_FP32)};
         rows->push_back(r);
         print_row(r);
         std::printf("    (loss after the timed steps %.4f)\n", loss);
@@ -384,10 +384,12 @@ int main(int argc, char** argv) {
         size_t total = 0, free_bytes = gpu_free_memory(&total);
         std::printf("device %s, %.1f of %.1f GiB free\n", gpu_device_name().c_str(), free_bytes / 1073741824.0,
                     total / 1073741824.0);
-        std::string how_fp32, how_tf32;
-        PEAK_FP32 = gpu_peak_flops(false, &how_fp32);
-        PEAK_TF32 = gpu_peak_flops(true, &how_tf32);
-        std::printf("peak, TF32 off: %s\npeak, TF32 on:  %s\n", how_fp32.c_str(), how_tf32.c_str());
+        std::string how_fp32, how_tf32, how_bf16;
+        PEAK_FP32 = gpu_peak_flops("fp32", &how_fp32);
+        PEAK_TF32 = gpu_peak_flops("tf32", &how_tf32);
+        PEAK_BF16 = gpu_peak_flops("bf16", &how_bf16);
+        std::printf("peak, fp32: %s\npeak, tf32: %s\npeak, bf16: %s\n", how_fp32.c_str(), how_tf32.c_str(),
+                    how_bf16.c_str());
         Config dense = gpt2_small(0, 0), mot = gpt2_small(32, 3072), mot256 = gpt2_small(256, 384);
         // B = 32 (MoT needs B divisible by G = 32); the longest T <= 1024 at
         // which the models fit in 90% of free memory.
@@ -426,7 +428,8 @@ int main(int argc, char** argv) {
             std::printf("\n");
         }
 
-        std::printf("\nsummary (MFU against fp32 %.1f / TF32 %.1f TFLOP/s):\n", PEAK_FP32 / 1e12, PEAK_TF32 / 1e12);
+        std::printf("\nsummary (MFU against fp32 %.1f / TF32 %.1f / bf16 %.1f TFLOP/s):\n", PEAK_FP32 / 1e12,
+                    PEAK_TF32 / 1e12, PEAK_BF16 / 1e12);
         std::printf("%-24s %4s %5s %5s %10s %12s %9s %8s\n", "what", "B", "T", "prec", "ms/step", "tokens/s",
                     "TFLOP/s", "MFU");
         for (const Row& r : rows) print_row(r);

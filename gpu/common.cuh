@@ -248,7 +248,7 @@ inline size_t gpu_free_memory(size_t* total = nullptr) {
 // 1024 on sm_80 (A100: 108 SMs x 1024 x 1.41 GHz = 156 TFLOP/s), 256 on
 // sm_86/sm_89, 2048 on sm_90 (H100/H200); other chips: unknown, and the
 // fp32 peak is used (said so in how).
-inline double gpu_peak_flops(bool tf32, std::string* how) {
+inline double gpu_peak_flops(const std::string& precision, std::string* how) {
     int dev = 0, sms = 0, khz = 0, major = 0, minor = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -257,18 +257,21 @@ inline double gpu_peak_flops(bool tf32, std::string* how) {
     CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
     int cc = major * 10 + minor;
     int lanes = (cc == 60 || cc == 70 || cc == 72 || cc == 75 || cc == 80) ? 64 : 128;
+    // dense tensor-core FLOPs per SM per clock; bf16's are twice TF32's on these chips
     int tf32_per_clock = cc == 80 ? 1024 : (cc == 86 || cc == 87 || cc == 89) ? 256 : cc == 90 ? 2048 : 0;
+    const bool bf16 = precision == "bf16", tensor = bf16 || precision == "tf32";
+    int per_clock = bf16 ? 2 * tf32_per_clock : tf32_per_clock;
     double mhz = khz / 1e3;
-    if (tf32 && tf32_per_clock > 0) {
-        double peak = (double)sms * tf32_per_clock * mhz * 1e6;
+    if (tensor && per_clock > 0) {
+        double peak = (double)sms * per_clock * mhz * 1e6;
         if (how)
-            *how = strf("%d SMs x %d TF32 FLOPs per clock x %.0f MHz = %.1f TFLOP/s (sm_%d, TF32 tensor cores, dense)",
-                        sms, tf32_per_clock, mhz, peak / 1e12, cc);
+            *how = strf("%d SMs x %d %s FLOPs per clock x %.0f MHz = %.1f TFLOP/s (sm_%d, %s tensor cores, dense)", sms,
+                        per_clock, bf16 ? "bf16" : "TF32", mhz, peak / 1e12, cc, bf16 ? "bf16" : "TF32");
         return peak;
     }
     double peak = (double)sms * lanes * 2.0 * mhz * 1e6;
     if (how)
         *how = strf("%d SMs x %d fp32 lanes x 2 x %.0f MHz = %.1f TFLOP/s (sm_%d, CUDA cores%s)", sms, lanes, mhz,
-                    peak / 1e12, cc, tf32 ? "; TF32 tensor-core rate unknown for this chip" : ", no tensor cores");
+                    peak / 1e12, cc, tensor ? "; tensor-core rate unknown for this chip" : ", no tensor cores");
     return peak;
 }

@@ -7,12 +7,12 @@
 //   Bf16Kernels<Bf16OperandKernels> (common/bf16_kernels.h): --precision
 //     bf16, the contract the CPU emulates, with the same code: every tensor a
 //     bf16 run stores is rounded to bf16 when its layer has written it.
-//     Bf16OperandKernels is Kernels with the linear layer's products on TF32
-//     tensor cores: under bf16 each operand of those products is a bf16 value
-//     (the rounded weights, the rounded activations, the rounded gradients
-//     handed between layers), which TF32's 10-bit mantissa holds exactly, so
-//     the products and their fp32 sums are fp32 GEMM's up to the order of
-//     summation. The other products (attention's, which read float
+//     Bf16OperandKernels is Kernels with the linear layer's products on bf16
+//     tensor cores (matmul.cuh, matmul_forward_bf16): under bf16 each operand
+//     of those products is a bf16 value (the rounded weights, the rounded
+//     activations, the rounded gradients handed between layers), so its bf16
+//     copy is exact and the products and their fp32 sums are fp32 GEMM's up
+//     to the order of summation. The other products (attention's, which read float
 //     probabilities; MoT's and token choice's, whose stages read float
 //     results within the fused call) stay fp32.
 // The tensors stay float in memory, each holding bf16 values where the
@@ -57,19 +57,6 @@ inline void bf16_round_copy(float* out, const float* inp, size_t n) {
     CUDA_CHECK_LAUNCH();
 }
 
-// While alive, cuBLAS may use TF32 tensor cores; then the mode --tf32 set.
-struct Tf32Scope {
-    bool changed;
-    Tf32Scope() : changed(!gpu_tf32()) {
-        if (changed) CUBLAS_CHECK(cublasSetMathMode(gpu_cublas(), CUBLAS_TF32_TENSOR_OP_MATH));
-    }
-    ~Tf32Scope() {
-        if (changed) cublasSetMathMode(gpu_cublas(), CUBLAS_DEFAULT_MATH);  // no throw from a destructor
-    }
-    Tf32Scope(const Tf32Scope&) = delete;
-    Tf32Scope& operator=(const Tf32Scope&) = delete;
-};
-
 // Each function takes the arguments of the layer function of the same name.
 struct Kernels {
     template <typename... A> static void matmul_forward(A... a) { gpu::matmul_forward(a...); }
@@ -98,16 +85,10 @@ struct Kernels {
     static void round_bf16(float* x, size_t n) { bf16_round_copy(x, x, n); }
 };
 
-// Kernels with the linear layer on TF32 tensor cores, for bf16 operands only (see the top).
+// Kernels with the linear layer on bf16 tensor cores, for bf16 operands only (see the top).
 struct Bf16OperandKernels : Kernels {
-    template <typename... A> static void matmul_forward(A... a) {
-        Tf32Scope tf32;
-        gpu::matmul_forward(a...);
-    }
-    template <typename... A> static void matmul_backward(A... a) {
-        Tf32Scope tf32;
-        gpu::matmul_backward(a...);
-    }
+    template <typename... A> static void matmul_forward(A... a) { gpu::matmul_forward_bf16(a...); }
+    template <typename... A> static void matmul_backward(A... a) { gpu::matmul_backward_bf16(a...); }
 };
 
 }  // namespace gpu

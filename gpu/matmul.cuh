@@ -5,6 +5,8 @@
 //     column-major C^T = op(B)^T op(A)^T
 // and the call swaps the operands and M <-> N; the op flags stay as they are.
 #pragma once
+#include <cuda_bf16.h>
+
 #include "common.cuh"
 
 namespace gpu {
@@ -98,6 +100,83 @@ inline void matmul_backward(float* dinp,          // (B,T,C)
     int BT = B * T;
     gemm(false, false, BT, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
     gemm(true, false, OC, C, BT, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+    if (dbias == nullptr) return;
+    bias_backward(dbias, dout, (size_t)BT, OC);
+}
+
+// --- The linear layer on bf16 tensor cores, for operands that are bf16 values ---
+// Under --precision bf16 every operand of the linear layer's products is a
+// bf16 value held in a float (the rounded weights, activations and the
+// gradients handed between layers; kernels.cuh), so its copy as
+// __nv_bfloat16 is exact, and cuBLAS's bf16 GEMM with fp32 accumulation
+// gives the fp32 GEMM's products and sums up to the order of summation.
+// The copies live in scratch grown on demand (as column_scratch), one
+// buffer per operand slot.
+
+__global__ void to_bf16_kernel(__nv_bfloat16* out,  // (n)
+                               const float* inp,    // (n)
+                               size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16_rn(inp[i]);
+}
+
+// inp (n floats) as bf16 in scratch buffer `slot` (0..2), valid until the next call for that slot.
+inline const __nv_bfloat16* bf16_operand(int slot, const float* inp, size_t n) {
+    static __nv_bfloat16* scratch[3] = {nullptr, nullptr, nullptr};
+    static size_t size[3] = {0, 0, 0};
+    if (n > size[slot]) {
+        if (scratch[slot]) CUDA_CHECK(cudaFree(scratch[slot]));
+        scratch[slot] = nullptr;
+        size[slot] = 0;  // (as column_scratch: a failed allocation leaves no stale size)
+        gpu_malloc(&scratch[slot], n, "bf16 copy of a linear layer's operand");
+        size[slot] = n;
+    }
+    if (n > 0) {
+        to_bf16_kernel<<<grid_for(n, 256), 256>>>(scratch[slot], inp, n);
+        CUDA_CHECK_LAUNCH();
+    }
+    return scratch[slot];
+}
+
+// gemm() (above) on bf16 operands: C (float) = alpha op(A) op(B) + beta C, accumulated in fp32.
+inline void gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const __nv_bfloat16* A,
+                      long long lda, const __nv_bfloat16* B, long long ldb, float beta, float* C, long long ldc) {
+    cublasOperation_t opA = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t opB = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasGemmEx(gpu_cublas(), opB, opA, N, M, K, &alpha, B, CUDA_R_16BF, (int)ldb, A, CUDA_R_16BF,
+                              (int)lda, &beta, C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// matmul_forward with the product on bf16 tensor cores; inp and weight hold bf16 values.
+inline void matmul_forward_bf16(float* out,           // (B,T,OC)
+                                const float* inp,     // (B,T,C)
+                                const float* weight,  // (OC,C)
+                                const float* bias,    // (OC) or nullptr
+                                int B, int T, int C, int OC) {
+    int BT = B * T;
+    const __nv_bfloat16* inp16 = bf16_operand(0, inp, (size_t)BT * C);
+    const __nv_bfloat16* weight16 = bf16_operand(1, weight, (size_t)OC * C);
+    gemm_bf16(false, true, BT, OC, C, 1.0f, inp16, C, weight16, C, 0.0f, out, OC);
+    if (bias == nullptr) return;
+    size_t n = (size_t)BT * OC;
+    add_bias_kernel<<<grid_for(n, 256), 256>>>(out, bias, (size_t)BT, OC);
+    CUDA_CHECK_LAUNCH();
+}
+
+// matmul_backward with the products on bf16 tensor cores; dout, inp and weight hold bf16 values.
+inline void matmul_backward_bf16(float* dinp,          // (B,T,C)
+                                 float* dweight,       // (OC,C)
+                                 float* dbias,         // (OC) or nullptr
+                                 const float* dout,    // (B,T,OC)
+                                 const float* inp,     // (B,T,C)
+                                 const float* weight,  // (OC,C)
+                                 int B, int T, int C, int OC) {
+    int BT = B * T;
+    const __nv_bfloat16* dout16 = bf16_operand(0, dout, (size_t)BT * OC);
+    const __nv_bfloat16* weight16 = bf16_operand(1, weight, (size_t)OC * C);
+    const __nv_bfloat16* inp16 = bf16_operand(2, inp, (size_t)BT * C);
+    gemm_bf16(false, false, BT, C, OC, 1.0f, dout16, OC, weight16, C, 1.0f, dinp, C);
+    gemm_bf16(true, false, OC, C, BT, 1.0f, dout16, OC, inp16, C, 1.0f, dweight, C);
     if (dbias == nullptr) return;
     bias_backward(dbias, dout, (size_t)BT, OC);
 }

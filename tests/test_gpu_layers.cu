@@ -85,6 +85,40 @@ GPU_TEST("gpu matmul forward and backward") {
         }
 }
 
+// Under --precision bf16 the linear layer's operands are bf16 values and its
+// products run on bf16 tensor cores (gpu/matmul.cuh, matmul_forward_bf16):
+// on such operands every product is exact in fp32, so the results are the
+// fp32 reference's up to the order of summation, checked as the fp32 layer is.
+GPU_TEST("gpu matmul on bf16 tensor cores: bf16 operands give the fp32 reference's results") {
+    TestRng rng(12);
+    auto bf16_floats = [&](size_t n) {
+        std::vector<float> v = rng.floats(n);
+        for (float& x : v) x = bf16_round(x);
+        return v;
+    };
+    struct Shape { int B, T, C, OC; };
+    for (Shape s : {Shape{2, 7, 16, 24}, Shape{3, 37, 64, 96}, Shape{1, 1, 5, 3}, Shape{8, 512, 64, 768}})
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            size_t BT = (size_t)s.B * s.T;
+            std::vector<float> inp = bf16_floats(BT * s.C), w = bf16_floats((size_t)s.OC * s.C);
+            std::vector<float> bias = rng.floats(s.OC), out(BT * s.OC);
+            DevF d_inp(inp), d_w(w), d_bias(bias), d_out(out.size());
+            const float* b = with_bias ? bias.data() : nullptr;
+            matmul_forward(out.data(), inp.data(), w.data(), b, s.B, s.T, s.C, s.OC);
+            gpu::matmul_forward_bf16(d_out.p, d_inp.p, d_w.p, with_bias ? d_bias.p : nullptr, s.B, s.T, s.C, s.OC);
+            std::string tag = strf(" (bf16 tensor cores) B%d T%d C%d OC%d bias%d", s.B, s.T, s.C, s.OC, with_bias);
+            check_gpu(d_out, out, "matmul out" + tag);
+            std::vector<float> dout = bf16_floats(BT * s.OC);
+            std::vector<float> dinp = rng.floats(BT * s.C), dw = rng.floats(w.size()), db = rng.floats(s.OC);
+            DevF d_dout(dout), d_dinp(dinp), d_dw(dw), d_db(db);
+            matmul_backward(dinp.data(), dw.data(), with_bias ? db.data() : nullptr, dout.data(), inp.data(),
+                            w.data(), s.B, s.T, s.C, s.OC);
+            gpu::matmul_backward_bf16(d_dinp.p, d_dw.p, with_bias ? d_db.p : nullptr, d_dout.p, d_inp.p, d_w.p,
+                                      s.B, s.T, s.C, s.OC);
+            check_all(tag, {{"matmul dinp", &d_dinp, &dinp}, {"matmul dweight", &d_dw, &dw}, {"matmul dbias", &d_db, &db}});
+        }
+}
+
 GPU_TEST("gpu encoder forward and backward") {
     TestRng rng(3);
     struct Shape { int B, T, C, V, maxT; };
@@ -461,7 +495,7 @@ GPU_TEST("gpu bf16 rounding: the bits of common/bf16.h for ties, carries, NaN, i
 // emulation, from the same block input (the CPU's, copied) on the same
 // rounded weights: the block's output and its input's gradient are bf16
 // tensors (check_bf16_tensor), the block's parameter gradients within
-// BF16_GRAD_L2. The linear layers run on TF32 tensor cores here
+// BF16_GRAD_L2. The linear layers run on bf16 tensor cores here
 // (gpu/kernels.cuh, Bf16OperandKernels), so this also shows that they are
 // exact on bf16 operands.
 GPU_TEST("gpu bf16: every block of every model case against the CPU's emulation, forward and backward") {

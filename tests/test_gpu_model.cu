@@ -437,14 +437,16 @@ GPU_TEST("gpu device queries and tf32 switch") {
     gpu_set_tf32(true);
     CHECK(gpu_tf32());
     std::string how;
-    double tf32_peak = gpu_peak_flops(true, &how);
+    double tf32_peak = gpu_peak_flops("tf32", &how);
     gpu_set_tf32(false);
     CHECK(!gpu_tf32());
-    double fp32_peak = gpu_peak_flops(false, &how);
+    double bf16_peak = gpu_peak_flops("bf16", &how);
+    double fp32_peak = gpu_peak_flops("fp32", &how);
     INFO(how);
-    // any GPU of the last decade: 1 to 500 TFLOP/s fp32, tensor cores at least as fast
+    // any GPU of the last decade: 1 to 500 TFLOP/s fp32, tensor cores at least as fast, bf16's at least TF32's
     CHECK((fp32_peak > 1e12 && fp32_peak < 5e14));
     CHECK(tf32_peak >= fp32_peak);
+    CHECK(bf16_peak >= tf32_peak);
 }
 
 GPU_TEST("gpu model: the threshold routers' rate controller (--router-balance) counts and moves bc as specified") {

@@ -239,7 +239,7 @@ inline bool gpu_tf32() { return false; }
 inline int gpu_device_count() { return 0; }
 inline void gpu_select_device(int) { no_gpu_code(); }
 inline std::string gpu_device_name() { no_gpu_code(); }
-inline double gpu_peak_flops(bool, std::string*) { no_gpu_code(); }
+inline double gpu_peak_flops(const std::string&, std::string*) { no_gpu_code(); }
 
 struct GpuModel {};
 

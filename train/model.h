@@ -474,10 +474,11 @@ inline double model_decode_loss(Model* m, const int* inputs, const int* targets,
 }
 
 // Peak FLOP rate of the training device, with how it was derived: the GPU's
-// fp32 rate (its TF32 tensor-core rate under --tf32, and under bf16, whose
-// linear layers run on TF32 tensor cores: gpu/kernels.cuh), or the CPU's.
+// fp32 rate (its TF32 tensor-core rate under --tf32, its bf16 tensor-core
+// rate under bf16, whose linear layers run on them: gpu/kernels.cuh), or
+// the CPU's.
 inline double device_peak_flops(const Model& m, std::string* how) {
-    if (m.on_gpu) return gpu_peak_flops(gpu_tf32() || m.cpu.bf16, how);
+    if (m.on_gpu) return gpu_peak_flops(m.cpu.bf16 ? "bf16" : gpu_tf32() ? "tf32" : "fp32", how);
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
