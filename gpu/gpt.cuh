@@ -154,16 +154,34 @@ inline void gpu_gpt_load_moments(GPT* model, const float* host_m, const float* h
     CUDA_CHECK(cudaMemcpy(model->mv_memory + model->num_params, host_v, bytes, cudaMemcpyHostToDevice));
 }
 
+// Bytes of the bf16 copies of the linear layers' operands under bf16
+// (matmul.cuh, bf16_operand): each of the three slots grows to its largest
+// use over the model's linear layers (qkv, attention projection, the dense
+// FFN's two, the logits): slot 0 the input (forward) or the output gradient
+// (backward), slot 1 the weight, slot 2 the input (backward).
+inline size_t bf16_operand_bytes(const Config& cfg, int B, int T) {
+    size_t BT = (size_t)B * T, C = cfg.C;
+    std::vector<std::pair<size_t, size_t>> layers = {{C, 3 * C}, {C, C}, {C, (size_t)cfg.Vp}};  // (in, out)
+    if (has_kind(cfg, DENSE)) layers.push_back({C, (size_t)cfg.dff}), layers.push_back({(size_t)cfg.dff, C});
+    size_t slot0 = 0, slot1 = 0, slot2 = 0;
+    for (auto [in, out] : layers) {
+        slot0 = std::max(slot0, BT * std::max(in, out));
+        slot1 = std::max(slot1, out * in);
+        slot2 = std::max(slot2, BT * in);
+    }
+    return (slot0 + slot1 + slot2) * 2;
+}
+
 // Bytes of device memory the model needs for batch shape (B,T): parameters,
-// gradients, moments (and under bf16 the rounded parameters), activations and
-// their gradients, token buffers, plus what cuBLAS and the reductions take
-// beside them (GPU_RESERVE_BYTES).
+// gradients, moments (and under bf16 the rounded parameters and the bf16
+// operand copies), activations and their gradients, token buffers, plus what
+// cuBLAS and the reductions take beside them (GPU_RESERVE_BYTES).
 constexpr size_t GPU_RESERVE_BYTES = (size_t)256 << 20;  // cuBLAS workspace, reduction scratch, margin
 inline size_t gpt_device_bytes(const Config& cfg, int B, int T, bool bf16 = false) {
     size_t BT = (size_t)B * T;
     size_t floats = (bf16 ? 5 : 4) * num_params(cfg) + 2 * num_acts(cfg, B, T);
     size_t ints = num_int_acts(cfg, B, T) + 2 * BT + 3 * BT + 1;  // integer activations, inputs, targets, token buckets
-    return floats * sizeof(float) + ints * sizeof(int) + GPU_RESERVE_BYTES;
+    return floats * sizeof(float) + ints * sizeof(int) + (bf16 ? bf16_operand_bytes(cfg, B, T) : 0) + GPU_RESERVE_BYTES;
 }
 
 // (Re)allocates and carves the activation blocks when the batch shape changes.

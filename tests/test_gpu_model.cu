@@ -341,6 +341,37 @@ GPU_TEST("gpu model: forward and backward repeat bit for bit") {
     }
 }
 
+// The memory estimate that decides --device auto covers what a bf16 step
+// takes: at V 16384 and B*T 16384 the bf16 copies of the logits' operands
+// (slot 0 alone 512 MiB, gpu/matmul.cuh) are more than the estimate's
+// reserve, so an estimate that left them out would be exceeded here.
+GPU_TEST("gpu memory: a bf16 step stays within gpt_device_bytes(..., bf16)") {
+    Config c = make_config(16384, 256, 2, 64, 256, 8, 4, 64, 1.0f, {DENSE, MOT});
+    const int B = 64, T = 256;
+    CHECK(gpu::bf16_operand_bytes(c, B, T) > gpu::GPU_RESERVE_BYTES);
+    CHECK(gpu::gpt_device_bytes(c, B, T, true) ==
+          gpu::gpt_device_bytes(c, B, T, false) + num_params(c) * sizeof(float) + gpu::bf16_operand_bytes(c, B, T));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const size_t free_before = gpu_free_memory();
+    {
+        GPT<float> init;
+        build_random(&init, c, 7, 0.02);
+        Model m;
+        model_build(&m, c, "cuda", B, T, init.params_memory.data(), true);
+        REQUIRE(m.on_gpu);
+        REQUIRE(m.gpu.gpt.bf16);
+        TestRng r(3);
+        std::vector<int> inp = r.tokens((size_t)B * T, c.V), tgt = r.tokens((size_t)B * T, c.V);
+        CHECK(std::isfinite(model_forward(&m, inp.data(), tgt.data(), B, T)));
+        model_backward(&m, 1.0);
+        model_update(&m, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0, 1.0f);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        const size_t used = free_before - gpu_free_memory();
+        INFO("used " << used / 1048576.0 << " MiB, estimated " << gpu::gpt_device_bytes(c, B, T, true) / 1048576.0);
+        CHECK(used <= gpu::gpt_device_bytes(c, B, T, true));
+    }
+}
+
 // Out of memory: a model far larger than the card is refused by --device cuda
 // with the sizes, taken to the CPU by auto; a failing allocation names itself.
 GPU_TEST("gpu memory: too large a model is a clear error under cuda and the CPU under auto") {
@@ -351,10 +382,10 @@ GPU_TEST("gpu memory: too large a model is a clear error under cuda and the CPU 
     // activations of B*T rows grow without bound: pick a batch far beyond the card
     int B = 1 << 18, T = 64;  // about 340 GiB of activations
     CHECK(gpu::gpt_device_bytes(c, B, T) > total);
-    expect_throw([&] { choose_gpu("cuda", c, B, T, &why); }, {"--device cuda", "GiB are free"});
-    CHECK(!choose_gpu("auto", c, B, T, &why));
+    expect_throw([&] { choose_gpu("cuda", c, B, T, false, &why); }, {"--device cuda", "GiB are free"});
+    CHECK(!choose_gpu("auto", c, B, T, false, &why));
     CHECK(why.find("GiB") != std::string::npos);
-    CHECK(choose_gpu("auto", c, 4, 8, &why));  // a batch that fits
+    CHECK(choose_gpu("auto", c, 4, 8, false, &why));  // a batch that fits
     float* p = nullptr;
     expect_throw([&] { gpu_malloc(&p, total, "a test buffer", "a smaller --batch"); },  // 4x the card's bytes
                  {"GPU out of memory: a test buffer needs", "a smaller --batch"});

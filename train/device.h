@@ -64,12 +64,12 @@ struct GpuModel {
 };
 
 // Whether the model for batch shape (B,T) fits the GPU; if not, why.
-inline bool gpu_model_fits(const Config& c, int B, int T, std::string* why) {
+inline bool gpu_model_fits(const Config& c, int B, int T, bool bf16, std::string* why) {
     if (!gpu_available()) {
         *why = gpu_unavailable_reason();
         return false;
     }
-    size_t need = gpu::gpt_device_bytes(c, B, T), free_bytes = gpu_free_memory();
+    size_t need = gpu::gpt_device_bytes(c, B, T, bf16), free_bytes = gpu_free_memory();
     if (need < free_bytes) return true;
     *why = strf("the model needs %.2f GiB of GPU memory at --batch %d --seq %d (%.2f GiB of it for cuBLAS, "
                 "scratch and margin), %.2f GiB are free",
@@ -243,7 +243,7 @@ inline double gpu_peak_flops(const std::string&, std::string*) { no_gpu_code(); 
 
 struct GpuModel {};
 
-inline bool gpu_model_fits(const Config&, int, int, std::string* why) {
+inline bool gpu_model_fits(const Config&, int, int, bool, std::string* why) {
     *why = "this build has no GPU code (built without nvcc)";
     return false;
 }

@@ -58,8 +58,7 @@ inline void distill_setup(Teacher* t, const Options& o, const Model& student, in
     if (batch_in_groups(c) && B % c.G != 0)
         fail(strf("--distill %s: --batch %d is not divisible by its group %d (it has MoT layers)", o.distill.c_str(),
                   B, c.G));
-    model_build(&t->model, c, student.on_gpu ? "cuda" : "cpu", B, T, params.data());
-    model_set_bf16(&t->model, student.cpu.bf16);
+    model_build(&t->model, c, student.on_gpu ? "cuda" : "cpu", B, T, params.data(), student.cpu.bf16);
     t->on = true;
     t->weight = o.distill_weight;
     std::printf("distill: from %s (%.2fM parameters), weight %g: the objective is %g x cross-entropy + %g x "

@@ -55,11 +55,12 @@ inline double span_norm_squared(FloatSpan s) {
     return s.on_device ? device_norm_squared(s.data, s.n) : grad_norm_squared(s.data, s.n);
 }
 
-// Chooses the device for --device cpu|cuda|auto and a batch shape; says why
-// when the GPU is not used. Fails for an explicit cuda that cannot work.
-inline bool choose_gpu(const std::string& device, const Config& c, int B, int T, std::string* why) {
+// Chooses the device for --device cpu|cuda|auto, a batch shape and a
+// precision (bf16 or not); says why when the GPU is not used. Fails for an
+// explicit cuda that cannot work.
+inline bool choose_gpu(const std::string& device, const Config& c, int B, int T, bool bf16, std::string* why) {
     if (device == "cpu") return false;
-    if (gpu_model_fits(c, B, T, why)) return true;
+    if (gpu_model_fits(c, B, T, bf16, why)) return true;
     if (device == "cuda") fail("--device cuda: " + *why);
     return false;  // auto falls back to the CPU
 }
@@ -123,10 +124,11 @@ inline void check_host_memory(const Config& c, int B, int T, bool on_gpu) {
 // the GPU the activations for (B,T) are allocated here, so that running out
 // of memory shows now: under auto the GPU blocks are freed and the model is
 // built on the CPU, saying so; under cuda it is an error naming the sizes.
-inline void model_build(Model* m, const Config& c, const std::string& device, int B, int T, const float* params) {
+inline void model_build(Model* m, const Config& c, const std::string& device, int B, int T, const float* params,
+                        bool bf16 = false) {
     m->cfg = c;
     std::string why;
-    m->on_gpu = choose_gpu(device, c, B, T, &why);
+    m->on_gpu = choose_gpu(device, c, B, T, bf16, &why);
     check_host_memory(c, B, T, m->on_gpu);
     gpt_build(&m->cpu, c);
     std::copy(params, params + num_params(c), m->cpu.params_memory.begin());
@@ -151,6 +153,7 @@ inline void model_build(Model* m, const Config& c, const std::string& device, in
         std::vector<float>().swap(m->cpu.v_memory);
     }
     if (!m->on_gpu && device == "auto" && gpu_compiled()) std::printf("device auto: using the CPU (%s)\n", why.c_str());
+    model_set_bf16(m, bf16);
 }
 
 // Host copy of the current weights (for checkpoints and generation).

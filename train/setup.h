@@ -240,9 +240,8 @@ inline void setup_device(TrainRun* r) {
     }
     // under --expert-parallel this rank's part of the model (train/parallel.h)
     model_build(&r->model, parallel_member_config(c, o.expert_parallel, o.expert_exchange), o.device, r->B, r->T,
-                parallel_member_part(c, o.expert_parallel, r->params).data());
+                parallel_member_part(c, o.expert_parallel, r->params).data(), o.precision == "bf16");
     model_set_aux_weight(&r->model, o.aux_loss);
-    model_set_bf16(&r->model, o.precision == "bf16");
     std::vector<float>().swap(r->params);
     distill_setup(&r->teacher, o, r->model, r->B, r->T);
     parallel_init(&r->par, &r->model, o.zero);
