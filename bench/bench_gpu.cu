@@ -392,10 +392,10 @@ int main(int argc, char** argv) {
                     how_bf16.c_str());
         Config dense = gpt2_small(0, 0), mot = gpt2_small(32, 3072), mot256 = gpt2_small(256, 384);
         // B = 32 (MoT needs B divisible by G = 32); the longest T <= 1024 at
-        // which the models fit in 90% of free memory.
+        // which the models fit in 90% of free memory (in bf16, which needs the most).
         int B = 32, T = 1024;
         if (quick) T = 256;
-        auto fits = [&](const Config& c, int t) { return gpu::gpt_device_bytes(c, B, t) < 0.9 * free_bytes; };
+        auto fits = [&](const Config& c, int t) { return gpu::gpt_device_bytes(c, B, t, true) < 0.9 * free_bytes; };
         while (T > 64 && !(fits(dense, T) && fits(mot, T) && fits(mot256, T))) T /= 2;
         std::printf("model shape: L 12, C 768, NH 12, V 50257 (Vp 50304), dff 3072; MoT E 32, G 32, f 3072 and "
                     "E 256, G 32, f 384\n");
