@@ -34,6 +34,12 @@ inline float bf16_to_float(uint16_t b) {
 // x rounded to the nearest bf16 value, as a float.
 inline float bf16_round(float x) { return bf16_to_float(bf16_from_float(x)); }
 
+// x rounded to bf16 in any scalar type, through float as below.
+template <typename real>
+inline real bf16_rounded(real x) {
+    return real(bf16_round(float(x)));
+}
+
 // Rounds x (n) in place, each element as bf16_round(float) does. In any other
 // scalar type (the double models of the tests) each element goes through
 // float first: a value off a float can round twice, so only float runs are

@@ -13,8 +13,10 @@
 // encoder; the logits; MoT's mixed tokens U, expert pre-activations P,
 // activations A, expert outputs Y and layer output; token choice's gathered
 // rows, expert P, A, Y and layer output; and the activation gradient each
-// backward hands to the layer below (dinp). Left in float: layernorm's
-// mean and rstd, attention's scores and probabilities, MoT's controller
+// backward hands to the layer below (dinp). Rounded inside the attention
+// layer (its bf16_probs): the probabilities, before they weigh the values,
+// and the scores' gradient, before it reaches q and k. Left in float:
+// layernorm's mean and rstd, attention's scores, MoT's controller
 // logits Z and mixing weights M, the router's logits and gates, the losses
 // and the probabilities of the cross-entropy, and every parameter gradient.
 // The weights a pass reads are the float master weights rounded to bf16,
@@ -63,15 +65,20 @@ struct Bf16Kernels {
         Inner::layernorm_backward(a...);
         round_out(arg<0>(a...), (size_t)arg<8>(a...) * arg<9>(a...) * arg<10>(a...));
     }
-    // attention_forward(out (B,T,C), preatt, att, inp, B, T, C, NH)
+    // attention_forward(out (B,T,C), preatt, att, inp, B, T, C, NH), the probabilities rounded inside
     template <typename... A> static void attention_forward(A... a) {
-        Inner::attention_forward(a...);
+        Inner::attention_forward(a..., true);
         round_out(arg<0>(a...), (size_t)arg<4>(a...) * arg<5>(a...) * arg<6>(a...));
     }
-    // attention_backward(dinp (B,T,3C), dpreatt, datt, dout, inp, att, B, T, C, NH)
+    // attention_backward(dinp (B,T,3C), dpreatt, datt, dout, inp, att, B, T, C, NH), dpreatt rounded inside
     template <typename... A> static void attention_backward(A... a) {
-        Inner::attention_backward(a...);
+        Inner::attention_backward(a..., true);
         round_out(arg<0>(a...), (size_t)arg<6>(a...) * arg<7>(a...) * 3 * arg<8>(a...));
+    }
+    // attention_decode_forward(out (B,C), kcache, vcache, qkv, pos, maxT, B, C, NH), as attention_forward
+    template <typename... A> static void attention_decode_forward(A... a) {
+        Inner::attention_decode_forward(a..., true);
+        round_out(arg<0>(a...), (size_t)arg<6>(a...) * arg<7>(a...));
     }
     // gelu_forward(out (N), inp, N)
     template <typename... A> static void gelu_forward(A... a) {

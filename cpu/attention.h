@@ -3,17 +3,23 @@
 //   preatt[t,t2] = q_t . k_t2 / sqrt(hs)           for t2 <= t (causal)
 //   att[t,:]     = softmax over t2 <= t of preatt[t,:]   (0 where t2 > t)
 //   out[b,t,h*hs:(h+1)*hs] = sum_t2 att[t,t2] v_t2
+// With bf16_probs (--precision bf16, README "Precision") the probabilities
+// att are rounded to bf16 before they weigh v, and the scores' gradient
+// dpreatt before it reaches dq and dk: they are operands of products that a
+// GPU runs on bf16 tensor cores.
 #pragma once
 #include <cmath>
 #include <cstddef>
 #include <vector>
+
+#include "../common/bf16.h"
 
 template <typename real>
 void attention_forward(real* out,        // (B,T,C)
                        real* preatt,     // (B,NH,T,T)
                        real* att,        // (B,NH,T,T)
                        const real* inp,  // (B,T,3C) q, k, v
-                       int B, int T, int C, int NH) {
+                       int B, int T, int C, int NH, bool bf16_probs = false) {
     int hs = C / NH;
     real scale = real(1) / std::sqrt(real(hs));
     #pragma omp parallel for collapse(3)
@@ -36,7 +42,7 @@ void attention_forward(real* out,        // (B,T,C)
                     a[t2] = std::exp(pre[t2] - maxv);
                     sum += a[t2];
                 }
-                for (int t2 = 0; t2 <= t; t2++) a[t2] /= sum;
+                for (int t2 = 0; t2 <= t; t2++) a[t2] = bf16_probs ? bf16_rounded(a[t2] / sum) : a[t2] / sum;
                 for (int t2 = t + 1; t2 < T; t2++) pre[t2] = a[t2] = 0;  // masked
                 real* o = out + ((size_t)b * T + t) * C + h * hs;
                 for (int i = 0; i < hs; i++) o[i] = 0;
@@ -59,7 +65,7 @@ void attention_backward(real* dinp,        // (B,T,3C)
                         const real* dout,  // (B,T,C)
                         const real* inp,   // (B,T,3C)
                         const real* att,   // (B,NH,T,T)
-                        int B, int T, int C, int NH) {
+                        int B, int T, int C, int NH, bool bf16_probs = false) {
     int hs = C / NH;
     real scale = real(1) / std::sqrt(real(hs));
     #pragma omp parallel for collapse(2)
@@ -85,7 +91,10 @@ void attention_backward(real* dinp,        // (B,T,3C)
                 }
                 real adot = 0;
                 for (int t2 = 0; t2 <= t; t2++) adot += a[t2] * da[t2];
-                for (int t2 = 0; t2 <= t; t2++) dpre[t2] = a[t2] * (da[t2] - adot);
+                for (int t2 = 0; t2 <= t; t2++) {
+                    dpre[t2] = a[t2] * (da[t2] - adot);
+                    if (bf16_probs) dpre[t2] = bf16_rounded(dpre[t2]);
+                }
                 for (int t2 = 0; t2 <= t; t2++) {
                     const real* k = inp + ((size_t)b * T + t2) * 3 * C + C + h * hs;
                     real* dk = dinp + ((size_t)b * T + t2) * 3 * C + C + h * hs;
@@ -106,7 +115,7 @@ void attention_decode_forward(real* out,        // (B,C)
                               real* kcache,     // (B,maxT,C) keys of positions 0..pos
                               real* vcache,     // (B,maxT,C) values
                               const real* qkv,  // (B,3C) this position's q, k, v
-                              int pos, int maxT, int B, int C, int NH) {
+                              int pos, int maxT, int B, int C, int NH, bool bf16_probs = false) {
     int hs = C / NH;
     real scale = real(1) / std::sqrt(real(hs));
     for (int b = 0; b < B; b++) {
@@ -138,7 +147,9 @@ void attention_decode_forward(real* out,        // (B,C)
             }
             real* o = out + (size_t)b * C + h * hs;
             for (int i = 0; i < hs; i++) o[i] = 0;
-            for (int t2 = 0; t2 <= pos; t2++)
-                for (int i = 0; i < hs; i++) o[i] += a[t2] / sum * vc[(size_t)t2 * C + i];
+            for (int t2 = 0; t2 <= pos; t2++) {
+                real p = bf16_probs ? bf16_rounded(a[t2] / sum) : a[t2] / sum;
+                for (int i = 0; i < hs; i++) o[i] += p * vc[(size_t)t2 * C + i];
+            }
         }
 }

@@ -39,7 +39,7 @@ void block_forward(LayerActs<real>& la,       // the block's activations, la.res
     Kernels::layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, inp, lw.ln1w, lw.ln1b, B, T, C);
     Kernels::matmul_forward(la.qkv, la.ln1, lw.qkvw, lw.qkvb, B, T, C, 3 * C);
     if (cache)
-        attention_decode_forward(la.atty, cache->k, cache->v, la.qkv, cache->pos, cache->maxT, B, C, c.NH);
+        Kernels::attention_decode_forward(la.atty, cache->k, cache->v, la.qkv, cache->pos, cache->maxT, B, C, c.NH);
     else
         Kernels::attention_forward(la.atty, la.preatt, la.att, la.qkv, B, T, C, c.NH);
     Kernels::matmul_forward(la.attproj, la.atty, lw.attprojw, lw.attprojb, B, T, C, C);

@@ -16,9 +16,9 @@
 //   FastKernels (cpu/fast/kernels.h): in float the fast forms, in any other
 //     type the loops. Training builds GPT<float, FastKernels> (train/model.h).
 // A set holds the layers that have a fast form, forward and backward, and
-// the encoder's and residual's forward (a bf16 run stores their outputs in
-// bf16), and round_bf16, the rounding to bf16 on this path; the others (the
-// encoder's backward, attention's decoding step, AdamW) are called by name. A
+// the encoder's and residual's forward and attention's decoding step (a bf16
+// run stores their outputs in bf16), and round_bf16, the rounding to bf16 on
+// this path; the others (the encoder's backward, AdamW) are called by name. A
 // third set, Bf16Kernels<Inner> (common/bf16_kernels.h, shared with the GPU
 // path), runs another set's layers and rounds what they store to bf16
 // (--precision bf16).
@@ -42,6 +42,7 @@ struct PlainKernels {
     template <typename... A> static void layernorm_backward(A... a) { ::layernorm_backward(a...); }
     template <typename... A> static void attention_forward(A... a) { ::attention_forward(a...); }
     template <typename... A> static void attention_backward(A... a) { ::attention_backward(a...); }
+    template <typename... A> static void attention_decode_forward(A... a) { ::attention_decode_forward(a...); }
     template <typename... A> static void gelu_forward(A... a) { ::gelu_forward(a...); }
     template <typename... A> static void gelu_backward(A... a) { ::gelu_backward(a...); }
     template <typename... A> static void crossentropy_forward(A... a) { ::crossentropy_forward(a...); }

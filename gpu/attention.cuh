@@ -7,6 +7,11 @@
 //   preatt = Q K^T / sqrt(hs)                     full (T,T), upper part zeroed
 //   att    = causal softmax of each row of preatt  (0 where t2 > t)
 //   out    = att V                                 written into out[b,t,h*hs:]
+// With bf16_probs (--precision bf16) the softmax rounds att, and its
+// backward dpreatt, to bf16 as the CPU does; then every operand of the
+// products is a bf16 value (q, k, v and dout are bf16 tensors of the
+// contract), and the products run on bf16 tensor cores through exact bf16
+// copies (matmul.cuh, bf16_operand).
 #pragma once
 #include <cmath>
 
@@ -19,7 +24,7 @@ namespace gpu {
 // t2 <= t; entries t2 > t of both preatt and att are set to 0.
 __global__ void attention_softmax_kernel(float* att,     // (B,NH,T,T)
                                          float* preatt,  // (B,NH,T,T)
-                                         int rows, int T) {
+                                         int rows, int T, bool bf16_probs) {
     int lane = threadIdx.x % 32;
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (row >= rows) return;
@@ -40,6 +45,7 @@ __global__ void attention_softmax_kernel(float* att,     // (B,NH,T,T)
     for (int t2 = lane; t2 < T; t2 += 32) {
         if (t2 <= t) {
             a[t2] *= inv;
+            if (bf16_probs) a[t2] = bf16_round_device(a[t2]);
         } else {
             a[t2] = 0.0f;
             pre[t2] = 0.0f;
@@ -52,7 +58,7 @@ __global__ void attention_softmax_kernel(float* att,     // (B,NH,T,T)
 __global__ void attention_softmax_backward_kernel(float* dpreatt,     // (B,NH,T,T)
                                                   const float* datt,  // (B,NH,T,T)
                                                   const float* att,   // (B,NH,T,T)
-                                                  int rows, int T) {
+                                                  int rows, int T, bool bf16_probs) {
     int lane = threadIdx.x % 32;
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (row >= rows) return;
@@ -63,72 +69,122 @@ __global__ void attention_softmax_backward_kernel(float* dpreatt,     // (B,NH,T
     float dot = 0.0f;
     for (int t2 = lane; t2 <= t; t2 += 32) dot += a[t2] * da[t2];
     dot = warp_sum(dot);
-    for (int t2 = lane; t2 < T; t2 += 32) dpre[t2] = t2 <= t ? a[t2] * (da[t2] - dot) : 0.0f;
+    for (int t2 = lane; t2 < T; t2 += 32) {
+        float g = t2 <= t ? a[t2] * (da[t2] - dot) : 0.0f;
+        dpre[t2] = bf16_probs ? bf16_round_device(g) : g;
+    }
+}
+
+// The products of the forward pass, per head h, batched over b, on operands
+// Op: float, or __nv_bfloat16 copies of bf16 values (the overloads of gemm).
+template <typename Op>
+inline void attention_scores(float* preatt,  // (B,NH,T,T)
+                             const Op* inp,  // (B,T,3C)
+                             int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    long long C3 = 3LL * C, sx = (long long)T * 3 * C;  // row stride, batch stride in inp
+    long long TT = (long long)T * T, sa = (long long)NH * T * T;  // per head, per batch row
+    for (int h = 0; h < NH; h++) {
+        const Op* q = inp + h * hs;
+        const Op* k = inp + C + h * hs;
+        // preatt[b,h] (T,T) = scale * Q (T,hs) K^T (hs,T)
+        gemm(false, true, T, T, hs, scale, q, C3, sx, k, C3, sx, 0.0f, preatt + h * TT, T, sa, B);
+    }
+}
+template <typename Op>
+inline void attention_mix(float* out,      // (B,T,C)
+                          const Op* att,   // (B,NH,T,T)
+                          const Op* inp,   // (B,T,3C)
+                          int B, int T, int C, int NH) {
+    int hs = C / NH;
+    long long C3 = 3LL * C, sx = (long long)T * 3 * C;
+    long long TT = (long long)T * T, sa = (long long)NH * T * T;
+    for (int h = 0; h < NH; h++) {
+        const Op* v = inp + 2 * C + h * hs;
+        // out[b,:,h*hs:] (T,hs) = att[b,h] (T,T) V (T,hs)
+        gemm(false, false, T, hs, T, 1.0f, att + h * TT, T, sa, v, C3, sx, 0.0f, out + h * hs, C, (long long)T * C, B);
+    }
 }
 
 inline void attention_forward(float* out,        // (B,T,C)
                               float* preatt,     // (B,NH,T,T)
                               float* att,        // (B,NH,T,T)
                               const float* inp,  // (B,T,3C) q, k, v
-                              int B, int T, int C, int NH) {
+                              int B, int T, int C, int NH, bool bf16_probs = false) {
+    const size_t n_inp = (size_t)B * T * 3 * C, n_att = (size_t)B * NH * T * T;
+    const __nv_bfloat16* inp16 = bf16_probs ? bf16_operand(0, inp, n_inp) : nullptr;
+    if (bf16_probs) attention_scores(preatt, inp16, B, T, C, NH);
+    else attention_scores(preatt, inp, B, T, C, NH);
+    int rows = B * NH * T;
+    attention_softmax_kernel<<<ceil_div(rows, 8), 256>>>(att, preatt, rows, T, bf16_probs);
+    CUDA_CHECK_LAUNCH();
+    if (bf16_probs) attention_mix(out, bf16_operand(1, att, n_att), inp16, B, T, C, NH);
+    else attention_mix(out, (const float*)att, inp, B, T, C, NH);
+}
+
+// The products of the backward pass, per head h, batched over b:
+//   datt = dout_h V^T              dv += att^T dout_h
+template <typename Op>
+inline void attention_mix_backward(float* datt,      // (B,NH,T,T)
+                                   float* dinp,      // (B,T,3C), its v part
+                                   const Op* dout,   // (B,T,C)
+                                   const Op* inp,    // (B,T,3C)
+                                   const Op* att,    // (B,NH,T,T)
+                                   int B, int T, int C, int NH) {
+    int hs = C / NH;
+    long long C3 = 3LL * C, sx = (long long)T * 3 * C;
+    long long TT = (long long)T * T, sa = (long long)NH * T * T, so = (long long)T * C;
+    for (int h = 0; h < NH; h++) {
+        const Op* v = inp + 2 * C + h * hs;
+        const Op* d = dout + h * hs;
+        // datt[b,h] (T,T) = dout_h (T,hs) V^T (hs,T)
+        gemm(false, true, T, T, hs, 1.0f, d, C, so, v, C3, sx, 0.0f, datt + h * TT, T, sa, B);
+        // dv (T,hs) += att^T (T,T) dout_h (T,hs)
+        gemm(true, false, T, hs, T, 1.0f, att + h * TT, T, sa, d, C, so, 1.0f, dinp + 2 * C + h * hs, C3, sx, B);
+    }
+}
+//   dq += scale dpreatt K          dk += scale dpreatt^T Q
+template <typename Op>
+inline void attention_scores_backward(float* dinp,        // (B,T,3C), its q and k parts
+                                      const Op* dpreatt,  // (B,NH,T,T)
+                                      const Op* inp,      // (B,T,3C)
+                                      int B, int T, int C, int NH) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
-    long long C3 = 3LL * C, sx = (long long)T * 3 * C;  // row stride, batch stride in inp
-    long long TT = (long long)T * T, sa = (long long)NH * T * T;  // per head, per batch row
+    long long C3 = 3LL * C, sx = (long long)T * 3 * C;
+    long long TT = (long long)T * T, sa = (long long)NH * T * T;
     for (int h = 0; h < NH; h++) {
-        const float* q = inp + h * hs;
-        const float* k = inp + C + h * hs;
-        // preatt[b,h] (T,T) = scale * Q (T,hs) K^T (hs,T)
-        gemm(false, true, T, T, hs, scale, q, C3, sx, k, C3, sx, 0.0f, preatt + h * TT, T, sa, B);
-    }
-    int rows = B * NH * T;
-    attention_softmax_kernel<<<ceil_div(rows, 8), 256>>>(att, preatt, rows, T);
-    CUDA_CHECK_LAUNCH();
-    for (int h = 0; h < NH; h++) {
-        const float* v = inp + 2 * C + h * hs;
-        // out[b,:,h*hs:] (T,hs) = att[b,h] (T,T) V (T,hs)
-        gemm(false, false, T, hs, T, 1.0f, att + h * TT, T, sa, v, C3, sx, 0.0f,
-             out + h * hs, C, (long long)T * C, B);
+        const Op* q = inp + h * hs;
+        const Op* k = inp + C + h * hs;
+        // dq (T,hs) += scale * dpreatt (T,T) K (T,hs)
+        gemm(false, false, T, hs, T, scale, dpreatt + h * TT, T, sa, k, C3, sx, 1.0f, dinp + h * hs, C3, sx, B);
+        // dk (T,hs) += scale * dpreatt^T (T,T) Q (T,hs)
+        gemm(true, false, T, hs, T, scale, dpreatt + h * TT, T, sa, q, C3, sx, 1.0f, dinp + C + h * hs, C3, sx, B);
     }
 }
 
-// Backward, per head h, each product batched over b:
-//   datt = dout_h V^T              dv += att^T dout_h
-//   dpreatt = att (datt - rowsum(att datt))   (causal softmax backward)
-//   dq += scale dpreatt K          dk += scale dpreatt^T Q
+// Backward: the products above around the causal softmax's backward
+//   dpreatt = att (datt - rowsum(att datt)).
 inline void attention_backward(float* dinp,        // (B,T,3C)
                                float* dpreatt,     // (B,NH,T,T) scratch
                                float* datt,        // (B,NH,T,T) scratch
                                const float* dout,  // (B,T,C)
                                const float* inp,   // (B,T,3C)
                                const float* att,   // (B,NH,T,T)
-                               int B, int T, int C, int NH) {
-    int hs = C / NH;
-    float scale = 1.0f / sqrtf((float)hs);
-    long long C3 = 3LL * C, sx = (long long)T * 3 * C;
-    long long TT = (long long)T * T, sa = (long long)NH * T * T, so = (long long)T * C;
-    for (int h = 0; h < NH; h++) {
-        const float* v = inp + 2 * C + h * hs;
-        const float* d = dout + h * hs;
-        // datt[b,h] (T,T) = dout_h (T,hs) V^T (hs,T)
-        gemm(false, true, T, T, hs, 1.0f, d, C, so, v, C3, sx, 0.0f, datt + h * TT, T, sa, B);
-        // dv (T,hs) += att^T (T,T) dout_h (T,hs)
-        gemm(true, false, T, hs, T, 1.0f, att + h * TT, T, sa, d, C, so, 1.0f,
-             dinp + 2 * C + h * hs, C3, sx, B);
-    }
+                               int B, int T, int C, int NH, bool bf16_probs = false) {
+    const size_t n_inp = (size_t)B * T * 3 * C, n_att = (size_t)B * NH * T * T, n_out = (size_t)B * T * C;
+    const __nv_bfloat16* inp16 = bf16_probs ? bf16_operand(0, inp, n_inp) : nullptr;
+    if (bf16_probs)
+        attention_mix_backward(datt, dinp, bf16_operand(2, dout, n_out), inp16, bf16_operand(1, att, n_att), B, T, C,
+                               NH);
+    else
+        attention_mix_backward(datt, dinp, dout, inp, att, B, T, C, NH);
     int rows = B * NH * T;
-    attention_softmax_backward_kernel<<<ceil_div(rows, 8), 256>>>(dpreatt, datt, att, rows, T);
+    attention_softmax_backward_kernel<<<ceil_div(rows, 8), 256>>>(dpreatt, datt, att, rows, T, bf16_probs);
     CUDA_CHECK_LAUNCH();
-    for (int h = 0; h < NH; h++) {
-        const float* q = inp + h * hs;
-        const float* k = inp + C + h * hs;
-        // dq (T,hs) += scale * dpreatt (T,T) K (T,hs)
-        gemm(false, false, T, hs, T, scale, dpreatt + h * TT, T, sa, k, C3, sx, 1.0f,
-             dinp + h * hs, C3, sx, B);
-        // dk (T,hs) += scale * dpreatt^T (T,T) Q (T,hs)
-        gemm(true, false, T, hs, T, scale, dpreatt + h * TT, T, sa, q, C3, sx, 1.0f,
-             dinp + C + h * hs, C3, sx, B);
-    }
+    if (bf16_probs) attention_scores_backward(dinp, bf16_operand(1, dpreatt, n_att), inp16, B, T, C, NH);
+    else attention_scores_backward(dinp, (const float*)dpreatt, inp, B, T, C, NH);
 }
 
 }  // namespace gpu

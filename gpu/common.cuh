@@ -116,6 +116,16 @@ inline int column_chunks(size_t rows, int C) {
     return (int)std::max<size_t>(1, std::min(want, most));
 }
 
+// x rounded to the nearest bf16 value, ties to even, NaN kept a NaN with its
+// sign and a quiet bit: the bit arithmetic of common/bf16.h, so that both
+// paths round every float alike (tests/test_gpu_layers.cu checks it).
+__device__ inline float bf16_round_device(float x) {
+    uint32_t u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return __uint_as_float(((u >> 16) | 0x0040u) << 16);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return __uint_as_float(u & 0xffff0000u);
+}
+
 // Device scratch for the partial sums, grown on demand and kept for the life
 // of the program (cudaFree waits for work in flight on the default stream).
 // The old buffer is gone before the new one is asked for, so the size is

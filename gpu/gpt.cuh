@@ -154,11 +154,13 @@ inline void gpu_gpt_load_moments(GPT* model, const float* host_m, const float* h
     CUDA_CHECK(cudaMemcpy(model->mv_memory + model->num_params, host_v, bytes, cudaMemcpyHostToDevice));
 }
 
-// Bytes of the bf16 copies of the linear layers' operands under bf16
+// Bytes of the bf16 copies of the products' operands under bf16
 // (matmul.cuh, bf16_operand): each of the three slots grows to its largest
 // use over the model's linear layers (qkv, attention projection, the dense
 // FFN's two, the logits): slot 0 the input (forward) or the output gradient
-// (backward), slot 1 the weight, slot 2 the input (backward).
+// (backward), slot 1 the weight, slot 2 the input (backward); and attention
+// (attention.cuh): slot 0 q, k, v, slot 1 the probabilities or the scores'
+// gradient (B,NH,T,T), slot 2 the output gradient.
 inline size_t bf16_operand_bytes(const Config& cfg, int B, int T) {
     size_t BT = (size_t)B * T, C = cfg.C;
     std::vector<std::pair<size_t, size_t>> layers = {{C, 3 * C}, {C, C}, {C, (size_t)cfg.Vp}};  // (in, out)
@@ -169,6 +171,7 @@ inline size_t bf16_operand_bytes(const Config& cfg, int B, int T) {
         slot1 = std::max(slot1, out * in);
         slot2 = std::max(slot2, BT * in);
     }
+    slot1 = std::max(slot1, (size_t)B * cfg.NH * T * T);
     return (slot0 + slot1 + slot2) * 2;
 }
 

@@ -33,16 +33,6 @@
 
 namespace gpu {
 
-// x rounded to the nearest bf16 value, ties to even, NaN kept a NaN with its
-// sign and a quiet bit: the bit arithmetic of common/bf16.h, so that both
-// paths round every float alike (tests/test_gpu_layers.cu checks it).
-__device__ inline float bf16_round_device(float x) {
-    uint32_t u = __float_as_uint(x);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return __uint_as_float(((u >> 16) | 0x0040u) << 16);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return __uint_as_float(u & 0xffff0000u);
-}
-
 __global__ void bf16_round_kernel(float* out,        // (n)
                                   const float* inp,  // (n); may be out
                                   size_t n) {

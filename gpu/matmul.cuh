@@ -111,7 +111,8 @@ inline void matmul_backward(float* dinp,          // (B,T,C)
 // __nv_bfloat16 is exact, and cuBLAS's bf16 GEMM with fp32 accumulation
 // gives the fp32 GEMM's products and sums up to the order of summation.
 // The copies live in scratch grown on demand (as column_scratch), one
-// buffer per operand slot.
+// buffer per operand slot; attention's products (attention.cuh) use the same
+// slots.
 
 __global__ void to_bf16_kernel(__nv_bfloat16* out,  // (n)
                                const float* inp,    // (n)
@@ -128,7 +129,7 @@ inline const __nv_bfloat16* bf16_operand(int slot, const float* inp, size_t n) {
         if (scratch[slot]) CUDA_CHECK(cudaFree(scratch[slot]));
         scratch[slot] = nullptr;
         size[slot] = 0;  // (as column_scratch: a failed allocation leaves no stale size)
-        gpu_malloc(&scratch[slot], n, "bf16 copy of a linear layer's operand");
+        gpu_malloc(&scratch[slot], n, "bf16 copy of a product's operand");
         size[slot] = n;
     }
     if (n > 0) {
@@ -138,13 +139,21 @@ inline const __nv_bfloat16* bf16_operand(int slot, const float* inp, size_t n) {
     return scratch[slot];
 }
 
-// gemm() (above) on bf16 operands: C (float) = alpha op(A) op(B) + beta C, accumulated in fp32.
-inline void gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const __nv_bfloat16* A,
-                      long long lda, const __nv_bfloat16* B, long long ldb, float beta, float* C, long long ldc) {
+// gemm() (above) on bf16 operands: C (float) = alpha op(A) op(B) + beta C
+// for `batch` products, accumulated in fp32.
+inline void gemm(bool transA, bool transB, int M, int N, int K, float alpha,
+                 const __nv_bfloat16* A, long long lda, long long strideA,
+                 const __nv_bfloat16* B, long long ldb, long long strideB, float beta,
+                 float* C, long long ldc, long long strideC, int batch) {
     cublasOperation_t opA = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t opB = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
-    CUBLAS_CHECK(cublasGemmEx(gpu_cublas(), opB, opA, N, M, K, &alpha, B, CUDA_R_16BF, (int)ldb, A, CUDA_R_16BF,
-                              (int)lda, &beta, C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(gpu_cublas(), opB, opA, N, M, K, &alpha, B, CUDA_R_16BF, (int)ldb, strideB,
+                                            A, CUDA_R_16BF, (int)lda, strideA, &beta, C, CUDA_R_32F, (int)ldc, strideC,
+                                            batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+inline void gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const __nv_bfloat16* A,
+                      long long lda, const __nv_bfloat16* B, long long ldb, float beta, float* C, long long ldc) {
+    gemm(transA, transB, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
 }
 
 // matmul_forward with the product on bf16 tensor cores; inp and weight hold bf16 values.

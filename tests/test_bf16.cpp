@@ -168,6 +168,57 @@ static double step(GPT<float, Kernels>* m, const std::vector<int>& inp, const st
     return m->mean_loss;
 }
 
+// Attention's bf16_probs, on both CPU forms: the probabilities are the
+// unrounded layer's rounded to bf16, bit for bit, and weigh the values as
+// such; in the backward, from the same (rounded) probabilities, dpreatt is
+// the unrounded backward's rounded, and dq, dk follow from it.
+template <typename Forward, typename Backward>
+static void check_attention_bf16_probs(Forward forward, Backward backward, const char* form) {
+    INFO(form);
+    TestRng r(21);
+    const int B = 2, T = 19, C = 24, NH = 3, hs = C / NH;
+    const size_t BT = (size_t)B * T, TT = (size_t)B * NH * T * T;
+    std::vector<float> qkv = r.floats(BT * 3 * C), dout = r.floats(BT * C);
+    for (float& x : qkv) x = bf16_round(x);
+    std::vector<float> out0(BT * C), pre0(TT), att0(TT), out1(BT * C), pre1(TT), att1(TT);
+    forward(out0.data(), pre0.data(), att0.data(), qkv.data(), B, T, C, NH, false);
+    forward(out1.data(), pre1.data(), att1.data(), qkv.data(), B, T, C, NH, true);
+    CHECK(pre1 == pre0);
+    size_t changed = 0;
+    for (size_t i = 0; i < TT; i++) {
+        CHECK(bits_of_float(att1[i]) == bits_of_float(bf16_round(att0[i])));
+        changed += att1[i] != att0[i];
+    }
+    CHECK(changed > TT / 4);  // the rounding did something
+    // out = att1 V, in double from the rounded probabilities
+    double worst = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++)
+                for (int i = 0; i < hs; i++) {
+                    double o = 0;
+                    for (int t2 = 0; t2 <= t; t2++)
+                        o += (double)att1[(((size_t)b * NH + h) * T + t) * T + t2] * qkv[((size_t)b * T + t2) * 3 * C + 2 * C + h * hs + i];
+                    worst = std::max(worst, std::fabs(o - out1[((size_t)b * T + t) * C + h * hs + i]));
+                }
+    CHECK(worst < 1e-5);
+    std::vector<float> dinp0(BT * 3 * C, 0.0f), dinp1(BT * 3 * C, 0.0f), dpre0(TT), dpre1(TT), datt0(TT), datt1(TT);
+    backward(dinp0.data(), dpre0.data(), datt0.data(), dout.data(), qkv.data(), att1.data(), B, T, C, NH, false);
+    backward(dinp1.data(), dpre1.data(), datt1.data(), dout.data(), qkv.data(), att1.data(), B, T, C, NH, true);
+    CHECK(datt1 == datt0);
+    for (size_t i = 0; i < TT; i++) CHECK(bits_of_float(dpre1[i]) == bits_of_float(bf16_round(dpre0[i])));
+    for (size_t i = 0; i < BT; i++)  // dv does not go through dpreatt
+        for (int j = 2 * C; j < 3 * C; j++) CHECK(dinp1[i * 3 * C + j] == dinp0[i * 3 * C + j]);
+    CHECK(dinp1 != dinp0);  // dq, dk do
+}
+
+TEST_CASE("bf16 attention: the probabilities and the scores' gradient rounded where they enter products") {
+    check_attention_bf16_probs(
+        [](auto... a) { attention_forward(a...); }, [](auto... a) { attention_backward(a...); }, "plain loops");
+    check_attention_bf16_probs(
+        [](auto... a) { fast::attention_forward(a...); }, [](auto... a) { fast::attention_backward(a...); }, "fast forms");
+}
+
 TEST_CASE("bf16 model: the contract's bf16 tensors are bf16 values, its float ones are not rounded") {
     Config c = kinds3_config();
     const int B = 4, T = 7, C = c.C;
@@ -204,7 +255,13 @@ TEST_CASE("bf16 model: the contract's bf16 tensors are bf16 values, its float on
         for (const float* x : {la.ln1, la.atty, la.attproj, la.res2, la.ln2, la.ffn, la.res3}) CHECK(all_bf16(x, BTC));
         CHECK(all_bf16(la.qkv, 3 * BTC));
         CHECK(!all_bf16(la.ln1_mean, BT));
-        CHECK(!all_bf16(la.att, (size_t)B * c.NH * T * T));
+        // attention: the probabilities and the scores' gradient bf16 (operands of tensor-core products),
+        // the scores and the probabilities' gradient float
+        const size_t TT = (size_t)B * c.NH * T * T;
+        CHECK(all_bf16(la.att, TT));
+        CHECK(all_bf16(ld.preatt, TT));
+        CHECK(!all_bf16(la.preatt, TT));
+        CHECK(!all_bf16(ld.att, TT));
         // the gradients handed between layers
         for (const float* x : {ld.ln1, ld.atty, ld.attproj, ld.res2, ld.ln2, ld.ffn, ld.res3}) CHECK(all_bf16(x, BTC));
         CHECK(all_bf16(ld.qkv, 3 * BTC));

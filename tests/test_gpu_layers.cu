@@ -221,6 +221,89 @@ GPU_TEST("gpu attention forward and backward") {
     }
 }
 
+// attention's products in double from given probabilities or scores'
+// gradient: out = att V; dinp's q and k parts += scale dpreatt K and scale
+// dpreatt^T Q (its v part left as it is).
+static std::vector<float> mix_from(const std::vector<float>& att, const std::vector<float>& inp, int B, int T, int C,
+                                   int NH) {
+    const int hs = C / NH;
+    std::vector<float> out((size_t)B * T * C);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++)
+                for (int i = 0; i < hs; i++) {
+                    double o = 0;
+                    for (int t2 = 0; t2 <= t; t2++)
+                        o += (double)att[(((size_t)b * NH + h) * T + t) * T + t2] * inp[((size_t)b * T + t2) * 3 * C + 2 * C + h * hs + i];
+                    out[((size_t)b * T + t) * C + h * hs + i] = (float)o;
+                }
+    return out;
+}
+static std::vector<float> qk_grads_from(std::vector<float> dinp, const std::vector<float>& dpre,
+                                        const std::vector<float>& inp, int B, int T, int C, int NH) {
+    const int hs = C / NH;
+    const double scale = 1.0 / std::sqrt((double)hs);
+    std::vector<double> acc(dinp.begin(), dinp.end());
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++)
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const double g = scale * dpre[(((size_t)b * NH + h) * T + t) * T + t2];
+                    const size_t qt = ((size_t)b * T + t) * 3 * C + h * hs, kt2 = ((size_t)b * T + t2) * 3 * C + C + h * hs;
+                    for (int i = 0; i < hs; i++) {
+                        acc[qt + i] += g * inp[kt2 + i];
+                        acc[kt2 + i] += g * inp[qt + i];
+                    }
+                }
+    for (size_t i = 0; i < dinp.size(); i++) dinp[i] = (float)acc[i];
+    return dinp;
+}
+
+// Under bf16 (bf16_probs) on bf16 inputs: the probabilities and the scores'
+// gradient are rounded in the softmax kernels and the products run on bf16
+// tensor cores. The rounded tensors against the CPU's loops with the same
+// flag as bf16 tensors (check_bf16_tensor: a float that lands on the other
+// side of a rounding boundary moves one bf16 step); the products against
+// the same products in double from the GPU's own rounded operand, as fp32.
+GPU_TEST("gpu attention under bf16: rounded probabilities, bf16 tensor cores, against the CPU's loops") {
+    TestRng rng(16);
+    auto bf16_floats = [&](size_t n, float scale) {
+        std::vector<float> v = rng.floats(n, scale);
+        for (float& x : v) x = bf16_round(x);
+        return v;
+    };
+    struct Shape { int B, T, C, NH; };
+    for (Shape s : {Shape{2, 7, 16, 2}, Shape{1, 37, 64, 4}, Shape{2, 64, 96, 3}, Shape{1, 1, 8, 2}}) {
+        size_t BT = (size_t)s.B * s.T, att_n = (size_t)s.B * s.NH * s.T * s.T;
+        std::vector<float> inp = bf16_floats(BT * 3 * s.C, 2.0f);
+        std::vector<float> out(BT * s.C), preatt(att_n), att(att_n);
+        DevF d_inp(inp), d_out(out.size()), d_preatt(att_n), d_att(att_n);
+        attention_forward(out.data(), preatt.data(), att.data(), inp.data(), s.B, s.T, s.C, s.NH, true);
+        gpu::attention_forward(d_out.p, d_preatt.p, d_att.p, d_inp.p, s.B, s.T, s.C, s.NH, true);
+        std::string tag = strf(" (bf16) B%d T%d C%d NH%d", s.B, s.T, s.C, s.NH);
+        check_gpu(d_preatt, preatt, "attention preatt" + tag);
+        const std::vector<float> gpu_att = d_att.get();
+        check_bf16_tensor(gpu_att, att, TOL, "attention att" + tag);
+        check_gpu(d_out, mix_from(gpu_att, inp, s.B, s.T, s.C, s.NH), "attention out" + tag);
+        std::vector<float> dout = bf16_floats(out.size(), 1.0f), dinp = rng.floats(inp.size());
+        std::vector<float> dpreatt(att_n, 0.0f), datt(att_n, 0.0f);
+        DevF d_dout(dout), d_dinp(dinp), d_dpreatt(att_n), d_datt(att_n);
+        const std::vector<float> dinp_init = dinp;
+        attention_backward(dinp.data(), dpreatt.data(), datt.data(), dout.data(), inp.data(), gpu_att.data(),
+                           s.B, s.T, s.C, s.NH, true);
+        gpu::attention_backward(d_dinp.p, d_dpreatt.p, d_datt.p, d_dout.p, d_inp.p, d_att.p, s.B, s.T, s.C, s.NH,
+                                true);
+        check_gpu(d_datt, datt, "attention datt" + tag);
+        const std::vector<float> gpu_dpre = d_dpreatt.get();
+        check_bf16_tensor(gpu_dpre, dpreatt, TOL, "attention dpreatt" + tag);
+        // dv from the CPU (it does not depend on dpreatt), dq and dk from the GPU's dpreatt
+        std::vector<float> want = qk_grads_from(dinp_init, gpu_dpre, inp, s.B, s.T, s.C, s.NH);
+        for (size_t i = 0; i < BT; i++)
+            for (int j = 2 * s.C; j < 3 * s.C; j++) want[i * 3 * s.C + j] = dinp[i * 3 * s.C + j];
+        check_gpu(d_dinp, want, "attention dinp" + tag);
+    }
+}
+
 GPU_TEST("gpu crossentropy forward and backward, with distillation, padded vocabulary") {
     TestRng rng(7);
     struct Shape { int B, T, V, Vp; };

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 
+#include "../../common/bf16.h"
 #include "exp.h"
 #include "sgemm.h"
 
@@ -15,12 +16,13 @@ namespace fast {
 // t2 <= t only and writes 0 above the diagonal, so preatt and att hold the
 // reference's values. Computing the masked half costs twice the model FLOPs
 // of these two products and buys the GEMM kernel's speed. sgemm() inside the
-// parallel loop runs single-threaded.
+// parallel loop runs single-threaded. bf16_probs rounds att and dpreatt as
+// the plain loops do.
 static inline void attention_forward(float* out,        // (B,T,C)
                                      float* preatt,     // (B,NH,T,T)
                                      float* att,        // (B,NH,T,T)
                                      const float* inp,  // (B,T,3C) q, k, v
-                                     int B, int T, int C, int NH) {
+                                     int B, int T, int C, int NH, bool bf16_probs = false) {
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / std::sqrt((float)hs);
     #pragma omp parallel for collapse(2) schedule(static)
@@ -45,6 +47,8 @@ static inline void attention_forward(float* out,        // (B,T,C)
                 float inv = 1.0f / sum;
                 #pragma omp simd
                 for (int t2 = 0; t2 <= t; t2++) ar[t2] *= inv;
+                if (bf16_probs)
+                    for (int t2 = 0; t2 <= t; t2++) ar[t2] = bf16_round(ar[t2]);
                 for (int t2 = t + 1; t2 < T; t2++) pr[t2] = ar[t2] = 0;  // masked
             }
             // out (T,hs) = att (T,T) V (T,hs)
@@ -61,7 +65,7 @@ static inline void attention_backward(float* dinp,        // (B,T,3C)
                                       const float* dout,  // (B,T,C)
                                       const float* inp,   // (B,T,3C)
                                       const float* att,   // (B,NH,T,T)
-                                      int B, int T, int C, int NH) {
+                                      int B, int T, int C, int NH, bool bf16_probs = false) {
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / std::sqrt((float)hs);
     #pragma omp parallel for collapse(2) schedule(static)
@@ -84,6 +88,8 @@ static inline void attention_backward(float* dinp,        // (B,T,3C)
                 for (int t2 = 0; t2 <= t; t2++) adot += ar[t2] * dar[t2];
                 #pragma omp simd
                 for (int t2 = 0; t2 <= t; t2++) dpr[t2] = ar[t2] * (dar[t2] - adot);
+                if (bf16_probs)
+                    for (int t2 = 0; t2 <= t; t2++) dpr[t2] = bf16_round(dpr[t2]);
                 for (int t2 = t + 1; t2 < T; t2++) dpr[t2] = 0;
             }
             sgemm(false, false, T, hs, T, scale, dpre, T, q + C, C3, 1.0f, dq, C3);

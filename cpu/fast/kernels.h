@@ -84,5 +84,6 @@ struct FastKernels {
     template <typename... A> static void residual_forward(A... a) { ::residual_forward(a...); }
     template <typename... A> static void residual_backward(A... a) { ::residual_backward(a...); }
     template <typename... A> static void encoder_forward(A... a) { ::encoder_forward(a...); }
+    template <typename... A> static void attention_decode_forward(A... a) { ::attention_decode_forward(a...); }
     template <typename real> static void round_bf16(real* x, size_t n) { bf16_round(x, n); }
 };
