@@ -155,7 +155,8 @@ static double step0(const std::string& log, const std::string& key) {
 MPI_TEST("--transition token-choice under --expert-parallel (2 ranks N 2, 4 ranks N 2 x 2 replicas; the MoT "
          "model's both exchanges; fp32 and bf16): the threshold router calibrated over every rank's calibration "
          "batches and held by --router-balance computes what 1 process computes (the thresholds, the losses at "
-         "the switch, then 1e-5 over 8 steps and the routing statistics)") {
+         "the switch, then 1e-5 over 8 steps and the routing statistics); and so does the transition with "
+         "--distill from the MoT model (2 ranks N 2)") {
     write_dist_data("ep");
     // the MoT model of EP_MODELS[0], trained a little so its controller's logits say something
     const std::string mot = "build/ep_transition_mot.ckpt";
@@ -197,6 +198,23 @@ MPI_TEST("--transition token-choice under --expert-parallel (2 ranks N 2, 4 rank
             MESSAGE(log << ": largest relative difference " << worst);
         }
     }
+    // learning from the MoT model too (--distill): every rank's whole teacher on its own micro-batches
+    const std::string distill = args + " --distill " + mot + " --distill-weight 0.5", ref = "build/ep_distill_1.jsonl";
+    std::remove(ref.c_str());
+    Run one = run(distill + " --log " + ref);
+    INFO(one.out);
+    REQUIRE(one.rc == 0);
+    // the teacher changed the run: its gradient has the KL term from step 1 on
+    LogRows with = loss_rows(ref), without = loss_rows("build/ep_transition_fp32_1.jsonl");
+    REQUIRE((!with.empty() && !without.empty()));
+    CHECK(with.begin()->second["grad_norm"] != without.begin()->second["grad_norm"]);
+    const std::string log = "build/ep_distill_np2_N2.jsonl";
+    std::remove(log.c_str());
+    Run ep = run_cmd(mpirun(2, distill + " --expert-parallel 2 --log " + log));
+    INFO(ep.out);
+    REQUIRE(ep.rc == 0);
+    CHECK(ep.out.find("distill: from") != std::string::npos);
+    MESSAGE(log << ": largest relative difference " << compare_logs(log, ref, 1e-5, 8));
 }
 
 // A model's checkpoint written under N 2 on 2 ranks at step 8 of 16: resumed

@@ -15,7 +15,10 @@
 //
 // The teacher is read like --load, runs on the trainer's device with the
 // same batch shape, forward only, and never changes. Each rank distills its
-// own micro-batches from its own copy.
+// own micro-batches from its own whole copy, under --expert-parallel too:
+// a forward on one micro-batch needs no other rank (its MoT groups lie in
+// the micro-batch), so the teacher's experts are not sharded and its
+// memory is a whole model's on every rank.
 #pragma once
 #include <string>
 #include <vector>
@@ -32,15 +35,13 @@ struct Teacher {
 };
 
 // The options, before any model is read: --distill-weight means nothing
-// without --distill, and a teacher of expert-parallel ranks would need the
-// experts' exchange (not built).
+// without --distill.
 inline void distill_check_options(const Options& o) {
     if (o.distill.empty()) {
         if (given(o, "--distill-weight")) fail("--distill-weight needs --distill: the model to distill from");
         return;
     }
     if (!(o.distill_weight > 0)) fail("--distill-weight 0: give a weight above 0, or leave --distill out");
-    if (o.expert_parallel > 1) fail("--distill with --expert-parallel is not built yet: give one of them");
 }
 
 // Reads the teacher and builds it on the student's device for batches of
