@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/bf16_kernels.h"
+#include "tests/attention_ref.h"
 #include "tests/bf16_agree.h"
 #include "tests/gpu_harness.h"
 
@@ -59,64 +60,48 @@ GPU_TEST("gpu column-sum scratch: a request after a failed growth gets a buffer"
     CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-GPU_TEST("gpu matmul forward and backward") {
-    TestRng rng(2);
-    struct Shape { int B, T, C, OC; };
-    for (Shape s : {Shape{2, 7, 16, 24}, Shape{3, 37, 64, 96}, Shape{1, 64, 128, 48}, Shape{1, 1, 5, 3},
-                    Shape{8, 512, 64, 768}})  // the last: many row chunks in the bias sum
-        for (int with_bias = 0; with_bias < 2; with_bias++) {
-            size_t BT = (size_t)s.B * s.T;
-            std::vector<float> inp = rng.floats(BT * s.C), w = rng.floats((size_t)s.OC * s.C);
-            std::vector<float> bias = rng.floats(s.OC), out(BT * s.OC);
-            DevF d_inp(inp), d_w(w), d_bias(bias), d_out(out.size());
-            const float* b = with_bias ? bias.data() : nullptr;
-            matmul_forward(out.data(), inp.data(), w.data(), b, s.B, s.T, s.C, s.OC);
-            gpu::matmul_forward(d_out.p, d_inp.p, d_w.p, with_bias ? d_bias.p : nullptr, s.B, s.T, s.C, s.OC);
-            std::string tag = strf(" B%d T%d C%d OC%d bias%d", s.B, s.T, s.C, s.OC, with_bias);
-            check_gpu(d_out, out, "matmul out" + tag);
-            std::vector<float> dout = rng.floats(BT * s.OC);  // gradients start nonzero: += is tested
-            std::vector<float> dinp = rng.floats(BT * s.C), dw = rng.floats(w.size()), db = rng.floats(s.OC);
-            DevF d_dout(dout), d_dinp(dinp), d_dw(dw), d_db(db);
-            matmul_backward(dinp.data(), dw.data(), with_bias ? db.data() : nullptr, dout.data(), inp.data(),
-                            w.data(), s.B, s.T, s.C, s.OC);
-            gpu::matmul_backward(d_dinp.p, d_dw.p, with_bias ? d_db.p : nullptr, d_dout.p, d_inp.p, d_w.p,
-                                 s.B, s.T, s.C, s.OC);
-            check_all(tag, {{"matmul dinp", &d_dinp, &dinp}, {"matmul dweight", &d_dw, &dw}, {"matmul dbias", &d_db, &db}});
-        }
-}
-
 // Under --precision bf16 the linear layer's operands are bf16 values and its
 // products run on bf16 tensor cores (gpu/matmul.cuh, matmul_forward_bf16):
 // on such operands every product is exact in fp32, so the results are the
 // fp32 reference's up to the order of summation, checked as the fp32 layer is.
-GPU_TEST("gpu matmul on bf16 tensor cores: bf16 operands give the fp32 reference's results") {
-    TestRng rng(12);
-    auto bf16_floats = [&](size_t n) {
-        std::vector<float> v = rng.floats(n);
-        for (float& x : v) x = bf16_round(x);
-        return v;
-    };
+GPU_TEST("gpu matmul forward and backward, fp32 and on bf16 tensor cores (bf16 operands)") {
+    TestRng rng(2);
     struct Shape { int B, T, C, OC; };
-    for (Shape s : {Shape{2, 7, 16, 24}, Shape{3, 37, 64, 96}, Shape{1, 1, 5, 3}, Shape{8, 512, 64, 768}})
-        for (int with_bias = 0; with_bias < 2; with_bias++) {
-            size_t BT = (size_t)s.B * s.T;
-            std::vector<float> inp = bf16_floats(BT * s.C), w = bf16_floats((size_t)s.OC * s.C);
-            std::vector<float> bias = rng.floats(s.OC), out(BT * s.OC);
-            DevF d_inp(inp), d_w(w), d_bias(bias), d_out(out.size());
-            const float* b = with_bias ? bias.data() : nullptr;
-            matmul_forward(out.data(), inp.data(), w.data(), b, s.B, s.T, s.C, s.OC);
-            gpu::matmul_forward_bf16(d_out.p, d_inp.p, d_w.p, with_bias ? d_bias.p : nullptr, s.B, s.T, s.C, s.OC);
-            std::string tag = strf(" (bf16 tensor cores) B%d T%d C%d OC%d bias%d", s.B, s.T, s.C, s.OC, with_bias);
-            check_gpu(d_out, out, "matmul out" + tag);
-            std::vector<float> dout = bf16_floats(BT * s.OC);
-            std::vector<float> dinp = rng.floats(BT * s.C), dw = rng.floats(w.size()), db = rng.floats(s.OC);
-            DevF d_dout(dout), d_dinp(dinp), d_dw(dw), d_db(db);
-            matmul_backward(dinp.data(), dw.data(), with_bias ? db.data() : nullptr, dout.data(), inp.data(),
-                            w.data(), s.B, s.T, s.C, s.OC);
-            gpu::matmul_backward_bf16(d_dinp.p, d_dw.p, with_bias ? d_db.p : nullptr, d_dout.p, d_inp.p, d_w.p,
-                                      s.B, s.T, s.C, s.OC);
-            check_all(tag, {{"matmul dinp", &d_dinp, &dinp}, {"matmul dweight", &d_dw, &dw}, {"matmul dbias", &d_db, &db}});
-        }
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        auto operand = [&](size_t n) {  // under bf16 rounded: the layer's contract
+            std::vector<float> v = rng.floats(n);
+            if (bf16)
+                for (float& x : v) x = bf16_round(x);
+            return v;
+        };
+        for (Shape s : {Shape{2, 7, 16, 24}, Shape{3, 37, 64, 96}, Shape{1, 64, 128, 48}, Shape{1, 1, 5, 3},
+                        Shape{8, 512, 64, 768}})  // the last: many row chunks in the bias sum
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                size_t BT = (size_t)s.B * s.T;
+                std::vector<float> inp = operand(BT * s.C), w = operand((size_t)s.OC * s.C);
+                std::vector<float> bias = rng.floats(s.OC), out(BT * s.OC);
+                DevF d_inp(inp), d_w(w), d_bias(bias), d_out(out.size());
+                const float* b = with_bias ? bias.data() : nullptr;
+                float* d_b = with_bias ? d_bias.p : nullptr;
+                matmul_forward(out.data(), inp.data(), w.data(), b, s.B, s.T, s.C, s.OC);
+                if (bf16) gpu::matmul_forward_bf16(d_out.p, d_inp.p, d_w.p, d_b, s.B, s.T, s.C, s.OC);
+                else gpu::matmul_forward(d_out.p, d_inp.p, d_w.p, d_b, s.B, s.T, s.C, s.OC);
+                std::string tag = strf("%s B%d T%d C%d OC%d bias%d", bf16 ? " (bf16 tensor cores)" : "", s.B, s.T, s.C,
+                                       s.OC, with_bias);
+                check_gpu(d_out, out, "matmul out" + tag);
+                std::vector<float> dout = operand(BT * s.OC);  // gradients start nonzero: += is tested
+                std::vector<float> dinp = rng.floats(BT * s.C), dw = rng.floats(w.size()), db = rng.floats(s.OC);
+                DevF d_dout(dout), d_dinp(dinp), d_dw(dw), d_db(db);
+                matmul_backward(dinp.data(), dw.data(), with_bias ? db.data() : nullptr, dout.data(), inp.data(),
+                                w.data(), s.B, s.T, s.C, s.OC);
+                float* d_dbias = with_bias ? d_db.p : nullptr;
+                if (bf16)
+                    gpu::matmul_backward_bf16(d_dinp.p, d_dw.p, d_dbias, d_dout.p, d_inp.p, d_w.p, s.B, s.T, s.C, s.OC);
+                else
+                    gpu::matmul_backward(d_dinp.p, d_dw.p, d_dbias, d_dout.p, d_inp.p, d_w.p, s.B, s.T, s.C, s.OC);
+                check_all(tag, {{"matmul dinp", &d_dinp, &dinp}, {"matmul dweight", &d_dw, &dw}, {"matmul dbias", &d_db, &db}});
+            }
+    }
 }
 
 GPU_TEST("gpu encoder forward and backward") {
@@ -219,44 +204,6 @@ GPU_TEST("gpu attention forward and backward") {
         gpu::attention_backward(d_dinp.p, d_dpreatt.p, d_datt.p, d_dout.p, d_inp.p, d_att.p, s.B, s.T, s.C, s.NH);
         check_all(tag, {{"attention dinp", &d_dinp, &dinp}, {"attention dpreatt", &d_dpreatt, &dpreatt}});
     }
-}
-
-// attention's products in double from given probabilities or scores'
-// gradient: out = att V; dinp's q and k parts += scale dpreatt K and scale
-// dpreatt^T Q (its v part left as it is).
-static std::vector<float> mix_from(const std::vector<float>& att, const std::vector<float>& inp, int B, int T, int C,
-                                   int NH) {
-    const int hs = C / NH;
-    std::vector<float> out((size_t)B * T * C);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int t = 0; t < T; t++)
-                for (int i = 0; i < hs; i++) {
-                    double o = 0;
-                    for (int t2 = 0; t2 <= t; t2++)
-                        o += (double)att[(((size_t)b * NH + h) * T + t) * T + t2] * inp[((size_t)b * T + t2) * 3 * C + 2 * C + h * hs + i];
-                    out[((size_t)b * T + t) * C + h * hs + i] = (float)o;
-                }
-    return out;
-}
-static std::vector<float> qk_grads_from(std::vector<float> dinp, const std::vector<float>& dpre,
-                                        const std::vector<float>& inp, int B, int T, int C, int NH) {
-    const int hs = C / NH;
-    const double scale = 1.0 / std::sqrt((double)hs);
-    std::vector<double> acc(dinp.begin(), dinp.end());
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int t = 0; t < T; t++)
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const double g = scale * dpre[(((size_t)b * NH + h) * T + t) * T + t2];
-                    const size_t qt = ((size_t)b * T + t) * 3 * C + h * hs, kt2 = ((size_t)b * T + t2) * 3 * C + C + h * hs;
-                    for (int i = 0; i < hs; i++) {
-                        acc[qt + i] += g * inp[kt2 + i];
-                        acc[kt2 + i] += g * inp[qt + i];
-                    }
-                }
-    for (size_t i = 0; i < dinp.size(); i++) dinp[i] = (float)acc[i];
-    return dinp;
 }
 
 // Under bf16 (bf16_probs) on bf16 inputs: the probabilities and the scores'
