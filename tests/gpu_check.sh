@@ -16,7 +16,7 @@
 #   train_sync      the first model run: a short training run of train_mot on
 #                   the GPU with MOT_CUDA_SYNC=1, so a faulting kernel is named
 #                   with its file and line; in bf16, whose passes run every
-#                   fp32 kernel too, plus the rounding and the TF32 products
+#                   fp32 kernel too, plus the rounding and the bf16 tensor-core products
 #   tests_layers    the GPU layer suite: every layer against the CPU reference
 #   tests_model     the GPU model suite: the whole model, training, resume and
 #                   reproducibility against the CPU reference
