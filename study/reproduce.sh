@@ -30,7 +30,8 @@
 #      setting each at three rates (LONG_LRS_DENSE, LONG_LRS_MOT: the short
 #      runs' best, then half and twice it: a rate right for a short run may
 #      not be right for a long one), widened as in 1 until the best rate lies
-#      inside; token choice top-1 at LONG_LR_TC;
+#      inside; token choice top-1 at LONG_LR_TC; then dense and the MoT at
+#      their best long rates again at every other seed of LONG_SEEDS;
 #   5. each setting's step time measured alone (TIME_STEPS steps with every
 #      core), the table's wall-clock.
 # Every run validates every steps/20 steps on the same held-out tokens
@@ -41,7 +42,7 @@
 # STEPS_XS, STEPS_S, STEPS_M, WARMUP, VAL_BATCHES, VOCAB, LR_GRID, LR_WIDEN,
 # TAUS, SEED, SEEDS, DEVICE (auto, cpu, cuda), PHASES (any of "short long time": the
 # protocol's steps 1-3, 4 and 5), LONG_SIZE, LONG_STEPS, LONG_LRS_DENSE, LONG_LRS_MOT,
-# LONG_LR_TC, STORE, TIME_STEPS, TIME_STORE. Part of the study, e.g. the long runs alone:
+# LONG_LR_TC, LONG_SEEDS, STORE, TIME_STEPS, TIME_STORE. Part of the study, e.g. the long runs alone:
 #   make reproduce PHASES=long
 #
 # Resumable: a finished run leaves NAME.done and is not run again; a stopped
@@ -94,6 +95,7 @@ if [[ $QUICK == 1 ]]; then LONG_STEPS=${LONG_STEPS:-160}; else LONG_STEPS=${LONG
 LONG_LRS_DENSE=${LONG_LRS_DENSE:-"0.0015 0.00075 0.003"}
 LONG_LRS_MOT=${LONG_LRS_MOT:-"0.006 0.003 0.012"}
 LONG_LR_TC=${LONG_LR_TC:-0.006}
+LONG_SEEDS=${LONG_SEEDS:-"$SEED 1338"}
 if [[ $QUICK == 1 ]]; then STORE=${STORE:-}; else STORE=${STORE:-docs/study/runs}; fi
 if [[ $QUICK == 1 ]]; then TIME_STORE=${TIME_STORE:-}; else TIME_STORE=${TIME_STORE:-docs/study/times}; fi
 # every setting checked before any work (the slow prepare included)
@@ -120,6 +122,7 @@ need_int LR_WIDEN "$LR_WIDEN" 0
 need_int VOCAB "$VOCAB" 257
 need_int SEED "$SEED" 0
 for x in $SEEDS; do need_int SEEDS "$x" 0; done
+for x in $LONG_SEEDS; do need_int LONG_SEEDS "$x" 0; done
 for x in $LR_GRID; do need_pos LR_GRID "$x"; done
 for x in $TAUS; do need_pos TAUS "$x"; done
 for x in $LONG_LRS_DENSE; do need_pos LONG_LRS_DENSE "$x"; done
@@ -396,9 +399,12 @@ if [[ " $PHASES " == *" long "* ]]; then
     dff=$(sed -E 's/.*--d-ff ([0-9]+).*/\1/' <<< "$shape")
     steps_var=STEPS_$LONG_SIZE
     long_warmup=$(( WARMUP * LONG_STEPS / ${!steps_var} ))  # the same share of the steps as the short runs
-    long_dense() { WARMUP=$long_warmup run "$size-long-dense-lr$1" "$size" dense long "$LONG_STEPS" $shape --ffn dense --lr "$1"; }
+    # RATE [SUFFIX]: the run at that rate, named with SUFFIX (another seed's -sSEED)
+    long_dense() {
+        WARMUP=$long_warmup run "$size-long-dense-lr$1${2:-}" "$size" dense long "$LONG_STEPS" $shape --ffn dense --lr "$1"
+    }
     long_mot() {
-        WARMUP=$long_warmup run "$size-long-mot256-lr$1" "$size" mot256 long "$LONG_STEPS" $shape \
+        WARMUP=$long_warmup run "$size-long-mot256-lr$1${2:-}" "$size" mot256 long "$LONG_STEPS" $shape \
             $(family_options mot256 $dff) --temperature 0.1 --lr "$1"
     }
     # the first rate of each list first (the comparison), then the others
@@ -411,8 +417,16 @@ if [[ " $PHASES " == *" long "* ]]; then
     # then the others, widened past an edge that holds the best as the grid is
     widened_best "$size-long-dense-lr" long_dense "${dense_lrs[@]}"
     echo "reproduce: $size long dense: best lr $WIDENED_BEST (rates tried: ${WIDENED_RATES[*]})"
+    dense_best=$WIDENED_BEST
     widened_best "$size-long-mot256-lr" long_mot "${mot_lrs[@]}"
     echo "reproduce: $size long mot256: best lr $WIDENED_BEST (rates tried: ${WIDENED_RATES[*]})"
+    mot_best=$WIDENED_BEST
+    # the two at their best long rates again at the other seeds: is the end of the race more than one seed's?
+    for seed in $LONG_SEEDS; do
+        [[ $seed == "$SEED" ]] && continue
+        SEED=$seed long_dense "$dense_best" "-s$seed"
+        SEED=$seed long_mot "$mot_best" "-s$seed"
+    done
 fi
 
 # 5. step times measured alone: the runs' own clocks ran beside whatever else

@@ -359,7 +359,7 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
         for (const RunLog& r : runs) {
             if (r.meta.at("size") != z.name) continue;
             const std::string& ph = r.meta.at("phase");
-            if (ph == "main") seeds[setting_of(r.name)].push_back(&r);
+            if (ph == "main" || ph == "long") seeds[setting_of(r.name)].push_back(&r);
             if (setting_of(r.name) != r.name) continue;  // another seed: in the seeds table
             (ph == "grid" ? grid : ph == "long" ? longr : main).push_back(&r);
             if (kind_of(r) == "transition") trans.push_back(&r);
@@ -398,22 +398,28 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
         };
         double dmean = NAN, dlo, dhi;
         if (!dense_seeds.empty()) stats(dense_seeds, &dmean, &dlo, &dhi);
-        for (const RunLog* r : main) {
-            const std::vector<const RunLog*>& rs = seeds[r->name];
-            if (rs.size() < 2) continue;
-            double mean, lo, hi;
-            stats(rs, &mean, &lo, &hi);
-            std::string each;
-            for (const RunLog* x : rs)
-                each += strf("%s%s %.4f", each.empty() ? "" : ", ", x->meta.count("seed") ? x->meta.at("seed").c_str() : "?",
-                             x->final_val());
-            seed_rows += strf("| %s | %zu | %.4f | %.4f to %.4f | %+.4f | %s |\n", label_of(*r).c_str(), rs.size(), mean,
-                              lo, hi, mean - dmean, each.c_str());
-        }
+        // a row per run of `list` that ran at two seeds or more: against `ref`'s mean
+        auto rows_at_seeds = [&](const std::vector<const RunLog*>& list, double ref) {
+            std::string rows;
+            for (const RunLog* r : list) {
+                const std::vector<const RunLog*>& rs = seeds[r->name];
+                if (rs.size() < 2) continue;
+                double mean, lo, hi;
+                stats(rs, &mean, &lo, &hi);
+                std::string each;
+                for (const RunLog* x : rs)
+                    each += strf("%s%s %.4f", each.empty() ? "" : ", ",
+                                 x->meta.count("seed") ? x->meta.at("seed").c_str() : "?", x->final_val());
+                rows += strf("| %s | %g | %zu | %.4f | %.4f to %.4f | %+.4f | %s |\n", label_of(*r).c_str(),
+                             hv(*r, "peak_lr"), rs.size(), mean, lo, hi, mean - ref, each.c_str());
+            }
+            return rows;
+        };
+        seed_rows = rows_at_seeds(main, dmean);
         if (!seed_rows.empty())
             md += strf("\nThe headline runs at every seed (%s): final validation loss, mean over the seeds, its range, "
-                       "the mean against dense's mean, and each seed's\n\n| run | seeds | mean | range | vs dense | "
-                       "seed: loss |\n|---|---|---|---|---|---|\n%s",
+                       "the mean against dense's mean, and each seed's\n\n| run | lr | seeds | mean | range | vs dense | "
+                       "seed: loss |\n|---|---|---|---|---|---|---|\n%s",
                        z.name.c_str(), seed_rows.c_str());
         if (!trans.empty()) {
             md += strf("\nTransition tuning (%s): validation loss of the MoT model, of the routed model at the switch "
@@ -440,6 +446,21 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
             for (const RunLog* r : longr)
                 md += strf("| %s%s | %g | %d | %.4f | %.4f | %.4f |\n", label_of(*r).c_str(), r->done ? "" : " (unfinished)",
                            hv(*r, "peak_lr"), r->steps_done, r->val_at(250), r->val_at(1000), r->final_val());
+            // against the mean of the long dense run that ran at the most seeds (the best rate's)
+            double long_dense = NAN;
+            size_t most = 1;
+            for (const RunLog* r : longr)
+                if (kind_of(*r) == "dense" && seeds[r->name].size() > most) {
+                    double lo, hi;
+                    most = seeds[r->name].size();
+                    stats(seeds[r->name], &long_dense, &lo, &hi);
+                }
+            std::string long_rows = rows_at_seeds(longr, long_dense);
+            if (!long_rows.empty())
+                md += strf("\nLong runs at every seed (%s): final validation loss, mean, range, the mean against "
+                           "that of the long dense run at the most seeds, and each seed's\n\n| run | lr | seeds | mean | "
+                           "range | vs dense | seed: loss |\n|---|---|---|---|---|---|---|\n%s",
+                           z.name.c_str(), long_rows.c_str());
         }
     }
     return md;

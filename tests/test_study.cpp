@@ -230,32 +230,50 @@ TEST_CASE("make reproduce at its smallest: every run of the protocol, the table 
     CHECK_MESSAGE(timed_again.out.find("timing ") == std::string::npos, timed_again.out);
 
     // the long phase into the same folder: only its runs train (dense and the best MoT at each of their
-    // rates, token choice at its one), the table lists them, and the plot draws them in a row of their own
+    // rates, token choice at its one, then dense and the MoT at their best rates at the other seed), the
+    // tables list them, and the plot draws them in a row of their own
     const std::string png_before = slurp(out + "/loss.png");
     Run longer = study(out, 20, "0.003 0.006", "1 0.1",
                        "SEEDS='1337 1338' PHASES='short long' LONG_STEPS=20 LONG_LRS_DENSE='0.003 0.006' "
-                       "LONG_LRS_MOT='0.006 0.003' LONG_LR_TC=0.006");
+                       "LONG_LRS_MOT='0.006 0.003' LONG_LR_TC=0.006 LONG_SEEDS='1337 1338'");
     INFO(longer.out);
     REQUIRE(longer.rc == 0);
     size_t trained = 0;
     for (size_t at = longer.out.find("(new)"); at != std::string::npos; at = longer.out.find("(new)", at + 1)) trained++;
-    CHECK(trained == 5);
+    CHECK(trained == 5 + 2);
     res = read_results(out + "/results.json");
-    int long_runs = 0;
+    int long_runs = 0, other_seed = 0;
     for (auto& [name, o] : res)
         if (o["phase"] == "long") {
             long_runs++;
             CHECK_MESSAGE(o["finished"] == "true", name);
             CHECK_MESSAGE(num(o, "steps") == 20, name);
+            if (num(o, "seed") == 1338) {
+                other_seed++;
+                CHECK(name.size() > 6);
+                CHECK(name.substr(name.size() - 6) == "-s1338");
+                CHECK(res.count(name.substr(0, name.size() - 6)));  // the same setting at the first seed
+            }
         }
-    CHECK(long_runs == 5);
+    CHECK(long_runs == 5 + 2);
+    CHECK(other_seed == 2);
     const std::string long_md = slurp(out + "/results.md");
-    size_t table = long_md.find("Long runs (S)");
+    size_t table = long_md.find("Long runs (S)"), at_seeds = long_md.find("Long runs at every seed (S)");
     REQUIRE(table != std::string::npos);
-    std::vector<std::string> rows;
-    for (const std::string& line : text_lines(long_md.substr(table)))
-        if (line.rfind("| ", 0) == 0) rows.push_back(line);
-    CHECK(rows.size() == 1 + 5);  // the header, the runs (the rule starts "|---")
+    REQUIRE(at_seeds != std::string::npos);
+    auto table_rows = [&](size_t from) {  // the rows of the first table after `from`, its header first
+        std::vector<std::string> rows;
+        bool in = false;
+        for (const std::string& line : text_lines(long_md.substr(from))) {
+            if (line.rfind("| ", 0) == 0) rows.push_back(line), in = true;
+            else if (in && line.rfind("|-", 0) != 0) break;
+        }
+        return rows;
+    };
+    CHECK(table_rows(table).size() == 1 + 5);  // the header, the runs at the first seed (the rule starts "|---")
+    std::vector<std::string> seed_rows = table_rows(at_seeds);
+    REQUIRE(seed_rows.size() == 1 + 2);
+    for (size_t i = 1; i < seed_rows.size(); i++) CHECK(seed_rows[i].find("1337 ") != std::string::npos);
     CHECK(slurp(out + "/loss.png") != png_before);
 }
 
@@ -267,7 +285,7 @@ TEST_CASE("a grid of learning rates widens past the edge that holds the best rat
     run_cmd("rm -rf " + out);
     const int widen = 2;
     Run r = study(out, 10, "0.003", "0.1",
-                  "PHASES=long LONG_STEPS=10 LR_WIDEN=" + std::to_string(widen) +
+                  "PHASES=long LONG_SEEDS=1337 LONG_STEPS=10 LR_WIDEN=" + std::to_string(widen) +
                       " LONG_LRS_DENSE='1e-05 2e-05' LONG_LRS_MOT='0.003 0.0015 0.006' LONG_LR_TC=0.003");
     INFO(r.out);
     REQUIRE(r.rc == 0);
