@@ -402,8 +402,10 @@ static std::string results_md(const std::vector<RunLog>& runs, const std::vector
         auto rows_at_seeds = [&](const std::vector<const RunLog*>& list, double ref) {
             std::string rows;
             for (const RunLog* r : list) {
-                const std::vector<const RunLog*>& rs = seeds[r->name];
+                std::vector<const RunLog*> rs = seeds[r->name];
                 if (rs.size() < 2) continue;
+                auto seed_of = [](const RunLog* x) { return x->meta.count("seed") ? std::stol(x->meta.at("seed")) : -1L; };
+                std::sort(rs.begin(), rs.end(), [&](const RunLog* a, const RunLog* b) { return seed_of(a) < seed_of(b); });
                 double mean, lo, hi;
                 stats(rs, &mean, &lo, &hi);
                 std::string each;
