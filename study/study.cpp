@@ -525,29 +525,38 @@ static void plot_report(const std::vector<RunLog>& runs, const std::vector<Size>
         script += "plot " + data_time.substr(0, data_time.size() - 2) + "\n";
     }
     for (auto& [z, rs] : longs) {
-        const RunLog* ref = nullptr;  // the long dense run that ended lowest
+        const RunLog* ref = nullptr;  // the long dense run that ended lowest, at the first seed
         for (const RunLog* r : rs)
-            if (r->meta.at("family") == "dense" && (!ref || r->final_val() < ref->final_val())) ref = r;
+            if (r->meta.at("family") == "dense" && setting_of(r->name) == r->name &&
+                (!ref || r->final_val() < ref->final_val()))
+                ref = r;
         std::string data_loss, data_diff;
         for (const RunLog* r : rs) {
+            // a run at another seed (NAME-sSEED) against the reference's run at that seed, if it ran
+            const std::string seed_suffix = r->name.substr(setting_of(r->name).size());
+            const RunLog* base_run = nullptr;
+            if (ref)
+                for (const RunLog* b : rs)
+                    if (b->name == ref->name + seed_suffix) base_run = b;
             std::string d = strf("$d%d << EOD\n", block);
             for (const ValPoint& v : r->val) {
                 double base = NAN;  // the reference's loss at this very step
-                if (ref)
-                    for (const ValPoint& b : ref->val)
+                if (base_run)
+                    for (const ValPoint& b : base_run->val)
                         if (b.step == v.step) base = b.loss;
                 d += strf("%d %.9g %s\n", (int)v.step, v.loss, std::isnan(base) ? "NaN" : strf("%.9g", v.loss - base).c_str());
             }
             script += d + "EOD\n";
             std::string name = strf("$d%d", block++);
-            std::string t = gp_quote(strf("%s, lr %g", label_of(*r).c_str(), hv(*r, "peak_lr")));
+            std::string t = gp_quote(strf("%s, lr %g%s", label_of(*r).c_str(), hv(*r, "peak_lr"),
+                                          seed_suffix.empty() ? "" : (", seed " + seed_suffix.substr(2)).c_str()));
             data_loss += name + " using 1:2 with linespoints pt 7 ps 0.4 title " + t + ", ";
             data_diff += name + " using 1:3 with linespoints pt 7 ps 0.4 title " + t + ", ";
         }
         script += "set title " + gp_quote("size " + z->name + ", long runs: validation loss against steps") +
                   "\nset xlabel 'step'\n";
         script += "plot " + data_loss.substr(0, data_loss.size() - 2) + "\n";
-        script += "set title " + gp_quote(ref ? strf("size %s, long runs: loss minus dense's (lr %g) at the same step",
+        script += "set title " + gp_quote(ref ? strf("size %s, long runs: loss minus dense's (lr %g, same seed) at the same step",
                                                       z->name.c_str(), hv(*ref, "peak_lr"))
                                                 : "size " + z->name + ", long runs: no dense run to compare with") +
                   "\nset ylabel 'difference (nats per token)'\n";
