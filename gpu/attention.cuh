@@ -14,6 +14,7 @@
 // copies (matmul.cuh, bf16_operand).
 #pragma once
 #include <cmath>
+#include <type_traits>
 
 #include "common.cuh"
 #include "matmul.cuh"
@@ -75,35 +76,34 @@ __global__ void attention_softmax_backward_kernel(float* dpreatt,     // (B,NH,T
     }
 }
 
-// The products of the forward pass, per head h, batched over b, on operands
-// Op: float, or __nv_bfloat16 copies of bf16 values (the overloads of gemm).
+// The forward on the products' operand type Op: float, or __nv_bfloat16,
+// the bf16 path (bf16_probs), whose operands are exact bf16 copies.
 template <typename Op>
-inline void attention_scores(float* preatt,  // (B,NH,T,T)
-                             const Op* inp,  // (B,T,3C)
-                             int B, int T, int C, int NH) {
+inline void attention_forward_on(float* out,        // (B,T,C)
+                                 float* preatt,     // (B,NH,T,T)
+                                 float* att,        // (B,NH,T,T)
+                                 const float* inp,  // (B,T,3C) q, k, v
+                                 int B, int T, int C, int NH) {
+    constexpr bool bf16_probs = std::is_same_v<Op, __nv_bfloat16>;
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     long long C3 = 3LL * C, sx = (long long)T * 3 * C;  // row stride, batch stride in inp
     long long TT = (long long)T * T, sa = (long long)NH * T * T;  // per head, per batch row
+    const Op* x = as_operand<Op>(0, inp, (size_t)B * T * 3 * C);
     for (int h = 0; h < NH; h++) {
-        const Op* q = inp + h * hs;
-        const Op* k = inp + C + h * hs;
+        const Op* q = x + h * hs;
+        const Op* k = x + C + h * hs;
         // preatt[b,h] (T,T) = scale * Q (T,hs) K^T (hs,T)
         gemm(false, true, T, T, hs, scale, q, C3, sx, k, C3, sx, 0.0f, preatt + h * TT, T, sa, B);
     }
-}
-template <typename Op>
-inline void attention_mix(float* out,      // (B,T,C)
-                          const Op* att,   // (B,NH,T,T)
-                          const Op* inp,   // (B,T,3C)
-                          int B, int T, int C, int NH) {
-    int hs = C / NH;
-    long long C3 = 3LL * C, sx = (long long)T * 3 * C;
-    long long TT = (long long)T * T, sa = (long long)NH * T * T;
+    int rows = B * NH * T;
+    attention_softmax_kernel<<<ceil_div(rows, 8), 256>>>(att, preatt, rows, T, bf16_probs);
+    CUDA_CHECK_LAUNCH();
+    const Op* a = as_operand<Op>(1, att, (size_t)B * NH * T * T);
     for (int h = 0; h < NH; h++) {
-        const Op* v = inp + 2 * C + h * hs;
+        const Op* v = x + 2 * C + h * hs;
         // out[b,:,h*hs:] (T,hs) = att[b,h] (T,T) V (T,hs)
-        gemm(false, false, T, hs, T, 1.0f, att + h * TT, T, sa, v, C3, sx, 0.0f, out + h * hs, C, (long long)T * C, B);
+        gemm(false, false, T, hs, T, 1.0f, a + h * TT, T, sa, v, C3, sx, 0.0f, out + h * hs, C, (long long)T * C, B);
     }
 }
 
@@ -112,60 +112,53 @@ inline void attention_forward(float* out,        // (B,T,C)
                               float* att,        // (B,NH,T,T)
                               const float* inp,  // (B,T,3C) q, k, v
                               int B, int T, int C, int NH, bool bf16_probs = false) {
-    const size_t n_inp = (size_t)B * T * 3 * C, n_att = (size_t)B * NH * T * T;
-    const __nv_bfloat16* inp16 = bf16_probs ? bf16_operand(0, inp, n_inp) : nullptr;
-    if (bf16_probs) attention_scores(preatt, inp16, B, T, C, NH);
-    else attention_scores(preatt, inp, B, T, C, NH);
-    int rows = B * NH * T;
-    attention_softmax_kernel<<<ceil_div(rows, 8), 256>>>(att, preatt, rows, T, bf16_probs);
-    CUDA_CHECK_LAUNCH();
-    if (bf16_probs) attention_mix(out, bf16_operand(1, att, n_att), inp16, B, T, C, NH);
-    else attention_mix(out, (const float*)att, inp, B, T, C, NH);
+    if (bf16_probs) attention_forward_on<__nv_bfloat16>(out, preatt, att, inp, B, T, C, NH);
+    else attention_forward_on<float>(out, preatt, att, inp, B, T, C, NH);
 }
 
-// The products of the backward pass, per head h, batched over b:
+// Backward, per head h, each product batched over b, on operands Op as above:
 //   datt = dout_h V^T              dv += att^T dout_h
-template <typename Op>
-inline void attention_mix_backward(float* datt,      // (B,NH,T,T)
-                                   float* dinp,      // (B,T,3C), its v part
-                                   const Op* dout,   // (B,T,C)
-                                   const Op* inp,    // (B,T,3C)
-                                   const Op* att,    // (B,NH,T,T)
-                                   int B, int T, int C, int NH) {
-    int hs = C / NH;
-    long long C3 = 3LL * C, sx = (long long)T * 3 * C;
-    long long TT = (long long)T * T, sa = (long long)NH * T * T, so = (long long)T * C;
-    for (int h = 0; h < NH; h++) {
-        const Op* v = inp + 2 * C + h * hs;
-        const Op* d = dout + h * hs;
-        // datt[b,h] (T,T) = dout_h (T,hs) V^T (hs,T)
-        gemm(false, true, T, T, hs, 1.0f, d, C, so, v, C3, sx, 0.0f, datt + h * TT, T, sa, B);
-        // dv (T,hs) += att^T (T,T) dout_h (T,hs)
-        gemm(true, false, T, hs, T, 1.0f, att + h * TT, T, sa, d, C, so, 1.0f, dinp + 2 * C + h * hs, C3, sx, B);
-    }
-}
+//   dpreatt = att (datt - rowsum(att datt))   (causal softmax backward)
 //   dq += scale dpreatt K          dk += scale dpreatt^T Q
 template <typename Op>
-inline void attention_scores_backward(float* dinp,        // (B,T,3C), its q and k parts
-                                      const Op* dpreatt,  // (B,NH,T,T)
-                                      const Op* inp,      // (B,T,3C)
-                                      int B, int T, int C, int NH) {
+inline void attention_backward_on(float* dinp,        // (B,T,3C)
+                                  float* dpreatt,     // (B,NH,T,T) scratch
+                                  float* datt,        // (B,NH,T,T) scratch
+                                  const float* dout,  // (B,T,C)
+                                  const float* inp,   // (B,T,3C)
+                                  const float* att,   // (B,NH,T,T)
+                                  int B, int T, int C, int NH) {
+    constexpr bool bf16_probs = std::is_same_v<Op, __nv_bfloat16>;
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     long long C3 = 3LL * C, sx = (long long)T * 3 * C;
-    long long TT = (long long)T * T, sa = (long long)NH * T * T;
+    long long TT = (long long)T * T, sa = (long long)NH * T * T, so = (long long)T * C;
+    const size_t n_att = (size_t)B * NH * T * T;
+    const Op* x = as_operand<Op>(0, inp, (size_t)B * T * 3 * C);
+    const Op* dy = as_operand<Op>(2, dout, (size_t)B * T * C);
+    const Op* a = as_operand<Op>(1, att, n_att);
     for (int h = 0; h < NH; h++) {
-        const Op* q = inp + h * hs;
-        const Op* k = inp + C + h * hs;
+        const Op* v = x + 2 * C + h * hs;
+        const Op* d = dy + h * hs;
+        // datt[b,h] (T,T) = dout_h (T,hs) V^T (hs,T)
+        gemm(false, true, T, T, hs, 1.0f, d, C, so, v, C3, sx, 0.0f, datt + h * TT, T, sa, B);
+        // dv (T,hs) += att^T (T,T) dout_h (T,hs)
+        gemm(true, false, T, hs, T, 1.0f, a + h * TT, T, sa, d, C, so, 1.0f, dinp + 2 * C + h * hs, C3, sx, B);
+    }
+    int rows = B * NH * T;
+    attention_softmax_backward_kernel<<<ceil_div(rows, 8), 256>>>(dpreatt, datt, att, rows, T, bf16_probs);
+    CUDA_CHECK_LAUNCH();
+    const Op* dpre = as_operand<Op>(1, dpreatt, n_att);  // slot 1 again: the products above are queued before it
+    for (int h = 0; h < NH; h++) {
+        const Op* q = x + h * hs;
+        const Op* k = x + C + h * hs;
         // dq (T,hs) += scale * dpreatt (T,T) K (T,hs)
-        gemm(false, false, T, hs, T, scale, dpreatt + h * TT, T, sa, k, C3, sx, 1.0f, dinp + h * hs, C3, sx, B);
+        gemm(false, false, T, hs, T, scale, dpre + h * TT, T, sa, k, C3, sx, 1.0f, dinp + h * hs, C3, sx, B);
         // dk (T,hs) += scale * dpreatt^T (T,T) Q (T,hs)
-        gemm(true, false, T, hs, T, scale, dpreatt + h * TT, T, sa, q, C3, sx, 1.0f, dinp + C + h * hs, C3, sx, B);
+        gemm(true, false, T, hs, T, scale, dpre + h * TT, T, sa, q, C3, sx, 1.0f, dinp + C + h * hs, C3, sx, B);
     }
 }
 
-// Backward: the products above around the causal softmax's backward
-//   dpreatt = att (datt - rowsum(att datt)).
 inline void attention_backward(float* dinp,        // (B,T,3C)
                                float* dpreatt,     // (B,NH,T,T) scratch
                                float* datt,        // (B,NH,T,T) scratch
@@ -173,18 +166,8 @@ inline void attention_backward(float* dinp,        // (B,T,3C)
                                const float* inp,   // (B,T,3C)
                                const float* att,   // (B,NH,T,T)
                                int B, int T, int C, int NH, bool bf16_probs = false) {
-    const size_t n_inp = (size_t)B * T * 3 * C, n_att = (size_t)B * NH * T * T, n_out = (size_t)B * T * C;
-    const __nv_bfloat16* inp16 = bf16_probs ? bf16_operand(0, inp, n_inp) : nullptr;
-    if (bf16_probs)
-        attention_mix_backward(datt, dinp, bf16_operand(2, dout, n_out), inp16, bf16_operand(1, att, n_att), B, T, C,
-                               NH);
-    else
-        attention_mix_backward(datt, dinp, dout, inp, att, B, T, C, NH);
-    int rows = B * NH * T;
-    attention_softmax_backward_kernel<<<ceil_div(rows, 8), 256>>>(dpreatt, datt, att, rows, T, bf16_probs);
-    CUDA_CHECK_LAUNCH();
-    if (bf16_probs) attention_scores_backward(dinp, bf16_operand(1, dpreatt, n_att), inp16, B, T, C, NH);
-    else attention_scores_backward(dinp, (const float*)dpreatt, inp, B, T, C, NH);
+    if (bf16_probs) attention_backward_on<__nv_bfloat16>(dinp, dpreatt, datt, dout, inp, att, B, T, C, NH);
+    else attention_backward_on<float>(dinp, dpreatt, datt, dout, inp, att, B, T, C, NH);
 }
 
 }  // namespace gpu

@@ -66,6 +66,19 @@ inline const __nv_bfloat16* bf16_operand(int slot, const float* inp, size_t n) {
     return scratch[slot];
 }
 
+// x (n floats) as a product's operand of type Op: x itself for float, its
+// exact bf16 copy in scratch `slot` for __nv_bfloat16.
+template <typename Op>
+inline const Op* as_operand(int slot, const float* x, size_t n);
+template <>
+inline const float* as_operand<float>(int, const float* x, size_t) {
+    return x;
+}
+template <>
+inline const __nv_bfloat16* as_operand<__nv_bfloat16>(int slot, const float* x, size_t n) {
+    return bf16_operand(slot, x, n);
+}
+
 // gemm() (above) on bf16 operands: C (float) = alpha op(A) op(B) + beta C
 // for `batch` products, accumulated in fp32.
 inline void gemm(bool transA, bool transB, int M, int N, int K, float alpha,
