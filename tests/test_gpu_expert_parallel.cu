@@ -80,6 +80,18 @@ void run_device_members(int N, Fn fn) {
     for (std::thread& t : threads) t.join();
 }
 
+// Member i owns experts [i*El, (i+1)*El): its expert weights' gradients
+// (dw1 (El,f,C), dw2 (El,C,f)) against that slice of one process's.
+static void check_owned_experts(const std::vector<float>& dw1, const std::vector<float>& dw2,
+                                const std::vector<float>& dw1_ref, const std::vector<float>& dw2_ref, int i, int El,
+                                int f, int C, const std::string& what) {
+    const size_t n = (size_t)El * f * C;
+    std::vector<float> s1(dw1_ref.begin() + i * n, dw1_ref.begin() + (i + 1) * n),
+        s2(dw2_ref.begin() + i * n, dw2_ref.begin() + (i + 1) * n);
+    check_close(dw1, s1, scaled_tol(TOL, s1), what + " dw1");
+    check_close(dw2, s2, scaled_tol(TOL, s2), what + " dw2");
+}
+
 GPU_TEST("gpu expert-parallel MoT layer, mixed and input tokens, N = 2 and 4: as the CPU's one process") {
     const int B = 4, G = 2, T = 5, C = 16, E = 8, f = 12, ST = B / G * T;
     const float tau = 0.5f;
@@ -145,11 +157,7 @@ GPU_TEST("gpu expert-parallel MoT layer, mixed and input tokens, N = 2 and 4: as
                 check_close(out[i], out_ref[i], scaled_tol(TOL, out_ref[i]), "ep out" + who);
                 check_close(dinp[i], dinp_ref[i], scaled_tol(TOL, dinp_ref[i]), "ep dinp" + who);
                 if (!inputs) check_close(dwc[i], dwc_ref[i], scaled_tol(TOL, dwc_ref[i]), "ep dwc" + who);
-                std::vector<float> s1(dw1_ref.begin() + (size_t)i * El * f * C,
-                                      dw1_ref.begin() + (size_t)(i + 1) * El * f * C),
-                    s2(dw2_ref.begin() + (size_t)i * El * C * f, dw2_ref.begin() + (size_t)(i + 1) * El * C * f);
-                check_close(dw1[i], s1, scaled_tol(TOL, s1), "ep dw1" + who);
-                check_close(dw2[i], s2, scaled_tol(TOL, s2), "ep dw2" + who);
+                check_owned_experts(dw1[i], dw2[i], dw1_ref, dw2_ref, i, El, f, C, "ep" + who);
             }
         }
 }
@@ -234,11 +242,7 @@ GPU_TEST("gpu expert-parallel token-choice layer, k 2, drops, N = 2 and 4, both 
                 check_close(dinp[i], dinp_ref[i], scaled_tol(TOL, dinp_ref[i]), "ep tc dinp" + who);
                 check_close(dwc[i], dwc_ref[i], scaled_tol(TOL, dwc_ref[i]), "ep tc dwc" + who);
                 if (!soft) check_close(dbc[i], dbc_ref[i], scaled_tol(TOL, dbc_ref[i]), "ep tc dbc" + who);
-                std::vector<float> s1(dw1_ref.begin() + (size_t)i * El * f * C,
-                                      dw1_ref.begin() + (size_t)(i + 1) * El * f * C),
-                    s2(dw2_ref.begin() + (size_t)i * El * C * f, dw2_ref.begin() + (size_t)(i + 1) * El * C * f);
-                check_close(dw1[i], s1, scaled_tol(TOL, s1), "ep tc dw1" + who);
-                check_close(dw2[i], s2, scaled_tol(TOL, s2), "ep tc dw2" + who);
+                check_owned_experts(dw1[i], dw2[i], dw1_ref, dw2_ref, i, El, f, C, "ep tc" + who);
             }
         }
 }
