@@ -26,9 +26,9 @@
 // every layer call of the passes timed alone (the kernel set TimedKernels
 // wraps the model's set: a cudaEvent pair around each call and a wait for
 // it, so the calls do not overlap and the timed step is somewhat longer than
-// an untimed one), the weight rounding, gradient norm and AdamW timed the
-// same way; "other" is the rest of the step (zeroing, the encoder's
-// backward, copies). The MoT layer's parts (controller, merge, experts,
+// an untimed one), the gradient norm and AdamW timed the same way; "other"
+// is the rest of the step (under bf16 the rounding of the weights, zeroing,
+// the encoder's backward, copies). The MoT layer's parts (controller, merge, experts,
 // emit and their backward) are timed the same way in the layer benchmark.
 //
 // Exits non-zero when the model's loss at step 0 is not finite or not within
@@ -172,7 +172,7 @@ static void print_clock(double total_ms) {
     std::vector<std::pair<double, std::string>> parts;
     double sum = 0;
     for (const auto& [name, t] : StepClock::ms()) parts.push_back({t, name}), sum += t;
-    parts.push_back({total_ms - sum, "other (zeroing, encoder backward, copies)"});
+    parts.push_back({total_ms - sum, "other (zeroing, encoder backward, copies, bf16 weights)"});
     std::sort(parts.rbegin(), parts.rend());
     for (const auto& [t, name] : parts) std::printf("      %-44s %9.2f ms %6.1f%%\n", name.c_str(), t, 100 * t / total_ms);
     StepClock::ms().clear();
@@ -204,14 +204,10 @@ static void step_breakdown(const char* name, gpu::GPT& model, const std::vector<
         StepClock::ms().clear();
         CUDA_CHECK(cudaDeviceSynchronize());
         double t0 = now_s();
-        const Weights<float>* w = &model.params;
-        if (bf16) StepClock::time("rounding the weights to bf16", [&] { w = &gpu::gpt_pass_weights(&model, true); });
         using Timed = TimedKernels<gpu::Kernels>;
         using TimedBf16 = Bf16Kernels<TimedKernels<gpu::Bf16OperandKernels>>;
-        if (bf16) gpu::gpt_forward_pass<TimedBf16>(&model, *w, true, B, T);
-        else gpu::gpt_forward_pass<Timed>(&model, *w, true, B, T);
-        if (bf16) gpu::gpt_backward_pass<TimedBf16>(&model, *w, 1.0);
-        else gpu::gpt_backward_pass<Timed>(&model, *w, 1.0);
+        gpu::gpt_forward<Timed, TimedBf16>(&model, inputs.data(), targets.data(), B, T);
+        gpu::gpt_backward<Timed, TimedBf16>(&model, 1.0);
         double norm = 0;
         StepClock::time("gradient norm", [&] { norm = gpu::gpt_grad_norm(&model); });
         StepClock::time("adamw", [&] {

@@ -119,44 +119,46 @@ const Weights<real>& gpt_pass_weights(GPT<real, Kernels>* model, bool refresh) {
     return model->params_bf16;
 }
 
-// The forward pass with kernel set K on weights w.
-template <typename K, typename real, typename Kernels>
-void gpt_forward_pass(GPT<real, Kernels>* model, const Weights<real>& w, const int* inputs, const int* targets, int B,
-                      int T) {
-    const Config& c = model->cfg;
-    const int C = c.C;
-    Acts<real>& a = model->acts;
-
-    K::encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C);
-    const real* residual = a.encoded;  // (B,T,C) input of the current block
-    for (int l = 0; l < c.L; l++) {
-        block_forward<K>(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c, (const KVCache<real>*)nullptr,
-                         FfnMode{false, model->mot_discrete, model->experts});
-        residual = a.layer[l].res3;
-    }
-    model->aux_loss = 0;
-    for (int l = 0; l < c.L; l++)
-        if (c.kinds[l] == TOKEN_CHOICE) model->aux_loss += a.layer[l].aux[0];
-    K::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
-    K::matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, T, C, c.Vp);
-    if (!targets) return;
-    K::crossentropy_forward(a.losses, a.probs, a.logits, targets, B, T, c.V, c.Vp);
-    double sum = 0;
-    for (size_t i = 0; i < (size_t)B * T; i++) sum += a.losses[i];
-    model->mean_loss = sum / ((double)B * T);
+// Calls fn with the kernel set the model's passes run with: its own, or
+// under bf16 that set with what it stores rounded to bf16 (bf16_kernels.h).
+template <typename real, typename Kernels, typename Fn>
+void with_kernel_set(const GPT<real, Kernels>* model, Fn fn) {
+    if (model->bf16) fn(Bf16Kernels<Kernels>{});
+    else fn(Kernels{});
 }
 
 // Forward pass on inputs (B,T); with targets (B,T) also the loss.
 template <typename real, typename Kernels>
 void gpt_forward(GPT<real, Kernels>* model, const int* inputs, const int* targets, int B, int T) {
-    batch_validate(model->cfg, inputs, targets, B, T);
+    const Config& c = model->cfg;
+    const int C = c.C;
+    batch_validate(c, inputs, targets, B, T);
     gpt_ensure_acts(model, B, T);
     model->inputs.assign(inputs, inputs + (size_t)B * T);
     model->has_targets = targets != nullptr;
     if (targets) model->targets.assign(targets, targets + (size_t)B * T);
     const Weights<real>& w = gpt_pass_weights(model, true);
-    if (model->bf16) gpt_forward_pass<Bf16Kernels<Kernels>>(model, w, inputs, targets, B, T);
-    else gpt_forward_pass<Kernels>(model, w, inputs, targets, B, T);
+    Acts<real>& a = model->acts;
+    with_kernel_set(model, [&](auto kernels) {
+        using K = decltype(kernels);
+        K::encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C);
+        const real* residual = a.encoded;  // (B,T,C) input of the current block
+        for (int l = 0; l < c.L; l++) {
+            block_forward<K>(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c, (const KVCache<real>*)nullptr,
+                             FfnMode{false, model->mot_discrete, model->experts});
+            residual = a.layer[l].res3;
+        }
+        K::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
+        K::matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, T, C, c.Vp);
+        if (targets) K::crossentropy_forward(a.losses, a.probs, a.logits, targets, B, T, c.V, c.Vp);
+    });
+    model->aux_loss = 0;
+    for (int l = 0; l < c.L; l++)
+        if (c.kinds[l] == TOKEN_CHOICE) model->aux_loss += a.layer[l].aux[0];
+    if (!targets) return;
+    double sum = 0;
+    for (size_t i = 0; i < (size_t)B * T; i++) sum += a.losses[i];
+    model->mean_loss = sum / ((double)B * T);
 }
 
 // Zeroes the parameter gradients. gpt_update leaves them zero, so training
@@ -183,11 +185,17 @@ void gpt_zero_grad_acts(GPT<real, Kernels>* model) {
     });
 }
 
-// The backward pass with kernel set K on weights w.
-template <typename K, typename real, typename Kernels>
-void gpt_backward_pass(GPT<real, Kernels>* model, const Weights<real>& w, double loss_scale) {
+// Backward pass of the last forward (which must have had targets). Parameter
+// gradients accumulate (+=) into model->grads, scaled by loss_scale: the
+// gradient of loss_scale * mean loss. Gradient accumulation over k
+// micro-batches passes loss_scale = 1/k. Under bf16 it reads the weights the
+// forward rounded.
+template <typename real, typename Kernels>
+void gpt_backward(GPT<real, Kernels>* model, double loss_scale = 1.0) {
+    if (!model->has_targets) fail("gpt_backward: the last forward pass had no targets");
     const Config& c = model->cfg;
     const int B = model->B, T = model->T, C = c.C;
+    const Weights<real>& w = gpt_pass_weights(model, false);
     Weights<real>& dw = model->grads;
     Acts<real>& a = model->acts;
     Acts<real>& da = model->grad_acts;
@@ -200,33 +208,23 @@ void gpt_backward_pass(GPT<real, Kernels>* model, const Weights<real>& w, double
 
     if (model->teacher)
         distill_backward(da.logits, da.losses, model->teacher, targets, real(model->distill_weight), B, T, c.V, c.Vp);
-    K::crossentropy_backward(da.logits, da.losses, a.probs, targets, B, T, c.V, c.Vp);
-    K::matmul_backward(da.lnf, dw.wte, (real*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
-    K::layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw,
-                          a.lnf_mean, a.lnf_rstd, B, T, C);
     // each TOKEN_CHOICE layer's aux loss enters the objective with weight aux_weight
     for (int l = 0; l < c.L; l++)
         if (c.kinds[l] == TOKEN_CHOICE) da.layer[l].aux[0] = real(model->aux_weight * loss_scale);
-    for (int l = c.L - 1; l >= 0; l--) {
-        const real* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
-        real* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
-        block_backward<K>(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B, T,
-                          c, FfnMode{false, false, model->experts});
-    }
+    with_kernel_set(model, [&](auto kernels) {
+        using K = decltype(kernels);
+        K::crossentropy_backward(da.logits, da.losses, a.probs, targets, B, T, c.V, c.Vp);
+        K::matmul_backward(da.lnf, dw.wte, (real*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
+        K::layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw,
+                              a.lnf_mean, a.lnf_rstd, B, T, C);
+        for (int l = c.L - 1; l >= 0; l--) {
+            const real* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
+            real* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
+            block_backward<K>(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B,
+                              T, c, FfnMode{false, false, model->experts});
+        }
+    });
     encoder_backward(dw.wte, dw.wpe, da.encoded, inputs, B, T, C);
-}
-
-// Backward pass of the last forward (which must have had targets). Parameter
-// gradients accumulate (+=) into model->grads, scaled by loss_scale: the
-// gradient of loss_scale * mean loss. Gradient accumulation over k
-// micro-batches passes loss_scale = 1/k. Under bf16 it reads the weights the
-// forward rounded.
-template <typename real, typename Kernels>
-void gpt_backward(GPT<real, Kernels>* model, double loss_scale = 1.0) {
-    if (!model->has_targets) fail("gpt_backward: the last forward pass had no targets");
-    const Weights<real>& w = gpt_pass_weights(model, false);
-    if (model->bf16) gpt_backward_pass<Bf16Kernels<Kernels>>(model, w, loss_scale);
-    else gpt_backward_pass<Kernels>(model, w, loss_scale);
 }
 
 // The global gradient norm, summed in double in a fixed order (one read).
@@ -294,40 +292,34 @@ void decoder_init(Decoder<real>* d, const Config& c, int B) {
     carve_int_acts(&d->acts, d->int_acts_memory.data(), c, B, 1, true);
 }
 
-// One decoding step with kernel set K on weights w (gpt_decode_step).
-template <typename K, typename real, typename Kernels>
-const real* gpt_decode_pass(GPT<real, Kernels>* model, const Weights<real>& w, Decoder<real>* d, const int* tokens,
-                            int pos) {
-    const Config& c = model->cfg;
-    const int B = d->B, C = c.C;
-    Acts<real>& a = d->acts;
-    // wpe + pos*C: this position's embedding row plays the role of row 0
-    K::encoder_forward(a.encoded, tokens, w.wte, w.wpe + (size_t)pos * C, B, 1, C);
-    const real* residual = a.encoded;
-    for (int l = 0; l < c.L; l++) {
-        size_t layer_cache = (size_t)l * B * c.maxT * C;
-        KVCache<real> cache{d->kcache.data() + layer_cache, d->vcache.data() + layer_cache, pos, c.maxT};
-        block_forward<K>(a.layer[l], residual, w.layer[l], c.kinds[l], B, 1, c, &cache,
-                         FfnMode{true, model->mot_discrete});
-        residual = a.layer[l].res3;
-    }
-    K::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, 1, C);
-    K::matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, 1, C, c.Vp);
-    return a.logits;
-}
-
 // Feeds tokens (B) at position pos (0-based, < maxT); returns the logits
 // (B, Vp) of the next token, valid until the next call. Under bf16 the
 // weights are rounded at position 0 (a new sequence) and reused after.
 template <typename real, typename Kernels>
 const real* gpt_decode_step(GPT<real, Kernels>* model, Decoder<real>* d, const int* tokens, int pos) {
     const Config& c = model->cfg;
+    const int B = d->B, C = c.C;
     if (pos < 0 || pos >= c.maxT) fail(strf("generation position %d is beyond the model's maximum %d", pos, c.maxT));
-    for (int b = 0; b < d->B; b++)
+    for (int b = 0; b < B; b++)
         if (tokens[b] < 0 || tokens[b] >= c.V) fail(strf("token id %d is outside the vocabulary 0..%d", tokens[b], c.V - 1));
     const Weights<real>& w = gpt_pass_weights(model, pos == 0);
-    if (model->bf16) return gpt_decode_pass<Bf16Kernels<Kernels>>(model, w, d, tokens, pos);
-    return gpt_decode_pass<Kernels>(model, w, d, tokens, pos);
+    Acts<real>& a = d->acts;
+    with_kernel_set(model, [&](auto kernels) {
+        using K = decltype(kernels);
+        // wpe + pos*C: this position's embedding row plays the role of row 0
+        K::encoder_forward(a.encoded, tokens, w.wte, w.wpe + (size_t)pos * C, B, 1, C);
+        const real* residual = a.encoded;
+        for (int l = 0; l < c.L; l++) {
+            size_t layer_cache = (size_t)l * B * c.maxT * C;
+            KVCache<real> cache{d->kcache.data() + layer_cache, d->vcache.data() + layer_cache, pos, c.maxT};
+            block_forward<K>(a.layer[l], residual, w.layer[l], c.kinds[l], B, 1, c, &cache,
+                             FfnMode{true, model->mot_discrete});
+            residual = a.layer[l].res3;
+        }
+        K::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, 1, C);
+        K::matmul_forward(a.logits, a.lnf, w.wte, (const real*)nullptr, B, 1, C, c.Vp);
+    });
+    return a.logits;
 }
 
 // The mean cross-entropy of a batch (B,T) when every sequence is decoded

@@ -239,28 +239,20 @@ inline const Weights<float>& gpt_pass_weights(GPT* model, bool refresh) {
     return model->params_bf16;
 }
 
-// The forward pass with kernel set K on weights w (the batch already on the device).
-template <typename K>
-inline void gpt_forward_pass(GPT* model, const Weights<float>& w, bool has_targets, int B, int T) {
-    const Config& c = model->cfg;
-    const int C = c.C;
-    Acts<float>& a = model->acts;
-    K::encoder_forward(a.encoded, model->inputs, w.wte, w.wpe, B, T, C);
-    const float* residual = a.encoded;  // (B,T,C) input of the current block
-    for (int l = 0; l < c.L; l++) {
-        block_forward<K>(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c,
-                         FfnMode{false, model->mot_discrete, model->experts});
-        residual = a.layer[l].res3;
-    }
-    K::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
-    K::matmul_forward(a.logits, a.lnf, w.wte, (const float*)nullptr, B, T, C, c.Vp);
-    if (has_targets) K::crossentropy_forward(a.losses, a.probs, a.logits, model->targets, B, T, c.V, c.Vp);
+// Calls fn with the kernel set the model's passes run with: K32, or under
+// bf16 K16 (kernels.cuh). bench/bench_gpu.cu passes sets that time each call.
+template <typename K32, typename K16, typename Fn>
+inline void with_kernel_set(const GPT* model, Fn fn) {
+    if (model->bf16) fn(K16{});
+    else fn(K32{});
 }
 
 // Forward pass on host token ids inputs (B,T); with host targets (B,T) also
 // the loss (model->mean_loss, copied back to the host: this call then syncs).
+template <typename K32 = Kernels, typename K16 = Bf16Kernels<Bf16OperandKernels>>
 inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B, int T) {
     const Config& c = model->cfg;
+    const int C = c.C;
     batch_validate(c, inputs, targets, B, T);
     gpt_ensure_acts(model, B, T);
     size_t BT = (size_t)B * T;
@@ -275,8 +267,19 @@ inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B
     }
     Acts<float>& a = model->acts;
     const Weights<float>& w = gpt_pass_weights(model, true);
-    if (model->bf16) gpt_forward_pass<Bf16Kernels<Bf16OperandKernels>>(model, w, targets != nullptr, B, T);
-    else gpt_forward_pass<Kernels>(model, w, targets != nullptr, B, T);
+    with_kernel_set<K32, K16>(model, [&](auto kernels) {
+        using K = decltype(kernels);
+        K::encoder_forward(a.encoded, model->inputs, w.wte, w.wpe, B, T, C);
+        const float* residual = a.encoded;  // (B,T,C) input of the current block
+        for (int l = 0; l < c.L; l++) {
+            block_forward<K>(a.layer[l], residual, w.layer[l], c.kinds[l], B, T, c,
+                             FfnMode{false, model->mot_discrete, model->experts});
+            residual = a.layer[l].res3;
+        }
+        K::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, w.lnfw, w.lnfb, B, T, C);
+        K::matmul_forward(a.logits, a.lnf, w.wte, (const float*)nullptr, B, T, C, c.Vp);
+        if (targets) K::crossentropy_forward(a.losses, a.probs, a.logits, model->targets, B, T, c.V, c.Vp);
+    });
     if (!targets) return;
     CUDA_CHECK(cudaMemcpy(model->host_losses.data(), a.losses, BT * sizeof(float), cudaMemcpyDeviceToHost));
     double sum = 0;
@@ -315,12 +318,17 @@ inline void gpt_zero_grad_acts(GPT* model) {
     flush();
 }
 
-// The backward pass with kernel set K on weights w.
-template <typename K>
-inline void gpt_backward_pass(GPT* model, const Weights<float>& w, double loss_scale) {
+// Backward pass of the last forward (which must have had targets). Parameter
+// gradients accumulate (+=) into model->grads, scaled by loss_scale: the
+// gradient of loss_scale * mean loss. Under bf16 it reads the weights the
+// forward rounded.
+template <typename K32 = Kernels, typename K16 = Bf16Kernels<Bf16OperandKernels>>
+inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
+    if (!model->has_targets) fail("gpt_backward: the last forward pass had no targets");
     const Config& c = model->cfg;
     const int B = model->B, T = model->T, C = c.C;
     const size_t BT = (size_t)B * T;
+    const Weights<float>& w = gpt_pass_weights(model, false);
     Weights<float>& dw = model->grads;
     Acts<float>& a = model->acts;
     Acts<float>& da = model->grad_acts;
@@ -339,28 +347,20 @@ inline void gpt_backward_pass(GPT* model, const Weights<float>& w, double loss_s
     if (model->teacher)
         distill_backward(da.logits, da.losses, model->teacher, model->targets, (float)model->distill_weight, B, T, c.V,
                          c.Vp);
-    K::crossentropy_backward(da.logits, da.losses, a.probs, model->targets, B, T, c.V, c.Vp);
-    K::matmul_backward(da.lnf, dw.wte, (float*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
-    K::layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw,
-                          a.lnf_mean, a.lnf_rstd, B, T, C);
-    for (int l = c.L - 1; l >= 0; l--) {
-        const float* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
-        float* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
-        block_backward<K>(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B, T,
-                          c, FfnMode{false, false, model->experts});
-    }
+    with_kernel_set<K32, K16>(model, [&](auto kernels) {
+        using K = decltype(kernels);
+        K::crossentropy_backward(da.logits, da.losses, a.probs, model->targets, B, T, c.V, c.Vp);
+        K::matmul_backward(da.lnf, dw.wte, (float*)nullptr, da.logits, a.lnf, w.wte, B, T, C, c.Vp);
+        K::layernorm_backward(da.layer[c.L - 1].res3, dw.lnfw, dw.lnfb, da.lnf, a.layer[c.L - 1].res3, w.lnfw,
+                              a.lnf_mean, a.lnf_rstd, B, T, C);
+        for (int l = c.L - 1; l >= 0; l--) {
+            const float* residual = l == 0 ? a.encoded : a.layer[l - 1].res3;
+            float* dresidual = l == 0 ? da.encoded : da.layer[l - 1].res3;
+            block_backward<K>(dresidual, dw.layer[l], da.layer[l], residual, w.layer[l], a.layer[l], c.kinds[l], B,
+                              T, c, FfnMode{false, false, model->experts});
+        }
+    });
     encoder_backward(dw.wte, dw.wpe, da.encoded, token_buckets(model->buckets, model->n_buckets), B, T, C);
-}
-
-// Backward pass of the last forward (which must have had targets). Parameter
-// gradients accumulate (+=) into model->grads, scaled by loss_scale: the
-// gradient of loss_scale * mean loss. Under bf16 it reads the weights the
-// forward rounded.
-inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
-    if (!model->has_targets) fail("gpt_backward: the last forward pass had no targets");
-    const Weights<float>& w = gpt_pass_weights(model, false);
-    if (model->bf16) gpt_backward_pass<Bf16Kernels<Bf16OperandKernels>>(model, w, loss_scale);
-    else gpt_backward_pass<Kernels>(model, w, loss_scale);
 }
 
 // The global gradient norm, summed in double in a fixed order (one read; syncs).
