@@ -11,9 +11,15 @@
 //   ./train_mot export --load CKPT -o M.safetensors   the model for PyTorch
 //   ./train_mot --help                   every option with its default
 //
+// main reads top to bottom: the options, a subcommand or the training run,
+// whose loop is here (validate, sample, one optimizer step, checkpoint),
+// one call from the step (train/step.h train_step) and from there through
+// the model (train/model.h model_forward, cpu/gpt.h gpt_forward or
+// gpu/gpt.cuh) and its blocks (block_forward) to each layer.
+//
 // The pieces live in train/: options.h (every option and default), run.h
-// (a training run, step by step: the loop, checkpoints, train()) with what a
-// run holds (train_run.h), its checks (checks.h), its setup (setup.h,
+// (the run's setup, end and stops, checkpoint saving) with what a run holds
+// (train_run.h), its checks (checks.h), its setup (setup.h,
 // transition_setup.h) and its step (step.h), subcommands.h, and what they
 // use: the model on either device (model.h; device.h holds all that only a
 // build by nvcc has), checkpoints with their training state (state.h), the
@@ -54,7 +60,42 @@ int main(int argc, char** argv) {
         if (*sub.export_model) return export_main(xo);
         o.given = given_options(app);
         resolve_precision(&o);
-        return train(o);
+
+        // training: every step from the state's (0, or --resume's) to --steps; validation and
+        // samples on their schedule, then the step, then checkpoints on theirs
+        TrainRun r;
+        train_setup(&r, o);  // the options as the run resolved them are r.o
+        int checkpointed = -1;  // the step of the last checkpoint this run wrote
+        for (int step = (int)r.state.step; step <= r.o.steps; step++) {
+            const bool last = step == r.o.steps;
+            if (last) train_finish(&r);  // the final --save, before the final validation and sample
+            // a stop during this step's validation or sample stops the run at `step`
+            const uint64_t rng_before = r.sample_rng.state;
+            const bool validation = r.have_val && (step % r.o.val_every == 0 || last);
+            const bool sample = r.o.sample_len > 0 && r.o.sample_every > 0 && step > 0 &&
+                                (step % r.o.sample_every == 0 || last);
+            double val_loss;
+            if (validation && validate(&r, &val_loss))
+                report_validation(&r.log, step, val_loss, r.val_bytes_per_token);
+            if (sample) train_sample(&r);
+            if ((validation || sample) && dist().size == 1 && stop_signal) r.stop = true;
+            if (r.stop)
+                return train_end(&r, stop_at_eval(&r, step, validation, sample, checkpointed == step, rng_before));
+            if (last) break;
+
+            StepResult result = train_step(&r, step);
+            if (result.skipped) report_skip(result, r.o.max_skips);  // stops a run that is not recovering
+            report_step(&r.log, result, r.o.steps, r.c.router);
+
+            const bool periodic = !r.o.checkpoint_dir.empty() && r.o.checkpoint_every > 0 &&
+                                  (step + 1) % r.o.checkpoint_every == 0;
+            // a signal reached this rank or another one during the step (train_step); one process also
+            // stops for a signal that came after its step's check
+            if (dist().size == 1 && stop_signal) r.stop = true;
+            if (periodic) save_checkpoint(&r, step + 1, r.o.checkpoint_dir), checkpointed = step + 1;
+            if (r.stop) return train_end(&r, stop_after_step(&r, step + 1, periodic));
+        }
+        return train_end(&r, 0);
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "error: %sout of memory (a smaller --batch, --seq or model needs less)\n",
                      dist_who().c_str());

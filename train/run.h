@@ -1,19 +1,23 @@
-// A training run, top to bottom (./train_mot with no subcommand):
+// A training run, top to bottom (./train_mot with no subcommand; main in
+// mot.cu holds the loop, llm.c's way):
 //
-//   check_options    contradictions and sizes, where the run writes
-//   setup_data       the data set (the default one prepared on first use), the tokenizer
-//   setup_model      the model's configuration and weights: new, --load, or --resume
-//   setup_loaders    training and validation batches; what --resume must agree with
-//   setup_device     the model on its device, the resumed moments and data position
-//   train_loop       validate, sample, step, checkpoint; stop on a signal
-//   finish           the last checks and the final --save, before the final validation and sample
+//   train_setup      the ranks, then in order:
+//     check_options    contradictions and sizes, where the run writes
+//     setup_data       the data set (the default one prepared on first use), the tokenizer
+//     setup_model      the model's configuration and weights: new, --load, or --resume
+//     setup_loaders    training and validation batches; what --resume must agree with
+//     setup_device     the model on its device, the resumed moments and data position
+//     and the log's first rows, the peak for MFU, the stop signals' handler
+//   the loop (main)  validate, train_sample, train_step, save_checkpoint; on a signal
+//                    stop_at_eval or stop_after_step; train_finish before the last
+//                    validation and sample (the final --save)
+//   train_end        the log closed, the ranks left
 //
 // check_options is train/checks.h's; setup_data to setup_device are
-// train/setup.h's (--transition's steps in train/transition_setup.h);
-// train_loop and finish are here; the optimizer step and the validation the
-// loop runs are train/step.h's. What the steps fill in is a TrainRun
-// (train/train_run.h). Here too: checkpoint saving, the log's first row, and
-// train(), which calls the steps in the order above.
+// train/setup.h's (--transition's steps in train/transition_setup.h); the
+// optimizer step and the validation are train/step.h's. What the steps fill
+// in is a TrainRun (train/train_run.h). Here: the rest of the list above,
+// checkpoint saving, the log's first row.
 //
 // The steps compute; what they computed is printed and logged by
 // train/report.h (report_step, report_skip, report_validation).
@@ -120,100 +124,10 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
     jsonl_write(&r->log, 0, fields);
 }
 
-// A run that ended still skipping non-finite updates failed; otherwise the
-// final --save. Called by train_loop after the last step, before the final
-// validation and sample.
-inline void finish(TrainRun* r) {
-    if (r->consecutive_skips > 0)
-        fail(strf("the run ended with its last %d updates skipped for a non-finite loss or gradient: the model is "
-                  "not training%s. Lower --lr, or resume from an earlier checkpoint",
-                  r->consecutive_skips, r->o.save.empty() ? "" : "; --save not written"));
-    if (!r->o.save.empty()) {
-        std::vector<float> whole;
-        const float* params = whole_params(r, &whole);
-        if (dist().rank == 0) save_final(r->o.save, r->c, params);
-    }
-}
-
-// The steps from the state's step to --steps: validation and samples on
-// their schedule (and at the end, after the final --save), checkpoints on
-// theirs. Returns 0, or 128 + the signal when one stopped the run (after
-// saving what save_on_stop saves).
-inline int train_loop(TrainRun* r) {
-    const Options& o = r->o;
-    std::string peak_how;
-    double peak = device_peak_flops(r->model, &peak_how);
-    double flops_per_step = model_flops_per_token(r->c, r->T) * (double)(r->BT * r->micro);
-    std::printf("peak for MFU: %s\n", peak_how.c_str());
-    jsonl_open(&r->log, dist().rank == 0 ? o.log : std::string(), o.resume, r->state.step);  // rank 0 logs
-    if (jsonl_empty(&r->log)) log_run_header(r, flops_per_step);
-    if (r->transition_measured)
-        jsonl_write(&r->log, 0,
-                    {{"transition_mot_loss", r->transition_mot_loss}, {"transition_loss", r->transition_loss}});
-    std::vector<int> eot_prompt = {r->tokp ? r->tok.eot : r->c.V - 1};
-    SampleSettings sampling;  // one sample from the end-of-text token, temperature 1, every token
-    sampling.length = o.sample_len;
-    std::signal(SIGINT, on_stop_signal);
-    std::signal(SIGTERM, on_stop_signal);
-    std::signal(SIGHUP, on_stop_signal);
-    int checkpointed = -1;  // the step of the last checkpoint this run wrote
-    for (int step = (int)r->state.step; step <= o.steps; step++) {
-        bool last = step == o.steps;
-        // the trained model is saved before the final validation and sample: a stop during them keeps it
-        if (last) finish(r), std::fflush(stdout);
-        // a stop during this step's validation or sample stops the run at `step`: the sample it cut
-        // did not happen, and a resumed run validates and samples at `step` again
-        const uint64_t rng_before = r->sample_rng.state;
-        bool validation = r->have_val && (step % o.val_every == 0 || last);
-        bool sample = o.sample_len > 0 && o.sample_every > 0 && step > 0 && (step % o.sample_every == 0 || last);
-        double val_loss;
-        if (validation && validate(r, &val_loss)) report_validation(&r->log, step, val_loss, r->val_bytes_per_token);
-        if (sample && !r->stop && dist().rank == 0)
-            print_samples(&r->model, r->tokp, eot_prompt, sampling, &r->sample_rng, &stop_signal);
-        if (sample && dist().size > 1) {  // rank 0 alone samples: whether a signal came meanwhile, for every rank
-            double stopped = stop_signal ? 1 : 0;
-            dist_sum(&stopped, 1, "the stop check after the sample");
-            if (stopped > 0) r->stop = true;
-        }
-        if ((validation || sample) && dist().size == 1 && stop_signal) r->stop = true;
-        if (r->stop) {
-            int sig = stop_signal ? stop_signal : SIGTERM;
-            r->sample_rng.state = rng_before;
-            std::string saved = last && o.checkpoint_dir.empty()
-                                    ? (o.save.empty() ? "nothing saved (no --checkpoint-dir or --save)"
-                                                      : strf("the trained model is saved (--save %s)", o.save.c_str()))
-                                    : save_on_stop(r, step, checkpointed == step);
-            std::printf("interrupted (%s%s) during the %s%s of step %d: %s, stopping\n", stop_signal_name(sig),
-                        stop_signal ? "" : " on another rank", last ? "final " : "",
-                        validation && sample ? "validation and sample" : validation ? "validation" : "sample", step,
-                        saved.c_str());
-            jsonl_close(&r->log);
-            return 128 + sig;
-        }
-        if (last) break;
-        StepResult result = train_step(r, step, peak, flops_per_step);
-        if (result.skipped) report_skip(result, o.max_skips);  // stops a run that is not recovering
-        report_step(&r->log, result, o.steps, r->c.router);
-        bool periodic = !o.checkpoint_dir.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0;
-        // a signal reached this rank or another one during the step (train_step); one process also
-        // stops for a signal that came after its step's check
-        if (dist().size == 1 && stop_signal) r->stop = true;
-        if (periodic) save_checkpoint(r, step + 1, o.checkpoint_dir), checkpointed = step + 1;
-        if (r->stop) {
-            int sig = stop_signal ? stop_signal : SIGTERM;  // a rank the signal did not reach stops as if by SIGTERM
-            std::string saved = save_on_stop(r, step + 1, periodic);
-            std::printf("interrupted (%s%s): %s, stopping\n", stop_signal_name(sig),
-                        stop_signal ? "" : " on another rank", saved.c_str());
-            jsonl_close(&r->log);
-            return 128 + sig;
-        }
-    }
-    jsonl_close(&r->log);
-    return 0;
-}
-
-// The whole run; returns the program's exit status.
-inline int train(const Options& o) {
+// The run's start, on every rank: the ranks, then the steps at the top in
+// order up to setup_device; then the step's FLOPs and the device's peak
+// (for MFU), the log with its first rows, and the stop signals' handler.
+inline void train_setup(TrainRun* r, const Options& o) {
 #ifdef _OPENMP
     if (o.threads > 0) omp_set_num_threads(o.threads);
 #endif
@@ -228,16 +142,96 @@ inline int train(const Options& o) {
         gpu_select_device(d.local_rank);
     }
     check_ranks_options(o);
-    TrainRun r;
-    r.o = o;
-    check_options(&r);
-    setup_data(&r);
-    setup_model(&r);
-    setup_loaders(&r);
-    check_ranks_setup(&r);
-    setup_device(&r);
-    int status = train_loop(&r);
-    parallel_free(&r.par);
+    r->o = o;
+    check_options(r);
+    setup_data(r);
+    setup_model(r);
+    setup_loaders(r);
+    check_ranks_setup(r);
+    setup_device(r);
+    std::string peak_how;
+    r->peak_flops = device_peak_flops(r->model, &peak_how);
+    r->flops_per_step = model_flops_per_token(r->c, r->T) * (double)(r->BT * r->micro);
+    std::printf("peak for MFU: %s\n", peak_how.c_str());
+    jsonl_open(&r->log, dist().rank == 0 ? r->o.log : std::string(), r->o.resume, r->state.step);  // rank 0 logs
+    if (jsonl_empty(&r->log)) log_run_header(r, r->flops_per_step);
+    if (r->transition_measured)
+        jsonl_write(&r->log, 0,
+                    {{"transition_mot_loss", r->transition_mot_loss}, {"transition_loss", r->transition_loss}});
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
+    std::signal(SIGHUP, on_stop_signal);
+}
+
+// The last step is done: a run that ended still skipping non-finite updates
+// failed; otherwise the final --save, before the final validation and sample
+// (a stop during them keeps it).
+inline void train_finish(TrainRun* r) {
+    if (r->consecutive_skips > 0)
+        fail(strf("the run ended with its last %d updates skipped for a non-finite loss or gradient: the model is "
+                  "not training%s. Lower --lr, or resume from an earlier checkpoint",
+                  r->consecutive_skips, r->o.save.empty() ? "" : "; --save not written"));
+    if (!r->o.save.empty()) {
+        std::vector<float> whole;
+        const float* params = whole_params(r, &whole);
+        if (dist().rank == 0) save_final(r->o.save, r->c, params);
+    }
+    std::fflush(stdout);
+}
+
+// One sample from the end-of-text token (temperature 1, every token),
+// printed by rank 0; with several ranks, every rank learns whether a stop
+// signal came meanwhile.
+inline void train_sample(TrainRun* r) {
+    if (!r->stop && dist().rank == 0) {
+        std::vector<int> eot_prompt = {r->tokp ? r->tok.eot : r->c.V - 1};
+        SampleSettings sampling;
+        sampling.length = r->o.sample_len;
+        print_samples(&r->model, r->tokp, eot_prompt, sampling, &r->sample_rng, &stop_signal);
+    }
+    if (dist().size > 1) {
+        double stopped = stop_signal ? 1 : 0;
+        dist_sum(&stopped, 1, "the stop check after the sample");
+        if (stopped > 0) r->stop = true;
+    }
+}
+
+// A stop signal came during step's validation or sample: the run stops at
+// `step` (the sample it cut did not happen: the sampling state goes back to
+// rng_before, and a resumed run validates and samples at `step` again),
+// saving what save_on_stop saves unless `checkpointed` (this step's
+// checkpoint is written). Returns the exit status, 128 + the signal.
+inline int stop_at_eval(TrainRun* r, int step, bool validation, bool sample, bool checkpointed, uint64_t rng_before) {
+    const Options& o = r->o;
+    const bool last = step == o.steps;
+    int sig = stop_signal ? stop_signal : SIGTERM;  // a rank the signal did not reach stops as if by SIGTERM
+    r->sample_rng.state = rng_before;
+    std::string saved = last && o.checkpoint_dir.empty()
+                            ? (o.save.empty() ? "nothing saved (no --checkpoint-dir or --save)"
+                                              : strf("the trained model is saved (--save %s)", o.save.c_str()))
+                            : save_on_stop(r, step, checkpointed);
+    std::printf("interrupted (%s%s) during the %s%s of step %d: %s, stopping\n", stop_signal_name(sig),
+                stop_signal ? "" : " on another rank", last ? "final " : "",
+                validation && sample ? "validation and sample" : validation ? "validation" : "sample", step,
+                saved.c_str());
+    return 128 + sig;
+}
+
+// A stop signal came during the step that ended at `step`: saves what
+// save_on_stop saves (unless `checkpointed`); returns 128 + the signal.
+inline int stop_after_step(TrainRun* r, int step, bool checkpointed) {
+    int sig = stop_signal ? stop_signal : SIGTERM;
+    std::string saved = save_on_stop(r, step, checkpointed);
+    std::printf("interrupted (%s%s): %s, stopping\n", stop_signal_name(sig), stop_signal ? "" : " on another rank",
+                saved.c_str());
+    return 128 + sig;
+}
+
+// The run's end, however it ended: closes the log, frees the exchange,
+// leaves the job; returns the program's exit status.
+inline int train_end(TrainRun* r, int status) {
+    jsonl_close(&r->log);
+    parallel_free(&r->par);
     dist_finalize();
     return status;
 }

@@ -1,4 +1,4 @@
-// The setup of a training run, in the order train() (train/run.h) calls it:
+// The setup of a training run, in the order train_setup (train/run.h) calls it:
 // the data and tokenizer (setup_data), the configuration and starting
 // weights (setup_model), the batches (setup_loaders), and the model on its
 // device with what --resume restores (setup_device), which prints the run's

@@ -1,4 +1,4 @@
-// What the training loop (train/run.h) computes each step: the validation
+// What the training loop (main, mot.cu) computes each step: the validation
 // loss (validate) and one optimizer step (train_step) over the ranks, each
 // agreeing across the ranks on whether a stop signal came. They return what
 // they computed; train/report.h prints and logs it.
@@ -35,7 +35,7 @@ inline bool validate(TrainRun* r, double* loss) {
 // micro-batch a*R + r at accumulation step a (docs/design.md section 11)
 // and skips the others, so each rank's loader ends the step where one
 // process's would.
-inline StepResult train_step(TrainRun* r, int step, double peak_flops, double flops_per_step) {
+inline StepResult train_step(TrainRun* r, int step) {
     const Options& o = r->o;
     const int R = dist().size, rank = dist().rank;
     StepResult s;
@@ -108,7 +108,7 @@ inline StepResult train_step(TrainRun* r, int step, double peak_flops, double fl
     tuner_record(&r->tuner, s.ms);
     s.tuned_to = r->tuner.current;
     s.tok_per_s = (double)(r->BT * r->micro) / (s.ms / 1000.0);
-    s.mfu = flops_per_step / (s.ms / 1000.0) / peak_flops / R;  // of the R devices' peak
+    s.mfu = r->flops_per_step / (s.ms / 1000.0) / r->peak_flops / R;  // of the R devices' peak
     if (R > 1) {
         s.exchange = parallel_sharded(r->par) ? "reduce-scatter, all-gather" : "all-reduce";
         s.comm_ms = r->par.comm_ms;

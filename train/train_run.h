@@ -2,7 +2,7 @@
 // The steps of a run (train/run.h lists them) each take a TrainRun and fill
 // in their part of it: the checks (train/checks.h), the setup
 // (train/setup.h, with --transition's steps in train/transition_setup.h),
-// the step (train/step.h) and the loop (train/run.h). Held apart from them
+// the step (train/step.h) and the rest of the run (train/run.h). Held apart from them
 // so that each includes it without including the others; train/run.h
 // includes them all.
 #pragma once
@@ -72,6 +72,8 @@ struct TrainRun {
     Parallel par;               // the ranks' gradient exchange (one rank: nothing to exchange)
     bool stop = false;          // a stop signal reached some rank: every rank saves and stops
     JsonlLog log;
+    double flops_per_step = 0;  // model FLOPs of one optimizer step over all ranks (common/layout.h)
+    double peak_flops = 0;      // one device's peak (for MFU)
     ThreadTuner tuner;
     int consecutive_skips = 0;
     // with --transition: the loss before the first update, with the MoT layers and as token choice
