@@ -6,11 +6,13 @@
 //   device queries   whether this build has GPU code; GPU present, TF32,
 //                    device per rank, name, free memory, peak FLOP rate
 //   GpuModel         the GPU half of train/model.h's Model (gpu/gpt.cuh),
-//                    gpu_model_* its functions, with plain host types
+//                    gpu_model_* its functions, with plain host types (the
+//                    passes, gpu::gpt_forward and gpu::gpt_backward, model.h
+//                    calls by their own names)
 //   device memory    host <-> device copies and a sum of squares
 //   NcclComm         NCCL's collectives on device memory, for GPU ranks
 //
-// Built by g++ (no nvcc), GpuModel is empty and the queries say there is no
+// Built by g++ (no nvcc), GpuModel is a stub and the queries say there is no
 // GPU: a Model then never is on the GPU, and the functions that only such a
 // model calls fail if reached. Built without NCCL, NcclComm is empty and its
 // collectives fail likewise (train/parallel.h asks nccl_compiled first).
@@ -119,11 +121,6 @@ inline void gpu_model_set_moments(GpuModel* g, const float* mom, const float* ve
     CUDA_CHECK(cudaMemcpy(g->gpt.mv_memory + n, vel, n * sizeof(float), cudaMemcpyHostToDevice));
 }
 
-inline double gpu_model_forward(GpuModel* g, const int* inputs, const int* targets, int B, int T) {
-    gpu::gpt_forward(&g->gpt, inputs, targets, B, T);
-    return g->gpt.mean_loss;
-}
-
 // The last forward's logits (BT,Vp) and losses (BT), to the host.
 inline void gpu_model_logits_losses(GpuModel* g, size_t BT, size_t Vp, float* logits, float* losses) {
     CUDA_CHECK(cudaMemcpy(logits, g->gpt.acts.logits, BT * Vp * sizeof(float), cudaMemcpyDeviceToHost));
@@ -170,7 +167,6 @@ inline void gpu_model_zero_router_bias_grad(GpuModel* g, int l) {
 }
 
 inline void gpu_model_zero_grad(GpuModel* g) { gpu::gpt_zero_grad(&g->gpt); }
-inline void gpu_model_backward(GpuModel* g, double loss_scale) { gpu::gpt_backward(&g->gpt, loss_scale); }
 inline double gpu_model_grad_norm(GpuModel* g) { return gpu::gpt_grad_norm(&g->gpt); }
 
 inline void gpu_model_update(GpuModel* g, float lr, float beta1, float beta2, float eps, float wd, int step,
@@ -241,7 +237,20 @@ inline void gpu_select_device(int) { no_gpu_code(); }
 inline std::string gpu_device_name() { no_gpu_code(); }
 inline double gpu_peak_flops(const std::string&, std::string*) { no_gpu_code(); }
 
-struct GpuModel {};
+// The GPU model's passes under gpu/gpt.cuh's names, which train/model.h
+// calls directly (the step's forward and backward read the same in both
+// builds); no Model is on the GPU here, so they are never reached.
+namespace gpu {
+struct GPT {
+    double mean_loss = 0;
+};
+inline void gpt_forward(GPT*, const int*, const int*, int, int) { no_gpu_code(); }
+inline void gpt_backward(GPT*, double) { no_gpu_code(); }
+}  // namespace gpu
+
+struct GpuModel {
+    gpu::GPT gpt;
+};
 
 inline bool gpu_model_fits(const Config&, int, int, bool, std::string* why) {
     *why = "this build has no GPU code (built without nvcc)";
@@ -255,7 +264,6 @@ inline float* gpu_model_grads(GpuModel*) { no_gpu_code(); }
 inline void gpu_model_get_params(GpuModel*, float*) { no_gpu_code(); }
 inline void gpu_model_get_moments(GpuModel*, std::vector<float>*, std::vector<float>*) { no_gpu_code(); }
 inline void gpu_model_set_moments(GpuModel*, const float*, const float*) { no_gpu_code(); }
-inline double gpu_model_forward(GpuModel*, const int*, const int*, int, int) { no_gpu_code(); }
 inline void gpu_model_logits_losses(GpuModel*, size_t, size_t, float*, float*) { no_gpu_code(); }
 inline void gpu_model_set_aux_weight(GpuModel*, double) {}
 inline void gpu_model_set_bf16(GpuModel*, bool on) {
@@ -270,7 +278,6 @@ inline void gpu_model_router_bias(GpuModel*, int, float*) { no_gpu_code(); }
 inline void gpu_model_set_router_bias(GpuModel*, int, const float*) { no_gpu_code(); }
 inline void gpu_model_zero_router_bias_grad(GpuModel*, int) { no_gpu_code(); }
 inline void gpu_model_zero_grad(GpuModel*) { no_gpu_code(); }
-inline void gpu_model_backward(GpuModel*, double) { no_gpu_code(); }
 inline double gpu_model_grad_norm(GpuModel*) { no_gpu_code(); }
 inline void gpu_model_update(GpuModel*, float, float, float, float, float, int, float) { no_gpu_code(); }
 inline void gpu_model_shard(GpuModel*, const std::vector<ParamRange>&) { no_gpu_code(); }

@@ -1,6 +1,7 @@
 // The model on whichever device trains it. train_mot calls these functions
 // and never looks inside: on the CPU they call cpu/gpt.h, on the GPU (when
-// built by nvcc and chosen by --device) the GPU half of train/device.h,
+// built by nvcc and chosen by --device) the GPU half of train/device.h (the
+// passes, gpu/gpt.cuh's gpt_forward and gpt_backward, by their own names),
 // which holds every difference between a build with nvcc and one without:
 // nothing here asks how the program was built.
 // Include from one translation unit only (gpu/ headers define kernels).
@@ -26,7 +27,7 @@ struct Model {
     Config cfg;
     bool on_gpu = false;
     GPT<float, FastKernels> cpu;  // the CPU model; on the GPU path a host copy used for generation
-    GpuModel gpu;    // the GPU model (train/device.h); empty in a build without nvcc
+    GpuModel gpu;    // the GPU model (train/device.h); a stub in a build without nvcc
     std::vector<ParamRange> share;  // ZeRO-1: the parameters this rank updates (model_shard); empty: all
 };
 
@@ -195,7 +196,10 @@ inline void model_set_moments(Model* m, const std::vector<float>& mom, const std
 
 // Forward pass; returns the mean loss when targets are given.
 inline double model_forward(Model* m, const int* inputs, const int* targets, int B, int T) {
-    if (m->on_gpu) return gpu_model_forward(&m->gpu, inputs, targets, B, T);
+    if (m->on_gpu) {
+        gpu::gpt_forward(&m->gpu.gpt, inputs, targets, B, T);
+        return m->gpu.gpt.mean_loss;
+    }
     gpt_forward(&m->cpu, inputs, targets, B, T);
     return m->cpu.mean_loss;
 }
@@ -408,7 +412,7 @@ inline void model_zero_grad(Model* m) {
 }
 
 inline void model_backward(Model* m, double loss_scale) {
-    if (m->on_gpu) gpu_model_backward(&m->gpu, loss_scale);
+    if (m->on_gpu) gpu::gpt_backward(&m->gpu.gpt, loss_scale);
     else gpt_backward(&m->cpu, loss_scale);
 }
 
