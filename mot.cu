@@ -13,9 +13,9 @@
 //
 // main reads top to bottom: the options, a subcommand or the training run,
 // whose loop is here (validate, sample, one optimizer step, checkpoint),
-// one call from the step (train/step.h train_step) and from there through
-// the model (train/model.h model_forward, cpu/gpt.h gpt_forward or
-// gpu/gpt.cuh) and its blocks (block_forward) to each layer.
+// with the step's forward and backward passes in the open: the model
+// (train/model.h model_forward, then cpu/gpt.h gpt_forward or gpu/gpt.cuh)
+// runs its blocks (block_forward), each its layers.
 //
 // The pieces live in train/: options.h (every option and default), run.h
 // (the run's setup, end and stops, checkpoint saving) with what a run holds
@@ -83,13 +83,22 @@ int main(int argc, char** argv) {
                 return train_end(&r, stop_at_eval(&r, step, validation, sample, checkpointed == step, rng_before));
             if (last) break;
 
-            StepResult result = train_step(&r, step);
+            // one optimizer step (train/step.h): this rank's micro-batches forward and backward, the gradients
+            // accumulating; then the ranks' sum, clipping and the update
+            StepWork w = step_begin(&r, step);
+            for (int m = 0; m < r.micro; m++) {
+                if (!step_batch(&r, &w, m)) continue;  // another rank's micro-batch
+                w.s.loss += model_forward(&r.model, w.x.data(), w.y.data(), r.B, r.T) / r.micro;
+                step_after_forward(&r, &w);
+                model_backward(&r.model, 1.0 / r.micro);
+            }
+            StepResult result = step_end(&r, &w);
             if (result.skipped) report_skip(result, r.o.max_skips);  // stops a run that is not recovering
             report_step(&r.log, result, r.o.steps, r.c.router);
 
             const bool periodic = !r.o.checkpoint_dir.empty() && r.o.checkpoint_every > 0 &&
                                   (step + 1) % r.o.checkpoint_every == 0;
-            // a signal reached this rank or another one during the step (train_step); one process also
+            // a signal reached this rank or another one during the step (step_end); one process also
             // stops for a signal that came after its step's check
             if (dist().size == 1 && stop_signal) r.stop = true;
             if (periodic) save_checkpoint(&r, step + 1, r.o.checkpoint_dir), checkpointed = step + 1;

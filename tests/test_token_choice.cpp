@@ -566,7 +566,7 @@ static Config balance_config() {
     return c;
 }
 
-// One optimizer step as train_step takes it with --router-balance eta:
+// One optimizer step as training takes it (train/step.h) with --router-balance eta:
 // forward and counts, backward, bc's gradient zeroed, AdamW, the controller.
 // Returns the layer's mean relative rate error before the move.
 static double balance_step(Model* m, const std::vector<int>& inp, const std::vector<int>& tgt, int B, int T,

@@ -57,7 +57,7 @@
 // The all-to-all of an expert group over MPI (common/exchange.h).
 struct MpiExchange : ExpertExchange {
     DistGroup* group = nullptr;
-    double ms = 0;       // time in the exchange since the last reset (train_step: per step)
+    double ms = 0;       // time in the exchange since the last reset (step_begin: per step)
     double bytes = 0;    // bytes this rank sent to the others since then
     std::vector<float> sum;  // reduce_scatter_add's block
     void all_to_all(const void* send, void* recv, size_t block) override {

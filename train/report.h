@@ -115,7 +115,7 @@ inline void report_validation(JsonlLog* log, int step, double loss, double bytes
     }
 }
 
-// What one optimizer step did: train_step (train/step.h) returns it,
+// What one optimizer step did: step_end (train/step.h) returns it,
 // report_skip and report_step say it.
 struct StepResult {
     int step = 0;                 // optimizer steps done, this one included: the line's and the log's step

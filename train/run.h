@@ -8,7 +8,7 @@
 //     setup_loaders    training and validation batches; what --resume must agree with
 //     setup_device     the model on its device, the resumed moments and data position
 //     and the log's first rows, the peak for MFU, the stop signals' handler
-//   the loop (main)  validate, train_sample, train_step, save_checkpoint; on a signal
+//   the loop (main)  validate, train_sample, the step, save_checkpoint; on a signal
 //                    stop_at_eval or stop_after_step; train_finish before the last
 //                    validation and sample (the final --save)
 //   train_end        the log closed, the ranks left
@@ -55,7 +55,7 @@ inline const float* whole_params(TrainRun* r, std::vector<float>* buf) {
 // Writes a checkpoint pair for `step` optimizer steps into dir. Every rank
 // calls it (the moments and a check of the parameters are collectives);
 // rank 0 writes. The data position is every rank's: each rank walks all of
-// a step's micro-batches, taking its own (train_step).
+// a step's micro-batches, taking its own (step_batch).
 inline void save_checkpoint(TrainRun* r, int step, const std::string& dir) {
     const bool writer = dist().rank == 0;
     if (writer) lock_checkpoint_dir(dir);
