@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
             }
             StepResult result = step_end(&r, &w);
             if (result.skipped) report_skip(result, r.o.max_skips);  // stops a run that is not recovering
-            report_step(&r.log, result, r.o.steps, r.c.router);
+            report_step(&r.log, result, r.o.steps, r.c.tc.router);
 
             const bool periodic = !r.o.checkpoint_dir.empty() && r.o.checkpoint_every > 0 &&
                                   (step + 1) % r.o.checkpoint_every == 0;

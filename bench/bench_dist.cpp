@@ -88,7 +88,7 @@ static double optimizer_gib(double n, int ranks, bool zero) {
 static double gpt2_small_params(int kind, int E, int f) {
     Config c;
     c.V = 50257, c.Vp = pad_vocab(c.V), c.maxT = 1024, c.L = 12, c.NH = 12, c.C = 768, c.dff = 3072;
-    c.E = E, c.G = 32, c.f = f;
+    c.E = E, c.mot.G = 32, c.f = f;
     c.kinds.assign(c.L, kind);
     return (double)num_params(c);
 }

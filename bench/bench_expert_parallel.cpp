@@ -180,7 +180,7 @@ static void run() {
         bool sparse = m.n_expert > 0;
         std::printf("%-38s %5d %5d %3s %5s %5s %5d %14zu %14zu %14zu\n", m.name.c_str(), m.c.L, m.c.C,
                     sparse ? std::to_string(m.c.E).c_str() : "-",
-                    m.mot_layers ? std::to_string(m.c.G).c_str() : "-",
+                    m.mot_layers ? std::to_string(m.c.mot.G).c_str() : "-",
                     sparse ? std::to_string(m.c.f).c_str() : "-", m.T, m.n, m.n_expert, m.n - m.n_expert);
     }
 

@@ -95,7 +95,8 @@ static void init_on_device(gpu::GPT* model) {
 static Config gpt2_small(int E, int f) {
     Config c;
     c.V = 50257, c.Vp = 50304, c.maxT = 1024, c.L = 12, c.NH = 12, c.C = 768, c.dff = 3072;
-    c.E = E ? E : 32, c.G = 32, c.f = E ? f : 3072, c.tau = 1.0f, c.topk = 1, c.capacity_factor = 1.25f, c.activation = 0;
+    c.E = E ? E : 32, c.mot.G = 32, c.f = E ? f : 3072, c.mot.tau = 1.0f, c.tc.topk = 1, c.tc.capacity_factor = 1.25f,
+    c.activation = 0;
     c.kinds.assign(c.L, E ? MOT : DENSE);
     return c;
 }
@@ -115,7 +116,7 @@ static double matmul_params_per_token(const Config& c) {
     for (int l = 0; l < c.L; l++) {
         n += 4.0 * c.C * c.C;
         if (c.kinds[l] == DENSE) n += 2.0 * c.C * c.dff;
-        else n += 3.0 * c.C * c.E + 2.0 * c.C * c.f * c.E / c.G;
+        else n += 3.0 * c.C * c.E + 2.0 * c.C * c.f * c.E / c.mot.G;
     }
     return n;
 }
@@ -278,7 +279,7 @@ static void bench_model(const char* name, const Config& c, int B, int T, int ste
 // MoT (C, E, G, f); both flop-matched by f = dff G / E.
 static void bench_layers(int B, int T, int iters, int E, int f, std::vector<Row>* rows) {
     Config c = gpt2_small(E, f);
-    const int C = c.C, dff = c.dff, G = c.G;
+    const int C = c.C, dff = c.dff, G = c.mot.G;
     const size_t BT = (size_t)B * T, ST = BT / G;
     std::vector<float*> bufs;
     auto alloc = [&](size_t n) {
@@ -308,9 +309,9 @@ static void bench_layers(int B, int T, int iters, int E, int f, std::vector<Row>
         gpu::ffn_backward(dinp, dfcw, dfcb, dpw, dpb, dfch, dfchg, dout, inp, fch, fchg, fcw, pw, B, T, C, dff);
     };
     auto mot_step = [&]() {
-        gpu::mot_forward(out, z, m, u, p, a, y, inp, wc, w1, w2, B, T, C, E, G, f, c.tau);
+        gpu::mot_forward(out, z, m, u, p, a, y, inp, wc, w1, w2, B, T, C, E, G, f, c.mot.tau);
         gpu::mot_backward(dinp, dwc, dw1, dw2, dz, dm, du, dp, da, dy, dout, inp, m, u, p, a, y, wc, w1, w2,
-                          B, T, C, E, G, f, c.tau);
+                          B, T, C, E, G, f, c.mot.tau);
     };
     double dense_flops = 6.0 * BT * 2.0 * C * dff;
     double mot_flops = 6.0 * BT * (3.0 * C * E + 2.0 * C * f * E / G);
@@ -342,7 +343,7 @@ static void bench_layers(int B, int T, int iters, int E, int f, std::vector<Row>
     StepClock::ms().clear();
     double t0 = now_s();
     for (int i = 0; i < iters; i++) {
-        StepClock::time("controller", [&] { gpu::mot_controller(z, m, inp, wc, B, T, C, E, G, c.tau, false); });
+        StepClock::time("controller", [&] { gpu::mot_controller(z, m, inp, wc, B, T, C, E, G, c.mot.tau, false); });
         StepClock::time("merge", [&] { gpu::mot_merge(u, m, inp, B, T, C, E, G); });
         StepClock::time("experts", [&] { gpu::mot_experts(p, a, y, u, w1, w2, (int)ST, C, E, f); });
         StepClock::time("emit", [&] { gpu::mot_emit(out, m, y, B, T, C, E, G); });
@@ -352,7 +353,7 @@ static void bench_layers(int B, int T, int iters, int E, int f, std::vector<Row>
         });
         StepClock::time("merge backward", [&] { gpu::mot_merge_backward(dinp, dm, du, inp, m, B, T, C, E, G); });
         StepClock::time("controller backward",
-                        [&] { gpu::mot_controller_backward(dinp, dwc, dz, dm, m, inp, wc, B, T, C, E, G, c.tau); });
+                        [&] { gpu::mot_controller_backward(dinp, dwc, dz, dm, m, inp, wc, B, T, C, E, G, c.mot.tau); });
     }
     CUDA_CHECK(cudaDeviceSynchronize());
     std::printf("    layer mot E%d G%d by part, fp32, %d steps, each part timed alone:\n", E, G, iters);

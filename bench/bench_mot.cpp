@@ -87,7 +87,8 @@ struct Shape {
 static Config model_config(const Shape& s) {
     Config c;
     c.V = 4096, c.Vp = pad_vocab(c.V), c.maxT = s.T, c.L = 4, c.NH = s.NH, c.C = s.C, c.dff = s.dff;
-    c.E = s.E ? s.E : 8, c.G = s.G ? s.G : 4, c.f = s.f ? s.f : 64, c.tau = 1.0f, c.topk = 1, c.capacity_factor = 1.25f;
+    c.E = s.E ? s.E : 8, c.mot.G = s.G ? s.G : 4, c.f = s.f ? s.f : 64, c.mot.tau = 1.0f, c.tc.topk = 1,
+    c.tc.capacity_factor = 1.25f;
     c.activation = 0;
     c.kinds.assign(c.L, s.E ? MOT : DENSE);
     return c;

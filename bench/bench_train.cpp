@@ -80,7 +80,7 @@ static Config bench_config(int kind) {
     c.C = 256;
     c.dff = 1024;
     c.E = 32;
-    c.G = 8;
+    c.mot.G = 8;
     c.f = 256;
     c.kinds.assign(c.L, kind);
     return c;
@@ -178,7 +178,7 @@ struct Part {
 static std::vector<Part> layer_parts(int kind, int B, int T) {
     using K = FastKernels;  // the kernels of the training path
     const Config c = bench_config(kind);
-    const int C = c.C, NH = c.NH, L = c.L, V = c.V, Vp = c.Vp, dff = c.dff, E = c.E, G = c.G, f = c.f;
+    const int C = c.C, NH = c.NH, L = c.L, V = c.V, Vp = c.Vp, dff = c.dff, E = c.E, G = c.mot.G, f = c.f;
     const size_t BT = (size_t)B * T, BTC = BT * C, TT = (size_t)B * NH * T * T;
     const size_t nu = (size_t)(B / G) * T * E * C, np = (size_t)(B / G) * T * E * f;
     Rng rng = rng_seed(5);
@@ -244,10 +244,10 @@ static std::vector<Part> layer_parts(int kind, int B, int T) {
             dp(np), da(np), dy(nu);
         add("mot ffn", L,
             [&] { K::mot_forward(out.data(), z.data(), m.data(), u.data(), p.data(), a.data(), y.data(), x.data(),
-                                 wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, c.tau); },
+                                 wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, c.mot.tau); },
             [&] { K::mot_backward(dx.data(), dwc.data(), dw1.data(), dw2.data(), dz.data(), dm.data(), du.data(),
                                   dp.data(), da.data(), dy.data(), dout.data(), x.data(), m.data(), u.data(), p.data(),
-                                  a.data(), y.data(), wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, c.tau); });
+                                  a.data(), y.data(), wc.data(), w1.data(), w2.data(), B, T, C, E, G, f, c.mot.tau); });
     }
 
     std::vector<float> logits = rnd(BT * Vp, 4.0f), probs(BT * Vp), dlogits(BT * Vp), losses(BT), dlosses(BT, 1.0f);
@@ -309,7 +309,7 @@ struct FfnGemms {
 static FfnGemms ffn_gemms(int B, int T) {
     using K = FastKernels;
     const Config c = bench_config(MOT);
-    const int C = c.C, E = c.E, G = c.G, f = c.f, dff = c.dff, ST = B / G * T;
+    const int C = c.C, E = c.E, G = c.mot.G, f = c.f, dff = c.dff, ST = B / G * T;
     const long long EC = (long long)E * C, Ef = (long long)E * f, fC = (long long)f * C;
     const size_t BTC = (size_t)B * T * C, BTH = (size_t)B * T * dff, STEC = (size_t)ST * EC, STEf = (size_t)ST * Ef;
     Rng rng = rng_seed(3);

@@ -13,6 +13,8 @@
 // A file whose size does not match its header, whose header holds a field
 // outside what the program's options allow, or whose checksum differs, is
 // rejected; a version 1 file loads with a note that nothing checked its body.
+// Each kind's slots (10, 12, 14..17) are written and read by its descriptor
+// (common/layout.h, header_write / header_read).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -33,16 +35,12 @@ inline std::vector<int32_t> checkpoint_header(const Config& c) {
     std::vector<int32_t> h(CHECKPOINT_HEADER_INTS, 0);
     h[0] = CHECKPOINT_MAGIC;
     h[1] = CHECKPOINT_VERSION;
-    int32_t fields[10] = {c.V, c.Vp, c.maxT, c.L, c.NH, c.C, c.dff, c.E, c.G, c.f};
-    for (int i = 0; i < 10; i++) h[2 + i] = fields[i];
-    std::memcpy(&h[12], &c.tau, 4);
+    int32_t fields[7] = {c.V, c.Vp, c.maxT, c.L, c.NH, c.C, c.dff};
+    for (int i = 0; i < 7; i++) h[2 + i] = fields[i];
+    h[9] = c.E;
+    h[11] = c.f;
     h[13] = c.activation;
-    if (has_kind(c, TOKEN_CHOICE)) {  // otherwise 0, which loading reads as the defaults
-        h[14] = c.topk;
-        std::memcpy(&h[15], &c.capacity_factor, 4);
-        h[16] = c.router;
-        std::memcpy(&h[17], &c.router_tau, 4);
-    }
+    for_each_ffn_kind([&](auto k) { k.header_write(c, h.data()); });  // slots 10, 12, 14..29: each kind's own
     for (int l = 0; l < c.L; l++) h[32 + l] = c.kinds[l];
     return h;
 }
@@ -95,37 +93,16 @@ inline void checkpoint_load(const std::string& path, Config* c, std::vector<floa
     for (Field f : {Field{"vocabulary size", h[2], BOUND_VOCAB}, Field{"padded vocabulary", h[3], BOUND_VOCAB},
                     Field{"maximum sequence length", h[4], BOUND_SEQ}, Field{"heads", h[6], BOUND_HEADS},
                     Field{"model width", h[7], BOUND_WIDTH}, Field{"dense FFN width", h[8], BOUND_DFF},
-                    Field{"experts", h[9], BOUND_EXPERTS}, Field{"group size", h[10], BOUND_GROUP},
-                    Field{"expert width", h[11], BOUND_EXPERT_WIDTH}})
+                    Field{"experts", h[9], BOUND_EXPERTS}, Field{"expert width", h[11], BOUND_EXPERT_WIDTH}})
         if (f.value < f.b.lo || f.value > f.b.hi)
             fail(strf("%s: %s %d in header (must be %d..%d)", name, f.what, f.value, f.b.lo, f.b.hi));
     if (h[3] != pad_vocab(h[2]))
         fail(strf("%s: padded vocabulary %d in header, expected %d for vocabulary %d", name, h[3], pad_vocab(h[2]), h[2]));
     Config k;
     k.V = h[2], k.Vp = h[3], k.maxT = h[4], k.L = h[5], k.NH = h[6];
-    k.C = h[7], k.dff = h[8], k.E = h[9], k.G = h[10], k.f = h[11];
-    std::memcpy(&k.tau, &h[12], 4);
-    if (!(k.tau >= 1e-6f && k.tau <= 1e6f))
-        fail(strf("%s: MoT temperature %g in header (must be 1e-6..1e6)", name, (double)k.tau));
+    k.C = h[7], k.dff = h[8], k.E = h[9], k.f = h[11];
     k.activation = h[13];
-    // TOKEN_CHOICE: top-k (0 means 1) and the capacity factor (float bits, 0 means 1.25)
-    if (h[14] < 0) fail(strf("%s: top-k %d in header (must be 0 or positive)", name, h[14]));
-    k.topk = h[14] == 0 ? 1 : h[14];
-    if (h[14] > 0 && h[14] > k.E)
-        fail(strf("%s: top-k %d in header is above the %d experts", name, h[14], k.E));
-    if (h[15] == 0) k.capacity_factor = 1.25f;
-    else std::memcpy(&k.capacity_factor, &h[15], 4);
-    if (!(k.capacity_factor >= 1e-6f && k.capacity_factor <= 1e6f))
-        fail(strf("%s: capacity factor %g in header (must be a positive number, 1e-6..1e6)", name,
-                  (double)k.capacity_factor));
-    if (h[16] < ROUTER_SOFTMAX || h[16] > ROUTER_THRESHOLD_ONE)
-        fail(strf("%s: router kind %d in header (must be 0, 1 or 2)", name, h[16]));
-    k.router = h[16];
-    if (h[17] == 0) k.router_tau = 1;
-    else std::memcpy(&k.router_tau, &h[17], 4);
-    if (!std::isnormal(k.router_tau) || k.router_tau <= 0)
-        fail(strf("%s: router temperature %g in header (must be a positive, finite, normal number)", name,
-                  (double)k.router_tau));
+    for_each_ffn_kind([&](auto kind) { kind.header_read(h.data(), &k, name); });
     if (k.activation != 0) fail(strf("%s: unknown activation %d in header", name, k.activation));
     if (k.L < 1 || k.L > MAX_LAYERS) fail(strf("%s: header says %d layers (must be 1..%d)", name, k.L, MAX_LAYERS));
     k.kinds.assign(h.begin() + 32, h.begin() + 32 + k.L);

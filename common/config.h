@@ -27,6 +27,22 @@ inline const char* router_name(int r) {
 }
 constexpr int MAX_LAYERS = 224;  // checkpoint header slots 32..255 hold one kind per layer
 
+// A MOT layer's own hyperparameters (docs/design.md section 3); its experts
+// are the Config's E and f.
+struct MotConfig {
+    int G = 0;      // group size: tokens mixed together
+    float tau = 1;  // temperature of the softmax over the group
+};
+
+// A TOKEN_CHOICE layer's own hyperparameters; its experts are the Config's
+// E and f.
+struct TokenChoiceConfig {
+    int topk = 1;                   // experts each token chooses (k)
+    float capacity_factor = 1.25f;  // cf; an expert takes min(N, ceil(cf k N / E)) of N tokens
+    int router = ROUTER_SOFTMAX;    // RouterKind
+    float router_tau = 1;           // ROUTER_THRESHOLD: the gate's temperature
+};
+
 // The sizes a stored model may have (a checkpoint's header, a safetensors
 // file's metadata, an llm.c file's header), the options' bounds
 // (train/options.h): a damaged or hostile field is refused by name, never
@@ -44,14 +60,13 @@ struct Config {
     int NH = 0;     // attention heads
     int C = 0;      // d_model, the width of the residual stream
     int dff = 0;    // hidden width of a DENSE feed-forward layer
-    int E = 0;      // MOT experts
-    int G = 0;      // MOT group size: tokens mixed together
-    int f = 0;      // MOT expert hidden width
-    float tau = 1;  // MOT softmax temperature
-    int topk = 1;          // TOKEN_CHOICE: experts each token chooses (k)
-    float capacity_factor = 1.25f;  // TOKEN_CHOICE: cf; an expert takes min(N, ceil(cf k N / E)) of N tokens
-    int router = ROUTER_SOFTMAX;  // TOKEN_CHOICE: RouterKind
-    float router_tau = 1;         // TOKEN_CHOICE, ROUTER_THRESHOLD: the gate's temperature
+    // The experts of MOT and TOKEN_CHOICE layers, one shape for both kinds: a model that has
+    // both holds one set of expert dimensions (one slot each in the checkpoint header), and
+    // --transition turns a MoT model's experts into token choice's as they are.
+    int E = 0;  // experts
+    int f = 0;  // expert hidden width
+    MotConfig mot;         // MOT layers' own hyperparameters
+    TokenChoiceConfig tc;  // TOKEN_CHOICE layers' own hyperparameters
     int activation = 0;      // 0 = gelu (tanh approximation)
     std::vector<int> kinds;  // (L) LayerKind of each block's feed-forward layer
     // Expert parallelism (--expert-parallel): this process holds E / expert_shards of each MOT and
@@ -105,9 +120,9 @@ inline void batch_validate(const Config& c, const int* inputs, const int* target
     if (T < 1 || T > c.maxT)
         fail(strf("sequence length %d is outside 1..%d, the model's maximum sequence length", T, c.maxT));
     if (B < 1) fail(strf("the batch must hold at least one sequence (got %d)", B));
-    if (batch_in_groups(c) && B % c.G != 0)
+    if (batch_in_groups(c) && B % c.mot.G != 0)
         fail(strf("a batch of %d sequences is not a multiple of the group size %d: MoT mixes tokens in groups of "
-                  "G batch rows", B, c.G));
+                  "G batch rows", B, c.mot.G));
     for (size_t i = 0; i < (size_t)B * T; i++) {
         if (inputs[i] < 0 || inputs[i] >= c.V)
             fail(strf("token id %d at position %zu is outside the vocabulary 0..%d", inputs[i], i, c.V - 1));

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -126,8 +127,17 @@ enum GradUse { GRAD_ADDS, GRAD_OVERWRITES };
 //                  which have no gradient): fn(slot, numel)
 //   flops(c)       its forward FLOPs per token
 //   summary(c, n)  its part of the run's "model:" line, for its n layers
+//   its own hyperparameters (a struct of Config: c.mot, c.tc), as each file
+//   stores them:
+//   header_write(c, h), header_read(h, k, file)  in the checkpoint header's
+//                  slots (common/checkpoint.h), read back checked into k
+//   metadata_write(c, fn), metadata_read(r, k)  as safetensors metadata:
+//                  fn(key, value) with an int, float or string value;
+//                  r.integer(key, lo, hi), r.real(key, lo), r.text(key)
+//                  (common/model_file.h)
+//   log_fields(c, fn)  in the log's first row: fn(key, value)
 // FfnKind's defaults are a kind with none of these: no checks, no tensors,
-// no FLOPs.
+// no FLOPs, no hyperparameters.
 struct FfnKind {
     static void validate(const Config&) {}
     template <typename real, typename Fn>
@@ -139,6 +149,14 @@ struct FfnKind {
     template <typename real, typename Fn>
     static void int_acts(LayerActs<real>&, const Config&, int, int, Fn, bool) {}
     static double flops(const Config&) { return 0; }
+    static void header_write(const Config&, int32_t*) {}
+    static void header_read(const int32_t*, Config*, const char*) {}
+    template <typename Fn>
+    static void metadata_write(const Config&, Fn) {}
+    template <typename Reader>
+    static void metadata_read(const Reader&, Config*) {}
+    template <typename Fn>
+    static void log_fields(const Config&, Fn) {}
 };
 
 // DENSE: out = gelu(x fcw^T + fcb) fcprojw^T + fcprojb
@@ -190,8 +208,9 @@ struct MotFfn : FfnKind {
     static constexpr const char* stored = "mot";
     static void validate(const Config& c) {
         experts_validate(c);
-        config_need(c.G > 0, strf("the group size must be positive (got %d)", c.G));
-        config_need(std::isfinite(c.tau) && c.tau > 0, strf("the MoT temperature must be positive (got %g)", c.tau));
+        config_need(c.mot.G > 0, strf("the group size must be positive (got %d)", c.mot.G));
+        config_need(std::isfinite(c.mot.tau) && c.mot.tau > 0,
+                    strf("the MoT temperature must be positive (got %g)", c.mot.tau));
         config_need(c.expert_shards >= 1 && c.E % c.expert_shards == 0,
                     strf("expert parallelism over %d ranks must divide the %d experts", c.expert_shards, c.E));
     }
@@ -213,7 +232,7 @@ struct MotFfn : FfnKind {
     }
     template <typename real, typename Fn>
     static void acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn, bool) {
-        size_t BT = (size_t)B * T, ST = (size_t)(B / c.G) * T, C = c.C, E = c.E, f = c.f;
+        size_t BT = (size_t)B * T, ST = (size_t)(B / c.mot.G) * T, C = c.C, E = c.E, f = c.f;
         fn(a.z, BT * E, GRAD_OVERWRITES);
         fn(a.m, BT * E, GRAD_OVERWRITES);
         fn(a.u, ST * E * C, GRAD_OVERWRITES);
@@ -232,9 +251,37 @@ struct MotFfn : FfnKind {
     // controller 2CE, merge 2EC and emit 2EC per token (each token joins one
     // group, whose E mixed tokens it feeds and reads), experts 2*2*C*f*E/G
     // (each group runs E experts once for its G tokens)
-    static double flops(const Config& c) { return 3 * 2.0 * c.C * c.E + 2.0 * 2 * c.C * c.f * (double)c.E / c.G; }
+    static double flops(const Config& c) { return 3 * 2.0 * c.C * c.E + 2.0 * 2 * c.C * c.f * (double)c.E / c.mot.G; }
     static std::string summary(const Config& c, int n) {
-        return strf("%d MoT layers (E %d, G %d, f %d, tau %g)", n, c.E, c.G, c.f, c.tau);
+        return strf("%d MoT layers (E %d, G %d, f %d, tau %g)", n, c.E, c.mot.G, c.f, c.mot.tau);
+    }
+    // G in slot 10, tau (float bits) in slot 12, in every checkpoint
+    static void header_write(const Config& c, int32_t* h) {
+        h[10] = c.mot.G;
+        std::memcpy(&h[12], &c.mot.tau, 4);
+    }
+    static void header_read(const int32_t* h, Config* k, const char* file) {
+        if (h[10] < BOUND_GROUP.lo || h[10] > BOUND_GROUP.hi)
+            fail(strf("%s: group size %d in header (must be %d..%d)", file, h[10], BOUND_GROUP.lo, BOUND_GROUP.hi));
+        k->mot.G = h[10];
+        std::memcpy(&k->mot.tau, &h[12], 4);
+        if (!(k->mot.tau >= 1e-6f && k->mot.tau <= 1e6f))
+            fail(strf("%s: MoT temperature %g in header (must be 1e-6..1e6)", file, (double)k->mot.tau));
+    }
+    template <typename Fn>
+    static void metadata_write(const Config& c, Fn fn) {
+        fn("group_size", c.mot.G);
+        fn("temperature", c.mot.tau);
+    }
+    template <typename Reader>
+    static void metadata_read(const Reader& r, Config* k) {
+        k->mot.G = r.integer("group_size", BOUND_GROUP.lo, BOUND_GROUP.hi);
+        k->mot.tau = r.real("temperature", 1e-6f);
+    }
+    template <typename Fn>
+    static void log_fields(const Config& c, Fn fn) {
+        fn("group", (double)c.mot.G);
+        fn("temperature", (double)c.mot.tau);
     }
 };
 
@@ -252,25 +299,25 @@ struct TokenChoiceFfn : FfnKind {
     static void validate(const Config& c) {
         auto need = config_need;
         experts_validate(c);
-        need(c.topk >= 1 && c.topk <= c.E,
-             strf("each token chooses %d experts, which must be in 1..%d (the number of experts)", c.topk, c.E));
-        need(std::isfinite(c.capacity_factor) && c.capacity_factor > 0,
-             strf("the capacity factor must be a positive number (got %g)", c.capacity_factor));
-        need(c.router == ROUTER_SOFTMAX || c.router == ROUTER_THRESHOLD || c.router == ROUTER_THRESHOLD_ONE,
-             strf("unsupported router kind %d", c.router));
-        need(std::isfinite(c.router_tau) && c.router_tau > 0,
-             strf("the router temperature must be positive (got %g)", c.router_tau));
+        need(c.tc.topk >= 1 && c.tc.topk <= c.E,
+             strf("each token chooses %d experts, which must be in 1..%d (the number of experts)", c.tc.topk, c.E));
+        need(std::isfinite(c.tc.capacity_factor) && c.tc.capacity_factor > 0,
+             strf("the capacity factor must be a positive number (got %g)", c.tc.capacity_factor));
+        need(c.tc.router == ROUTER_SOFTMAX || c.tc.router == ROUTER_THRESHOLD || c.tc.router == ROUTER_THRESHOLD_ONE,
+             strf("unsupported router kind %d", c.tc.router));
+        need(std::isfinite(c.tc.router_tau) && c.tc.router_tau > 0,
+             strf("the router temperature must be positive (got %g)", c.tc.router_tau));
         need(c.expert_shards >= 1 && c.E % c.expert_shards == 0,
              strf("expert parallelism over %d ranks must divide the %d experts", c.expert_shards, c.E));
     }
     static int capacity(const Config& c, int N, bool decoding) {
         if (decoding) return N;
-        return (int)std::min<double>(N, std::ceil((double)c.capacity_factor * c.topk * N / c.E));
+        return (int)std::min<double>(N, std::ceil((double)c.tc.capacity_factor * c.tc.topk * N / c.E));
     }
     template <typename real, typename Fn>
     static void params(LayerWeights<real>& w, const Config& c, const std::string& p, Fn fn) {
         MotFfn::params(w, c, p, fn);  // the same tensors: transition tuning keeps them
-        if (c.router != ROUTER_SOFTMAX) fn(p + "bc", w.bc, (size_t)c.E, 1, INIT_ZERO);
+        if (c.tc.router != ROUTER_SOFTMAX) fn(p + "bc", w.bc, (size_t)c.E, 1, INIT_ZERO);
     }
     template <typename real, typename Fn>
     static void exports(LayerWeights<real>& w, const Config& c, Fn fn) {
@@ -301,18 +348,74 @@ struct TokenChoiceFfn : FfnKind {
     // the routing: indices, exact at any size (a float holds integers exactly only below 2^24)
     template <typename real, typename Fn>
     static void int_acts(LayerActs<real>& a, const Config& c, int B, int T, Fn fn, bool) {
-        size_t N = (size_t)B * T, k = c.topk;
+        size_t N = (size_t)B * T, k = c.tc.topk;
         fn(a.route, N * k);
         fn(a.slot, N * k);
     }
     // router 2CE, and k experts of width f per token (dropped choices counted)
-    static double flops(const Config& c) { return 2.0 * c.C * c.E + c.topk * 2.0 * 2 * c.C * c.f; }
+    static double flops(const Config& c) { return 2.0 * c.C * c.E + c.tc.topk * 2.0 * 2 * c.C * c.f; }
     static std::string summary(const Config& c, int n) {
-        if (c.router == ROUTER_SOFTMAX)
-            return strf("%d token-choice layers (E %d, top-%d, f %d, capacity factor %g)", n, c.E, c.topk, c.f,
-                        c.capacity_factor);
+        if (c.tc.router == ROUTER_SOFTMAX)
+            return strf("%d token-choice layers (E %d, top-%d, f %d, capacity factor %g)", n, c.E, c.tc.topk, c.f,
+                        c.tc.capacity_factor);
         return strf("%d token-choice layers (E %d, %s router, at most %d per token, f %d, capacity factor %g)", n, c.E,
-                    router_name(c.router), c.topk, c.f, c.capacity_factor);
+                    router_name(c.tc.router), c.tc.topk, c.f, c.tc.capacity_factor);
+    }
+    // slots 14-17: k, cf, the router and its temperature (float bits), written when some layer is of this
+    // kind; 0, as in files from before the kind, reads as the defaults (k 1, cf 1.25, softmax, 1)
+    static void header_write(const Config& c, int32_t* h) {
+        if (!has_kind(c, TOKEN_CHOICE)) return;
+        h[14] = c.tc.topk;
+        std::memcpy(&h[15], &c.tc.capacity_factor, 4);
+        h[16] = c.tc.router;
+        std::memcpy(&h[17], &c.tc.router_tau, 4);
+    }
+    static void header_read(const int32_t* h, Config* k, const char* file) {
+        if (h[14] < 0) fail(strf("%s: top-k %d in header (must be 0 or positive)", file, h[14]));
+        k->tc.topk = h[14] == 0 ? 1 : h[14];
+        if (h[14] > 0 && h[14] > k->E)
+            fail(strf("%s: top-k %d in header is above the %d experts", file, h[14], k->E));
+        if (h[15] == 0) k->tc.capacity_factor = 1.25f;
+        else std::memcpy(&k->tc.capacity_factor, &h[15], 4);
+        if (!(k->tc.capacity_factor >= 1e-6f && k->tc.capacity_factor <= 1e6f))
+            fail(strf("%s: capacity factor %g in header (must be a positive number, 1e-6..1e6)", file,
+                      (double)k->tc.capacity_factor));
+        if (h[16] < ROUTER_SOFTMAX || h[16] > ROUTER_THRESHOLD_ONE)
+            fail(strf("%s: router kind %d in header (must be 0, 1 or 2)", file, h[16]));
+        k->tc.router = h[16];
+        if (h[17] == 0) k->tc.router_tau = 1;
+        else std::memcpy(&k->tc.router_tau, &h[17], 4);
+        if (!std::isnormal(k->tc.router_tau) || k->tc.router_tau <= 0)
+            fail(strf("%s: router temperature %g in header (must be a positive, finite, normal number)", file,
+                      (double)k->tc.router_tau));
+    }
+    template <typename Fn>
+    static void metadata_write(const Config& c, Fn fn) {
+        fn("top_k", c.tc.topk);
+        fn("capacity_factor", c.tc.capacity_factor);
+        fn("router", std::string(router_name(c.tc.router)));
+        fn("router_temperature", c.tc.router_tau);
+    }
+    // the router temperature: lo 0, any positive, finite, normal float (as in a checkpoint)
+    template <typename Reader>
+    static void metadata_read(const Reader& r, Config* k) {
+        k->tc.topk = r.integer("top_k", 1, 1 << 16);
+        k->tc.capacity_factor = r.real("capacity_factor", 1e-6f);
+        std::string router = r.text("router");
+        if (router == "softmax") k->tc.router = ROUTER_SOFTMAX;
+        else if (router == "threshold") k->tc.router = ROUTER_THRESHOLD;
+        else if (router == "threshold-one") k->tc.router = ROUTER_THRESHOLD_ONE;
+        else
+            fail(strf("%s: metadata router \"%s\" (must be softmax, threshold or threshold-one)", r.file,
+                      router.c_str()));
+        k->tc.router_tau = r.real("router_temperature", 0);
+    }
+    template <typename Fn>
+    static void log_fields(const Config& c, Fn fn) {
+        fn("topk", (double)c.tc.topk);
+        fn("capacity_factor", (double)c.tc.capacity_factor);
+        fn("router", (double)c.tc.router);
+        fn("router_temperature", (double)c.tc.router_tau);
     }
 };
 
@@ -321,7 +424,7 @@ struct TcRouter {
     int kind = ROUTER_SOFTMAX;  // RouterKind
     float tau = 1;              // ROUTER_THRESHOLD: the gate's temperature
 };
-inline TcRouter tc_router(const Config& c) { return {c.router, c.router_tau}; }
+inline TcRouter tc_router(const Config& c) { return {c.tc.router, c.tc.router_tau}; }
 
 // The table of kinds: calls fn with every kind's tag, in the order of their
 // LayerKind ints. Every list of kinds (the --ffn choices, the checks, the

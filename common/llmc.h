@@ -54,12 +54,12 @@ inline Config llmc_config(int V, int maxT, int L, int NH, int C) {
     c.NH = NH;
     c.C = C;
     c.dff = 4 * C;
-    c.E = c.G = c.f = 0;
-    c.tau = 1;
-    c.topk = 1;
-    c.capacity_factor = 1.25f;
-    c.router = ROUTER_SOFTMAX;
-    c.router_tau = 1;
+    c.E = c.mot.G = c.f = 0;
+    c.mot.tau = 1;
+    c.tc.topk = 1;
+    c.tc.capacity_factor = 1.25f;
+    c.tc.router = ROUTER_SOFTMAX;
+    c.tc.router_tau = 1;
     c.activation = 0;
     c.kinds.assign(L, DENSE);
     return c;

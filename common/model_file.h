@@ -43,7 +43,9 @@
 #include <cstdio>
 #include <cstring>
 #include <cstdlib>
+#include <map>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -129,7 +131,7 @@ inline std::vector<std::pair<std::string, std::string>> model_metadata(const Con
     std::string kinds;
     for (int l = 0; l < c.L; l++) kinds += (l ? "," : "") + kind_name(c.kinds[l]);
     auto i = [](int x) { return std::to_string(x); };
-    return {{"format", "mot"},
+    std::vector<std::pair<std::string, std::string>> m = {{"format", "mot"},
             {"format_version", MODEL_FORMAT_VERSION},
             {"vocab_size", i(c.V)},
             {"padded_vocab_size", i(c.Vp)},
@@ -140,17 +142,19 @@ inline std::vector<std::pair<std::string, std::string>> model_metadata(const Con
             {"dense_ffn_width", i(c.dff)},
             {"kinds", kinds},
             {"experts", i(c.E)},
-            {"group_size", i(c.G)},
             {"expert_width", i(c.f)},
-            {"temperature", float_text(c.tau)},
-            {"top_k", i(c.topk)},
-            {"capacity_factor", float_text(c.capacity_factor)},
-            {"router", router_name(c.router)},
-            {"router_temperature", float_text(c.router_tau)},
             {"activation", "gelu_tanh"},
             {"layernorm_eps", "1e-05"},
             {"tokenizer", tokenizer},
             {"dtype", dtype}};
+    // each kind's hyperparameters (common/layout.h, metadata_write), every kind's in every file
+    auto text = [&](const char* key, auto v) {
+        if constexpr (std::is_same_v<decltype(v), std::string>) m.push_back({key, v});
+        else if constexpr (std::is_floating_point_v<decltype(v)>) m.push_back({key, float_text(v)});
+        else m.push_back({key, i(v)});
+    };
+    for_each_ffn_kind([&](auto k) { k.metadata_write(c, text); });
+    return m;
 }
 
 // Writes the model (num_params(c) floats in engine order) as safetensors,
@@ -179,6 +183,43 @@ struct ModelFileInfo {
     std::string dtype;      // safetensors: "f32" or "bf16"
 };
 
+// Reads safetensors metadata values written whole: "12x", " 12", "+12" or ""
+// is refused, not read as 12 or 0; a missing key, a value out of range,
+// fails naming the file and the key. The kinds' metadata_read read through
+// it (common/layout.h).
+struct MetadataReader {
+    const char* file;
+    const std::map<std::string, std::string>* metadata;
+    std::string text(const char* key) const {
+        auto it = metadata->find(key);
+        if (it == metadata->end()) fail(strf("%s: metadata lacks \"%s\"", file, key));
+        return it->second;
+    }
+    int integer(const char* key, int lo, int hi) const {
+        std::string s = text(key);
+        char* end = nullptr;
+        errno = 0;
+        long v = std::strtol(s.c_str(), &end, 10);
+        // strtol would skip leading spaces and take a '+': a digit or '-' must come first
+        bool whole = !s.empty() && (std::isdigit((unsigned char)s[0]) || s[0] == '-');
+        if (!whole || *end != '\0' || errno == ERANGE || v < lo || v > hi)
+            fail(strf("%s: metadata %s \"%s\" (must be a whole number %d..%d)", file, key, s.c_str(), lo, hi));
+        return (int)v;
+    }
+    // lo 0: any positive, finite, normal float (the router temperature, as in a checkpoint)
+    float real(const char* key, float lo) const {
+        std::string s = text(key);
+        char* end = nullptr;
+        float v = std::strtof(s.c_str(), &end);
+        bool in = !s.empty() && !std::isspace((unsigned char)s[0]) && s[0] != '+' &&
+                  (lo > 0 ? v >= lo && v <= 1e6f : std::isnormal(v) && v > 0);
+        if (s.empty() || *end != '\0' || !in)
+            fail(strf("%s: metadata %s \"%s\" (must be a %s)", file, key, s.c_str(),
+                      lo > 0 ? "number, 1e-6..1e6" : "positive, finite, normal number"));
+        return v;
+    }
+};
+
 // A model from a safetensors file of this program's metadata: the metadata
 // checked as strictly as a checkpoint's header, every tensor present with
 // its shape, none other, every weight finite.
@@ -192,38 +233,12 @@ inline void safetensors_model_load(const std::string& path, Config* c, std::vect
                   name));
     if (st.metadata["format"] != "mot")
         fail(strf("%s: metadata format \"%s\", this program reads \"mot\"", name, st.metadata["format"].c_str()));
-    auto get = [&](const char* key) -> std::string {
-        auto it = st.metadata.find(key);
-        if (it == st.metadata.end()) fail(strf("%s: metadata lacks \"%s\"", name, key));
-        return it->second;
-    };
+    MetadataReader r{name, &st.metadata};
+    auto get = [&](const char* key) { return r.text(key); };
+    auto integer = [&](const char* key, int lo, int hi) { return r.integer(key, lo, hi); };
     if (get("format_version") != MODEL_FORMAT_VERSION)
         fail(strf("%s: metadata format_version \"%s\", this build reads version %s", name,
                   get("format_version").c_str(), MODEL_FORMAT_VERSION));
-    // integers and floats written whole: "12x", " 12", "+12" or "" is refused, not read as 12 or 0
-    auto integer = [&](const char* key, int lo, int hi) {
-        std::string s = get(key);
-        char* end = nullptr;
-        errno = 0;
-        long v = std::strtol(s.c_str(), &end, 10);
-        // strtol would skip leading spaces and take a '+': a digit or '-' must come first
-        bool whole = !s.empty() && (std::isdigit((unsigned char)s[0]) || s[0] == '-');
-        if (!whole || *end != '\0' || errno == ERANGE || v < lo || v > hi)
-            fail(strf("%s: metadata %s \"%s\" (must be a whole number %d..%d)", name, key, s.c_str(), lo, hi));
-        return (int)v;
-    };
-    // lo 0: any positive, finite, normal float (the router temperature, as in a checkpoint)
-    auto real = [&](const char* key, float lo) {
-        std::string s = get(key);
-        char* end = nullptr;
-        float v = std::strtof(s.c_str(), &end);
-        bool in = !s.empty() && !std::isspace((unsigned char)s[0]) && s[0] != '+' &&
-                  (lo > 0 ? v >= lo && v <= 1e6f : std::isnormal(v) && v > 0);
-        if (s.empty() || *end != '\0' || !in)
-            fail(strf("%s: metadata %s \"%s\" (must be a %s)", name, key, s.c_str(),
-                      lo > 0 ? "number, 1e-6..1e6" : "positive, finite, normal number"));
-        return v;
-    };
     Config k;
     k.V = integer("vocab_size", BOUND_VOCAB.lo, BOUND_VOCAB.hi);
     k.Vp = integer("padded_vocab_size", BOUND_VOCAB.lo, BOUND_VOCAB.hi);
@@ -235,17 +250,8 @@ inline void safetensors_model_load(const std::string& path, Config* c, std::vect
     k.C = integer("n_embd", BOUND_WIDTH.lo, BOUND_WIDTH.hi);
     k.dff = integer("dense_ffn_width", BOUND_DFF.lo, BOUND_DFF.hi);
     k.E = integer("experts", BOUND_EXPERTS.lo, BOUND_EXPERTS.hi);
-    k.G = integer("group_size", BOUND_GROUP.lo, BOUND_GROUP.hi);
     k.f = integer("expert_width", BOUND_EXPERT_WIDTH.lo, BOUND_EXPERT_WIDTH.hi);
-    k.tau = real("temperature", 1e-6f);
-    k.topk = integer("top_k", 1, 1 << 16);
-    k.capacity_factor = real("capacity_factor", 1e-6f);
-    std::string router = get("router");
-    if (router == "softmax") k.router = ROUTER_SOFTMAX;
-    else if (router == "threshold") k.router = ROUTER_THRESHOLD;
-    else if (router == "threshold-one") k.router = ROUTER_THRESHOLD_ONE;
-    else fail(strf("%s: metadata router \"%s\" (must be softmax, threshold or threshold-one)", name, router.c_str()));
-    k.router_tau = real("router_temperature", 0);
+    for_each_ffn_kind([&](auto kind) { kind.metadata_read(r, &k); });
     if (get("activation") != "gelu_tanh")
         fail(strf("%s: metadata activation \"%s\": this program computes gelu_tanh only", name, get("activation").c_str()));
     if (get("layernorm_eps") != "1e-05")

@@ -280,8 +280,9 @@ struct Decoder {
 
 template <typename real>
 void decoder_init(Decoder<real>* d, const Config& c, int B) {
-    if (B < 1 || (batch_in_groups(c) && B % c.G != 0))
-        fail(strf("generation decodes %d sequences, which must be a positive multiple of the group size %d", B, c.G));
+    if (B < 1 || (batch_in_groups(c) && B % c.mot.G != 0))
+        fail(strf("generation decodes %d sequences, which must be a positive multiple of the group size %d", B,
+                  c.mot.G));
     d->B = B;
     size_t cache = (size_t)c.L * B * c.maxT * c.C;
     d->kcache.assign(cache, real(0));
@@ -329,7 +330,7 @@ template <typename real, typename Kernels>
 double gpt_decode_loss(GPT<real, Kernels>* model, const int* inputs, const int* targets, int B, int T) {
     const Config& c = model->cfg;
     if (has_kind(c, MOT))
-        fail(strf("decoding one sequence alone: the model has MoT layers, which mix %d sequences at once", c.G));
+        fail(strf("decoding one sequence alone: the model has MoT layers, which mix %d sequences at once", c.mot.G));
     batch_validate(c, inputs, targets, B, T);
     Decoder<real> d;
     decoder_init(&d, c, 1);

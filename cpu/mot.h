@@ -256,17 +256,17 @@ void ffn_kind_forward(MotFfn, real* out, const real* inp, const LayerWeights<rea
     if (c.expert_shards > 1 && c.expert_inputs) {
         need_expert_exchange(c, mode, "MoT");
         Kernels::mot_ep_inputs_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, a.xall, a.oall, inp, w.wc, w.w1, w.w2, B, T,
-                                       c.C, c.E, c.G, c.f, real(c.tau), mode.mot_discrete, mode.experts);
+                                       c.C, c.E, c.mot.G, c.f, real(c.mot.tau), mode.mot_discrete, mode.experts);
         return;
     }
     if (c.expert_shards > 1) {
         need_expert_exchange(c, mode, "MoT");
         Kernels::mot_ep_forward(out, a.z, a.m, a.u, a.ul, a.p, a.a, a.yl, a.y, a.xbuf, inp, w.wc, w.w1, w.w2, B, T,
-                                c.C, c.E, c.G, c.f, real(c.tau), mode.mot_discrete, mode.experts);
+                                c.C, c.E, c.mot.G, c.f, real(c.mot.tau), mode.mot_discrete, mode.experts);
         return;
     }
-    Kernels::mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f,
-                         real(c.tau), mode.mot_discrete);
+    Kernels::mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.mot.G, c.f,
+                         real(c.mot.tau), mode.mot_discrete);
 }
 
 template <typename Kernels, typename real>
@@ -276,17 +276,17 @@ void ffn_kind_backward(MotFfn, real* dinp, LayerWeights<real>& dw, LayerActs<rea
     if (c.expert_shards > 1 && c.expert_inputs) {
         need_expert_exchange(c, mode, "MoT");
         Kernels::mot_ep_inputs_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.xall, da.oall,
-                                        dout, a.xall, a.m, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G,
-                                        c.f, real(c.tau), mode.experts);
+                                        dout, a.xall, a.m, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E,
+                                        c.mot.G, c.f, real(c.mot.tau), mode.experts);
         return;
     }
     if (c.expert_shards > 1) {
         need_expert_exchange(c, mode, "MoT");
         Kernels::mot_ep_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.ul, da.p, da.a, da.yl, da.y, da.xbuf,
-                                 dout, inp, a.m, a.ul, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f,
-                                 real(c.tau), mode.experts);
+                                 dout, inp, a.m, a.ul, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.mot.G, c.f,
+                                 real(c.mot.tau), mode.experts);
         return;
     }
     Kernels::mot_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, dout, inp, a.m, a.u, a.p,
-                          a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, real(c.tau));
+                          a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.mot.G, c.f, real(c.mot.tau));
 }

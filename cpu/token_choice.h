@@ -330,12 +330,12 @@ void ffn_kind_forward(TokenChoiceFfn, real* out, const real* inp, const LayerWei
     if (c.expert_shards > 1) {
         need_expert_exchange(c, mode, "token-choice");
         Kernels::token_choice_ep_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.ul, a.p, a.a,
-                                         a.yl, a.y, inp, w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc,
+                                         a.yl, a.y, inp, w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.tc.topk, cap, w.bc,
                                          tc_router(c), mode.experts);
         return;
     }
     Kernels::token_choice_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.p, a.a, a.y, inp,
-                                  w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc, tc_router(c));
+                                  w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.tc.topk, cap, w.bc, tc_router(c));
 }
 
 template <typename Kernels, typename real>
@@ -347,11 +347,11 @@ void ffn_kind_backward(TokenChoiceFfn, real* dinp, LayerWeights<real>& dw, Layer
         need_expert_exchange(c, mode, "token-choice");
         Kernels::token_choice_ep_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.ul, da.p, da.a, da.yl, da.y,
                                           da.aux, dout, inp, a.m, a.route, a.slot, a.first, a.ul, a.p, a.a, a.y, w.wc,
-                                          w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, dw.bc, tc_router(c),
+                                          w.w1, w.w2, N, c.C, c.E, c.f, c.tc.topk, cap, dw.bc, tc_router(c),
                                           mode.experts);
         return;
     }
     Kernels::token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp,
                                    a.m, a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E,
-                                   c.f, c.topk, cap, dw.bc, tc_router(c));
+                                   c.f, c.tc.topk, cap, dw.bc, tc_router(c));
 }

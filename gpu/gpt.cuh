@@ -118,7 +118,7 @@ inline void gpt_build(GPT* model, const Config& cfg) {
                           cudaMemcpyHostToDevice));
     model->params = carve_weights(model->params_memory, cfg);
     model->grads = carve_weights(model->grads_memory, cfg);
-    if (has_kind(cfg, TOKEN_CHOICE) && cfg.router != ROUTER_SOFTMAX)
+    if (has_kind(cfg, TOKEN_CHOICE) && cfg.tc.router != ROUTER_SOFTMAX)
         gpu_malloc(&model->fire_scratch, (size_t)cfg.E, "the routers' fire counts", hint);
 }
 

@@ -261,13 +261,13 @@ inline void ffn_kind_forward(MotFfn, float* out, const float* inp, const LayerWe
         need_expert_exchange(c, mode, "MoT");
         if (c.expert_inputs)
             K::mot_ep_inputs_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, a.xall, a.oall, inp, w.wc, w.w1, w.w2, B, T, c.C,
-                                  c.E, c.G, c.f, c.tau, mode.mot_discrete, mode.experts);
+                                  c.E, c.mot.G, c.f, c.mot.tau, mode.mot_discrete, mode.experts);
         else
             K::mot_ep_forward(out, a.z, a.m, a.u, a.ul, a.p, a.a, a.yl, a.y, a.xbuf, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E,
-                           c.G, c.f, c.tau, mode.mot_discrete, mode.experts);
+                           c.mot.G, c.f, c.mot.tau, mode.mot_discrete, mode.experts);
         return;
     }
-    K::mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau,
+    K::mot_forward(out, a.z, a.m, a.u, a.p, a.a, a.y, inp, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.mot.G, c.f, c.mot.tau,
                 mode.mot_discrete);
 }
 
@@ -279,16 +279,16 @@ inline void ffn_kind_backward(MotFfn, float* dinp, LayerWeights<float>& dw, Laye
         need_expert_exchange(c, mode, "MoT");
         if (c.expert_inputs)
             K::mot_ep_inputs_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.xall, da.oall,
-                                   dout, a.xall, a.m, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f,
-                                   c.tau, mode.experts);
+                                      dout, a.xall, a.m, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.mot.G,
+                                      c.f, c.mot.tau, mode.experts);
         else
             K::mot_ep_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.ul, da.p, da.a, da.yl, da.y, da.xbuf,
-                            dout, inp, a.m, a.ul, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau,
-                            mode.experts);
+                               dout, inp, a.m, a.ul, a.p, a.a, a.y, w.wc, w.w1, w.w2, B, T, c.C, c.E, c.mot.G, c.f,
+                               c.mot.tau, mode.experts);
         return;
     }
     K::mot_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, dout, inp, a.m, a.u, a.p, a.a, a.y,
-                 w.wc, w.w1, w.w2, B, T, c.C, c.E, c.G, c.f, c.tau);
+                 w.wc, w.w1, w.w2, B, T, c.C, c.E, c.mot.G, c.f, c.mot.tau);
 }
 
 }  // namespace gpu

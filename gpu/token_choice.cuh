@@ -451,12 +451,12 @@ inline void ffn_kind_forward(TokenChoiceFfn, float* out, const float* inp, const
     if (c.expert_shards > 1) {
         need_expert_exchange(c, mode, "token-choice");
         K::token_choice_ep_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.ul, a.p, a.a, a.yl,
-                                   a.y, inp, w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc, tc_router(c),
+                                   a.y, inp, w.wc, w.w1, w.w2, N, c.C, c.E, c.f, c.tc.topk, cap, w.bc, tc_router(c),
                                    mode.experts);
         return;
     }
     K::token_choice_forward(out, a.z, a.m, a.route, a.slot, a.load, a.first, a.aux, a.u, a.p, a.a, a.y, inp, w.wc,
-                            w.w1, w.w2, N, c.C, c.E, c.f, c.topk, cap, w.bc, tc_router(c));
+                            w.w1, w.w2, N, c.C, c.E, c.f, c.tc.topk, cap, w.bc, tc_router(c));
 }
 
 template <typename K>
@@ -468,12 +468,12 @@ inline void ffn_kind_backward(TokenChoiceFfn, float* dinp, LayerWeights<float>& 
         need_expert_exchange(c, mode, "token-choice");
         K::token_choice_ep_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.ul, da.p, da.a, da.yl, da.y,
                                     da.aux, dout, inp, a.m, a.route, a.slot, a.first, a.ul, a.p, a.a, a.y, w.wc, w.w1,
-                                    w.w2, N, c.C, c.E, c.f, c.topk, cap, dw.bc, tc_router(c), mode.experts);
+                                    w.w2, N, c.C, c.E, c.f, c.tc.topk, cap, dw.bc, tc_router(c), mode.experts);
         return;
     }
     K::token_choice_backward(dinp, dw.wc, dw.w1, dw.w2, da.z, da.m, da.u, da.p, da.a, da.y, da.aux, dout, inp, a.m,
                              a.route, a.slot, a.first, a.u, a.p, a.a, a.y, w.wc, w.w1, w.w2, N, c.C, c.E, c.f,
-                             c.topk, cap, dw.bc, tc_router(c));
+                             c.tc.topk, cap, dw.bc, tc_router(c));
 }
 
 }  // namespace gpu

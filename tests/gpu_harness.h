@@ -122,7 +122,8 @@ inline double model_routing_margin(const GPT<float, FastKernels>& m, int B, int 
     double margin = 1e300;
     for (int l = 0; l < c.L; l++)
         if (c.kinds[l] == TOKEN_CHOICE)
-            margin = std::min(margin, routing_margin(m.acts.layer[l].z, B * T, c.E, c.topk, c.router == ROUTER_SOFTMAX));
+            margin = std::min(margin,
+                              routing_margin(m.acts.layer[l].z, B * T, c.E, c.tc.topk, c.tc.router == ROUTER_SOFTMAX));
     return margin;
 }
 

@@ -21,11 +21,11 @@ inline Config make_config(int V, int maxT, int NH, int C, int dff, int E, int G,
     c.C = C;
     c.dff = dff;
     c.E = E;
-    c.G = G;
+    c.mot.G = G;
     c.f = f;
-    c.tau = tau;
-    c.topk = topk;
-    c.capacity_factor = capacity;
+    c.mot.tau = tau;
+    c.tc.topk = topk;
+    c.tc.capacity_factor = capacity;
     c.activation = 0;
     c.kinds = kinds;
     return c;
@@ -57,9 +57,9 @@ inline Config small_config(const std::vector<int>& kinds, float tau = 1.0f, int 
 // A token-choice layer (k 2, cf 0.75: some choices dropped) after a dense one.
 inline Config token_choice_config() {
     Config c = small_config({DENSE, TOKEN_CHOICE});
-    c.topk = 2;
-    c.capacity_factor = 0.75f;
-    c.f = c.dff / c.topk;
+    c.tc.topk = 2;
+    c.tc.capacity_factor = 0.75f;
+    c.f = c.dff / c.tc.topk;
     return c;
 }
 
@@ -67,8 +67,8 @@ inline Config token_choice_config() {
 // against 0, gate sigmoid(./0.5)).
 inline Config threshold_config() {
     Config c = token_choice_config();
-    c.router = ROUTER_THRESHOLD;
-    c.router_tau = 0.5f;
+    c.tc.router = ROUTER_THRESHOLD;
+    c.tc.router_tau = 0.5f;
     return c;
 }
 

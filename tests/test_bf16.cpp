@@ -264,7 +264,8 @@ TEST_CASE("bf16 model: the contract's bf16 tensors are bf16 values, its float on
             CHECK(all_bf16(la.fch_gelu, BT * c.dff));
             CHECK(all_bf16(ld.fch, BT * c.dff));
         } else {
-            size_t rows = c.kinds[l] == MOT ? BT / c.G * c.E : (size_t)c.E * TokenChoiceFfn::capacity(c, (int)BT, false);
+            size_t rows =
+                c.kinds[l] == MOT ? BT / c.mot.G * c.E : (size_t)c.E * TokenChoiceFfn::capacity(c, (int)BT, false);
             CHECK(all_bf16(la.u, rows * C));
             CHECK(all_bf16(la.p, rows * c.f));
             CHECK(all_bf16(la.a, rows * c.f));

@@ -45,9 +45,9 @@ TEST_CASE("save, load: same parameters and the same loss to the last bit") {
     CHECK(c2.C == c.C);
     CHECK(c2.dff == c.dff);
     CHECK(c2.E == c.E);
-    CHECK(c2.G == c.G);
+    CHECK(c2.mot.G == c.mot.G);
     CHECK(c2.f == c.f);
-    CHECK(c2.tau == c.tau);
+    CHECK(c2.mot.tau == c.mot.tau);
     CHECK(c2.kinds == c.kinds);
     REQUIRE(params.size() == a.params_memory.size());
     CHECK(std::memcmp(params.data(), a.params_memory.data(), params.size() * 4) == 0);

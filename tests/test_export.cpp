@@ -23,8 +23,8 @@
 static std::string tmp_path(const std::string& name) { return "build/export_" + name; }
 
 static Config with_router(Config c, int router, float router_tau) {
-    c.router = router;
-    c.router_tau = router_tau;
+    c.tc.router = router;
+    c.tc.router_tau = router_tau;
     return c;
 }
 
@@ -56,13 +56,13 @@ static void check_same_config(const Config& a, const Config& b) {
     CHECK(a.C == b.C);
     CHECK(a.dff == b.dff);
     CHECK(a.E == b.E);
-    CHECK(a.G == b.G);
+    CHECK(a.mot.G == b.mot.G);
     CHECK(a.f == b.f);
-    CHECK(a.tau == b.tau);
-    CHECK(a.topk == b.topk);
-    CHECK(a.capacity_factor == b.capacity_factor);
-    CHECK(a.router == b.router);
-    CHECK(a.router_tau == b.router_tau);
+    CHECK(a.mot.tau == b.mot.tau);
+    CHECK(a.tc.topk == b.tc.topk);
+    CHECK(a.tc.capacity_factor == b.tc.capacity_factor);
+    CHECK(a.tc.router == b.tc.router);
+    CHECK(a.tc.router_tau == b.tc.router_tau);
     CHECK(a.activation == b.activation);
     CHECK(a.kinds == b.kinds);
 }
@@ -92,7 +92,7 @@ static std::map<std::string, std::vector<int64_t>> spec_tensors(const Config& c)
             m[h + "mot.w2"] = {E, C, f};
         } else if (c.kinds[l] == TOKEN_CHOICE) {
             m[h + "moe.router.weight"] = {E, C};
-            if (c.router != ROUTER_SOFTMAX) m[h + "moe.router.bias"] = {E};
+            if (c.tc.router != ROUTER_SOFTMAX) m[h + "moe.router.bias"] = {E};
             m[h + "moe.w1"] = {E, f, C};
             m[h + "moe.w2"] = {E, C, f};
         } else {

@@ -46,9 +46,9 @@ static const std::vector<Kinds> ALL_KINDS = {
 // Threshold routers choose up to 2 experts.
 static Config kinds_config(const Kinds& k, float tau = 1.0f) {
     Config c = tiny_config(k.kinds, tau);
-    c.capacity_factor = (float)c.E;
-    c.router = k.router;
-    if (k.router != ROUTER_SOFTMAX) c.topk = 2, c.router_tau = 0.5f;
+    c.tc.capacity_factor = (float)c.E;
+    c.tc.router = k.router;
+    if (k.router != ROUTER_SOFTMAX) c.tc.topk = 2, c.tc.router_tau = 0.5f;
     return c;
 }
 
@@ -122,7 +122,7 @@ TEST_CASE("decoding each sequence alone scores the full forward's loss when noth
         CHECK(gpt_decode_loss(&m, inp.data(), tgt.data(), B, T) == doctest::Approx(full).epsilon(1e-12));
         if (has_kind(c, TOKEN_CHOICE)) {  // a small capacity drops choices in the full forward only
             Config small = c;
-            small.capacity_factor = 0.3f;
+            small.tc.capacity_factor = 0.3f;
             GPT<double> ms;
             build_random(&ms, small, 17, 0.6);
             gpt_forward(&ms, inp.data(), tgt.data(), B, T);

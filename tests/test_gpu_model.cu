@@ -41,7 +41,7 @@ GPU_TEST("gpu model: loss, logits and every parameter gradient") {
         double loss_err = std::fabs(gm.mean_loss - cpu.mean_loss) / std::fabs(cpu.mean_loss);
         CHECK_MESSAGE(loss_err < TOL, mc.name << " loss " << gm.mean_loss << " vs " << cpu.mean_loss);
         check_aux(cpu, gm, TOL, mc.name);
-        if (mc.cfg.router == ROUTER_SOFTMAX && has_kind(mc.cfg, TOKEN_CHOICE)) CHECK(cpu.aux_loss > 0);
+        if (mc.cfg.tc.router == ROUTER_SOFTMAX && has_kind(mc.cfg, TOKEN_CHOICE)) CHECK(cpu.aux_loss > 0);
         std::vector<float> logits(BT * mc.cfg.Vp);
         CUDA_CHECK(cudaMemcpy(logits.data(), gm.acts.logits, logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
         Span<float> want = span(cpu.acts.logits, logits.size());
@@ -482,10 +482,10 @@ GPU_TEST("gpu device queries and tf32 switch") {
 
 GPU_TEST("gpu model: the threshold routers' rate controller (--router-balance) counts and moves bc as specified") {
     Config c = small_config({DENSE, TOKEN_CHOICE});
-    c.topk = c.E;
-    c.capacity_factor = 100.0f;  // nothing dropped
-    c.router = ROUTER_THRESHOLD;
-    c.router_tau = 0.5f;
+    c.tc.topk = c.E;
+    c.tc.capacity_factor = 100.0f;  // nothing dropped
+    c.tc.router = ROUTER_THRESHOLD;
+    c.tc.router_tau = 0.5f;
     const int B = 4, T = 16, N = B * T, E = c.E;
     GPT<float> init;
     build_random(&init, c, 5, 0.3);
@@ -517,7 +517,7 @@ GPU_TEST("gpu model: the threshold routers' rate controller (--router-balance) c
     model_get_moments(&m, &mom, &vel);
     bool moved = false;
     for (int e = 0; e < E; e++) {
-        float want = (float)((double)before[e] - eta * (mine[e] / N - 1.0 / c.G));
+        float want = (float)((double)before[e] - eta * (mine[e] / N - 1.0 / c.mot.G));
         CHECK(after[bc_at + e] == want);
         moved |= want != before[e];
         CHECK(mom[bc_at + e] == 0.0f);

@@ -167,8 +167,8 @@ TEST_CASE("transition with --router-balance: the biases follow the controller, n
         Config c;
         std::vector<float> p;
         checkpoint_load("build/tk_bal_sw.ckpt", &c, &p);
-        CHECK(c.G == 2);
-        CHECK(c.router == ROUTER_THRESHOLD);
+        CHECK(c.mot.G == 2);
+        CHECK(c.tc.router == ROUTER_THRESHOLD);
     }
     // a gain so small that the controller cannot move a float: the biases stay as calibrated, bit for bit,
     // through 5 AdamW steps at a high rate (without the controller they move)

@@ -84,7 +84,7 @@ TEST_CASE("mixing weights: for every group and expert they sum to 1 over the gro
     GPT<double> model;
     gpt_build(&model, c);
     gpt_init_weights(&model, 5);
-    const int B = 6, T = 4, S = B / c.G;
+    const int B = 6, T = 4, S = B / c.mot.G;
     std::vector<int> tok = TestRng(3).tokens(B * T, c.V);
     gpt_forward(&model, tok.data(), nullptr, B, T);
     for (int l = 0; l < c.L; l++) {
@@ -94,7 +94,7 @@ TEST_CASE("mixing weights: for every group and expert they sum to 1 over the gro
             for (int t = 0; t < T; t++)
                 for (int e = 0; e < c.E; e++) {
                     double sum = 0;
-                    for (int j = 0; j < c.G; j++) {
+                    for (int j = 0; j < c.mot.G; j++) {
                         double mw = m[((size_t)(j * S + k) * T + t) * c.E + e];
                         bad += !(mw > 0 && mw < 1);
                         sum += mw;

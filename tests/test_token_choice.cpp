@@ -352,7 +352,7 @@ TEST_CASE("a model with TOKEN_CHOICE layers: every gradient matches finite diffe
                 for (int n = 0; n < B * T; n++) {
                     Vec p(model.acts.layer[l].m + (size_t)n * c.E, model.acts.layer[l].m + (size_t)(n + 1) * c.E);
                     std::sort(p.rbegin(), p.rend());
-                    for (int q = 0; q < c.topk; q++) margin = std::min(margin, p[q] - p[q + 1]);
+                    for (int q = 0; q < c.tc.topk; q++) margin = std::min(margin, p[q] - p[q + 1]);
                 }
             }
             if (margin > 1e-3) break;
@@ -378,8 +378,8 @@ TEST_CASE("a model with TOKEN_CHOICE layers: every gradient matches finite diffe
 TEST_CASE("a model with threshold-routed TOKEN_CHOICE layers: every gradient matches finite differences") {
     for (int router : {ROUTER_THRESHOLD, ROUTER_THRESHOLD_ONE}) {
         Config c = make_config(11, 8, 2, 8, 16, 4, 2, 8, 1.0f, {MOT, TOKEN_CHOICE}, 2, 4.0f);
-        c.router = router;
-        c.router_tau = 0.6f;
+        c.tc.router = router;
+        c.tc.router_tau = 0.6f;
         INFO("router " << router_name(router));
         const int B = 4, T = 5;
         TestRng r(3);
@@ -427,8 +427,8 @@ TEST_CASE("checkpoints with kinds 0, 1 and 2 round-trip bit-exactly; bad headers
     std::vector<float> params;
     checkpoint_load(path, &back, &params);
     CHECK(back.kinds == c.kinds);
-    CHECK(back.topk == 2);
-    CHECK(back.capacity_factor == 0.8f);
+    CHECK(back.tc.topk == 2);
+    CHECK(back.tc.capacity_factor == 0.8f);
     CHECK(params == m.params_memory);
     checkpoint_save("build/tc_kinds2.ckpt", back, params.data());
     CHECK(read_file("build/tc_kinds2.ckpt") == read_file(path));
@@ -451,14 +451,14 @@ TEST_CASE("checkpoints with kinds 0, 1 and 2 round-trip bit-exactly; bad headers
     refused(good, 4 * 15, std::string((const char*)&nan, 4), "capacity factor");
     // a threshold router's kind and gate temperature round-trip; a bad kind or temperature is refused
     Config t = c;
-    t.router = ROUTER_THRESHOLD;
-    t.router_tau = 0.25f;
+    t.tc.router = ROUTER_THRESHOLD;
+    t.tc.router_tau = 0.25f;
     GPT<float> mt;
     build_random(&mt, t, 6, 0.3);
     checkpoint_save(path, t, mt.params_memory.data());
     checkpoint_load(path, &back, &params);
-    CHECK(back.router == ROUTER_THRESHOLD);
-    CHECK(back.router_tau == 0.25f);
+    CHECK(back.tc.router == ROUTER_THRESHOLD);
+    CHECK(back.tc.router_tau == 0.25f);
     CHECK(params == mt.params_memory);
     CHECK(num_params(t) == num_params(c) + (size_t)c.E);  // one bias per expert
     std::string good_t = read_file(path);
@@ -479,7 +479,7 @@ TEST_CASE("transition: the routed model keeps the tensors; calibrated thresholds
     build_random(&m, mot, 11, 0.5);
     Config routed = transition_config(mot, ROUTER_THRESHOLD_ONE, 0.0f, 8, 100.0f);
     CHECK(routed.kinds == std::vector<int>{TOKEN_CHOICE, DENSE});
-    CHECK(routed.router_tau == 0.1f);  // 0: the MoT temperature
+    CHECK(routed.tc.router_tau == 0.1f);  // 0: the MoT temperature
     std::vector<float> p = transition_params(mot, routed, m.params_memory);
     std::vector<TensorSpec> from = param_specs(mot);
     for (const TensorSpec& t : param_specs(routed)) {
@@ -561,8 +561,8 @@ TEST_CASE("router balance: the fire counts and the controller's move, worked out
 // target rate 1/4; k = E and a large capacity: nothing dropped) and one dense.
 static Config balance_config() {
     Config c = make_config(37, 8, 2, 16, 32, 8, 4, 8, 0.1f, {TOKEN_CHOICE, DENSE}, 8, 100.0f);
-    c.router = ROUTER_THRESHOLD;
-    c.router_tau = 0.5f;
+    c.tc.router = ROUTER_THRESHOLD;
+    c.tc.router_tau = 0.5f;
     return c;
 }
 

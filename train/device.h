@@ -145,8 +145,8 @@ inline int gpu_model_routing(GpuModel* g, int l, float* load, std::vector<int>* 
     const Config& c = g->gpt.cfg;
     const int N = g->gpt.B * g->gpt.T;
     CUDA_CHECK(cudaMemcpy(load, g->gpt.acts.layer[l].load, c.E * sizeof(float), cudaMemcpyDeviceToHost));
-    if (c.router != ROUTER_SOFTMAX) {
-        route->resize((size_t)N * c.topk);
+    if (c.tc.router != ROUTER_SOFTMAX) {
+        route->resize((size_t)N * c.tc.topk);
         CUDA_CHECK(cudaMemcpy(route->data(), g->gpt.acts.layer[l].route, route->size() * sizeof(int),
                               cudaMemcpyDeviceToHost));
     }

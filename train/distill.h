@@ -56,9 +56,9 @@ inline void distill_setup(Teacher* t, const Options& o, const Model& student, in
                   student.cfg.V));
     if (T > c.maxT)
         fail(strf("--distill %s: --seq %d is above its maximum sequence length %d", o.distill.c_str(), T, c.maxT));
-    if (batch_in_groups(c) && B % c.G != 0)
+    if (batch_in_groups(c) && B % c.mot.G != 0)
         fail(strf("--distill %s: --batch %d is not divisible by its group %d (it has MoT layers)", o.distill.c_str(),
-                  B, c.G));
+                  B, c.mot.G));
     model_build(&t->model, c, student.on_gpu ? "cuda" : "cpu", B, T, params.data(), student.cpu.bf16);
     t->on = true;
     t->weight = o.distill_weight;

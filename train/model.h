@@ -114,7 +114,7 @@ inline void check_host_memory(const Config& c, int B, int T, bool on_gpu) {
         double buffers = 2.0 * count_kind(c, TOKEN_CHOICE) * c.E * (double)cap * (2.0 * c.C + 2.0 * c.f) * sizeof(float);
         parts += strf(", of which %.2f GiB are the token-choice layers' expert buffers, %d experts x %d rows (set by "
                       "--experts, --capacity-factor %g and --topk %d)",
-                      buffers / GiB, c.E, cap, c.capacity_factor, c.topk);
+                      buffers / GiB, c.E, cap, c.tc.capacity_factor, c.tc.topk);
     }
     fail(strf("out of memory: the model needs %.2f GiB (%s), and %.2f GiB are available", (params + acts) / GiB,
               parts.c_str(), avail / GiB));
@@ -286,17 +286,17 @@ inline void model_add_router_counts(Model* m, std::vector<double>* counts) {
         std::vector<int> route_host;
         if (m->on_gpu) {
             N = gpu_model_routing(&m->gpu, l, load.data(), &route_host);
-            if (c.router != ROUTER_SOFTMAX) route = route_host.data();
+            if (c.tc.router != ROUTER_SOFTMAX) route = route_host.data();
         } else {
             std::copy(m->cpu.acts.layer[l].load, m->cpu.acts.layer[l].load + c.E, load.begin());
             N = m->cpu.B * m->cpu.T;
             route = m->cpu.acts.layer[l].route;
         }
         for (int e = 0; e < c.E; e++) at[e] += load[e];
-        double choices = (double)N * c.topk;
-        if (c.router != ROUTER_SOFTMAX) {
+        double choices = (double)N * c.tc.topk;
+        if (c.tc.router != ROUTER_SOFTMAX) {
             choices = 0;
-            for (size_t i = 0; i < (size_t)N * c.topk; i++) choices += route[i] >= 0;
+            for (size_t i = 0; i < (size_t)N * c.tc.topk; i++) choices += route[i] >= 0;
         }
         at[c.E] += choices;
         at[c.E + 1] += N;
@@ -393,7 +393,7 @@ inline void model_zero_router_bias_grads(Model* m) {
 inline std::vector<double> model_router_balance(Model* m, std::vector<float>* bc, const std::vector<double>& fires,
                                                 double tokens, float eta) {
     const Config& c = m->cfg;
-    const double target = 1.0 / c.G;
+    const double target = 1.0 / c.mot.G;
     std::vector<double> err;
     for (size_t i = 0; i * c.E < fires.size(); i++) {
         const double* f = fires.data() + i * c.E;

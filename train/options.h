@@ -295,28 +295,29 @@ inline Config config_from_options(const Options& o, int vocab) {
     c.C = o.d_model;
     c.dff = o.d_ff > 0 ? o.d_ff : 4 * o.d_model;
     c.E = o.experts > 0 ? o.experts : o.ffn == "token-choice" ? 32 : 256;
-    c.G = o.group;
-    c.tau = o.temperature;
-    c.topk = o.topk;
-    c.capacity_factor = o.capacity_factor;
-    c.router = router_kind(o.router.empty() ? "softmax" : o.router);
-    c.router_tau = o.router_temperature > 0 ? o.router_temperature : 1.0f;
+    c.mot.G = o.group;
+    c.mot.tau = o.temperature;
+    c.tc.topk = o.topk;
+    c.tc.capacity_factor = o.capacity_factor;
+    c.tc.router = router_kind(o.router.empty() ? "softmax" : o.router);
+    c.tc.router_tau = o.router_temperature > 0 ? o.router_temperature : 1.0f;
     c.kinds = layer_kinds(o);
-    if (has_kind(c, TOKEN_CHOICE) && c.topk > c.E) fail(strf("--topk %d is above --experts %d", c.topk, c.E));
+    if (has_kind(c, TOKEN_CHOICE) && c.tc.topk > c.E) fail(strf("--topk %d is above --experts %d", c.tc.topk, c.E));
     if (o.expert_size > 0) {
         c.f = o.expert_size;
     } else if (o.ffn == "token-choice") {
         // flop-matched: each token runs k experts of width f, a dense FFN one of width dff, so k*f = dff
-        if (c.dff % c.topk != 0)
-            fail(strf("--d-ff %d is not divisible by --topk %d: give --expert-size", c.dff, c.topk));
-        c.f = c.dff / c.topk;
+        if (c.dff % c.tc.topk != 0)
+            fail(strf("--d-ff %d is not divisible by --topk %d: give --expert-size", c.dff, c.tc.topk));
+        c.f = c.dff / c.tc.topk;
     } else {
         // flop-matched: E experts of width f see S*T mixed tokens, a dense FFN
         // of width dff sees B*T = G*S*T tokens, so E*f = G*dff; only MoT
         // layers read f, so a model without any takes the quotient as it falls
-        if (has_kind(c, MOT) && (long)c.dff * c.G % c.E != 0)
-            fail(strf("--d-ff %d * --group %d is not divisible by --experts %d: give --expert-size", c.dff, c.G, c.E));
-        c.f = c.dff * c.G / c.E;
+        if (has_kind(c, MOT) && (long)c.dff * c.mot.G % c.E != 0)
+            fail(strf("--d-ff %d * --group %d is not divisible by --experts %d: give --expert-size", c.dff, c.mot.G,
+                      c.E));
+        c.f = c.dff * c.mot.G / c.E;
     }
     // the checks config_validate makes, in terms of the options
     if (c.C % c.NH != 0) fail(strf("--d-model %d is not divisible by --heads %d", c.C, c.NH));
@@ -403,17 +404,23 @@ inline void check_options_apply(const Options& o, const std::vector<int>& kinds,
 inline void note_ignored_model_options(const Options& o, const Config& c) {
     bool any_mot = has_kind(c, MOT), any_tc = has_kind(c, TOKEN_CHOICE), sparse = any_mot || any_tc;
     int dff = o.d_ff > 0 ? o.d_ff : 4 * o.d_model;
-    struct { const char* name; bool differs; } opts[] = {
-        {"--layers", o.layers != c.L}, {"--heads", o.heads != c.NH}, {"--d-model", o.d_model != c.C},
-        {"--d-ff", dff != c.dff}, {"--vocab", o.vocab != c.V},
+    struct { const char* name; bool differs;
+    } opts[] = {
+        {"--layers", o.layers != c.L},
+        {"--heads", o.heads != c.NH},
+        {"--d-model", o.d_model != c.C},
+        {"--d-ff", dff != c.dff},
+        {"--vocab", o.vocab != c.V},
         {"--ffn", !has_kind(c, ffn_kind(o.ffn))},
         {"--ffn-layers", o.layers == c.L && layer_kinds(o) != c.kinds},
-        {"--experts", sparse && o.experts != c.E}, {"--group", any_mot && o.group != c.G},
+        {"--experts", sparse && o.experts != c.E},
+        {"--group", any_mot && o.group != c.mot.G},
         {"--expert-size", sparse && o.expert_size > 0 && o.expert_size != c.f},
-        {"--temperature", any_mot && o.temperature != c.tau},
-        {"--topk", any_tc && o.topk != c.topk}, {"--capacity-factor", any_tc && o.capacity_factor != c.capacity_factor},
-        {"--router", any_tc && !o.router.empty() && router_kind(o.router) != c.router},
-        {"--router-temperature", any_tc && o.router_temperature > 0 && o.router_temperature != c.router_tau}};
+        {"--temperature", any_mot && o.temperature != c.mot.tau},
+        {"--topk", any_tc && o.topk != c.tc.topk},
+        {"--capacity-factor", any_tc && o.capacity_factor != c.tc.capacity_factor},
+        {"--router", any_tc && !o.router.empty() && router_kind(o.router) != c.tc.router},
+        {"--router-temperature", any_tc && o.router_temperature > 0 && o.router_temperature != c.tc.router_tau}};
     for (const auto& opt : opts)
         if (given(o, opt.name) && opt.differs)
             std::printf("note: %s is ignored: the checkpoint's header sets the model's shape\n", opt.name);

@@ -156,7 +156,7 @@ inline double parallel_exchange_bytes(const Parallel& p) {
 inline Config parallel_member_config(const Config& c, int ep, const std::string& exchange = "mixed") {
     Config member = c;
     member.expert_shards = ep;
-    member.expert_inputs = ep > 1 && (exchange == "inputs" || (exchange == "auto" && (long long)ep * c.G < c.E));
+    member.expert_inputs = ep > 1 && (exchange == "inputs" || (exchange == "auto" && (long long)ep * c.mot.G < c.E));
     return member;
 }
 

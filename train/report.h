@@ -87,8 +87,8 @@ inline void print_samples(Model* model, const Tokenizer* tok, const std::vector<
                           Rng* rng, const volatile std::sig_atomic_t* stop = nullptr) {
     const Config& c = model->cfg;
     bool any_mot = has_kind(c, MOT);
-    int n_seq = std::max(any_mot ? c.G : 1, how.count);
-    if (any_mot) n_seq = (n_seq + c.G - 1) / c.G * c.G;  // whole groups: MoT mixes them
+    int n_seq = std::max(any_mot ? c.mot.G : 1, how.count);
+    if (any_mot) n_seq = (n_seq + c.mot.G - 1) / c.mot.G * c.mot.G;  // whole groups: MoT mixes them
     std::vector<std::vector<int>> rows =
         model_generate(model, prompt, n_seq, how.length, how.temperature, how.top_k, rng, stop);
     for (int i = 0; i < how.count; i++) {

@@ -99,8 +99,9 @@ inline std::string save_on_stop(TrainRun* r, int step, bool checkpointed) {
 
 // The log's first row: what ran. Layer counts per kind other than dense
 // (<stored name>_layers, in table order: mot_layers, token_choice_layers);
-// E, G, f, tau for MoT and token choice (topk, capacity factor, router and
-// its gate temperature for the latter).
+// the experts' E and f, then each kind's hyperparameters (group and
+// temperature for MoT; topk, capacity factor, router and its gate
+// temperature for token choice).
 inline void log_run_header(TrainRun* r, double flops_per_step) {
     const Options& o = r->o;
     const Config& c = r->c;
@@ -113,10 +114,11 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
     for_each_ffn_kind([&](auto k) {
         if (k.kind != DENSE) fields.push_back({std::string(k.stored) + "_layers", (double)count_kind(c, k.kind)});
     });
-    fields.insert(fields.end(), {{"experts", (double)c.E}, {"group", (double)c.G}, {"expert_size", (double)c.f},
-                                 {"temperature", c.tau}, {"topk", (double)c.topk},
-                                 {"capacity_factor", c.capacity_factor}, {"router", (double)c.router},
-                                 {"router_temperature", c.router_tau}, {"router_balance", o.router_balance},
+    fields.insert(fields.end(), {{"experts", (double)c.E}, {"expert_size", (double)c.f}});
+    for_each_ffn_kind([&](auto k) {  // each kind's own hyperparameters (common/layout.h, log_fields)
+        k.log_fields(c, [&](const char* key, double v) { fields.push_back({key, v}); });
+    });
+    fields.insert(fields.end(), {{"router_balance", o.router_balance},
                                  {"ranks", (double)dist().size}, {"zero", (double)parallel_sharded(r->par)},
                                  {"expert_parallel", (double)r->par.ep},
                                  {"distill_weight", r->teacher.on ? r->teacher.weight : 0.0},

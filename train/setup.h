@@ -63,7 +63,7 @@ inline void note_router_balance_off(const TrainRun* r) {
     const Options& o = r->o;
     const Config& c = r->c;
     if (given(o, "--router-balance") || !o.transition.empty() || !has_kind(c, TOKEN_CHOICE) ||
-        c.router != ROUTER_THRESHOLD)
+        c.tc.router != ROUTER_THRESHOLD)
         return;
     std::string why;
     if (!o.load.empty())
@@ -75,7 +75,7 @@ inline void note_router_balance_off(const TrainRun* r) {
         return;
     std::printf("note: %s: the routers' biases bc train by AdamW; --router-balance %g holds each expert at a firing "
                 "rate of 1/%d, as after --transition\n",
-                why.c_str(), TRANSITION_ROUTER_BALANCE, c.G);
+                why.c_str(), TRANSITION_ROUTER_BALANCE, c.mot.G);
 }
 
 // The configuration and starting weights: from the newest valid checkpoint
@@ -117,20 +117,21 @@ inline void setup_model(TrainRun* r) {
     check_expert_parallel_model(r);
     if (o.resume || !o.load.empty()) note_ignored_model_options(o, c);
     note_router_balance_off(r);
-    if (o.router_balance > 0 && c.router == ROUTER_SOFTMAX)  // a loaded model's router is its header's
+    if (o.router_balance > 0 && c.tc.router == ROUTER_SOFTMAX)  // a loaded model's router is its header's
         fail(strf("--router-balance holds the firing rates of a threshold router; the token-choice layers of %s "
                   "route by softmax",
                   o.resume ? "the checkpoint" : o.load.c_str()));
-    if (o.router_balance > 0 && c.G < 1)
+    if (o.router_balance > 0 && c.mot.G < 1)
         fail(strf("--router-balance holds each expert at 1/G of the tokens; the group size G of %s is %d",
-                  o.resume ? "the checkpoint" : o.load.c_str(), c.G));
+                  o.resume ? "the checkpoint" : o.load.c_str(), c.mot.G));
     if (r->tokp && r->tok.vocab_size != c.V)
         fail(strf("%s has %d tokens, the model's vocabulary has %d: samples could not be decoded; give the "
                   "tokenizer the model was trained with",
                   r->tok_path.c_str(), r->tok.vocab_size, c.V));
     if (r->T > c.maxT) fail(strf("--seq %d is above the model's maximum sequence length %d", r->T, c.maxT));
-    if (batch_in_groups(c) && r->B % c.G != 0)
-        fail(strf("--batch %d is not divisible by --group %d: MoT mixes tokens in groups of G batch rows", r->B, c.G));
+    if (batch_in_groups(c) && r->B % c.mot.G != 0)
+        fail(strf("--batch %d is not divisible by --group %d: MoT mixes tokens in groups of G batch rows", r->B,
+                  c.mot.G));
     // memory for the CPU model before reading any data (model_build checks the GPU's)
     if (o.device == "cpu" || !gpu_compiled())  // this rank's part of the model
         check_host_memory(parallel_member_config(c, o.expert_parallel, o.expert_exchange), r->B, r->T, false);
@@ -300,8 +301,8 @@ inline void setup_device(TrainRun* r) {
                     num_params(r->model.cfg) / 1e6, num_params(c) / 1e6,
                     !has_kind(c, MOT) ? "the routed tokens"
                                       : strf("the %s tokens (N*G %d %s E %d)",
-                                             r->model.cfg.expert_inputs ? "input" : "mixed", r->par.ep * c.G,
-                                             r->par.ep * c.G < c.E ? "<" : ">=", c.E)
+                                             r->model.cfg.expert_inputs ? "input" : "mixed", r->par.ep * c.mot.G,
+                                             r->par.ep * c.mot.G < c.E ? "<" : ">=", c.E)
                                             .c_str());
     if (o.checkpoint_dir.empty() && o.save.empty())
         std::printf("note: no --checkpoint-dir or --save: nothing of this run is saved, not even when a signal "

@@ -136,11 +136,11 @@ inline int eval_main(const EvalOptions& e) {
     if (e.mot_discrete && !has_kind(c, MOT)) fail(strf("--mot-discrete: %s has no MoT layer", e.load.c_str()));
     if (e.decode && has_kind(c, MOT))
         fail(strf("--decode: %s has MoT layers, which mix %d sequences at once: a sequence cannot be decoded alone",
-                  e.load.c_str(), c.G));
-    if (batch_in_groups(c) && e.B % c.G != 0)
+                  e.load.c_str(), c.mot.G));
+    if (batch_in_groups(c) && e.B % c.mot.G != 0)
         fail(strf("--batch %d is not divisible by the model's group size %d: MoT mixes tokens in groups of G batch "
                   "rows",
-                  e.B, c.G));
+                  e.B, c.mot.G));
     if (!e.dump.empty() && e.decode)
         fail("--dump writes the logits of a batch's forward pass; --decode computes the loss token by token and has "
              "none: give one of them");

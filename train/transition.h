@@ -32,10 +32,10 @@ inline Config transition_config(const Config& mot, int router, float router_tau,
     Config c = mot;
     for (int& k : c.kinds)
         if (k == MOT) k = TOKEN_CHOICE;
-    c.router = router;
-    c.router_tau = router_tau > 0 ? router_tau : mot.tau;
-    c.topk = topk;
-    c.capacity_factor = capacity;
+    c.tc.router = router;
+    c.tc.router_tau = router_tau > 0 ? router_tau : mot.mot.tau;
+    c.tc.topk = topk;
+    c.tc.capacity_factor = capacity;
     return c;
 }
 
@@ -93,7 +93,7 @@ inline std::vector<std::vector<float>> calibrate_thresholds(const Config& mot, c
         if (mot.kinds[l] != MOT) continue;
         std::vector<float> ql(E);
         for (int e = 0; e < E; e++) {
-            ql[e] = calibration_threshold(&logits[l][e], mot.G);
+            ql[e] = calibration_threshold(&logits[l][e], mot.mot.G);
             if (w.layer[l].bc) w.layer[l].bc[e] = -ql[e];
         }
         q.push_back(ql);

@@ -42,7 +42,7 @@ inline void transition_kinds(TrainRun* r) {
     int topk = o.topk;
     float cf = o.capacity_factor;
     if (router != ROUTER_SOFTMAX) {
-        if (!given(o, "--topk")) topk = std::min(mot.E, std::max(1, 2 * mot.E / mot.G));
+        if (!given(o, "--topk")) topk = std::min(mot.E, std::max(1, 2 * mot.E / mot.mot.G));
         if (!given(o, "--capacity-factor")) cf = 1.0f;
     }
     if (topk > mot.E) fail(strf("--topk %d is above the model's %d experts", topk, mot.E));
@@ -55,12 +55,12 @@ inline void transition_kinds(TrainRun* r) {
     r->params = transition_params(r->before_transition, r->c, r->mot_params);
     std::printf("transition: the MoT layers become token-choice layers (router %s, k %d, capacity factor %g%s), "
                 "the same tensors\n",
-                router_name(r->c.router), r->c.topk, r->c.capacity_factor,
-                r->c.router == ROUTER_THRESHOLD ? strf(", gate temperature %g", r->c.router_tau).c_str() : "");
+                router_name(r->c.tc.router), r->c.tc.topk, r->c.tc.capacity_factor,
+                r->c.tc.router == ROUTER_THRESHOLD ? strf(", gate temperature %g", r->c.tc.router_tau).c_str() : "");
     if (o.router_balance > 0)
         std::printf("transition: each expert's bias is held at its calibrated firing rate 1/%d by a controller "
                     "(--router-balance %g), not trained\n",
-                    mot.G, o.router_balance);
+                    mot.mot.G, o.router_balance);
 }
 
 inline void print_thresholds(const TrainRun* r, const std::vector<std::vector<float>>& q) {
@@ -69,14 +69,14 @@ inline void print_thresholds(const TrainRun* r, const std::vector<std::vector<fl
         for (float x : ql) lo = std::min(lo, x), hi = std::max(hi, x);
     std::printf("transition: thresholds from %d training batches: each expert fires for the top 1/%d of its "
                 "controller logits (thresholds %.3f to %.3f)\n",
-                r->o.calibration_batches, r->before_transition.G, lo, hi);
+                r->o.calibration_batches, r->before_transition.mot.G, lo, hi);
 }
 
 // A threshold router's thresholds, from the MoT model's controller logits on
 // the first --calibration-batches training batches (a copy of the loader:
 // the run's data position stays).
 inline void transition_calibrate(TrainRun* r) {
-    if (r->c.router == ROUTER_SOFTMAX) return;
+    if (r->c.tc.router == ROUTER_SOFTMAX) return;
     DataLoader loader = r->train_loader;
     std::vector<std::vector<int>> batches(r->o.calibration_batches, std::vector<int>(r->BT));
     std::vector<int> targets(r->BT);
@@ -131,7 +131,7 @@ inline void transition_expert_parallel(TrainRun* r) {
                 parallel_member_part(mot, N, r->mot_params).data());
     std::vector<float>().swap(r->mot_params);
     model_set_experts(&m, &r->par.exchange);
-    if (r->c.router != ROUTER_SOFTMAX) {
+    if (r->c.tc.router != ROUTER_SOFTMAX) {
         // each MOT layer's logits of a batch: (B,T,E), or with the input-token exchange (N,B,T,El), the
         // logits of this rank's experts for the tokens of every member of its expert group
         const bool inputs = m.cfg.expert_inputs;
@@ -180,7 +180,7 @@ inline void transition_expert_parallel(TrainRun* r) {
                             for (size_t n = 0; n < BT; n++) v.push_back(z[((size_t)s * BT + n) * El + e % El]);
                         }
                     }
-                q[j][e] = calibration_threshold(&v, mot.G);
+                q[j][e] = calibration_threshold(&v, mot.mot.G);
                 bc.push_back(-q[j][e]);
             }
         }
