@@ -125,6 +125,7 @@ enum GradUse { GRAD_ADDS, GRAD_OVERWRITES };
 //   acts(a, c, B, T, fn, decoding)  its activations: fn(slot, numel, grad_use)
 //   int_acts(a, c, B, T, fn, decoding)  its integer activations (indices,
 //                  which have no gradient): fn(slot, numel)
+//   aux_loss       whether it adds a loss of its own to the objective, a.aux[0]
 //   flops(c)       its forward FLOPs per token
 //   summary(c, n)  its part of the run's "model:" line, for its n layers
 //   its own hyperparameters (a struct of Config: c.mot, c.tc), as each file
@@ -139,6 +140,7 @@ enum GradUse { GRAD_ADDS, GRAD_OVERWRITES };
 // FfnKind's defaults are a kind with none of these: no checks, no tensors,
 // no FLOPs, no hyperparameters.
 struct FfnKind {
+    static constexpr bool aux_loss = false;
     static void validate(const Config&) {}
     template <typename real, typename Fn>
     static void params(LayerWeights<real>&, const Config&, const std::string&, Fn) {}
@@ -296,6 +298,7 @@ struct TokenChoiceFfn : FfnKind {
     static constexpr int kind = TOKEN_CHOICE;
     static constexpr const char* option = "token-choice";
     static constexpr const char* stored = "token_choice";
+    static constexpr bool aux_loss = true;  // load balancing (docs/design.md)
     static void validate(const Config& c) {
         auto need = config_need;
         experts_validate(c);
@@ -445,6 +448,15 @@ void with_ffn_kind(int kind, Fn fn) {
         if (k.kind == kind && !found) found = true, fn(k);
     });
     if (!found) fail(strf("unsupported layer kind %d", kind));
+}
+
+// Whether a layer of this kind adds a loss of its own to the objective
+// (FfnKind::aux_loss): its a.aux[0], which the model sums into aux_loss and
+// weighs by aux_weight (--aux-loss).
+inline bool kind_has_aux_loss(int kind) {
+    bool on = false;
+    with_ffn_kind(kind, [&](auto k) { on = k.aux_loss; });
+    return on;
 }
 
 inline bool is_ffn_kind(int kind) {

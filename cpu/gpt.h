@@ -38,7 +38,7 @@ struct GPT {
     std::vector<int> inputs, targets;  // (B,T) the batch of the last forward
     bool has_targets = false;
     double mean_loss = 0;  // cross-entropy of the last forward with targets
-    // TOKEN_CHOICE layers: the objective is mean_loss + aux_weight * aux_loss
+    // layers with an aux loss (TOKEN_CHOICE): the objective is mean_loss + aux_weight * aux_loss
     double aux_weight = 0;  // --aux-loss
     double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward
     bool mot_discrete = false;  // MOT layers run discrete (eval, sample; common/layout.h FfnMode)
@@ -154,7 +154,7 @@ void gpt_forward(GPT<real, Kernels>* model, const int* inputs, const int* target
     });
     model->aux_loss = 0;
     for (int l = 0; l < c.L; l++)
-        if (c.kinds[l] == TOKEN_CHOICE) model->aux_loss += a.layer[l].aux[0];
+        if (kind_has_aux_loss(c.kinds[l])) model->aux_loss += a.layer[l].aux[0];
     if (!targets) return;
     double sum = 0;
     for (size_t i = 0; i < (size_t)B * T; i++) sum += a.losses[i];
@@ -208,9 +208,9 @@ void gpt_backward(GPT<real, Kernels>* model, double loss_scale = 1.0) {
 
     if (model->teacher)
         distill_backward(da.logits, da.losses, model->teacher, targets, real(model->distill_weight), B, T, c.V, c.Vp);
-    // each TOKEN_CHOICE layer's aux loss enters the objective with weight aux_weight
+    // each aux loss (TOKEN_CHOICE's load balancing) enters the objective with weight aux_weight
     for (int l = 0; l < c.L; l++)
-        if (c.kinds[l] == TOKEN_CHOICE) da.layer[l].aux[0] = real(model->aux_weight * loss_scale);
+        if (kind_has_aux_loss(c.kinds[l])) da.layer[l].aux[0] = real(model->aux_weight * loss_scale);
     with_kernel_set(model, [&](auto kernels) {
         using K = decltype(kernels);
         K::crossentropy_backward(da.logits, da.losses, a.probs, targets, B, T, c.V, c.Vp);

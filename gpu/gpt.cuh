@@ -56,7 +56,7 @@ struct GPT {
     bool has_targets = false;
     double mean_loss = 0;  // cross-entropy of the last forward with targets
     std::vector<float> host_losses;  // (B,T) staging for mean_loss
-    // TOKEN_CHOICE layers: the objective is mean_loss + aux_weight * aux_loss
+    // layers with an aux loss (TOKEN_CHOICE): the objective is mean_loss + aux_weight * aux_loss
     double aux_weight = 0;  // --aux-loss
     double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward with targets
     bool mot_discrete = false;  // MOT layers run discrete (eval; common/layout.h FfnMode)
@@ -287,7 +287,7 @@ inline void gpt_forward(GPT* model, const int* inputs, const int* targets, int B
     model->mean_loss = sum / (double)BT;
     model->aux_loss = 0;
     for (int l = 0; l < c.L; l++)
-        if (c.kinds[l] == TOKEN_CHOICE) {
+        if (kind_has_aux_loss(c.kinds[l])) {
             float aux = 0;
             CUDA_CHECK(cudaMemcpy(&aux, a.layer[l].aux, sizeof(float), cudaMemcpyDeviceToHost));
             model->aux_loss += aux;
@@ -338,10 +338,10 @@ inline void gpt_backward(GPT* model, double loss_scale = 1.0) {
     std::vector<float> dlosses(BT, (float)(loss_scale / (double)BT));
     CUDA_CHECK(cudaMemcpy(da.losses, dlosses.data(), BT * sizeof(float), cudaMemcpyHostToDevice));
 
-    // each TOKEN_CHOICE layer's aux loss enters the objective with weight aux_weight
+    // each aux loss (TOKEN_CHOICE's load balancing) enters the objective with weight aux_weight
     float daux = (float)(model->aux_weight * loss_scale);
     for (int l = 0; l < c.L; l++)
-        if (c.kinds[l] == TOKEN_CHOICE)
+        if (kind_has_aux_loss(c.kinds[l]))
             CUDA_CHECK(cudaMemcpy(da.layer[l].aux, &daux, sizeof(float), cudaMemcpyHostToDevice));
 
     if (model->teacher)
