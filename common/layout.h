@@ -126,6 +126,9 @@ enum GradUse { GRAD_ADDS, GRAD_OVERWRITES };
 //   int_acts(a, c, B, T, fn, decoding)  its integer activations (indices,
 //                  which have no gradient): fn(slot, numel)
 //   aux_loss       whether it adds a loss of its own to the objective, a.aux[0]
+//   linear_layers(c, fn)  the linear layers (the paths' matmul_forward) it
+//                  runs, fn(in, out) each: the GPU's bf16 operand copies are
+//                  sized from them with the block's (gpu/gpt.cuh)
 //   flops(c)       its forward FLOPs per token
 //   summary(c, n)  its part of the run's "model:" line, for its n layers
 //   its own hyperparameters (a struct of Config: c.mot, c.tc), as each file
@@ -151,6 +154,8 @@ struct FfnKind {
     template <typename real, typename Fn>
     static void int_acts(LayerActs<real>&, const Config&, int, int, Fn, bool) {}
     static double flops(const Config&) { return 0; }
+    template <typename Fn>
+    static void linear_layers(const Config&, Fn) {}
     static void header_write(const Config&, int32_t*) {}
     static void header_read(const int32_t*, Config*, const char*) {}
     template <typename Fn>
@@ -192,6 +197,11 @@ struct DenseFfn : FfnKind {
         fn(a.fch_gelu, BT * c.dff, GRAD_ADDS);
     }
     static double flops(const Config& c) { return 2.0 * 2 * c.C * c.dff; }  // two products of C x dff
+    template <typename Fn>
+    static void linear_layers(const Config& c, Fn fn) {
+        fn((size_t)c.C, (size_t)c.dff);
+        fn((size_t)c.dff, (size_t)c.C);
+    }
     // the last part of the line, there even with no dense layer
     static std::string summary(const Config& c, int n) { return strf("%d dense (d_ff %d)", n, c.dff); }
 };

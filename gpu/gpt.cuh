@@ -156,15 +156,18 @@ inline void gpu_gpt_load_moments(GPT* model, const float* host_m, const float* h
 
 // Bytes of the bf16 copies of the products' operands under bf16
 // (matmul.cuh, bf16_operand): each of the three slots grows to its largest
-// use over the model's linear layers (qkv, attention projection, the dense
-// FFN's two, the logits): slot 0 the input (forward) or the output gradient
-// (backward), slot 1 the weight, slot 2 the input (backward); and attention
-// (attention.cuh): slot 0 q, k, v, slot 1 the probabilities or the scores'
-// gradient (B,NH,T,T), slot 2 the output gradient.
+// use over the model's linear layers (qkv, attention projection, the logits,
+// and its kinds' own, FfnKind::linear_layers: the dense FFN's two): slot 0
+// the input (forward) or the output gradient (backward), slot 1 the weight,
+// slot 2 the input (backward); and attention (attention.cuh): slot 0 q, k,
+// v, slot 1 the probabilities or the scores' gradient (B,NH,T,T), slot 2
+// the output gradient.
 inline size_t bf16_operand_bytes(const Config& cfg, int B, int T) {
     size_t BT = (size_t)B * T, C = cfg.C;
     std::vector<std::pair<size_t, size_t>> layers = {{C, 3 * C}, {C, C}, {C, (size_t)cfg.Vp}};  // (in, out)
-    if (has_kind(cfg, DENSE)) layers.push_back({C, (size_t)cfg.dff}), layers.push_back({(size_t)cfg.dff, C});
+    for_each_ffn_kind([&](auto k) {
+        if (has_kind(cfg, k.kind)) k.linear_layers(cfg, [&](size_t in, size_t out) { layers.push_back({in, out}); });
+    });
     size_t slot0 = 0, slot1 = 0, slot2 = 0;
     for (auto [in, out] : layers) {
         slot0 = std::max(slot0, BT * std::max(in, out));
