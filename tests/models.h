@@ -2,6 +2,8 @@
 // field of Config (common/config.h gives none a default), the named presets
 // built with it, and weights drawn wider than the training init.
 #pragma once
+#include <doctest/doctest.h>
+
 #include <vector>
 
 #include "common/config.h"
@@ -96,4 +98,26 @@ template <typename real, typename Kernels>
 void build_random(GPT<real, Kernels>* model, const Config& c, uint64_t seed, double scale) {
     gpt_build(model, c);
     randomize_params(model, seed, scale);
+}
+
+// A model read back from a file has the configuration it was written with,
+// field by field.
+inline void check_same_config(const Config& a, const Config& b) {
+    CHECK(a.V == b.V);
+    CHECK(a.Vp == b.Vp);
+    CHECK(a.maxT == b.maxT);
+    CHECK(a.L == b.L);
+    CHECK(a.NH == b.NH);
+    CHECK(a.C == b.C);
+    CHECK(a.dff == b.dff);
+    CHECK(a.E == b.E);
+    CHECK(a.mot.G == b.mot.G);
+    CHECK(a.f == b.f);
+    CHECK(a.mot.tau == b.mot.tau);
+    CHECK(a.tc.topk == b.tc.topk);
+    CHECK(a.tc.capacity_factor == b.tc.capacity_factor);
+    CHECK(a.tc.router == b.tc.router);
+    CHECK(a.tc.router_tau == b.tc.router_tau);
+    CHECK(a.activation == b.activation);
+    CHECK(a.kinds == b.kinds);
 }

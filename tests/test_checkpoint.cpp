@@ -37,18 +37,7 @@ TEST_CASE("save, load: same parameters and the same loss to the last bit") {
     Config c2;
     std::vector<float> params;
     checkpoint_load(path, &c2, &params);
-    CHECK(c2.V == c.V);
-    CHECK(c2.Vp == c.Vp);
-    CHECK(c2.maxT == c.maxT);
-    CHECK(c2.L == c.L);
-    CHECK(c2.NH == c.NH);
-    CHECK(c2.C == c.C);
-    CHECK(c2.dff == c.dff);
-    CHECK(c2.E == c.E);
-    CHECK(c2.mot.G == c.mot.G);
-    CHECK(c2.f == c.f);
-    CHECK(c2.mot.tau == c.mot.tau);
-    CHECK(c2.kinds == c.kinds);
+    check_same_config(c2, c);
     REQUIRE(params.size() == a.params_memory.size());
     CHECK(std::memcmp(params.data(), a.params_memory.data(), params.size() * 4) == 0);
 

@@ -47,26 +47,6 @@ static Config kind_model(const std::string& what) {
     return Config();
 }
 
-static void check_same_config(const Config& a, const Config& b) {
-    CHECK(a.V == b.V);
-    CHECK(a.Vp == b.Vp);
-    CHECK(a.maxT == b.maxT);
-    CHECK(a.L == b.L);
-    CHECK(a.NH == b.NH);
-    CHECK(a.C == b.C);
-    CHECK(a.dff == b.dff);
-    CHECK(a.E == b.E);
-    CHECK(a.mot.G == b.mot.G);
-    CHECK(a.f == b.f);
-    CHECK(a.mot.tau == b.mot.tau);
-    CHECK(a.tc.topk == b.tc.topk);
-    CHECK(a.tc.capacity_factor == b.tc.capacity_factor);
-    CHECK(a.tc.router == b.tc.router);
-    CHECK(a.tc.router_tau == b.tc.router_tau);
-    CHECK(a.activation == b.activation);
-    CHECK(a.kinds == b.kinds);
-}
-
 // The README's table, written out again here from the sizes: name -> shape.
 static std::map<std::string, std::vector<int64_t>> spec_tensors(const Config& c) {
     std::map<std::string, std::vector<int64_t>> m;
