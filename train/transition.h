@@ -28,12 +28,12 @@
 // The routed model's configuration: MOT layers become TOKEN_CHOICE with the
 // router, its gate temperature (0: the MoT temperature), k and the capacity
 // factor given.
-inline Config transition_config(const Config& mot, int router, float router_tau, int topk, float capacity) {
-    Config c = mot;
+inline Config transition_config(const Config& mot_cfg, int router, float router_tau, int topk, float capacity) {
+    Config c = mot_cfg;
     for (int& k : c.kinds)
         if (k == MOT) k = TOKEN_CHOICE;
     c.tc.router = router;
-    c.tc.router_tau = router_tau > 0 ? router_tau : mot.mot.tau;
+    c.tc.router_tau = router_tau > 0 ? router_tau : mot_cfg.mot.tau;
     c.tc.topk = topk;
     c.tc.capacity_factor = capacity;
     return c;
@@ -41,9 +41,9 @@ inline Config transition_config(const Config& mot, int router, float router_tau,
 
 // The routed model's parameters: every tensor of the MoT model under its
 // name; the ones it did not have (the threshold routers' bc) zero.
-inline std::vector<float> transition_params(const Config& mot, const Config& routed,
+inline std::vector<float> transition_params(const Config& mot_cfg, const Config& routed,
                                             const std::vector<float>& mot_params) {
-    std::vector<TensorSpec> from = param_specs(mot);
+    std::vector<TensorSpec> from = param_specs(mot_cfg);
     std::vector<float> out(num_params(routed), 0.0f);
     for (const TensorSpec& t : param_specs(routed))
         for (const TensorSpec& s : from)
@@ -69,19 +69,19 @@ inline float calibration_threshold(std::vector<float>* v, int G) {
 // MoT model run on the CPU (the training kernels; a forward pass per batch):
 // m = round(n/G) of its n logits are at or above q_e. Writes bc = -q into the
 // routed parameters. Returns the thresholds, (layers of MOT, E) in order.
-inline std::vector<std::vector<float>> calibrate_thresholds(const Config& mot, const std::vector<float>& mot_params,
+inline std::vector<std::vector<float>> calibrate_thresholds(const Config& mot_cfg, const std::vector<float>& mot_params,
                                                             const Config& routed, std::vector<float>* routed_params,
                                                             const std::vector<std::vector<int>>& batches, int B,
                                                             int T) {
     GPT<float, FastKernels> model;
-    gpt_build(&model, mot);
+    gpt_build(&model, mot_cfg);
     std::copy(mot_params.begin(), mot_params.end(), model.params_memory.begin());
-    const int E = mot.E;
-    std::vector<std::vector<std::vector<float>>> logits(mot.L, std::vector<std::vector<float>>(E));
+    const int E = mot_cfg.E;
+    std::vector<std::vector<std::vector<float>>> logits(mot_cfg.L, std::vector<std::vector<float>>(E));
     for (const std::vector<int>& inputs : batches) {
         gpt_forward(&model, inputs.data(), (const int*)nullptr, B, T);
-        for (int l = 0; l < mot.L; l++) {
-            if (mot.kinds[l] != MOT) continue;
+        for (int l = 0; l < mot_cfg.L; l++) {
+            if (mot_cfg.kinds[l] != MOT) continue;
             const float* z = model.acts.layer[l].z;
             for (size_t n = 0; n < (size_t)B * T; n++)
                 for (int e = 0; e < E; e++) logits[l][e].push_back(z[n * E + e]);
@@ -89,11 +89,11 @@ inline std::vector<std::vector<float>> calibrate_thresholds(const Config& mot, c
     }
     Weights<float> w = carve_weights(routed_params->data(), routed);
     std::vector<std::vector<float>> q;
-    for (int l = 0; l < mot.L; l++) {
-        if (mot.kinds[l] != MOT) continue;
+    for (int l = 0; l < mot_cfg.L; l++) {
+        if (mot_cfg.kinds[l] != MOT) continue;
         std::vector<float> ql(E);
         for (int e = 0; e < E; e++) {
-            ql[e] = calibration_threshold(&logits[l][e], mot.mot.G);
+            ql[e] = calibration_threshold(&logits[l][e], mot_cfg.mot.G);
             if (w.layer[l].bc) w.layer[l].bc[e] = -ql[e];
         }
         q.push_back(ql);

@@ -37,19 +37,19 @@ inline void transition_kinds(TrainRun* r) {
         fail(strf("--transition %s: %s already has token-choice layers, whose k, capacity and router would change; "
                   "give a model whose sparse layers are all MoT",
                   o.transition.c_str(), o.load.c_str()));
-    const Config& mot = r->c;
+    const Config& mot_cfg = r->c;
     int router = router_kind(o.router.empty() ? "threshold" : o.router);
     int topk = o.topk;
     float cf = o.capacity_factor;
     if (router != ROUTER_SOFTMAX) {
-        if (!given(o, "--topk")) topk = std::min(mot.E, std::max(1, 2 * mot.E / mot.mot.G));
+        if (!given(o, "--topk")) topk = std::min(mot_cfg.E, std::max(1, 2 * mot_cfg.E / mot_cfg.mot.G));
         if (!given(o, "--capacity-factor")) cf = 1.0f;
     }
-    if (topk > mot.E) fail(strf("--topk %d is above the model's %d experts", topk, mot.E));
+    if (topk > mot_cfg.E) fail(strf("--topk %d is above the model's %d experts", topk, mot_cfg.E));
     // the threshold router holds its calibrated firing rates unless told otherwise
     if (router == ROUTER_THRESHOLD && !given(o, "--router-balance")) r->o.router_balance = TRANSITION_ROUTER_BALANCE;
-    r->before_transition = mot;
-    r->c = transition_config(mot, router, o.router_temperature, topk, cf);
+    r->before_transition = mot_cfg;
+    r->c = transition_config(mot_cfg, router, o.router_temperature, topk, cf);
     config_validate(r->c);
     r->mot_params.swap(r->params);
     r->params = transition_params(r->before_transition, r->c, r->mot_params);
@@ -60,7 +60,7 @@ inline void transition_kinds(TrainRun* r) {
     if (o.router_balance > 0)
         std::printf("transition: each expert's bias is held at its calibrated firing rate 1/%d by a controller "
                     "(--router-balance %g), not trained\n",
-                    mot.mot.G, o.router_balance);
+                    mot_cfg.mot.G, o.router_balance);
 }
 
 inline void print_thresholds(const TrainRun* r, const std::vector<std::vector<float>>& q) {
@@ -124,21 +124,21 @@ inline void transition_report(TrainRun* r) {
 // are fp32, as one process measures them, whatever --precision.
 inline void transition_expert_parallel(TrainRun* r) {
     const Options& o = r->o;
-    const Config& mot = r->before_transition;
-    const int R = dist().size, rank = dist().rank, N = o.expert_parallel, El = mot.E / N;
+    const Config& mot_cfg = r->before_transition;
+    const int R = dist().size, rank = dist().rank, N = o.expert_parallel, El = mot_cfg.E / N;
     Model m;
-    model_build(&m, parallel_member_config(mot, N, o.expert_exchange), "cpu", r->B, r->T,
-                parallel_member_part(mot, N, r->mot_params).data());
+    model_build(&m, parallel_member_config(mot_cfg, N, o.expert_exchange), "cpu", r->B, r->T,
+                parallel_member_part(mot_cfg, N, r->mot_params).data());
     std::vector<float>().swap(r->mot_params);
     model_set_experts(&m, &r->par.exchange);
     if (r->c.tc.router != ROUTER_SOFTMAX) {
         // each MOT layer's logits of a batch: (B,T,E), or with the input-token exchange (N,B,T,El), the
         // logits of this rank's experts for the tokens of every member of its expert group
         const bool inputs = m.cfg.expert_inputs;
-        const size_t BT = r->BT, per = BT * mot.E;
+        const size_t BT = r->BT, per = BT * mot_cfg.E;
         std::vector<int> layers;
-        for (int l = 0; l < mot.L; l++)
-            if (mot.kinds[l] == MOT) layers.push_back(l);
+        for (int l = 0; l < mot_cfg.L; l++)
+            if (mot_cfg.kinds[l] == MOT) layers.push_back(l);
         const int nb = o.calibration_batches, rounds = (nb + R - 1) / R;
         std::vector<float> mine(layers.size() * rounds * per);  // (layers, rounds, per)
         DataLoader loader = r->train_loader;  // a copy: the run's data position stays
@@ -159,19 +159,19 @@ inline void transition_expert_parallel(TrainRun* r) {
         // a layer at a time, every rank's logits of it: (R, rounds, per). Expert e's: in round k rank q
         // ran batch k*R + q; with the input-token exchange its block s holds member s's batch,
         // k*R + (q - q % N) + s, and its experts are [(q % N)*El, (q % N + 1)*El)
-        std::vector<std::vector<float>> q(layers.size(), std::vector<float>(mot.E));
+        std::vector<std::vector<float>> q(layers.size(), std::vector<float>(mot_cfg.E));
         std::vector<float> all((size_t)R * rounds * per), bc;
         for (size_t j = 0; j < layers.size(); j++) {
             dist_all_gather(mine.data() + j * rounds * per, all.data(), rounds * per * sizeof(float),
                             "gathering the calibration's controller logits (--transition)", nullptr);
-            for (int e = 0; e < mot.E; e++) {
+            for (int e = 0; e < mot_cfg.E; e++) {
                 std::vector<float> v;
                 for (int from = 0; from < R; from++)
                     for (int k = 0; k < rounds; k++) {
                         const float* z = all.data() + ((size_t)from * rounds + k) * per;
                         if (!inputs) {
                             if (k * R + from >= nb) continue;
-                            for (size_t n = 0; n < BT; n++) v.push_back(z[n * mot.E + e]);
+                            for (size_t n = 0; n < BT; n++) v.push_back(z[n * mot_cfg.E + e]);
                             continue;
                         }
                         if (from % N != e / El) continue;
@@ -180,7 +180,7 @@ inline void transition_expert_parallel(TrainRun* r) {
                             for (size_t n = 0; n < BT; n++) v.push_back(z[((size_t)s * BT + n) * El + e % El]);
                         }
                     }
-                q[j][e] = calibration_threshold(&v, mot.mot.G);
+                q[j][e] = calibration_threshold(&v, mot_cfg.mot.G);
                 bc.push_back(-q[j][e]);
             }
         }
