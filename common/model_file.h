@@ -17,7 +17,7 @@
 //   h.N.attn.c_proj.weight        (C, C)       attprojw
 //   h.N.attn.c_proj.bias          (C)          attprojb
 //   h.N.ln_2.weight / .bias       (C)          ln2w / ln2b
-//   the feed-forward layer's tensors, named by its kind (layout.h, exports()):
+//   the feed-forward layer's tensors, named by its kind (common/ffn_kinds.h, exports()):
 //   h.N.mlp.c_fc.weight           (dff, C)     DENSE fcw
 //   h.N.mlp.c_fc.bias             (dff)        DENSE fcb
 //   h.N.mlp.c_proj.weight         (C, dff)     DENSE fcprojw
@@ -68,7 +68,7 @@ struct ExportTensor {
 // The tensors of a model in the engine's order (visit_params), each named by
 // which Weights slot visit_params hands over: the order and sizes come from
 // layout.h alone, the names and shapes from the table above (a feed-forward
-// layer's from its kind's exports(), common/layout.h).
+// layer's from its kind's exports(), common/ffn_kinds.h).
 inline std::vector<ExportTensor> export_tensors(const Config& c) {
     using S = std::vector<int64_t>;
     const int64_t C = c.C;
@@ -97,7 +97,7 @@ inline std::vector<ExportTensor> export_tensors(const Config& c) {
             };
             for (const auto& t : table)
                 if (&slot == t.slot) name = h + t.name, shape = t.shape;
-            // the feed-forward layer's tensors: its kind names them (common/layout.h, exports)
+            // the feed-forward layer's tensors: its kind names them (common/ffn_kinds.h, exports)
             with_ffn_kind(c.kinds[l], [&](auto kind) {
                 kind.exports(lw, c, [&](float*& kslot, const char* kname, const S& kshape) {
                     if (&slot == &kslot) name = h + kname, shape = kshape;
@@ -114,7 +114,7 @@ inline std::vector<ExportTensor> export_tensors(const Config& c) {
     return out;
 }
 
-// A kind's name in the "kinds" metadata (common/layout.h, stored).
+// A kind's name in the "kinds" metadata (common/ffn_kinds.h, stored).
 inline std::string kind_name(int kind) {
     std::string name;
     with_ffn_kind(kind, [&](auto k) { name = k.stored; });
@@ -147,7 +147,7 @@ inline std::vector<std::pair<std::string, std::string>> model_metadata(const Con
             {"layernorm_eps", "1e-05"},
             {"tokenizer", tokenizer},
             {"dtype", dtype}};
-    // each kind's hyperparameters (common/layout.h, metadata_write), every kind's in every file
+    // each kind's hyperparameters (common/ffn_kinds.h, metadata_write), every kind's in every file
     auto text = [&](const char* key, auto v) {
         if constexpr (std::is_same_v<decltype(v), std::string>) m.push_back({key, v});
         else if constexpr (std::is_floating_point_v<decltype(v)>) m.push_back({key, float_text(v)});
@@ -186,7 +186,7 @@ struct ModelFileInfo {
 // Reads safetensors metadata values written whole: "12x", " 12", "+12" or ""
 // is refused, not read as 12 or 0; a missing key, a value out of range,
 // fails naming the file and the key. The kinds' metadata_read read through
-// it (common/layout.h).
+// it (common/ffn_kinds.h).
 struct MetadataReader {
     const char* file;
     const std::map<std::string, std::string>* metadata;
@@ -234,41 +234,40 @@ inline void safetensors_model_load(const std::string& path, Config* c, std::vect
     if (st.metadata["format"] != "mot")
         fail(strf("%s: metadata format \"%s\", this program reads \"mot\"", name, st.metadata["format"].c_str()));
     MetadataReader r{name, &st.metadata};
-    auto get = [&](const char* key) { return r.text(key); };
-    auto integer = [&](const char* key, int lo, int hi) { return r.integer(key, lo, hi); };
-    if (get("format_version") != MODEL_FORMAT_VERSION)
+    if (r.text("format_version") != MODEL_FORMAT_VERSION)
         fail(strf("%s: metadata format_version \"%s\", this build reads version %s", name,
-                  get("format_version").c_str(), MODEL_FORMAT_VERSION));
+                  r.text("format_version").c_str(), MODEL_FORMAT_VERSION));
     Config k;
-    k.V = integer("vocab_size", BOUND_VOCAB.lo, BOUND_VOCAB.hi);
-    k.Vp = integer("padded_vocab_size", BOUND_VOCAB.lo, BOUND_VOCAB.hi);
+    k.V = r.integer("vocab_size", BOUND_VOCAB.lo, BOUND_VOCAB.hi);
+    k.Vp = r.integer("padded_vocab_size", BOUND_VOCAB.lo, BOUND_VOCAB.hi);
     if (k.Vp != pad_vocab(k.V))
         fail(strf("%s: metadata padded_vocab_size %d, expected %d for vocab_size %d", name, k.Vp, pad_vocab(k.V), k.V));
-    k.maxT = integer("max_seq_len", BOUND_SEQ.lo, BOUND_SEQ.hi);
-    k.L = integer("n_layer", 1, MAX_LAYERS);
-    k.NH = integer("n_head", BOUND_HEADS.lo, BOUND_HEADS.hi);
-    k.C = integer("n_embd", BOUND_WIDTH.lo, BOUND_WIDTH.hi);
-    k.dff = integer("dense_ffn_width", BOUND_DFF.lo, BOUND_DFF.hi);
-    k.E = integer("experts", BOUND_EXPERTS.lo, BOUND_EXPERTS.hi);
-    k.f = integer("expert_width", BOUND_EXPERT_WIDTH.lo, BOUND_EXPERT_WIDTH.hi);
+    k.maxT = r.integer("max_seq_len", BOUND_SEQ.lo, BOUND_SEQ.hi);
+    k.L = r.integer("n_layer", 1, MAX_LAYERS);
+    k.NH = r.integer("n_head", BOUND_HEADS.lo, BOUND_HEADS.hi);
+    k.C = r.integer("n_embd", BOUND_WIDTH.lo, BOUND_WIDTH.hi);
+    k.dff = r.integer("dense_ffn_width", BOUND_DFF.lo, BOUND_DFF.hi);
+    k.E = r.integer("experts", BOUND_EXPERTS.lo, BOUND_EXPERTS.hi);
+    k.f = r.integer("expert_width", BOUND_EXPERT_WIDTH.lo, BOUND_EXPERT_WIDTH.hi);
     for_each_ffn_kind([&](auto kind) { kind.metadata_read(r, &k); });
-    if (get("activation") != "gelu_tanh")
-        fail(strf("%s: metadata activation \"%s\": this program computes gelu_tanh only", name, get("activation").c_str()));
-    if (get("layernorm_eps") != "1e-05")
+    if (r.text("activation") != "gelu_tanh")
+        fail(strf("%s: metadata activation \"%s\": this program computes gelu_tanh only", name,
+                  r.text("activation").c_str()));
+    if (r.text("layernorm_eps") != "1e-05")
         fail(strf("%s: metadata layernorm_eps \"%s\": this program's LayerNorm uses 1e-05", name,
-                  get("layernorm_eps").c_str()));
+                  r.text("layernorm_eps").c_str()));
     k.activation = 0;
-    std::string kinds = get("kinds") + ",";
+    std::string kinds = r.text("kinds") + ",";
     for (size_t pos = 0, comma; (comma = kinds.find(',', pos)) != std::string::npos; pos = comma + 1) {
         std::string kind = kinds.substr(pos, comma - pos);
         const int layer_kind = ffn_kind_named(kind, true);
         if (layer_kind < 0)
-            fail(strf("%s: metadata kinds \"%s\": \"%s\" is not %s", name, get("kinds").c_str(), kind.c_str(),
+            fail(strf("%s: metadata kinds \"%s\": \"%s\" is not %s", name, r.text("kinds").c_str(), kind.c_str(),
                       name_list(ffn_kind_names(true)).c_str()));
         k.kinds.push_back(layer_kind);
     }
     if ((int)k.kinds.size() != k.L)
-        fail(strf("%s: metadata kinds \"%s\" names %zu layers, n_layer is %d", name, get("kinds").c_str(),
+        fail(strf("%s: metadata kinds \"%s\" names %zu layers, n_layer is %d", name, r.text("kinds").c_str(),
                   k.kinds.size(), k.L));
     try {
         config_validate(k);
