@@ -12,7 +12,7 @@
 //   device memory    host <-> device copies and a sum of squares
 //   NcclComm         NCCL's collectives on device memory, for GPU ranks
 //
-// Built by g++ (no nvcc), GpuModel is a stub and the queries say there is no
+// Built by g++ (no nvcc), GpuModel holds no device state and the queries say there is no
 // GPU: a Model then never is on the GPU, and the functions that only such a
 // model calls fail if reached. Built without NCCL, NcclComm is empty and its
 // collectives fail likewise (train/parallel.h asks nccl_compiled first).

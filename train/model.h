@@ -27,7 +27,7 @@ struct Model {
     Config cfg;
     bool on_gpu = false;
     GPT<float, FastKernels> cpu;  // the CPU model; on the GPU path a host copy used for generation
-    GpuModel gpu;    // the GPU model (train/device.h); a stub in a build without nvcc
+    GpuModel gpu;    // the GPU model (train/device.h); without nvcc it holds no device state
     std::vector<ParamRange> share;  // ZeRO-1: the parameters this rank updates (model_shard); empty: all
 };
 
