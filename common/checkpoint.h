@@ -14,7 +14,7 @@
 // outside what the program's options allow, or whose checksum differs, is
 // rejected; a version 1 file loads with a note that nothing checked its body.
 // Each kind's slots (10, 12, 14..17) are written and read by its descriptor
-// (common/layout.h, header_write / header_read).
+// (common/ffn_kinds.h, header_write / header_read).
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -15,7 +15,7 @@
 #include "error.h"
 
 // The kind of a block's feed-forward layer, as checkpoints store it;
-// common/layout.h describes each (its names, checks, tensors, FLOPs).
+// common/ffn_kinds.h describes each (its names, checks, tensors, FLOPs).
 enum LayerKind { DENSE = 0, MOT = 1, TOKEN_CHOICE = 2 };
 // How a TOKEN_CHOICE layer routes (cpu/token_choice.h): ROUTER_SOFTMAX, a
 // softmax over the experts, the k most probable, gate p; ROUTER_THRESHOLD,
@@ -96,13 +96,13 @@ inline bool has_kind(const Config& c, int kind) { return count_kind(c, kind) > 0
 inline bool batch_in_groups(const Config& c) { return has_kind(c, MOT); }
 
 // Stops with `what` unless ok: the form of every check of a config, here
-// and in each kind's validate() (common/layout.h).
+// and in each kind's validate() (common/ffn_kinds.h).
 inline void config_need(bool ok, const std::string& what) {
     if (!ok) fail(what);
 }
 
 // The checks of a config that concern no feed-forward kind; config_validate
-// (common/layout.h) makes these, then each kind's own. Names the bad field.
+// (common/ffn_kinds.h) makes these, then each kind's own. Names the bad field.
 inline void config_validate_shape(const Config& c) {
     auto need = config_need;
     need(c.V > 0, strf("the vocabulary size must be positive (got %d)", c.V));

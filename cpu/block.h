@@ -2,7 +2,7 @@
 // training and for decoding:
 //
 //   res2 = x + attproj(attention(ln1(x)))
-//   res3 = res2 + ffn(ln2(res2))         ffn: the block's kind (common/layout.h)
+//   res3 = res2 + ffn(ln2(res2))         ffn: the block's kind (common/ffn_kinds.h)
 //
 // The feed-forward layer is found by its kind's tag: ffn_kind_forward(DenseFfn,
 // ...) lives in ffn.h, (MotFfn, ...) in mot.h, (TokenChoiceFfn, ...) in
@@ -28,7 +28,7 @@ struct KVCache {
 // Forward of one block of FFN kind `kind` on the (B,T) rows of inp; its
 // output is la.res3. Training passes no cache: causal attention over the T
 // positions. Decoding passes T = 1, the block's cache, and a mode with
-// decoding set (common/layout.h, FfnMode).
+// decoding set (common/ffn_kinds.h, FfnMode).
 template <typename Kernels = PlainKernels, typename real>
 void block_forward(LayerActs<real>& la,       // the block's activations, la.res3 (B,T,C) its output
                    const real* inp,           // (B,T,C)

@@ -39,7 +39,7 @@ void ffn_backward(real* dinp,            // (B,T,C)
     Kernels::matmul_backward(dinp, dfcw, dfcb, dfch, inp, fcw, B, T, C, dff);
 }
 
-// DENSE as a block's feed-forward layer (common/layout.h, DenseFfn): the
+// DENSE as a block's feed-forward layer (common/ffn_kinds.h, DenseFfn): the
 // layer functions above on the block's tensors.
 template <typename Kernels, typename real>
 void ffn_kind_forward(DenseFfn, real* out, const real* inp, const LayerWeights<real>& w, LayerActs<real>& a,

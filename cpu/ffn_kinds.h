@@ -1,5 +1,5 @@
 // The arithmetic of every feed-forward kind on the CPU, one file per kind
-// (common/layout.h has the table of kinds): each defines
+// (common/ffn_kinds.h has the table of kinds): each defines
 // ffn_kind_forward<Kernels>(Tag, ...) and ffn_kind_backward<Kernels>(Tag, ...)
 // for its kind's tag, which block.h calls.
 #pragma once

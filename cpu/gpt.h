@@ -41,7 +41,7 @@ struct GPT {
     // layers with an aux loss (TOKEN_CHOICE): the objective is mean_loss + aux_weight * aux_loss
     double aux_weight = 0;  // --aux-loss
     double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward
-    bool mot_discrete = false;  // MOT layers run discrete (eval, sample; common/layout.h FfnMode)
+    bool mot_discrete = false;  // MOT layers run discrete (eval, sample; common/ffn_kinds.h FfnMode)
     // --distill: the objective is (1 - distill_weight) mean_loss + distill_weight KL(teacher || p), teacher the
     // probabilities (B,T,Vp) another model gave the same batch, set before each backward; null: plain loss
     const real* teacher = nullptr;

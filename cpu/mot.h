@@ -243,7 +243,7 @@ void mot_backward(real* dinp,        // (B,T,C)
         }
 }
 
-// MOT as a block's feed-forward layer (common/layout.h, MotFfn): the layer
+// MOT as a block's feed-forward layer (common/ffn_kinds.h, MotFfn): the layer
 // above, in the form of the kernel set Kernels (kernels.h), on the block's
 // tensors.
 // Under expert parallelism (c.expert_shards > 1) the layer is

@@ -4,7 +4,7 @@
 //
 // The same tensors as MOT: wc (E, C) read as the router, w1 (E, f, C),
 // w2 (E, C, f); the threshold routers add a bias bc (E). Over the N = B*T
-// tokens h_n of a micro-batch, the router (TcRouter, common/layout.h) gives
+// tokens h_n of a micro-batch, the router (TcRouter, common/ffn_kinds.h) gives
 // each token's gates g_n and its choices:
 //   softmax:       z_n = h_n wc^T;  g_n = softmax(z_n) over the E experts;
 //                  e_{n,r} = the expert with the r-th largest g_n (r = 1..k)
@@ -17,7 +17,7 @@
 //   temperature, where each expert takes about the one token of a group of G
 //   with the largest logit for it: calibrated so that each expert fires for
 //   1/G of the tokens (train/transition.h), it keeps most of what MoT computed.
-//   cap = min(N, ceil(cf * k * N / E))  (common/layout.h; decoding: N, nothing dropped)
+//   cap = min(N, ceil(cf * k * N / E))  (common/ffn_kinds.h; decoding: N, nothing dropped)
 //   dispatch in order r = 1..k, and within r n = 0..N-1: token n goes to
 //     expert e_{n,r} if it holds fewer than cap tokens, else the choice is dropped
 //   out_n = sum over the dispatched choices r of g_n[e] gelu(h_n w1[e]^T) w2[e]^T
@@ -315,7 +315,7 @@ void router_balance_update(real* bc,             // (E) updated
     for (int e = 0; e < E; e++) bc[e] = real((double)bc[e] - eta * (fires[e] / tokens - target));
 }
 
-// TOKEN_CHOICE as a block's feed-forward layer (common/layout.h,
+// TOKEN_CHOICE as a block's feed-forward layer (common/ffn_kinds.h,
 // TokenChoiceFfn): the layer above, in the form of the kernel set Kernels
 // (kernels.h), on the block's tensors. The gradient of the objective by this
 // layer's aux loss arrives in da.aux.

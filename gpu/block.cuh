@@ -1,7 +1,7 @@
 // One transformer block on the GPU (cpu/block.h), forward and backward:
 //
 //   res2 = x + attproj(attention(ln1(x)))
-//   res3 = res2 + ffn(ln2(res2))         ffn: the block's kind (common/layout.h)
+//   res3 = res2 + ffn(ln2(res2))         ffn: the block's kind (common/ffn_kinds.h)
 //
 // The feed-forward layer is found by its kind's tag: ffn_kind_forward(DenseFfn,
 // ...) lives in ffn.cuh, (MotFfn, ...) in mot.cuh, (TokenChoiceFfn, ...) in

@@ -46,7 +46,7 @@ inline void ffn_backward(float* dinp,             // (B,T,C)
 
 namespace gpu {
 
-// DENSE as a block's feed-forward layer (common/layout.h, DenseFfn).
+// DENSE as a block's feed-forward layer (common/ffn_kinds.h, DenseFfn).
 template <typename K>
 inline void ffn_kind_forward(DenseFfn, float* out, const float* inp, const LayerWeights<float>& w,
                              LayerActs<float>& a, int B, int T, const Config& c, const FfnMode&) {

@@ -59,7 +59,7 @@ struct GPT {
     // layers with an aux loss (TOKEN_CHOICE): the objective is mean_loss + aux_weight * aux_loss
     double aux_weight = 0;  // --aux-loss
     double aux_loss = 0;    // sum of the layers' load-balancing losses, last forward with targets
-    bool mot_discrete = false;  // MOT layers run discrete (eval; common/layout.h FfnMode)
+    bool mot_discrete = false;  // MOT layers run discrete (eval; common/ffn_kinds.h FfnMode)
     // --distill: the teacher's probabilities (B,T,Vp) device for the next backward (cpu/gpt.h); null: none
     const float* teacher = nullptr;
     double distill_weight = 0;

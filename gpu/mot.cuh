@@ -251,7 +251,7 @@ inline void mot_backward(float* dinp,        // (B,T,C)
 
 namespace gpu {
 
-// MOT as a block's feed-forward layer (common/layout.h, MotFfn); under expert
+// MOT as a block's feed-forward layer (common/ffn_kinds.h, MotFfn); under expert
 // parallelism (c.expert_shards > 1) the layers of gpu/expert_parallel.cuh
 // over mode.experts (cpu/mot.h checks that they match).
 template <typename K>

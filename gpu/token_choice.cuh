@@ -442,7 +442,7 @@ inline void token_choice_count_fires(double* fires, unsigned long long* scratch,
     for (int e = 0; e < E; e++) fires[e] += (double)host[e];
 }
 
-// TOKEN_CHOICE as a block's feed-forward layer (common/layout.h, TokenChoiceFfn);
+// TOKEN_CHOICE as a block's feed-forward layer (common/ffn_kinds.h, TokenChoiceFfn);
 // under expert parallelism its experts are shared out (expert_parallel.cuh).
 template <typename K>
 inline void ffn_kind_forward(TokenChoiceFfn, float* out, const float* inp, const LayerWeights<float>& w,

@@ -10,7 +10,7 @@ LM head tied to wte.
     x = wte[tok] + wpe[pos]
     for each block: x = x + attn(ln_1(x));  x = x + ffn(ln_2(x))
     logits = ln_f(x) wte^T, the first V columns;  loss = mean cross-entropy
-Each block's feed-forward layer is one of three kinds (common/layout.h):
+Each block's feed-forward layer is one of three kinds (common/ffn_kinds.h):
 dense (cpu/ffn.h), Mixture of Tokens (cpu/mot.h), token choice (cpu/token_choice.h).
 
 Tensor names are those of the file (`train_mot export`), so state_dict()
@@ -159,7 +159,7 @@ class TokenChoice(nn.Module):
         self.w2 = nn.Parameter(torch.zeros(cfg.E, cfg.C, cfg.f))  # (E,C,f)
 
     def capacity(self, N, decoding):
-        """common/layout.h: min(N, ceil(cf k N / E)); decoding drops nothing."""
+        """common/ffn_kinds.h: min(N, ceil(cf k N / E)); decoding drops nothing."""
         return N if decoding else min(N, math.ceil(self.cf * self.k * N / self.E))
 
     def route(self, h, decoding):

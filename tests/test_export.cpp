@@ -104,7 +104,7 @@ static const float* engine_tensor(const GPT<float>& g, const std::string& name) 
     return it->second;
 }
 
-// The models below hold every kind of the table (common/layout.h), so that
+// The models below hold every kind of the table (common/ffn_kinds.h), so that
 // a kind added to it fails here until its names enter spec_tensors.
 TEST_CASE("the round-trip models cover every kind of the table") {
     for_each_ffn_kind([&](auto k) {

@@ -96,7 +96,7 @@ TEST_CASE("model gradients match finite differences: mixed MOT and DENSE") {
     check_model_gradients(tiny_config({DENSE, MOT}));
 }
 
-// Every kind of the table (common/layout.h, for_each_ffn_kind), a kind added
+// Every kind of the table (common/ffn_kinds.h, for_each_ffn_kind), a kind added
 // later included: a layer of it before a DENSE one. Top-k = E and capacity
 // factor 4: a token-choice layer sends every token to every expert, so no
 // routing decision sits near the points the finite differences visit.

@@ -247,7 +247,7 @@ inline std::vector<std::string> given_options(const CLI::App& app) {
     return names;
 }
 
-// The kind of --ffn (common/layout.h, option); DENSE for a name no kind has.
+// The kind of --ffn (common/ffn_kinds.h, option); DENSE for a name no kind has.
 inline int ffn_kind(const std::string& ffn) {
     const int kind = ffn_kind_named(ffn, false);
     return kind < 0 ? DENSE : kind;

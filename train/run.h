@@ -115,7 +115,7 @@ inline void log_run_header(TrainRun* r, double flops_per_step) {
         if (k.kind != DENSE) fields.push_back({std::string(k.stored) + "_layers", (double)count_kind(c, k.kind)});
     });
     fields.insert(fields.end(), {{"experts", (double)c.E}, {"expert_size", (double)c.f}});
-    for_each_ffn_kind([&](auto k) {  // each kind's own hyperparameters (common/layout.h, log_fields)
+    for_each_ffn_kind([&](auto k) {  // each kind's own hyperparameters (common/ffn_kinds.h, log_fields)
         k.log_fields(c, [&](const char* key, double v) { fields.push_back({key, v}); });
     });
     fields.insert(fields.end(), {{"router_balance", o.router_balance},

@@ -266,7 +266,7 @@ inline void setup_device(TrainRun* r) {
         note_changed_settings(r->state.settings, train_settings(o));
     }
     r->state.settings = train_settings(o);
-    // each kind's part (common/layout.h, summary), the dense one last and always
+    // each kind's part (common/ffn_kinds.h, summary), the dense one last and always
     std::string kinds;
     for_each_ffn_kind([&](auto k) {
         if (k.kind != DENSE && has_kind(c, k.kind)) kinds += k.summary(c, count_kind(c, k.kind)) + ", ";
